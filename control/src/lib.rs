@@ -1,0 +1,1 @@
+//! Control plane of trapeze (placeholder crate; filled in with the daemon).

@@ -1,0 +1,10 @@
+//! The three tables of the gateway.
+//!
+//! | table | owner | written | read |
+//! |---|---|---|---|
+//! | [`maglev::MaglevTable`] | control thread, inside each pool snapshot | on pool change | every new connection |
+//! | [`flow_table::FlowTable`] | one per worker, no lock | every new flow | every packet |
+//! | [`token::TokenTable`] | shared by all workers, sharded locks | once per MPTCP connection | once per MP_JOIN |
+
+pub mod maglev;
+pub mod token;
