@@ -40,6 +40,7 @@ pub mod ip;
 pub mod ipv4;
 pub mod ipv6;
 pub mod mptcp;
+pub mod pcap;
 pub mod tcp;
 pub mod udp;
 
