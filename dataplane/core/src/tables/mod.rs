@@ -6,5 +6,6 @@
 //! | [`flow_table::FlowTable`] | one per worker, no lock | every new flow | every packet |
 //! | [`token::TokenTable`] | shared by all workers, sharded locks | once per MPTCP connection | once per MP_JOIN |
 
+pub mod flow_table;
 pub mod maglev;
 pub mod token;
