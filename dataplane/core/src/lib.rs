@@ -20,7 +20,9 @@
 
 pub mod crypto;
 pub mod flow;
+pub mod pipeline;
 pub mod pool;
+pub mod testkit;
 pub mod tables;
 pub mod time;
 

@@ -1,10 +1,478 @@
-//! The pool snapshot: VIPs and backends, published immutably to workers (being written).
+//! The pool snapshot: VIPs, backends, ports and one Maglev table per VIP, built and validated by
+//! the control plane and published immutably to the workers (RCU style: a worker picks up a new
+//! `Arc<PoolSnapshot>` between two bursts and never sees a half-applied change).
+//!
+//! ## Identities are stable
+//!
+//! [`BackendId`] and [`VipId`] index the snapshot's arrays directly (`O(1)`, no hashing on the
+//! packet path) and are assigned by the control plane, which never reuses an id while a flow or
+//! token entry may still name it. A removed backend leaves a hole (`None`) in a later snapshot;
+//! flows pinned to it then meet the documented removal policy instead of another server.
+//!
+//! ## Backend states
+//!
+//! | state | new connections (Maglev) | established flows | joins of its connections |
+//! |---|---|---|---|
+//! | `Active` | yes | yes | yes |
+//! | `Draining` | no | yes | yes |
+//! | `Down` (failed health) | no | yes (until they end) | refused |
+//! | removed (`None`) | no | dropped, counted | refused |
+//!
+//! ## NAT return path
+//!
+//! Backends answer the client from their own address. The snapshot maps `(backend address, port)`
+//! back to the VIP, so the return path needs no per-flow lookup to find the address to restore.
+//! In NAT mode a backend address and port may therefore serve only one VIP per address family
+//! (checked by [`PoolSnapshot::build`]).
+
+use core::fmt;
+use core::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+use hashbrown::HashMap;
+
+use crate::flow::addr_bytes;
+use crate::tables::maglev::{MaglevBackend, MaglevError, MaglevTable, DEFAULT_SIZE};
 
 /// A backend's identity, stable for its whole life in the pool: the control plane never reuses
-/// an id while a flow or token entry may still name it.
+/// an id while a flow or token entry may still name it. Also the index of the backend in
+/// [`PoolSnapshot::backends`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
 pub struct BackendId(pub u16);
 
-/// A VIP's identity, stable like [`BackendId`].
+/// A VIP's identity, stable like [`BackendId`]; the index in [`PoolSnapshot::vips`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
 pub struct VipId(pub u16);
+
+/// A dataplane port (DPDK port id).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub struct PortId(pub u8);
+
+/// A 48-bit Ethernet address, as the core stores it.
+pub type Mac = [u8; 6];
+
+/// How a VIP's traffic reaches its backends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ForwardingMode {
+    /// Destination NAT to the backend; the gateway also carries the return path.
+    #[default]
+    Nat,
+}
+
+/// Lifecycle state of a backend (see the module table).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum BackendState {
+    /// Takes new connections.
+    #[default]
+    Active,
+    /// Keeps its flows and the joins of its connections; no new connections.
+    Draining,
+    /// Failed health checks: no new connections or joins.
+    Down,
+}
+
+/// A backend server endpoint. A server may have an IPv4 and an IPv6 address: an MPTCP connection
+/// opened over one family can add subflows over the other, and the token table routes them to
+/// the same server.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Backend {
+    /// Stable id (= index in the snapshot).
+    pub id: BackendId,
+    /// Operator's name for it.
+    pub name: String,
+    /// IPv4 address, if reachable over IPv4.
+    pub ipv4: Option<Ipv4Addr>,
+    /// IPv6 address, if reachable over IPv6.
+    pub ipv6: Option<Ipv6Addr>,
+    /// Service port on the backend.
+    pub port: u16,
+    /// Maglev weight (0: no new connections, like draining).
+    pub weight: u32,
+    /// Lifecycle state.
+    pub state: BackendState,
+    /// Port towards the backend.
+    pub egress: PortId,
+    /// Next-hop MAC towards the backend, once resolved.
+    pub mac: Option<Mac>,
+}
+
+impl Backend {
+    /// The backend's address in the family of `v6`.
+    #[inline]
+    pub fn addr(&self, v6: bool) -> Option<IpAddr> {
+        if v6 {
+            self.ipv6.map(IpAddr::V6)
+        } else {
+            self.ipv4.map(IpAddr::V4)
+        }
+    }
+
+    /// Whether the backend may receive joins of its existing connections.
+    #[inline]
+    pub fn accepts_joins(&self) -> bool {
+        matches!(self.state, BackendState::Active | BackendState::Draining)
+    }
+}
+
+/// A virtual service: address, port and protocol, with its backends.
+#[derive(Debug, Clone)]
+pub struct Vip {
+    /// Stable id (= index in the snapshot).
+    pub id: VipId,
+    /// Operator's name for it.
+    pub name: String,
+    /// The VIP address.
+    pub addr: IpAddr,
+    /// The VIP port.
+    pub port: u16,
+    /// IP protocol (6 = TCP).
+    pub proto: u8,
+    /// Forwarding mode.
+    pub mode: ForwardingMode,
+    /// Member backends.
+    pub backends: Vec<BackendId>,
+    /// Port where the clients' packets arrive (and where stateless returns leave).
+    pub client_port: PortId,
+    /// New-connection table over the members that take new connections.
+    pub maglev: MaglevTable,
+}
+
+/// A dataplane port's own configuration.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct PortConfig {
+    /// Port id.
+    pub id: PortId,
+    /// The port's MAC.
+    pub mac: Mac,
+    /// The gateway's own IPv4 addresses on this port (answered to ARP; source of ICMP errors).
+    pub ipv4: Vec<Ipv4Addr>,
+    /// The gateway's own IPv6 addresses on this port.
+    pub ipv6: Vec<Ipv6Addr>,
+    /// 802.1Q VLAN of this port; `None` for untagged (a priority tag, VID 0, counts as untagged).
+    pub vlan: Option<u16>,
+    /// Next hop for traffic without a known neighbour (clients behind a router).
+    pub gateway_mac: Option<Mac>,
+}
+
+/// Input of [`PoolSnapshot::build`]: plain data, as the control plane assembles it.
+#[derive(Debug, Clone, Default)]
+pub struct PoolSpec {
+    /// Version number (increases with every change).
+    pub version: u64,
+    /// Ports.
+    pub ports: Vec<PortConfig>,
+    /// Backends; `backends[i].id` must be `BackendId(i)`, holes are `None`.
+    pub backends: Vec<Option<Backend>>,
+    /// VIPs (without Maglev tables); `vips[i].id` must be `VipId(i)`.
+    pub vips: Vec<Option<VipSpec>>,
+    /// Maglev table size (prime); 0 means [`DEFAULT_SIZE`].
+    pub maglev_size: u32,
+}
+
+/// A VIP as the control plane describes it.
+#[derive(Debug, Clone)]
+pub struct VipSpec {
+    /// Stable id.
+    pub id: VipId,
+    /// Name.
+    pub name: String,
+    /// Address.
+    pub addr: IpAddr,
+    /// Port.
+    pub port: u16,
+    /// Protocol (6 = TCP; the only one the pipeline balances today).
+    pub proto: u8,
+    /// Forwarding mode.
+    pub mode: ForwardingMode,
+    /// Members.
+    pub backends: Vec<BackendId>,
+    /// Client-side port.
+    pub client_port: PortId,
+}
+
+/// Why a pool could not be built. Each names the offending object.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PoolError {
+    /// An id does not match its index.
+    IdMismatch(String),
+    /// A VIP names a backend that does not exist.
+    UnknownBackend {
+        /// VIP name.
+        vip: String,
+        /// Missing id.
+        backend: BackendId,
+    },
+    /// A VIP's member has no address of the VIP's family.
+    FamilyMismatch {
+        /// VIP name.
+        vip: String,
+        /// Backend name.
+        backend: String,
+    },
+    /// Two VIPs with the same address, port and protocol.
+    DuplicateVip(String),
+    /// In NAT mode, one backend address and port serving two VIPs (the return path would be
+    /// ambiguous).
+    SharedBackendEndpoint {
+        /// Backend name.
+        backend: String,
+        /// The two VIPs.
+        vips: (String, String),
+    },
+    /// A VIP or backend port of 0, or a protocol other than TCP.
+    BadPort(String),
+    /// A port id used by a backend or VIP that is not configured.
+    UnknownPort(String),
+    /// The Maglev table could not be built.
+    Maglev(String, MaglevError),
+}
+
+impl fmt::Display for PoolError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::IdMismatch(s) => write!(f, "id does not match its position: {s}"),
+            Self::UnknownBackend { vip, backend } => write!(f, "vip {vip}: unknown backend id {}", backend.0),
+            Self::FamilyMismatch { vip, backend } => {
+                write!(f, "vip {vip}: backend {backend} has no address of the vip's family")
+            }
+            Self::DuplicateVip(s) => write!(f, "duplicate vip address/port/protocol: {s}"),
+            Self::SharedBackendEndpoint { backend, vips } => write!(
+                f,
+                "backend {backend}: the same address and port serve vips {} and {} (ambiguous NAT return path)",
+                vips.0, vips.1
+            ),
+            Self::BadPort(s) => write!(f, "bad port or protocol: {s}"),
+            Self::UnknownPort(s) => write!(f, "unknown dataplane port: {s}"),
+            Self::Maglev(s, e) => write!(f, "vip {s}: maglev: {e:?}"),
+        }
+    }
+}
+
+impl std::error::Error for PoolError {}
+
+/// Key of the VIP and reverse maps: 16-byte address, port, protocol.
+type EndpointKey = ([u8; 16], u16, u8);
+
+/// A small fixed hasher for the VIP/backend maps (deterministic; the maps are tiny and hot).
+#[derive(Debug, Default, Clone, Copy)]
+pub struct EndpointHasher(u64);
+
+impl core::hash::Hasher for EndpointHasher {
+    #[inline]
+    fn finish(&self) -> u64 {
+        crate::flow::fmix(self.0)
+    }
+    #[inline]
+    fn write(&mut self, bytes: &[u8]) {
+        for c in bytes.chunks(8) {
+            let mut w = [0u8; 8];
+            w[..c.len()].copy_from_slice(c);
+            self.0 = (self.0 ^ u64::from_le_bytes(w)).wrapping_mul(0x9e37_79b9_7f4a_7c15).rotate_left(29);
+        }
+    }
+    #[inline]
+    fn write_u16(&mut self, i: u16) {
+        self.0 = (self.0 ^ i as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    }
+    #[inline]
+    fn write_u8(&mut self, i: u8) {
+        self.0 = (self.0 ^ i as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    }
+}
+
+type EndpointMap<V> = HashMap<EndpointKey, V, core::hash::BuildHasherDefault<EndpointHasher>>;
+
+/// The immutable snapshot the workers forward with.
+#[derive(Debug)]
+pub struct PoolSnapshot {
+    /// Version (from the spec).
+    pub version: u64,
+    /// Ports, indexed by [`PortId`].
+    pub ports: Vec<PortConfig>,
+    /// Backends, indexed by [`BackendId`].
+    pub backends: Vec<Option<Backend>>,
+    /// VIPs, indexed by [`VipId`].
+    pub vips: Vec<Option<Vip>>,
+    vip_map: EndpointMap<VipId>,
+    reverse_map: EndpointMap<VipId>,
+}
+
+impl PoolSnapshot {
+    /// An empty pool (no VIPs): everything not addressed to the gateway itself is dropped.
+    pub fn empty(ports: Vec<PortConfig>) -> Self {
+        Self {
+            version: 0,
+            ports,
+            backends: Vec::new(),
+            vips: Vec::new(),
+            vip_map: EndpointMap::default(),
+            reverse_map: EndpointMap::default(),
+        }
+    }
+
+    /// Validates `spec` and builds the snapshot with its Maglev tables. Nothing is published on
+    /// error; the error names the field at fault.
+    pub fn build(spec: PoolSpec) -> Result<Self, PoolError> {
+        let size = if spec.maglev_size == 0 { DEFAULT_SIZE } else { spec.maglev_size };
+        for (i, p) in spec.ports.iter().enumerate() {
+            if p.id.0 as usize != i {
+                return Err(PoolError::IdMismatch(format!("port {}", p.id.0)));
+            }
+        }
+        for (i, b) in spec.backends.iter().enumerate() {
+            if let Some(b) = b {
+                if b.id.0 as usize != i {
+                    return Err(PoolError::IdMismatch(format!("backend {}", b.name)));
+                }
+                if b.port == 0 {
+                    return Err(PoolError::BadPort(format!("backend {}", b.name)));
+                }
+                if b.egress.0 as usize >= spec.ports.len() {
+                    return Err(PoolError::UnknownPort(format!("backend {}", b.name)));
+                }
+            }
+        }
+        let mut vip_map = EndpointMap::default();
+        let mut reverse_map: EndpointMap<VipId> = EndpointMap::default();
+        let mut vips = Vec::with_capacity(spec.vips.len());
+        for (i, v) in spec.vips.into_iter().enumerate() {
+            let Some(v) = v else {
+                vips.push(None);
+                continue;
+            };
+            if v.id.0 as usize != i {
+                return Err(PoolError::IdMismatch(format!("vip {}", v.name)));
+            }
+            if v.port == 0 || v.proto != 6 {
+                return Err(PoolError::BadPort(format!("vip {}", v.name)));
+            }
+            if v.client_port.0 as usize >= spec.ports.len() {
+                return Err(PoolError::UnknownPort(format!("vip {}", v.name)));
+            }
+            let key = (addr_bytes(v.addr), v.port, v.proto);
+            if vip_map.insert(key, v.id).is_some() {
+                return Err(PoolError::DuplicateVip(v.name));
+            }
+            let v6 = v.addr.is_ipv6();
+            let mut members = Vec::with_capacity(v.backends.len());
+            for &bid in &v.backends {
+                let b = spec
+                    .backends
+                    .get(bid.0 as usize)
+                    .and_then(Option::as_ref)
+                    .ok_or_else(|| PoolError::UnknownBackend {
+                        vip: v.name.clone(),
+                        backend: bid,
+                    })?;
+                let Some(addr) = b.addr(v6) else {
+                    return Err(PoolError::FamilyMismatch {
+                        vip: v.name.clone(),
+                        backend: b.name.clone(),
+                    });
+                };
+                let rkey = (addr_bytes(addr), b.port, v.proto);
+                if let Some(other) = reverse_map.insert(rkey, v.id) {
+                    if other != v.id {
+                        let other_name = vips
+                            .get(other.0 as usize)
+                            .and_then(|o: &Option<Vip>| o.as_ref())
+                            .map_or_else(|| format!("#{}", other.0), |o| o.name.clone());
+                        return Err(PoolError::SharedBackendEndpoint {
+                            backend: b.name.clone(),
+                            vips: (other_name, v.name.clone()),
+                        });
+                    }
+                }
+                if b.state == BackendState::Active && b.weight > 0 {
+                    let mut identity = [0u8; 18];
+                    identity[..16].copy_from_slice(&addr_bytes(addr));
+                    identity[16..].copy_from_slice(&b.port.to_be_bytes());
+                    members.push(MaglevBackend {
+                        id: bid,
+                        identity,
+                        weight: b.weight,
+                    });
+                }
+            }
+            let maglev = MaglevTable::build(&members, size).map_err(|e| PoolError::Maglev(v.name.clone(), e))?;
+            vips.push(Some(Vip {
+                id: v.id,
+                name: v.name,
+                addr: v.addr,
+                port: v.port,
+                proto: v.proto,
+                mode: v.mode,
+                backends: v.backends,
+                client_port: v.client_port,
+                maglev,
+            }));
+        }
+        Ok(Self {
+            version: spec.version,
+            ports: spec.ports,
+            backends: spec.backends,
+            vips,
+            vip_map,
+            reverse_map,
+        })
+    }
+
+    /// The VIP serving `addr:port/proto`, if any.
+    #[inline]
+    pub fn vip_for(&self, addr: &[u8; 16], port: u16, proto: u8) -> Option<VipId> {
+        if self.vip_map.is_empty() {
+            return None;
+        }
+        self.vip_map.get(&(*addr, port, proto)).copied()
+    }
+
+    /// The VIP whose backend answers from `addr:port/proto` (NAT return path).
+    #[inline]
+    pub fn vip_of_backend(&self, addr: &[u8; 16], port: u16, proto: u8) -> Option<VipId> {
+        if self.reverse_map.is_empty() {
+            return None;
+        }
+        self.reverse_map.get(&(*addr, port, proto)).copied()
+    }
+
+    /// Whether any VIP (any port) uses this address: for ARP/NDP and ICMP echo.
+    pub fn is_vip_addr(&self, addr: &[u8; 16]) -> bool {
+        self.vips.iter().flatten().any(|v| addr_bytes(v.addr) == *addr)
+    }
+
+    /// The VIP with this id.
+    #[inline]
+    pub fn vip(&self, id: VipId) -> Option<&Vip> {
+        self.vips.get(id.0 as usize).and_then(Option::as_ref)
+    }
+
+    /// The backend with this id.
+    #[inline]
+    pub fn backend(&self, id: BackendId) -> Option<&Backend> {
+        self.backends.get(id.0 as usize).and_then(Option::as_ref)
+    }
+
+    /// The port with this id.
+    #[inline]
+    pub fn port(&self, id: PortId) -> Option<&PortConfig> {
+        self.ports.get(id.0 as usize)
+    }
+
+    /// Whether `addr` is one of the gateway's own addresses on `port`.
+    pub fn is_own_addr(&self, port: PortId, addr: &[u8; 16]) -> bool {
+        self.port(port).is_some_and(|p| {
+            p.ipv4.iter().any(|a| addr_bytes(IpAddr::V4(*a)) == *addr)
+                || p.ipv6.iter().any(|a| addr_bytes(IpAddr::V6(*a)) == *addr)
+        })
+    }
+
+    /// A fingerprint of every VIP's Maglev table (equal pools give equal fingerprints on every
+    /// process and machine).
+    pub fn maglev_fingerprint(&self) -> u64 {
+        let words: Vec<u64> = self
+            .vips
+            .iter()
+            .map(|v| v.as_ref().map_or(0, |v| v.maglev.fingerprint()))
+            .collect();
+        crate::flow::hash_words(&words)
+    }
+}

@@ -1,1 +1,1128 @@
-//! placeholder
+//! The MPTCP token table, shared by all workers.
+//!
+//! # What it is for
+//!
+//! Every MPTCP connection has a 32-bit token per side; the server's token is the first 32 bits
+//! of SHA-256 of the server's key (RFC 8684 §3.2). A client opening an additional subflow sends
+//! an MP_JOIN SYN carrying that token and nothing that identifies the first subflow, so the
+//! gateway learns `token → backend` when a connection is established (from the MP_CAPABLE
+//! handshake) and routes each MP_JOIN SYN with [`TokenTable::route_join`]. A join can arrive on
+//! any worker (RSS hashes its 5-tuple), hence one table shared by all of them.
+//!
+//! # Collisions
+//!
+//! Each server keeps its own tokens unique, but two servers may pick the same token (≈ n²/2³³
+//! colliding pairs for n live connections: ≈ 116 at 1M). A token may therefore have several
+//! owners, one per backend, up to [`MAX_OWNERS`]. A join for a token with two or more owners is
+//! *ambiguous* and must be refused: routing it to the wrong server would only fail its HMAC
+//! check, but guessing is not the gateway's job (reliability anchors §2.3, F12). Owners are kept
+//! and removed per (token, backend), never per token.
+//!
+//! # Layout (no allocation after [`TokenTable::new`])
+//!
+//! * `shards` (a power of two, default 64) independent shards, each a
+//!   `CachePadded<parking_lot::RwLock<Shard>>`, chosen by the token's low bits. Joins take the
+//!   read lock; learning, confirming and subflow bookkeeping take the write lock briefly.
+//! * In a shard, a `hashbrown` map `token → Head` (12 bytes a bucket) with a fixed multiply-xor
+//!   hasher (tokens are SHA-256 output and chosen by servers, not by clients, so they are already
+//!   uniform; the hasher only spreads them over hashbrown's bucket index and 7-bit tag). `Head`
+//!   carries the owner count and the first owner's backend, so a join is answered from the
+//!   bucket alone.
+//! * Owner records live in a per-shard pool (a boxed slice with a free list) and a token's owners
+//!   are chained through it. The brief's first idea, an inline `[Option<Owner>; 4]` per token,
+//!   costs ≈ 400 bytes a bucket (≈ 800 MB at 1M tokens once hashbrown's slack is counted) for
+//!   collisions that concern 0.01 % of tokens; the chained pool costs ≈ 150 bytes a token.
+//! * The map is created with room for **twice** the shard's token quota. hashbrown never
+//!   allocates while its item count stays at most half its capacity: churn leaves tombstones, and
+//!   when they use up the free buckets it rehashes *in place* as long as `items ≤ capacity / 2`
+//!   (`RawTable::reserve_rehash`). The quota guarantees that, so the map never reallocates.
+//!
+//! # Capacity
+//!
+//! `capacity` bounds the number of distinct tokens, exactly: a global `AtomicUsize` counts them,
+//! and a new token reserves its place with a compare-and-swap before it is inserted
+//! ([`LearnOutcome::TableFull`] otherwise). Each shard additionally holds at most
+//! `⌈capacity/shards⌉ + slack` tokens (slack = ⅛ of the share, at least 16) and
+//! `token quota + ⅛ + 8` owner records: with uniform tokens a shard reaches its quota before the
+//! global bound only with negligible probability (at 1M tokens the slack is > 15 standard
+//! deviations). `len()` reads the counter.
+//!
+//! # Counting
+//!
+//! The table counts nothing but its length: callers count the outcomes ([`LearnOutcome`],
+//! [`JoinRoute`], [`ConfirmOutcome`]) in their own per-worker counters.
+//!
+//! # Invariants (checked by the tests after concurrent use)
+//!
+//! * Every token in a map has 1..=[`MAX_OWNERS`] owners, all for distinct backends, and its
+//!   `Head` holds the true count and the first owner's backend.
+//! * Records are either on exactly one token's chain or on the shard's free list.
+//! * `len()` = the number of tokens in all maps ≤ `capacity`.
+//! * No operation allocates, panics or blocks on anything but one shard lock at a time.
+
+use core::fmt;
+use core::hash::{BuildHasher, Hasher};
+use core::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use core::time::Duration;
+
+use crossbeam_utils::CachePadded;
+use parking_lot::RwLock;
+
+use crate::flow::FlowKey;
+use crate::pool::BackendId;
+use crate::time::Ticks;
+
+/// The most owners (backends) one token may have at once. A fifth backend learning the token
+/// gets [`LearnOutcome::OwnersFull`] (its joins are refused, its first subflow is unaffected).
+pub const MAX_OWNERS: usize = 4;
+
+/// Default number of shards.
+pub const DEFAULT_SHARDS: usize = 64;
+
+/// Largest accepted number of shards.
+pub const MAX_SHARDS: usize = 1 << 16;
+
+/// Sizing of a [`TokenTable`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TokenTableConfig {
+    /// Maximum number of distinct tokens (live MPTCP connections the gateway can route joins
+    /// for). 0 makes a table that refuses everything.
+    pub capacity: usize,
+    /// Number of lock shards: rounded up to a power of two, clamped to `1..=MAX_SHARDS`.
+    pub shards: usize,
+}
+
+impl Default for TokenTableConfig {
+    /// 1M tokens in [`DEFAULT_SHARDS`] shards.
+    fn default() -> Self {
+        Self {
+            capacity: 1 << 20,
+            shards: DEFAULT_SHARDS,
+        }
+    }
+}
+
+/// One owner of a token: the backend that chose it and the connection it belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Owner {
+    /// The server (backend) whose key hashes to the token.
+    pub backend: BackendId,
+    /// Client-side key of the connection's first subflow.
+    pub conn: FlowKey,
+    /// The server's MPTCP key (from its SYN/ACK).
+    pub server_key: u64,
+    /// The client's key, once seen (third ACK) and confirmed.
+    pub client_key: Option<u64>,
+    /// When the owner was learned.
+    pub learned_at: Ticks,
+    /// Last time a join was routed to it or its subflows changed.
+    pub last_seen: Ticks,
+    /// Open subflows of the connection (the first one included). Starts at 1.
+    pub subflows: u16,
+}
+
+/// Result of [`TokenTable::learn`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LearnOutcome {
+    /// New token, or a new owner of a token with none: stored.
+    Inserted,
+    /// The same backend and connection are already recorded (a retransmission): nothing changed
+    /// but `last_seen`.
+    AlreadyKnown,
+    /// Another backend owns the token too: both are kept; the token is now ambiguous and its
+    /// joins are refused until one owner goes away.
+    Collision,
+    /// The same backend had the token for another connection. A server reuses a token only after
+    /// its old connection is gone, so the old owner is replaced.
+    Reused,
+    /// No room for a new token (global capacity or the shard's share, or the shard's owner
+    /// records): the connection works on its first subflow, its joins will be refused.
+    TableFull,
+    /// The token already has [`MAX_OWNERS`] owners.
+    OwnersFull,
+}
+
+/// Result of [`TokenTable::route_join`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum JoinRoute {
+    /// Exactly one owner: send the join to this backend.
+    Owner(BackendId),
+    /// Nobody owns the token: refuse the join.
+    Unknown,
+    /// Two or more backends own the token: refuse the join.
+    Ambiguous,
+}
+
+/// Result of [`TokenTable::confirm`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConfirmOutcome {
+    /// The echoed server key matches; the client key is recorded.
+    Confirmed,
+    /// The echoed server key differs from the learned one, or a different client key was already
+    /// confirmed: the caller should [`TokenTable::remove`] the owner.
+    KeyMismatch,
+    /// No owner for this (token, backend, connection).
+    Unknown,
+}
+
+/// A copy of a token's owners (at most [`MAX_OWNERS`]), in chain order (oldest first).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct OwnersSnapshot {
+    len: usize,
+    items: [Owner; MAX_OWNERS],
+}
+
+impl OwnersSnapshot {
+    /// The owners.
+    #[inline]
+    pub fn as_slice(&self) -> &[Owner] {
+        &self.items[..self.len]
+    }
+
+    /// Number of owners.
+    #[inline]
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// True when the token is unknown.
+    #[inline]
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// The owner for `backend`, if any.
+    pub fn get(&self, backend: BackendId) -> Option<&Owner> {
+        self.as_slice().iter().find(|o| o.backend == backend)
+    }
+}
+
+/// End of a chain / free list.
+const NIL: u32 = u32::MAX;
+
+/// What the map stores per token: enough to answer a join without touching the records.
+#[derive(Debug, Clone, Copy)]
+struct Head {
+    /// First record of the chain.
+    first: u32,
+    /// Backend of the first record.
+    backend: BackendId,
+    /// Number of records in the chain, 1..=MAX_OWNERS.
+    count: u8,
+}
+
+/// An owner record in a shard's pool.
+#[derive(Debug, Default)]
+struct Rec {
+    conn: FlowKey,
+    backend: BackendId,
+    subflows: u16,
+    has_client_key: bool,
+    /// Next record of the chain, or of the free list.
+    next: u32,
+    server_key: u64,
+    client_key: u64,
+    learned_at: Ticks,
+    /// Ticks; atomic so that joins can touch it under the read lock.
+    last_seen: AtomicU64,
+}
+
+impl Rec {
+    fn fill(&mut self, o: &Owner) {
+        self.conn = o.conn;
+        self.backend = o.backend;
+        self.subflows = o.subflows.max(1);
+        self.has_client_key = o.client_key.is_some();
+        self.server_key = o.server_key;
+        self.client_key = o.client_key.unwrap_or(0);
+        self.learned_at = o.learned_at;
+        self.last_seen.store(o.last_seen.0, Ordering::Relaxed);
+    }
+
+    fn owner(&self) -> Owner {
+        Owner {
+            backend: self.backend,
+            conn: self.conn,
+            server_key: self.server_key,
+            client_key: self.has_client_key.then_some(self.client_key),
+            learned_at: self.learned_at,
+            last_seen: Ticks(self.last_seen.load(Ordering::Relaxed)),
+            subflows: self.subflows,
+        }
+    }
+}
+
+/// The fixed hasher of the shard maps: one multiply by an odd constant, then the high half
+/// folded onto the low half (hashbrown takes the bucket index from the low bits and the 7-bit
+/// tag from the top bits; both then depend on all 32 token bits).
+#[derive(Debug, Clone, Copy, Default)]
+struct TokenHasher(u64);
+
+impl Hasher for TokenHasher {
+    #[inline]
+    fn write(&mut self, bytes: &[u8]) {
+        // Not used by `u32` keys; a correct fallback for completeness.
+        for &b in bytes {
+            self.write_u32(u32::from(b) ^ (self.0 as u32));
+        }
+    }
+
+    #[inline]
+    fn write_u32(&mut self, n: u32) {
+        let m = u64::from(n).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        self.0 = m ^ (m >> 32);
+    }
+
+    #[inline]
+    fn finish(&self) -> u64 {
+        self.0
+    }
+}
+
+#[derive(Debug, Clone, Copy, Default)]
+struct BuildTokenHasher;
+
+impl BuildHasher for BuildTokenHasher {
+    type Hasher = TokenHasher;
+    #[inline]
+    fn build_hasher(&self) -> TokenHasher {
+        TokenHasher(0)
+    }
+}
+
+type Map = hashbrown::HashMap<u32, Head, BuildTokenHasher>;
+
+/// One shard: a map of its tokens and the pool of their owner records.
+#[derive(Debug)]
+struct Shard {
+    map: Map,
+    /// Most tokens this shard may hold (the map is reserved for twice as many).
+    quota: usize,
+    recs: Box<[Rec]>,
+    free: u32,
+}
+
+impl Shard {
+    fn new(quota: usize, records: usize) -> Self {
+        let mut recs: Vec<Rec> = Vec::with_capacity(records);
+        for i in 0..records {
+            let next = if i + 1 < records { (i + 1) as u32 } else { NIL };
+            recs.push(Rec {
+                next,
+                ..Rec::default()
+            });
+        }
+        Self {
+            map: Map::with_capacity_and_hasher(quota.saturating_mul(2), BuildTokenHasher),
+            quota,
+            recs: recs.into_boxed_slice(),
+            free: if records > 0 { 0 } else { NIL },
+        }
+    }
+
+    fn alloc(&mut self, o: &Owner) -> Option<u32> {
+        let i = self.free;
+        let rec = self.recs.get_mut(i as usize)?;
+        self.free = rec.next;
+        rec.fill(o);
+        rec.next = NIL;
+        Some(i)
+    }
+
+    fn release(&mut self, i: u32) {
+        let free = self.free;
+        if let Some(rec) = self.recs.get_mut(i as usize) {
+            rec.next = free;
+            self.free = i;
+        }
+    }
+
+    fn rec(&self, i: u32) -> Option<&Rec> {
+        self.recs.get(i as usize)
+    }
+
+    /// Index of the record for `backend` in the chain starting at `first`.
+    fn find(&self, first: u32, backend: BackendId) -> Option<u32> {
+        let mut i = first;
+        while let Some(r) = self.rec(i) {
+            if r.backend == backend {
+                return Some(i);
+            }
+            i = r.next;
+        }
+        None
+    }
+
+    /// Unlinks the records of `token` for which `drop` holds; returns how many went, and whether
+    /// the token is now gone (the map entry has then been removed).
+    fn remove_where(&mut self, token: u32, mut drop: impl FnMut(&Rec) -> bool) -> (usize, bool) {
+        let Some(head) = self.map.get(&token).copied() else {
+            return (0, false);
+        };
+        let (removed, new_head) = unlink(&mut self.recs, &mut self.free, head, &mut drop);
+        match new_head {
+            Some(h) => {
+                if let Some(slot) = self.map.get_mut(&token) {
+                    *slot = h;
+                }
+                (removed, false)
+            }
+            None => {
+                self.map.remove(&token);
+                (removed, true)
+            }
+        }
+    }
+}
+
+/// Unlinks the records of a chain for which `drop` holds, returns them to the free list, and
+/// gives the new head (`None` when the chain is now empty). Split from [`Shard`] so that
+/// `retain` over the map can call it with the pool borrowed separately.
+fn unlink(
+    recs: &mut [Rec],
+    free: &mut u32,
+    head: Head,
+    drop: &mut impl FnMut(&Rec) -> bool,
+) -> (usize, Option<Head>) {
+    let mut removed = 0;
+    let mut kept_first = NIL;
+    let mut kept_last = NIL;
+    let mut kept = 0u8;
+    let mut i = head.first;
+    while let Some(r) = recs.get(i as usize) {
+        let next = r.next;
+        if drop(r) {
+            if let Some(r) = recs.get_mut(i as usize) {
+                r.next = *free;
+            }
+            *free = i;
+            removed += 1;
+        } else {
+            if kept_last == NIL {
+                kept_first = i;
+            } else if let Some(p) = recs.get_mut(kept_last as usize) {
+                p.next = i;
+            }
+            kept_last = i;
+            kept += 1;
+        }
+        i = next;
+    }
+    if let Some(p) = recs.get_mut(kept_last as usize) {
+        p.next = NIL;
+    }
+    match recs.get(kept_first as usize) {
+        Some(r) => (
+            removed,
+            Some(Head {
+                first: kept_first,
+                backend: r.backend,
+                count: kept,
+            }),
+        ),
+        None => (removed, None),
+    }
+}
+
+/// The shared token table (see the module documentation).
+pub struct TokenTable {
+    shards: Box<[CachePadded<RwLock<Shard>>]>,
+    mask: usize,
+    capacity: usize,
+    len: CachePadded<AtomicUsize>,
+}
+
+impl fmt::Debug for TokenTable {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TokenTable")
+            .field("shards", &self.shards.len())
+            .field("capacity", &self.capacity)
+            .field("len", &self.len())
+            .finish()
+    }
+}
+
+impl TokenTable {
+    /// A table with all its memory reserved (see the module documentation for the sizing).
+    pub fn new(cfg: TokenTableConfig) -> Self {
+        let shards = cfg.shards.clamp(1, MAX_SHARDS).next_power_of_two();
+        let share = cfg.capacity.div_ceil(shards);
+        let quota = if cfg.capacity == 0 {
+            0
+        } else {
+            share + (share / 8).max(16)
+        };
+        let records = if quota == 0 { 0 } else { quota + quota / 8 + 8 };
+        let shards: Vec<CachePadded<RwLock<Shard>>> = (0..shards)
+            .map(|_| CachePadded::new(RwLock::new(Shard::new(quota, records))))
+            .collect();
+        Self {
+            mask: shards.len() - 1,
+            shards: shards.into_boxed_slice(),
+            capacity: cfg.capacity,
+            len: CachePadded::new(AtomicUsize::new(0)),
+        }
+    }
+
+    #[inline]
+    fn shard(&self, token: u32) -> &RwLock<Shard> {
+        // In bounds: the shard count is a power of two ≥ 1 and `mask` is that count − 1.
+        &self.shards[token as usize & self.mask]
+    }
+
+    /// Records that `owner.backend` uses `token` for the connection `owner.conn` (called once per
+    /// MPTCP connection, when the server's key is known). `owner.subflows` is taken as at least 1.
+    pub fn learn(&self, token: u32, owner: Owner) -> LearnOutcome {
+        let mut guard = self.shard(token).write();
+        let shard = &mut *guard;
+        let Some(head) = shard.map.get(&token).copied() else {
+            if shard.map.len() >= shard.quota || shard.free == NIL {
+                return LearnOutcome::TableFull;
+            }
+            let reserved = self
+                .len
+                .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                    (n < self.capacity).then_some(n + 1)
+                })
+                .is_ok();
+            if !reserved {
+                return LearnOutcome::TableFull;
+            }
+            let Some(i) = shard.alloc(&owner) else {
+                self.len.fetch_sub(1, Ordering::AcqRel);
+                return LearnOutcome::TableFull;
+            };
+            shard.map.insert(
+                token,
+                Head {
+                    first: i,
+                    backend: owner.backend,
+                    count: 1,
+                },
+            );
+            return LearnOutcome::Inserted;
+        };
+        if let Some(i) = shard.find(head.first, owner.backend) {
+            let Some(rec) = shard.recs.get_mut(i as usize) else {
+                return LearnOutcome::TableFull;
+            };
+            if rec.conn == owner.conn {
+                rec.last_seen.store(owner.last_seen.0, Ordering::Relaxed);
+                return LearnOutcome::AlreadyKnown;
+            }
+            rec.fill(&owner); // keeps `next`: the record stays where it is in the chain
+            return LearnOutcome::Reused;
+        }
+        if usize::from(head.count) >= MAX_OWNERS {
+            return LearnOutcome::OwnersFull;
+        }
+        let Some(i) = shard.alloc(&owner) else {
+            return LearnOutcome::TableFull;
+        };
+        // Append at the end of the chain (the head stays the oldest owner).
+        let mut last = head.first;
+        while let Some(r) = shard.rec(last) {
+            if r.next == NIL {
+                break;
+            }
+            last = r.next;
+        }
+        if let Some(r) = shard.recs.get_mut(last as usize) {
+            r.next = i;
+        }
+        if let Some(h) = shard.map.get_mut(&token) {
+            h.count += 1;
+        }
+        LearnOutcome::Collision
+    }
+
+    /// Third-ACK cross-check: the key the client echoes as the receiver's key must be the server
+    /// key learned for (token, backend, conn). On a match the client key is recorded; a client
+    /// key different from one already recorded is a mismatch too.
+    pub fn confirm(
+        &self,
+        token: u32,
+        backend: BackendId,
+        conn: &FlowKey,
+        server_key: u64,
+        client_key: u64,
+        now: Ticks,
+    ) -> ConfirmOutcome {
+        let mut guard = self.shard(token).write();
+        let shard = &mut *guard;
+        let Some(head) = shard.map.get(&token).copied() else {
+            return ConfirmOutcome::Unknown;
+        };
+        let Some(i) = shard.find(head.first, backend) else {
+            return ConfirmOutcome::Unknown;
+        };
+        let Some(rec) = shard.recs.get_mut(i as usize) else {
+            return ConfirmOutcome::Unknown;
+        };
+        if rec.conn != *conn {
+            return ConfirmOutcome::Unknown;
+        }
+        if rec.server_key != server_key || (rec.has_client_key && rec.client_key != client_key) {
+            return ConfirmOutcome::KeyMismatch;
+        }
+        rec.has_client_key = true;
+        rec.client_key = client_key;
+        rec.last_seen.store(now.0, Ordering::Relaxed);
+        ConfirmOutcome::Confirmed
+    }
+
+    /// Where an MP_JOIN SYN carrying `token` goes: the single owner, or a refusal. Takes the
+    /// shard's read lock; touches the owner's `last_seen` (an atomic store) when routing.
+    #[inline]
+    pub fn route_join(&self, token: u32, now: Ticks) -> JoinRoute {
+        let shard = self.shard(token).read();
+        match shard.map.get(&token) {
+            None => JoinRoute::Unknown,
+            Some(h) if h.count == 1 => {
+                if let Some(r) = shard.rec(h.first) {
+                    r.last_seen.store(now.0, Ordering::Relaxed);
+                }
+                JoinRoute::Owner(h.backend)
+            }
+            Some(_) => JoinRoute::Ambiguous,
+        }
+    }
+
+    /// A join subflow of `backend`'s connection was admitted: its subflow count goes up
+    /// (saturating). False when (token, backend) is unknown.
+    pub fn subflow_opened(&self, token: u32, backend: BackendId) -> bool {
+        let mut guard = self.shard(token).write();
+        let shard = &mut *guard;
+        let Some(head) = shard.map.get(&token).copied() else {
+            return false;
+        };
+        match shard.find(head.first, backend).and_then(|i| shard.recs.get_mut(i as usize)) {
+            Some(rec) => {
+                rec.subflows = rec.subflows.saturating_add(1);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// A subflow of `backend`'s connection ended: its subflow count goes down, and at 0 the owner
+    /// is removed (the connection is over). False when (token, backend) is unknown.
+    pub fn subflow_closed(&self, token: u32, backend: BackendId, now: Ticks) -> bool {
+        let mut guard = self.shard(token).write();
+        let shard = &mut *guard;
+        let Some(head) = shard.map.get(&token).copied() else {
+            return false;
+        };
+        let Some(rec) = shard
+            .find(head.first, backend)
+            .and_then(|i| shard.recs.get_mut(i as usize))
+        else {
+            return false;
+        };
+        rec.subflows = rec.subflows.saturating_sub(1);
+        rec.last_seen.store(now.0, Ordering::Relaxed);
+        if rec.subflows == 0 {
+            let (_, gone) = shard.remove_where(token, |r| r.backend == backend);
+            if gone {
+                self.len.fetch_sub(1, Ordering::AcqRel);
+            }
+        }
+        true
+    }
+
+    /// Removes `backend`'s ownership of `token` (MP_FASTCLOSE, fallback to plain TCP, key
+    /// mismatch, connection end). False when there was none.
+    pub fn remove(&self, token: u32, backend: BackendId) -> bool {
+        let mut guard = self.shard(token).write();
+        let (removed, gone) = guard.remove_where(token, |r| r.backend == backend);
+        if gone {
+            self.len.fetch_sub(1, Ordering::AcqRel);
+        }
+        removed > 0
+    }
+
+    /// Removes every token ownership of `backend` (hard removal from the pool). Takes the shard
+    /// write locks one at a time and walks each shard: housekeeping context only. Returns the
+    /// number of owners removed.
+    pub fn remove_backend(&self, backend: BackendId) -> usize {
+        self.purge(|r| r.backend == backend)
+    }
+
+    /// Removes owners not seen for longer than `idle` (`now − last_seen > idle`). Housekeeping
+    /// context: takes the shard write locks one at a time and walks each shard. Returns the
+    /// number of owners removed.
+    pub fn expire(&self, now: Ticks, idle: Duration) -> usize {
+        let idle = u64::try_from(idle.as_nanos()).unwrap_or(u64::MAX);
+        self.purge(|r| now.0.saturating_sub(r.last_seen.load(Ordering::Relaxed)) > idle)
+    }
+
+    fn purge(&self, mut drop: impl FnMut(&Rec) -> bool) -> usize {
+        let mut total = 0;
+        for lock in self.shards.iter() {
+            let mut guard = lock.write();
+            let Shard {
+                map, recs, free, ..
+            } = &mut *guard;
+            let mut tokens_gone = 0;
+            map.retain(|_, head| {
+                let (removed, new_head) = unlink(recs, free, *head, &mut drop);
+                total += removed;
+                match new_head {
+                    Some(h) => {
+                        *head = h;
+                        true
+                    }
+                    None => {
+                        tokens_gone += 1;
+                        false
+                    }
+                }
+            });
+            if tokens_gone > 0 {
+                self.len.fetch_sub(tokens_gone, Ordering::AcqRel);
+            }
+        }
+        total
+    }
+
+    /// Number of distinct tokens with at least one owner.
+    #[inline]
+    pub fn len(&self) -> usize {
+        self.len.load(Ordering::Acquire)
+    }
+
+    /// True when no token is known.
+    #[inline]
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The configured maximum number of tokens.
+    #[inline]
+    pub fn capacity(&self) -> usize {
+        self.capacity
+    }
+
+    /// Number of shards (a power of two).
+    #[inline]
+    pub fn shards(&self) -> usize {
+        self.shards.len()
+    }
+
+    /// A copy of the owners of `token` (for tests and the control API).
+    pub fn owners(&self, token: u32) -> OwnersSnapshot {
+        let shard = self.shard(token).read();
+        let mut snap = OwnersSnapshot::default();
+        let Some(head) = shard.map.get(&token) else {
+            return snap;
+        };
+        let mut i = head.first;
+        while let Some(r) = shard.rec(i) {
+            if let Some(slot) = snap.items.get_mut(snap.len) {
+                *slot = r.owner();
+                snap.len += 1;
+            }
+            i = r.next;
+        }
+        snap
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashSet;
+
+    /// The real colliding pair: SHA-256 of server keys 0xc66f and 0xe658 both start 0x7357966a.
+    const COLLIDING: u32 = 0x7357_966a;
+
+    fn conn(i: u32) -> FlowKey {
+        FlowKey::new(
+            core::net::IpAddr::V4(core::net::Ipv4Addr::from(0x0a00_0000 | (i & 0xff_ffff))),
+            (i >> 8) as u16 | 1024,
+            "198.51.100.10".parse().unwrap(),
+            443,
+            6,
+        )
+    }
+
+    fn owner(backend: u16, c: u32, server_key: u64, t: u64) -> Owner {
+        Owner {
+            backend: BackendId(backend),
+            conn: conn(c),
+            server_key,
+            client_key: None,
+            learned_at: Ticks(t),
+            last_seen: Ticks(t),
+            subflows: 1,
+        }
+    }
+
+    /// Distinct, well-spread test tokens: multiplication by an odd constant is a bijection of u32.
+    fn tok(i: u32) -> u32 {
+        i.wrapping_mul(0x9e37_79b1) ^ 0x5bd1_e995
+    }
+
+    fn small(capacity: usize, shards: usize) -> TokenTable {
+        TokenTable::new(TokenTableConfig { capacity, shards })
+    }
+
+    impl TokenTable {
+        /// Checks every documented structural invariant; returns the number of owners.
+        fn validate(&self) -> usize {
+            let mut tokens = 0;
+            let mut owners = 0;
+            for (si, lock) in self.shards.iter().enumerate() {
+                let shard = lock.read();
+                assert!(shard.map.len() <= shard.quota);
+                let mut on_chain = HashSet::new();
+                for (&token, head) in shard.map.iter() {
+                    assert_eq!(token as usize & self.mask, si, "token in the wrong shard");
+                    tokens += 1;
+                    let mut backends = HashSet::new();
+                    let mut i = head.first;
+                    let mut n = 0;
+                    while i != NIL {
+                        let r = shard.rec(i).expect("chain index in bounds");
+                        assert!(on_chain.insert(i), "record on two chains or a cycle");
+                        assert!(backends.insert(r.backend), "two records for one backend");
+                        assert!(r.subflows >= 1);
+                        if n == 0 {
+                            assert_eq!(r.backend, head.backend);
+                        }
+                        n += 1;
+                        i = r.next;
+                    }
+                    assert!((1..=MAX_OWNERS).contains(&n));
+                    assert_eq!(n, usize::from(head.count));
+                    owners += n;
+                }
+                let mut free = 0;
+                let mut i = shard.free;
+                while i != NIL {
+                    assert!(!on_chain.contains(&i), "record both free and used");
+                    free += 1;
+                    i = shard.rec(i).expect("free index in bounds").next;
+                }
+                assert_eq!(free + on_chain.len(), shard.recs.len());
+            }
+            assert_eq!(tokens, self.len());
+            assert!(self.len() <= self.capacity());
+            owners
+        }
+
+        fn allocation(&self) -> usize {
+            self.shards.iter().map(|s| s.read().map.allocation_size()).sum()
+        }
+    }
+
+    #[test]
+    fn learn_and_route() {
+        let t = small(1000, 8);
+        assert!(t.is_empty());
+        assert_eq!(t.route_join(42, Ticks(0)), JoinRoute::Unknown);
+        assert_eq!(t.learn(42, owner(3, 1, 0xaaaa, 10)), LearnOutcome::Inserted);
+        assert_eq!(t.len(), 1);
+        assert_eq!(t.route_join(42, Ticks(99)), JoinRoute::Owner(BackendId(3)));
+        let snap = t.owners(42);
+        assert_eq!(snap.len(), 1);
+        assert_eq!(snap.as_slice()[0].last_seen, Ticks(99), "route_join touches last_seen");
+        assert_eq!(snap.as_slice()[0].learned_at, Ticks(10));
+        assert_eq!(t.route_join(43, Ticks(0)), JoinRoute::Unknown);
+        // A retransmitted learn of the same connection.
+        assert_eq!(t.learn(42, owner(3, 1, 0xaaaa, 20)), LearnOutcome::AlreadyKnown);
+        assert_eq!(t.len(), 1);
+        assert!(t.owners(7).is_empty());
+        t.validate();
+    }
+
+    #[test]
+    fn collision_keeps_both_owners_and_join_is_ambiguous() {
+        let t = TokenTable::new(TokenTableConfig::default());
+        assert_eq!(t.learn(COLLIDING, owner(1, 1, 0xc66f, 0)), LearnOutcome::Inserted);
+        assert_eq!(t.learn(COLLIDING, owner(2, 2, 0xe658, 0)), LearnOutcome::Collision);
+        assert_eq!(t.len(), 1, "one token, two owners");
+        assert_eq!(t.route_join(COLLIDING, Ticks(5)), JoinRoute::Ambiguous);
+        let snap = t.owners(COLLIDING);
+        assert_eq!(snap.len(), 2);
+        assert_eq!(snap.get(BackendId(1)).unwrap().server_key, 0xc66f);
+        assert_eq!(snap.get(BackendId(2)).unwrap().server_key, 0xe658);
+        // Ambiguous joins touch nobody.
+        assert!(snap.as_slice().iter().all(|o| o.last_seen == Ticks(0)));
+        t.validate();
+        // The first owner goes: the token routes to the second one again.
+        assert!(t.remove(COLLIDING, BackendId(1)));
+        assert_eq!(t.route_join(COLLIDING, Ticks(6)), JoinRoute::Owner(BackendId(2)));
+        assert_eq!(t.len(), 1);
+        t.validate();
+        assert!(t.remove(COLLIDING, BackendId(2)));
+        assert!(!t.remove(COLLIDING, BackendId(2)));
+        assert!(t.is_empty());
+        t.validate();
+    }
+
+    #[test]
+    fn owners_full() {
+        let t = small(100, 1);
+        for b in 0..MAX_OWNERS as u16 {
+            let want = if b == 0 { LearnOutcome::Inserted } else { LearnOutcome::Collision };
+            assert_eq!(t.learn(5, owner(b, u32::from(b), 1, 0)), want);
+        }
+        assert_eq!(t.learn(5, owner(99, 99, 1, 0)), LearnOutcome::OwnersFull);
+        assert_eq!(t.owners(5).len(), MAX_OWNERS);
+        assert_eq!(t.validate(), MAX_OWNERS);
+        // Removing the middle and the head keeps the chain consistent.
+        assert!(t.remove(5, BackendId(1)));
+        assert!(t.remove(5, BackendId(0)));
+        assert_eq!(t.validate(), MAX_OWNERS - 2);
+        assert_eq!(t.learn(5, owner(99, 99, 1, 0)), LearnOutcome::Collision);
+        let order: Vec<u16> = t.owners(5).as_slice().iter().map(|o| o.backend.0).collect();
+        assert_eq!(order, [2, 3, 99]);
+    }
+
+    #[test]
+    fn reuse_on_same_backend_replaces() {
+        let t = small(100, 4);
+        assert_eq!(t.learn(9, owner(1, 1, 0x11, 0)), LearnOutcome::Inserted);
+        assert!(t.confirm(9, BackendId(1), &conn(1), 0x11, 0x22, Ticks(1)) == ConfirmOutcome::Confirmed);
+        assert!(t.subflow_opened(9, BackendId(1)));
+        // Same backend, new connection: the server reused the token, so the old one is dead.
+        assert_eq!(t.learn(9, owner(1, 2, 0x33, 50)), LearnOutcome::Reused);
+        let snap = t.owners(9);
+        assert_eq!(snap.len(), 1);
+        let o = snap.as_slice()[0];
+        assert_eq!(o.conn, conn(2));
+        assert_eq!(o.server_key, 0x33);
+        assert_eq!(o.client_key, None);
+        assert_eq!(o.subflows, 1);
+        assert_eq!(o.learned_at, Ticks(50));
+        assert_eq!(t.len(), 1);
+        // Reuse in a collided token keeps the other owner.
+        assert_eq!(t.learn(9, owner(2, 3, 0x44, 60)), LearnOutcome::Collision);
+        assert_eq!(t.learn(9, owner(1, 4, 0x55, 70)), LearnOutcome::Reused);
+        assert_eq!(t.owners(9).get(BackendId(2)).unwrap().server_key, 0x44);
+        assert_eq!(t.owners(9).get(BackendId(1)).unwrap().server_key, 0x55);
+        t.validate();
+    }
+
+    #[test]
+    fn subflow_refcount_removal() {
+        let t = small(100, 4);
+        let mut o = owner(4, 1, 0x1, 0);
+        o.subflows = 0; // taken as 1
+        assert_eq!(t.learn(77, o), LearnOutcome::Inserted);
+        assert_eq!(t.owners(77).as_slice()[0].subflows, 1);
+        assert!(t.subflow_opened(77, BackendId(4)));
+        assert!(t.subflow_opened(77, BackendId(4)));
+        assert!(!t.subflow_opened(77, BackendId(5)));
+        assert!(!t.subflow_opened(78, BackendId(4)));
+        assert_eq!(t.owners(77).as_slice()[0].subflows, 3);
+        assert!(t.subflow_closed(77, BackendId(4), Ticks(10)));
+        assert!(t.subflow_closed(77, BackendId(4), Ticks(20)));
+        assert_eq!(t.route_join(77, Ticks(21)), JoinRoute::Owner(BackendId(4)));
+        assert!(t.subflow_closed(77, BackendId(4), Ticks(30)));
+        assert_eq!(t.route_join(77, Ticks(31)), JoinRoute::Unknown);
+        assert!(t.is_empty());
+        assert!(!t.subflow_closed(77, BackendId(4), Ticks(40)));
+        // With a collision, closing one owner's connection leaves the other.
+        t.learn(COLLIDING, owner(1, 1, 0xc66f, 0));
+        t.learn(COLLIDING, owner(2, 2, 0xe658, 0));
+        assert!(t.subflow_closed(COLLIDING, BackendId(1), Ticks(1)));
+        assert_eq!(t.route_join(COLLIDING, Ticks(2)), JoinRoute::Owner(BackendId(2)));
+        assert!(!t.subflow_closed(COLLIDING, BackendId(1), Ticks(3)));
+        t.validate();
+    }
+
+    #[test]
+    fn confirm_mismatch() {
+        let t = small(100, 4);
+        t.learn(1, owner(1, 1, 0xabc, 0));
+        let c = conn(1);
+        assert_eq!(t.confirm(1, BackendId(1), &c, 0xabd, 7, Ticks(1)), ConfirmOutcome::KeyMismatch);
+        assert_eq!(t.owners(1).as_slice()[0].client_key, None);
+        assert_eq!(t.confirm(1, BackendId(2), &c, 0xabc, 7, Ticks(1)), ConfirmOutcome::Unknown);
+        assert_eq!(t.confirm(1, BackendId(1), &conn(2), 0xabc, 7, Ticks(1)), ConfirmOutcome::Unknown);
+        assert_eq!(t.confirm(2, BackendId(1), &c, 0xabc, 7, Ticks(1)), ConfirmOutcome::Unknown);
+        assert_eq!(t.confirm(1, BackendId(1), &c, 0xabc, 7, Ticks(2)), ConfirmOutcome::Confirmed);
+        let o = t.owners(1).as_slice()[0];
+        assert_eq!(o.client_key, Some(7));
+        assert_eq!(o.last_seen, Ticks(2));
+        // A retransmitted third ACK confirms again; a different client key does not.
+        assert_eq!(t.confirm(1, BackendId(1), &c, 0xabc, 7, Ticks(3)), ConfirmOutcome::Confirmed);
+        assert_eq!(t.confirm(1, BackendId(1), &c, 0xabc, 8, Ticks(3)), ConfirmOutcome::KeyMismatch);
+        // The caller's reaction to a mismatch.
+        assert!(t.remove(1, BackendId(1)));
+        assert!(t.is_empty());
+    }
+
+    #[test]
+    fn capacity_bound_table_full_with_no_growth() {
+        let t = small(100, 4);
+        assert_eq!(t.capacity(), 100);
+        let alloc = t.allocation();
+        let token = tok;
+        for i in 0..100 {
+            assert_eq!(t.learn(token(i), owner(1, i, 0, 0)), LearnOutcome::Inserted, "{i}");
+        }
+        assert_eq!(t.learn(token(100), owner(1, 100, 0, 0)), LearnOutcome::TableFull);
+        // A collision on a known token needs no new token slot: still accepted.
+        assert_eq!(t.learn(token(5), owner(2, 5, 0, 0)), LearnOutcome::Collision);
+        assert_eq!(t.len(), 100);
+        assert_eq!(t.route_join(token(100), Ticks(0)), JoinRoute::Unknown);
+        // Heavy churn at full capacity (tombstones) never reallocates.
+        let mut next = 1000;
+        for round in 0..200u32 {
+            for i in 0..100 {
+                let old = token(round * 1000 + i);
+                let _ = t.remove(old, BackendId(1));
+                let _ = t.remove(old, BackendId(2));
+            }
+            assert!(t.is_empty());
+            for i in 0..100 {
+                next += 1;
+                assert_eq!(t.learn(token((round + 1) * 1000 + i), owner(1, next, 0, 0)), LearnOutcome::Inserted);
+            }
+            assert_eq!(t.learn(token(999_999), owner(1, 0, 0, 0)), LearnOutcome::TableFull);
+        }
+        assert_eq!(t.allocation(), alloc, "the maps never grew");
+        t.validate();
+    }
+
+    #[test]
+    fn one_shard_full_churn_never_reallocates() {
+        let t = small(5000, 1);
+        let alloc = t.allocation();
+        let mut x = 1u64;
+        let mut live: Vec<u32> = Vec::new();
+        for step in 0..200_000u32 {
+            x = crate::flow::fmix(x);
+            if live.len() < 5000 && (x & 1 == 0 || live.is_empty()) {
+                let tok = x as u32;
+                match t.learn(tok, owner(1, step, 0, 0)) {
+                    LearnOutcome::Inserted => live.push(tok),
+                    LearnOutcome::Reused => {}
+                    other => panic!("{other:?}"),
+                }
+            } else {
+                let k = (x >> 32) as usize % live.len();
+                let tok = live.swap_remove(k);
+                assert!(t.remove(tok, BackendId(1)));
+            }
+        }
+        assert_eq!(t.allocation(), alloc);
+        assert_eq!(t.len(), live.len());
+        t.validate();
+    }
+
+    #[test]
+    fn zero_capacity_and_config_normalisation() {
+        let t = small(0, 0);
+        assert_eq!(t.shards(), 1);
+        assert_eq!(t.learn(1, owner(1, 1, 0, 0)), LearnOutcome::TableFull);
+        assert_eq!(t.route_join(1, Ticks(0)), JoinRoute::Unknown);
+        assert_eq!(small(10, 3).shards(), 4);
+        assert_eq!(small(10, usize::MAX).shards(), MAX_SHARDS);
+        assert_eq!(TokenTable::new(TokenTableConfig::default()).shards(), DEFAULT_SHARDS);
+        assert!(!format!("{t:?}").is_empty());
+    }
+
+    #[test]
+    fn expire_idle_owners() {
+        let t = small(100, 4);
+        let s = Ticks::from_secs;
+        t.learn(1, owner(1, 1, 0, s(0).0));
+        t.learn(2, owner(1, 2, 0, s(0).0));
+        t.learn(2, owner(2, 3, 0, s(50).0));
+        t.learn(3, owner(1, 4, 0, s(0).0));
+        assert_eq!(t.route_join(3, s(90)), JoinRoute::Owner(BackendId(1)));
+        // At t = 120 s with 60 s idle: token 1, token 2's backend 1 go; token 2's backend 2 (50 s)
+        // goes; token 3 (touched at 90 s) stays.
+        assert_eq!(t.expire(s(100), Duration::from_secs(60)), 2);
+        assert_eq!(t.route_join(2, s(100)), JoinRoute::Owner(BackendId(2)));
+        assert_eq!(t.expire(s(200), Duration::from_secs(60)), 2);
+        assert_eq!(t.len(), 0);
+        t.learn(4, owner(1, 5, 0, s(200).0));
+        assert_eq!(t.expire(s(260), Duration::from_secs(60)), 0, "exactly idle is not expired");
+        assert_eq!(t.expire(s(260), Duration::MAX), 0);
+        assert_eq!(t.expire(Ticks(0), Duration::ZERO), 0, "time going backwards expires nothing");
+        t.validate();
+    }
+
+    #[test]
+    fn remove_backend_purges_its_tokens() {
+        let t = small(10_000, 16);
+        for i in 0..3000u32 {
+            let tok = tok(i);
+            t.learn(tok, owner((i % 3) as u16, i, 0, 0));
+            if i % 10 == 0 {
+                t.learn(tok, owner(7, i, 0, 0)); // collide with backend 7
+            }
+        }
+        assert_eq!(t.validate(), 3300);
+        assert_eq!(t.remove_backend(BackendId(1)), 1000);
+        assert_eq!(t.validate(), 2300);
+        // Tokens of backend 1 that collided with 7 survive with 7 alone.
+        assert_eq!(t.len(), 2000 + 100); // i ≡ 1 (mod 3) and i ≡ 0 (mod 10): 100 tokens
+        assert_eq!(t.remove_backend(BackendId(7)), 300);
+        assert_eq!(t.remove_backend(BackendId(7)), 0);
+        assert_eq!(t.len(), 2000);
+        for i in 0..3000u32 {
+            let tok = tok(i);
+            let want = if i % 3 == 1 { JoinRoute::Unknown } else { JoinRoute::Owner(BackendId((i % 3) as u16)) };
+            assert_eq!(t.route_join(tok, Ticks(0)), want);
+        }
+        t.validate();
+    }
+
+    #[test]
+    fn concurrent_learn_route_close() {
+        // Half the shared tokens collide (far above the ≈ 0.01 % of real traffic that the owner
+        // record slack is sized for), hence the capacity well above the live token count.
+        let t = small(100_000, 8);
+        const PER: u32 = 20_000;
+        // Both threads use the same tokens (so half the learns are collisions) plus private ones.
+        let shared = |i: u32| tok(i);
+        let private = |w: u32, i: u32| tok(i | ((w + 1) << 20));
+        std::thread::scope(|s| {
+            for w in 0..2u32 {
+                let t = &t;
+                s.spawn(move || {
+                    let b = BackendId(w as u16 + 1);
+                    for i in 0..PER {
+                        let tok = shared(i);
+                        let out = t.learn(tok, owner(b.0, i, u64::from(w), 0));
+                        assert!(matches!(out, LearnOutcome::Inserted | LearnOutcome::Collision), "{out:?}");
+                        assert!(matches!(
+                            t.route_join(tok, Ticks(1)),
+                            JoinRoute::Owner(_) | JoinRoute::Ambiguous
+                        ));
+                        assert!(t.subflow_opened(tok, b));
+                        let p = private(w, i);
+                        assert_eq!(t.learn(p, owner(b.0, i, 0, 0)), LearnOutcome::Inserted);
+                        assert_eq!(t.route_join(p, Ticks(1)), JoinRoute::Owner(b));
+                        if i % 2 == 0 {
+                            // Close both subflows of the shared-token connection.
+                            assert!(t.subflow_closed(tok, b, Ticks(2)));
+                            assert!(t.subflow_closed(tok, b, Ticks(2)));
+                        }
+                        if i % 3 == 0 {
+                            assert!(t.subflow_closed(p, b, Ticks(2)));
+                            assert_eq!(t.route_join(p, Ticks(1)), JoinRoute::Unknown);
+                        }
+                    }
+                });
+            }
+        });
+        // Odd shared tokens: both backends own them (ambiguous); even ones: gone.
+        for i in 0..PER {
+            let want = if i % 2 == 0 { JoinRoute::Unknown } else { JoinRoute::Ambiguous };
+            assert_eq!(t.route_join(shared(i), Ticks(3)), want, "{i}");
+        }
+        let private_left = (PER - PER.div_ceil(3)) as usize;
+        assert_eq!(t.len(), PER as usize / 2 + 2 * private_left);
+        assert_eq!(t.validate(), PER as usize + 2 * private_left);
+        assert_eq!(t.remove_backend(BackendId(1)) + t.remove_backend(BackendId(2)), PER as usize + 2 * private_left);
+        assert!(t.is_empty());
+        t.validate();
+    }
+}

@@ -1,0 +1,286 @@
+//! The packet pipeline: `process(frame, ingress, now, worker, shared, pool) -> Verdict`.
+//!
+//! One call decides one frame. The function is pure in the sans-IO sense: no I/O, no clock read
+//! (the time is an argument), no allocation, and no lock on the established-flow path (the shared
+//! token table is locked briefly only to learn a token, route an MP_JOIN SYN or release a
+//! connection). Everything it changes is passed in: the frame (rewritten in place), the worker's
+//! own flow table and counters, the shared token table.
+//!
+//! ## The walk of a packet
+//!
+//! ```text
+//! Ethernet (+802.1Q) ──ARP──────────────> reply for our addresses and VIPs, punt replies
+//!        │
+//!        └─IPv4 / IPv6 checks (lengths, checksum, fragments, source routes, martians)
+//!              ├─TCP to a VIP ──────────> flow hit: NAT to the flow's backend (fast path)
+//!              │                          SYN: MP_JOIN? token table : Maglev -> new flow
+//!              │                          other miss: Maglev, adopted (state was lost)
+//!              ├─TCP from a backend ────> NAT back to the VIP; learns MPTCP tokens (SYN/ACK)
+//!              ├─ICMP/ICMPv6 ───────────> echo and NDP replies; errors follow the quoted flow
+//!              └─anything else ─────────> drop with a reason, or punt if it is for us
+//! ```
+//!
+//! Every frame moves exactly one terminal counter (forwarded, replied, punted, handed off, or one
+//! drop reason): [`WorkerStats::balanced`] checks it.
+
+pub mod frame;
+pub mod verdict;
+
+mod icmp;
+mod ip;
+mod nat;
+mod rewrite;
+
+pub use frame::{Frame, VecFrame};
+pub use verdict::{BackendCounters, DropReason, Event, Verdict, VipCounters, WorkerStats};
+
+use trapeze_wire::arp;
+use trapeze_wire::ethernet::{self, EtherType};
+
+use crate::flow::fmix;
+use crate::pool::{PoolSnapshot, PortConfig, PortId};
+use crate::tables::flow_table::{flags, FlowEntry, FlowTable, FlowTableConfig};
+use crate::tables::token::{TokenTable, TokenTableConfig};
+use crate::time::Ticks;
+
+/// A token bucket for generated packets (ICMP errors and echo replies), per worker.
+#[derive(Debug, Clone, Copy)]
+pub struct RateLimit {
+    /// Sustained rate, per second.
+    pub per_sec: u32,
+    /// Burst size.
+    pub burst: u32,
+}
+
+impl Default for RateLimit {
+    fn default() -> Self {
+        Self {
+            per_sec: 1000,
+            burst: 100,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Bucket {
+    limit: RateLimit,
+    tokens: u32,
+    last: Ticks,
+}
+
+impl Bucket {
+    fn new(limit: RateLimit) -> Self {
+        Self {
+            limit,
+            tokens: limit.burst,
+            last: Ticks::ZERO,
+        }
+    }
+
+    fn take(&mut self, now: Ticks) -> bool {
+        let elapsed = now.0.saturating_sub(self.last.0);
+        let refill = (elapsed as u128 * self.limit.per_sec as u128 / 1_000_000_000) as u64;
+        if refill > 0 {
+            self.tokens = (self.tokens as u64 + refill).min(self.limit.burst as u64) as u32;
+            self.last = now;
+        }
+        if self.tokens == 0 {
+            return false;
+        }
+        self.tokens -= 1;
+        true
+    }
+}
+
+/// Configuration of one worker.
+#[derive(Debug, Clone, Copy)]
+pub struct WorkerConfig {
+    /// This worker's index.
+    pub id: u16,
+    /// Number of workers (flows are owned by `steer(client) % workers`).
+    pub workers: u16,
+    /// Flow table size and timeouts.
+    pub flows: FlowTableConfig,
+    /// Highest VIP id + 1 that gets counters.
+    pub max_vips: usize,
+    /// Highest backend id + 1 that gets counters.
+    pub max_backends: usize,
+    /// Rate of generated ICMP messages and echo replies.
+    pub icmp_rate: RateLimit,
+}
+
+impl Default for WorkerConfig {
+    fn default() -> Self {
+        Self {
+            id: 0,
+            workers: 1,
+            flows: FlowTableConfig::default(),
+            max_vips: 256,
+            max_backends: 4096,
+            icmp_rate: RateLimit::default(),
+        }
+    }
+}
+
+/// State owned by one worker: touched by that worker's thread only.
+#[derive(Debug)]
+pub struct Worker {
+    /// This worker's index.
+    pub id: u16,
+    /// Number of workers.
+    pub workers: u16,
+    /// The worker's flow table.
+    pub flows: FlowTable,
+    /// The worker's counters.
+    pub stats: WorkerStats,
+    icmp: Bucket,
+}
+
+impl Worker {
+    /// A worker with all its memory allocated up front.
+    pub fn new(cfg: WorkerConfig) -> Self {
+        Self {
+            id: cfg.id,
+            workers: cfg.workers.max(1),
+            flows: FlowTable::new(cfg.flows),
+            stats: WorkerStats::new(cfg.max_vips, cfg.max_backends),
+            icmp: Bucket::new(cfg.icmp_rate),
+        }
+    }
+
+    /// Housekeeping between bursts: reclaims expired flows in `buckets` buckets of the flow table
+    /// and releases the token references they held. Returns the number of flows reclaimed.
+    pub fn housekeeping(&mut self, now: Ticks, shared: &Shared, buckets: usize) -> usize {
+        let stats = &mut self.stats;
+        self.flows
+            .sweep(now.coarse_ms(), buckets, |e| release_token(e, shared, now, stats))
+    }
+}
+
+/// State shared by all workers.
+#[derive(Debug)]
+pub struct Shared {
+    /// The token table.
+    pub tokens: TokenTable,
+}
+
+impl Shared {
+    /// Shared state with a token table of the given size.
+    pub fn new(tokens: TokenTableConfig) -> Self {
+        Self {
+            tokens: TokenTable::new(tokens),
+        }
+    }
+}
+
+/// Releases the token subflow reference an ending flow holds.
+fn release_token(e: &FlowEntry, shared: &Shared, now: Ticks, stats: &mut WorkerStats) {
+    if e.has(flags::TOKEN_REF) {
+        shared.tokens.subflow_closed(e.token, e.backend, now);
+        stats.event(Event::TokenReleased);
+    }
+}
+
+/// The worker that owns flows of a client endpoint: a fixed function of the client's address and
+/// port, which both directions of a NATed flow carry.
+#[inline]
+pub fn steer(client_addr: &[u8; 16], client_port: u16, workers: u16) -> u16 {
+    if workers <= 1 {
+        return 0;
+    }
+    let mut lo = [0u8; 8];
+    let mut hi = [0u8; 8];
+    lo.copy_from_slice(&client_addr[8..]);
+    hi.copy_from_slice(&client_addr[..8]);
+    let x = u64::from_le_bytes(lo) ^ u64::from_le_bytes(hi).rotate_left(17) ^ ((client_port as u64) << 48);
+    (fmix(x) % workers as u64) as u16
+}
+
+/// Everything a stage needs, bundled so stage signatures stay short.
+pub(crate) struct Ctx<'a> {
+    pub(crate) w: &'a mut Worker,
+    pub(crate) shared: &'a Shared,
+    pub(crate) pool: &'a PoolSnapshot,
+    pub(crate) now: Ticks,
+    pub(crate) now_ms: u32,
+    pub(crate) ingress: PortId,
+    pub(crate) port: &'a PortConfig,
+    /// Ingress Ethernet header length (14, or 18 with a VLAN tag).
+    pub(crate) l2_len: usize,
+}
+
+/// Decides one frame (see the module documentation).
+pub fn process<F: Frame>(
+    frame: &mut F,
+    ingress: PortId,
+    now: Ticks,
+    worker: &mut Worker,
+    shared: &Shared,
+    pool: &PoolSnapshot,
+) -> Verdict {
+    worker.stats.rx += 1;
+    let v = match pool.port(ingress) {
+        Some(port) => {
+            let mut cx = Ctx {
+                w: worker,
+                shared,
+                pool,
+                now,
+                now_ms: now.coarse_ms(),
+                ingress,
+                port,
+                l2_len: 0,
+            };
+            let v = ethernet_stage(&mut cx, frame);
+            cx.w.stats.verdict(&v);
+            return v;
+        }
+        None => Verdict::Drop(DropReason::Runt),
+    };
+    worker.stats.verdict(&v);
+    v
+}
+
+fn ethernet_stage<F: Frame>(cx: &mut Ctx<'_>, frame: &mut F) -> Verdict {
+    let l2 = match ethernet::parse_l2(frame.data()) {
+        Ok(l2) => l2,
+        Err(trapeze_wire::Error::Unsupported) => return Verdict::Drop(DropReason::VlanUnexpected),
+        Err(_) => return Verdict::Drop(DropReason::Runt),
+    };
+    // A priority tag (VID 0) counts as untagged.
+    let vid = l2.vlan.map(|t| t.vid).filter(|&v| v != 0);
+    if vid != cx.port.vlan {
+        return Verdict::Drop(DropReason::VlanUnexpected);
+    }
+    cx.l2_len = l2.header_len;
+    match l2.ethertype {
+        EtherType::IPV4 | EtherType::IPV6 => ip::stage(cx, frame, l2.ethertype == EtherType::IPV6, l2.dst.is_multicast()),
+        EtherType::ARP => arp_stage(cx, frame),
+        _ => Verdict::Drop(DropReason::UnknownEthertype),
+    }
+}
+
+/// ARP: answer requests for our addresses and VIPs; punt replies (neighbour learning is the
+/// runtime's); drop the rest.
+fn arp_stage<F: Frame>(cx: &mut Ctx<'_>, frame: &mut F) -> Verdict {
+    let l2_len = cx.l2_len;
+    let buf = frame.data_mut();
+    let Ok(mut pkt) = arp::Packet::new_checked(&mut buf[l2_len..]) else {
+        return Verdict::Drop(DropReason::ArpBad);
+    };
+    match pkt.operation() {
+        arp::Operation::Request => {
+            let target = crate::flow::v4_mapped(pkt.target_protocol_addr());
+            if !(cx.pool.is_own_addr(cx.ingress, &target) || cx.pool.is_vip_addr(&target)) {
+                return Verdict::Drop(DropReason::ArpNotOurs);
+            }
+            let mac = ethernet::MacAddr(cx.port.mac);
+            let requester = pkt.source_hardware_addr();
+            arp::make_reply_in_place(&mut pkt, mac);
+            rewrite::set_macs(buf, &cx.port.mac, &requester.0);
+            Verdict::Reply { port: cx.ingress }
+        }
+        arp::Operation::Reply => Verdict::Punt,
+        _ => Verdict::Drop(DropReason::ArpBad),
+    }
+}
