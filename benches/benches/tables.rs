@@ -18,7 +18,8 @@ use trapeze_core::{FlowKey, Ticks};
 fn pool(n: u16) -> Vec<MaglevBackend> {
     (0..n)
         .map(|i| {
-            let addr = std::net::IpAddr::V4(std::net::Ipv4Addr::new(10, 1, (i >> 8) as u8, i as u8));
+            let addr =
+                std::net::IpAddr::V4(std::net::Ipv4Addr::new(10, 1, (i >> 8) as u8, i as u8));
             MaglevBackend::new(BackendId(i), addr, 8080, 1)
         })
         .collect()
@@ -110,12 +111,17 @@ fn token(c: &mut Criterion) {
         bench.iter(|| {
             let mut hits = 0u32;
             for &tok in &probes {
-                hits += u32::from(matches!(t.route_join(black_box(tok), Ticks(1)), JoinRoute::Owner(_)));
+                hits += u32::from(matches!(
+                    t.route_join(black_box(tok), Ticks(1)),
+                    JoinRoute::Owner(_)
+                ));
             }
             hits
         })
     });
-    let misses: Vec<u32> = (0..4096u32).map(|k| token_of(LIVE + 1 + k * 7919)).collect();
+    let misses: Vec<u32> = (0..4096u32)
+        .map(|k| token_of(LIVE + 1 + k * 7919))
+        .collect();
     g.bench_function("route_join_miss", |bench| {
         bench.iter(|| {
             let mut n = 0u32;
@@ -144,7 +150,13 @@ fn token(c: &mut Criterion) {
     let mut g = c.benchmark_group("token_1M_two_threads");
     g.throughput(Throughput::Elements(probes.len() as u64));
     g.bench_function("route_join_hit_vs_writer", |bench| {
-        bench.iter_custom(|iters| with_writer(&t, || timed(iters, || route_all(&t, &probes))))
+        bench.iter_custom(|iters| {
+            with_writer(&t, || {
+                timed(iters, || {
+                    black_box(route_all(&t, &probes));
+                })
+            })
+        })
     });
     g.bench_function("learn_close_vs_writer", |bench| {
         bench.iter_custom(|iters| {
@@ -164,7 +176,10 @@ fn token(c: &mut Criterion) {
 fn route_all(t: &TokenTable, probes: &[u32]) -> u32 {
     let mut hits = 0u32;
     for &tok in probes {
-        hits += u32::from(matches!(t.route_join(black_box(tok), Ticks(1)), JoinRoute::Owner(_)));
+        hits += u32::from(matches!(
+            t.route_join(black_box(tok), Ticks(1)),
+            JoinRoute::Owner(_)
+        ));
     }
     hits
 }

@@ -14,11 +14,11 @@ use std::net::{IpAddr, Ipv4Addr};
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use trapeze_wire::ethernet::{self, EtherType};
 use trapeze_wire::ip::IpProtocol;
+use trapeze_wire::ipv4;
 use trapeze_wire::mptcp::{
     self, DataAck, Dss, DssMapping, MpCapable, MpJoin, MpcFlags, MptcpOption, Segment,
 };
 use trapeze_wire::tcp::{self, TcpFlags, TcpOption};
-use trapeze_wire::ipv4;
 
 const TIMESTAMP: TcpOption<'static> = TcpOption::Timestamp {
     tsval: 0x1234_5678,
@@ -174,7 +174,8 @@ fn bench_scan(c: &mut Criterion) {
     let data = Segment::new(TcpFlags::ACK, true);
     let ack = Segment::new(TcpFlags::ACK, false);
     let syn = Segment::new(TcpFlags::SYN, false);
-    assert!(!mptcp::scan(&dss_area[..dss_len], data).seen_mptcp == false);
+    let summary = mptcp::scan(&dss_area[..dss_len], data);
+    assert!(summary.seen_mptcp && summary.ignored == 0 && !summary.tcp_options_malformed);
     assert!(mptcp::scan(&mpc_area[..mpc_len], ack).capable.is_some());
     assert!(mptcp::scan(&mpj_area[..mpj_len], syn).join.is_some());
 

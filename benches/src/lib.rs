@@ -1,1 +1,156 @@
-//! Shared helpers for the criterion benches.
+//! Shared harness of the criterion benches: one worker on the demo pool, frames restored from
+//! templates before each measured `process()` call.
+
+use std::hint::black_box;
+use std::net::{IpAddr, Ipv4Addr};
+use std::time::{Duration, Instant};
+
+use trapeze_core::crypto::token_from_key;
+use trapeze_core::flow::FlowKey;
+use trapeze_core::pipeline::{process, Frame, Shared, VecFrame, Verdict, Worker, WorkerConfig, Event};
+use trapeze_core::pool::{BackendId, PoolSnapshot, PortId};
+use trapeze_core::tables::flow_table::FlowTableConfig;
+use trapeze_core::tables::token::{Owner, TokenTableConfig};
+use trapeze_core::testkit::{backend_v4, demo_pool, VIP4, VIP_PORT};
+use trapeze_core::Ticks;
+
+/// Client address of flow `i` (60 000 ports per address, from 100.64.0.0).
+pub fn client(i: usize) -> IpAddr {
+    let a = (i / 60_000) as u32;
+    IpAddr::V4(Ipv4Addr::from(0x6440_0000 + a))
+}
+
+/// Client port of flow `i`.
+pub fn port(i: usize) -> u16 {
+    1024 + (i % 60_000) as u16
+}
+
+/// A worker, its shared state and pool, and a reusable frame.
+#[derive(Debug)]
+pub struct Bench {
+    /// The worker under test.
+    pub worker: Worker,
+    /// The shared token table.
+    pub shared: Shared,
+    /// The pool.
+    pub pool: PoolSnapshot,
+    frame: VecFrame,
+    now: Ticks,
+}
+
+impl Bench {
+    /// A worker with a flow table of `flow_capacity` over a demo pool of `backends`.
+    pub fn new(backends: u16, flow_capacity: usize) -> Self {
+        Self {
+            worker: Worker::new(WorkerConfig {
+                flows: FlowTableConfig {
+                    capacity: flow_capacity,
+                    ..Default::default()
+                },
+                ..Default::default()
+            }),
+            shared: Shared::new(TokenTableConfig {
+                capacity: 1 << 21,
+                shards: 64,
+            }),
+            pool: demo_pool(backends),
+            frame: VecFrame::new(&[0u8; 64]),
+            now: Ticks::from_secs(1),
+        }
+    }
+
+    fn one(&mut self, bytes: &[u8], port: u8) -> Verdict {
+        self.frame.reset(bytes);
+        process(&mut self.frame, PortId(port), self.now, &mut self.worker, &self.shared, &self.pool)
+    }
+
+    /// Processes every frame once (client side), unmeasured.
+    pub fn run_all(&mut self, frames: &[Vec<u8>]) {
+        for f in frames {
+            let _ = self.one(f, 0);
+        }
+    }
+
+    /// Processes every frame once and returns, for each, the demo backend it went to.
+    pub fn run_all_backends(&mut self, frames: &[Vec<u8>]) -> Vec<u16> {
+        frames
+            .iter()
+            .map(|f| {
+                let _ = self.one(f, 0);
+                let d = self.frame.data();
+                let dst = Ipv4Addr::new(d[30], d[31], d[32], d[33]);
+                (0..64u16).find(|&b| backend_v4(b) == dst).unwrap_or(0)
+            })
+            .collect()
+    }
+
+    /// Times `iters` packets taken from `frames` in `order` (cycling), arriving on port 0.
+    pub fn time_frames(&mut self, frames: &[Vec<u8>], order: &[usize], iters: u64) -> Duration {
+        self.time_frames_on(frames, order, iters, 0)
+    }
+
+    /// Times `iters` packets arriving on `port`.
+    pub fn time_frames_on(&mut self, frames: &[Vec<u8>], order: &[usize], iters: u64, port: u8) -> Duration {
+        let start = Instant::now();
+        let mut k = 0;
+        for _ in 0..iters {
+            let _ = black_box(self.one(&frames[order[k]], port));
+            k += 1;
+            if k == order.len() {
+                k = 0;
+            }
+        }
+        start.elapsed()
+    }
+
+    /// True when nothing was dropped so far.
+    pub fn forwarded_all(&self) -> bool {
+        self.worker.stats.dropped() == 0
+    }
+
+    /// Joins routed so far.
+    pub fn joins_routed(&self) -> u64 {
+        self.worker.stats.events_of(Event::JoinRouted)
+    }
+
+    /// Removes the flows of clients `start..start + n` (unmeasured cleanup between batches).
+    pub fn forget_clients(&mut self, start: usize, n: usize) {
+        for i in start..start + n {
+            let key = FlowKey::new(client(i), port(i), VIP4.into(), VIP_PORT, 6);
+            if let Some(idx) = self.worker.flows.lookup(&key, key.hash()) {
+                self.worker.flows.remove(idx);
+            }
+        }
+    }
+
+    /// Puts the flows of `syns` (clients `0..syns.len()`) back in SYN-sent state and empties
+    /// the token table.
+    pub fn reset_handshakes(&mut self, syns: &[Vec<u8>]) {
+        self.forget_clients(0, syns.len());
+        self.shared.tokens.expire(Ticks::from_secs(1 << 30), Duration::ZERO);
+        self.run_all(syns);
+    }
+
+    /// The server key of preloaded connection `i`.
+    pub fn token_key(i: usize) -> u64 {
+        0x5eed_0000_0000_0000 + i as u64
+    }
+
+    /// Learns `n` connections' tokens, owned by backends round-robin.
+    pub fn preload_tokens(&mut self, n: usize) {
+        let backends = self.pool.backends.len() as u16;
+        for i in 0..n {
+            let key = Self::token_key(i);
+            let owner = Owner {
+                backend: BackendId(i as u16 % backends),
+                conn: FlowKey::new(client(i), port(i), VIP4.into(), VIP_PORT, 6),
+                server_key: key,
+                client_key: None,
+                learned_at: self.now,
+                last_seen: self.now,
+                subflows: 1,
+            };
+            let _ = self.shared.tokens.learn(token_from_key(key), owner);
+        }
+    }
+}

@@ -28,13 +28,16 @@
 #   client source port of the first subflow: 40000 (later subflows: kernel's choice)
 #
 # Captures:
-#   v4_mptcp_join     client endpoint 192.0.2.11 "subflow": MP_CAPABLE + MP_JOIN through DNAT
+#   v4_mptcp_join     client endpoint 192.0.2.11 "subflow": MP_CAPABLE + MP_JOIN through DNAT;
+#                     once joined, the client marks its primary address backup (MP_PRIO), so
+#                     the rest of the data flows on the joined subflow
 #   v4_mptcp_add_addr server endpoint 198.51.100.11 port 8080 "signal": ADD_ADDR + echo, and the
 #                     client's join straight to the announced address (routed, not DNATed)
 #   v6_mptcp_join     as v4_mptcp_join over IPv6 (client endpoint 2001:db8:1::11)
 #   v4_plain_tcp      plain TCP (IPPROTO_TCP on both ends) through the same DNAT
 #
-# Usage: sudo ./make-captures.sh          (needs root, ip netns, MPTCP kernel; idempotent)
+# Usage: sudo ./make-captures.sh [NAME...]   (default: all four; needs root, ip netns, an MPTCP
+#        kernel; idempotent: stale tzcap-* namespaces are deleted first, outputs overwritten)
 # Never touches interfaces outside its own namespaces.
 
 set -euo pipefail
@@ -96,18 +99,27 @@ install_tools() {
     fi
 }
 
-# Kill only the processes this script started, by PID.
+# Kill only the processes this script started, by PID. SIGTERM, not SIGINT: background jobs of a
+# non-interactive shell ignore SIGINT. tcpdump flushes and closes its file on SIGTERM.
 kill_pids() {
     local p
     for p in "${PIDS[@]:-}"; do
         [[ -n "$p" ]] || continue
-        kill -INT "$p" 2>/dev/null || true
+        kill -TERM "$p" 2>/dev/null || true
     done
     for p in "${PIDS[@]:-}"; do
         [[ -n "$p" ]] || continue
         wait "$p" 2>/dev/null || true
     done
     PIDS=()
+}
+
+forget_pid() {
+    local p keep=()
+    for p in "${PIDS[@]:-}"; do
+        [[ -n "$p" && "$p" != "$1" ]] && keep+=("$p")
+    done
+    PIDS=("${keep[@]:-}")
 }
 
 teardown() {
@@ -268,20 +280,26 @@ ls.close()
 print(f"server: peer={peer} got={got} sent={len(body)}", file=sys.stderr)
 EOF
     cat >"$WORK/client.py" <<'EOF'
-# Client: connect to the VIP from the primary address (fixed port), give the path manager time
-# to open its second subflow, send 4 x 1000 bytes, half-close, read the answer, close.
-import socket, sys, time
+# Client: connect to the VIP from the primary address (fixed port) and send 4 x 1000 bytes,
+# then half-close, read the answer, close. The first chunk completes the MP_CAPABLE handshake;
+# only then does the path manager open its second subflow. If argv[7] is given, it is a shell
+# command run (in the client namespace) once that subflow is up, before the other 3 chunks.
+import socket, subprocess, sys, time
 IPPROTO_MPTCP = 262
 fam = socket.AF_INET6 if sys.argv[1] == "6" else socket.AF_INET
 proto = IPPROTO_MPTCP if sys.argv[2] == "mptcp" else socket.IPPROTO_TCP
 src, sport, dst, dport = sys.argv[3], int(sys.argv[4]), sys.argv[5], int(sys.argv[6])
+hook = sys.argv[7] if len(sys.argv) > 7 else ""
 s = socket.socket(fam, socket.SOCK_STREAM, proto)
 s.bind((src, sport))
 s.connect((dst, dport))
-time.sleep(0.6)
+time.sleep(0.3)
 for i in range(4):
     s.sendall(bytes([0x41 + i]) * 999 + b"\n")
-    time.sleep(0.1)
+    time.sleep(0.3 if i == 0 else 0.1)
+    if i == 0 and hook:
+        subprocess.run(hook, shell=True, check=True)
+        time.sleep(0.2)
 s.shutdown(socket.SHUT_WR)
 got = 0
 while True:
@@ -312,14 +330,16 @@ capture() {
         *) proto=mptcp ;;
     esac
     local src srvbind
-    if [[ $fam == 6 ]]; then src=$CLI6; srvbind="::"; else src=$CLI4; srvbind="0.0.0.0"; fi
+    # The server binds its main address only: the ADD_ADDR endpoint owns SRV4B:8080 itself.
+    if [[ $fam == 6 ]]; then src=$CLI6; srvbind=$SRV6; else src=$CLI4; srvbind=$SRV4; fi
 
     local cpcap="$WORK/$name.client.pcap" spcap="$WORK/$name.server.pcap"
     # -Z root: keep root so tcpdump can write into $WORK; -U: flush per packet.
-    nsx "$NS_NAT" tcpdump -i natc0 -s 0 -U -nn -Z root -w "$cpcap" tcp 2>"$WORK/tcpdump-c.log" &
-    PIDS+=($!)
-    nsx "$NS_NAT" tcpdump -i nats0 -s 0 -U -nn -Z root -w "$spcap" tcp 2>"$WORK/tcpdump-s.log" &
-    PIDS+=($!)
+    # Started with "ip netns exec" directly (it execs), so $! is tcpdump's own PID.
+    ip netns exec "$NS_NAT" tcpdump -i natc0 -s 0 -U -nn -Z root -w "$cpcap" tcp 2>"$WORK/tcpdump-c.log" &
+    PIDS+=("$!")
+    ip netns exec "$NS_NAT" tcpdump -i nats0 -s 0 -U -nn -Z root -w "$spcap" tcp 2>"$WORK/tcpdump-s.log" &
+    PIDS+=("$!")
     local i
     for i in $(seq 50); do
         grep -q listening "$WORK/tcpdump-c.log" && grep -q listening "$WORK/tcpdump-s.log" && break
@@ -327,13 +347,21 @@ capture() {
     done
 
     rm -f "$WORK/ready"
-    nsx "$NS_SRV" "$PY" "$WORK/server.py" "$fam" "$proto" "$srvbind" "$SRV_PORT" "$WORK/ready" &
+    ip netns exec "$NS_SRV" "$PY" "$WORK/server.py" "$fam" "$proto" "$srvbind" "$SRV_PORT" "$WORK/ready" &
     local spid=$!
     PIDS+=("$spid")
     for i in $(seq 50); do [[ -e "$WORK/ready" ]] && break; sleep 0.1; done
 
-    nsx "$NS_CLI" "$PY" "$WORK/client.py" "$fam" "$proto" "$src" "$CLI_PORT" "$vip" "$VIP_PORT"
+    # In the join captures, once the join is up, the client marks its primary address "backup"
+    # (MP_PRIO on the first subflow), so the rest of the data in both directions moves to the
+    # joined subflow and the fixture holds DSS data mappings on both subflows.
+    local hook=""
+    case "$name" in
+        *_join) hook="ip mptcp endpoint add $src dev cli0 id 9 && ip mptcp endpoint change id 9 backup" ;;
+    esac
+    nsx "$NS_CLI" "$PY" "$WORK/client.py" "$fam" "$proto" "$src" "$CLI_PORT" "$vip" "$VIP_PORT" "$hook"
     wait "$spid"
+    forget_pid "$spid" # reaped: never signal that PID again
     sleep 1 # let the last FIN/ACKs of every subflow go by
 
     local joinsyn joinack mpcsyn addaddr

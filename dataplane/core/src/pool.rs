@@ -249,8 +249,25 @@ impl fmt::Display for PoolError {
 
 impl std::error::Error for PoolError {}
 
-/// Key of the VIP and reverse maps: 16-byte address, port, protocol.
-type EndpointKey = ([u8; 16], u16, u8);
+/// Key of the VIP and reverse maps: the 16-byte address as two words, port and protocol.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+struct EndpointKey {
+    hi: u64,
+    lo: u64,
+    port_proto: u32,
+}
+
+impl EndpointKey {
+    #[inline]
+    fn new(addr: &[u8; 16], port: u16, proto: u8) -> Self {
+        let (h, l) = addr.split_at(8);
+        Self {
+            hi: u64::from_ne_bytes(h.try_into().unwrap_or_default()),
+            lo: u64::from_ne_bytes(l.try_into().unwrap_or_default()),
+            port_proto: (port as u32) << 8 | proto as u32,
+        }
+    }
+}
 
 /// A small fixed hasher for the VIP/backend maps (deterministic; the maps are tiny and hot).
 #[derive(Debug, Default, Clone, Copy)]
@@ -270,16 +287,50 @@ impl core::hash::Hasher for EndpointHasher {
         }
     }
     #[inline]
-    fn write_u16(&mut self, i: u16) {
-        self.0 = (self.0 ^ i as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    fn write_u64(&mut self, i: u64) {
+        self.0 = (self.0 ^ i).wrapping_mul(0x9e37_79b9_7f4a_7c15).rotate_left(29);
     }
     #[inline]
-    fn write_u8(&mut self, i: u8) {
+    fn write_u32(&mut self, i: u32) {
         self.0 = (self.0 ^ i as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15);
     }
 }
 
 type EndpointMap<V> = HashMap<EndpointKey, V, core::hash::BuildHasherDefault<EndpointHasher>>;
+
+/// What the packet path needs of a backend, precomputed in one small record: key-form
+/// addresses, port, next hop and the egress port's MAC and VLAN.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct BackendFwd {
+    /// The backend exists in this snapshot.
+    pub present: bool,
+    /// IPv4 address, key form (IPv4-mapped), when it has one.
+    pub addr4: Option<[u8; 16]>,
+    /// IPv6 address, when it has one.
+    pub addr6: Option<[u8; 16]>,
+    /// Service port.
+    pub port: u16,
+    /// Next-hop MAC, once resolved.
+    pub mac: Option<Mac>,
+    /// Egress port.
+    pub egress: PortId,
+    /// The egress port's own MAC.
+    pub egress_mac: Mac,
+    /// The egress port's VLAN.
+    pub egress_vlan: Option<u16>,
+}
+
+impl BackendFwd {
+    /// The address of the family of `v6`.
+    #[inline]
+    pub fn addr(&self, v6: bool) -> Option<&[u8; 16]> {
+        if v6 {
+            self.addr6.as_ref()
+        } else {
+            self.addr4.as_ref()
+        }
+    }
+}
 
 /// The immutable snapshot the workers forward with.
 #[derive(Debug)]
@@ -294,6 +345,9 @@ pub struct PoolSnapshot {
     pub vips: Vec<Option<Vip>>,
     vip_map: EndpointMap<VipId>,
     reverse_map: EndpointMap<VipId>,
+    fwd: Vec<BackendFwd>,
+    vip_addrs: Vec<[u8; 16]>,
+    vip_keys: Vec<([u8; 16], u16)>,
 }
 
 impl PoolSnapshot {
@@ -306,6 +360,9 @@ impl PoolSnapshot {
             vips: Vec::new(),
             vip_map: EndpointMap::default(),
             reverse_map: EndpointMap::default(),
+            fwd: Vec::new(),
+            vip_addrs: Vec::new(),
+            vip_keys: Vec::new(),
         }
     }
 
@@ -348,7 +405,7 @@ impl PoolSnapshot {
             if v.client_port.0 as usize >= spec.ports.len() {
                 return Err(PoolError::UnknownPort(format!("vip {}", v.name)));
             }
-            let key = (addr_bytes(v.addr), v.port, v.proto);
+            let key = EndpointKey::new(&addr_bytes(v.addr), v.port, v.proto);
             if vip_map.insert(key, v.id).is_some() {
                 return Err(PoolError::DuplicateVip(v.name));
             }
@@ -369,7 +426,7 @@ impl PoolSnapshot {
                         backend: b.name.clone(),
                     });
                 };
-                let rkey = (addr_bytes(addr), b.port, v.proto);
+                let rkey = EndpointKey::new(&addr_bytes(addr), b.port, v.proto);
                 if let Some(other) = reverse_map.insert(rkey, v.id) {
                     if other != v.id {
                         let other_name = vips
@@ -406,6 +463,33 @@ impl PoolSnapshot {
                 maglev,
             }));
         }
+        let fwd = spec
+            .backends
+            .iter()
+            .map(|b| match b {
+                None => BackendFwd::default(),
+                Some(b) => {
+                    let port = &spec.ports[b.egress.0 as usize];
+                    BackendFwd {
+                        present: true,
+                        addr4: b.ipv4.map(|a| addr_bytes(a.into())),
+                        addr6: b.ipv6.map(|a| a.octets()),
+                        port: b.port,
+                        mac: b.mac,
+                        egress: b.egress,
+                        egress_mac: port.mac,
+                        egress_vlan: port.vlan,
+                    }
+                }
+            })
+            .collect();
+        let vip_keys: Vec<([u8; 16], u16)> = vips
+            .iter()
+            .map(|v| v.as_ref().map_or(([0; 16], 0), |v| (addr_bytes(v.addr), v.port)))
+            .collect();
+        let mut vip_addrs: Vec<[u8; 16]> = vips.iter().flatten().map(|v| addr_bytes(v.addr)).collect();
+        vip_addrs.sort_unstable();
+        vip_addrs.dedup();
         Ok(Self {
             version: spec.version,
             ports: spec.ports,
@@ -413,16 +497,27 @@ impl PoolSnapshot {
             vips,
             vip_map,
             reverse_map,
+            fwd,
+            vip_addrs,
+            vip_keys,
         })
     }
 
     /// The VIP serving `addr:port/proto`, if any.
     #[inline]
     pub fn vip_for(&self, addr: &[u8; 16], port: u16, proto: u8) -> Option<VipId> {
-        if self.vip_map.is_empty() {
+        if proto != 6 {
             return None;
         }
-        self.vip_map.get(&(*addr, port, proto)).copied()
+        // A handful of VIPs: a scan of 18-byte keys beats hashing.
+        if self.vip_keys.len() <= 8 {
+            return self
+                .vip_keys
+                .iter()
+                .position(|(a, p)| *p == port && a == addr)
+                .map(|i| VipId(i as u16));
+        }
+        self.vip_map.get(&EndpointKey::new(addr, port, proto)).copied()
     }
 
     /// The VIP whose backend answers from `addr:port/proto` (NAT return path).
@@ -431,12 +526,25 @@ impl PoolSnapshot {
         if self.reverse_map.is_empty() {
             return None;
         }
-        self.reverse_map.get(&(*addr, port, proto)).copied()
+        self.reverse_map.get(&EndpointKey::new(addr, port, proto)).copied()
     }
 
     /// Whether any VIP (any port) uses this address: for ARP/NDP and ICMP echo.
+    #[inline]
     pub fn is_vip_addr(&self, addr: &[u8; 16]) -> bool {
-        self.vips.iter().flatten().any(|v| addr_bytes(v.addr) == *addr)
+        self.vip_addrs.iter().any(|a| a == addr)
+    }
+
+    /// The packet-path record of a backend; `None` for an id that never existed.
+    #[inline]
+    pub fn fwd(&self, id: BackendId) -> Option<&BackendFwd> {
+        self.fwd.get(id.0 as usize)
+    }
+
+    /// A VIP's address (key form) and port, by id; `None` for a removed VIP.
+    #[inline]
+    pub fn vip_endpoint(&self, id: VipId) -> Option<([u8; 16], u16)> {
+        self.vip_keys.get(id.0 as usize).copied().filter(|k| k.1 != 0)
     }
 
     /// The VIP with this id.

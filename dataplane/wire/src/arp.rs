@@ -405,7 +405,10 @@ mod tests {
 
     #[test]
     fn malformed() {
-        assert_eq!(Packet::new_checked(&REQUEST_BYTES[..27]).unwrap_err(), Error::Truncated);
+        assert_eq!(
+            Packet::new_checked(&REQUEST_BYTES[..27]).unwrap_err(),
+            Error::Truncated
+        );
         assert_eq!(Packet::new_checked(&[][..]).unwrap_err(), Error::Truncated);
         for (at, v) in [(1, 6u8), (2, 0x86), (4, 8), (5, 16)] {
             let mut b = REQUEST_BYTES;
@@ -419,7 +422,10 @@ mod tests {
         // Unknown operations parse (the pipeline ignores them).
         let mut b = REQUEST_BYTES;
         b[7] = 9;
-        assert_eq!(Packet::new_checked(&b[..]).unwrap().operation(), Operation::Unknown(9));
+        assert_eq!(
+            Packet::new_checked(&b[..]).unwrap().operation(),
+            Operation::Unknown(9)
+        );
     }
 
     proptest! {

@@ -53,7 +53,7 @@ impl Message {
 }
 
 /// Codes of Destination Unreachable (RFC 792, RFC 1812 §5.2.7.1).
-pub mod unreachable {
+pub mod dst_unreachable {
     /// Net unreachable.
     pub const NET: u8 = 0;
     /// Host unreachable.
@@ -314,9 +314,9 @@ pub enum Repr<'a> {
     },
     /// Destination Unreachable.
     DstUnreachable {
-        /// Code (see [`unreachable`]).
+        /// Code (see [`dst_unreachable`]).
         code: u8,
-        /// Next-hop MTU: meaningful for [`unreachable::FRAG_NEEDED`], 0 otherwise.
+        /// Next-hop MTU: meaningful for [`dst_unreachable::FRAG_NEEDED`], 0 otherwise.
         mtu: u16,
         /// The quoted packet.
         quoted: &'a [u8],
@@ -533,7 +533,7 @@ mod tests {
         let bytes = with_checksum(FRAG_NEEDED_BYTES);
         let p = Packet::new_checked(&bytes[..]).unwrap();
         assert_eq!(p.msg_type(), Message::DST_UNREACHABLE);
-        assert_eq!(p.msg_code(), unreachable::FRAG_NEEDED);
+        assert_eq!(p.msg_code(), dst_unreachable::FRAG_NEEDED);
         assert_eq!(p.next_hop_mtu(), 1400);
         assert!(p.is_error());
         assert!(!p.quotes_error());
@@ -573,7 +573,10 @@ mod tests {
 
     #[test]
     fn truncated_and_bad() {
-        assert_eq!(Packet::new_checked(&ECHO_BYTES[..7]).unwrap_err(), Error::Truncated);
+        assert_eq!(
+            Packet::new_checked(&ECHO_BYTES[..7]).unwrap_err(),
+            Error::Truncated
+        );
         assert!(Packet::new_checked(&ECHO_BYTES[..8]).is_ok());
         let mut b = ECHO_BYTES;
         b[11] = 0;
@@ -585,7 +588,10 @@ mod tests {
             b[1] = 1;
             b
         });
-        assert_eq!(Repr::parse(&Packet::new_checked(&b[..]).unwrap()).unwrap_err(), Error::Malformed);
+        assert_eq!(
+            Repr::parse(&Packet::new_checked(&b[..]).unwrap()).unwrap_err(),
+            Error::Malformed
+        );
     }
 
     #[test]
@@ -596,22 +602,51 @@ mod tests {
     }
 
     fn repr_strategy(buf: &[u8]) -> impl Strategy<Value = Repr<'_>> {
-        (0u8..6, any::<u16>(), any::<u16>(), any::<u8>(), any::<u8>(), 0..=buf.len()).prop_map(
-            move |(kind, a, b, code, t, n)| {
+        (
+            0u8..6,
+            any::<u16>(),
+            any::<u16>(),
+            any::<u8>(),
+            any::<u8>(),
+            0..=buf.len(),
+        )
+            .prop_map(move |(kind, a, b, code, t, n)| {
                 let body = &buf[..n];
                 match kind {
-                    0 => Repr::EchoRequest { ident: a, seq_no: b, data: body },
-                    1 => Repr::EchoReply { ident: a, seq_no: b, data: body },
-                    2 => Repr::DstUnreachable { code, mtu: a, quoted: body },
+                    0 => Repr::EchoRequest {
+                        ident: a,
+                        seq_no: b,
+                        data: body,
+                    },
+                    1 => Repr::EchoReply {
+                        ident: a,
+                        seq_no: b,
+                        data: body,
+                    },
+                    2 => Repr::DstUnreachable {
+                        code,
+                        mtu: a,
+                        quoted: body,
+                    },
                     3 => Repr::TimeExceeded { code, quoted: body },
-                    4 => Repr::ParamProblem { code, pointer: t, quoted: body },
+                    4 => Repr::ParamProblem {
+                        code,
+                        pointer: t,
+                        quoted: body,
+                    },
                     _ => {
-                        let t = if [0, 3, 8, 11, 12].contains(&t) { 13 } else { t };
-                        Repr::Other { msg_type: Message(t), code }
+                        let t = if [0, 3, 8, 11, 12].contains(&t) {
+                            13
+                        } else {
+                            t
+                        };
+                        Repr::Other {
+                            msg_type: Message(t),
+                            code,
+                        }
                     }
                 }
-            },
-        )
+            })
     }
 
     static BODY: [u8; 64] = {

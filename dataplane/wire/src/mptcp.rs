@@ -43,14 +43,15 @@
 //!
 //! [`scan`] walks an option area once and returns an [`MptcpSummary`]: the handshake options the
 //! forwarding path acts on, how many options were ignored for breaking the rules, and whether the
-//! segment contradicts itself (MP_CAPABLE with MP_JOIN, or two different copies of either). It
-//! does not allocate and reads each byte of the area at most a few times.
+//! segment contradicts itself (MP_CAPABLE with MP_JOIN, or two different copies of one option).
+//! It does not allocate, and it decodes only the options it reports: the others are
+//! length-checked by the same rules as [`MptcpOption::parse`].
 
 use core::fmt;
 use core::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use crate::field::{read_u16, read_u32, read_u64, write_u16, write_u32, write_u64};
-use crate::tcp::{self, option_kind, TcpFlags, TcpOption, TcpOptions};
+use crate::tcp::{self, option_kind, TcpFlags, TcpOptions};
 use crate::{Error, Result};
 
 /// MPTCP option subtypes (RFC 8684 §8, IANA "MPTCP Option Subtypes"; Linux `MPTCPOPT_*`).
@@ -655,54 +656,71 @@ impl Dss {
         Ok(&mut out[len..])
     }
 
-    fn parse(raw: &[u8]) -> core::result::Result<Self, MptcpError> {
+    /// Checks the length against the flags; returns the flags and whether 2 checksum bytes
+    /// follow.
+    #[inline]
+    fn check_len(raw: &[u8]) -> core::result::Result<(u8, bool), MptcpError> {
         let &flags = raw.get(3).ok_or(MptcpError::BadLength)?;
-        let has_ack = flags & DSS_HAS_ACK != 0;
-        let ack64 = flags & DSS_ACK64 != 0;
-        let has_map = flags & DSS_HAS_MAP != 0;
-        let dsn64 = flags & DSS_DSN64 != 0;
         let mut expected = DSS_BASE_LEN;
-        if has_ack {
-            expected += if ack64 { 8 } else { 4 };
+        if flags & DSS_HAS_ACK != 0 {
+            expected += if flags & DSS_ACK64 != 0 { 8 } else { 4 };
         }
-        if has_map {
-            expected += if dsn64 { 14 } else { 10 };
+        if flags & DSS_HAS_MAP != 0 {
+            expected += if flags & DSS_DSN64 != 0 { 14 } else { 10 };
         }
         // Linux: "Always parse any csum presence combination, we will enforce RFC 8684
         // Section 3.3.0 checks later". Like Linux, the 2 extra bytes are accepted (and ignored)
         // when there is no mapping for them to belong to.
-        let with_checksum = raw.len() == expected + 2;
-        if raw.len() != expected && !with_checksum {
-            return Err(MptcpError::BadLength);
+        if raw.len() == expected {
+            Ok((flags, false))
+        } else if raw.len() == expected + 2 {
+            Ok((flags, true))
+        } else {
+            Err(MptcpError::BadLength)
         }
+    }
+
+    fn parse(raw: &[u8]) -> core::result::Result<Self, MptcpError> {
+        let (flags, with_checksum) = Self::check_len(raw)?;
         let mut at = DSS_BASE_LEN;
-        let data_ack = has_ack.then(|| {
-            let value = if ack64 {
-                read_u64(raw, at)
+        let mut data_ack = None;
+        if flags & DSS_HAS_ACK != 0 {
+            data_ack = Some(if flags & DSS_ACK64 != 0 {
+                at += 8;
+                DataAck {
+                    value: read_u64(raw, at - 8),
+                    is_64bit: true,
+                }
             } else {
-                u64::from(read_u32(raw, at))
-            };
-            at += if ack64 { 8 } else { 4 };
-            DataAck {
-                value,
-                is_64bit: ack64,
-            }
-        });
-        let mapping = has_map.then(|| {
-            let dsn = if dsn64 {
-                read_u64(raw, at)
+                at += 4;
+                DataAck {
+                    value: u64::from(read_u32(raw, at - 4)),
+                    is_64bit: false,
+                }
+            });
+        }
+        let mut mapping = None;
+        if flags & DSS_HAS_MAP != 0 {
+            let dsn_is_64bit = flags & DSS_DSN64 != 0;
+            let dsn = if dsn_is_64bit {
+                at += 8;
+                read_u64(raw, at - 8)
             } else {
-                u64::from(read_u32(raw, at))
+                at += 4;
+                u64::from(read_u32(raw, at - 4))
             };
-            at += if dsn64 { 8 } else { 4 };
-            DssMapping {
+            mapping = Some(DssMapping {
                 dsn,
-                dsn_is_64bit: dsn64,
+                dsn_is_64bit,
                 subflow_seq: read_u32(raw, at),
                 data_len: read_u16(raw, at + 4),
-                checksum: with_checksum.then(|| read_u16(raw, at + 6)),
-            }
-        });
+                checksum: if with_checksum {
+                    Some(read_u16(raw, at + 6))
+                } else {
+                    None
+                },
+            });
+        }
         Ok(Self {
             data_fin: flags & DSS_DATA_FIN != 0,
             data_ack,
@@ -784,8 +802,10 @@ impl AddAddr {
         Ok(&mut out[len..])
     }
 
-    fn parse(raw: &[u8]) -> core::result::Result<Self, MptcpError> {
-        let echo = raw[2] & 0x01 != 0;
+    /// Checks the length against the echo bit; returns (echo, is IPv6, has port).
+    #[inline]
+    fn layout(raw: &[u8]) -> core::result::Result<(bool, bool, bool), MptcpError> {
+        let echo = raw.get(2).is_some_and(|b| b & 0x01 != 0);
         // Linux accepts exactly these eight lengths (TCPOLEN_MPTCP_ADD_ADDR*).
         let (v6, port) = match (echo, raw.len()) {
             (false, 16) | (true, 8) => (false, false),
@@ -794,6 +814,11 @@ impl AddAddr {
             (false, 30) | (true, 22) => (true, true),
             _ => return Err(MptcpError::BadLength),
         };
+        Ok((echo, v6, port))
+    }
+
+    fn parse(raw: &[u8]) -> core::result::Result<Self, MptcpError> {
+        let (echo, v6, port) = Self::layout(raw)?;
         let mut at = 4;
         let addr = if v6 {
             let mut octets = [0u8; 16];
@@ -850,11 +875,17 @@ impl RemoveAddr<'_> {
         Ok(&mut out[len..])
     }
 
-    fn parse(raw: &[u8]) -> core::result::Result<RemoveAddr<'_>, MptcpError> {
+    #[inline]
+    fn check_len(raw: &[u8]) -> core::result::Result<(), MptcpError> {
         // Linux: opsize < TCPOLEN_MPTCP_RM_ADDR_BASE + 1 || > BASE + MPTCP_RM_IDS_MAX => ignore.
         if raw.len() < 4 || raw.len() > 3 + REMOVE_ADDR_MAX_IDS {
             return Err(MptcpError::BadLength);
         }
+        Ok(())
+    }
+
+    fn parse(raw: &[u8]) -> core::result::Result<RemoveAddr<'_>, MptcpError> {
+        Self::check_len(raw)?;
         Ok(RemoveAddr {
             address_ids: &raw[3..],
         })
@@ -1007,11 +1038,40 @@ impl MpTcpRst {
         out[3] = self.reason;
         Ok(&mut out[MP_TCPRST_LEN..])
     }
+
+    /// `raw` has the MP_TCPRST length.
+    fn parse(raw: &[u8], seg: Segment) -> core::result::Result<Self, MptcpError> {
+        // Linux: "if (!(TCP_SKB_CB(skb)->tcp_flags & TCPHDR_RST)) break;"
+        if !seg.rst {
+            return Err(MptcpError::RstWithoutRstFlag);
+        }
+        Ok(Self {
+            flags: raw[2] & 0x0F,
+            reason: raw[3],
+        })
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
 // Any option
 // ---------------------------------------------------------------------------------------------
+
+/// Checks the framing every subtype shares; returns the subtype.
+#[inline]
+fn frame(raw: &[u8]) -> core::result::Result<u8, MptcpError> {
+    // M1: no subtype byte.
+    if raw.len() < 3 {
+        return Err(MptcpError::TooShort);
+    }
+    if raw[0] != option_kind::MPTCP {
+        return Err(MptcpError::NotMptcp);
+    }
+    if usize::from(raw[1]) != raw.len() {
+        return Err(MptcpError::BadLength);
+    }
+    // Linux: "u8 subtype = *ptr >> 4;"
+    Ok(raw[2] >> 4)
+}
 
 /// One MPTCP option, validated by the Linux rules.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -1045,21 +1105,11 @@ pub enum MptcpOption<'a> {
 }
 
 impl<'a> MptcpOption<'a> {
-    /// Parses one raw MPTCP option (kind and length included, as [`TcpOption::Mptcp`] gives
-    /// it), checking it as Linux does for a segment described by `seg`.
+    /// Parses one raw MPTCP option, kind and length included (as
+    /// [`TcpOption::Mptcp`](crate::tcp::TcpOption::Mptcp) gives it), checking it as Linux does
+    /// for a segment described by `seg`.
     pub fn parse(raw: &'a [u8], seg: Segment) -> core::result::Result<Self, MptcpError> {
-        // M1: no subtype byte.
-        if raw.len() < 3 {
-            return Err(MptcpError::TooShort);
-        }
-        if raw[0] != option_kind::MPTCP {
-            return Err(MptcpError::NotMptcp);
-        }
-        if usize::from(raw[1]) != raw.len() {
-            return Err(MptcpError::BadLength);
-        }
-        // Linux: "u8 subtype = *ptr >> 4;"
-        let subtype = raw[2] >> 4;
+        let subtype = frame(raw)?;
         match subtype {
             subtype::MP_CAPABLE => MpCapable::parse(raw, seg).map(Self::MpCapable),
             subtype::MP_JOIN => MpJoin::parse(raw, seg).map(Self::MpJoin),
@@ -1078,14 +1128,7 @@ impl<'a> MptcpOption<'a> {
                 }))
             }
             subtype::MP_TCPRST if raw.len() == MP_TCPRST_LEN => {
-                // Linux: "if (!(TCP_SKB_CB(skb)->tcp_flags & TCPHDR_RST)) break;"
-                if !seg.rst {
-                    return Err(MptcpError::RstWithoutRstFlag);
-                }
-                Ok(Self::MpTcpRst(MpTcpRst {
-                    flags: raw[2] & 0x0F,
-                    reason: raw[3],
-                }))
+                MpTcpRst::parse(raw, seg).map(Self::MpTcpRst)
             }
             subtype::MP_PRIO | subtype::MP_FAIL | subtype::MP_FASTCLOSE | subtype::MP_TCPRST => {
                 Err(MptcpError::BadLength)
@@ -1203,6 +1246,39 @@ impl<T: PartialEq + Copy> Slot<T> {
     }
 }
 
+/// What [`scan`] keeps of one option: the four it reports, or nothing (but still validated).
+enum Kept {
+    Capable(MpCapable),
+    Join(MpJoin),
+    Fastclose(MpFastclose),
+    TcpRst(MpTcpRst),
+    Nothing,
+}
+
+/// [`MptcpOption::parse`] for [`scan`]: the same checks, but only the kept subtypes are decoded.
+#[inline]
+fn parse_kept(raw: &[u8], seg: Segment) -> core::result::Result<Kept, MptcpError> {
+    let subtype = frame(raw)?;
+    let len = raw.len();
+    match subtype {
+        subtype::MP_CAPABLE => MpCapable::parse(raw, seg).map(Kept::Capable),
+        subtype::MP_JOIN => MpJoin::parse(raw, seg).map(Kept::Join),
+        subtype::DSS => Dss::check_len(raw).map(|_| Kept::Nothing),
+        subtype::ADD_ADDR => AddAddr::layout(raw).map(|_| Kept::Nothing),
+        subtype::REMOVE_ADDR => RemoveAddr::check_len(raw).map(|_| Kept::Nothing),
+        subtype::MP_PRIO if len == MP_PRIO_LEN => Ok(Kept::Nothing),
+        subtype::MP_FAIL if len == MP_FAIL_LEN => Ok(Kept::Nothing),
+        subtype::MP_FASTCLOSE if len == MP_FASTCLOSE_LEN => Ok(Kept::Fastclose(MpFastclose {
+            receiver_key: read_u64(raw, 4),
+        })),
+        subtype::MP_TCPRST if len == MP_TCPRST_LEN => MpTcpRst::parse(raw, seg).map(Kept::TcpRst),
+        subtype::MP_PRIO | subtype::MP_FAIL | subtype::MP_FASTCLOSE | subtype::MP_TCPRST => {
+            Err(MptcpError::BadLength)
+        }
+        _ => Ok(Kept::Nothing),
+    }
+}
+
 /// Walks `option_area` once and summarises its MPTCP options for a segment described by `seg`.
 ///
 /// Rules (RFC 8684, Linux `mptcp_get_options` and `subflow_check_req`):
@@ -1228,17 +1304,17 @@ pub fn scan(option_area: &[u8], seg: Segment) -> MptcpSummary {
     let mut fastclose = Slot::Empty;
     let mut tcprst = Slot::Empty;
     let mut walk = TcpOptions::new(option_area);
-    for option in walk.by_ref() {
-        let TcpOption::Mptcp(raw) = option else {
+    while let Some((kind, raw)) = walk.next_raw() {
+        if kind != option_kind::MPTCP {
             continue;
-        };
+        }
         summary.seen_mptcp = true;
-        match MptcpOption::parse(raw, seg) {
-            Ok(MptcpOption::MpCapable(o)) => capable.put(o),
-            Ok(MptcpOption::MpJoin(o)) => join.put(o),
-            Ok(MptcpOption::MpFastclose(o)) => fastclose.put(o),
-            Ok(MptcpOption::MpTcpRst(o)) => tcprst.put(o),
-            Ok(_) => {}
+        match parse_kept(raw, seg) {
+            Ok(Kept::Capable(o)) => capable.put(o),
+            Ok(Kept::Join(o)) => join.put(o),
+            Ok(Kept::Fastclose(o)) => fastclose.put(o),
+            Ok(Kept::TcpRst(o)) => tcprst.put(o),
+            Ok(Kept::Nothing) => {}
             Err(e) => {
                 summary.ignored = summary.ignored.saturating_add(1);
                 summary.last_error = Some(e);
@@ -1266,6 +1342,7 @@ pub fn scan(option_area: &[u8], seg: Segment) -> MptcpSummary {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::tcp::TcpOption;
     use proptest::prelude::*;
 
     const SYN: Segment = Segment {
@@ -1854,7 +1931,9 @@ mod tests {
                     let mut raw = body;
                     raw[..4].copy_from_slice(&[30, len as u8, byte2, byte3]);
                     for seg in ALL_SEGMENTS {
-                        if let Ok(option) = MptcpOption::parse(&raw[..len], seg) {
+                        let full = MptcpOption::parse(&raw[..len], seg);
+                        assert_eq!(parse_kept(&raw[..len], seg).err(), full.err());
+                        if let Ok(option) = full {
                             let mut out = [0u8; 40];
                             let n = option.buffer_len();
                             option.emit(&mut out).unwrap();
@@ -2133,6 +2212,20 @@ mod tests {
         // And through the TCP walk and the summary.
         let mut walk = TcpOptions::new(&buf[..len]);
         prop_assert_eq!(walk.next(), Some(TcpOption::Mptcp(&buf[..len])));
+        let summary = scan(&buf[..len], seg);
+        prop_assert!(summary.seen_mptcp && summary.ignored == 0 && !summary.conflict);
+        match option {
+            MptcpOption::MpCapable(o) => prop_assert_eq!(summary.capable, Some(o)),
+            MptcpOption::MpJoin(o) => prop_assert_eq!(summary.join, Some(o)),
+            MptcpOption::MpFastclose(o) => prop_assert_eq!(summary.fastclose, Some(o)),
+            MptcpOption::MpTcpRst(o) => prop_assert_eq!(summary.tcprst, Some(o)),
+            _ => prop_assert!(
+                summary.capable.is_none()
+                    && summary.join.is_none()
+                    && summary.fastclose.is_none()
+                    && summary.tcprst.is_none()
+            ),
+        }
         Ok(())
     }
 
@@ -2140,7 +2233,9 @@ mod tests {
         #[test]
         fn mp_capable_round_trip((o, seg) in arb_mp_capable()) {
             check_round_trip(MptcpOption::MpCapable(o), seg)?;
-            let s = scan(&{ let mut b = [0u8; 24]; o.emit(&mut b).unwrap(); b }[..o.buffer_len()], seg);
+            let mut area = [0u8; 24];
+            o.emit(&mut area).unwrap();
+            let s = scan(&area[..o.buffer_len()], seg);
             prop_assert_eq!(s.capable, Some(o));
         }
 
@@ -2196,8 +2291,11 @@ mod tests {
         ) {
             let mut raw = vec![30u8, (body.len() + 2) as u8];
             raw.extend_from_slice(&body);
+            // scan's decoder agrees with the full one.
+            let full = MptcpOption::parse(&raw, seg);
+            prop_assert_eq!(parse_kept(&raw, seg).err(), full.err());
             // Whatever parses re-emits to something that parses to the same value.
-            if let Ok(option) = MptcpOption::parse(&raw, seg) {
+            if let Ok(option) = full {
                 let mut buf = [0u8; 40];
                 let len = option.buffer_len();
                 option.emit(&mut buf).unwrap();

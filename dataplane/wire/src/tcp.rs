@@ -455,6 +455,29 @@ pub enum TcpOption<'a> {
     },
 }
 
+/// Splits the option at the start of `buffer` from the rest: `(raw option, rest)`, where the
+/// raw option is 1 byte for EOL and NOP and `length` bytes (kind and length included) otherwise.
+///
+/// The framing rules of Linux `tcp_parse_options`/`mptcp_get_options`: a missing length byte or
+/// a length past the buffer is [`Error::Truncated`] ("don't parse partial options"), a length
+/// below 2 is [`Error::Malformed`] ("silly options").
+#[inline]
+fn split_option(buffer: &[u8]) -> Result<(&[u8], &[u8])> {
+    let &kind = buffer.first().ok_or(Error::Truncated)?;
+    if kind == option_kind::END_OF_LIST || kind == option_kind::NO_OPERATION {
+        return Ok(buffer.split_at(1));
+    }
+    let &length = buffer.get(1).ok_or(Error::Truncated)?;
+    let length = usize::from(length);
+    if length < 2 {
+        return Err(Error::Malformed);
+    }
+    if length > buffer.len() {
+        return Err(Error::Truncated);
+    }
+    Ok(buffer.split_at(length))
+}
+
 impl<'a> TcpOption<'a> {
     /// Parses the option at the start of `buffer`; returns the rest of the buffer and the option.
     ///
@@ -463,23 +486,19 @@ impl<'a> TcpOption<'a> {
     /// the buffer ("don't parse partial options", Linux); [`Error::Malformed`] for a length
     /// below 2 ("silly options", Linux).
     pub fn parse(buffer: &'a [u8]) -> Result<(&'a [u8], TcpOption<'a>)> {
-        let (&kind, after_kind) = buffer.split_first().ok_or(Error::Truncated)?;
-        match kind {
-            option_kind::END_OF_LIST => return Ok((after_kind, TcpOption::EndOfList)),
-            option_kind::NO_OPERATION => return Ok((after_kind, TcpOption::NoOperation)),
-            _ => {}
-        }
-        let &length = after_kind.first().ok_or(Error::Truncated)?;
-        let length = usize::from(length);
-        if length < 2 {
-            return Err(Error::Malformed);
-        }
-        if length > buffer.len() {
-            return Err(Error::Truncated);
-        }
-        let (raw, rest) = buffer.split_at(length);
-        let data = &raw[2..];
-        let option = match (kind, length) {
+        let (raw, rest) = split_option(buffer)?;
+        Ok((rest, TcpOption::decode(raw)))
+    }
+
+    /// Decodes one option already framed by [`split_option`]: `raw` is 1 byte for EOL/NOP,
+    /// otherwise at least 2 bytes with `raw[1] == raw.len()`.
+    #[inline]
+    fn decode(raw: &'a [u8]) -> TcpOption<'a> {
+        let kind = raw.first().copied().unwrap_or(option_kind::END_OF_LIST);
+        let data = raw.get(2..).unwrap_or(&[]);
+        match (kind, raw.len()) {
+            (option_kind::END_OF_LIST, _) => TcpOption::EndOfList,
+            (option_kind::NO_OPERATION, _) => TcpOption::NoOperation,
             (option_kind::MAX_SEGMENT_SIZE, 4) => TcpOption::MaxSegmentSize(read_u16(data, 0)),
             (option_kind::WINDOW_SCALE, 3) => TcpOption::WindowScale(data[0]),
             (option_kind::SACK_PERMITTED, 2) => TcpOption::SackPermitted,
@@ -492,8 +511,7 @@ impl<'a> TcpOption<'a> {
             },
             (option_kind::MPTCP, _) => TcpOption::Mptcp(raw),
             _ => TcpOption::Unknown { kind, data },
-        };
-        Ok((rest, option))
+        }
     }
 
     /// The number of bytes [`emit`](Self::emit) writes.
@@ -586,6 +604,33 @@ impl<'a> TcpOptions<'a> {
         }
     }
 
+    /// The next option undecoded: its kind and its raw bytes (kind and length included; one
+    /// byte for EOL and NOP). Same stops as the iterator, which is built on it; this is the
+    /// cheaper step for a caller that looks at one kind only.
+    #[inline]
+    pub fn next_raw(&mut self) -> Option<(u8, &'a [u8])> {
+        if self.rest.is_empty() {
+            return None;
+        }
+        match split_option(self.rest) {
+            Ok((raw, rest)) => {
+                let &kind = raw.first()?;
+                // Linux: "case TCPOPT_EOL: return;" (whatever follows EOL is padding).
+                self.rest = if kind == option_kind::END_OF_LIST {
+                    &[]
+                } else {
+                    rest
+                };
+                Some((kind, raw))
+            }
+            Err(_) => {
+                self.malformed = true;
+                self.rest = &[];
+                None
+            }
+        }
+    }
+
     /// Whether the walk stopped at a broken option: a kind without a length byte, a length below
     /// 2, or a length running past the area (catalogue rows T4, T5). EOL is not malformed (T6).
     #[inline]
@@ -599,25 +644,7 @@ impl<'a> Iterator for TcpOptions<'a> {
 
     #[inline]
     fn next(&mut self) -> Option<TcpOption<'a>> {
-        if self.rest.is_empty() {
-            return None;
-        }
-        match TcpOption::parse(self.rest) {
-            // Linux: "case TCPOPT_EOL: return;" (whatever follows EOL is padding).
-            Ok((_, TcpOption::EndOfList)) => {
-                self.rest = &[];
-                Some(TcpOption::EndOfList)
-            }
-            Ok((rest, option)) => {
-                self.rest = rest;
-                Some(option)
-            }
-            Err(_) => {
-                self.malformed = true;
-                self.rest = &[];
-                None
-            }
-        }
+        self.next_raw().map(|(_, raw)| TcpOption::decode(raw))
     }
 }
 

@@ -332,8 +332,14 @@ mod tests {
 
     #[test]
     fn lengths() {
-        assert_eq!(Packet::new_checked(&PACKET_BYTES[..7]).unwrap_err(), Error::Truncated);
-        assert_eq!(Packet::new_checked(&PACKET_BYTES[..11]).unwrap_err(), Error::Truncated);
+        assert_eq!(
+            Packet::new_checked(&PACKET_BYTES[..7]).unwrap_err(),
+            Error::Truncated
+        );
+        assert_eq!(
+            Packet::new_checked(&PACKET_BYTES[..11]).unwrap_err(),
+            Error::Truncated
+        );
         let mut b = PACKET_BYTES;
         b[4..6].copy_from_slice(&7u16.to_be_bytes());
         assert_eq!(Packet::new_checked(&b[..]).unwrap_err(), Error::BadLength);

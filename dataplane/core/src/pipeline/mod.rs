@@ -22,6 +22,45 @@
 //!
 //! Every frame moves exactly one terminal counter (forwarded, replied, punted, handed off, or one
 //! drop reason): [`WorkerStats::balanced`] checks it.
+//!
+//! ## Policies for bad and unusual input
+//!
+//! The reliability notes' bad-input catalogue (rows L1–L9, 4a–4k, 6a–6j, T1–T16, M1–M21, I1–I7)
+//! leaves some rows to a decision; these are the pipeline's. `dataplane/core/BAD_INPUTS.md` lists
+//! every row with its counter and test (`tests/bad_inputs.rs`).
+//!
+//! * **Unknown EtherType** (L2): dropped and counted (`unknown_ethertype`), never passed to the
+//!   host stack. Only IPv4, IPv6 and ARP are handled.
+//! * **802.1Q** (L3): one tag, and only the port's VLAN; a priority tag (VID 0) counts as untagged;
+//!   QinQ and stacked tags are dropped (`vlan_unexpected`); a cut-off tag is a runt (`l2_runt`).
+//! * **ARP** (L4, L5): requests for our addresses and VIPs are answered, never learned from;
+//!   replies are punted to the runtime's neighbour cache unless they claim our addresses or a
+//!   backend's address on the wrong port (`arp_spoof`).
+//! * **Frame size** (L7, 4i): the core has no size limit; the NIC enforces the port MTU on receive.
+//!   NAT rewrites in place and never grows an IP packet (only an 802.1Q tag may be added on the
+//!   way out), so with equal MTUs on all ports a packet cannot exceed the egress MTU and no
+//!   fragmentation-needed message is ever due.
+//! * **Multi-segment frames** (L8): [`Frame`] is contiguous; the runtime linearises or drops
+//!   chained mbufs before calling [`process`]. Every header read is bounds-checked against the
+//!   contiguous data, so a cut-off frame is dropped by a length check.
+//! * **IPv4 options** (4c): parsed by IHL and forwarded (`ipv4_options` event); LSRR/SSRR are
+//!   dropped (`source_route`).
+//! * **Fragments** (4h, 6f, 6g): dropped (`frag_drop`); no reassembly and no MSS clamping. An IPv6
+//!   atomic fragment (offset 0, M = 0, RFC 6946; 6h) is a whole packet and is forwarded.
+//! * **Not TCP to a VIP** (4k): dropped (`not_tcp`); to the gateway's own address: punted.
+//! * **Malformed TCP options** (T4, T5): the walk stops there (`tcp_opt_malformed`), options
+//!   before the bad one stand, as in Linux; the segment is forwarded.
+//! * **Non-SYN without state** (T10): forwarded by Maglev and adopted (`nonsyn_miss`); a RST is
+//!   forwarded but not adopted.
+//! * **SYN on a known 5-tuple** (T11, T12): an open flow keeps its backend (`syn_retransmit`); a
+//!   closing or closed one is balanced afresh (`syn_reuse`).
+//! * **MP_JOIN SYN refused** (M11, M12, M14): dropped and counted, no state, no RST generated.
+//! * **ICMP** (I4, I5): a Packet Too Big / Fragmentation Needed below the minimum MTU is counted
+//!   (`icmp_ptb_small_mtu`) and forwarded unchanged (the backend's stack clamps it); echo requests
+//!   to a VIP or our addresses are answered by the gateway, rate-limited (`rate_limited`).
+//! * **Backend reply without state** (I6): rewritten statelessly to the VIP (`return_stateless`)
+//!   so connections survive a gateway restart; a backend-side source that is not a backend is
+//!   dropped (`not_from_backend`, I7).
 
 pub mod frame;
 pub mod verdict;
@@ -231,7 +270,13 @@ pub fn process<F: Frame>(
                 port,
                 l2_len: 0,
             };
-            let v = ethernet_stage(&mut cx, frame);
+            let v = match ip::fast_parse(frame.data()).filter(|_| port.vlan.is_none()) {
+                Some((ip, seg)) => {
+                    cx.l2_len = 14;
+                    nat::dispatch(&mut cx, frame, &ip, &seg)
+                }
+                None => ethernet_stage(&mut cx, frame),
+            };
             cx.w.stats.verdict(&v);
             return v;
         }
@@ -261,7 +306,11 @@ fn ethernet_stage<F: Frame>(cx: &mut Ctx<'_>, frame: &mut F) -> Verdict {
 }
 
 /// ARP: answer requests for our addresses and VIPs; punt replies (neighbour learning is the
-/// runtime's); drop the rest.
+/// runtime's) unless they would poison it; drop the rest.
+///
+/// A reply (gratuitous or not) that claims one of the gateway's addresses or VIPs, or a backend's
+/// address on a port other than that backend's egress port, is dropped as `arp_spoof` (L5): the
+/// runtime never learns a neighbour from it. Requests are answered, never learned from.
 fn arp_stage<F: Frame>(cx: &mut Ctx<'_>, frame: &mut F) -> Verdict {
     let l2_len = cx.l2_len;
     let buf = frame.data_mut();
@@ -280,7 +329,22 @@ fn arp_stage<F: Frame>(cx: &mut Ctx<'_>, frame: &mut F) -> Verdict {
             rewrite::set_macs(buf, &cx.port.mac, &requester.0);
             Verdict::Reply { port: cx.ingress }
         }
-        arp::Operation::Reply => Verdict::Punt,
+        arp::Operation::Reply => {
+            let sender = crate::flow::v4_mapped(pkt.source_protocol_addr());
+            let p = cx.pool;
+            let ours = p.ports.iter().any(|port| p.is_own_addr(port.id, &sender))
+                || p.is_vip_addr(&sender);
+            let wrong_port = || {
+                p.backends.iter().flatten().any(|b| {
+                    b.ipv4.map(|a| a.octets()) == Some(pkt.source_protocol_addr())
+                        && b.egress != cx.ingress
+                })
+            };
+            if ours || wrong_port() {
+                return Verdict::Drop(DropReason::ArpSpoof);
+            }
+            Verdict::Punt
+        }
         _ => Verdict::Drop(DropReason::ArpBad),
     }
 }

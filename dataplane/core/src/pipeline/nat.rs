@@ -36,16 +36,16 @@ use crate::pool::{BackendId, PortId, Vip, VipId};
 use crate::tables::flow_table::{flags, FlowEntry, FlowState, Insert};
 use crate::tables::token::{ConfirmOutcome, JoinRoute, LearnOutcome, Owner};
 
-/// The TCP facts every step needs, read once.
-#[derive(Debug, Clone, Copy)]
-struct Seg {
-    src_port: u16,
-    dst_port: u16,
-    flags: TcpFlags,
+/// The TCP facts every step needs, read once (by [`tcp`] or by the fast parser in `ip.rs`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Seg {
+    pub(super) src_port: u16,
+    pub(super) dst_port: u16,
+    pub(super) flags: TcpFlags,
     /// Offset and length of the option area within the frame.
-    opt_at: usize,
-    opt_len: usize,
-    has_payload: bool,
+    pub(super) opt_at: usize,
+    pub(super) opt_len: usize,
+    pub(super) has_payload: bool,
 }
 
 impl Seg {
@@ -70,41 +70,58 @@ const FIN: u8 = TcpFlags::FIN.0;
 const RST: u8 = TcpFlags::RST.0;
 
 pub(super) fn tcp<F: Frame>(cx: &mut Ctx<'_>, frame: &mut F, ip: &Ip) -> Verdict {
-    let seg = {
-        let data = frame.data();
-        let pkt = match tcp::Packet::new_checked(&data[ip.l4..ip.end]) {
-            Ok(p) => p,
-            Err(trapeze_wire::Error::BadHeaderLen) => return Verdict::Drop(DropReason::TcpBadHeaderLen),
-            Err(_) => return Verdict::Drop(DropReason::TcpTruncated),
-        };
-        let hl = usize::from(pkt.header_len());
-        Seg {
-            src_port: pkt.src_port(),
-            dst_port: pkt.dst_port(),
-            flags: pkt.flags(),
-            opt_at: ip.l4 + tcp::HEADER_LEN,
-            opt_len: hl - tcp::HEADER_LEN,
-            has_payload: ip.end > ip.l4 + hl,
-        }
+    let seg = match parse_seg(frame.data(), ip) {
+        Ok(seg) => seg,
+        Err(r) => return Verdict::Drop(r),
     };
     if seg.src_port == 0 || seg.dst_port == 0 {
         return Verdict::Drop(DropReason::PortZero);
     }
-    let f = seg.flags.0;
-    let xmas = f & (FIN | TcpFlags::URG.0 | TcpFlags::PSH.0) == (FIN | TcpFlags::URG.0 | TcpFlags::PSH.0) && f & ACK == 0;
-    if f & (SYN | FIN) == (SYN | FIN) || f & (SYN | RST) == (SYN | RST) || f & 0x3f == 0 || xmas {
+    if bad_flags(seg.flags.0) {
         return Verdict::Drop(DropReason::TcpBadFlags);
     }
+    dispatch(cx, frame, ip, &seg)
+}
+
+/// Reads the TCP header of a packet the IP stage validated.
+pub(super) fn parse_seg(data: &[u8], ip: &Ip) -> Result<Seg, DropReason> {
+    let pkt = match tcp::Packet::new_checked(&data[ip.l4..ip.end]) {
+        Ok(p) => p,
+        Err(trapeze_wire::Error::BadHeaderLen) => return Err(DropReason::TcpBadHeaderLen),
+        Err(_) => return Err(DropReason::TcpTruncated),
+    };
+    let hl = usize::from(pkt.header_len());
+    Ok(Seg {
+        src_port: pkt.src_port(),
+        dst_port: pkt.dst_port(),
+        flags: pkt.flags(),
+        opt_at: ip.l4 + tcp::HEADER_LEN,
+        opt_len: hl - tcp::HEADER_LEN,
+        has_payload: ip.end > ip.l4 + hl,
+    })
+}
+
+/// T8: SYN+FIN, SYN+RST, no flag at all, or FIN+URG+PSH without ACK ("xmas").
+#[inline]
+pub(super) fn bad_flags(f: u8) -> bool {
+    const XMAS: u8 = FIN | TcpFlags::URG.0 | TcpFlags::PSH.0;
+    f & (SYN | FIN) == (SYN | FIN) || f & (SYN | RST) == (SYN | RST) || f & 0x3f == 0 || (f & XMAS == XMAS && f & ACK == 0)
+}
+
+/// Picks the direction of a validated TCP segment: towards a VIP, back from a backend, to the
+/// gateway itself, or nowhere.
+#[inline]
+pub(super) fn dispatch<F: Frame>(cx: &mut Ctx<'_>, frame: &mut F, ip: &Ip, seg: &Seg) -> Verdict {
     if let Some(vip) = cx.pool.vip_for(&ip.dst, seg.dst_port, 6) {
-        return client_to_vip(cx, frame, ip, &seg, vip);
+        return client_to_vip(cx, frame, ip, seg, vip);
     }
     if let Some(vip) = cx.pool.vip_of_backend(&ip.src, seg.src_port, 6) {
-        return backend_to_client(cx, frame, ip, &seg, vip);
+        return backend_to_client(cx, frame, ip, seg, vip);
     }
     if cx.pool.is_own_addr(cx.ingress, &ip.dst) {
         return Verdict::Punt;
     }
-    Verdict::Drop(DropReason::NoVip)
+    Verdict::Drop(super::ip::no_vip(cx))
 }
 
 /// The MPTCP options of this segment, counted into the worker's events.
@@ -168,7 +185,7 @@ fn established<F: Frame>(
     e.last_seen = cx.now_ms;
     if seg.has(SYN | FIN | RST) || e.state < FlowState::Established {
         let key = e.key;
-        if let Some(v) = client_slow_path(cx, frame, seg, idx) {
+        if let Some(v) = client_slow_path(cx, frame, ip, seg, idx) {
             return v;
         }
         if cx.w.flows.lookup(&key, hash).is_none() {
@@ -176,13 +193,20 @@ fn established<F: Frame>(
             return new_flow(cx, frame, ip, seg, key, hash, vip_id);
         }
     }
-    let e = *cx.w.flows.entry(idx);
-    to_backend(cx, frame, ip, e.backend, e.vip)
+    let e = cx.w.flows.entry(idx);
+    let (backend, vip) = (e.backend, e.vip);
+    to_backend(cx, frame, ip, backend, vip)
 }
 
 /// Handshake, teardown and MPTCP bookkeeping on the client side. Returns a verdict only when the
 /// packet must not be forwarded normally.
-fn client_slow_path<F: Frame>(cx: &mut Ctx<'_>, frame: &mut F, seg: &Seg, idx: u32) -> Option<Verdict> {
+fn client_slow_path<F: Frame>(
+    cx: &mut Ctx<'_>,
+    frame: &mut F,
+    ip: &Ip,
+    seg: &Seg,
+    idx: u32,
+) -> Option<Verdict> {
     let mut e = *cx.w.flows.entry(idx);
     if seg.has(SYN) {
         if e.state >= FlowState::Closing {
@@ -198,14 +222,26 @@ fn client_slow_path<F: Frame>(cx: &mut Ctx<'_>, frame: &mut F, seg: &Seg, idx: u
         return None;
     }
     if e.state == FlowState::SynAckSeen && seg.has(ACK) {
-        e.state = FlowState::Established;
-        if e.has(flags::MPC_SYN) && !e.has(flags::CONFIRMED) {
-            e.flags |= flags::CONFIRMED;
-            confirm_token(cx, frame, seg, &mut e);
+        let learns = e.has(flags::MPC_SYN) && !e.has(flags::CONFIRMED);
+        if learns && e.has(flags::TOKEN_REF) && !l4_checksum_ok(frame, ip) {
+            // T14: a corrupted third ACK neither confirms nor drops the token; the endpoint
+            // discards it too, and the retransmission is judged instead.
+            cx.w.stats.event(Event::BadL4ChecksumNotLearned);
+        } else {
+            e.state = FlowState::Established;
+            if learns {
+                e.flags |= flags::CONFIRMED;
+                confirm_token(cx, frame, seg, &mut e);
+            } else if !e.has(flags::MPC_SYN | flags::JOIN) {
+                unexpected_mpc(cx, frame, seg);
+            }
         }
     } else if e.state == FlowState::SynSent && seg.has(ACK) && !e.has(flags::JOIN) {
         // The SYN/ACK was not seen (it went another way): adopt as established, learn nothing.
         e.state = FlowState::Established;
+        if !e.has(flags::MPC_SYN) {
+            unexpected_mpc(cx, frame, seg);
+        }
     }
     if seg.has(RST | FIN) {
         if e.has(flags::TOKEN_REF) {
@@ -224,6 +260,26 @@ fn client_slow_path<F: Frame>(cx: &mut Ctx<'_>, frame: &mut F, seg: &Seg, idx: u
     }
     *cx.w.flows.entry_mut(idx) = e;
     None
+}
+
+/// M7: MP_CAPABLE in the handshake of a flow whose SYN had none. Nothing is learned from it (a
+/// client cannot plant keys, a server cannot upgrade a plain connection); it is counted. Runs
+/// once per connection at most (the third ACK, the SYN/ACK), never on the established path.
+fn unexpected_mpc<F: Frame>(cx: &mut Ctx<'_>, frame: &F, seg: &Seg) {
+    if seg.opt_len > 0 && scan(cx, frame, seg).capable.is_some() {
+        cx.w.stats.event(Event::MpcUnexpected);
+    }
+}
+
+/// Whether the TCP checksum of the segment verifies (T14). Only for the few segments the gateway
+/// learns from: the backend's MP_CAPABLE SYN/ACK and the client's MP_CAPABLE third ACK.
+fn l4_checksum_ok<F: Frame>(frame: &F, ip: &Ip) -> bool {
+    let data = frame.data();
+    let Ok(pkt) = tcp::Packet::new_checked(&data[ip.l4..ip.end]) else {
+        return false;
+    };
+    let (src, dst) = (crate::flow::addr_from_bytes(ip.src), crate::flow::addr_from_bytes(ip.dst));
+    pkt.verify_checksum(&src, &dst)
 }
 
 /// The client's third ACK (or first data segment) echoes the server key: cross-check it.
@@ -292,6 +348,11 @@ fn new_flow<F: Frame>(
     let Some(vip) = cx.pool.vip(vip_id) else {
         return Verdict::Drop(DropReason::VipGone);
     };
+    // RFC 1812 §5.3.7: a packet claiming to come from one of our VIPs is spoofed. Checked before
+    // any state is created (an established flow's source was checked when it began).
+    if cx.pool.is_vip_addr(&ip.src) {
+        return Verdict::Drop(DropReason::MartianSource);
+    }
     let is_syn = seg.has(SYN) && !seg.has(ACK);
     let mut entry = FlowEntry {
         key,
@@ -405,7 +466,7 @@ fn join<F: Frame>(
 /// Rewrites towards the backend and picks the egress.
 #[inline]
 fn to_backend<F: Frame>(cx: &mut Ctx<'_>, frame: &mut F, ip: &Ip, backend_id: BackendId, vip_id: VipId) -> Verdict {
-    let Some(b) = cx.pool.backend(backend_id) else {
+    let Some(b) = cx.pool.fwd(backend_id) else {
         return Verdict::Drop(DropReason::BackendGone);
     };
     let Some(addr) = b.addr(ip.v6) else {
@@ -414,21 +475,19 @@ fn to_backend<F: Frame>(cx: &mut Ctx<'_>, frame: &mut F, ip: &Ip, backend_id: Ba
     let Some(mac) = b.mac else {
         return Verdict::Drop(DropReason::NoNeighbour);
     };
-    let Some(port) = cx.pool.port(b.egress) else {
-        return Verdict::Drop(DropReason::NoNeighbour);
-    };
     let buf = frame.data_mut();
-    rewrite::nat_tcp(buf, ip, End::Dst, &addr_bytes(addr), b.port);
-    rewrite::set_macs(buf, &port.mac, &mac);
-    if !rewrite::retag(frame, cx.l2_len, port.vlan) {
+    rewrite::nat_tcp(buf, ip, End::Dst, addr, b.port);
+    rewrite::set_macs(buf, &b.egress_mac, &mac);
+    if !rewrite::retag(frame, cx.l2_len, b.egress_vlan) {
         return Verdict::Drop(DropReason::NoRoom);
     }
     let bytes = ip.len() as u64;
-    if let Some(c) = cx.w.stats.vips.get_mut(vip_id.0 as usize) {
+    let stats = &mut cx.w.stats;
+    if let Some(c) = stats.vips.get_mut(vip_id.0 as usize) {
         c.packets += 1;
         c.bytes += bytes;
     }
-    if let Some(c) = cx.w.stats.backends.get_mut(backend_id.0 as usize) {
+    if let Some(c) = stats.backends.get_mut(backend_id.0 as usize) {
         c.packets += 1;
         c.bytes += bytes;
     }
@@ -447,11 +506,9 @@ fn backend_to_client<F: Frame>(cx: &mut Ctx<'_>, frame: &mut F, ip: &Ip, seg: &S
     if ip.ttl <= 1 {
         return icmp::time_exceeded(cx, frame, ip);
     }
-    let Some(vip) = cx.pool.vip(vip_id) else {
+    let Some((vip_addr, vip_port)) = cx.pool.vip_endpoint(vip_id) else {
         return Verdict::Drop(DropReason::VipGone);
     };
-    let vip_addr = addr_bytes(vip.addr);
-    let vip_port = vip.port;
     let key = FlowKey {
         src: ip.dst,
         dst: vip_addr,
@@ -472,10 +529,13 @@ fn backend_to_client<F: Frame>(cx: &mut Ctx<'_>, frame: &mut F, ip: &Ip, seg: &S
         }
         None => {
             cx.w.stats.event(Event::ReturnStateless);
-            let Some(mac) = cx.pool.port(vip.client_port).and_then(|p| p.gateway_mac) else {
+            let Some(client_port) = cx.pool.vip(vip_id).map(|v| v.client_port) else {
+                return Verdict::Drop(DropReason::VipGone);
+            };
+            let Some(mac) = cx.pool.port(client_port).and_then(|p| p.gateway_mac) else {
                 return Verdict::Drop(DropReason::NoNeighbour);
             };
-            (vip.client_port, mac)
+            (client_port, mac)
         }
     };
     let Some(port) = cx.pool.port(port_id) else {
@@ -495,9 +555,16 @@ fn server_slow_path<F: Frame>(cx: &mut Ctx<'_>, frame: &F, ip: &Ip, seg: &Seg, i
     let mut e = *cx.w.flows.entry(idx);
     if seg.has(SYN) && seg.has(ACK) {
         if e.state == FlowState::SynSent {
-            e.state = FlowState::SynAckSeen;
             if e.has(flags::MPC_SYN) && !e.has(flags::JOIN) {
-                learn_token(cx, frame, ip, seg, &mut e);
+                // A corrupted SYN/ACK leaves the flow waiting for the retransmission (T14).
+                if learn_token(cx, frame, ip, seg, &mut e) {
+                    e.state = FlowState::SynAckSeen;
+                }
+            } else {
+                e.state = FlowState::SynAckSeen;
+                if !e.has(flags::MPC_SYN | flags::JOIN) {
+                    unexpected_mpc(cx, frame, seg);
+                }
             }
         }
     } else if seg.has(RST) {
@@ -520,20 +587,24 @@ fn server_slow_path<F: Frame>(cx: &mut Ctx<'_>, frame: &F, ip: &Ip, seg: &Seg, i
 }
 
 /// The backend's SYN/ACK carries its key: learn the token (see the module documentation).
-fn learn_token<F: Frame>(cx: &mut Ctx<'_>, frame: &F, ip: &Ip, seg: &Seg, e: &mut FlowEntry) {
+/// Returns false, learning nothing, when the segment's checksum fails (T14).
+fn learn_token<F: Frame>(
+    cx: &mut Ctx<'_>,
+    frame: &F,
+    ip: &Ip,
+    seg: &Seg,
+    e: &mut FlowEntry,
+) -> bool {
     let s = scan(cx, frame, seg);
     let Some(server_key) = s.capable.and_then(|c| c.sender_key) else {
         // The server declined MPTCP: plain TCP from here on.
         e.flags &= !flags::MPC_SYN;
-        return;
+        return true;
     };
     // T14: never learn from a segment whose checksum fails.
-    let data = frame.data();
-    let Ok(pkt) = tcp::Packet::new_checked(&data[ip.l4..ip.end]) else { return };
-    let (src, dst) = (crate::flow::addr_from_bytes(ip.src), crate::flow::addr_from_bytes(ip.dst));
-    if !pkt.verify_checksum(&src, &dst) {
+    if !l4_checksum_ok(frame, ip) {
         cx.w.stats.event(Event::BadL4ChecksumNotLearned);
-        return;
+        return false;
     }
     let token = crypto::token_from_key(server_key);
     let owner = Owner {
@@ -547,15 +618,16 @@ fn learn_token<F: Frame>(cx: &mut Ctx<'_>, frame: &F, ip: &Ip, seg: &Seg, e: &mu
     };
     let ev = match cx.shared.tokens.learn(token, owner) {
         LearnOutcome::Inserted => Event::TokenLearned,
-        LearnOutcome::AlreadyKnown => return,
+        LearnOutcome::AlreadyKnown => return true,
         LearnOutcome::Collision => Event::TokenCollision,
         LearnOutcome::Reused => Event::TokenReused,
         LearnOutcome::TableFull | LearnOutcome::OwnersFull => {
             cx.w.stats.event(Event::TokenTableFull);
-            return;
+            return true;
         }
     };
     cx.w.stats.event(ev);
     e.token = token;
     e.flags |= flags::TOKEN_REF;
+    true
 }

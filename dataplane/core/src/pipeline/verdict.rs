@@ -54,7 +54,9 @@ macro_rules! labelled_enum {
 labelled_enum! {
     /// Why a frame was dropped. One counter per variant per worker.
     DropReason {
-        /// Frame shorter than an Ethernet header or than its headers claim (catalogue L1).
+        /// Frame shorter than an Ethernet header, a complete 802.1Q tag, or the fixed IPv4/IPv6
+        /// header its EtherType announces (catalogue L1). Also a frame from a port the pool does
+        /// not know.
         Runt => "l2_runt",
         /// 802.1Q tag that does not match the port's VLAN, or QinQ (L3).
         VlanUnexpected => "vlan_unexpected",
@@ -64,6 +66,9 @@ labelled_enum! {
         ArpBad => "arp_bad",
         /// ARP request for an address that is not ours (L5).
         ArpNotOurs => "arp_not_ours",
+        /// ARP reply claiming the gateway's own address or a VIP, or a backend's address on a
+        /// port other than the backend's: not punted, so never learned (L5, no cache poisoning).
+        ArpSpoof => "arp_spoof",
         /// IP to a broadcast/multicast MAC (L9).
         L2Multicast => "l2_multicast",
         /// IP version field does not match the EtherType (4a, 6a).
@@ -74,13 +79,17 @@ labelled_enum! {
         IpBadLength => "ip_bad_length",
         /// IPv4 header checksum wrong (4f).
         IpBadChecksum => "ip_bad_checksum",
-        /// Fragments (4h, 6f, 6g): not reassembled; MSS clamping keeps TCP unfragmented.
+        /// Fragments (4h, 6f, 6g): not reassembled. TCP endpoints send with DF and discover the
+        /// path MTU (ICMP errors reach the backends, I1); NAT never grows a packet. The gateway
+        /// does no MSS clamping.
         Fragment => "frag_drop",
         /// IPv4 LSRR/SSRR or IPv6 routing header type 0 (4c, 6e).
         SourceRoute => "source_route",
-        /// IPv6 extension-header chain too long, out of order or unknown (6c, 6d).
+        /// IPv6 extension-header chain too long, out of order, truncated, or holding a header the
+        /// gateway does not cross (AH, Mobility, HIP, Shim6, experimental) (6c, 6d).
         Ipv6ExtHeader => "ipv6_eh_drop",
-        /// Martian source address (4j, 6j).
+        /// Martian source address (4j, 6j), a VIP as source, or an IPv4-mapped address in an
+        /// IPv6 header.
         MartianSource => "martian_source",
         /// TTL / hop limit exhausted (4g, 6i); an ICMP time exceeded may have been sent instead.
         TtlExpired => "ttl_expired",
@@ -113,7 +122,8 @@ labelled_enum! {
         /// MP_JOIN SYN arriving on a VIP whose family the owner has no address in, or a VIP the
         /// owner does not serve.
         JoinNoPath => "join_no_path",
-        /// Backend-side packet from an address that is not a configured backend (I7).
+        /// Packet for no VIP, arriving on a port no VIP takes clients on (the backend side), from
+        /// an endpoint that is not a configured backend (I7, anti-spoofing).
         NotFromBackend => "not_from_backend",
         /// ICMP error quoting no known flow, or not quoting a VIP (I2).
         IcmpNoFlow => "icmp_no_flow",

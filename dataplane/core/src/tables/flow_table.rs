@@ -230,13 +230,18 @@ impl FlowTable {
         let b = self.bucket(hash);
         let tag = tag_of(hash);
         let tags = &self.tags[b];
+        // Compare all tags at once (the compiler vectorises this), then visit the matches.
+        let mut hits = 0u32;
         for (way, &t) in tags.iter().enumerate() {
-            if t == tag {
-                let i = b * WAYS + way;
-                if self.entries[i].key == *key {
-                    return Some(i as u32);
-                }
+            hits |= ((t == tag) as u32) << way;
+        }
+        while hits != 0 {
+            let way = hits.trailing_zeros() as usize;
+            let i = b * WAYS + way;
+            if self.entries.get(i).is_some_and(|e| e.key == *key) {
+                return Some(i as u32);
             }
+            hits &= hits - 1;
         }
         None
     }

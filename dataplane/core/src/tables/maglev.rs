@@ -37,8 +37,7 @@
 //! **Speed.** The build is `O(M log M)` probes (the coupon-collector tail of the fill); it is
 //! written to stay well under 1 ms at `M` = 65537: occupancy is a bitset (8 KiB, stays in L1),
 //! slot arithmetic is `u32` with a conditional subtraction instead of `%`, per-backend cursors
-//! live in flat vectors, and nothing is allocated per slot. The last [`TAIL_SLOTS`]-or-so empty
-//! slots (where probing would cost `M / empty` steps per claim) are found by a different but
+//! live in flat vectors, and nothing is allocated per slot. The last `√M` empty slots (where probing would cost `M / empty` steps per claim) are found by a different but
 //! equivalent route: a list of the remaining empty slots, each mapped back to its position in the
 //! claiming backend's permutation through the modular inverse of `skip`; the backend gets the
 //! empty slot of lowest position, which is exactly the slot probing would have found. Tests
@@ -81,9 +80,9 @@ pub const SKIP_SEED: u64 = 0x6d61_676c_6576_736b;
 /// Seed of [`MaglevTable::fingerprint`] (ASCII "maglevfp").
 pub const FINGERPRINT_SEED: u64 = 0x6d61_676c_6576_6670;
 
-/// Number of empty slots at which the build switches from probing to the empty-slot list (see
-/// the module documentation). Chosen by measurement: near `√M / 4` for the default size.
-pub const TAIL_SLOTS: u32 = 64;
+/// The build switches from probing to the empty-slot list (see the module documentation) when
+/// `max(√M, TAIL_SLOTS_MIN)` slots are left empty. Affects build speed only, never the result.
+pub const TAIL_SLOTS_MIN: u32 = 16;
 
 /// One backend as Maglev sees it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -163,7 +162,10 @@ impl fmt::Display for MaglevError {
             Self::SizeNotPrime(s) => write!(f, "maglev table size {s} is not prime"),
             Self::SizeTooLarge(s) => write!(f, "maglev table size {s} exceeds {MAX_SIZE}"),
             Self::SizeTooSmall { size, backends } => {
-                write!(f, "maglev table size {size} is smaller than the {backends} backends")
+                write!(
+                    f,
+                    "maglev table size {size} is smaller than the {backends} backends"
+                )
             }
             Self::TooManyBackends(n) => write!(f, "{n} backends exceed the maximum {MAX_BACKENDS}"),
             Self::DuplicateIdentity { first, second } => write!(
@@ -204,16 +206,6 @@ impl fmt::Debug for MaglevTable {
     }
 }
 
-/// Per-backend build state, in identity order.
-struct Perm {
-    /// The slot at the backend's cursor (the next candidate).
-    next: Vec<u32>,
-    /// The permutation step.
-    skip: Vec<u32>,
-    /// The permutation start (for the position computation in the tail).
-    offset: Vec<u32>,
-}
-
 impl MaglevTable {
     /// Builds the table for `backends` with `size` slots (see the module documentation).
     ///
@@ -236,7 +228,7 @@ impl MaglevTable {
             return Err(MaglevError::DuplicateId(w[0]));
         }
         let mut order: Vec<&MaglevBackend> = backends.iter().collect();
-        order.sort_unstable_by(|a, b| a.identity.cmp(&b.identity));
+        order.sort_unstable_by_key(|b| b.identity);
         if let Some(w) = order.windows(2).find(|w| w[0].identity == w[1].identity) {
             return Err(MaglevError::DuplicateIdentity {
                 first: w[0].id,
@@ -347,126 +339,221 @@ fn add_mod(a: u32, b: u32, m: u32) -> u32 {
     }
 }
 
+/// 1 when slot `c` is free, else 0.
+#[inline(always)]
+fn free_bit(taken: &[u64], c: u32) -> u32 {
+    match taken.get((c >> 6) as usize) {
+        Some(w) => ((!w >> (c & 63)) & 1) as u32,
+        None => 0,
+    }
+}
+
+/// Per-backend build state, in identity order (one 32-byte record, one cache line per turn).
+#[derive(Clone, Copy)]
+struct Cursor {
+    /// The slot at the backend's cursor: the next candidate.
+    next: u32,
+    /// `skip`, `2·skip`, `3·skip`, `4·skip`, all mod M: four candidates per probing step.
+    step: [u32; 4],
+    /// The permutation start (for the position computation of the tail).
+    offset: u32,
+    /// `skip⁻¹ mod M`, computed when the backend first claims in the tail (0 = not yet).
+    inv: u32,
+    /// The backend the slots get (kept here so a turn touches one cache line).
+    id: BackendId,
+}
+
+impl Cursor {
+    /// Claims the first free slot at or after the cursor and advances the cursor past it.
+    /// Precondition: at least one slot is free (then the loop ends within M/4 + 1 steps, since
+    /// the permutation visits every slot).
+    #[inline(always)]
+    fn claim(&mut self, taken: &mut [u64], m: u32) -> u32 {
+        let mut c = self.next;
+        if free_bit(taken, c) == 0 {
+            // Four candidates per step: the four slot computations are independent, so the
+            // loop is not bound by the add/compare latency chain, and the exit branch is taken
+            // once per claim.
+            let [s1, s2, s3, s4] = self.step;
+            loop {
+                let c1 = add_mod(c, s1, m);
+                let c2 = add_mod(c, s2, m);
+                let c3 = add_mod(c, s3, m);
+                let c4 = add_mod(c, s4, m);
+                let f = free_bit(taken, c1)
+                    | free_bit(taken, c2) << 1
+                    | free_bit(taken, c3) << 2
+                    | free_bit(taken, c4) << 3;
+                if f != 0 {
+                    c = [c1, c2, c3, c4][(f.trailing_zeros() & 3) as usize];
+                    break;
+                }
+                c = c4;
+            }
+        }
+        if let Some(w) = taken.get_mut((c >> 6) as usize) {
+            *w |= 1u64 << (c & 63);
+        }
+        self.next = add_mod(c, self.step[0], m);
+        c
+    }
+}
+
+/// The weighted turn schedule (see the module documentation): every round each backend's
+/// credit grows by `w·N`, and it takes one turn per `Σw` of credit.
+struct Turns {
+    incr: Vec<u64>,
+    threshold: u64,
+    credit: Vec<u64>,
+}
+
 /// Fills the table. `order`: backends of weight > 0 sorted by identity, `1 ≤ len ≤ m`;
 /// `m` prime, `≤ MAX_SIZE`.
 fn populate(order: &[&MaglevBackend], m: u32) -> Box<[BackendId]> {
     let n = order.len();
-    let mut perm = Perm {
-        next: Vec::with_capacity(n),
-        skip: Vec::with_capacity(n),
-        offset: Vec::with_capacity(n),
+    let mut cur: Vec<Cursor> = order
+        .iter()
+        .map(|b| {
+            let (offset, skip) = permutation(&b.identity, m);
+            let s2 = add_mod(skip, skip, m);
+            let s3 = add_mod(s2, skip, m);
+            let s4 = add_mod(s3, skip, m);
+            Cursor {
+                next: offset,
+                step: [skip, s2, s3, s4],
+                offset,
+                inv: 0,
+                id: b.id,
+            }
+        })
+        .collect();
+    let mut turns = Turns {
+        incr: order
+            .iter()
+            .map(|b| u64::from(b.weight) * n as u64)
+            .collect(),
+        // ≤ 65535 · (2³² − 1) < 2⁴⁸: no overflow, nor in `credit` (< threshold + incr).
+        threshold: order.iter().map(|b| u64::from(b.weight)).sum(),
+        credit: vec![0u64; n],
     };
-    for b in order {
-        let (offset, skip) = permutation(&b.identity, m);
-        perm.offset.push(offset);
-        perm.skip.push(skip);
-        perm.next.push(offset);
-    }
-
-    // Turn schedule: credit grows by w·n per round; one turn per Σw of credit.
-    let incr: Vec<u64> = order.iter().map(|b| u64::from(b.weight) * n as u64).collect();
-    let threshold: u64 = order.iter().map(|b| u64::from(b.weight)).sum();
-    let mut credit = vec![0u64; n];
 
     let mut slots = vec![BackendId(0); m as usize].into_boxed_slice();
     let mut taken = vec![0u64; (m as usize).div_ceil(64)];
     let mut empty = m;
-    let tail_at = TAIL_SLOTS.min(m);
-    // Invariant: the slots at positions < cursor of every backend's permutation are taken.
-
-    // Phase 1: probing, while many slots are empty.
-    'probe: loop {
-        for i in 0..n {
-            credit[i] += incr[i];
-            while credit[i] >= threshold {
-                credit[i] -= threshold;
-                let skip = perm.skip[i];
-                let mut c = perm.next[i];
-                // Terminates: `empty > 0` and the permutation reaches every slot within m steps.
-                while taken[(c >> 6) as usize] & (1u64 << (c & 63)) != 0 {
-                    c = add_mod(c, skip, m);
+    // Switch to the tail when probing would cost more than scanning the empty slots: about
+    // √M empty slots (M/E probes per claim against E cheap multiplications).
+    let tail_at = ((f64::from(m)).sqrt() as u32).max(TAIL_SLOTS_MIN).min(m);
+    // Invariant: every slot at a position before a backend's cursor is taken.
+    if order.iter().all(|b| b.weight == order[0].weight) {
+        // Equal weights: exactly one turn per backend per round (the paper's algorithm); the
+        // credit bookkeeping below would give the same turns.
+        loop {
+            for (i, c) in cur.iter_mut().enumerate() {
+                let s = c.claim(&mut taken, m);
+                if let Some(slot) = slots.get_mut(s as usize) {
+                    *slot = c.id;
                 }
-                taken[(c >> 6) as usize] |= 1u64 << (c & 63);
-                slots[c as usize] = order[i].id;
-                perm.next[i] = add_mod(c, skip, m);
                 empty -= 1;
                 if empty <= tail_at {
-                    // Hand over to the tail with this backend's remaining credit intact; the
-                    // tail resumes the same round at the same backend.
-                    if empty == 0 {
-                        return slots;
+                    // Resume at the next backend (this one's single turn is used).
+                    turns.credit[i] = 0;
+                    let next = if i + 1 == n { 0 } else { i + 1 };
+                    if empty > 0 {
+                        tail(m, &mut cur, &mut turns, next, false, &taken, &mut slots);
                     }
-                    tail(order, m, &perm, &mut credit, i, incr.as_slice(), threshold, &taken, &mut slots);
                     return slots;
                 }
             }
         }
-        if empty == 0 {
-            break 'probe;
+    }
+    loop {
+        for i in 0..n {
+            turns.credit[i] += turns.incr[i];
+            while turns.credit[i] >= turns.threshold {
+                turns.credit[i] -= turns.threshold;
+                let c = &mut cur[i];
+                let s = c.claim(&mut taken, m);
+                if let Some(slot) = slots.get_mut(s as usize) {
+                    *slot = c.id;
+                }
+                empty -= 1;
+                if empty <= tail_at {
+                    // Backend i may have turns left in this round: the tail resumes there.
+                    if empty > 0 {
+                        tail(m, &mut cur, &mut turns, i, true, &taken, &mut slots);
+                    }
+                    return slots;
+                }
+            }
         }
     }
-    slots
 }
 
-/// Phase 2 of [`populate`]: the same turns, but each claim scans the (few) remaining empty slots
-/// and takes the one at the lowest position of the backend's permutation, which is the slot
-/// probing from the cursor would reach first (every position before the cursor is taken).
+/// Phase 2 of [`populate`]: the same turns, but each claim scans the (few) remaining empty
+/// slots and takes the one at the lowest position of the backend's permutation, which is the
+/// slot probing from the cursor would reach first (every position before the cursor is taken).
 ///
-/// Resumes in the middle of backend `cur`'s turns of the current round.
-#[allow(clippy::too_many_arguments)]
+/// Resumes at backend `resume` of the current round: in the middle of its turns (`mid_turn`,
+/// its credit already added) or before them.
 fn tail(
-    order: &[&MaglevBackend],
     m: u32,
-    perm: &Perm,
-    credit: &mut [u64],
-    cur: usize,
-    incr: &[u64],
-    threshold: u64,
+    cur: &mut [Cursor],
+    turns: &mut Turns,
+    resume: usize,
+    mid_turn: bool,
     taken: &[u64],
     slots: &mut [BackendId],
 ) {
-    let n = order.len();
-    let mut free: Vec<u32> = Vec::with_capacity(TAIL_SLOTS as usize);
+    let n = cur.len();
+    let mut free: Vec<u32> = Vec::new();
     for (w, &bits) in taken.iter().enumerate() {
         let mut holes = !bits;
         while holes != 0 {
-            let b = holes.trailing_zeros();
-            let s = (w as u32) * 64 + b;
+            let s = (w as u32) * 64 + holes.trailing_zeros();
             if s < m {
                 free.push(s);
             }
             holes &= holes - 1;
         }
     }
-    // Inverse of each backend's skip, computed lazily (at most `free.len()` backends claim).
-    let mut inv: Vec<u32> = vec![0; n];
-    let mut i = cur;
-    let mut first = true;
+    let m64 = u64::from(m);
+    // Barrett constant: x mod m = x − ⌊x·mu/2⁶⁴⌋·m − (0 or m) for x < 2⁶⁴.
+    let mu = u64::MAX / m64;
+    let mut i = resume;
+    let mut first = mid_turn;
     while !free.is_empty() {
         if !first {
-            credit[i] += incr[i];
+            turns.credit[i] += turns.incr[i];
         }
         first = false;
-        while credit[i] >= threshold && !free.is_empty() {
-            credit[i] -= threshold;
-            if inv[i] == 0 {
-                inv[i] = mod_inverse(perm.skip[i], m);
+        while turns.credit[i] >= turns.threshold && !free.is_empty() {
+            turns.credit[i] -= turns.threshold;
+            let c = &mut cur[i];
+            if c.inv == 0 {
+                c.inv = mod_inverse(c.step[0], m);
             }
-            // Position of slot s in backend i's permutation: (s − offset) · skip⁻¹ mod m.
-            let off = perm.offset[i];
-            let inv_skip = u64::from(inv[i]);
+            // Position of slot s in the permutation: (s − offset) · skip⁻¹ mod m.
+            let neg_off = if c.offset == 0 { 0 } else { m - c.offset };
+            let inv = u64::from(c.inv);
             let mut best = 0usize;
             let mut best_pos = u64::MAX;
             for (k, &s) in free.iter().enumerate() {
-                let d = add_mod(s, m - off, m);
-                let pos = (u64::from(d) * inv_skip) % u64::from(m);
+                let d = u64::from(add_mod(s, neg_off, m));
+                let x = d * inv; // < m² < 2⁴⁸
+                let q = ((u128::from(x) * u128::from(mu)) >> 64) as u64;
+                let mut pos = x - q * m64;
+                if pos >= m64 {
+                    pos -= m64;
+                }
                 if pos < best_pos {
                     best_pos = pos;
                     best = k;
                 }
             }
             let s = free.swap_remove(best);
-            slots[s as usize] = order[i].id;
+            if let Some(slot) = slots.get_mut(s as usize) {
+                *slot = c.id;
+            }
         }
         i += 1;
         if i == n {
@@ -562,7 +649,7 @@ mod tests {
     /// The paper's pseudo-code (with `%` and explicit positions), using the same turn schedule.
     fn reference(backends: &[MaglevBackend], m: u32) -> Vec<BackendId> {
         let mut order: Vec<&MaglevBackend> = backends.iter().filter(|b| b.weight > 0).collect();
-        order.sort_by(|a, b| a.identity.cmp(&b.identity));
+        order.sort_by_key(|b| b.identity);
         let n = order.len() as u64;
         let m64 = u64::from(m);
         let perms: Vec<(u64, u64)> = order
@@ -641,7 +728,10 @@ mod tests {
                 let owner = b.iter().find(|x| x.id == *s).unwrap();
                 assert!(owner.weight > 0);
             }
-            assert_eq!(t.slot_counts().iter().map(|c| c.1).sum::<usize>(), m as usize);
+            assert_eq!(
+                t.slot_counts().iter().map(|c| c.1).sum::<usize>(),
+                m as usize
+            );
         }
     }
 
@@ -655,13 +745,31 @@ mod tests {
             (pool(10), 65537),
             (pool(100), 65537),
             (pool(1000), 65537),
-            ((0..20).map(|i| backend(i, u32::from(i) + 1)).collect(), 65537),
-            ((0..6).map(|i| backend(i, [1, 1000, 3, 0, 7, 1][i as usize])).collect(), 4099),
-            ((0..50).map(|i| backend(i, u32::MAX - u32::from(i))).collect(), 10007),
+            (
+                (0..20).map(|i| backend(i, u32::from(i) + 1)).collect(),
+                65537,
+            ),
+            (
+                (0..6)
+                    .map(|i| backend(i, [1, 1000, 3, 0, 7, 1][i as usize]))
+                    .collect(),
+                4099,
+            ),
+            (
+                (0..50)
+                    .map(|i| backend(i, u32::MAX - u32::from(i)))
+                    .collect(),
+                10007,
+            ),
         ];
         for (b, m) in cases {
             let t = MaglevTable::build(&b, m).unwrap();
-            assert_eq!(t.slots(), reference(&b, m).as_slice(), "n={} m={m}", b.len());
+            assert_eq!(
+                t.slots(),
+                reference(&b, m).as_slice(),
+                "n={} m={m}",
+                b.len()
+            );
         }
     }
 
@@ -692,7 +800,8 @@ mod tests {
         let b = pool(10);
         let mut drained = b.clone();
         drained[4].weight = 0;
-        let without: Vec<MaglevBackend> = b.iter().copied().filter(|x| x.id != BackendId(4)).collect();
+        let without: Vec<MaglevBackend> =
+            b.iter().copied().filter(|x| x.id != BackendId(4)).collect();
         let t1 = MaglevTable::build(&drained, DEFAULT_SIZE).unwrap();
         let t2 = MaglevTable::build(&without, DEFAULT_SIZE).unwrap();
         assert_eq!(t1, t2);
@@ -702,8 +811,11 @@ mod tests {
     #[test]
     fn higher_weight_gets_more_slots() {
         let weights = [1u32, 2, 3, 4, 10];
-        let b: Vec<MaglevBackend> =
-            weights.iter().enumerate().map(|(i, &w)| backend(i as u16, w)).collect();
+        let b: Vec<MaglevBackend> = weights
+            .iter()
+            .enumerate()
+            .map(|(i, &w)| backend(i as u16, w))
+            .collect();
         let t = MaglevTable::build(&b, DEFAULT_SIZE).unwrap();
         let total: u32 = weights.iter().sum();
         let m = f64::from(DEFAULT_SIZE);
@@ -712,7 +824,10 @@ mod tests {
             let got = count_of(&t, BackendId(i as u16));
             let want = m * f64::from(w) / f64::from(total);
             // Turns are exact up to the last partial round: within one slot per backend plus 0.1 %.
-            assert!((got as f64 - want).abs() <= 1.0 + 0.001 * want, "w={w} got={got} want={want}");
+            assert!(
+                (got as f64 - want).abs() <= 1.0 + 0.001 * want,
+                "w={w} got={got} want={want}"
+            );
             assert!(got > prev);
             prev = got;
         }
@@ -750,18 +865,31 @@ mod tests {
             let b = pool(n);
             let before = MaglevTable::build(&b, DEFAULT_SIZE).unwrap();
             for victim in [0, n / 2, n - 1] {
-                let rest: Vec<MaglevBackend> =
-                    b.iter().copied().filter(|x| x.id != BackendId(victim)).collect();
+                let rest: Vec<MaglevBackend> = b
+                    .iter()
+                    .copied()
+                    .filter(|x| x.id != BackendId(victim))
+                    .collect();
                 let after = MaglevTable::build(&rest, DEFAULT_SIZE).unwrap();
                 let changed = before.diff(&after);
                 let own = count_of(&before, BackendId(victim));
-                assert!(changed >= own, "all of the removed backend's slots must move");
+                assert!(
+                    changed >= own,
+                    "all of the removed backend's slots must move"
+                );
                 assert!(
                     changed <= removal_bound(DEFAULT_SIZE as usize, n as usize),
                     "n={n} victim={victim} changed={changed}"
                 );
                 // The slots that stayed with a survivor keep their owner except for the bound.
-                assert_eq!(after.slots().iter().filter(|&&s| s == BackendId(victim)).count(), 0);
+                assert_eq!(
+                    after
+                        .slots()
+                        .iter()
+                        .filter(|&&s| s == BackendId(victim))
+                        .count(),
+                    0
+                );
             }
         }
     }
@@ -779,10 +907,16 @@ mod tests {
             let newcomer = count_of(&after, BackendId(n));
             assert!(newcomer == m / (n as usize + 1) || newcomer == m.div_ceil(n as usize + 1));
             assert!(changed >= newcomer);
-            assert!(changed <= removal_bound(m, n as usize + 1), "n={n} changed={changed}");
+            assert!(
+                changed <= removal_bound(m, n as usize + 1),
+                "n={n} changed={changed}"
+            );
             // Every changed slot that does not go to the newcomer is the bounded extra churn.
             let extra = changed - newcomer;
-            assert!(extra <= extra_bound(m, n as usize + 1), "n={n} extra={extra}");
+            assert!(
+                extra <= extra_bound(m, n as usize + 1),
+                "n={n} extra={extra}"
+            );
         }
     }
 
@@ -795,8 +929,11 @@ mod tests {
             let before = MaglevTable::build(&b, DEFAULT_SIZE).unwrap();
             let mut worst = 0usize;
             for victim in 0..n.min(50) {
-                let rest: Vec<MaglevBackend> =
-                    b.iter().copied().filter(|x| x.id != BackendId(victim)).collect();
+                let rest: Vec<MaglevBackend> = b
+                    .iter()
+                    .copied()
+                    .filter(|x| x.id != BackendId(victim))
+                    .collect();
                 let after = MaglevTable::build(&rest, DEFAULT_SIZE).unwrap();
                 let extra = before.diff(&after) - count_of(&before, BackendId(victim));
                 worst = worst.max(extra);
@@ -811,12 +948,45 @@ mod tests {
     }
 
     #[test]
+    #[ignore = "timing: cargo test -p trapeze-core --release build_timing -- --ignored --nocapture"]
+    fn build_timing() {
+        let best = |f: &dyn Fn()| {
+            (0..15)
+                .map(|_| {
+                    let t = std::time::Instant::now();
+                    f();
+                    t.elapsed()
+                })
+                .min()
+                .unwrap()
+        };
+        for n in [10u16, 100, 1000] {
+            let b = pool(n);
+            let fast = best(&|| {
+                std::hint::black_box(MaglevTable::build(&b, DEFAULT_SIZE).unwrap());
+            });
+            let slow = best(&|| {
+                std::hint::black_box(reference(&b, DEFAULT_SIZE));
+            });
+            println!(
+                "n={n:5} build {fast:?}  reference {slow:?}  ratio {:.2}",
+                slow.as_secs_f64() / fast.as_secs_f64()
+            );
+        }
+    }
+
+    #[test]
     fn golden_fingerprint() {
         // A fixed pool; if this changes, tables built by this version differ from older ones:
         // every gateway of a fleet must run the same Maglev constants.
         let b: Vec<MaglevBackend> = (0..10).map(|i| backend(i, 1 + u32::from(i % 2))).collect();
         let t = MaglevTable::build(&b, DEFAULT_SIZE).unwrap();
-        assert_eq!(t.fingerprint(), GOLDEN_FINGERPRINT, "{:#018x}", t.fingerprint());
+        assert_eq!(
+            t.fingerprint(),
+            GOLDEN_FINGERPRINT,
+            "{:#018x}",
+            t.fingerprint()
+        );
         assert_eq!(&t.slots()[..8], &GOLDEN_FIRST_SLOTS.map(BackendId));
         let (off, skip) = permutation(&b[0].identity, DEFAULT_SIZE);
         assert_eq!((off, skip), GOLDEN_PERM0, "{off} {skip}");
@@ -840,7 +1010,15 @@ mod tests {
         }
         assert_eq!(a.diff(&e1), DEFAULT_SIZE as usize);
         assert_eq!(e1.diff(&e2), 0);
-        assert_eq!(a.diff(&c), DEFAULT_SIZE as usize - a.slots().iter().zip(c.slots()).filter(|(x, y)| x == y).count());
+        assert_eq!(
+            a.diff(&c),
+            DEFAULT_SIZE as usize
+                - a.slots()
+                    .iter()
+                    .zip(c.slots())
+                    .filter(|(x, y)| x == y)
+                    .count()
+        );
     }
 
     #[test]
@@ -858,16 +1036,28 @@ mod tests {
 
     #[test]
     fn errors() {
-        assert_eq!(MaglevTable::build(&pool(3), 65536), Err(MaglevError::SizeNotPrime(65536)));
-        assert_eq!(MaglevTable::build(&pool(3), 0), Err(MaglevError::SizeNotPrime(0)));
-        assert_eq!(MaglevTable::build(&pool(3), 1), Err(MaglevError::SizeNotPrime(1)));
+        assert_eq!(
+            MaglevTable::build(&pool(3), 65536),
+            Err(MaglevError::SizeNotPrime(65536))
+        );
+        assert_eq!(
+            MaglevTable::build(&pool(3), 0),
+            Err(MaglevError::SizeNotPrime(0))
+        );
+        assert_eq!(
+            MaglevTable::build(&pool(3), 1),
+            Err(MaglevError::SizeNotPrime(1))
+        );
         assert_eq!(
             MaglevTable::build(&pool(3), MAX_SIZE + 43),
             Err(MaglevError::SizeTooLarge(MAX_SIZE + 43))
         );
         assert_eq!(
             MaglevTable::build(&pool(12), 11),
-            Err(MaglevError::SizeTooSmall { size: 11, backends: 12 })
+            Err(MaglevError::SizeTooSmall {
+                size: 11,
+                backends: 12
+            })
         );
         assert!(MaglevTable::build(&pool(11), 11).is_ok()); // M = N: one slot each
         let mut dup = pool(3);
@@ -878,9 +1068,16 @@ mod tests {
         ));
         let mut dup = pool(3);
         dup[2].id = dup[1].id;
-        assert_eq!(MaglevTable::build(&dup, 13), Err(MaglevError::DuplicateId(BackendId(1))));
+        assert_eq!(
+            MaglevTable::build(&dup, 13),
+            Err(MaglevError::DuplicateId(BackendId(1)))
+        );
         let many: Vec<MaglevBackend> = (0..=MAX_BACKENDS)
-            .map(|i| MaglevBackend { id: BackendId(i as u16), identity: [0; 18], weight: 1 })
+            .map(|i| MaglevBackend {
+                id: BackendId(i as u16),
+                identity: [0; 18],
+                weight: 1,
+            })
             .collect();
         assert_eq!(
             MaglevTable::build(&many, DEFAULT_SIZE),
@@ -909,7 +1106,13 @@ mod tests {
             assert!(is_prime(n), "{n}");
         }
         // Strong pseudoprimes to some of the bases.
-        for n in [25_326_001, 3_215_031_751, 2_152_302_898_747u64 as u32, 4_294_967_295, 65536] {
+        for n in [
+            25_326_001,
+            3_215_031_751,
+            2_152_302_898_747u64 as u32,
+            4_294_967_295,
+            65536,
+        ] {
             assert_eq!(is_prime(n), trial(n), "{n}");
         }
     }
@@ -919,7 +1122,10 @@ mod tests {
         for m in [2u32, 3, 13, 65537, 16_777_213] {
             for a in [1u32, 2, 3, 12, 4000, 65535, 16_777_212] {
                 if a < m {
-                    assert_eq!(u64::from(a) * u64::from(mod_inverse(a, m)) % u64::from(m), 1);
+                    assert_eq!(
+                        u64::from(a) * u64::from(mod_inverse(a, m)) % u64::from(m),
+                        1
+                    );
                 }
             }
         }

@@ -23,15 +23,17 @@
 //! * `shards` (a power of two, default 64) independent shards, each a
 //!   `CachePadded<parking_lot::RwLock<Shard>>`, chosen by the token's low bits. Joins take the
 //!   read lock; learning, confirming and subflow bookkeeping take the write lock briefly.
-//! * In a shard, a `hashbrown` map `token → Head` (12 bytes a bucket) with a fixed multiply-xor
+//! * In a shard, a `hashbrown` map `token → Head` (24 bytes a bucket) with a fixed multiply-xor
 //!   hasher (tokens are SHA-256 output and chosen by servers, not by clients, so they are already
 //!   uniform; the hasher only spreads them over hashbrown's bucket index and 7-bit tag). `Head`
-//!   carries the owner count and the first owner's backend, so a join is answered from the
-//!   bucket alone.
-//! * Owner records live in a per-shard pool (a boxed slice with a free list) and a token's owners
-//!   are chained through it. The brief's first idea, an inline `[Option<Owner>; 4]` per token,
-//!   costs ≈ 400 bytes a bucket (≈ 800 MB at 1M tokens once hashbrown's slack is counted) for
-//!   collisions that concern 0.01 % of tokens; the chained pool costs ≈ 150 bytes a token.
+//!   carries the owner count, the first owner's backend and that owner's last-join stamp, so a
+//!   join is answered *and* stamped from the bucket alone: one cache miss, and the read-lock
+//!   release (a locked RMW, which waits for earlier stores) never waits on a second line.
+//! * Owner records (80 bytes) live in a per-shard pool (a boxed slice with a free list) and a
+//!   token's owners are chained through it. An inline `[Option<Owner>; 4]` per token (the
+//!   first idea) costs ≈ 400 bytes a bucket, ≈ 800 MB at 1M tokens once hashbrown's slack is
+//!   counted, for collisions that concern 0.01 % of tokens; the chained pool costs ≈ 200 bytes a
+//!   token of capacity (≈ 105 MB of buckets + ≈ 100 MB of records for 1M).
 //! * The map is created with room for **twice** the shard's token quota. hashbrown never
 //!   allocates while its item count stays at most half its capacity: churn leaves tombstones, and
 //!   when they use up the free buckets it rehashes *in place* as long as `items ≤ capacity / 2`
@@ -200,9 +202,22 @@ impl OwnersSnapshot {
 /// End of a chain / free list.
 const NIL: u32 = u32::MAX;
 
-/// What the map stores per token: enough to answer a join without touching the records.
-#[derive(Debug, Clone, Copy)]
+/// What the map stores per token: enough to answer and stamp a join without touching the
+/// records (a join then costs one cache miss, not two, and the read-lock release does not wait
+/// for a store to a second line).
+#[derive(Debug)]
 struct Head {
+    link: Link,
+    /// Last time a join was routed to the first record (Ticks; 0 = never). A join is routed only
+    /// when the record is the token's sole owner, so the stamp always belongs to `link.first`:
+    /// the record's effective `last_seen` is `max(rec.last_seen, joined)`. Reset whenever the
+    /// first record changes or is reused.
+    joined: AtomicU64,
+}
+
+/// The chain part of a [`Head`].
+#[derive(Debug, Clone, Copy)]
+struct Link {
     /// First record of the chain.
     first: u32,
     /// Backend of the first record.
@@ -239,14 +254,14 @@ impl Rec {
         self.last_seen.store(o.last_seen.0, Ordering::Relaxed);
     }
 
-    fn owner(&self) -> Owner {
+    fn owner(&self, joined: u64) -> Owner {
         Owner {
             backend: self.backend,
             conn: self.conn,
             server_key: self.server_key,
             client_key: self.has_client_key.then_some(self.client_key),
             learned_at: self.learned_at,
-            last_seen: Ticks(self.last_seen.load(Ordering::Relaxed)),
+            last_seen: Ticks(self.last_seen.load(Ordering::Relaxed).max(joined)),
             subflows: self.subflows,
         }
     }
@@ -329,14 +344,6 @@ impl Shard {
         Some(i)
     }
 
-    fn release(&mut self, i: u32) {
-        let free = self.free;
-        if let Some(rec) = self.recs.get_mut(i as usize) {
-            rec.next = free;
-            self.free = i;
-        }
-    }
-
     fn rec(&self, i: u32) -> Option<&Rec> {
         self.recs.get(i as usize)
     }
@@ -355,43 +362,46 @@ impl Shard {
 
     /// Unlinks the records of `token` for which `drop` holds; returns how many went, and whether
     /// the token is now gone (the map entry has then been removed).
-    fn remove_where(&mut self, token: u32, mut drop: impl FnMut(&Rec) -> bool) -> (usize, bool) {
-        let Some(head) = self.map.get(&token).copied() else {
+    fn remove_where(
+        &mut self,
+        token: u32,
+        mut drop: impl FnMut(&Rec, u64) -> bool,
+    ) -> (usize, bool) {
+        let Some(head) = self.map.get_mut(&token) else {
             return (0, false);
         };
-        let (removed, new_head) = unlink(&mut self.recs, &mut self.free, head, &mut drop);
-        match new_head {
-            Some(h) => {
-                if let Some(slot) = self.map.get_mut(&token) {
-                    *slot = h;
-                }
-                (removed, false)
-            }
-            None => {
-                self.map.remove(&token);
-                (removed, true)
-            }
+        let (removed, alive) = unlink(&mut self.recs, &mut self.free, head, &mut drop);
+        if !alive {
+            self.map.remove(&token);
         }
+        (removed, !alive)
     }
 }
 
-/// Unlinks the records of a chain for which `drop` holds, returns them to the free list, and
-/// gives the new head (`None` when the chain is now empty). Split from [`Shard`] so that
+/// Unlinks the records of a chain for which `drop(record, effective last_seen)` holds, returns
+/// them to the free list and updates `head`; gives the number removed and whether the chain
+/// still has records (if not, the caller removes the map entry). Split from [`Shard`] so that
 /// `retain` over the map can call it with the pool borrowed separately.
 fn unlink(
     recs: &mut [Rec],
     free: &mut u32,
-    head: Head,
-    drop: &mut impl FnMut(&Rec) -> bool,
-) -> (usize, Option<Head>) {
+    head: &mut Head,
+    drop: &mut impl FnMut(&Rec, u64) -> bool,
+) -> (usize, bool) {
     let mut removed = 0;
     let mut kept_first = NIL;
     let mut kept_last = NIL;
     let mut kept = 0u8;
-    let mut i = head.first;
+    let old_first = head.link.first;
+    let joined = head.joined.load(Ordering::Relaxed);
+    let mut i = old_first;
     while let Some(r) = recs.get(i as usize) {
         let next = r.next;
-        if drop(r) {
+        let mut seen = r.last_seen.load(Ordering::Relaxed);
+        if i == old_first {
+            seen = seen.max(joined);
+        }
+        if drop(r, seen) {
             if let Some(r) = recs.get_mut(i as usize) {
                 r.next = *free;
             }
@@ -412,15 +422,19 @@ fn unlink(
         p.next = NIL;
     }
     match recs.get(kept_first as usize) {
-        Some(r) => (
-            removed,
-            Some(Head {
+        Some(r) => {
+            if kept_first != old_first {
+                // The stamp belonged to the old first record: fold nothing into the new one.
+                head.joined.store(0, Ordering::Relaxed);
+            }
+            head.link = Link {
                 first: kept_first,
                 backend: r.backend,
                 count: kept,
-            }),
-        ),
-        None => (removed, None),
+            };
+            (removed, true)
+        }
+        None => (removed, false),
     }
 }
 
@@ -475,7 +489,7 @@ impl TokenTable {
     pub fn learn(&self, token: u32, owner: Owner) -> LearnOutcome {
         let mut guard = self.shard(token).write();
         let shard = &mut *guard;
-        let Some(head) = shard.map.get(&token).copied() else {
+        let Some(head) = shard.map.get(&token).map(|h| h.link) else {
             if shard.map.len() >= shard.quota || shard.free == NIL {
                 return LearnOutcome::TableFull;
             }
@@ -495,9 +509,12 @@ impl TokenTable {
             shard.map.insert(
                 token,
                 Head {
-                    first: i,
-                    backend: owner.backend,
-                    count: 1,
+                    link: Link {
+                        first: i,
+                        backend: owner.backend,
+                        count: 1,
+                    },
+                    joined: AtomicU64::new(0),
                 },
             );
             return LearnOutcome::Inserted;
@@ -511,6 +528,11 @@ impl TokenTable {
                 return LearnOutcome::AlreadyKnown;
             }
             rec.fill(&owner); // keeps `next`: the record stays where it is in the chain
+            if i == head.first {
+                if let Some(h) = shard.map.get(&token) {
+                    h.joined.store(0, Ordering::Relaxed); // the stamp was the old connection's
+                }
+            }
             return LearnOutcome::Reused;
         }
         if usize::from(head.count) >= MAX_OWNERS {
@@ -531,7 +553,7 @@ impl TokenTable {
             r.next = i;
         }
         if let Some(h) = shard.map.get_mut(&token) {
-            h.count += 1;
+            h.link.count += 1;
         }
         LearnOutcome::Collision
     }
@@ -550,7 +572,7 @@ impl TokenTable {
     ) -> ConfirmOutcome {
         let mut guard = self.shard(token).write();
         let shard = &mut *guard;
-        let Some(head) = shard.map.get(&token).copied() else {
+        let Some(head) = shard.map.get(&token).map(|h| h.link) else {
             return ConfirmOutcome::Unknown;
         };
         let Some(i) = shard.find(head.first, backend) else {
@@ -572,17 +594,16 @@ impl TokenTable {
     }
 
     /// Where an MP_JOIN SYN carrying `token` goes: the single owner, or a refusal. Takes the
-    /// shard's read lock; touches the owner's `last_seen` (an atomic store) when routing.
+    /// shard's read lock; touches the owner's `last_seen` when routing (an atomic store into the
+    /// map bucket the lookup has just read: no second cache line).
     #[inline]
     pub fn route_join(&self, token: u32, now: Ticks) -> JoinRoute {
         let shard = self.shard(token).read();
         match shard.map.get(&token) {
             None => JoinRoute::Unknown,
-            Some(h) if h.count == 1 => {
-                if let Some(r) = shard.rec(h.first) {
-                    r.last_seen.store(now.0, Ordering::Relaxed);
-                }
-                JoinRoute::Owner(h.backend)
+            Some(h) if h.link.count == 1 => {
+                h.joined.store(now.0, Ordering::Relaxed);
+                JoinRoute::Owner(h.link.backend)
             }
             Some(_) => JoinRoute::Ambiguous,
         }
@@ -593,10 +614,13 @@ impl TokenTable {
     pub fn subflow_opened(&self, token: u32, backend: BackendId) -> bool {
         let mut guard = self.shard(token).write();
         let shard = &mut *guard;
-        let Some(head) = shard.map.get(&token).copied() else {
+        let Some(head) = shard.map.get(&token).map(|h| h.link) else {
             return false;
         };
-        match shard.find(head.first, backend).and_then(|i| shard.recs.get_mut(i as usize)) {
+        match shard
+            .find(head.first, backend)
+            .and_then(|i| shard.recs.get_mut(i as usize))
+        {
             Some(rec) => {
                 rec.subflows = rec.subflows.saturating_add(1);
                 true
@@ -610,7 +634,7 @@ impl TokenTable {
     pub fn subflow_closed(&self, token: u32, backend: BackendId, now: Ticks) -> bool {
         let mut guard = self.shard(token).write();
         let shard = &mut *guard;
-        let Some(head) = shard.map.get(&token).copied() else {
+        let Some(head) = shard.map.get(&token).map(|h| h.link) else {
             return false;
         };
         let Some(rec) = shard
@@ -622,7 +646,7 @@ impl TokenTable {
         rec.subflows = rec.subflows.saturating_sub(1);
         rec.last_seen.store(now.0, Ordering::Relaxed);
         if rec.subflows == 0 {
-            let (_, gone) = shard.remove_where(token, |r| r.backend == backend);
+            let (_, gone) = shard.remove_where(token, |r, _| r.backend == backend);
             if gone {
                 self.len.fetch_sub(1, Ordering::AcqRel);
             }
@@ -634,7 +658,7 @@ impl TokenTable {
     /// mismatch, connection end). False when there was none.
     pub fn remove(&self, token: u32, backend: BackendId) -> bool {
         let mut guard = self.shard(token).write();
-        let (removed, gone) = guard.remove_where(token, |r| r.backend == backend);
+        let (removed, gone) = guard.remove_where(token, |r, _| r.backend == backend);
         if gone {
             self.len.fetch_sub(1, Ordering::AcqRel);
         }
@@ -645,7 +669,7 @@ impl TokenTable {
     /// write locks one at a time and walks each shard: housekeeping context only. Returns the
     /// number of owners removed.
     pub fn remove_backend(&self, backend: BackendId) -> usize {
-        self.purge(|r| r.backend == backend)
+        self.purge(|r, _| r.backend == backend)
     }
 
     /// Removes owners not seen for longer than `idle` (`now − last_seen > idle`). Housekeeping
@@ -653,10 +677,10 @@ impl TokenTable {
     /// number of owners removed.
     pub fn expire(&self, now: Ticks, idle: Duration) -> usize {
         let idle = u64::try_from(idle.as_nanos()).unwrap_or(u64::MAX);
-        self.purge(|r| now.0.saturating_sub(r.last_seen.load(Ordering::Relaxed)) > idle)
+        self.purge(|_, last_seen| now.0.saturating_sub(last_seen) > idle)
     }
 
-    fn purge(&self, mut drop: impl FnMut(&Rec) -> bool) -> usize {
+    fn purge(&self, mut drop: impl FnMut(&Rec, u64) -> bool) -> usize {
         let mut total = 0;
         for lock in self.shards.iter() {
             let mut guard = lock.write();
@@ -665,18 +689,12 @@ impl TokenTable {
             } = &mut *guard;
             let mut tokens_gone = 0;
             map.retain(|_, head| {
-                let (removed, new_head) = unlink(recs, free, *head, &mut drop);
+                let (removed, alive) = unlink(recs, free, head, &mut drop);
                 total += removed;
-                match new_head {
-                    Some(h) => {
-                        *head = h;
-                        true
-                    }
-                    None => {
-                        tokens_gone += 1;
-                        false
-                    }
+                if !alive {
+                    tokens_gone += 1;
                 }
+                alive
             });
             if tokens_gone > 0 {
                 self.len.fetch_sub(tokens_gone, Ordering::AcqRel);
@@ -716,10 +734,12 @@ impl TokenTable {
         let Some(head) = shard.map.get(&token) else {
             return snap;
         };
-        let mut i = head.first;
+        let joined = head.joined.load(Ordering::Relaxed);
+        let mut i = head.link.first;
         while let Some(r) = shard.rec(i) {
+            let stamp = if i == head.link.first { joined } else { 0 };
             if let Some(slot) = snap.items.get_mut(snap.len) {
-                *slot = r.owner();
+                *slot = r.owner(stamp);
                 snap.len += 1;
             }
             i = r.next;
@@ -780,7 +800,7 @@ mod tests {
                     assert_eq!(token as usize & self.mask, si, "token in the wrong shard");
                     tokens += 1;
                     let mut backends = HashSet::new();
-                    let mut i = head.first;
+                    let mut i = head.link.first;
                     let mut n = 0;
                     while i != NIL {
                         let r = shard.rec(i).expect("chain index in bounds");
@@ -788,13 +808,13 @@ mod tests {
                         assert!(backends.insert(r.backend), "two records for one backend");
                         assert!(r.subflows >= 1);
                         if n == 0 {
-                            assert_eq!(r.backend, head.backend);
+                            assert_eq!(r.backend, head.link.backend);
                         }
                         n += 1;
                         i = r.next;
                     }
                     assert!((1..=MAX_OWNERS).contains(&n));
-                    assert_eq!(n, usize::from(head.count));
+                    assert_eq!(n, usize::from(head.link.count));
                     owners += n;
                 }
                 let mut free = 0;
@@ -812,8 +832,18 @@ mod tests {
         }
 
         fn allocation(&self) -> usize {
-            self.shards.iter().map(|s| s.read().map.allocation_size()).sum()
+            self.shards
+                .iter()
+                .map(|s| s.read().map.allocation_size())
+                .sum()
         }
+    }
+
+    #[test]
+    fn layout_sizes() {
+        // The sizes the module documentation's memory figures are based on.
+        assert_eq!(core::mem::size_of::<Rec>(), 80);
+        assert_eq!(core::mem::size_of::<(u32, Head)>(), 24);
     }
 
     #[test]
@@ -826,11 +856,18 @@ mod tests {
         assert_eq!(t.route_join(42, Ticks(99)), JoinRoute::Owner(BackendId(3)));
         let snap = t.owners(42);
         assert_eq!(snap.len(), 1);
-        assert_eq!(snap.as_slice()[0].last_seen, Ticks(99), "route_join touches last_seen");
+        assert_eq!(
+            snap.as_slice()[0].last_seen,
+            Ticks(99),
+            "route_join touches last_seen"
+        );
         assert_eq!(snap.as_slice()[0].learned_at, Ticks(10));
         assert_eq!(t.route_join(43, Ticks(0)), JoinRoute::Unknown);
         // A retransmitted learn of the same connection.
-        assert_eq!(t.learn(42, owner(3, 1, 0xaaaa, 20)), LearnOutcome::AlreadyKnown);
+        assert_eq!(
+            t.learn(42, owner(3, 1, 0xaaaa, 20)),
+            LearnOutcome::AlreadyKnown
+        );
         assert_eq!(t.len(), 1);
         assert!(t.owners(7).is_empty());
         t.validate();
@@ -839,8 +876,14 @@ mod tests {
     #[test]
     fn collision_keeps_both_owners_and_join_is_ambiguous() {
         let t = TokenTable::new(TokenTableConfig::default());
-        assert_eq!(t.learn(COLLIDING, owner(1, 1, 0xc66f, 0)), LearnOutcome::Inserted);
-        assert_eq!(t.learn(COLLIDING, owner(2, 2, 0xe658, 0)), LearnOutcome::Collision);
+        assert_eq!(
+            t.learn(COLLIDING, owner(1, 1, 0xc66f, 0)),
+            LearnOutcome::Inserted
+        );
+        assert_eq!(
+            t.learn(COLLIDING, owner(2, 2, 0xe658, 0)),
+            LearnOutcome::Collision
+        );
         assert_eq!(t.len(), 1, "one token, two owners");
         assert_eq!(t.route_join(COLLIDING, Ticks(5)), JoinRoute::Ambiguous);
         let snap = t.owners(COLLIDING);
@@ -852,7 +895,16 @@ mod tests {
         t.validate();
         // The first owner goes: the token routes to the second one again.
         assert!(t.remove(COLLIDING, BackendId(1)));
-        assert_eq!(t.route_join(COLLIDING, Ticks(6)), JoinRoute::Owner(BackendId(2)));
+        assert_eq!(
+            t.owners(COLLIDING).as_slice()[0].last_seen,
+            Ticks(0),
+            "stamp not inherited"
+        );
+        assert_eq!(
+            t.route_join(COLLIDING, Ticks(6)),
+            JoinRoute::Owner(BackendId(2))
+        );
+        assert_eq!(t.owners(COLLIDING).as_slice()[0].last_seen, Ticks(6));
         assert_eq!(t.len(), 1);
         t.validate();
         assert!(t.remove(COLLIDING, BackendId(2)));
@@ -865,7 +917,11 @@ mod tests {
     fn owners_full() {
         let t = small(100, 1);
         for b in 0..MAX_OWNERS as u16 {
-            let want = if b == 0 { LearnOutcome::Inserted } else { LearnOutcome::Collision };
+            let want = if b == 0 {
+                LearnOutcome::Inserted
+            } else {
+                LearnOutcome::Collision
+            };
             assert_eq!(t.learn(5, owner(b, u32::from(b), 1, 0)), want);
         }
         assert_eq!(t.learn(5, owner(99, 99, 1, 0)), LearnOutcome::OwnersFull);
@@ -884,10 +940,18 @@ mod tests {
     fn reuse_on_same_backend_replaces() {
         let t = small(100, 4);
         assert_eq!(t.learn(9, owner(1, 1, 0x11, 0)), LearnOutcome::Inserted);
-        assert!(t.confirm(9, BackendId(1), &conn(1), 0x11, 0x22, Ticks(1)) == ConfirmOutcome::Confirmed);
+        assert!(
+            t.confirm(9, BackendId(1), &conn(1), 0x11, 0x22, Ticks(1)) == ConfirmOutcome::Confirmed
+        );
         assert!(t.subflow_opened(9, BackendId(1)));
+        assert_eq!(t.route_join(9, Ticks(80)), JoinRoute::Owner(BackendId(1)));
         // Same backend, new connection: the server reused the token, so the old one is dead.
         assert_eq!(t.learn(9, owner(1, 2, 0x33, 50)), LearnOutcome::Reused);
+        assert_eq!(
+            t.owners(9).as_slice()[0].last_seen,
+            Ticks(50),
+            "old join stamp dropped"
+        );
         let snap = t.owners(9);
         assert_eq!(snap.len(), 1);
         let o = snap.as_slice()[0];
@@ -928,7 +992,10 @@ mod tests {
         t.learn(COLLIDING, owner(1, 1, 0xc66f, 0));
         t.learn(COLLIDING, owner(2, 2, 0xe658, 0));
         assert!(t.subflow_closed(COLLIDING, BackendId(1), Ticks(1)));
-        assert_eq!(t.route_join(COLLIDING, Ticks(2)), JoinRoute::Owner(BackendId(2)));
+        assert_eq!(
+            t.route_join(COLLIDING, Ticks(2)),
+            JoinRoute::Owner(BackendId(2))
+        );
         assert!(!t.subflow_closed(COLLIDING, BackendId(1), Ticks(3)));
         t.validate();
     }
@@ -938,18 +1005,39 @@ mod tests {
         let t = small(100, 4);
         t.learn(1, owner(1, 1, 0xabc, 0));
         let c = conn(1);
-        assert_eq!(t.confirm(1, BackendId(1), &c, 0xabd, 7, Ticks(1)), ConfirmOutcome::KeyMismatch);
+        assert_eq!(
+            t.confirm(1, BackendId(1), &c, 0xabd, 7, Ticks(1)),
+            ConfirmOutcome::KeyMismatch
+        );
         assert_eq!(t.owners(1).as_slice()[0].client_key, None);
-        assert_eq!(t.confirm(1, BackendId(2), &c, 0xabc, 7, Ticks(1)), ConfirmOutcome::Unknown);
-        assert_eq!(t.confirm(1, BackendId(1), &conn(2), 0xabc, 7, Ticks(1)), ConfirmOutcome::Unknown);
-        assert_eq!(t.confirm(2, BackendId(1), &c, 0xabc, 7, Ticks(1)), ConfirmOutcome::Unknown);
-        assert_eq!(t.confirm(1, BackendId(1), &c, 0xabc, 7, Ticks(2)), ConfirmOutcome::Confirmed);
+        assert_eq!(
+            t.confirm(1, BackendId(2), &c, 0xabc, 7, Ticks(1)),
+            ConfirmOutcome::Unknown
+        );
+        assert_eq!(
+            t.confirm(1, BackendId(1), &conn(2), 0xabc, 7, Ticks(1)),
+            ConfirmOutcome::Unknown
+        );
+        assert_eq!(
+            t.confirm(2, BackendId(1), &c, 0xabc, 7, Ticks(1)),
+            ConfirmOutcome::Unknown
+        );
+        assert_eq!(
+            t.confirm(1, BackendId(1), &c, 0xabc, 7, Ticks(2)),
+            ConfirmOutcome::Confirmed
+        );
         let o = t.owners(1).as_slice()[0];
         assert_eq!(o.client_key, Some(7));
         assert_eq!(o.last_seen, Ticks(2));
         // A retransmitted third ACK confirms again; a different client key does not.
-        assert_eq!(t.confirm(1, BackendId(1), &c, 0xabc, 7, Ticks(3)), ConfirmOutcome::Confirmed);
-        assert_eq!(t.confirm(1, BackendId(1), &c, 0xabc, 8, Ticks(3)), ConfirmOutcome::KeyMismatch);
+        assert_eq!(
+            t.confirm(1, BackendId(1), &c, 0xabc, 7, Ticks(3)),
+            ConfirmOutcome::Confirmed
+        );
+        assert_eq!(
+            t.confirm(1, BackendId(1), &c, 0xabc, 8, Ticks(3)),
+            ConfirmOutcome::KeyMismatch
+        );
         // The caller's reaction to a mismatch.
         assert!(t.remove(1, BackendId(1)));
         assert!(t.is_empty());
@@ -962,11 +1050,21 @@ mod tests {
         let alloc = t.allocation();
         let token = tok;
         for i in 0..100 {
-            assert_eq!(t.learn(token(i), owner(1, i, 0, 0)), LearnOutcome::Inserted, "{i}");
+            assert_eq!(
+                t.learn(token(i), owner(1, i, 0, 0)),
+                LearnOutcome::Inserted,
+                "{i}"
+            );
         }
-        assert_eq!(t.learn(token(100), owner(1, 100, 0, 0)), LearnOutcome::TableFull);
+        assert_eq!(
+            t.learn(token(100), owner(1, 100, 0, 0)),
+            LearnOutcome::TableFull
+        );
         // A collision on a known token needs no new token slot: still accepted.
-        assert_eq!(t.learn(token(5), owner(2, 5, 0, 0)), LearnOutcome::Collision);
+        assert_eq!(
+            t.learn(token(5), owner(2, 5, 0, 0)),
+            LearnOutcome::Collision
+        );
         assert_eq!(t.len(), 100);
         assert_eq!(t.route_join(token(100), Ticks(0)), JoinRoute::Unknown);
         // Heavy churn at full capacity (tombstones) never reallocates.
@@ -980,9 +1078,15 @@ mod tests {
             assert!(t.is_empty());
             for i in 0..100 {
                 next += 1;
-                assert_eq!(t.learn(token((round + 1) * 1000 + i), owner(1, next, 0, 0)), LearnOutcome::Inserted);
+                assert_eq!(
+                    t.learn(token((round + 1) * 1000 + i), owner(1, next, 0, 0)),
+                    LearnOutcome::Inserted
+                );
             }
-            assert_eq!(t.learn(token(999_999), owner(1, 0, 0, 0)), LearnOutcome::TableFull);
+            assert_eq!(
+                t.learn(token(999_999), owner(1, 0, 0, 0)),
+                LearnOutcome::TableFull
+            );
         }
         assert_eq!(t.allocation(), alloc, "the maps never grew");
         t.validate();
@@ -1022,7 +1126,10 @@ mod tests {
         assert_eq!(t.route_join(1, Ticks(0)), JoinRoute::Unknown);
         assert_eq!(small(10, 3).shards(), 4);
         assert_eq!(small(10, usize::MAX).shards(), MAX_SHARDS);
-        assert_eq!(TokenTable::new(TokenTableConfig::default()).shards(), DEFAULT_SHARDS);
+        assert_eq!(
+            TokenTable::new(TokenTableConfig::default()).shards(),
+            DEFAULT_SHARDS
+        );
         assert!(!format!("{t:?}").is_empty());
     }
 
@@ -1042,9 +1149,17 @@ mod tests {
         assert_eq!(t.expire(s(200), Duration::from_secs(60)), 2);
         assert_eq!(t.len(), 0);
         t.learn(4, owner(1, 5, 0, s(200).0));
-        assert_eq!(t.expire(s(260), Duration::from_secs(60)), 0, "exactly idle is not expired");
+        assert_eq!(
+            t.expire(s(260), Duration::from_secs(60)),
+            0,
+            "exactly idle is not expired"
+        );
         assert_eq!(t.expire(s(260), Duration::MAX), 0);
-        assert_eq!(t.expire(Ticks(0), Duration::ZERO), 0, "time going backwards expires nothing");
+        assert_eq!(
+            t.expire(Ticks(0), Duration::ZERO),
+            0,
+            "time going backwards expires nothing"
+        );
         t.validate();
     }
 
@@ -1068,7 +1183,11 @@ mod tests {
         assert_eq!(t.len(), 2000);
         for i in 0..3000u32 {
             let tok = tok(i);
-            let want = if i % 3 == 1 { JoinRoute::Unknown } else { JoinRoute::Owner(BackendId((i % 3) as u16)) };
+            let want = if i % 3 == 1 {
+                JoinRoute::Unknown
+            } else {
+                JoinRoute::Owner(BackendId((i % 3) as u16))
+            };
             assert_eq!(t.route_join(tok, Ticks(0)), want);
         }
         t.validate();
@@ -1091,7 +1210,10 @@ mod tests {
                     for i in 0..PER {
                         let tok = shared(i);
                         let out = t.learn(tok, owner(b.0, i, u64::from(w), 0));
-                        assert!(matches!(out, LearnOutcome::Inserted | LearnOutcome::Collision), "{out:?}");
+                        assert!(
+                            matches!(out, LearnOutcome::Inserted | LearnOutcome::Collision),
+                            "{out:?}"
+                        );
                         assert!(matches!(
                             t.route_join(tok, Ticks(1)),
                             JoinRoute::Owner(_) | JoinRoute::Ambiguous
@@ -1115,13 +1237,20 @@ mod tests {
         });
         // Odd shared tokens: both backends own them (ambiguous); even ones: gone.
         for i in 0..PER {
-            let want = if i % 2 == 0 { JoinRoute::Unknown } else { JoinRoute::Ambiguous };
+            let want = if i % 2 == 0 {
+                JoinRoute::Unknown
+            } else {
+                JoinRoute::Ambiguous
+            };
             assert_eq!(t.route_join(shared(i), Ticks(3)), want, "{i}");
         }
         let private_left = (PER - PER.div_ceil(3)) as usize;
         assert_eq!(t.len(), PER as usize / 2 + 2 * private_left);
         assert_eq!(t.validate(), PER as usize + 2 * private_left);
-        assert_eq!(t.remove_backend(BackendId(1)) + t.remove_backend(BackendId(2)), PER as usize + 2 * private_left);
+        assert_eq!(
+            t.remove_backend(BackendId(1)) + t.remove_backend(BackendId(2)),
+            PER as usize + 2 * private_left
+        );
         assert!(t.is_empty());
         t.validate();
     }

@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# Runs every check and test of trapeze. This is the command README.md gives users and the one
+# .ci/run calls. It installs what it needs on a fresh Debian 12 machine.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+need_apt=()
+command -v cc >/dev/null || need_apt+=(build-essential)
+command -v pkg-config >/dev/null || need_apt+=(pkg-config)
+if [ ${#need_apt[@]} -gt 0 ]; then
+  if [ "$(id -u)" -ne 0 ]; then
+    echo "missing packages: ${need_apt[*]} (run as root, or install them)" >&2
+    exit 1
+  fi
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_apt[@]}"
+fi
+
+step() { printf '\n== %s\n' "$*"; }
+
+step "format"
+cargo fmt --all -- --check
+
+step "clippy (all targets, warnings are errors)"
+cargo clippy --workspace --all-targets --locked -- -D warnings
+
+step "the core builds without DPDK and depends on nothing of the runtime"
+if cargo tree -p trapeze-core -e normal --locked | grep -qi dpdk; then
+  echo "trapeze-core must not depend on DPDK" >&2
+  exit 1
+fi
+
+step "tests"
+cargo test --workspace --locked
+
+step "docs"
+RUSTDOCFLAGS=-Dwarnings cargo doc --workspace --no-deps --locked --quiet
+
+step "benches compile"
+cargo bench --workspace --no-run --locked --quiet
+
+echo
+echo "all checks passed"
