@@ -27,7 +27,9 @@ const ACK: u8 = 0x10;
 const SYNACK: u8 = 0x12;
 
 fn frame_reset(c: &mut Criterion) {
-    let frames: Vec<Vec<u8>> = (0..1024).map(|i| TcpSpec::to_vip(client(i), port(i), ACK).build()).collect();
+    let frames: Vec<Vec<u8>> = (0..1024)
+        .map(|i| TcpSpec::to_vip(client(i), port(i), ACK).build())
+        .collect();
     let mut f = VecFrame::new(&frames[0]);
     c.bench_function("pipeline/frame_reset", |b| {
         let mut i = 0;
@@ -44,16 +46,23 @@ fn established(c: &mut Criterion) {
     g.throughput(Throughput::Elements(1));
     for &(n, label) in &[(10_000usize, "10k"), (1_000_000, "1M")] {
         let mut bench = Bench::new(3, n * 2);
-        let syns: Vec<Vec<u8>> = (0..n).map(|i| TcpSpec::to_vip(client(i), port(i), SYN).build()).collect();
+        let syns: Vec<Vec<u8>> = (0..n)
+            .map(|i| TcpSpec::to_vip(client(i), port(i), SYN).build())
+            .collect();
         bench.run_all(&syns);
         drop(syns);
-        let acks: Vec<Vec<u8>> = (0..n).map(|i| TcpSpec::to_vip(client(i), port(i), ACK).build()).collect();
+        let acks: Vec<Vec<u8>> = (0..n)
+            .map(|i| TcpSpec::to_vip(client(i), port(i), ACK).build())
+            .collect();
         // Visit flows in a scattered order so the flow table is not walked sequentially.
         let order: Vec<usize> = (0..n).map(|i| (i * 7919) % n).collect();
         g.bench_function(BenchmarkId::from_parameter(label), |b| {
             b.iter_custom(|iters| bench.time_frames(&acks, &order, iters))
         });
-        assert!(bench.forwarded_all(), "established packets must all be forwarded");
+        assert!(
+            bench.forwarded_all(),
+            "established packets must all be forwarded"
+        );
     }
     g.finish();
 }
@@ -63,11 +72,15 @@ fn syn_new_flow(c: &mut Criterion) {
     g.throughput(Throughput::Elements(1));
     let base = 1_000_000usize;
     let mut bench = Bench::new(3, base * 2);
-    let syns: Vec<Vec<u8>> = (0..base).map(|i| TcpSpec::to_vip(client(i), port(i), SYN).build()).collect();
+    let syns: Vec<Vec<u8>> = (0..base)
+        .map(|i| TcpSpec::to_vip(client(i), port(i), SYN).build())
+        .collect();
     bench.run_all(&syns);
     drop(syns);
     // Fresh SYNs from other clients: each one misses, picks a backend, inserts.
-    let fresh: Vec<Vec<u8>> = (0..200_000).map(|i| TcpSpec::to_vip(client(base + i), port(base + i), SYN).build()).collect();
+    let fresh: Vec<Vec<u8>> = (0..200_000)
+        .map(|i| TcpSpec::to_vip(client(base + i), port(base + i), SYN).build())
+        .collect();
     let order: Vec<usize> = (0..fresh.len()).collect();
     g.bench_function("1M", |b| {
         b.iter_custom(|iters| {
@@ -104,14 +117,23 @@ fn mp_capable_learn(c: &mut Criterion) {
                 black_box(bench.shared.tokens.learn(token, owner));
             }
             let t = start.elapsed();
-            bench.shared.tokens.expire(Ticks::from_secs(1_000_000), Duration::from_secs(1));
+            bench
+                .shared
+                .tokens
+                .expire(Ticks::from_secs(1_000_000), Duration::from_secs(1));
             t
         })
     });
     // The whole backend SYN/ACK through the pipeline, for flows in SYN-sent state.
     let n = 100_000usize;
     let mut bench = Bench::new(3, n * 4);
-    let syns: Vec<Vec<u8>> = (0..n).map(|i| TcpSpec::to_vip(client(i), port(i), SYN).with_mptcp(mpc_syn()).build()).collect();
+    let syns: Vec<Vec<u8>> = (0..n)
+        .map(|i| {
+            TcpSpec::to_vip(client(i), port(i), SYN)
+                .with_mptcp(mpc_syn())
+                .build()
+        })
+        .collect();
     let backends = bench.run_all_backends(&syns);
     let synacks: Vec<Vec<u8>> = (0..n)
         .map(|i| {

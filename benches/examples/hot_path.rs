@@ -12,15 +12,22 @@ fn main() {
     let flows: usize = args.get(2).and_then(|s| s.parse().ok()).unwrap_or(10_000);
     let rounds: usize = args.get(3).and_then(|s| s.parse().ok()).unwrap_or(100);
     let mut bench = Bench::new(3, flows * 2);
-    let syns: Vec<Vec<u8>> = (0..flows).map(|i| TcpSpec::to_vip(client(i), port(i), 0x02).build()).collect();
+    let syns: Vec<Vec<u8>> = (0..flows)
+        .map(|i| TcpSpec::to_vip(client(i), port(i), 0x02).build())
+        .collect();
     bench.run_all(&syns);
-    let acks: Vec<Vec<u8>> = (0..flows).map(|i| TcpSpec::to_vip(client(i), port(i), 0x10).build()).collect();
+    let acks: Vec<Vec<u8>> = (0..flows)
+        .map(|i| TcpSpec::to_vip(client(i), port(i), 0x10).build())
+        .collect();
     let order: Vec<usize> = (0..flows).map(|i| (i * 7919) % flows).collect();
     match class {
         "established" => {
             let t = bench.time_frames(&acks, &order, (flows * rounds) as u64);
             black_box(t);
-            println!("{:.1} ns/packet", t.as_nanos() as f64 / (flows * rounds) as f64);
+            println!(
+                "{:.1} ns/packet",
+                t.as_nanos() as f64 / (flows * rounds) as f64
+            );
         }
         other => eprintln!("unknown class {other}"),
     }

@@ -7,7 +7,9 @@ use std::time::{Duration, Instant};
 
 use trapeze_core::crypto::token_from_key;
 use trapeze_core::flow::FlowKey;
-use trapeze_core::pipeline::{process, Frame, Shared, VecFrame, Verdict, Worker, WorkerConfig, Event};
+use trapeze_core::pipeline::{
+    process, Event, Frame, Shared, VecFrame, Verdict, Worker, WorkerConfig,
+};
 use trapeze_core::pool::{BackendId, PoolSnapshot, PortId};
 use trapeze_core::tables::flow_table::FlowTableConfig;
 use trapeze_core::tables::token::{Owner, TokenTableConfig};
@@ -61,7 +63,14 @@ impl Bench {
 
     fn one(&mut self, bytes: &[u8], port: u8) -> Verdict {
         self.frame.reset(bytes);
-        process(&mut self.frame, PortId(port), self.now, &mut self.worker, &self.shared, &self.pool)
+        process(
+            &mut self.frame,
+            PortId(port),
+            self.now,
+            &mut self.worker,
+            &self.shared,
+            &self.pool,
+        )
     }
 
     /// Processes every frame once (client side), unmeasured.
@@ -90,7 +99,13 @@ impl Bench {
     }
 
     /// Times `iters` packets arriving on `port`.
-    pub fn time_frames_on(&mut self, frames: &[Vec<u8>], order: &[usize], iters: u64, port: u8) -> Duration {
+    pub fn time_frames_on(
+        &mut self,
+        frames: &[Vec<u8>],
+        order: &[usize],
+        iters: u64,
+        port: u8,
+    ) -> Duration {
         let start = Instant::now();
         let mut k = 0;
         for _ in 0..iters {
@@ -127,7 +142,9 @@ impl Bench {
     /// the token table.
     pub fn reset_handshakes(&mut self, syns: &[Vec<u8>]) {
         self.forget_clients(0, syns.len());
-        self.shared.tokens.expire(Ticks::from_secs(1 << 30), Duration::ZERO);
+        self.shared
+            .tokens
+            .expire(Ticks::from_secs(1 << 30), Duration::ZERO);
         self.run_all(syns);
     }
 

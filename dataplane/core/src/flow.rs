@@ -111,8 +111,15 @@ impl FlowKey {
                 b[i + 7],
             ])
         };
-        let tail = (self.src_port as u64) | ((self.dst_port as u64) << 16) | ((self.proto as u64) << 32);
-        hash_words(&[w(&self.src, 0), w(&self.src, 8), w(&self.dst, 0), w(&self.dst, 8), tail])
+        let tail =
+            (self.src_port as u64) | ((self.dst_port as u64) << 16) | ((self.proto as u64) << 32);
+        hash_words(&[
+            w(&self.src, 0),
+            w(&self.src, 8),
+            w(&self.dst, 0),
+            w(&self.dst, 8),
+            tail,
+        ])
     }
 }
 
@@ -169,7 +176,13 @@ mod tests {
 
     #[test]
     fn reversed_twice_is_identity() {
-        let k = FlowKey::new("2001:db8::1".parse().unwrap(), 1, "2001:db8::2".parse().unwrap(), 2, 6);
+        let k = FlowKey::new(
+            "2001:db8::1".parse().unwrap(),
+            1,
+            "2001:db8::2".parse().unwrap(),
+            2,
+            6,
+        );
         assert_eq!(k.reversed().reversed(), k);
         assert!(!k.is_ipv4());
         assert_eq!(k.src_addr(), "2001:db8::1".parse::<IpAddr>().unwrap());

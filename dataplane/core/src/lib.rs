@@ -22,8 +22,8 @@ pub mod crypto;
 pub mod flow;
 pub mod pipeline;
 pub mod pool;
-pub mod testkit;
 pub mod tables;
+pub mod testkit;
 pub mod time;
 
 pub use flow::FlowKey;

@@ -283,12 +283,16 @@ impl core::hash::Hasher for EndpointHasher {
         for c in bytes.chunks(8) {
             let mut w = [0u8; 8];
             w[..c.len()].copy_from_slice(c);
-            self.0 = (self.0 ^ u64::from_le_bytes(w)).wrapping_mul(0x9e37_79b9_7f4a_7c15).rotate_left(29);
+            self.0 = (self.0 ^ u64::from_le_bytes(w))
+                .wrapping_mul(0x9e37_79b9_7f4a_7c15)
+                .rotate_left(29);
         }
     }
     #[inline]
     fn write_u64(&mut self, i: u64) {
-        self.0 = (self.0 ^ i).wrapping_mul(0x9e37_79b9_7f4a_7c15).rotate_left(29);
+        self.0 = (self.0 ^ i)
+            .wrapping_mul(0x9e37_79b9_7f4a_7c15)
+            .rotate_left(29);
     }
     #[inline]
     fn write_u32(&mut self, i: u32) {
@@ -369,7 +373,11 @@ impl PoolSnapshot {
     /// Validates `spec` and builds the snapshot with its Maglev tables. Nothing is published on
     /// error; the error names the field at fault.
     pub fn build(spec: PoolSpec) -> Result<Self, PoolError> {
-        let size = if spec.maglev_size == 0 { DEFAULT_SIZE } else { spec.maglev_size };
+        let size = if spec.maglev_size == 0 {
+            DEFAULT_SIZE
+        } else {
+            spec.maglev_size
+        };
         for (i, p) in spec.ports.iter().enumerate() {
             if p.id.0 as usize != i {
                 return Err(PoolError::IdMismatch(format!("port {}", p.id.0)));
@@ -450,7 +458,8 @@ impl PoolSnapshot {
                     });
                 }
             }
-            let maglev = MaglevTable::build(&members, size).map_err(|e| PoolError::Maglev(v.name.clone(), e))?;
+            let maglev = MaglevTable::build(&members, size)
+                .map_err(|e| PoolError::Maglev(v.name.clone(), e))?;
             vips.push(Some(Vip {
                 id: v.id,
                 name: v.name,
@@ -485,9 +494,13 @@ impl PoolSnapshot {
             .collect();
         let vip_keys: Vec<([u8; 16], u16)> = vips
             .iter()
-            .map(|v| v.as_ref().map_or(([0; 16], 0), |v| (addr_bytes(v.addr), v.port)))
+            .map(|v| {
+                v.as_ref()
+                    .map_or(([0; 16], 0), |v| (addr_bytes(v.addr), v.port))
+            })
             .collect();
-        let mut vip_addrs: Vec<[u8; 16]> = vips.iter().flatten().map(|v| addr_bytes(v.addr)).collect();
+        let mut vip_addrs: Vec<[u8; 16]> =
+            vips.iter().flatten().map(|v| addr_bytes(v.addr)).collect();
         vip_addrs.sort_unstable();
         vip_addrs.dedup();
         Ok(Self {
@@ -517,7 +530,9 @@ impl PoolSnapshot {
                 .position(|(a, p)| *p == port && a == addr)
                 .map(|i| VipId(i as u16));
         }
-        self.vip_map.get(&EndpointKey::new(addr, port, proto)).copied()
+        self.vip_map
+            .get(&EndpointKey::new(addr, port, proto))
+            .copied()
     }
 
     /// The VIP whose backend answers from `addr:port/proto` (NAT return path).
@@ -526,7 +541,9 @@ impl PoolSnapshot {
         if self.reverse_map.is_empty() {
             return None;
         }
-        self.reverse_map.get(&EndpointKey::new(addr, port, proto)).copied()
+        self.reverse_map
+            .get(&EndpointKey::new(addr, port, proto))
+            .copied()
     }
 
     /// Whether any VIP (any port) uses this address: for ARP/NDP and ICMP echo.
@@ -544,7 +561,10 @@ impl PoolSnapshot {
     /// A VIP's address (key form) and port, by id; `None` for a removed VIP.
     #[inline]
     pub fn vip_endpoint(&self, id: VipId) -> Option<([u8; 16], u16)> {
-        self.vip_keys.get(id.0 as usize).copied().filter(|k| k.1 != 0)
+        self.vip_keys
+            .get(id.0 as usize)
+            .copied()
+            .filter(|k| k.1 != 0)
     }
 
     /// The VIP with this id.

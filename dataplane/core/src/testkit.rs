@@ -10,8 +10,8 @@ use trapeze_wire::mptcp::{MpCapable, MpJoin, MpcFlags};
 use trapeze_wire::{ipv4, ipv6, tcp};
 
 use crate::pool::{
-    Backend, BackendId, BackendState, ForwardingMode, PoolSnapshot, PoolSpec, PortConfig, PortId, VipId,
-    VipSpec,
+    Backend, BackendId, BackendState, ForwardingMode, PoolSnapshot, PoolSpec, PortConfig, PortId,
+    VipId, VipSpec,
 };
 
 /// MAC of the client in the demo topology.
@@ -142,7 +142,11 @@ pub struct TcpSpec {
 impl TcpSpec {
     /// A client -> VIP segment with the given flags from `client:port` (IPv4 or IPv6 by `client`).
     pub fn to_vip(client: IpAddr, client_port: u16, flags: u8) -> Self {
-        let vip: IpAddr = if client.is_ipv6() { VIP6.into() } else { VIP4.into() };
+        let vip: IpAddr = if client.is_ipv6() {
+            VIP6.into()
+        } else {
+            VIP4.into()
+        };
         Self {
             src_mac: CLIENT_MAC,
             dst_mac: PORT0_MAC,
@@ -162,7 +166,11 @@ impl TcpSpec {
 
     /// A backend -> client segment from demo backend `b`.
     pub fn from_backend(b: u16, client: IpAddr, client_port: u16, flags: u8) -> Self {
-        let src: IpAddr = if client.is_ipv6() { backend_v6(b).into() } else { backend_v4(b).into() };
+        let src: IpAddr = if client.is_ipv6() {
+            backend_v6(b).into()
+        } else {
+            backend_v4(b).into()
+        };
         Self {
             src_mac: backend_mac(b),
             dst_mac: PORT1_MAC,
@@ -199,7 +207,11 @@ impl TcpSpec {
         }
         let tcp_len = tcp::HEADER_LEN + opts.len() + self.payload.len();
         let l2 = if self.vlan.is_some() { 18 } else { 14 };
-        let l3 = if self.src.is_ipv6() { ipv6::HEADER_LEN } else { ipv4::HEADER_LEN };
+        let l3 = if self.src.is_ipv6() {
+            ipv6::HEADER_LEN
+        } else {
+            ipv4::HEADER_LEN
+        };
         let mut f = vec![0u8; l2 + l3 + tcp_len];
         f[0..6].copy_from_slice(&self.dst_mac);
         f[6..12].copy_from_slice(&self.src_mac);
@@ -304,4 +316,78 @@ pub fn join_syn(token: u32) -> MptcpOpt {
         receiver_token: token,
         sender_nonce: 0x0102_0304,
     })
+}
+
+/// The NAT box of the real captures in `dataplane/testdata/captures` (see the README there):
+/// client side port 0, server side port 1, one server, VIPs 203.0.113.10:80 and
+/// [2001:db8:ff::10]:80 -> 198.51.100.10 / 2001:db8:2::10 port 8080.
+pub mod capture {
+    use core::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+    use crate::pool::{
+        Backend, BackendId, BackendState, ForwardingMode, PoolSnapshot, PoolSpec, PortConfig,
+        PortId, VipId, VipSpec,
+    };
+
+    /// MAC of the NAT box's client-facing interface.
+    pub const NATC0: [u8; 6] = [0x02, 0, 0, 0, 0x01, 0x01];
+    /// MAC of the NAT box's server-facing interface.
+    pub const NATS0: [u8; 6] = [0x02, 0, 0, 0, 0x02, 0x01];
+    /// MAC of the server.
+    pub const SRV0: [u8; 6] = [0x02, 0, 0, 0, 0x02, 0x10];
+    /// IPv4 VIP.
+    pub const VIP4: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 10);
+    /// IPv6 VIP.
+    pub const VIP6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0xff, 0, 0, 0, 0, 0x10);
+
+    /// The pool equivalent to the capture's nftables DNAT.
+    pub fn pool() -> PoolSnapshot {
+        let vip = |id: u16, addr: IpAddr| {
+            Some(VipSpec {
+                id: VipId(id),
+                name: format!("vip{id}"),
+                addr,
+                port: 80,
+                proto: 6,
+                mode: ForwardingMode::Nat,
+                backends: vec![BackendId(0)],
+                client_port: PortId(0),
+            })
+        };
+        let spec = PoolSpec {
+            version: 1,
+            ports: vec![
+                PortConfig {
+                    id: PortId(0),
+                    mac: NATC0,
+                    ipv4: vec![Ipv4Addr::new(192, 0, 2, 1)],
+                    ipv6: vec![Ipv6Addr::new(0x2001, 0xdb8, 1, 0, 0, 0, 0, 1)],
+                    vlan: None,
+                    gateway_mac: None,
+                },
+                PortConfig {
+                    id: PortId(1),
+                    mac: NATS0,
+                    ipv4: vec![Ipv4Addr::new(198, 51, 100, 1)],
+                    ipv6: vec![Ipv6Addr::new(0x2001, 0xdb8, 2, 0, 0, 0, 0, 1)],
+                    vlan: None,
+                    gateway_mac: None,
+                },
+            ],
+            backends: vec![Some(Backend {
+                id: BackendId(0),
+                name: "srv".into(),
+                ipv4: Some(Ipv4Addr::new(198, 51, 100, 10)),
+                ipv6: Some(Ipv6Addr::new(0x2001, 0xdb8, 2, 0, 0, 0, 0, 0x10)),
+                port: 8080,
+                weight: 1,
+                state: BackendState::Active,
+                egress: PortId(1),
+                mac: Some(SRV0),
+            })],
+            vips: vec![vip(0, VIP4.into()), vip(1, VIP6.into())],
+            maglev_size: 0,
+        };
+        PoolSnapshot::build(spec).unwrap_or_else(|e| panic!("capture pool: {e}"))
+    }
 }

@@ -30,10 +30,14 @@ impl Ticks {
     pub const fn coarse_ms(self) -> u32 {
         (self.0 / 1_000_000) as u32
     }
+}
 
-    /// This instant plus a duration.
+impl core::ops::Add<Duration> for Ticks {
+    type Output = Self;
+
+    /// This instant plus a duration (saturating).
     #[inline]
-    pub fn add(self, d: Duration) -> Self {
+    fn add(self, d: Duration) -> Self {
         Self(self.0.saturating_add(d.as_nanos() as u64))
     }
 }

@@ -6,80 +6,31 @@
 //! route its joins by it.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
 use std::path::PathBuf;
 
 use trapeze_core::crypto::token_from_key;
-use trapeze_core::pipeline::{process, DropReason, Event, Frame, Shared, VecFrame, Verdict, Worker, WorkerConfig};
-use trapeze_core::pool::{
-    Backend, BackendId, BackendState, ForwardingMode, PoolSnapshot, PoolSpec, PortConfig, PortId, VipId, VipSpec,
+use trapeze_core::pipeline::{
+    process, DropReason, Event, Frame, Shared, VecFrame, Verdict, Worker, WorkerConfig,
 };
+use trapeze_core::pool::{BackendId, PortId};
 use trapeze_core::tables::flow_table::FlowTableConfig;
 use trapeze_core::tables::token::TokenTableConfig;
+use trapeze_core::testkit::capture::{pool as capture_pool, VIP4, VIP6};
 use trapeze_core::Ticks;
 use trapeze_wire::mptcp::{self, Segment};
 use trapeze_wire::{pcap, tcp};
 
-const NATC0: [u8; 6] = [0x02, 0, 0, 0, 0x01, 0x01];
-const NATS0: [u8; 6] = [0x02, 0, 0, 0, 0x02, 0x01];
-const SRV0: [u8; 6] = [0x02, 0, 0, 0, 0x02, 0x10];
-const VIP4: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 10);
-const VIP6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0xff, 0, 0, 0, 0, 0x10);
-
-/// The pool that mirrors the capture's NAT box (see dataplane/testdata/README.md).
-fn capture_pool() -> PoolSnapshot {
-    let vip = |id: u16, addr: IpAddr| {
-        Some(VipSpec {
-            id: VipId(id),
-            name: format!("vip{id}"),
-            addr,
-            port: 80,
-            proto: 6,
-            mode: ForwardingMode::Nat,
-            backends: vec![BackendId(0)],
-            client_port: PortId(0),
-        })
-    };
-    PoolSnapshot::build(PoolSpec {
-        version: 1,
-        ports: vec![
-            PortConfig {
-                id: PortId(0),
-                mac: NATC0,
-                ipv4: vec![Ipv4Addr::new(192, 0, 2, 1)],
-                ipv6: vec!["2001:db8:1::1".parse().unwrap()],
-                vlan: None,
-                gateway_mac: None,
-            },
-            PortConfig {
-                id: PortId(1),
-                mac: NATS0,
-                ipv4: vec![Ipv4Addr::new(198, 51, 100, 1)],
-                ipv6: vec!["2001:db8:2::1".parse().unwrap()],
-                vlan: None,
-                gateway_mac: None,
-            },
-        ],
-        backends: vec![Some(Backend {
-            id: BackendId(0),
-            name: "srv".into(),
-            ipv4: Some(Ipv4Addr::new(198, 51, 100, 10)),
-            ipv6: Some("2001:db8:2::10".parse().unwrap()),
-            port: 8080,
-            weight: 1,
-            state: BackendState::Active,
-            egress: PortId(1),
-            mac: Some(SRV0),
-        })],
-        vips: vec![vip(0, VIP4.into()), vip(1, VIP6.into())],
-        maglev_size: 0,
-    })
-    .expect("capture pool")
-}
-
 fn frames(name: &str, side: &str) -> Vec<Vec<u8>> {
-    let path: PathBuf = [env!("CARGO_MANIFEST_DIR"), "..", "testdata", "captures", &format!("{name}.{side}.pcap")]
-        .iter()
-        .collect();
+    let path: PathBuf = [
+        env!("CARGO_MANIFEST_DIR"),
+        "..",
+        "testdata",
+        "captures",
+        &format!("{name}.{side}.pcap"),
+    ]
+    .iter()
+    .collect();
     let bytes = std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     pcap::Reader::new(&bytes)
         .expect("pcap header")
@@ -107,12 +58,24 @@ fn server_keys(frames: &[Vec<u8>]) -> Vec<u64> {
     frames
         .iter()
         .filter_map(|f| {
-            let l4 = if u16::from_be_bytes([f[12], f[13]]) == 0x86dd { 54 } else { 34 };
+            let l4 = if u16::from_be_bytes([f[12], f[13]]) == 0x86dd {
+                54
+            } else {
+                34
+            };
             let t = tcp::Packet::new_checked(&f[l4..]).ok()?;
             if !(t.syn() && t.ack()) {
                 return None;
             }
-            let s = mptcp::scan(t.options(), Segment { syn: true, ack: true, rst: false, has_payload: false });
+            let s = mptcp::scan(
+                t.options(),
+                Segment {
+                    syn: true,
+                    ack: true,
+                    rst: false,
+                    has_payload: false,
+                },
+            );
             s.capable.and_then(|c| c.sender_key)
         })
         .collect()
@@ -129,11 +92,21 @@ struct Replay {
 fn replay(name: &str) -> Replay {
     let client = frames(name, "client");
     let server = frames(name, "server");
-    assert_eq!(client.len(), server.len(), "{name}: the two sides pair frame by frame");
+    assert_eq!(
+        client.len(),
+        server.len(),
+        "{name}: the two sides pair frame by frame"
+    );
     let pool = capture_pool();
-    let shared = Shared::new(TokenTableConfig { capacity: 1024, shards: 4 });
+    let shared = Shared::new(TokenTableConfig {
+        capacity: 1024,
+        shards: 4,
+    });
     let mut worker = Worker::new(WorkerConfig {
-        flows: FlowTableConfig { capacity: 1024, ..Default::default() },
+        flows: FlowTableConfig {
+            capacity: 1024,
+            ..Default::default()
+        },
         ..Default::default()
     });
     let (mut through_vip, mut other) = (0, 0);
@@ -145,21 +118,32 @@ fn replay(name: &str) -> Replay {
             let mut f = VecFrame::new(c);
             let v = process(&mut f, PortId(0), now, &mut worker, &shared, &pool);
             assert_eq!(v, Verdict::Forward { port: PortId(1) }, "{name} frame {i}");
-            assert_eq!(f.data(), &s[..], "{name} frame {i}: client -> server differs from Linux");
+            assert_eq!(
+                f.data(),
+                &s[..],
+                "{name} frame {i}: client -> server differs from Linux"
+            );
             through_vip += 1;
         } else if is_vip(c_src) {
             // Server -> client: Linux's reverse NAT of the server-side frame.
             let mut f = VecFrame::new(s);
             let v = process(&mut f, PortId(1), now, &mut worker, &shared, &pool);
             assert_eq!(v, Verdict::Forward { port: PortId(0) }, "{name} frame {i}");
-            assert_eq!(f.data(), &c[..], "{name} frame {i}: server -> client differs from Linux");
+            assert_eq!(
+                f.data(),
+                &c[..],
+                "{name} frame {i}: server -> client differs from Linux"
+            );
             through_vip += 1;
         } else {
             // Traffic that Linux routed without NAT (a join straight to an announced server
             // address): not addressed to a VIP, so not ours to forward.
             let mut f = VecFrame::new(c);
             let v = process(&mut f, PortId(0), now, &mut worker, &shared, &pool);
-            assert!(matches!(v, Verdict::Drop(DropReason::NoVip)), "{name} frame {i}: {v:?}");
+            assert!(
+                matches!(v, Verdict::Drop(DropReason::NoVip)),
+                "{name} frame {i}: {v:?}"
+            );
             other += 1;
         }
     }
@@ -201,7 +185,10 @@ fn v6_mptcp_join_matches_linux() {
 fn v4_add_addr_matches_linux_and_leaves_the_announced_path_alone() {
     let r = replay("v4_mptcp_add_addr");
     assert!(r.through_vip > 0);
-    assert!(r.other > 0, "the join to the announced address bypasses the VIP");
+    assert!(
+        r.other > 0,
+        "the join to the announced address bypasses the VIP"
+    );
     assert_eq!(r.worker.stats.events_of(Event::TokenLearned), 1);
 }
 
@@ -220,9 +207,21 @@ fn tokens_of_the_captured_connections_are_the_ones_the_joins_carry() {
         let joins: Vec<u32> = frames(name, "client")
             .iter()
             .filter_map(|f| {
-                let l4 = if u16::from_be_bytes([f[12], f[13]]) == 0x86dd { 54 } else { 34 };
+                let l4 = if u16::from_be_bytes([f[12], f[13]]) == 0x86dd {
+                    54
+                } else {
+                    34
+                };
                 let t = tcp::Packet::new_checked(&f[l4..]).ok()?;
-                let s = mptcp::scan(t.options(), Segment { syn: t.syn(), ack: t.ack(), rst: false, has_payload: false });
+                let s = mptcp::scan(
+                    t.options(),
+                    Segment {
+                        syn: t.syn(),
+                        ack: t.ack(),
+                        rst: false,
+                        has_payload: false,
+                    },
+                );
                 match s.join {
                     Some(mptcp::MpJoin::Syn { receiver_token, .. }) => Some(receiver_token),
                     _ => None,

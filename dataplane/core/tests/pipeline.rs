@@ -66,7 +66,14 @@ impl Sim {
         let mut frame = VecFrame::new(bytes);
         let mut w = 0usize;
         for _ in 0..4 {
-            let v = process(&mut frame, PortId(port), self.now, &mut self.workers[w], &self.shared, &self.pool);
+            let v = process(
+                &mut frame,
+                PortId(port),
+                self.now,
+                &mut self.workers[w],
+                &self.shared,
+                &self.pool,
+            );
             match v {
                 Verdict::Handoff { worker } => w = worker as usize,
                 v => return (v, frame.data().to_vec(), w),
@@ -104,12 +111,22 @@ fn parse_out(f: &[u8]) -> Out {
     let v6 = u16::from_be_bytes([f[12], f[13]]) == 0x86dd;
     let (src, dst, ttl, l4) = if v6 {
         let p = ipv6::Packet::new_checked(&f[14..]).expect("ipv6");
-        (IpAddr::V6(p.src_addr()), IpAddr::V6(p.dst_addr()), p.hop_limit(), &f[54..])
+        (
+            IpAddr::V6(p.src_addr()),
+            IpAddr::V6(p.dst_addr()),
+            p.hop_limit(),
+            &f[54..],
+        )
     } else {
         let p = ipv4::Packet::new_checked(&f[14..]).expect("ipv4");
         assert!(p.verify_checksum(), "IPv4 header checksum");
         let hl = p.header_len();
-        (IpAddr::V4(p.src_addr()), IpAddr::V4(p.dst_addr()), p.hop_limit(), &f[14 + hl..])
+        (
+            IpAddr::V4(p.src_addr()),
+            IpAddr::V4(p.dst_addr()),
+            p.hop_limit(),
+            &f[14 + hl..],
+        )
     };
     let t = tcp::Packet::new_checked(l4).expect("tcp");
     assert!(t.verify_checksum(&src, &dst), "TCP checksum");
@@ -129,7 +146,9 @@ fn c4(last: u8) -> IpAddr {
 }
 
 fn c6(last: u16) -> IpAddr {
-    IpAddr::V6(core::net::Ipv6Addr::new(0x2001, 0xdb8, 0xc, 0, 0, 0, 0, last))
+    IpAddr::V6(core::net::Ipv6Addr::new(
+        0x2001, 0xdb8, 0xc, 0, 0, 0, 0, last,
+    ))
 }
 
 /// Which demo backend an output frame went to.
@@ -140,8 +159,16 @@ fn backend_of(o: &Out) -> u16 {
 }
 
 /// Runs a full MP_CAPABLE handshake for `client:port`; returns the backend index chosen.
-fn mptcp_handshake(sim: &mut Sim, client: IpAddr, port: u16, server_key: u64, client_key: u64) -> u16 {
-    let syn = TcpSpec::to_vip(client, port, SYN).with_mptcp(mpc_syn()).build();
+fn mptcp_handshake(
+    sim: &mut Sim,
+    client: IpAddr,
+    port: u16,
+    server_key: u64,
+    client_key: u64,
+) -> u16 {
+    let syn = TcpSpec::to_vip(client, port, SYN)
+        .with_mptcp(mpc_syn())
+        .build();
     let (v, out, _) = sim.send(&syn, 0);
     assert_eq!(v, Verdict::Forward { port: PortId(1) });
     let b = backend_of(&parse_out(&out));
@@ -183,7 +210,10 @@ fn syn_is_balanced_and_natted_with_valid_checksums() {
     let (v, out, _) = sim.send(&synack, 1);
     assert_eq!(v, Verdict::Forward { port: PortId(0) });
     let o = parse_out(&out);
-    assert_eq!((o.src, o.src_port, o.dst, o.dst_port), (IpAddr::V4(VIP4), VIP_PORT, c4(1), 40000));
+    assert_eq!(
+        (o.src, o.src_port, o.dst, o.dst_port),
+        (IpAddr::V4(VIP4), VIP_PORT, c4(1), 40000)
+    );
     assert_eq!((o.src_mac, o.dst_mac), (PORT0_MAC, CLIENT_MAC));
     assert_eq!(sim.events(Event::NewFlow), 1);
     assert!(sim.stats_balanced());
@@ -205,7 +235,10 @@ fn every_packet_of_a_flow_keeps_its_backend_and_connections_spread() {
             assert_eq!(backend_of(&parse_out(&out)), b);
         }
     }
-    assert!(per_backend.iter().all(|&n| n > 60), "spread: {per_backend:?}");
+    assert!(
+        per_backend.iter().all(|&n| n > 60),
+        "spread: {per_backend:?}"
+    );
     assert!(sim.stats_balanced());
 }
 
@@ -220,7 +253,9 @@ fn token_learned_from_synack_routes_joins_on_any_worker() {
     // Joins from many client ports (so from both workers' shares) all reach the same backend.
     let mut workers_seen = std::collections::HashSet::new();
     for p in 0..16u16 {
-        let join = TcpSpec::to_vip(c4(8), 50000 + p, SYN).with_mptcp(join_syn(token)).build();
+        let join = TcpSpec::to_vip(c4(8), 50000 + p, SYN)
+            .with_mptcp(join_syn(token))
+            .build();
         let (v, out, w) = sim.send(&join, 0);
         assert_eq!(v, Verdict::Forward { port: PortId(1) });
         assert_eq!(backend_of(&parse_out(&out)), b);
@@ -234,7 +269,9 @@ fn token_learned_from_synack_routes_joins_on_any_worker() {
 #[test]
 fn join_with_unknown_token_is_dropped_without_state() {
     let mut sim = Sim::new(1, 3);
-    let join = TcpSpec::to_vip(c4(9), 50000, SYN).with_mptcp(join_syn(0xdead_beef)).build();
+    let join = TcpSpec::to_vip(c4(9), 50000, SYN)
+        .with_mptcp(join_syn(0xdead_beef))
+        .build();
     let (v, _, _) = sim.send(&join, 0);
     assert_eq!(v, Verdict::Drop(DropReason::JoinNoToken));
     assert_eq!(sim.workers[0].flows.len(), 0);
@@ -253,7 +290,9 @@ fn colliding_tokens_are_kept_counted_and_their_joins_refused() {
     // Find two client ports that Maglev puts on different backends.
     while backends.len() < 2 {
         port += 1;
-        let syn = TcpSpec::to_vip(c4(20), port, SYN).with_mptcp(mpc_syn()).build();
+        let syn = TcpSpec::to_vip(c4(20), port, SYN)
+            .with_mptcp(mpc_syn())
+            .build();
         let mut probe = Sim::new(1, 3);
         let (_, out, _) = probe.send(&syn, 0);
         let b = backend_of(&parse_out(&out));
@@ -267,7 +306,9 @@ fn colliding_tokens_are_kept_counted_and_their_joins_refused() {
         }
     }
     assert_eq!(sim.events(Event::TokenCollision), 1);
-    let join = TcpSpec::to_vip(c4(21), 60000, SYN).with_mptcp(join_syn(0x7357_966a)).build();
+    let join = TcpSpec::to_vip(c4(21), 60000, SYN)
+        .with_mptcp(join_syn(0x7357_966a))
+        .build();
     let (v, _, _) = sim.send(&join, 0);
     assert_eq!(v, Verdict::Drop(DropReason::JoinTokenAmbiguous));
     // Both first subflows keep working.
@@ -307,8 +348,13 @@ fn down_backend_refuses_joins() {
     let mut spec = demo_spec(3);
     spec.backends[b as usize].as_mut().unwrap().state = BackendState::Down;
     sim.pool = PoolSnapshot::build(spec).unwrap();
-    let join = TcpSpec::to_vip(c4(34), 1, SYN).with_mptcp(join_syn(token_from_key(0x77))).build();
-    assert_eq!(sim.send(&join, 0).0, Verdict::Drop(DropReason::JoinOwnerDown));
+    let join = TcpSpec::to_vip(c4(34), 1, SYN)
+        .with_mptcp(join_syn(token_from_key(0x77)))
+        .build();
+    assert_eq!(
+        sim.send(&join, 0).0,
+        Verdict::Drop(DropReason::JoinOwnerDown)
+    );
 }
 
 #[test]
@@ -318,12 +364,16 @@ fn ipv6_connection_and_an_ipv4_join_reach_the_same_server() {
     let b = mptcp_handshake(&mut sim, c6(1), 43000, server_key, 0x99);
     let token = token_from_key(server_key);
     assert_eq!(token, 0x6684_0dda);
-    let join4 = TcpSpec::to_vip(c4(40), 43001, SYN).with_mptcp(join_syn(token)).build();
+    let join4 = TcpSpec::to_vip(c4(40), 43001, SYN)
+        .with_mptcp(join_syn(token))
+        .build();
     let (v, out, _) = sim.send(&join4, 0);
     assert_eq!(v, Verdict::Forward { port: PortId(1) });
     let o = parse_out(&out);
     assert_eq!(o.dst, IpAddr::V4(backend_v4(b)));
-    let join6 = TcpSpec::to_vip(c6(2), 43002, SYN).with_mptcp(join_syn(token)).build();
+    let join6 = TcpSpec::to_vip(c6(2), 43002, SYN)
+        .with_mptcp(join_syn(token))
+        .build();
     let (_, out, _) = sim.send(&join6, 0);
     assert_eq!(parse_out(&out).dst, IpAddr::V6(backend_v6(b)));
 }
@@ -331,10 +381,14 @@ fn ipv6_connection_and_an_ipv4_join_reach_the_same_server() {
 #[test]
 fn fallback_in_third_ack_drops_the_token() {
     let mut sim = Sim::new(1, 3);
-    let syn = TcpSpec::to_vip(c4(50), 44000, SYN).with_mptcp(mpc_syn()).build();
+    let syn = TcpSpec::to_vip(c4(50), 44000, SYN)
+        .with_mptcp(mpc_syn())
+        .build();
     let (_, out, _) = sim.send(&syn, 0);
     let b = backend_of(&parse_out(&out));
-    let synack = TcpSpec::from_backend(b, c4(50), 44000, SYNACK).with_mptcp(mpc_synack(0x42)).build();
+    let synack = TcpSpec::from_backend(b, c4(50), 44000, SYNACK)
+        .with_mptcp(mpc_synack(0x42))
+        .build();
     let _ = sim.send(&synack, 1);
     assert_eq!(sim.shared.tokens.len(), 1);
     // Third ACK without MP_CAPABLE: plain TCP.
@@ -346,11 +400,23 @@ fn fallback_in_third_ack_drops_the_token() {
 #[test]
 fn mismatched_key_in_third_ack_drops_the_token() {
     let mut sim = Sim::new(1, 3);
-    let syn = TcpSpec::to_vip(c4(51), 44000, SYN).with_mptcp(mpc_syn()).build();
+    let syn = TcpSpec::to_vip(c4(51), 44000, SYN)
+        .with_mptcp(mpc_syn())
+        .build();
     let (_, out, _) = sim.send(&syn, 0);
     let b = backend_of(&parse_out(&out));
-    let _ = sim.send(&TcpSpec::from_backend(b, c4(51), 44000, SYNACK).with_mptcp(mpc_synack(0x42)).build(), 1);
-    let _ = sim.send(&TcpSpec::to_vip(c4(51), 44000, ACK).with_mptcp(mpc_ack(1, 0x43)).build(), 0);
+    let _ = sim.send(
+        &TcpSpec::from_backend(b, c4(51), 44000, SYNACK)
+            .with_mptcp(mpc_synack(0x42))
+            .build(),
+        1,
+    );
+    let _ = sim.send(
+        &TcpSpec::to_vip(c4(51), 44000, ACK)
+            .with_mptcp(mpc_ack(1, 0x43))
+            .build(),
+        0,
+    );
     assert_eq!(sim.events(Event::MpcKeyMismatch), 1);
     assert_eq!(sim.shared.tokens.len(), 0);
 }
@@ -360,7 +426,12 @@ fn mp_capable_from_the_client_alone_teaches_nothing() {
     // A client cannot plant a token: keys in its own packets are only cross-checked.
     let mut sim = Sim::new(1, 3);
     let _ = sim.send(&TcpSpec::to_vip(c4(52), 44000, SYN).build(), 0);
-    let _ = sim.send(&TcpSpec::to_vip(c4(52), 44000, ACK).with_mptcp(mpc_ack(1, 0x42)).build(), 0);
+    let _ = sim.send(
+        &TcpSpec::to_vip(c4(52), 44000, ACK)
+            .with_mptcp(mpc_ack(1, 0x42))
+            .build(),
+        0,
+    );
     assert_eq!(sim.shared.tokens.len(), 0);
 }
 
@@ -379,10 +450,14 @@ fn tokens_go_when_the_last_subflow_is_reclaimed() {
         let _ = sim.send(&TcpSpec::from_backend(b, c, p, FIN_ACK).build(), 1);
     }
     assert_eq!(sim.shared.tokens.len(), 1);
-    sim.now = sim.now.add(core::time::Duration::from_secs(60));
+    sim.now = sim.now + core::time::Duration::from_secs(60);
     let n = sim.workers[0].housekeeping(sim.now, &sim.shared, usize::MAX);
     assert_eq!(n, 2);
-    assert_eq!(sim.shared.tokens.len(), 0, "token released with the last subflow");
+    assert_eq!(
+        sim.shared.tokens.len(),
+        0,
+        "token released with the last subflow"
+    );
     assert_eq!(sim.events(Event::TokenReleased), 2);
 }
 
@@ -394,7 +469,10 @@ fn non_syn_without_state_follows_maglev_like_its_syn_did() {
     for p in 0..100 {
         let (_, out_a, _) = a.send(&TcpSpec::to_vip(c4(70), 1000 + p, SYN).build(), 0);
         let (_, out_b, _) = b.send(&TcpSpec::to_vip(c4(70), 1000 + p, ACK).build(), 0);
-        assert_eq!(backend_of(&parse_out(&out_a)), backend_of(&parse_out(&out_b)));
+        assert_eq!(
+            backend_of(&parse_out(&out_a)),
+            backend_of(&parse_out(&out_b))
+        );
     }
     assert_eq!(b.events(Event::NonSynMiss), 100);
     // And the return path of such a flow is rewritten statelessly when state is missing.
@@ -433,7 +511,11 @@ fn ttl_one_gets_time_exceeded_from_the_gateway() {
     assert_eq!((icmp[0], icmp[1]), (11, 0));
     assert_eq!(checksum::data(icmp), 0xffff);
     assert_eq!(icmp.len(), 8 + 20 + 8, "quotes the IP header and 8 bytes");
-    assert_eq!(sim.workers[0].flows.len(), 0, "no state for an expired packet");
+    assert_eq!(
+        sim.workers[0].flows.len(),
+        0,
+        "no state for an expired packet"
+    );
 }
 
 #[test]
@@ -447,7 +529,8 @@ fn ipv6_hop_limit_one_gets_time_exceeded() {
     assert_eq!(ip.next_header().0, 58);
     let msg = ip.payload();
     assert_eq!(msg[0], 3);
-    let pseudo = checksum::pseudo_header_v6(&ip.src_octets(), &ip.dst_octets(), 58, msg.len() as u32);
+    let pseudo =
+        checksum::pseudo_header_v6(&ip.src_octets(), &ip.dst_octets(), 58, msg.len() as u32);
     assert_eq!(checksum::combine(&[pseudo, checksum::data(msg)]), 0xffff);
 }
 
@@ -460,7 +543,11 @@ fn vlan_tagged_port_retags_on_egress() {
     syn.vlan = Some(100);
     let (v, out, _) = sim.send(&syn.build(), 0);
     assert_eq!(v, Verdict::Forward { port: PortId(1) });
-    assert_eq!(&out[12..14], &[0x08, 0x00], "tag stripped towards the untagged server port");
+    assert_eq!(
+        &out[12..14],
+        &[0x08, 0x00],
+        "tag stripped towards the untagged server port"
+    );
     parse_out(&out);
     // Untagged on the tagged port: refused.
     let (v, _, _) = sim.send(&TcpSpec::to_vip(c4(1), 40001, SYN).build(), 0);

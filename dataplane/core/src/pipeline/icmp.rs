@@ -28,6 +28,9 @@ fn is_ours(cx: &Ctx<'_>, addr: &[u8; 16]) -> bool {
 }
 
 pub(super) fn icmpv4<F: Frame>(cx: &mut Ctx<'_>, frame: &mut F, ip: &Ip) -> Verdict {
+    if cx.pool.is_vip_addr(&ip.src) {
+        return Verdict::Drop(DropReason::MartianSource);
+    }
     let msg = &frame.data()[ip.l4..ip.end];
     if msg.len() < ICMP_HEADER_LEN || checksum::data(msg) != 0xffff {
         return Verdict::Drop(DropReason::IcmpBad);
@@ -46,7 +49,15 @@ pub(super) fn icmpv4<F: Frame>(cx: &mut Ctx<'_>, frame: &mut F, ip: &Ip) -> Verd
     }
 }
 
-pub(super) fn icmpv6<F: Frame>(cx: &mut Ctx<'_>, frame: &mut F, ip: &Ip, l2_multicast: bool) -> Verdict {
+pub(super) fn icmpv6<F: Frame>(
+    cx: &mut Ctx<'_>,
+    frame: &mut F,
+    ip: &Ip,
+    l2_multicast: bool,
+) -> Verdict {
+    if cx.pool.is_vip_addr(&ip.src) {
+        return Verdict::Drop(DropReason::MartianSource);
+    }
     let msg = &frame.data()[ip.l4..ip.end];
     if msg.len() < ICMP_HEADER_LEN {
         return Verdict::Drop(DropReason::IcmpBad);
@@ -108,7 +119,11 @@ fn echo_reply<F: Frame>(cx: &mut Ctx<'_>, frame: &mut F, ip: &Ip, reply_type: u8
         }
         let old_word = read_u16(buf, ip.l3 + 8);
         buf[ip.l3 + 8] = 64;
-        let c = checksum::update16(read_u16(buf, ip.l3 + 10), old_word, read_u16(buf, ip.l3 + 8));
+        let c = checksum::update16(
+            read_u16(buf, ip.l3 + 10),
+            old_word,
+            read_u16(buf, ip.l3 + 8),
+        );
         write_u16(buf, ip.l3 + 10, c);
     }
     Verdict::Reply { port: cx.ingress }
@@ -169,7 +184,11 @@ fn neighbour_advert<F: Frame>(cx: &mut Ctx<'_>, frame: &mut F, ip: &Ip, src: Ipv
 fn error_to_backend<F: Frame>(cx: &mut Ctx<'_>, frame: &mut F, ip: &Ip) -> Verdict {
     let quote_at = ip.l4 + ICMP_HEADER_LEN;
     let quote = &frame.data()[quote_at..ip.end];
-    let q = if ip.v6 { parse_quoted_v6(quote) } else { parse_quoted_v4(quote) };
+    let q = if ip.v6 {
+        parse_quoted_v6(quote)
+    } else {
+        parse_quoted_v4(quote)
+    };
     let Ok(q) = q else {
         return Verdict::Drop(DropReason::IcmpNoFlow);
     };
@@ -217,7 +236,12 @@ fn error_to_backend<F: Frame>(cx: &mut Ctx<'_>, frame: &mut F, ip: &Ip) -> Verdi
     if ip.v6 {
         buf[q_l3 + 8..q_l3 + 24].copy_from_slice(&baddr);
     } else {
-        let old = [buf[q_l3 + 12], buf[q_l3 + 13], buf[q_l3 + 14], buf[q_l3 + 15]];
+        let old = [
+            buf[q_l3 + 12],
+            buf[q_l3 + 13],
+            buf[q_l3 + 14],
+            buf[q_l3 + 15],
+        ];
         let c = checksum::update_bytes(read_u16(buf, q_l3 + 10), &old, &baddr[12..]);
         write_u16(buf, q_l3 + 10, c);
         buf[q_l3 + 12..q_l3 + 16].copy_from_slice(&baddr[12..]);
@@ -239,7 +263,10 @@ fn error_to_backend<F: Frame>(cx: &mut Ctx<'_>, frame: &mut F, ip: &Ip) -> Verdi
     let mut sum = checksum::data(&buf[l4..end]);
     if ip.v6 {
         let src: [u8; 16] = buf[ip.l3 + 8..ip.l3 + 24].try_into().unwrap_or_default();
-        sum = checksum::combine(&[sum, checksum::pseudo_header_v6(&src, &baddr, 58, (end - l4) as u32)]);
+        sum = checksum::combine(&[
+            sum,
+            checksum::pseudo_header_v6(&src, &baddr, 58, (end - l4) as u32),
+        ]);
     }
     write_u16(buf, l4 + 2, checksum::finish(sum));
     rewrite::set_macs(buf, &port.mac, &mac);
@@ -271,7 +298,11 @@ pub(super) fn time_exceeded<F: Frame>(cx: &mut Ctx<'_>, frame: &mut F, ip: &Ip) 
     };
     let mut quote = [0u8; V6_MAX_QUOTE];
     quote[..quote_len].copy_from_slice(&frame.data()[ip.l3..ip.l3 + quote_len]);
-    let ip_hdr = if ip.v6 { ipv6::HEADER_LEN } else { ipv4::HEADER_LEN };
+    let ip_hdr = if ip.v6 {
+        ipv6::HEADER_LEN
+    } else {
+        ipv4::HEADER_LEN
+    };
     let l4 = ip.l3 + ip_hdr;
     let end = l4 + ICMP_HEADER_LEN + quote_len;
     if !frame.set_len(end) {
@@ -313,7 +344,10 @@ pub(super) fn time_exceeded<F: Frame>(cx: &mut Ctx<'_>, frame: &mut F, ip: &Ip) 
     msg[8..].copy_from_slice(&quote[..quote_len]);
     let mut sum = checksum::data(msg);
     if ip.v6 {
-        sum = checksum::combine(&[sum, checksum::pseudo_header_v6(&own, &ip.src, 58, payload_len as u32)]);
+        sum = checksum::combine(&[
+            sum,
+            checksum::pseudo_header_v6(&own, &ip.src, 58, payload_len as u32),
+        ]);
     }
     write_u16(msg, 2, checksum::finish(sum));
     cx.w.stats.event(Event::TimeExceededSent);

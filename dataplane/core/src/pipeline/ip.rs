@@ -50,7 +50,13 @@ pub(super) fn fast_parse(d: &[u8]) -> Option<(Ip, nat::Seg)> {
         [0x08, 0x00] => {
             let h: &[u8; 54] = d.first_chunk()?;
             let total = u16::from_be_bytes([h[16], h[17]]) as usize;
-            if h[14] != 0x45 || total < 40 || 14 + total > d.len() || h[23] != 6 || h[20] & 0x3f != 0 || h[21] != 0 {
+            if h[14] != 0x45
+                || total < 40
+                || 14 + total > d.len()
+                || h[23] != 6
+                || h[20] & 0x3f != 0
+                || h[21] != 0
+            {
                 return None;
             }
             let mut sum = 0u32;
@@ -111,13 +117,23 @@ pub(super) fn fast_parse(d: &[u8]) -> Option<(Ip, nat::Seg)> {
         opt_len: hl.wrapping_sub(20),
         has_payload: ip.end > l4 + hl,
     };
-    if hl < 20 || l4 + hl > ip.end || seg.src_port == 0 || seg.dst_port == 0 || nat::bad_flags(t[13]) {
+    if hl < 20
+        || l4 + hl > ip.end
+        || seg.src_port == 0
+        || seg.dst_port == 0
+        || nat::bad_flags(t[13])
+    {
         return None;
     }
     Some((ip, seg))
 }
 
-pub(super) fn stage<F: Frame>(cx: &mut Ctx<'_>, frame: &mut F, v6: bool, l2_multicast: bool) -> Verdict {
+pub(super) fn stage<F: Frame>(
+    cx: &mut Ctx<'_>,
+    frame: &mut F,
+    v6: bool,
+    l2_multicast: bool,
+) -> Verdict {
     let parsed = if v6 {
         parse_v6(frame.data(), cx.l2_len)
     } else {
@@ -203,10 +219,11 @@ fn parse_v6(buf: &[u8], l3: usize) -> Result<Ip, DropReason> {
         Error::BadVersion => DropReason::IpBadVersion,
         _ => DropReason::IpBadLength,
     })?;
-    let walk = ipv6::walk_extension_headers(pkt.payload(), pkt.next_header().0).map_err(|e| match e {
-        Error::SourceRoute => DropReason::SourceRoute,
-        _ => DropReason::Ipv6ExtHeader,
-    })?;
+    let walk =
+        ipv6::walk_extension_headers(pkt.payload(), pkt.next_header().0).map_err(|e| match e {
+            Error::SourceRoute => DropReason::SourceRoute,
+            _ => DropReason::Ipv6ExtHeader,
+        })?;
     if let Some(f) = walk.fragment {
         // An atomic fragment (offset 0, no more fragments; RFC 6946) is a whole packet.
         if f.offset != 0 || f.more {
@@ -264,9 +281,15 @@ mod tests {
 
     /// The full parser's view of a frame: IP stage then TCP header, or the drop reason.
     fn full(frame: &[u8], pool: &crate::pool::PoolSnapshot) -> Option<(Ip, nat::Seg)> {
-        let shared = Shared::new(TokenTableConfig { capacity: 16, shards: 1 });
+        let shared = Shared::new(TokenTableConfig {
+            capacity: 16,
+            shards: 1,
+        });
         let mut w = Worker::new(WorkerConfig {
-            flows: FlowTableConfig { capacity: 16, ..Default::default() },
+            flows: FlowTableConfig {
+                capacity: 16,
+                ..Default::default()
+            },
             ..Default::default()
         });
         let port = pool.port(PortId(0))?;
@@ -284,7 +307,12 @@ mod tests {
         if l2.vlan.is_some() || l2.dst.is_multicast() {
             return None;
         }
-        let ip = if l2.ethertype.0 == 0x86dd { parse_v6(frame, 14) } else { parse_v4(&mut cx, frame, 14) }.ok()?;
+        let ip = if l2.ethertype.0 == 0x86dd {
+            parse_v6(frame, 14)
+        } else {
+            parse_v4(&mut cx, frame, 14)
+        }
+        .ok()?;
         if martian(&ip) || ip.proto != 6 {
             return None;
         }
@@ -297,7 +325,8 @@ mod tests {
 
     fn same(a: &(Ip, nat::Seg), b: &(Ip, nat::Seg)) -> bool {
         let (x, y) = (&a.0, &b.0);
-        (x.v6, x.l3, x.l4, x.end, x.proto, x.src, x.dst, x.ttl) == (y.v6, y.l3, y.l4, y.end, y.proto, y.src, y.dst, y.ttl)
+        (x.v6, x.l3, x.l4, x.end, x.proto, x.src, x.dst, x.ttl)
+            == (y.v6, y.l3, y.l4, y.end, y.proto, y.src, y.dst, y.ttl)
             && a.1 == b.1
     }
 
@@ -330,13 +359,17 @@ mod tests {
                     g[at] ^= (seed as u8) | 1;
                     if let Some(fast) = fast_parse(&g) {
                         accepted += 1;
-                        let full = full(&g).expect("the fast parser accepted what the full parser refuses");
+                        let full = full(&g)
+                            .expect("the fast parser accepted what the full parser refuses");
                         assert!(same(&fast, &full), "disagreement at byte {at}");
                     }
                 }
             }
             for cut in [0, 13, 20, 33, 40, 53, 60] {
-                if let (Some(fast), Some(full)) = (fast_parse(&f[..cut.min(f.len())]), full(&f[..cut.min(f.len())])) {
+                if let (Some(fast), Some(full)) = (
+                    fast_parse(&f[..cut.min(f.len())]),
+                    full(&f[..cut.min(f.len())]),
+                ) {
                     assert!(same(&fast, &full));
                 }
             }
@@ -344,6 +377,9 @@ mod tests {
                 assert!(same(&fast, &full(f).unwrap()));
             }
         }
-        assert!(accepted > 1000, "the test exercised the fast parser ({accepted})");
+        assert!(
+            accepted > 1000,
+            "the test exercised the fast parser ({accepted})"
+        );
     }
 }

@@ -191,8 +191,9 @@ impl Worker {
     /// and releases the token references they held. Returns the number of flows reclaimed.
     pub fn housekeeping(&mut self, now: Ticks, shared: &Shared, buckets: usize) -> usize {
         let stats = &mut self.stats;
-        self.flows
-            .sweep(now.coarse_ms(), buckets, |e| release_token(e, shared, now, stats))
+        self.flows.sweep(now.coarse_ms(), buckets, |e| {
+            release_token(e, shared, now, stats)
+        })
     }
 }
 
@@ -231,7 +232,9 @@ pub fn steer(client_addr: &[u8; 16], client_port: u16, workers: u16) -> u16 {
     let mut hi = [0u8; 8];
     lo.copy_from_slice(&client_addr[8..]);
     hi.copy_from_slice(&client_addr[..8]);
-    let x = u64::from_le_bytes(lo) ^ u64::from_le_bytes(hi).rotate_left(17) ^ ((client_port as u64) << 48);
+    let x = u64::from_le_bytes(lo)
+        ^ u64::from_le_bytes(hi).rotate_left(17)
+        ^ ((client_port as u64) << 48);
     (fmix(x) % workers as u64) as u16
 }
 
@@ -299,7 +302,12 @@ fn ethernet_stage<F: Frame>(cx: &mut Ctx<'_>, frame: &mut F) -> Verdict {
     }
     cx.l2_len = l2.header_len;
     match l2.ethertype {
-        EtherType::IPV4 | EtherType::IPV6 => ip::stage(cx, frame, l2.ethertype == EtherType::IPV6, l2.dst.is_multicast()),
+        EtherType::IPV4 | EtherType::IPV6 => ip::stage(
+            cx,
+            frame,
+            l2.ethertype == EtherType::IPV6,
+            l2.dst.is_multicast(),
+        ),
         EtherType::ARP => arp_stage(cx, frame),
         _ => Verdict::Drop(DropReason::UnknownEthertype),
     }

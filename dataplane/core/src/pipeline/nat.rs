@@ -90,7 +90,7 @@ pub(super) fn parse_seg(data: &[u8], ip: &Ip) -> Result<Seg, DropReason> {
         Err(trapeze_wire::Error::BadHeaderLen) => return Err(DropReason::TcpBadHeaderLen),
         Err(_) => return Err(DropReason::TcpTruncated),
     };
-    let hl = usize::from(pkt.header_len());
+    let hl = pkt.header_len();
     Ok(Seg {
         src_port: pkt.src_port(),
         dst_port: pkt.dst_port(),
@@ -105,7 +105,10 @@ pub(super) fn parse_seg(data: &[u8], ip: &Ip) -> Result<Seg, DropReason> {
 #[inline]
 pub(super) fn bad_flags(f: u8) -> bool {
     const XMAS: u8 = FIN | TcpFlags::URG.0 | TcpFlags::PSH.0;
-    f & (SYN | FIN) == (SYN | FIN) || f & (SYN | RST) == (SYN | RST) || f & 0x3f == 0 || (f & XMAS == XMAS && f & ACK == 0)
+    f & (SYN | FIN) == (SYN | FIN)
+        || f & (SYN | RST) == (SYN | RST)
+        || f & 0x3f == 0
+        || (f & XMAS == XMAS && f & ACK == 0)
 }
 
 /// Picks the direction of a validated TCP segment: towards a VIP, back from a backend, to the
@@ -126,7 +129,10 @@ pub(super) fn dispatch<F: Frame>(cx: &mut Ctx<'_>, frame: &mut F, ip: &Ip, seg: 
 
 /// The MPTCP options of this segment, counted into the worker's events.
 fn scan<F: Frame>(cx: &mut Ctx<'_>, frame: &F, seg: &Seg) -> MptcpSummary {
-    let s = mptcp::scan(&frame.data()[seg.opt_at..seg.opt_at + seg.opt_len], seg.segment());
+    let s = mptcp::scan(
+        &frame.data()[seg.opt_at..seg.opt_at + seg.opt_len],
+        seg.segment(),
+    );
     if s.ignored > 0 {
         let e = if s.last_error == Some(MptcpError::Version0) {
             Event::MpcVersion0
@@ -148,7 +154,13 @@ fn scan<F: Frame>(cx: &mut Ctx<'_>, frame: &F, seg: &Seg) -> MptcpSummary {
 // Client -> VIP
 // ---------------------------------------------------------------------------------------------
 
-fn client_to_vip<F: Frame>(cx: &mut Ctx<'_>, frame: &mut F, ip: &Ip, seg: &Seg, vip_id: VipId) -> Verdict {
+fn client_to_vip<F: Frame>(
+    cx: &mut Ctx<'_>,
+    frame: &mut F,
+    ip: &Ip,
+    seg: &Seg,
+    vip_id: VipId,
+) -> Verdict {
     let owner = steer(&ip.src, seg.src_port, cx.w.workers);
     if owner != cx.w.id {
         return Verdict::Handoff { worker: owner };
@@ -278,7 +290,10 @@ fn l4_checksum_ok<F: Frame>(frame: &F, ip: &Ip) -> bool {
     let Ok(pkt) = tcp::Packet::new_checked(&data[ip.l4..ip.end]) else {
         return false;
     };
-    let (src, dst) = (crate::flow::addr_from_bytes(ip.src), crate::flow::addr_from_bytes(ip.dst));
+    let (src, dst) = (
+        crate::flow::addr_from_bytes(ip.src),
+        crate::flow::addr_from_bytes(ip.dst),
+    );
     pkt.verify_checksum(&src, &dst)
 }
 
@@ -288,13 +303,14 @@ fn confirm_token<F: Frame>(cx: &mut Ctx<'_>, frame: &F, seg: &Seg, e: &mut FlowE
         return;
     }
     let s = scan(cx, frame, seg);
-    let keys = s.capable.and_then(|c| Some((c.sender_key?, c.receiver_key?)));
+    let keys = s
+        .capable
+        .and_then(|c| Some((c.sender_key?, c.receiver_key?)));
     let outcome = match keys {
-        Some((client_key, server_key)) => {
-            cx.shared
-                .tokens
-                .confirm(e.token, e.backend, &e.key, server_key, client_key, cx.now)
-        }
+        Some((client_key, server_key)) => cx
+            .shared
+            .tokens
+            .confirm(e.token, e.backend, &e.key, server_key, client_key, cx.now),
         None => {
             // RFC 8684 §3.1: without MP_CAPABLE in the third ACK the connection is plain TCP.
             cx.w.stats.event(Event::MpcFallback);
@@ -315,7 +331,13 @@ fn confirm_token<F: Frame>(cx: &mut Ctx<'_>, frame: &F, seg: &Seg, e: &mut FlowE
 
 /// MP_FASTCLOSE (RFC 8684 §3.5) carries the receiver's key: from the client that is the server
 /// key, from the server the client key. With the right key the connection's token goes now.
-fn fastclose<F: Frame>(cx: &mut Ctx<'_>, frame: &F, seg: &Seg, e: &mut FlowEntry, from_client: bool) {
+fn fastclose<F: Frame>(
+    cx: &mut Ctx<'_>,
+    frame: &F,
+    seg: &Seg,
+    e: &mut FlowEntry,
+    from_client: bool,
+) {
     let s = scan(cx, frame, seg);
     let Some(fc) = s.fastclose else { return };
     let known = cx.shared.tokens.owners(e.token).as_slice().iter().any(|o| {
@@ -400,7 +422,9 @@ fn new_flow<F: Frame>(
 fn insert(cx: &mut Ctx<'_>, hash: u64, entry: FlowEntry) -> bool {
     match cx.w.flows.insert(hash, entry, cx.now_ms) {
         Insert::Inserted {
-            evicted, evicted_live, ..
+            evicted,
+            evicted_live,
+            ..
         } => {
             if let Some(old) = evicted {
                 release_token(&old, cx.shared, cx.now, &mut cx.w.stats);
@@ -465,7 +489,13 @@ fn join<F: Frame>(
 
 /// Rewrites towards the backend and picks the egress.
 #[inline]
-fn to_backend<F: Frame>(cx: &mut Ctx<'_>, frame: &mut F, ip: &Ip, backend_id: BackendId, vip_id: VipId) -> Verdict {
+fn to_backend<F: Frame>(
+    cx: &mut Ctx<'_>,
+    frame: &mut F,
+    ip: &Ip,
+    backend_id: BackendId,
+    vip_id: VipId,
+) -> Verdict {
     let Some(b) = cx.pool.fwd(backend_id) else {
         return Verdict::Drop(DropReason::BackendGone);
     };
@@ -498,7 +528,13 @@ fn to_backend<F: Frame>(cx: &mut Ctx<'_>, frame: &mut F, ip: &Ip, backend_id: Ba
 // Backend -> client
 // ---------------------------------------------------------------------------------------------
 
-fn backend_to_client<F: Frame>(cx: &mut Ctx<'_>, frame: &mut F, ip: &Ip, seg: &Seg, vip_id: VipId) -> Verdict {
+fn backend_to_client<F: Frame>(
+    cx: &mut Ctx<'_>,
+    frame: &mut F,
+    ip: &Ip,
+    seg: &Seg,
+    vip_id: VipId,
+) -> Verdict {
     let owner = steer(&ip.dst, seg.dst_port, cx.w.workers);
     if owner != cx.w.id {
         return Verdict::Handoff { worker: owner };

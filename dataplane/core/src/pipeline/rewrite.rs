@@ -37,7 +37,9 @@ pub(super) enum End {
 /// One's-complement sum of the 16-bit words of `b` (even length), unfolded.
 #[inline(always)]
 fn words(b: &[u8]) -> u32 {
-    b.chunks_exact(2).map(|w| u16::from_be_bytes([w[0], w[1]]) as u32).sum()
+    b.chunks_exact(2)
+        .map(|w| u16::from_be_bytes([w[0], w[1]]) as u32)
+        .sum()
 }
 
 /// `~m + m'` summed over the words of two equal-length byte runs, unfolded.
@@ -62,20 +64,34 @@ fn apply(checksum: u16, delta: u32) -> u16 {
 #[inline]
 pub(super) fn nat_tcp(buf: &mut [u8], ip: &Ip, end: End, addr: &[u8; 16], port: u16) {
     let (head, tail) = buf.split_at_mut(ip.l4);
-    let Some(tcp) = tail.first_chunk_mut::<20>() else { return };
+    let Some(tcp) = tail.first_chunk_mut::<20>() else {
+        return;
+    };
     let port_at = if end == End::Dst { 2 } else { 0 };
     let old_port = u16::from_be_bytes([tcp[port_at], tcp[port_at + 1]]);
     let port_delta = 0xffff - old_port as u32 + port as u32;
     let tcp_delta = if ip.v6 {
-        let Some(h) = head.get_mut(ip.l3..).and_then(|h| h.first_chunk_mut::<40>()) else { return };
+        let Some(h) = head
+            .get_mut(ip.l3..)
+            .and_then(|h| h.first_chunk_mut::<40>())
+        else {
+            return;
+        };
         let at = if end == End::Dst { 24 } else { 8 };
-        let old: &mut [u8; 16] = (&mut h[at..at + 16]).try_into().unwrap_or_else(|_| unreachable!());
+        let old: &mut [u8; 16] = (&mut h[at..at + 16])
+            .try_into()
+            .unwrap_or_else(|_| unreachable!());
         let d = delta(old, addr);
         *old = *addr;
         h[7] -= 1; // hop limit: the caller checked it is > 1
         d + port_delta
     } else {
-        let Some(h) = head.get_mut(ip.l3..).and_then(|h| h.first_chunk_mut::<20>()) else { return };
+        let Some(h) = head
+            .get_mut(ip.l3..)
+            .and_then(|h| h.first_chunk_mut::<20>())
+        else {
+            return;
+        };
         let at = if end == End::Dst { 16 } else { 12 };
         let new = [addr[12], addr[13], addr[14], addr[15]];
         let d = delta(&h[at..at + 4], &new);

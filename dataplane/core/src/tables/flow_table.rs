@@ -332,7 +332,12 @@ impl FlowTable {
     /// Reclaims expired entries in the next `buckets` buckets (a slice of the table per call, so a
     /// worker can spread housekeeping over its bursts). Each removed entry is passed to `on_evict`.
     /// Returns the number removed.
-    pub fn sweep(&mut self, now_ms: u32, buckets: usize, mut on_evict: impl FnMut(&FlowEntry)) -> usize {
+    pub fn sweep(
+        &mut self,
+        now_ms: u32,
+        buckets: usize,
+        mut on_evict: impl FnMut(&FlowEntry),
+    ) -> usize {
         let t = self.timeouts;
         let mut removed = 0;
         for _ in 0..buckets.min(self.tags.len()) {
@@ -374,7 +379,13 @@ mod tests {
 
     fn key(i: u32) -> FlowKey {
         let src: IpAddr = core::net::Ipv4Addr::from(0x0a00_0000 + i).into();
-        FlowKey::new(src, (i % 60000) as u16 + 1024, "192.0.2.1".parse().unwrap(), 80, 6)
+        FlowKey::new(
+            src,
+            (i % 60000) as u16 + 1024,
+            "192.0.2.1".parse().unwrap(),
+            80,
+            6,
+        )
     }
 
     fn entry(k: FlowKey, state: FlowState) -> FlowEntry {
@@ -402,7 +413,8 @@ mod tests {
         let k = key(1);
         let h = k.hash();
         assert_eq!(t.lookup(&k, h), None);
-        let Insert::Inserted { index, evicted, .. } = t.insert(h, entry(k, FlowState::SynSent), 5) else {
+        let Insert::Inserted { index, evicted, .. } = t.insert(h, entry(k, FlowState::SynSent), 5)
+        else {
             panic!("insert failed")
         };
         assert!(evicted.is_none());
@@ -429,11 +441,20 @@ mod tests {
         let mut t = small();
         let keys = same_bucket_keys(&t, WAYS + 1);
         for k in &keys[..WAYS] {
-            assert!(matches!(t.insert(k.hash(), entry(*k, FlowState::Established), 0), Insert::Inserted { .. }));
+            assert!(matches!(
+                t.insert(k.hash(), entry(*k, FlowState::Established), 0),
+                Insert::Inserted { .. }
+            ));
         }
-        assert!(matches!(t.insert(keys[WAYS].hash(), entry(keys[WAYS], FlowState::SynSent), 1), Insert::Full));
+        assert!(matches!(
+            t.insert(keys[WAYS].hash(), entry(keys[WAYS], FlowState::SynSent), 1),
+            Insert::Full
+        ));
         for k in &keys[..WAYS] {
-            assert!(t.lookup(k, k.hash()).is_some(), "an established flow was evicted");
+            assert!(
+                t.lookup(k, k.hash()).is_some(),
+                "an established flow was evicted"
+            );
         }
     }
 
@@ -442,14 +463,30 @@ mod tests {
         let mut t = small();
         let keys = same_bucket_keys(&t, WAYS + 1);
         for (i, k) in keys[..WAYS].iter().enumerate() {
-            let st = if i < 2 { FlowState::SynSent } else { FlowState::Established };
-            assert!(matches!(t.insert(k.hash(), entry(*k, st), i as u32), Insert::Inserted { .. }));
+            let st = if i < 2 {
+                FlowState::SynSent
+            } else {
+                FlowState::Established
+            };
+            assert!(matches!(
+                t.insert(k.hash(), entry(*k, st), i as u32),
+                Insert::Inserted { .. }
+            ));
         }
-        let Insert::Inserted { evicted, evicted_live, .. } = t.insert(keys[WAYS].hash(), entry(keys[WAYS], FlowState::SynSent), 50) else {
+        let Insert::Inserted {
+            evicted,
+            evicted_live,
+            ..
+        } = t.insert(keys[WAYS].hash(), entry(keys[WAYS], FlowState::SynSent), 50)
+        else {
             panic!("expected an eviction")
         };
         assert!(evicted_live);
-        assert_eq!(evicted.unwrap().key, keys[0], "the oldest half-open entry goes first");
+        assert_eq!(
+            evicted.unwrap().key,
+            keys[0],
+            "the oldest half-open entry goes first"
+        );
     }
 
     #[test]
@@ -460,7 +497,16 @@ mod tests {
             let _ = t.insert(k.hash(), entry(*k, FlowState::Established), 0);
         }
         // 1001 ms later every established entry has expired: a new flow takes a slot.
-        let Insert::Inserted { evicted, evicted_live, .. } = t.insert(keys[WAYS].hash(), entry(keys[WAYS], FlowState::SynSent), 1001) else {
+        let Insert::Inserted {
+            evicted,
+            evicted_live,
+            ..
+        } = t.insert(
+            keys[WAYS].hash(),
+            entry(keys[WAYS], FlowState::SynSent),
+            1001,
+        )
+        else {
             panic!()
         };
         assert!(evicted.is_some() && !evicted_live);
@@ -496,7 +542,8 @@ mod tests {
         let mut stored = 0;
         for i in 0..10_000 {
             let k = key(i);
-            if let Insert::Inserted { .. } = t.insert(k.hash(), entry(k, FlowState::Established), 0) {
+            if let Insert::Inserted { .. } = t.insert(k.hash(), entry(k, FlowState::Established), 0)
+            {
                 stored += 1;
             }
         }
