@@ -17,13 +17,21 @@ fn main() {
         .collect();
     bench.run_all(&syns);
     let acks: Vec<Vec<u8>> = (0..flows)
+        .map(|k| (k * 7919) % flows)
         .map(|i| TcpSpec::to_vip(client(i), port(i), 0x10).build())
         .collect();
-    let order: Vec<usize> = (0..flows).map(|i| (i * 7919) % flows).collect();
+    let order: Vec<usize> = (0..flows).collect();
     match class {
         "established" => {
             let t = bench.time_frames(&acks, &order, (flows * rounds) as u64);
             black_box(t);
+            println!(
+                "{:.1} ns/packet",
+                t.as_nanos() as f64 / (flows * rounds) as f64
+            );
+        }
+        "established-burst" => {
+            let t = bench.time_bursts(&acks, &order, (flows * rounds) as u64);
             println!(
                 "{:.1} ns/packet",
                 t.as_nanos() as f64 / (flows * rounds) as f64

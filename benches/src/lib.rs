@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use trapeze_core::crypto::token_from_key;
 use trapeze_core::flow::FlowKey;
 use trapeze_core::pipeline::{
-    process, Event, Frame, Shared, VecFrame, Verdict, Worker, WorkerConfig,
+    process, process_burst, Event, Frame, Shared, VecFrame, Verdict, Worker, WorkerConfig, BURST,
 };
 use trapeze_core::pool::{BackendId, PoolSnapshot, PortId};
 use trapeze_core::tables::flow_table::FlowTableConfig;
@@ -37,6 +37,8 @@ pub struct Bench {
     /// The pool.
     pub pool: PoolSnapshot,
     frame: VecFrame,
+    burst: Vec<VecFrame>,
+    verdicts: Vec<Verdict>,
     now: Ticks,
 }
 
@@ -57,6 +59,8 @@ impl Bench {
             }),
             pool: demo_pool(backends),
             frame: VecFrame::new(&[0u8; 64]),
+            burst: (0..BURST).map(|_| VecFrame::new(&[0u8; 64])).collect(),
+            verdicts: vec![Verdict::Punt; BURST],
             now: Ticks::from_secs(1),
         }
     }
@@ -116,6 +120,34 @@ impl Bench {
             }
         }
         start.elapsed()
+    }
+
+    /// Times `iters` packets (rounded up to whole bursts) taken from `frames` in `order`,
+    /// processed in bursts of [`BURST`] with [`process_burst`].
+    pub fn time_bursts(&mut self, frames: &[Vec<u8>], order: &[usize], iters: u64) -> Duration {
+        let bursts = iters.div_ceil(BURST as u64);
+        let start = Instant::now();
+        let mut k = 0;
+        for _ in 0..bursts {
+            for f in self.burst.iter_mut() {
+                f.reset(&frames[order[k]]);
+                k += 1;
+                if k == order.len() {
+                    k = 0;
+                }
+            }
+            process_burst(
+                &mut self.burst,
+                &mut self.verdicts,
+                PortId(0),
+                self.now,
+                &mut self.worker,
+                &self.shared,
+                &self.pool,
+            );
+            black_box(&self.verdicts);
+        }
+        start.elapsed() * (iters as u32) / ((bursts * BURST as u64) as u32)
     }
 
     /// True when nothing was dropped so far.

@@ -589,3 +589,70 @@ fn removed_backend_drops_its_flows_and_counts() {
     assert_eq!(v, Verdict::Drop(DropReason::BackendGone));
     assert_eq!(sim.drops(DropReason::BackendGone), 1);
 }
+
+#[test]
+fn burst_processing_decides_exactly_like_one_at_a_time() {
+    use trapeze_core::pipeline::process_burst;
+    // A mixed stream: handshakes (state created mid-burst), data both ways, joins, junk.
+    let mut stream: Vec<(Vec<u8>, u8)> = Vec::new();
+    for i in 0..40u16 {
+        let c = c4((i % 7) as u8 + 1);
+        let p = 2000 + i;
+        stream.push((TcpSpec::to_vip(c, p, SYN).with_mptcp(mpc_syn()).build(), 0));
+        stream.push((TcpSpec::to_vip(c, p, ACK).build(), 0));
+        stream.push((TcpSpec::from_backend(i % 3, c, p, ACK).build(), 1));
+        stream.push((TcpSpec::to_vip(c6(i), p, SYN).build(), 0));
+        stream.push((vec![0u8; 20], 0));
+        stream.push((TcpSpec::to_vip(c, p, FIN_ACK).build(), 0));
+    }
+    let mut one = Sim::new(1, 3);
+    let mut burst = Sim::new(1, 3);
+    let mut expected = Vec::new();
+    for (f, port) in &stream {
+        let mut frame = VecFrame::new(f);
+        let v = process(
+            &mut frame,
+            PortId(*port),
+            one.now,
+            &mut one.workers[0],
+            &one.shared,
+            &one.pool,
+        );
+        expected.push((v, frame.data().to_vec()));
+    }
+    // Same frames in bursts of up to 32 per ingress port run.
+    let mut got = Vec::new();
+    let mut i = 0;
+    while i < stream.len() {
+        let port = stream[i].1;
+        let mut j = i;
+        while j < stream.len() && j - i < 32 && stream[j].1 == port {
+            j += 1;
+        }
+        let mut frames: Vec<VecFrame> =
+            stream[i..j].iter().map(|(f, _)| VecFrame::new(f)).collect();
+        let mut verdicts = vec![Verdict::Punt; frames.len()];
+        process_burst(
+            &mut frames,
+            &mut verdicts,
+            PortId(port),
+            burst.now,
+            &mut burst.workers[0],
+            &burst.shared,
+            &burst.pool,
+        );
+        got.extend(
+            verdicts
+                .into_iter()
+                .zip(frames.iter().map(|f| f.data().to_vec())),
+        );
+        i = j;
+    }
+    assert_eq!(got.len(), expected.len());
+    for (k, (a, b)) in got.iter().zip(&expected).enumerate() {
+        assert_eq!(a, b, "frame {k}");
+    }
+    assert_eq!(one.workers[0].stats.events, burst.workers[0].stats.events);
+    assert_eq!(one.workers[0].stats.drops, burst.workers[0].stats.drops);
+    assert!(burst.stats_balanced());
+}

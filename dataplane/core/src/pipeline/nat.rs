@@ -32,7 +32,7 @@ use super::rewrite::{self, End};
 use super::{icmp, release_token, steer, Ctx, DropReason, Event, Frame, Verdict};
 use crate::crypto;
 use crate::flow::{addr_bytes, FlowKey};
-use crate::pool::{BackendId, PortId, Vip, VipId};
+use crate::pool::{BackendId, PoolSnapshot, PortId, Vip, VipId};
 use crate::tables::flow_table::{flags, FlowEntry, FlowState, Insert};
 use crate::tables::token::{ConfirmOutcome, JoinRoute, LearnOutcome, Owner};
 
@@ -115,16 +115,69 @@ pub(super) fn bad_flags(f: u8) -> bool {
 /// gateway itself, or nowhere.
 #[inline]
 pub(super) fn dispatch<F: Frame>(cx: &mut Ctx<'_>, frame: &mut F, ip: &Ip, seg: &Seg) -> Verdict {
-    if let Some(vip) = cx.pool.vip_for(&ip.dst, seg.dst_port, 6) {
-        return client_to_vip(cx, frame, ip, seg, vip);
+    match classify(cx.pool, ip, seg) {
+        Some(c) => forward(cx, frame, ip, seg, &c),
+        None if cx.pool.is_own_addr(cx.ingress, &ip.dst) => Verdict::Punt,
+        None => Verdict::Drop(super::ip::no_vip(cx)),
     }
-    if let Some(vip) = cx.pool.vip_of_backend(&ip.src, seg.src_port, 6) {
-        return backend_to_client(cx, frame, ip, seg, vip);
+}
+
+/// Which way a VIP packet goes, with the key of its flow (always the client-side 5-tuple) and
+/// that key's hash: computed once, used for the flow table and for Maglev.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Classified {
+    to_vip: bool,
+    vip: VipId,
+    pub(super) key: FlowKey,
+    pub(super) hash: u64,
+}
+
+/// Classifies a TCP segment as client -> VIP or backend -> client; `None` when it is neither.
+#[inline]
+pub(super) fn classify(pool: &PoolSnapshot, ip: &Ip, seg: &Seg) -> Option<Classified> {
+    let (to_vip, vip, key) = if let Some(vip) = pool.vip_for(&ip.dst, seg.dst_port, 6) {
+        let key = FlowKey {
+            src: ip.src,
+            dst: ip.dst,
+            src_port: seg.src_port,
+            dst_port: seg.dst_port,
+            proto: 6,
+        };
+        (true, vip, key)
+    } else {
+        let vip = pool.vip_of_backend(&ip.src, seg.src_port, 6)?;
+        let (vip_addr, vip_port) = pool.vip_endpoint(vip)?;
+        let key = FlowKey {
+            src: ip.dst,
+            dst: vip_addr,
+            src_port: seg.dst_port,
+            dst_port: vip_port,
+            proto: 6,
+        };
+        (false, vip, key)
+    };
+    Some(Classified {
+        to_vip,
+        vip,
+        hash: key.hash(),
+        key,
+    })
+}
+
+/// Forwards a classified segment.
+#[inline]
+pub(super) fn forward<F: Frame>(
+    cx: &mut Ctx<'_>,
+    frame: &mut F,
+    ip: &Ip,
+    seg: &Seg,
+    c: &Classified,
+) -> Verdict {
+    if c.to_vip {
+        client_to_vip(cx, frame, ip, seg, c)
+    } else {
+        backend_to_client(cx, frame, ip, seg, c)
     }
-    if cx.pool.is_own_addr(cx.ingress, &ip.dst) {
-        return Verdict::Punt;
-    }
-    Verdict::Drop(super::ip::no_vip(cx))
 }
 
 /// The MPTCP options of this segment, counted into the worker's events.
@@ -159,7 +212,7 @@ fn client_to_vip<F: Frame>(
     frame: &mut F,
     ip: &Ip,
     seg: &Seg,
-    vip_id: VipId,
+    c: &Classified,
 ) -> Verdict {
     let owner = steer(&ip.src, seg.src_port, cx.w.workers);
     if owner != cx.w.id {
@@ -168,14 +221,7 @@ fn client_to_vip<F: Frame>(
     if ip.ttl <= 1 {
         return icmp::time_exceeded(cx, frame, ip);
     }
-    let key = FlowKey {
-        src: ip.src,
-        dst: ip.dst,
-        src_port: seg.src_port,
-        dst_port: seg.dst_port,
-        proto: 6,
-    };
-    let hash = key.hash();
+    let (key, hash, vip_id) = (c.key, c.hash, c.vip);
     if let Some(idx) = cx.w.flows.lookup(&key, hash) {
         return established(cx, frame, ip, seg, idx, vip_id, hash);
     }
@@ -533,7 +579,7 @@ fn backend_to_client<F: Frame>(
     frame: &mut F,
     ip: &Ip,
     seg: &Seg,
-    vip_id: VipId,
+    c: &Classified,
 ) -> Verdict {
     let owner = steer(&ip.dst, seg.dst_port, cx.w.workers);
     if owner != cx.w.id {
@@ -542,17 +588,8 @@ fn backend_to_client<F: Frame>(
     if ip.ttl <= 1 {
         return icmp::time_exceeded(cx, frame, ip);
     }
-    let Some((vip_addr, vip_port)) = cx.pool.vip_endpoint(vip_id) else {
-        return Verdict::Drop(DropReason::VipGone);
-    };
-    let key = FlowKey {
-        src: ip.dst,
-        dst: vip_addr,
-        src_port: seg.dst_port,
-        dst_port: vip_port,
-        proto: 6,
-    };
-    let hash = key.hash();
+    let (key, hash, vip_id) = (c.key, c.hash, c.vip);
+    let (vip_addr, vip_port) = (key.dst, key.dst_port);
     let (port_id, mac) = match cx.w.flows.lookup(&key, hash) {
         Some(idx) => {
             let e = cx.w.flows.entry_mut(idx);

@@ -246,14 +246,25 @@ impl FlowTable {
         None
     }
 
-    /// Hints the CPU to fetch the bucket of `hash` (for burst processing: hash all packets, then
-    /// prefetch, then look up).
+    /// Brings the buckets of a burst of hashes into the cache before they are looked up: first
+    /// every tag line, then the entry of every tag match. The loads of one pass are independent,
+    /// so their cache misses overlap instead of queueing one behind the other (real prefetch
+    /// instructions need `unsafe`, which this crate forbids; plain loads whose results are folded
+    /// into one value get the same overlap). Returns that value, for the caller to consume once.
     #[inline]
-    pub fn prefetch(&self, hash: u64) {
-        // A plain read the optimiser keeps; real prefetch instructions need `unsafe` intrinsics,
-        // which this crate forbids. Touching the tag line has the same effect on the cache.
-        let b = self.bucket(hash);
-        std::hint::black_box(self.tags[b][0]);
+    pub fn warm(&self, hashes: &[u64]) -> u32 {
+        let mut acc = 0u32;
+        for &h in hashes {
+            acc ^= self.tags[self.bucket(h)][0];
+        }
+        for &h in hashes {
+            let b = self.bucket(h);
+            let tag = tag_of(h);
+            if let Some(way) = self.tags[b].iter().position(|&t| t == tag) {
+                acc ^= self.entries[b * WAYS + way].last_seen;
+            }
+        }
+        acc
     }
 
     /// The entry at `index` (from [`lookup`](Self::lookup) or [`insert`](Self::insert)).
