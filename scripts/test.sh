@@ -4,9 +4,12 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+# Debian packages: a C toolchain, DPDK 22.11 with its PMDs, libclang for bindgen.
 need_apt=()
 command -v cc >/dev/null || need_apt+=(build-essential)
 command -v pkg-config >/dev/null || need_apt+=(pkg-config)
+pkg-config --exists libdpdk 2>/dev/null || need_apt+=(libdpdk-dev dpdk-dev)
+ls /usr/lib/llvm-*/lib/libclang*.so* >/dev/null 2>&1 || need_apt+=(libclang-dev)
 if [ ${#need_apt[@]} -gt 0 ]; then
   if [ "$(id -u)" -ne 0 ]; then
     echo "missing packages: ${need_apt[*]} (run as root, or install them)" >&2
@@ -14,6 +17,15 @@ if [ ${#need_apt[@]} -gt 0 ]; then
   fi
   apt-get update -qq
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_apt[@]}"
+fi
+
+# Hugepages for the DPDK tests (they also run with --no-huge where hugepages are not the point).
+if [ "$(id -u)" -eq 0 ]; then
+  if [ "$(cat /proc/sys/vm/nr_hugepages)" -lt 256 ]; then
+    echo 256 > /proc/sys/vm/nr_hugepages || true
+  fi
+  mkdir -p /dev/hugepages
+  mountpoint -q /dev/hugepages || mount -t hugetlbfs nodev /dev/hugepages || true
 fi
 
 step() { printf '\n== %s\n' "$*"; }
@@ -29,6 +41,9 @@ if cargo tree -p trapeze-core -e normal --locked | grep -qi dpdk; then
   echo "trapeze-core must not depend on DPDK" >&2
   exit 1
 fi
+
+step "the workspace also builds without DPDK (TRAPEZE_NO_DPDK=1)"
+TRAPEZE_NO_DPDK=1 CARGO_TARGET_DIR=target/no-dpdk cargo check --workspace --all-targets --locked --quiet
 
 step "tests"
 cargo test --workspace --locked

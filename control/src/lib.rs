@@ -2,5 +2,13 @@
 //!
 //! The control plane: configuration, the server pool (add, remove, drain, weight, health), the
 //! API and metrics. It builds [`trapeze_core::pool::PoolSnapshot`]s and publishes them to the
-//! workers. This crate grows with the daemon; today the pool is assembled with
-//! [`trapeze_core::pool::PoolSpec`] directly.
+//! workers. This crate grows with the daemon; today it has:
+//!
+//! * [`config`]: the gateway's TOML configuration file, parsed and validated into the core's
+//!   types (a [`trapeze_core::pool::PoolSpec`], a worker template, the token table sizing, the
+//!   EAL arguments and per-port settings for the runtime);
+//! * [`cli`]: the daemon's command line (`trapeze-gatewayd --config PATH [--check] ...`) and its
+//!   `--check` mode, also shipped as the `trapeze-check` binary.
+
+pub mod cli;
+pub mod config;

@@ -198,6 +198,11 @@ impl Worker {
 }
 
 /// State shared by all workers.
+///
+/// Token entries end with their connection's last subflow (each worker releases the references
+/// of the flows it reclaims in [`Worker::housekeeping`]) or on MP_FASTCLOSE; the idle timeout is
+/// the backstop for connections whose subflow entries were lost: the control thread calls
+/// [`TokenTable::expire`] on `tokens` periodically.
 #[derive(Debug)]
 pub struct Shared {
     /// The token table.
