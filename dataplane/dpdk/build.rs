@@ -105,7 +105,11 @@ fn main() {
         println!(
             "cargo:warning=trapeze-dpdk: building without DPDK ({}); \
              on Debian 12: apt-get install libdpdk-dev dpdk-dev libclang-dev pkg-config",
-            if forced_off { "TRAPEZE_NO_DPDK=1" } else { "libdpdk >= 22.11 not found by pkg-config" }
+            if forced_off {
+                "TRAPEZE_NO_DPDK=1"
+            } else {
+                "libdpdk >= 22.11 not found by pkg-config"
+            }
         );
         println!("cargo:rustc-cfg=tz_no_dpdk");
         return;
