@@ -112,6 +112,8 @@ fn main() {
             }
         );
         println!("cargo:rustc-cfg=tz_no_dpdk");
+        // Seen by dependents' build scripts as DEP_DPDK_AVAILABLE.
+        println!("cargo:available=0");
         return;
     }
 
@@ -127,6 +129,7 @@ fn main() {
             )
         });
     println!("cargo:version={}", dpdk.version);
+    println!("cargo:available=1");
 
     // Compile flags verbatim (`-include rte_config.h`, `-march=corei7`, include dirs): the
     // pkg-config crate's Library keeps only include paths and defines, and DPDK's headers need

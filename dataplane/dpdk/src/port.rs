@@ -588,12 +588,13 @@ impl<'e> Port<'e> {
 
     /// The handle to RX queue `queue` of the started port, for one thread to poll. Fails with
     /// `EBUSY` while another handle to the same queue exists.
-    pub fn rx_queue(&self, queue: u16) -> Result<RxQueue<'_>, DpdkError> {
+    pub fn rx_queue(&self, queue: u16) -> Result<RxQueue<'_, 'e>, DpdkError> {
         let claim = self.claim("Port::rx_queue", &self.rx_claimed, queue)?;
         Ok(RxQueue {
             port: self.id,
             queue,
             claim,
+            _eal: PhantomData,
         })
     }
 
@@ -658,19 +659,21 @@ impl Drop for Port<'_> {
 
 /// A handle to one RX queue of a started [`Port`]: at most one exists per queue, and polling it
 /// takes `&mut self`, so a queue is only ever polled by one thread at a time, as DPDK requires.
+///
+/// `'p` is the borrow of the port (which must stay started while the queue is polled); `'e` is
+/// the EAL's lifetime, which is all a received mbuf depends on (its mempool lives until EAL
+/// cleanup), so received mbufs may outlive the queue handle, e.g. queued for another worker.
 #[derive(Debug)]
-pub struct RxQueue<'p> {
+pub struct RxQueue<'p, 'e> {
     port: u16,
     queue: u16,
     claim: &'p AtomicBool,
+    _eal: PhantomData<&'e Eal>,
 }
 
-impl<'p> RxQueue<'p> {
+impl<'e> RxQueue<'_, 'e> {
     /// Receives up to `out.remaining()` frames, appended to `out`. Returns how many.
-    pub fn rx_burst<'m>(&mut self, out: &mut MbufBurst<'m>) -> usize
-    where
-        'p: 'm,
-    {
+    pub fn rx_burst(&mut self, out: &mut MbufBurst<'e>) -> usize {
         let room = out.remaining();
         if room == 0 {
             return 0;
@@ -679,7 +682,7 @@ impl<'p> RxQueue<'p> {
         // handle to the queue and it is exclusively borrowed, so no other thread polls it. DPDK
         // writes at most `room` (<= BURST_SIZE) owned mbuf pointers into the free slots
         // [len, len + room) of `out`, allocated from the queue's mempool, which lives until EAL
-        // cleanup, after 'p (and so after 'm).
+        // cleanup, that is for 'e.
         unsafe {
             let slots = out.raw_slots().add(out.len());
             let n = usize::from(ffi::tz_rx_burst(self.port, self.queue, slots, room as u16));
@@ -700,7 +703,7 @@ impl<'p> RxQueue<'p> {
     }
 }
 
-impl Drop for RxQueue<'_> {
+impl Drop for RxQueue<'_, '_> {
     fn drop(&mut self) {
         self.claim.store(false, Ordering::Release);
     }

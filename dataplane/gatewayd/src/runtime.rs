@@ -1,0 +1,298 @@
+//! Start-up, the control loop and shutdown of the daemon.
+//!
+//! ```text
+//! EAL init (--no-pci and vdevs from the config) -> mempool -> ports (one RX/TX queue per
+//! worker, promiscuous, started) -> pool snapshot with the ports' MACs -> workers (scoped
+//! threads, pinned, registered as lcores) -> control loop on the main thread:
+//!     neighbours learned from punted frames -> backend MACs -> new snapshot published
+//!     ARP/NDP requests for unresolved backends (retried every 500 ms), sent by worker 0
+//!     counters every 10 s (debug)
+//! SIGINT/SIGTERM -> workers stop, flush TX -> final counters -> ports closed -> EAL cleanup
+//! ```
+
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crossbeam_queue::ArrayQueue;
+use trapeze_control::config::GatewayConfig;
+use trapeze_core::pipeline::{DropReason, Event, Shared, Worker, WorkerStats};
+use trapeze_dpdk::{Eal, Mempool, Port, PortConfig};
+
+use crate::neighbour::{PortAddrs, Resolver};
+use crate::publish::Published;
+use crate::worker::{self, Context, IoStats};
+use crate::Log;
+
+/// Mbufs in the pool: enough for every descriptor of every queue plus bursts in flight.
+fn mbuf_count(cfg: &GatewayConfig, workers: u16) -> u32 {
+    let per_port: u32 = cfg
+        .ports
+        .iter()
+        .map(|p| u32::from(p.rx_queue_size) + u32::from(p.tx_queue_size))
+        .sum();
+    let n = per_port * u32::from(workers) + 4096;
+    // DPDK mempools are most memory-efficient at 2^k - 1.
+    n.next_power_of_two() - 1
+}
+
+pub(crate) fn run(mut cfg: GatewayConfig, log: &Log) -> Result<(), String> {
+    let workers = cfg.workers.count.max(1);
+    log.info(format!(
+        "starting: {} port(s), {} VIP(s), {} backend(s), {workers} worker(s)",
+        cfg.ports.len(),
+        cfg.pool.vips.iter().flatten().count(),
+        cfg.pool.backends.iter().flatten().count()
+    ));
+    let eal = Eal::init(&cfg.eal_args).map_err(|e| format!("DPDK EAL: {e}"))?;
+    let pool = Mempool::new(
+        &eal,
+        "tz_mbufs",
+        mbuf_count(&cfg, workers),
+        256,
+        Mempool::DEFAULT_DATA_ROOM,
+    )
+    .map_err(|e| format!("mbuf pool: {e}"))?;
+
+    let mut ports: Vec<Port<'_>> = Vec::with_capacity(cfg.ports.len());
+    for p in cfg.ports.clone() {
+        let mut port = Port::open_by_name(&eal, &p.device)
+            .map_err(|e| format!("ports[{}] ({}): device {:?}: {e}", p.id.0, p.name, p.device))?;
+        let offloads = port
+            .configure(
+                &PortConfig {
+                    rx_queues: workers,
+                    tx_queues: workers,
+                    rx_descriptors: p.rx_queue_size,
+                    tx_descriptors: p.tx_queue_size,
+                    rss: true,
+                    rss_key: None,
+                    checksum_offload: false,
+                    mtu: None,
+                },
+                pool,
+            )
+            .map_err(|e| format!("ports[{}] ({}): configure: {e}", p.id.0, p.name))?;
+        port.set_promiscuous(true)
+            .map_err(|e| format!("ports[{}] ({}): promiscuous: {e}", p.id.0, p.name))?;
+        let mac = port
+            .mac_addr()
+            .map_err(|e| format!("ports[{}] ({}): MAC: {e}", p.id.0, p.name))?;
+        cfg.set_device_mac(p.id, mac);
+        port.start()
+            .map_err(|e| format!("ports[{}] ({}): start: {e}", p.id.0, p.name))?;
+        log.info(format!(
+            "port {} {} ({}): {} rss={:#x}",
+            p.id.0,
+            p.name,
+            p.device,
+            fmt_mac(&cfg.pool.ports[p.id.0 as usize].mac),
+            offloads.rss_hf
+        ));
+        ports.push(port);
+    }
+
+    let mut resolver = Resolver::new(&cfg.pool);
+    let port_addrs: Vec<PortAddrs> = cfg
+        .ports
+        .iter()
+        .map(|p| PortAddrs {
+            mac: cfg.pool.ports[p.id.0 as usize].mac,
+            vlan: p.vlan,
+            ipv4: p.ipv4.first().map(|a| a.addr),
+            ipv6: p.ipv6.first().map(|a| a.addr),
+        })
+        .collect();
+    let published = Published::new(cfg.snapshot().map_err(|e| format!("pool: {e}"))?);
+    let shared = Shared::new(cfg.tokens);
+    let stop = Arc::new(AtomicBool::new(false));
+    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register(sig, Arc::clone(&stop))
+            .map_err(|e| format!("signal handler: {e}"))?;
+    }
+    let inboxes: Vec<ArrayQueue<_>> = (0..workers).map(|_| ArrayQueue::new(1024)).collect();
+    let control_tx = ArrayQueue::new(256);
+    let learned = ArrayQueue::new(256);
+    let live: Vec<[AtomicU64; 3]> = (0..workers).map(|_| Default::default()).collect();
+    let cx = Context {
+        eal: &eal,
+        ports: &ports,
+        shared: &shared,
+        published: &published,
+        stop: &stop,
+        inboxes: &inboxes,
+        control_tx: &control_tx,
+        learned: &learned,
+        live: &live,
+    };
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get() as u32);
+    log.info("forwarding; stop with SIGINT or SIGTERM");
+
+    let results = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..workers)
+            .map(|id| {
+                let cpu = match &cfg.workers.lcores {
+                    Some(l) => l.get(id as usize).copied(),
+                    // Worker i on CPU i+1: CPU 0 keeps the control thread.
+                    None => Some((u32::from(id) + 1) % cpus),
+                };
+                let w = Worker::new(cfg.worker_config(id));
+                let cx = &cx;
+                std::thread::Builder::new()
+                    .name(format!("tz-worker-{id}"))
+                    .spawn_scoped(s, move || worker::run(id, cpu, w, cx))
+            })
+            .collect();
+
+        // The control loop.
+        let mut last_report = Instant::now();
+        while !stop.load(Ordering::Relaxed) {
+            let now = Instant::now();
+            let mut changed = false;
+            while let Some(l) = learned.pop() {
+                if resolver.learned(&l, now) {
+                    log.info(format!("neighbour {} is {}", l.addr, fmt_mac(&l.mac)));
+                    changed = true;
+                }
+            }
+            if changed {
+                resolver.apply(&mut cfg.pool);
+                cfg.pool.version += 1;
+                match cfg.snapshot() {
+                    Ok(snap) => published.publish(snap),
+                    Err(e) => log.warn(format!("pool update refused: {e}")),
+                }
+                if resolver.all_resolved() {
+                    log.info("every backend is resolved");
+                }
+            }
+            for (port, bytes) in resolver.due(now, &port_addrs) {
+                if let Some(mut m) = pool.alloc() {
+                    if m.set_len(bytes.len()) {
+                        m.data_mut().copy_from_slice(&bytes);
+                        let _ = control_tx.push((port, m));
+                    }
+                }
+            }
+            if now.duration_since(last_report) > Duration::from_secs(10) {
+                last_report = now;
+                for (i, l) in live.iter().enumerate() {
+                    log.debug(format!(
+                        "worker {i}: rx {} sent {} dropped {}",
+                        l[0].load(Ordering::Relaxed),
+                        l[1].load(Ordering::Relaxed),
+                        l[2].load(Ordering::Relaxed)
+                    ));
+                }
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        log.info("stopping");
+        handles
+            .into_iter()
+            .map(|h| match h {
+                Ok(h) => h
+                    .join()
+                    .unwrap_or_else(|_| Err("worker panicked".to_string())),
+                Err(e) => Err(format!("worker thread: {e}")),
+            })
+            .collect::<Vec<_>>()
+    });
+    // Frames still queued for the control thread go back to the pool.
+    while control_tx.pop().is_some() {}
+
+    let mut total = WorkerStats::new(cfg.worker.max_vips, cfg.worker.max_backends);
+    let mut io_total = IoStats::default();
+    let mut failed = Vec::new();
+    for (i, r) in results.into_iter().enumerate() {
+        match r {
+            Ok((w, io)) => {
+                print_worker(i, &w, &io);
+                total.merge(&w.stats);
+                io_total.rx += io.rx;
+                io_total.tx += io.tx;
+                io_total.tx_unsent += io.tx_unsent;
+                io_total.multiseg += io.multiseg;
+                io_total.handoff_full += io.handoff_full;
+            }
+            Err(e) => failed.push(format!("worker {i}: {e}")),
+        }
+    }
+    print_totals(&total, &io_total, &cfg, &ports, &shared);
+    if failed.is_empty() {
+        Ok(())
+    } else {
+        Err(failed.join("; "))
+    }
+}
+
+fn fmt_mac(m: &[u8; 6]) -> String {
+    format!(
+        "{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}",
+        m[0], m[1], m[2], m[3], m[4], m[5]
+    )
+}
+
+fn print_worker(i: usize, w: &Worker, io: &IoStats) {
+    let s = &w.stats;
+    println!(
+        "worker {i}: rx {} tx {} tx_unsent {} multiseg_dropped {} forwarded {} replied {} punted {} handed_off {} dropped {} flows {}",
+        io.rx,
+        io.tx,
+        io.tx_unsent,
+        io.multiseg,
+        s.forwarded,
+        s.replied,
+        s.punted,
+        s.handed_off,
+        s.dropped(),
+        w.flows.len()
+    );
+}
+
+fn print_totals(
+    s: &WorkerStats,
+    io: &IoStats,
+    cfg: &GatewayConfig,
+    ports: &[Port<'_>],
+    shared: &Shared,
+) {
+    println!(
+        "total: rx {} tx {} forwarded {} replied {} punted {} dropped {} handoff_full {}",
+        io.rx,
+        io.tx,
+        s.forwarded,
+        s.replied,
+        s.punted,
+        s.dropped(),
+        io.handoff_full
+    );
+    for r in DropReason::ALL {
+        if s.drops_of(*r) > 0 {
+            println!("drop {} {}", r.name(), s.drops_of(*r));
+        }
+    }
+    for e in Event::ALL {
+        if s.events_of(*e) > 0 {
+            println!("event {} {}", e.name(), s.events_of(*e));
+        }
+    }
+    for b in cfg.pool.backends.iter().flatten() {
+        let c = s.backends.get(b.id.0 as usize).copied().unwrap_or_default();
+        let addr = b.ipv4.map(IpAddr::V4).or(b.ipv6.map(IpAddr::V6));
+        println!(
+            "backend {} {:?}: packets {} bytes {} new_conns {} joins {}",
+            b.name, addr, c.packets, c.bytes, c.new_conns, c.joins
+        );
+    }
+    println!("tokens {}", shared.tokens.len());
+    for (i, p) in ports.iter().enumerate() {
+        if let Ok(st) = p.stats() {
+            println!(
+                "port {i}: ipackets {} opackets {} imissed {} ierrors {} oerrors {} rx_nombuf {}",
+                st.ipackets, st.opackets, st.imissed, st.ierrors, st.oerrors, st.rx_nombuf
+            );
+        }
+    }
+}

@@ -1,0 +1,237 @@
+//! The poll-mode worker: the only place where I/O and the core meet.
+//!
+//! ```text
+//! loop {
+//!     pick up a newer pool snapshot (one atomic load)
+//!     frames handed over by other workers -> process() one by one
+//!     for each port: RX burst of 32 -> process_burst() -> per-port TX bursts
+//!     TX every port; unsent mbufs are freed and counted
+//!     every 64 loops: housekeeping (reclaim expired flows, release their tokens)
+//! }
+//! ```
+//!
+//! Worker `i` owns RX and TX queue `i` of every port. A frame whose flow another worker owns is
+//! passed to that worker's inbox (`Verdict::Handoff`). Frames punted by the pipeline are read for
+//! neighbour information and freed. Nothing here allocates after start.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+use crossbeam_queue::ArrayQueue;
+use trapeze_core::pipeline::{process, process_burst, Shared, Verdict, Worker, BURST};
+use trapeze_core::pool::PortId;
+use trapeze_core::Ticks;
+use trapeze_dpdk::{lcore, Eal, Mbuf, MbufBurst, Port, RxQueue, TxQueue};
+
+use crate::frame::MbufFrame;
+use crate::neighbour::{self, Learned};
+use crate::publish::{Published, Reader};
+
+/// What every worker shares.
+pub(crate) struct Context<'a, 'e> {
+    pub(crate) eal: &'e Eal,
+    pub(crate) ports: &'a [Port<'e>],
+    pub(crate) shared: &'a Shared,
+    pub(crate) published: &'a Published,
+    pub(crate) stop: &'a AtomicBool,
+    /// One inbox per worker: frames handed over by the others, with their ingress port.
+    pub(crate) inboxes: &'a [ArrayQueue<(PortId, Mbuf<'e>)>],
+    /// Frames the control thread wants sent (ARP/NDP requests), drained by worker 0.
+    pub(crate) control_tx: &'a ArrayQueue<(PortId, Mbuf<'e>)>,
+    /// Neighbours read from punted frames, for the control thread.
+    pub(crate) learned: &'a ArrayQueue<Learned>,
+    /// Per-worker live counters for the control thread (rx, forwarded, dropped), updated once per
+    /// loop with relaxed stores.
+    pub(crate) live: &'a [[AtomicU64; 3]],
+}
+
+/// I/O counters of the worker loop itself (the pipeline's are in `Worker::stats`).
+#[derive(Debug, Default, Clone, Copy)]
+pub(crate) struct IoStats {
+    /// Frames received.
+    pub(crate) rx: u64,
+    /// Frames sent.
+    pub(crate) tx: u64,
+    /// Frames the device did not take (freed).
+    pub(crate) tx_unsent: u64,
+    /// Multi-segment frames dropped before parsing.
+    pub(crate) multiseg: u64,
+    /// Handoffs dropped because the owner's inbox was full.
+    pub(crate) handoff_full: u64,
+}
+
+/// Converts the TSC into the core's ticks.
+struct Clock {
+    hz: u64,
+}
+
+impl Clock {
+    fn now(&self) -> Ticks {
+        Ticks((lcore::tsc() as u128 * 1_000_000_000 / self.hz.max(1) as u128) as u64)
+    }
+}
+
+/// Runs worker `id` until `stop` is set; returns its counters.
+pub(crate) fn run(
+    id: u16,
+    cpu: Option<u32>,
+    mut worker: Worker,
+    cx: &Context<'_, '_>,
+) -> Result<(Worker, IoStats), String> {
+    if let Some(cpu) = cpu {
+        lcore::pin_current_thread(cpu).map_err(|e| format!("worker {id}: {e}"))?;
+    }
+    let _registration = lcore::register_thread(cx.eal).map_err(|e| format!("worker {id}: {e}"))?;
+    let mut rxq: Vec<RxQueue<'_, '_>> = Vec::with_capacity(cx.ports.len());
+    let mut txq: Vec<TxQueue<'_>> = Vec::with_capacity(cx.ports.len());
+    for p in cx.ports {
+        rxq.push(p.rx_queue(id).map_err(|e| format!("worker {id}: {e}"))?);
+        txq.push(p.tx_queue(id).map_err(|e| format!("worker {id}: {e}"))?);
+    }
+    let clock = Clock {
+        hz: lcore::tsc_hz(),
+    };
+    let mut reader = Reader::new(cx.published);
+    let mut io = IoStats::default();
+    let mut rx = MbufBurst::new();
+    let mut tx: Vec<MbufBurst<'_>> = cx.ports.iter().map(|_| MbufBurst::new()).collect();
+    let mut frames: Vec<MbufFrame<'_>> = Vec::with_capacity(BURST);
+    let mut verdicts = [Verdict::Punt; BURST];
+    let mut loops: u64 = 0;
+
+    while !cx.stop.load(Ordering::Relaxed) {
+        reader.refresh();
+        let pool = &*reader.pool;
+        let now = clock.now();
+
+        // Frames other workers handed over (their flows are ours).
+        for _ in 0..BURST {
+            let Some((port, m)) = cx.inboxes[id as usize].pop() else {
+                break;
+            };
+            let mut f = MbufFrame(m);
+            let v = process(&mut f, port, now, &mut worker, cx.shared, pool);
+            route(cx, v, port, f, &mut tx, &mut txq, &mut io);
+        }
+        // Control frames (ARP/NDP requests) go out through worker 0.
+        if id == 0 {
+            for _ in 0..BURST {
+                let Some((port, m)) = cx.control_tx.pop() else {
+                    break;
+                };
+                push_tx(&mut tx, &mut txq, port, m, &mut io);
+            }
+        }
+
+        for (pi, q) in rxq.iter_mut().enumerate() {
+            let n = q.rx_burst(&mut rx);
+            if n == 0 {
+                continue;
+            }
+            io.rx += n as u64;
+            let port = PortId(pi as u8);
+            frames.clear();
+            for m in rx.drain() {
+                if m.is_contiguous() {
+                    frames.push(MbufFrame(m));
+                } else {
+                    io.multiseg += 1; // freed here: never half-parsed
+                }
+            }
+            let verdicts = &mut verdicts[..frames.len()];
+            process_burst(
+                &mut frames,
+                verdicts,
+                port,
+                now,
+                &mut worker,
+                cx.shared,
+                pool,
+            );
+            for (f, &v) in frames.drain(..).zip(verdicts.iter()) {
+                route(cx, v, port, f, &mut tx, &mut txq, &mut io);
+            }
+        }
+
+        for (pi, b) in tx.iter_mut().enumerate() {
+            flush(&mut txq[pi], b, &mut io);
+        }
+
+        loops += 1;
+        if loops % 64 == 0 {
+            worker.housekeeping(now, cx.shared, 64);
+            let live = &cx.live[id as usize];
+            live[0].store(io.rx, Ordering::Relaxed);
+            live[1].store(
+                worker.stats.forwarded + worker.stats.replied,
+                Ordering::Relaxed,
+            );
+            live[2].store(worker.stats.dropped(), Ordering::Relaxed);
+        }
+    }
+    // Shutdown: flush what is staged, then drain the inbox (frees what others handed over).
+    for (pi, b) in tx.iter_mut().enumerate() {
+        flush(&mut txq[pi], b, &mut io);
+    }
+    while cx.inboxes[id as usize].pop().is_some() {}
+    Ok((worker, io))
+}
+
+/// Sends, queues for another worker, or frees a decided frame.
+#[inline]
+fn route<'e>(
+    cx: &Context<'_, 'e>,
+    v: Verdict,
+    ingress: PortId,
+    f: MbufFrame<'e>,
+    tx: &mut [MbufBurst<'e>],
+    txq: &mut [TxQueue<'_>],
+    io: &mut IoStats,
+) {
+    match v {
+        Verdict::Forward { port } | Verdict::Reply { port } => push_tx(tx, txq, port, f.0, io),
+        Verdict::Handoff { worker } => {
+            if let Some(inbox) = cx.inboxes.get(worker as usize) {
+                if inbox.push((ingress, f.0)).is_err() {
+                    io.handoff_full += 1;
+                }
+            }
+        }
+        Verdict::Punt => {
+            if let Some(l) = neighbour::learn(ingress, f.0.data()) {
+                let _ = cx.learned.push(l);
+            }
+        }
+        Verdict::Drop(_) => {}
+    }
+}
+
+/// Stages an mbuf for `port`, sending the staged burst first when it is full.
+#[inline]
+fn push_tx<'e>(
+    tx: &mut [MbufBurst<'e>],
+    txq: &mut [TxQueue<'_>],
+    port: PortId,
+    m: Mbuf<'e>,
+    io: &mut IoStats,
+) {
+    let p = port.0 as usize;
+    let (Some(b), Some(q)) = (tx.get_mut(p), txq.get_mut(p)) else {
+        return; // unknown port: the mbuf is freed
+    };
+    if let Err(m) = b.push(m) {
+        flush(q, b, io);
+        let _ = b.push(m);
+    }
+}
+
+/// Sends a staged burst; what the device does not take is freed and counted.
+#[inline]
+fn flush(q: &mut TxQueue<'_>, b: &mut MbufBurst<'_>, io: &mut IoStats) {
+    if b.is_empty() {
+        return;
+    }
+    let sent = q.tx_burst(b);
+    io.tx += sent as u64;
+    io.tx_unsent += b.len() as u64;
+    b.clear();
+}

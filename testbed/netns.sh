@@ -1,0 +1,504 @@
+#!/usr/bin/env bash
+# netns.sh: the trapeze end-to-end test bed in network namespaces.
+#
+#   tz-client                 tz-gw                            tz-sw                     tz-srv1..3
+#  +------------+  veth   +-----------------------+  veth  +------------------+  veth  +------------+
+#  |       cli0 |---------| gw-c             gw-s |--------| sw-gw            |        |            |
+#  +------------+         +-----------------------+        |  br-tz  sw-srv1 |--------| srv0  srv1 |
+#   MPTCP client            the gateway:                   |  (bridge)sw-srv2 |--------| srv0  srv2 |
+#   2 addrs per family      DPDK daemon (af_packet on      |          sw-srv3 |--------| srv0  srv3 |
+#                           gw-c / gw-s), or a Linux       +------------------+        +------------+
+#                           stand-in (forwarding + DNAT)                                MPTCP servers
+#
+# Usage (root):
+#   netns.sh up [--standin=none|linux|linux-hash|afpacket] [--static-neigh]
+#   netns.sh down
+#   netns.sh status
+#
+#   --standin=none        (default) DPDK mode: gw-c / gw-s are up, fixed MACs, offloads off, and
+#                         nothing else: no IP address, no IPv6, no forwarding. The daemon opens
+#                         them with net_af_packet and answers ARP/NDP itself.
+#   --standin=linux       Linux forwards in tz-gw: ip_forward + nftables DNAT of both VIPs to ONE
+#                         server (srv1). Every MPTCP check must pass here.
+#   --standin=linux-hash  negative control: nftables DNAT by jhash(client addr, client port) over
+#                         the three servers, i.e. a per-5-tuple L4 balancer that knows nothing
+#                         of MPTCP. Plain TCP passes; MPTCP joins land on the wrong server.
+#   --standin=afpacket    DPDK-mode wiring (as none) plus afpacket_standin.py in tz-gw: a
+#                         userspace NAT to srv1 over AF_PACKET that answers ARP/NDP itself, i.e.
+#                         what the daemon does on gw-c / gw-s, minus everything clever.
+#   --static-neigh        permanent neighbour entries for the gateway addresses in the client and
+#                         the servers (and for clients/servers in tz-gw in the linux modes), so no
+#                         ARP/NDP is needed towards the gateway.
+#
+# `up` is idempotent: if the bed is already up in the same mode it only makes sure the servers
+# (and the afpacket stand-in) run; otherwise it tears the old one down and builds a fresh one.
+# If `up` fails half-way, a trap removes exactly what this invocation created. `down` kills the
+# servers and the afpacket stand-in (by their PID files) and any other process left inside a
+# tz-* namespace (by PID, with a message), deletes the tz-* namespaces (which deletes every veth
+# and the bridge) and the run directory.
+#
+# Run directory: $TZTB_RUN_DIR (default /tmp/tz-testbed): state, srvN.pid, srvN.jsonl (per
+# connection records of each server), srvN.out (server stderr), gw.pid / gw.out (afpacket).
+# Nothing outside the tz-* namespaces is touched (no host interface, route or sysctl).
+
+set -euo pipefail
+
+HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+RUN_DIR="${TZTB_RUN_DIR:-/tmp/tz-testbed}"
+
+NS_CLI=tz-client
+NS_GW=tz-gw
+NS_SW=tz-sw
+SERVERS=(srv1 srv2 srv3)
+ALL_NS=("$NS_CLI" "$NS_GW" "$NS_SW" tz-srv1 tz-srv2 tz-srv3)
+
+# Interfaces and MACs.
+CLI_IF=cli0
+CLI_MAC=02:90:00:00:00:02
+GWC_IF=gw-c
+GWC_MAC=02:90:00:00:00:01
+GWS_IF=gw-s
+GWS_MAC=02:91:00:00:00:01
+BR_IF=br-tz
+BR_MAC=02:91:00:00:ff:00
+SWGW_IF=sw-gw
+SWGW_MAC=02:91:00:00:ff:01
+SRV_IF=srv0
+# srvN: srv0 MAC 02:91:00:00:00:1N, bridge port sw-srvN MAC 02:91:00:00:ff:1N.
+
+# Addresses.
+CLI4=10.90.0.2
+CLI4B=10.90.0.3
+CLI6=fd90::2
+CLI6B=fd90::3
+GWC4=10.90.0.1
+GWC6=fd90::1
+GWS4=10.91.0.1
+GWS6=fd91::1
+VIP4=10.90.100.10
+VIP6=fd90:100::10
+VIP_PORT=80
+SRV_PORT=8080
+# srvN: 10.91.0.1N/24, fd91::1N/64.
+
+log() { printf '[netns.sh] %s\n' "$*" >&2; }
+die() {
+    printf 'netns.sh: %s\n' "$*" >&2
+    exit 1
+}
+
+nsx() {
+    local ns=$1
+    shift
+    ip netns exec "$ns" "$@"
+}
+
+ns_exists() { ip netns list | awk '{print $1}' | grep -qx "$1"; }
+
+srv_num() { echo "${1#srv}"; }
+srv_ns() { echo "tz-$1"; }
+srv_mac() { echo "02:91:00:00:00:1$(srv_num "$1")"; }
+srv_port_mac() { echo "02:91:00:00:ff:1$(srv_num "$1")"; }
+srv4() { echo "10.91.0.1$(srv_num "$1")"; }
+srv6() { echo "fd91::1$(srv_num "$1")"; }
+
+need_root() { [[ $(id -u) -eq 0 ]] || die "must run as root"; }
+
+install_tools() {
+    local missing=()
+    command -v nft >/dev/null || missing+=(nftables)
+    command -v tcpdump >/dev/null || missing+=(tcpdump)
+    command -v ethtool >/dev/null || missing+=(ethtool)
+    command -v nstat >/dev/null || missing+=(iproute2)
+    if ((${#missing[@]})); then
+        log "installing ${missing[*]}"
+        DEBIAN_FRONTEND=noninteractive apt-get install -y "${missing[@]}" >/dev/null
+    fi
+    command -v python3 >/dev/null || die "python3 is required"
+}
+
+python_bin() {
+    local py
+    py="$(python3 -c 'import sys; print(sys.executable)')"
+    "$py" -c 'import socket; socket.socket(socket.AF_INET, socket.SOCK_STREAM, 262).close()' ||
+        die "$py cannot open an MPTCP socket (IPPROTO_MPTCP=262; net.mptcp.enabled?)"
+    echo "$py"
+}
+
+# --- teardown -------------------------------------------------------------------------------
+
+# pid_is_ours PIDFILE [SCRIPT]: prints the PID if it is alive and runs SCRIPT (one of ours).
+pid_is_ours() {
+    local f=$1 script=${2:-mptcp_server.py} pid
+    [[ -s "$f" ]] || return 1
+    pid="$(cat "$f")"
+    [[ "$pid" =~ ^[0-9]+$ ]] || return 1
+    [[ -r "/proc/$pid/cmdline" ]] || return 1
+    tr '\0' ' ' <"/proc/$pid/cmdline" | grep -q "$script" || return 1
+    echo "$pid"
+}
+
+# stop_pidfile PIDFILE SCRIPT: SIGTERM (then SIGKILL after 3 s) the process, remove the file.
+stop_pidfile() {
+    local pid i
+    if pid="$(pid_is_ours "$1" "$2")"; then
+        kill -TERM "$pid" 2>/dev/null || true
+        for i in $(seq 30); do
+            [[ -d "/proc/$pid" ]] || break
+            sleep 0.1
+        done
+        kill -KILL "$pid" 2>/dev/null || true
+    fi
+    rm -f "$1"
+}
+
+stop_servers() {
+    local s
+    stop_pidfile "$RUN_DIR/gw.pid" afpacket_standin.py
+    for s in "${SERVERS[@]}"; do
+        stop_pidfile "$RUN_DIR/$s.pid" mptcp_server.py
+        rm -f "$RUN_DIR/$s.ready"
+    done
+}
+
+# del_ns NS: kill what still runs inside (by PID), then delete the namespace (and its links).
+del_ns() {
+    local ns=$1 p
+    ns_exists "$ns" || return 0
+    for p in $(ip netns pids "$ns" 2>/dev/null); do
+        log "killing PID $p ($(tr '\0' ' ' <"/proc/$p/cmdline" 2>/dev/null | cut -c1-80)) left in $ns"
+        kill -TERM "$p" 2>/dev/null || true
+    done
+    sleep 0.2
+    for p in $(ip netns pids "$ns" 2>/dev/null); do kill -KILL "$p" 2>/dev/null || true; done
+    ip netns del "$ns"
+}
+
+do_down() {
+    stop_servers
+    local ns
+    for ns in "${ALL_NS[@]}"; do del_ns "$ns"; done
+    if [[ -d "$RUN_DIR" ]]; then
+        rm -f "$RUN_DIR/state" "$RUN_DIR"/srv?.jsonl "$RUN_DIR"/srv?.out "$RUN_DIR/gw.out"
+        rmdir "$RUN_DIR" 2>/dev/null || log "kept $RUN_DIR (it holds files not made by netns.sh)"
+    fi
+    log "down"
+}
+
+# --- build ----------------------------------------------------------------------------------
+
+CREATED_NS=()
+STARTED_PIDS=()
+
+on_up_failure() {
+    local rc=$?
+    trap - EXIT
+    if ((rc != 0)); then
+        log "up failed (rc=$rc): removing what this run created"
+        local p ns
+        for p in "${STARTED_PIDS[@]:-}"; do
+            if [[ -n "$p" ]]; then kill -TERM "$p" 2>/dev/null || true; fi
+        done
+        for ns in "${CREATED_NS[@]:-}"; do
+            if [[ -n "$ns" ]]; then del_ns "$ns"; fi
+        done
+        rm -f "$RUN_DIR/state"
+    fi
+    exit "$rc"
+}
+
+mkns() {
+    ip netns add "$1"
+    CREATED_NS+=("$1")
+    nsx "$1" ip link set lo up
+    nsx "$1" sysctl -qw net.ipv6.conf.all.accept_ra=0 net.ipv6.conf.default.accept_ra=0
+    nsx "$1" sysctl -qw net.mptcp.enabled=1
+}
+
+# quiet NS DEV: no partial checksums, no TSO/GSO/GRO super-frames (an af_packet DPDK port would
+# forward them as they are, and TCP through it breaks). Applied to every veth end and the bridge.
+quiet() {
+    nsx "$1" ethtool -K "$2" tx off tso off gso off gro off >/dev/null 2>&1 ||
+        die "ethtool -K $2 failed in $1"
+    nsx "$1" ethtool -K "$2" rx off >/dev/null 2>&1 || true
+}
+
+# veth NS_A IF_A MAC_A NS_B IF_B MAC_B
+veth() {
+    ip link add "$2" netns "$1" address "$3" type veth peer name "$5" netns "$4" address "$6"
+    quiet "$1" "$2"
+    quiet "$4" "$5"
+}
+
+build_links() {
+    local s
+    mkns "$NS_CLI"
+    mkns "$NS_GW"
+    mkns "$NS_SW"
+    for s in "${SERVERS[@]}"; do mkns "$(srv_ns "$s")"; done
+
+    veth "$NS_CLI" "$CLI_IF" "$CLI_MAC" "$NS_GW" "$GWC_IF" "$GWC_MAC"
+    veth "$NS_GW" "$GWS_IF" "$GWS_MAC" "$NS_SW" "$SWGW_IF" "$SWGW_MAC"
+    for s in "${SERVERS[@]}"; do
+        veth "$NS_SW" "sw-$s" "$(srv_port_mac "$s")" "$(srv_ns "$s")" "$SRV_IF" "$(srv_mac "$s")"
+    done
+
+    # The switch: a plain learning bridge, no STP, no multicast snooping (so NDP's solicited-node
+    # multicast is flooded to every port), no IP stack of its own.
+    nsx "$NS_SW" sysctl -qw net.ipv6.conf.all.disable_ipv6=1 net.ipv6.conf.default.disable_ipv6=1
+    nsx "$NS_SW" ip link add "$BR_IF" address "$BR_MAC" type bridge stp_state 0 forward_delay 0 \
+        mcast_snooping 0
+    quiet "$NS_SW" "$BR_IF"
+    nsx "$NS_SW" ip link set "$BR_IF" up
+    nsx "$NS_SW" ip link set "$SWGW_IF" master "$BR_IF" up
+    for s in "${SERVERS[@]}"; do nsx "$NS_SW" ip link set "sw-$s" master "$BR_IF" up; done
+}
+
+config_client() {
+    nsx "$NS_CLI" ip addr add "$CLI4/24" dev "$CLI_IF"
+    nsx "$NS_CLI" ip addr add "$CLI4B/24" dev "$CLI_IF"
+    nsx "$NS_CLI" ip addr add "$CLI6/64" dev "$CLI_IF" nodad
+    nsx "$NS_CLI" ip addr add "$CLI6B/64" dev "$CLI_IF" nodad
+    nsx "$NS_CLI" ip link set "$CLI_IF" up
+    nsx "$NS_CLI" ip route add default via "$GWC4" dev "$CLI_IF" src "$CLI4"
+    nsx "$NS_CLI" ip -6 route add default via "$GWC6" dev "$CLI_IF" src "$CLI6"
+    # Path manager: a second subflow from the second address of the connection's family.
+    nsx "$NS_CLI" ip mptcp endpoint flush
+    nsx "$NS_CLI" ip mptcp limits set subflow 2 add_addr_accepted 2
+    nsx "$NS_CLI" ip mptcp endpoint add "$CLI4B" dev "$CLI_IF" subflow
+    nsx "$NS_CLI" ip mptcp endpoint add "$CLI6B" dev "$CLI_IF" subflow
+}
+
+config_servers() {
+    local s ns
+    for s in "${SERVERS[@]}"; do
+        ns="$(srv_ns "$s")"
+        nsx "$ns" ip addr add "$(srv4 "$s")/24" dev "$SRV_IF"
+        nsx "$ns" ip addr add "$(srv6 "$s")/64" dev "$SRV_IF" nodad
+        nsx "$ns" ip link set "$SRV_IF" up
+        nsx "$ns" ip route add default via "$GWS4" dev "$SRV_IF"
+        nsx "$ns" ip -6 route add default via "$GWS6" dev "$SRV_IF"
+        nsx "$ns" ip mptcp endpoint flush
+        nsx "$ns" ip mptcp limits set subflow 2 add_addr_accepted 2
+    done
+}
+
+# DPDK mode: the kernel of tz-gw must stay out of the way (no address, no IPv6 link-local, no
+# forwarding); the daemon owns the wire through af_packet.
+config_gw_dpdk() {
+    nsx "$NS_GW" sysctl -qw net.ipv4.ip_forward=0 net.ipv6.conf.all.forwarding=0
+    nsx "$NS_GW" sysctl -qw net.ipv6.conf.all.disable_ipv6=1 net.ipv6.conf.default.disable_ipv6=1
+    nsx "$NS_GW" sysctl -qw "net.ipv6.conf.$GWC_IF.disable_ipv6=1" "net.ipv6.conf.$GWS_IF.disable_ipv6=1"
+    nsx "$NS_GW" ip link set "$GWC_IF" up
+    nsx "$NS_GW" ip link set "$GWS_IF" up
+}
+
+config_gw_linux() {
+    local mode=$1 s
+    nsx "$NS_GW" sysctl -qw net.ipv4.ip_forward=1 net.ipv6.conf.all.forwarding=1
+    nsx "$NS_GW" ip addr add "$GWC4/24" dev "$GWC_IF"
+    nsx "$NS_GW" ip addr add "$GWC6/64" dev "$GWC_IF" nodad
+    nsx "$NS_GW" ip addr add "$GWS4/24" dev "$GWS_IF"
+    nsx "$NS_GW" ip addr add "$GWS6/64" dev "$GWS_IF" nodad
+    nsx "$NS_GW" ip link set "$GWC_IF" up
+    nsx "$NS_GW" ip link set "$GWS_IF" up
+    local s1_4 s1_6 map4="" map6="" i=0
+    s1_4="$(srv4 srv1)"
+    s1_6="$(srv6 srv1)"
+    for s in "${SERVERS[@]}"; do
+        map4+="${map4:+, }$i : $(srv4 "$s") . $SRV_PORT"
+        map6+="${map6:+, }$i : $(srv6 "$s") . $SRV_PORT"
+        i=$((i + 1))
+    done
+    local rule4 rule6
+    case "$mode" in
+        linux)
+            rule4="dnat ip to $s1_4:$SRV_PORT"
+            rule6="dnat ip6 to [$s1_6]:$SRV_PORT"
+            ;;
+        linux-hash)
+            rule4="dnat ip to jhash ip saddr . tcp sport mod ${#SERVERS[@]} map { $map4 }"
+            rule6="dnat ip6 to jhash ip6 saddr . tcp sport mod ${#SERVERS[@]} map { $map6 }"
+            ;;
+        *) die "unknown stand-in $mode" ;;
+    esac
+    # No SNAT: the servers route back through the gateway; conntrack reverses the DNAT.
+    nsx "$NS_GW" nft -f - <<EOF
+table inet tz-standin {
+    chain prerouting {
+        type nat hook prerouting priority dstnat; policy accept;
+        ip daddr $VIP4 tcp dport $VIP_PORT $rule4
+        ip6 daddr $VIP6 tcp dport $VIP_PORT $rule6
+    }
+}
+EOF
+}
+
+config_static_neigh() {
+    local mode=$1 s a
+    nsx "$NS_CLI" ip neigh replace "$GWC4" lladdr "$GWC_MAC" dev "$CLI_IF" nud permanent
+    nsx "$NS_CLI" ip neigh replace "$GWC6" lladdr "$GWC_MAC" dev "$CLI_IF" nud permanent
+    for s in "${SERVERS[@]}"; do
+        nsx "$(srv_ns "$s")" ip neigh replace "$GWS4" lladdr "$GWS_MAC" dev "$SRV_IF" nud permanent
+        nsx "$(srv_ns "$s")" ip neigh replace "$GWS6" lladdr "$GWS_MAC" dev "$SRV_IF" nud permanent
+    done
+    if [[ $mode == linux* ]]; then
+        for a in "$CLI4" "$CLI4B" "$CLI6" "$CLI6B"; do
+            nsx "$NS_GW" ip neigh replace "$a" lladdr "$CLI_MAC" dev "$GWC_IF" nud permanent
+        done
+        for s in "${SERVERS[@]}"; do
+            nsx "$NS_GW" ip neigh replace "$(srv4 "$s")" lladdr "$(srv_mac "$s")" dev "$GWS_IF" nud permanent
+            nsx "$NS_GW" ip neigh replace "$(srv6 "$s")" lladdr "$(srv_mac "$s")" dev "$GWS_IF" nud permanent
+        done
+    fi
+}
+
+start_servers() {
+    local py=$1 s pid i
+    mkdir -p "$RUN_DIR"
+    for s in "${SERVERS[@]}"; do
+        if pid_is_ours "$RUN_DIR/$s.pid" >/dev/null; then continue; fi
+        rm -f "$RUN_DIR/$s.ready"
+        # `ip netns exec` execs the command, so $! is the server's own PID.
+        ip netns exec "$(srv_ns "$s")" "$py" "$HERE/mptcp_server.py" --name "$s" \
+            --port "$SRV_PORT" --log "$RUN_DIR/$s.jsonl" --ready "$RUN_DIR/$s.ready" \
+            </dev/null >>"$RUN_DIR/$s.out" 2>&1 &
+        pid=$!
+        STARTED_PIDS+=("$pid")
+        echo "$pid" >"$RUN_DIR/$s.pid"
+        for i in $(seq 50); do
+            [[ -e "$RUN_DIR/$s.ready" ]] && break
+            kill -0 "$pid" 2>/dev/null || die "server $s exited: $(tail -3 "$RUN_DIR/$s.out")"
+            sleep 0.1
+        done
+        [[ -e "$RUN_DIR/$s.ready" ]] || die "server $s not ready"
+    done
+}
+
+# The userspace af_packet stand-in for the daemon (DPDK-mode wiring, see afpacket_standin.py).
+start_afpacket_standin() {
+    local py=$1 pid i
+    if pid_is_ours "$RUN_DIR/gw.pid" afpacket_standin.py >/dev/null; then return 0; fi
+    ip netns exec "$NS_GW" "$py" "$HERE/afpacket_standin.py" </dev/null >>"$RUN_DIR/gw.out" 2>&1 &
+    pid=$!
+    STARTED_PIDS+=("$pid")
+    echo "$pid" >"$RUN_DIR/gw.pid"
+    for i in $(seq 50); do
+        grep -q forwarding "$RUN_DIR/gw.out" 2>/dev/null && return 0
+        kill -0 "$pid" 2>/dev/null || die "afpacket stand-in exited: $(tail -3 "$RUN_DIR/gw.out")"
+        sleep 0.1
+    done
+    die "afpacket stand-in not ready"
+}
+
+all_ns_exist() {
+    local ns
+    for ns in "${ALL_NS[@]}"; do ns_exists "$ns" || return 1; done
+}
+
+do_up() {
+    local mode=none static=0 arg
+    for arg in "$@"; do
+        case "$arg" in
+            --standin=*) mode="${arg#--standin=}" ;;
+            --standin) die "use --standin=linux (or none, linux-hash, afpacket)" ;;
+            --static-neigh) static=1 ;;
+            *) die "unknown option $arg" ;;
+        esac
+    done
+    case "$mode" in none | linux | linux-hash | afpacket) ;; *) die "unknown stand-in '$mode'" ;; esac
+    install_tools
+    local py want
+    py="$(python_bin)"
+    want="mode=$mode static_neigh=$static"
+    if all_ns_exist && [[ -f "$RUN_DIR/state" && "$(cat "$RUN_DIR/state")" == "$want" ]]; then
+        trap on_up_failure EXIT
+        start_servers "$py"
+        if [[ $mode == afpacket ]]; then start_afpacket_standin "$py"; fi
+        trap - EXIT
+        log "already up ($want)"
+        return 0
+    fi
+    local ns
+    for ns in "${ALL_NS[@]}"; do
+        if ns_exists "$ns"; then
+            log "tearing down the existing bed first"
+            do_down
+            break
+        fi
+    done
+    mkdir -p "$RUN_DIR"
+    trap on_up_failure EXIT
+    build_links
+    config_client
+    config_servers
+    case "$mode" in
+        none | afpacket) config_gw_dpdk ;;
+        *) config_gw_linux "$mode" ;;
+    esac
+    if ((static)); then config_static_neigh "$mode"; fi
+    start_servers "$py"
+    if [[ $mode == afpacket ]]; then start_afpacket_standin "$py"; fi
+    echo "$want" >"$RUN_DIR/state"
+    trap - EXIT
+    log "up ($want); run dir $RUN_DIR"
+}
+
+do_status() {
+    local ns s pid
+    echo "run dir: $RUN_DIR  state: $(cat "$RUN_DIR/state" 2>/dev/null || echo none)"
+    for ns in "${ALL_NS[@]}"; do
+        if ! ns_exists "$ns"; then
+            echo "== $ns: absent"
+            continue
+        fi
+        echo "== $ns"
+        nsx "$ns" ip -br link show | grep -v '^lo ' | sed 's/^/  /'
+        nsx "$ns" ip -br addr show | grep -v '^lo ' | awk 'NF > 2' | sed 's/^/  /'
+        nsx "$ns" ip route show default | sed 's/^/  v4 /'
+        nsx "$ns" ip -6 route show default 2>/dev/null | sed 's/^/  v6 /'
+    done
+    if ns_exists "$NS_CLI"; then
+        echo "== MPTCP endpoints (tz-client)"
+        nsx "$NS_CLI" ip mptcp endpoint show | sed 's/^/  /'
+        nsx "$NS_CLI" ip mptcp limits show | sed 's/^/  /'
+    fi
+    if ns_exists "$NS_GW"; then
+        echo "== tz-gw: ip_forward=$(nsx "$NS_GW" sysctl -n net.ipv4.ip_forward)"
+        nsx "$NS_GW" nft list ruleset 2>/dev/null | sed 's/^/  /'
+    fi
+    for s in "${SERVERS[@]}"; do
+        if pid="$(pid_is_ours "$RUN_DIR/$s.pid")"; then
+            local n=0
+            [[ -f "$RUN_DIR/$s.jsonl" ]] && n=$(wc -l <"$RUN_DIR/$s.jsonl")
+            echo "== $s: server PID $pid, $n connections logged"
+        else
+            echo "== $s: server not running"
+        fi
+    done
+}
+
+main() {
+    local cmd=${1:-}
+    shift || true
+    case "$cmd" in
+        up)
+            need_root
+            do_up "$@"
+            ;;
+        down)
+            need_root
+            do_down
+            ;;
+        status)
+            need_root
+            do_status
+            ;;
+        *)
+            echo "usage: $0 up [--standin=none|linux|linux-hash|afpacket] [--static-neigh] | down | status" >&2
+            exit 2
+            ;;
+    esac
+}
+
+main "$@"

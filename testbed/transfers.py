@@ -1,0 +1,727 @@
+#!/usr/bin/env python3
+"""transfers.py: end-to-end MPTCP / TCP transfers through the trapeze test bed, with checks.
+
+Needs the bed up (``testbed/netns.sh up ...``) and root. One run:
+
+1. snapshots ``nstat`` in the client and the three server namespaces;
+2. starts tcpdump on the client veth (``cli0`` in tz-client: the client link) and on the
+   gateway's port of the server bridge (``sw-gw`` in tz-sw: every frame between the gateway and
+   the servers, exactly once);
+3. runs N connections from tz-client (primary address, ephemeral port) to the VIP, each sending a
+   deterministic payload (first line ``TZTB run=.. conn=.. bytes=..``) and reading the servers'
+   echo concurrently; in MPTCP mode, after the first chunk (which completes the MP_CAPABLE
+   handshake, the moment Linux's path manager opens the join) the client waits up to
+   --join-timeout for the join before sending the rest;
+4. waits for the servers' per-connection records, stops the captures, snapshots nstat again;
+5. matches everything up and checks it (see README.md, "Checks"), prints a JSON summary on
+   stdout (also written to OUT/summary.json) and a readable one on stderr, and exits 1 if any
+   check failed.
+
+Where each subflow went (method): every server logs, per connection, its MPTCP token (MPTCP_INFO)
+and every subflow it saw (MPTCP_SUBFLOW_ADDRS, sampled while reading): that is the server view
+of established subflows. The server-link capture gives every MP_JOIN SYN with its token, the
+server it was sent to and that server's answer (SYN/ACK+MP_JOIN, RST, nothing): joins that fail
+never show up in a server's subflow list, so the capture is the oracle for misrouted joins. The
+token ties a join to its connection. nstat deltas (MPJoinSynRx, MPJoinAckRx, MPJoinNoTokenFound,
+MPCapableSYNRX) are reported per server and cross-checked against both.
+"""
+
+import argparse
+import hashlib
+import json
+import os
+import random
+import socket
+import struct
+import subprocess
+import sys
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import mptcp_server as M  # noqa: E402  (MPTCP socket helpers)
+
+RUN_DIR = os.environ.get("TZTB_RUN_DIR", "/tmp/tz-testbed")
+NS_CLIENT = "tz-client"
+NS_SWITCH = "tz-sw"
+CLIENT_IF = "cli0"
+SWITCH_GW_PORT = "sw-gw"
+SERVERS = {
+    "srv1": ("10.91.0.11", "fd91::11"),
+    "srv2": ("10.91.0.12", "fd91::12"),
+    "srv3": ("10.91.0.13", "fd91::13"),
+}
+ADDR_SERVER = {a: name for name, addrs in SERVERS.items() for a in addrs}
+VIP = {4: "10.90.100.10", 6: "fd90:100::10"}
+VIP_PORT = 80
+SRV_PORT = 8080
+CLIENT_PRIMARY = {4: "10.90.0.2", 6: "fd90::2"}
+CLIENT_SECOND = {4: "10.90.0.3", 6: "fd90::3"}
+
+# Always reported, even when zero.
+NSTAT_ORACLE = [
+    "MPTcpExtMPCapableSYNRX",
+    "MPTcpExtMPJoinSynRx",
+    "MPTcpExtMPJoinAckRx",
+    "MPTcpExtMPJoinNoTokenFound",
+    "TcpOutRsts",
+]
+NSTAT_EXTRA = {"TcpActiveOpens", "TcpPassiveOpens", "TcpAttemptFails", "TcpEstabResets",
+               "TcpRetransSegs", "TcpInErrs", "TcpExtTCPAbortOnData", "TcpExtTCPAbortOnClose"}
+
+
+def sha256(b):
+    return hashlib.sha256(b).hexdigest()
+
+
+def payload(run, conn, size):
+    hdr = b"TZTB run=%s conn=%d bytes=%d\n" % (run.encode(), conn, size)
+    body = random.Random("tztb-%d-%d" % (conn, size)).randbytes(max(0, size - len(hdr)))
+    return (hdr + body)[:size] if size >= len(hdr) else hdr
+
+
+# ---------------------------------------------------------------------------------------------
+# client side (runs inside tz-client: `transfers.py _client ...`)
+
+
+def client_conn(a, i):
+    fam = socket.AF_INET6 if a.family == 6 else socket.AF_INET
+    data = payload(a.run, i, a.size_kb * 1024)
+    rec = {"conn": i, "bytes": len(data), "sha256": sha256(data), "error": None}
+    echo = {"n": 0, "h": hashlib.sha256(), "error": None}
+    subflows = M.SubflowLog()
+    max_sub = 0
+    t0 = time.monotonic()
+    s = socket.socket(fam, socket.SOCK_STREAM, M.IPPROTO_MPTCP if a.proto == "mptcp" else 0)
+    reader = None
+    try:
+        s.settimeout(a.timeout)
+        # Bind the primary address: otherwise IPv6 source selection may pick the subflow
+        # endpoint's address, and then the path manager has no other address to join from.
+        s.bind((CLIENT_PRIMARY[a.family], 0))
+        s.connect((VIP[a.family], VIP_PORT))
+        rec["local"] = list(s.getsockname()[:2])
+
+        def read():
+            try:
+                while True:
+                    b = s.recv(65536)
+                    if not b:
+                        break
+                    echo["n"] += len(b)
+                    echo["h"].update(b)
+            except OSError as e:
+                echo["error"] = "%s: %s" % (type(e).__name__, e)
+
+        reader = threading.Thread(target=read, daemon=True)
+        reader.start()
+
+        def sample():
+            nonlocal max_sub
+            if a.proto != "mptcp":
+                return None
+            info = M.mptcp_info(s)
+            if info:
+                max_sub = max(max_sub, info["subflows"])
+            subflows.sample(s)
+            return info
+
+        first = a.first_chunk_kb * 1024
+        s.sendall(data[:first])
+        off = len(data[:first])
+        if a.proto == "mptcp" and a.expect_joins > 0:
+            deadline = time.monotonic() + a.join_timeout
+            tj = time.monotonic()
+            while time.monotonic() < deadline:
+                info = sample()
+                if info and info["subflows"] >= a.expect_joins:
+                    break
+                time.sleep(0.01)
+            rec["join_wait_s"] = round(time.monotonic() - tj, 3)
+        chunk = a.chunk_kb * 1024
+        while off < len(data):
+            s.sendall(data[off:off + chunk])
+            off += chunk
+            sample()
+            time.sleep(a.pause_ms / 1000.0)
+        info = sample()
+        s.shutdown(socket.SHUT_WR)
+        reader.join(a.timeout)
+        if reader.is_alive():
+            rec["error"] = "echo not complete after %ss" % a.timeout
+        # Keep the socket open a little after the server's DATA_FIN: a segment the server
+        # retransmits or reinjects on another subflow after a close() would be answered with a
+        # RST (TcpExtTCPAbortOnData), which the no_rst check would count against the gateway.
+        time.sleep(a.linger)
+        if a.proto == "mptcp":
+            info = M.mptcp_info(s) or info
+            rec["fallback"] = info["fallback"] if info else True
+            rec["client_token"] = info["token"] if info else None
+            rec["max_extra_subflows"] = max_sub
+            rec["subflows"] = subflows.seen
+    except OSError as e:
+        rec["error"] = "%s: %s" % (type(e).__name__, e)
+    finally:
+        s.close()
+    if reader is not None:
+        reader.join(1)
+    rec["echo_bytes"] = echo["n"]
+    rec["echo_sha256"] = echo["h"].hexdigest()
+    if echo["error"] and not rec["error"]:
+        rec["error"] = "echo: " + echo["error"]
+    rec["duration_s"] = round(time.monotonic() - t0, 3)
+    return rec
+
+
+def client_main(a):
+    with ThreadPoolExecutor(max_workers=a.parallel) as ex:
+        futs = []
+        for i in range(a.connections):
+            futs.append(ex.submit(client_conn, a, i))
+            time.sleep(a.stagger_ms / 1000.0)
+        recs = [f.result() for f in futs]
+    json.dump(recs, sys.stdout)
+
+
+# ---------------------------------------------------------------------------------------------
+# captures
+
+
+def read_pcap(path):
+    with open(path, "rb") as f:
+        data = f.read()
+    if len(data) < 24:
+        return
+    magic = struct.unpack_from("<I", data, 0)[0]
+    if magic in (0xA1B2C3D4, 0xA1B23C4D):
+        e = "<"
+    else:
+        e = ">"
+    nano = struct.unpack_from(e + "I", data, 0)[0] == 0xA1B23C4D
+    linktype = struct.unpack_from(e + "I", data, 20)[0]
+    if linktype != 1:
+        raise SystemExit("%s: linktype %d, expected Ethernet" % (path, linktype))
+    off = 24
+    while off + 16 <= len(data):
+        sec, frac, incl, _ = struct.unpack_from(e + "IIII", data, off)
+        off += 16
+        yield sec + frac / (1e9 if nano else 1e6), data[off:off + incl]
+        off += incl
+
+
+def parse_tcp(frame):
+    """Ethernet (+802.1Q) / IPv4 or IPv6 (no extension headers) / TCP -> dict, or None."""
+    if len(frame) < 14:
+        return None
+    et = struct.unpack_from("!H", frame, 12)[0]
+    o = 14
+    if et == 0x8100 and len(frame) >= 18:
+        et = struct.unpack_from("!H", frame, 16)[0]
+        o = 18
+    if et == 0x0800:
+        if len(frame) < o + 20:
+            return None
+        ihl = (frame[o] & 0x0F) * 4
+        if frame[o + 9] != 6:
+            return None
+        src = socket.inet_ntop(socket.AF_INET, frame[o + 12:o + 16])
+        dst = socket.inet_ntop(socket.AF_INET, frame[o + 16:o + 20])
+        t = o + ihl
+        ip_end = o + struct.unpack_from("!H", frame, o + 2)[0]
+    elif et == 0x86DD:
+        if len(frame) < o + 40 or frame[o + 6] != 6:
+            return None
+        src = socket.inet_ntop(socket.AF_INET6, frame[o + 8:o + 24])
+        dst = socket.inet_ntop(socket.AF_INET6, frame[o + 24:o + 40])
+        t = o + 40
+        ip_end = t + struct.unpack_from("!H", frame, o + 4)[0]
+    else:
+        return None
+    if len(frame) < t + 20:
+        return None
+    sport, dport, _seq, _ack, doff, flags = struct.unpack_from("!HHIIBB", frame, t)
+    hl = (doff >> 4) * 4
+    p = {"src": src, "dst": dst, "sport": sport, "dport": dport,
+         "syn": bool(flags & 0x02), "ack": bool(flags & 0x10), "rst": bool(flags & 0x04),
+         "fin": bool(flags & 0x01), "mpc": None, "join": None, "mptcp": False,
+         "payload": max(0, ip_end - t - hl)}
+    opts = frame[t + 20:t + hl]
+    i = 0
+    while i < len(opts):
+        kind = opts[i]
+        if kind == 0:
+            break
+        if kind == 1:
+            i += 1
+            continue
+        if i + 1 >= len(opts) or opts[i + 1] < 2:
+            break
+        ln = opts[i + 1]
+        opt = opts[i:i + ln]
+        if kind == 30 and len(opt) >= 3:
+            p["mptcp"] = True
+            sub = opt[2] >> 4
+            if sub == 0:  # MP_CAPABLE; SYN/ACK carries the server's key
+                p["mpc"] = {"key": opt[4:12].hex() if len(opt) >= 12 else None}
+            elif sub == 1:  # MP_JOIN; the SYN carries the token
+                p["join"] = {"token": "0x" + opt[4:8].hex() if len(opt) == 12 else None}
+        i += ln
+    return p
+
+
+def token_of_key(key_hex):
+    return "0x" + hashlib.sha256(bytes.fromhex(key_hex)).digest()[:4].hex()
+
+
+def count_rst_tcpdump(path):
+    # tcp[] cannot look into IPv6 in libpcap: the IPv6 part reads the TCP flags byte directly
+    # (40-byte header, no extension headers in this bed).
+    expr = "(tcp[tcpflags] & tcp-rst != 0) or (ip6 and ip6[6] == 6 and ip6[53] & 4 != 0)"
+    out = subprocess.run(["tcpdump", "-r", path, "-nn", expr], capture_output=True, text=True)
+    if out.returncode != 0:
+        raise SystemExit("tcpdump -r %s: %s" % (path, out.stderr.strip()))
+    return len([ln for ln in out.stdout.splitlines() if ln.strip()])
+
+
+def analyse_pcap(path):
+    """Split a capture into subflows ("sessions": one SYN handshake each, in capture order).
+
+    A SYN on a 4-tuple whose previous session was already answered (SYN/ACK or RST) starts a
+    new session: after a join is reset, its client port may be reused by a later join."""
+    pkts = [p for _, f in read_pcap(path) for p in [parse_tcp(f)] if p]
+    res = {"tcp_packets": len(pkts), "mptcp_packets": sum(p["mptcp"] for p in pkts),
+           "rst": [], "rst_after_close": 0, "sessions": [], "mpc_synack_tokens": {}}
+    cur = {}
+    for p in pkts:
+        fwd = (p["src"], p["sport"], p["dst"], p["dport"])
+        rev = (p["dst"], p["dport"], p["src"], p["sport"])
+        if p["syn"] and not p["ack"]:
+            kind = "join" if p["join"] else ("capable" if p["mpc"] is not None else "tcp")
+            token = p["join"]["token"] if p["join"] else None
+            s = cur.get(fwd)
+            if s is None or s["answer"] != "none" or s["kind"] != kind or s["token"] != token:
+                s = {"client": [p["src"], p["sport"]], "server": [p["dst"], p["dport"]],
+                     "kind": kind, "token": token, "syns": 0, "answer": "none", "up": 0,
+                     "down": 0, "fin_up": False, "fin_down": False}
+                res["sessions"].append(s)
+                cur[fwd] = s
+            s["syns"] += 1
+            continue
+        s, up = cur.get(fwd), True
+        if s is None:
+            s, up = cur.get(rev), False
+        if p["rst"]:
+            # A RST after both FINs (a late duplicate hitting a connection that is already
+            # closed) is TCP doing its job; any other RST aborted something.
+            if s is not None and s["fin_up"] and s["fin_down"]:
+                res["rst_after_close"] += 1
+            else:
+                res["rst"].append("%s.%d > %s.%d" % fwd)
+        if s is None:
+            continue  # a flow that started before the capture
+        s["up" if up else "down"] += p["payload"]
+        if p["fin"]:
+            s["fin_up" if up else "fin_down"] = True
+        if p["rst"] and s["answer"] in ("none", "synack"):
+            s["answer"] = "rst" if s["answer"] == "none" else "synack,rst"
+        elif p["syn"] and p["ack"] and not up and s["answer"] == "none":
+            s["answer"] = "synack"
+            if s["kind"] == "capable" and p["mpc"] and p["mpc"]["key"]:
+                s["token"] = token_of_key(p["mpc"]["key"])
+                res["mpc_synack_tokens"][tuple(s["client"])] = s["token"]
+    res["joins"] = [s for s in res["sessions"] if s["kind"] == "join"]
+    return res
+
+
+def start_tcpdump(ns, dev, path, logpath):
+    log = open(logpath, "w")
+    proc = subprocess.Popen(["ip", "netns", "exec", ns, "tcpdump", "-i", dev, "-s", "0", "-U",
+                             "-nn", "-Z", "root", "-w", path], stdout=subprocess.DEVNULL,
+                            stderr=log)
+    for _ in range(100):
+        with open(logpath) as f:
+            if "listening on" in f.read():
+                return proc
+        if proc.poll() is not None:
+            break
+        time.sleep(0.05)
+    proc.terminate()
+    raise SystemExit("tcpdump on %s/%s did not start: %s" % (ns, dev, open(logpath).read()))
+
+
+def stop(proc):
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(5)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+# ---------------------------------------------------------------------------------------------
+# orchestration
+
+
+def nstat(ns):
+    out = subprocess.run(["ip", "netns", "exec", ns, "nstat", "-asz"], capture_output=True,
+                         text=True, check=True).stdout
+    vals = {}
+    for ln in out.splitlines():
+        f = ln.split()
+        if len(f) >= 2 and f[1].isdigit():
+            vals[f[0]] = int(f[1])
+    return vals
+
+
+def nstat_delta(before, after):
+    d = {}
+    for k, v in after.items():
+        dv = v - before.get(k, 0)
+        if k in NSTAT_ORACLE or (dv and (k.startswith("MPTcpExt") or k in NSTAT_EXTRA)):
+            d[k] = dv
+    for k in NSTAT_ORACLE:
+        d.setdefault(k, 0)
+    return dict(sorted(d.items()))
+
+
+def bed_state():
+    ns = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout.split()
+    need = [NS_CLIENT, NS_SWITCH, "tz-gw"] + ["tz-" + s for s in SERVERS]
+    missing = [n for n in need if n not in ns]
+    if missing:
+        raise SystemExit("test bed not up (missing %s): run testbed/netns.sh up" % " ".join(missing))
+    for s in SERVERS:
+        try:
+            pid = int(open(os.path.join(RUN_DIR, s + ".pid")).read())
+            os.kill(pid, 0)
+        except (OSError, ValueError):
+            raise SystemExit("server %s is not running: run testbed/netns.sh up" % s)
+    try:
+        return open(os.path.join(RUN_DIR, "state")).read().strip()
+    except OSError:
+        return "unknown"
+
+
+def log_size(s):
+    try:
+        return os.path.getsize(os.path.join(RUN_DIR, s + ".jsonl"))
+    except OSError:
+        return 0
+
+
+def server_records(offsets, run):
+    recs = []
+    for s, off in offsets.items():
+        try:
+            with open(os.path.join(RUN_DIR, s + ".jsonl"), "rb") as f:
+                f.seek(off)
+                for ln in f:
+                    r = json.loads(ln)
+                    if r.get("run") == run:
+                        recs.append(r)
+        except OSError:
+            pass
+    return recs
+
+
+def main_run(a):
+    if os.geteuid() != 0:
+        raise SystemExit("transfers.py: must run as root")
+    state = bed_state()
+    if a.expect_joins is None:
+        a.expect_joins = 1 if a.proto == "mptcp" else 0
+    run = "%08x" % random.getrandbits(32)
+    out = a.out or "/tmp/tz-testbed-runs/%s-v%d-%s-%s" % (time.strftime("%Y%m%d-%H%M%S"),
+                                                         a.family, a.proto, run)
+    os.makedirs(out, exist_ok=True)
+    cpcap, spcap = os.path.join(out, "client-link.pcap"), os.path.join(out, "server-link.pcap")
+
+    offsets = {s: log_size(s) for s in SERVERS}
+    ns_all = {"client": NS_CLIENT, **{s: "tz-" + s for s in SERVERS}}
+    before = {k: nstat(ns) for k, ns in ns_all.items()}
+    caps = [start_tcpdump(NS_CLIENT, CLIENT_IF, cpcap, os.path.join(out, "tcpdump-client.log")),
+            start_tcpdump(NS_SWITCH, SWITCH_GW_PORT, spcap, os.path.join(out, "tcpdump-server.log"))]
+    t0 = time.time()
+    try:
+        cmd = ["ip", "netns", "exec", NS_CLIENT, sys.executable, os.path.abspath(__file__),
+               "_client", "--run", run, "--family", str(a.family), "--proto", a.proto,
+               "--connections", str(a.connections), "--size-kb", str(a.size_kb),
+               "--parallel", str(a.parallel), "--expect-joins", str(a.expect_joins),
+               "--join-timeout", str(a.join_timeout), "--first-chunk-kb", str(a.first_chunk_kb),
+               "--chunk-kb", str(a.chunk_kb), "--pause-ms", str(a.pause_ms),
+               "--stagger-ms", str(a.stagger_ms), "--timeout", str(a.timeout),
+               "--linger", str(a.linger)]
+        cp = subprocess.run(cmd, capture_output=True, text=True)
+        if cp.returncode != 0:
+            raise SystemExit("client failed (rc=%d): %s" % (cp.returncode, cp.stderr[-2000:]))
+        crecs = json.loads(cp.stdout)
+        # the servers log a connection once it is closed on their side
+        deadline = time.time() + a.timeout
+        while time.time() < deadline:
+            srecs = server_records(offsets, run)
+            if len(srecs) >= a.connections:
+                break
+            time.sleep(0.1)
+        time.sleep(a.settle)  # last FIN/ACKs of every subflow
+    finally:
+        for c in caps:
+            stop(c)
+    elapsed = time.time() - t0
+    srecs = server_records(offsets, run)
+    after = {k: nstat(ns) for k, ns in ns_all.items()}
+    deltas = {k: nstat_delta(before[k], after[k]) for k in ns_all}
+
+    summary = analyse(a, run, state, out, crecs, srecs, deltas, cpcap, spcap)
+    summary["elapsed_s"] = round(elapsed, 2)
+    with open(os.path.join(out, "summary.json"), "w") as f:
+        json.dump(summary, f, indent=1)
+    json.dump(summary, sys.stdout, indent=1)
+    sys.stdout.write("\n")
+    report(summary)
+    return 0 if summary["ok"] else 1
+
+
+def analyse(a, run, state, out, crecs, srecs, deltas, cpcap, spcap):
+    mptcp = a.proto == "mptcp"
+    checks = {}
+
+    def check(name, ok, detail):
+        checks[name] = {"ok": bool(ok), "detail": detail}
+
+    by_conn = {}
+    dup = 0
+    for r in srecs:
+        if r["conn"] in by_conn:
+            dup += 1
+        by_conn.setdefault(r["conn"], r)
+    cap_c, cap_s = analyse_pcap(cpcap), analyse_pcap(spcap)
+    rst_c, rst_s = count_rst_tcpdump(cpcap), count_rst_tcpdump(spcap)
+    token_conn = {r["token"]: r["conn"] for r in srecs if r.get("token")}
+
+    conns = []
+    for c in sorted(crecs, key=lambda r: r["conn"]):
+        i = c["conn"]
+        s = by_conn.get(i)
+        owner = s["server"] if s else None
+        row = {"conn": i, "client": c.get("local"), "first_subflow_server": owner,
+               "bytes": c["bytes"], "error": c["error"] or (s or {}).get("error")}
+        row["digest_ok"] = bool(s and s["sha256_rx"] == c["sha256"] and s["bytes_rx"] == c["bytes"])
+        row["echo_ok"] = c["echo_sha256"] == c["sha256"] and c["echo_bytes"] == c["bytes"]
+        if mptcp:
+            token = s.get("token") if s else None
+            row["token"] = token
+            row["mptcp"] = bool(s and s["proto"] == "mptcp" and not c.get("fallback", True))
+            srv_subs = (s or {}).get("subflows") or []
+            peer = (s or {}).get("peer")
+            row["server_subflows"] = len(srv_subs)
+            row["client_extra_subflows"] = c.get("max_extra_subflows", 0)
+            row["join_wait_s"] = c.get("join_wait_s")
+            joins = []
+            for j in cap_s["joins"]:
+                if token is None or j["token"] != token:
+                    continue
+                srv = ADDR_SERVER.get(j["server"][0], j["server"][0])
+                joins.append({"from": j["client"], "server": srv, "dport": j["server"][1],
+                              "syns": j["syns"], "answer": j["answer"],
+                              "payload_bytes_up": j["up"], "payload_bytes_down": j["down"],
+                              "established_on_server": (srv == owner and j["answer"] == "synack"
+                                                        and any(sf[1] == j["client"]
+                                                                for sf in srv_subs))})
+            row["joins"] = joins
+            row["joins_client_link"] = sum(1 for j in cap_c["joins"]
+                                           if token and j["token"] == token)
+            est = [sf for sf in srv_subs if sf[1] != peer]
+            row["joins_ok"] = (len(est) >= a.expect_joins
+                               and row["client_extra_subflows"] >= a.expect_joins)
+            row["joins_on_owner"] = all(j["server"] == owner and j["dport"] == SRV_PORT
+                                        for j in joins)
+        conns.append(row)
+
+    n = a.connections
+    check("completed", len(crecs) == n and all(not r["error"] for r in conns),
+          "%d/%d connections without error" % (sum(not r["error"] for r in conns), n))
+    check("server_records", len(by_conn) == n and dup == 0 and len(srecs) == n,
+          "%d records for %d connections, %d duplicates" % (len(srecs), n, dup))
+    check("digest", all(r["digest_ok"] for r in conns),
+          "%d/%d: client sha256(sent) == server sha256(received)"
+          % (sum(r["digest_ok"] for r in conns), n))
+    check("echo", all(r["echo_ok"] for r in conns),
+          "%d/%d: sha256(echo) == sha256(sent)" % (sum(r["echo_ok"] for r in conns), n))
+    if not a.allow_rst:
+        ab_c, ab_s = len(cap_c["rst"]), len(cap_s["rst"])
+        check("no_rst", ab_c == 0 and ab_s == 0 and ab_c + cap_c["rst_after_close"] == rst_c
+              and ab_s + cap_s["rst_after_close"] == rst_s,
+              "aborting RSTs: client link %d, server link %d (all RSTs, tcpdump: %d / %d; "
+              "after both FINs: %d / %d)" % (ab_c, ab_s, rst_c, rst_s,
+                                             cap_c["rst_after_close"], cap_s["rst_after_close"]))
+
+    srv_names = list(SERVERS)
+    per_server = {s: {"first_subflows": 0, "join_syns_received": 0, "joins_established": 0,
+                      "nstat": deltas[s]} for s in srv_names}
+    for r in srecs:
+        if r["server"] in per_server:
+            per_server[r["server"]]["first_subflows"] += 1
+            if mptcp:
+                per_server[r["server"]]["joins_established"] += sum(
+                    1 for sf in r.get("subflows") or [] if sf[1] != r["peer"])
+    for j in cap_s["joins"]:
+        name = ADDR_SERVER.get(j["server"][0])
+        if name:
+            per_server[name]["join_syns_received"] += 1
+    nstat_sum = {k: sum(deltas[s].get(k, 0) for s in srv_names) for k in NSTAT_ORACLE}
+
+    if mptcp:
+        check("mptcp", all(r["mptcp"] for r in conns),
+              "%d/%d connections MPTCP on both ends (no fallback)"
+              % (sum(r["mptcp"] for r in conns), n))
+        check("joins_established", all(r["joins_ok"] for r in conns),
+              "%d/%d connections have >= %d join(s) established (server view and client view)"
+              % (sum(r["joins_ok"] for r in conns), n, a.expect_joins))
+        check("joins_on_owner", all(r["joins_on_owner"] for r in conns),
+              "%d/%d connections: every MP_JOIN SYN on the server link went to the server "
+              "holding the first subflow" % (sum(r["joins_on_owner"] for r in conns), n))
+        stray = [("%s.%d>%s.%d" % tuple(j["client"] + j["server"]), j["token"])
+                 for j in cap_s["joins"] if j["token"] not in token_conn]
+        check("joins_all_known", not stray,
+              "%d MP_JOIN SYNs on the server link with a token no server logged%s"
+              % (len(stray), (": %s" % stray[:5]) if stray else ""))
+        check("no_token_found", nstat_sum["MPTcpExtMPJoinNoTokenFound"] == 0,
+              "MPJoinNoTokenFound delta summed over servers: %d"
+              % nstat_sum["MPTcpExtMPJoinNoTokenFound"])
+        est_total = sum(v["joins_established"] for v in per_server.values())
+        check("nstat_consistent",
+              nstat_sum["MPTcpExtMPCapableSYNRX"] >= n
+              and nstat_sum["MPTcpExtMPJoinAckRx"] >= est_total
+              and nstat_sum["MPTcpExtMPJoinSynRx"] >= len(cap_s["joins"]),
+              "servers' MPCapableSYNRX %d (>= %d connections), MPJoinSynRx %d (>= %d join SYNs "
+              "captured), MPJoinAckRx %d (>= %d joins established)"
+              % (nstat_sum["MPTcpExtMPCapableSYNRX"], n, nstat_sum["MPTcpExtMPJoinSynRx"],
+                 len(cap_s["joins"]), nstat_sum["MPTcpExtMPJoinAckRx"], est_total))
+        # The token the gateway learns (SHA-256 of the key in the server's SYN/ACK) must be the
+        # token the server itself reports, for every connection.
+        bad_tok = []
+        for r in srecs:
+            t = cap_s["mpc_synack_tokens"].get(tuple(r["peer"]))
+            if r.get("token") and t != r["token"]:
+                bad_tok.append((r["conn"], r["token"], t))
+        check("token_derivation", not bad_tok,
+              "%d/%d server tokens == sha256(server key in the captured SYN/ACK)[:4]%s"
+              % (len(srecs) - len(bad_tok), len(srecs),
+                 (": mismatches %s" % bad_tok[:3]) if bad_tok else ""))
+        if a.expect_joins > 0:
+            moved = sum(
+                1 for r in conns if any(j["payload_bytes_up"] + j["payload_bytes_down"] > 0
+                                        for j in r["joins"]))
+            check("data_on_joins", moved == n,
+                  "%d/%d connections moved payload over their join subflow (server link)"
+                  % (moved, n))
+    else:
+        check("no_mptcp", cap_c["mptcp_packets"] == 0 and cap_s["mptcp_packets"] == 0
+              and nstat_sum["MPTcpExtMPCapableSYNRX"] == 0,
+              "MPTCP options in captures: client link %d, server link %d packets"
+              % (cap_c["mptcp_packets"], cap_s["mptcp_packets"]))
+    if a.require_all_servers:
+        check("all_servers_used", all(v["first_subflows"] > 0 for v in per_server.values()),
+              "first subflows per server: %s"
+              % {s: v["first_subflows"] for s, v in per_server.items()})
+
+    return {
+        "ok": all(c["ok"] for c in checks.values()),
+        "run": run, "bed": state, "out": out,
+        "params": {"family": a.family, "proto": a.proto, "connections": n,
+                   "size_kb": a.size_kb, "expect_joins": a.expect_joins,
+                   "parallel": a.parallel},
+        "checks": checks,
+        "per_server": per_server,
+        "client_nstat": deltas["client"],
+        "links": {
+            "client": {"pcap": cpcap, "tcp_packets": cap_c["tcp_packets"], "rst": rst_c,
+                       "rst_after_close": cap_c["rst_after_close"],
+                       "rst_aborting": cap_c["rst"][:20], "join_syns": len(cap_c["joins"])},
+            "server": {"pcap": spcap, "tcp_packets": cap_s["tcp_packets"], "rst": rst_s,
+                       "rst_after_close": cap_s["rst_after_close"],
+                       "rst_aborting": cap_s["rst"][:20], "join_syns": len(cap_s["joins"])},
+        },
+        "connections": conns,
+    }
+
+
+def report(s):
+    w = sys.stderr.write
+    p = s["params"]
+    w("\n== run %s  bed: %s  IPv%d %s  %d x %d KB  (%.1fs; artefacts in %s)\n"
+      % (s["run"], s["bed"], p["family"], p["proto"], p["connections"], p["size_kb"],
+         s["elapsed_s"], s["out"]))
+    for r in s["connections"]:
+        line = "  conn %2d %-22s -> %-5s digest=%s echo=%s" % (
+            r["conn"], "%s.%s" % tuple(r["client"]) if r["client"] else "?",
+            r["first_subflow_server"], "ok" if r["digest_ok"] else "BAD",
+            "ok" if r["echo_ok"] else "BAD")
+        if "joins" in r:
+            js = ", ".join("%s.%d->%s(%s,%dK up/%dK down%s)" % (
+                j["from"][0], j["from"][1], j["server"], j["answer"],
+                j["payload_bytes_up"] // 1024, j["payload_bytes_down"] // 1024,
+                "" if j["established_on_server"] else ",not established")
+                for j in r["joins"]) or "none"
+            line += " subflows(srv)=%d joins: %s" % (r["server_subflows"], js)
+        if r["error"]:
+            line += " ERROR: %s" % r["error"]
+        w(line + "\n")
+    w("  per server:\n")
+    for name, v in s["per_server"].items():
+        ns = v["nstat"]
+        w("    %s: first subflows %d, join SYNs received %d, joins established %d | nstat "
+          "MPCapableSYNRX %d MPJoinSynRx %d MPJoinAckRx %d MPJoinNoTokenFound %d TcpOutRsts %d\n"
+          % (name, v["first_subflows"], v["join_syns_received"], v["joins_established"],
+             ns["MPTcpExtMPCapableSYNRX"], ns["MPTcpExtMPJoinSynRx"], ns["MPTcpExtMPJoinAckRx"],
+             ns["MPTcpExtMPJoinNoTokenFound"], ns["TcpOutRsts"]))
+    lc, ls = s["links"]["client"], s["links"]["server"]
+    w("  RSTs: client link %d, server link %d (of which after both FINs: %d / %d)\n"
+      % (lc["rst"], ls["rst"], lc["rst_after_close"], ls["rst_after_close"]))
+    for name, c in s["checks"].items():
+        w("  [%s] %-18s %s\n" % ("PASS" if c["ok"] else "FAIL", name, c["detail"]))
+    w("== %s\n" % ("PASS" if s["ok"] else "FAIL"))
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("mode", nargs="?", default="run", choices=["run", "_client"],
+                    help=argparse.SUPPRESS)
+    ap.add_argument("-4", dest="family", action="store_const", const=4, default=4,
+                    help="IPv4 (default)")
+    ap.add_argument("-6", dest="family", action="store_const", const=6, help="IPv6")
+    ap.add_argument("--family", type=int, choices=[4, 6], dest="family")
+    ap.add_argument("--proto", choices=["mptcp", "tcp"], default="mptcp")
+    ap.add_argument("-n", "--connections", type=int, default=24)
+    ap.add_argument("--size-kb", type=int, default=256, help="payload per connection (KB)")
+    ap.add_argument("--parallel", type=int, default=8, help="connections in flight at once")
+    ap.add_argument("--expect-joins", type=int, default=None,
+                    help="joins each connection must have (default 1 for mptcp, 0 for tcp)")
+    ap.add_argument("--join-timeout", type=float, default=3.0,
+                    help="seconds the client waits for the join after the first chunk")
+    ap.add_argument("--first-chunk-kb", type=int, default=16)
+    ap.add_argument("--chunk-kb", type=int, default=1024,
+                    help="write size after the first chunk (default: the rest in one write, "
+                         "which fills the first subflow so the scheduler uses the join too)")
+    ap.add_argument("--pause-ms", type=float, default=0.0, help="pause between writes")
+    ap.add_argument("--stagger-ms", type=float, default=20.0, help="between connection starts")
+    ap.add_argument("--timeout", type=float, default=20.0, help="socket / wait timeout (s)")
+    ap.add_argument("--linger", type=float, default=0.3,
+                    help="seconds the client keeps a finished connection open before close()")
+    ap.add_argument("--settle", type=float, default=1.0, help="capture time after the last close")
+    ap.add_argument("--allow-rst", action="store_true", help="do not fail on RSTs")
+    ap.add_argument("--require-all-servers", action="store_true",
+                    help="fail unless every server got at least one connection")
+    ap.add_argument("--out", help="artefact directory (default /tmp/tz-testbed-runs/...)")
+    ap.add_argument("--run", default="manual", help=argparse.SUPPRESS)
+    a = ap.parse_args()
+    if a.mode == "_client":
+        client_main(a)
+        return 0
+    return main_run(a)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
