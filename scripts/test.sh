@@ -48,6 +48,17 @@ TRAPEZE_NO_DPDK=1 CARGO_TARGET_DIR=target/no-dpdk cargo check --workspace --all-
 step "tests"
 cargo test --workspace --locked
 
+step "end to end: the daemon between real Linux MPTCP clients and servers (network namespaces)"
+if [ "$(id -u)" -eq 0 ]; then
+  command -v tcpdump >/dev/null && command -v ethtool >/dev/null || {
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq tcpdump ethtool iproute2
+  }
+  testbed/e2e.sh
+else
+  echo "skipped: the end-to-end tests create network namespaces and need root" >&2
+fi
+
 step "docs"
 RUSTDOCFLAGS=-Dwarnings cargo doc --workspace --no-deps --locked --quiet
 

@@ -101,6 +101,25 @@ def subflow_addrs(sock, max_subflows=8):
     return out
 
 
+MPTCP_TCPINFO = 2
+TCP_ESTABLISHED = 1
+
+
+def established_subflows(sock, max_subflows=8):
+    """How many of the connection's subflows are in TCP state ESTABLISHED (MPTCP_TCPINFO), or
+    None. MPTCP_INFO's subflow count includes a join whose SYN is only just sent."""
+    hdr = 16
+    elem = 256  # room for one struct tcp_info; the kernel says how much it wrote (size_kernel)
+    buf = ctypes.create_string_buffer(hdr + elem * max_subflows)
+    struct.pack_into("=IIII", buf, 0, hdr, 0, 0, elem)
+    optlen = ctypes.c_uint32(len(buf))
+    rc = _libc.getsockopt(sock.fileno(), SOL_MPTCP, MPTCP_TCPINFO, buf, ctypes.byref(optlen))
+    if rc != 0:
+        return None
+    _, num, _, size_user = struct.unpack_from("=IIII", buf, 0)
+    return sum(1 for i in range(min(num, max_subflows)) if buf.raw[hdr + i * size_user] == TCP_ESTABLISHED)
+
+
 class SubflowLog:
     """Union of the subflows seen on one connection, in order of first sighting."""
 

@@ -176,6 +176,9 @@ pub struct WorkersSection {
     pub count: Option<i64>,
     /// The lcores the workers run on, one worker each.
     pub lcores: Option<Vec<i64>>,
+    /// Microseconds a worker sleeps when its queues were empty for a while (0: poll without
+    /// pause, the right choice on dedicated cores).
+    pub idle_sleep_us: Option<i64>,
 }
 
 fn default_protocol() -> String {

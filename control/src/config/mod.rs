@@ -121,6 +121,8 @@ pub struct WorkerPlacement {
     pub count: u16,
     /// The lcore of each worker, when the file pins them (`lcores.len() == count`).
     pub lcores: Option<Vec<u32>>,
+    /// Microseconds a worker sleeps after a run of empty polls (0: busy polling).
+    pub idle_sleep_us: u32,
 }
 
 /// A validated configuration, in the core's types.

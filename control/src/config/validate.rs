@@ -805,7 +805,22 @@ fn validate_workers(
             );
         }
     }
-    WorkerPlacement { count, lcores }
+    let idle_sleep_us = match w.idle_sleep_us {
+        None => 0,
+        Some(v) if (0..=10_000).contains(&v) => v as u32,
+        Some(v) => {
+            ctx.err(
+                "workers.idle_sleep_us",
+                format!("{v} is out of range (0 to 10000 microseconds)"),
+            );
+            0
+        }
+    };
+    WorkerPlacement {
+        count,
+        lcores,
+        idle_sleep_us,
+    }
 }
 
 /// The field a pool error is about (the pool was built from validated parts, so this is a

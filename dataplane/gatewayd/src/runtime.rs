@@ -125,6 +125,7 @@ pub(crate) fn run(mut cfg: GatewayConfig, log: &Log) -> Result<(), String> {
         control_tx: &control_tx,
         learned: &learned,
         live: &live,
+        idle_sleep: Duration::from_micros(u64::from(cfg.workers.idle_sleep_us)),
     };
     let cpus = std::thread::available_parallelism().map_or(1, |n| n.get() as u32);
     log.info("forwarding; stop with SIGINT or SIGTERM");

@@ -42,6 +42,8 @@ pub(crate) struct Context<'a, 'e> {
     /// Per-worker live counters for the control thread (rx, forwarded, dropped), updated once per
     /// loop with relaxed stores.
     pub(crate) live: &'a [[AtomicU64; 3]],
+    /// Sleep after a run of empty polls (zero: yield only).
+    pub(crate) idle_sleep: std::time::Duration,
 }
 
 /// I/O counters of the worker loop itself (the pipeline's are in `Worker::stats`).
@@ -58,6 +60,9 @@ pub(crate) struct IoStats {
     /// Handoffs dropped because the owner's inbox was full.
     pub(crate) handoff_full: u64,
 }
+
+/// Empty polls in a row after which the worker yields its CPU on each further empty poll.
+const IDLE_POLLS_BEFORE_YIELD: u32 = 1024;
 
 /// Converts the TSC into the core's ticks.
 struct Clock {
@@ -97,6 +102,7 @@ pub(crate) fn run(
     let mut frames: Vec<MbufFrame<'_>> = Vec::with_capacity(BURST);
     let mut verdicts = [Verdict::Punt; BURST];
     let mut loops: u64 = 0;
+    let mut idle: u32 = 0;
 
     while !cx.stop.load(Ordering::Relaxed) {
         reader.refresh();
@@ -122,11 +128,13 @@ pub(crate) fn run(
             }
         }
 
+        let mut received = 0;
         for (pi, q) in rxq.iter_mut().enumerate() {
             let n = q.rx_burst(&mut rx);
             if n == 0 {
                 continue;
             }
+            received += n;
             io.rx += n as u64;
             let port = PortId(pi as u8);
             frames.clear();
@@ -154,6 +162,22 @@ pub(crate) fn run(
 
         for (pi, b) in tx.iter_mut().enumerate() {
             flush(&mut txq[pi], b, &mut io);
+        }
+
+        // Poll mode, with manners: after many empty polls in a row, give the CPU away (yield,
+        // or sleep `workers.idle_sleep_us`), so a worker sharing a core (test beds, small VMs)
+        // does not starve the rest. A busy gateway never gets here.
+        if received == 0 {
+            idle = idle.saturating_add(1);
+            if idle >= IDLE_POLLS_BEFORE_YIELD {
+                if cx.idle_sleep.is_zero() {
+                    std::thread::yield_now();
+                } else {
+                    std::thread::sleep(cx.idle_sleep);
+                }
+            }
+        } else {
+            idle = 0;
         }
 
         loops += 1;
