@@ -48,7 +48,7 @@ pub fn backend_v6(i: u16) -> Ipv6Addr {
 
 /// The demo pool spec: port 0 faces clients (10.0.0.1, fd00::1), port 1 faces `n` backends
 /// (10.1.x.y and fd00:1::x, port 8080, weight 1, MACs known); VIP 0 is 192.0.2.10:80 and VIP 1
-/// is [2001:db8::10]:80, both over all backends.
+/// is `[2001:db8::10]:80`, both over all backends.
 pub fn demo_spec(n: u16) -> PoolSpec {
     let ports = vec![
         PortConfig {
@@ -320,7 +320,7 @@ pub fn join_syn(token: u32) -> MptcpOpt {
 
 /// The NAT box of the real captures in `dataplane/testdata/captures` (see the README there):
 /// client side port 0, server side port 1, one server, VIPs 203.0.113.10:80 and
-/// [2001:db8:ff::10]:80 -> 198.51.100.10 / 2001:db8:2::10 port 8080.
+/// `[2001:db8:ff::10]:80` -> 198.51.100.10 / 2001:db8:2::10 port 8080.
 pub mod capture {
     use core::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 

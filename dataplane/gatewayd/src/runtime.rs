@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use crossbeam_queue::ArrayQueue;
 use trapeze_control::config::GatewayConfig;
 use trapeze_core::pipeline::{DropReason, Event, Shared, Worker, WorkerStats};
-use trapeze_dpdk::{Eal, Mempool, Port, PortConfig};
+use trapeze_dpdk::{errno, Eal, Mempool, Port, PortConfig};
 
 use crate::neighbour::{PortAddrs, Resolver};
 use crate::publish::Published;
@@ -57,8 +57,28 @@ pub(crate) fn run(mut cfg: GatewayConfig, log: &Log) -> Result<(), String> {
 
     let mut ports: Vec<Port<'_>> = Vec::with_capacity(cfg.ports.len());
     for p in cfg.ports.clone() {
-        let mut port = Port::open_by_name(&eal, &p.device)
-            .map_err(|e| format!("ports[{}] ({}): device {:?}: {e}", p.id.0, p.name, p.device))?;
+        let mut port = Port::open_by_name(&eal, &p.device).map_err(|e| {
+            if e.errno == errno::ENODEV {
+                // The validator saw its --vdev (or PCI address), so DPDK failed to create it:
+                // the driver's probe failed (a missing interface or file, a bad option, a PCI
+                // device not bound to a DPDK driver); DPDK logged why.
+                let why = if p.device.contains(':') {
+                    "the PCI device was not probed (is it bound to vfio-pci?)"
+                } else {
+                    "its --vdev failed to probe"
+                };
+                format!(
+                    "ports[{}] ({}): device {:?} does not exist: DPDK did not create it ({why}; \
+                     see the EAL messages above; DPDK has {} port(s)): {e}",
+                    p.id.0,
+                    p.name,
+                    p.device,
+                    Port::count(&eal)
+                )
+            } else {
+                format!("ports[{}] ({}): device {:?}: {e}", p.id.0, p.name, p.device)
+            }
+        })?;
         let offloads = port
             .configure(
                 &PortConfig {

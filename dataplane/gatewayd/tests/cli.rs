@@ -1,0 +1,559 @@
+//! Bad configuration files and bad command lines: each gives a clear error (naming the field or
+//! the problem), a non-zero exit (2 for configuration and command-line errors, 1 when the
+//! runtime cannot start), and leaves nothing running.
+//!
+//! The runtime cases start DPDK (each with `--no-pci` and its own `--file-prefix`), so they need a
+//! daemon built with DPDK; without it they are compiled out.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+/// How long any case may take (a hang is a failure).
+const TIMEOUT: Duration = Duration::from_secs(30);
+
+/// A fresh directory under /tmp for one case, and the DPDK file prefix of that case (both named
+/// `tz-cli-<case>-<pid>`; the configuration file carries the name too, so the daemon's command
+/// line shows it). Dropping it removes the directory and DPDK's runtime directory of the prefix.
+struct Scratch {
+    dir: PathBuf,
+    prefix: String,
+}
+
+impl Scratch {
+    fn new(case: &str) -> Self {
+        let prefix = format!("tz-cli-{case}-{}", std::process::id());
+        let dir = std::env::temp_dir().join(&prefix);
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        for d in runtime_dirs(&prefix) {
+            let _ = std::fs::remove_dir_all(d);
+        }
+        Self { dir, prefix }
+    }
+
+    /// Writes `text` as the case's configuration file and returns its path.
+    fn config(&self, text: &str) -> PathBuf {
+        let p = self.dir.join(format!("{}.toml", self.prefix));
+        std::fs::write(&p, text).expect("write config");
+        p
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+        for d in runtime_dirs(&self.prefix) {
+            let _ = std::fs::remove_dir_all(d);
+        }
+    }
+}
+
+/// Where DPDK 22.11 puts the runtime directory of `--file-prefix=prefix` (root: /var/run;
+/// others: $XDG_RUNTIME_DIR or /tmp).
+fn runtime_dirs(prefix: &str) -> Vec<PathBuf> {
+    let mut v = vec![PathBuf::from("/var/run/dpdk").join(prefix)];
+    if let Some(x) = std::env::var_os("XDG_RUNTIME_DIR") {
+        v.push(PathBuf::from(x).join("dpdk").join(prefix));
+    }
+    v.push(PathBuf::from("/tmp/dpdk").join(prefix));
+    v
+}
+
+/// Processes (other than this one) whose command line mentions `needle`.
+fn processes_mentioning(needle: &str) -> Vec<String> {
+    let me = std::process::id().to_string();
+    let mut found = Vec::new();
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return found;
+    };
+    for e in entries.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        if name == me || !name.bytes().all(|b| b.is_ascii_digit()) {
+            continue;
+        }
+        let Ok(cmd) = std::fs::read(e.path().join("cmdline")) else {
+            continue;
+        };
+        let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
+        if cmd.contains(needle) {
+            found.push(format!("{name}: {cmd}"));
+        }
+    }
+    found
+}
+
+/// What one run of the daemon did.
+#[derive(Debug)]
+struct Outcome {
+    status: ExitStatus,
+    stdout: String,
+    stderr: String,
+}
+
+impl Outcome {
+    fn code(&self) -> Option<i32> {
+        self.status.code()
+    }
+}
+
+/// Runs the daemon with `args` (stdout and stderr into files of `scratch`), and fails the test
+/// if it is still running after `TIMEOUT`; afterwards nothing started by it may be left.
+fn run(scratch: &Scratch, args: &[&str]) -> Outcome {
+    let out = scratch.dir.join("stdout");
+    let err = scratch.dir.join("stderr");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_trapeze-gatewayd"))
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(std::fs::File::create(&out).expect("stdout file"))
+        .stderr(std::fs::File::create(&err).expect("stderr file"))
+        .spawn()
+        .expect("start trapeze-gatewayd");
+    let start = Instant::now();
+    let status = loop {
+        if let Some(s) = child.try_wait().expect("try_wait") {
+            break s;
+        }
+        if start.elapsed() > TIMEOUT {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!(
+                "trapeze-gatewayd {args:?} still running after {TIMEOUT:?}:\n{}",
+                std::fs::read_to_string(&err).unwrap_or_default()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let o = Outcome {
+        status,
+        stdout: std::fs::read_to_string(&out).unwrap_or_default(),
+        stderr: std::fs::read_to_string(&err).unwrap_or_default(),
+    };
+    let left = processes_mentioning(&scratch.prefix);
+    assert!(left.is_empty(), "left running: {left:?}");
+    o
+}
+
+/// Runs and requires exit `code` with every one of `needles` in stderr.
+fn expect_error(scratch: &Scratch, args: &[&str], code: i32, needles: &[&str]) -> Outcome {
+    let o = run(scratch, args);
+    assert_eq!(o.code(), Some(code), "{args:?}: {o:#?}");
+    for n in needles {
+        assert!(
+            o.stderr.contains(n),
+            "{args:?}: stderr lacks {n:?}:\n{}",
+            o.stderr
+        );
+    }
+    assert!(
+        !o.stdout.contains("total:"),
+        "{args:?}: no counters without a run: {o:#?}"
+    );
+    o
+}
+
+/// A valid configuration (one port, the captures' VIPs and server) with `eal_args`
+/// as the EAL arguments (a TOML list body) and `device` as the port's device.
+fn config(eal_args: &str, device: &str) -> String {
+    format!(
+        r#"[eal]
+args = [{eal_args}]
+
+[[ports]]
+name = "arm"
+device = "{device}"
+ipv4 = ["192.0.2.1/24", "198.51.100.1/24"]
+ipv6 = ["2001:db8:1::1/64", "2001:db8:2::1/64"]
+
+[[vips]]
+name = "web4"
+address = "203.0.113.10"
+port = 80
+mode = "nat"
+client_port = "arm"
+backends = ["srv"]
+
+[[vips]]
+name = "web6"
+address = "2001:db8:ff::10"
+port = 80
+mode = "nat"
+client_port = "arm"
+backends = ["srv"]
+
+[[backends]]
+name = "srv"
+ipv4 = "198.51.100.10"
+ipv6 = "2001:db8:2::10"
+port = 8080
+egress_port = "arm"
+mac = "02:00:00:00:02:10"
+
+[tables]
+flow_capacity = 4096
+token_capacity = 1024
+
+[workers]
+count = 1
+"#
+    )
+}
+
+/// The valid configuration of case `s` on a `net_null0` vdev that receives nothing.
+fn good_config(s: &Scratch) -> String {
+    config(
+        &format!(
+            r#""--no-pci", "--no-huge", "-m", "128", "--file-prefix={}", "-l", "0-1", "--vdev=net_null0,no-rx=1""#,
+            s.prefix
+        ),
+        "net_null0",
+    )
+}
+
+fn path_str(p: &Path) -> &str {
+    p.to_str().expect("UTF-8 temp path")
+}
+
+#[test]
+fn no_arguments_is_a_usage_error() {
+    let s = Scratch::new("noargs");
+    let o = expect_error(&s, &[], 2, &["--config"]);
+    assert!(o.stderr.contains("Usage"), "{}", o.stderr);
+}
+
+#[test]
+fn unknown_flag_is_a_usage_error() {
+    let s = Scratch::new("flag");
+    let cfg = s.config(&good_config(&s));
+    expect_error(
+        &s,
+        &["--config", path_str(&cfg), "--frobnicate"],
+        2,
+        &["--frobnicate"],
+    );
+}
+
+#[test]
+fn zero_workers_on_the_command_line_is_refused() {
+    let s = Scratch::new("workers0");
+    let cfg = s.config(&good_config(&s));
+    expect_error(
+        &s,
+        &["--config", path_str(&cfg), "--workers", "0"],
+        2,
+        &["--workers", "0 is not in 1..=256"],
+    );
+}
+
+#[test]
+fn bad_log_level_is_a_usage_error() {
+    let s = Scratch::new("loglevel");
+    let cfg = s.config(&good_config(&s));
+    expect_error(
+        &s,
+        &["--config", path_str(&cfg), "--log-level", "loud"],
+        2,
+        &["--log-level", "loud"],
+    );
+}
+
+#[test]
+fn missing_config_file_is_named() {
+    let s = Scratch::new("missing");
+    let cfg = s.dir.join("nowhere.toml");
+    expect_error(
+        &s,
+        &["--config", path_str(&cfg)],
+        2,
+        &["cannot read", path_str(&cfg), "No such file"],
+    );
+}
+
+#[test]
+fn toml_syntax_error_gives_the_line() {
+    let s = Scratch::new("syntax");
+    let cfg = s.config("[eal]\nargs = [\"--no-pci\"\n\n[[ports]\nname = \"arm\"\n");
+    expect_error(
+        &s,
+        &["--config", path_str(&cfg)],
+        2,
+        &[path_str(&cfg), "TOML syntax error at line"],
+    );
+}
+
+#[test]
+fn unknown_key_is_named() {
+    let s = Scratch::new("unknownkey");
+    let cfg = s.config(&good_config(&s).replace("count = 1", "count = 1\ncuont = 2"));
+    expect_error(
+        &s,
+        &["--config", path_str(&cfg)],
+        2,
+        &["workers.cuont", "unknown field `cuont`", "line "],
+    );
+}
+
+#[test]
+fn missing_no_pci_is_refused() {
+    let s = Scratch::new("nopci");
+    let cfg = s.config(&good_config(&s).replace(r#""--no-pci", "#, ""));
+    expect_error(
+        &s,
+        &["--config", path_str(&cfg)],
+        2,
+        &["eal.args", "--no-pci is required"],
+    );
+}
+
+#[test]
+fn non_prime_maglev_size_is_refused() {
+    let s = Scratch::new("maglev");
+    let cfg = s.config(&good_config(&s).replace(
+        "token_capacity = 1024",
+        "token_capacity = 1024\nmaglev_size = 65536",
+    ));
+    expect_error(
+        &s,
+        &["--config", path_str(&cfg)],
+        2,
+        &["tables.maglev_size", "65536 is not prime", "65537"],
+    );
+}
+
+#[test]
+fn unknown_backend_in_a_vip_is_named() {
+    let s = Scratch::new("backend");
+    let cfg = s.config(&good_config(&s).replacen(
+        r#"backends = ["srv"]"#,
+        r#"backends = ["srv", "srv9"]"#,
+        1,
+    ));
+    let o = expect_error(
+        &s,
+        &["--config", path_str(&cfg)],
+        2,
+        &[r#"vips[0].backends[1]: unknown backend "srv9""#],
+    );
+    assert!(
+        o.stderr.contains("invalid configuration (1 problem)"),
+        "{}",
+        o.stderr
+    );
+}
+
+#[test]
+fn port_device_without_a_vdev_is_refused_before_dpdk_starts() {
+    let s = Scratch::new("nodevice");
+    let cfg =
+        s.config(&good_config(&s).replace(r#"device = "net_null0""#, r#"device = "net_null1""#));
+    let o = expect_error(
+        &s,
+        &["--config", path_str(&cfg)],
+        2,
+        &[
+            "ports[0].device",
+            r#""net_null1" is neither created by a --vdev"#,
+            "net_null0",
+        ],
+    );
+    assert!(
+        !o.stderr.contains("EAL:"),
+        "DPDK was not started: {}",
+        o.stderr
+    );
+}
+
+#[test]
+fn check_of_a_good_config_prints_the_summary() {
+    let s = Scratch::new("check");
+    let cfg = s.config(&good_config(&s));
+    let o = run(&s, &["--config", path_str(&cfg), "--check"]);
+    assert_eq!(o.code(), Some(0), "{o:#?}");
+    for n in [
+        "configuration OK",
+        "ports: 1",
+        "vips: 2",
+        "web4 203.0.113.10:80/tcp nat",
+        "backends: 1",
+        "maglev fingerprint",
+    ] {
+        assert!(o.stdout.contains(n), "stdout lacks {n:?}:\n{}", o.stdout);
+    }
+    assert!(
+        !o.stderr.contains("EAL:"),
+        "--check starts no DPDK: {}",
+        o.stderr
+    );
+    // And the same with the command line's overrides.
+    let o = run(
+        &s,
+        &[
+            "--config",
+            path_str(&cfg),
+            "--check",
+            "--workers",
+            "2",
+            "--no-huge",
+        ],
+    );
+    assert_eq!(o.code(), Some(0), "{o:#?}");
+    assert!(o.stdout.contains("workers: 2"), "{}", o.stdout);
+}
+
+/// Too many workers for the lcores given to EAL is a configuration error (exit 2) before
+/// DPDK starts.
+#[test]
+fn more_workers_than_lcores_is_refused() {
+    let s = Scratch::new("lcores");
+    let cfg = s.config(&good_config(&s));
+    let o = expect_error(
+        &s,
+        &["--config", path_str(&cfg), "--workers", "3"],
+        2,
+        &[
+            "workers.count (--workers)",
+            "3 workers but the EAL core list \"0-1\"",
+        ],
+    );
+    assert!(!o.stderr.contains("EAL:"), "{}", o.stderr);
+}
+
+/// Runtime start-up failures: the configuration is valid, DPDK is started and refuses.
+#[cfg(not(tz_no_dpdk))]
+mod runtime {
+    use super::*;
+
+    /// An AF_PACKET vdev on an interface that does not exist: the vdev's probe fails, EAL
+    /// carries on, and the port's device is missing.
+    #[test]
+    fn vdev_on_a_missing_interface_fails_naming_the_port_and_device() {
+        // "tz-does-not-exist" is longer than IFNAMSIZ - 1 (DPDK: "I/F name too long"); the
+        // short one is a well-formed name that does not exist (SIOCGIFINDEX: No such device).
+        for (case, iface) in [("afp-long", "tz-does-not-exist"), ("afp", "tznoexist0")] {
+            let s = Scratch::new(case);
+            let cfg = s.config(&config(
+                &format!(
+                    r#""--no-pci", "--no-huge", "-m", "128", "--file-prefix={}", "-l", "0-1", "--vdev=net_af_packet0,iface={iface}""#,
+                    s.prefix
+                ),
+                "net_af_packet0",
+            ));
+            expect_error(
+                &s,
+                &["--config", path_str(&cfg)],
+                1,
+                &[
+                    "trapeze-gatewayd: error: ports[0] (arm)",
+                    r#"device "net_af_packet0" does not exist"#,
+                    "--vdev failed to probe",
+                    "failed to initialize net_af_packet0 device",
+                ],
+            );
+        }
+    }
+
+    /// A --vdev of a driver DPDK does not have: EAL refuses to start.
+    #[test]
+    fn vdev_of_an_unknown_driver_fails_in_eal() {
+        let s = Scratch::new("nodriver");
+        let cfg = s.config(&config(
+            &format!(
+                r#""--no-pci", "--no-huge", "-m", "128", "--file-prefix={}", "-l", "0-1", "--vdev=net_tznosuchdriver0""#,
+                s.prefix
+            ),
+            "net_tznosuchdriver0",
+        ));
+        expect_error(
+            &s,
+            &["--config", path_str(&cfg)],
+            1,
+            &[
+                "trapeze-gatewayd: error: DPDK EAL: rte_eal_init failed",
+                "net_tznosuchdriver0",
+            ],
+        );
+    }
+
+    /// Hugepages wanted (no --no-huge) but the hugepage directory is an ordinary empty
+    /// directory, not a hugetlbfs mount.
+    #[test]
+    fn hugepages_in_a_directory_without_hugetlbfs_fail_with_a_hint() {
+        let s = Scratch::new("huge");
+        let empty = s.dir.join("empty-huge-dir");
+        std::fs::create_dir_all(&empty).expect("empty dir");
+        let cfg = s.config(&config(
+            &format!(
+                r#""--no-pci", "--huge-dir={}", "--file-prefix={}", "-l", "0-1", "--vdev=net_null0""#,
+                empty.display(),
+                s.prefix
+            ),
+            "net_null0",
+        ));
+        let o = expect_error(
+            &s,
+            &["--config", path_str(&cfg)],
+            1,
+            &[
+                "trapeze-gatewayd: error: DPDK EAL: rte_eal_init failed",
+                "--no-huge",
+            ],
+        );
+        assert!(
+            o.stderr.to_lowercase().contains("hugepage"),
+            "the error mentions hugepages: {}",
+            o.stderr
+        );
+    }
+
+    /// The good configuration really starts and stops (so the failures above are the cases',
+    /// not the base configuration's).
+    #[test]
+    fn good_config_starts_and_stops_on_sigterm() {
+        let s = Scratch::new("good");
+        let cfg = s.config(&good_config(&s));
+        let out = s.dir.join("stdout");
+        let err = s.dir.join("stderr");
+        let mut child = Command::new(env!("CARGO_BIN_EXE_trapeze-gatewayd"))
+            .args(["--config", path_str(&cfg)])
+            .stdin(Stdio::null())
+            .stdout(std::fs::File::create(&out).expect("stdout file"))
+            .stderr(std::fs::File::create(&err).expect("stderr file"))
+            .spawn()
+            .expect("start trapeze-gatewayd");
+        let start = Instant::now();
+        let mut stderr = String::new();
+        while start.elapsed() < TIMEOUT {
+            stderr = std::fs::read_to_string(&err).unwrap_or_default();
+            if stderr.contains("forwarding; stop with SIGINT or SIGTERM") {
+                break;
+            }
+            if let Some(st) = child.try_wait().expect("try_wait") {
+                panic!("exited early ({st}): {stderr}");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        assert!(stderr.contains("forwarding"), "did not start: {stderr}");
+        let kill = Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status()
+            .expect("kill");
+        assert!(kill.success());
+        let start = Instant::now();
+        let status = loop {
+            if let Some(st) = child.try_wait().expect("try_wait") {
+                break st;
+            }
+            if start.elapsed() > TIMEOUT {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("no exit after SIGTERM");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        let stdout = std::fs::read_to_string(&out).unwrap_or_default();
+        assert!(status.success(), "{status}: {stdout} {stderr}");
+        assert!(stdout.contains("total: rx 0 tx 0 forwarded 0"), "{stdout}");
+        let left = processes_mentioning(&s.prefix);
+        assert!(left.is_empty(), "left running: {left:?}");
+    }
+}
