@@ -93,8 +93,13 @@ pub(crate) struct PortAddrs {
 
 impl Resolver {
     /// Every backend without a static MAC, by its IPv4 address if it has one, else IPv6 (one
-    /// host, one MAC: either answer serves both families).
-    pub(crate) fn new(pool: &PoolSpec) -> Self {
+    /// host, one MAC: either answer serves both families). `next_hop(port, addr)` names the
+    /// neighbour to ask: the backend itself when on-link, else the port's gateway (backends
+    /// behind one router then share its answer).
+    pub(crate) fn new(
+        pool: &PoolSpec,
+        next_hop: impl Fn(PortId, IpAddr) -> Option<IpAddr>,
+    ) -> Self {
         let entries = pool
             .backends
             .iter()
@@ -104,7 +109,8 @@ impl Resolver {
                 if b.mac.is_some() {
                     return None;
                 }
-                let addr = b.ipv4.map(IpAddr::V4).or(b.ipv6.map(IpAddr::V6))?;
+                let target = b.ipv4.map(IpAddr::V4).or(b.ipv6.map(IpAddr::V6))?;
+                let addr = next_hop(b.egress, target)?;
                 Some(Entry {
                     backend: i,
                     port: b.egress,
@@ -272,7 +278,7 @@ mod tests {
         for b in spec.backends.iter_mut().flatten() {
             b.mac = None;
         }
-        let mut r = Resolver::new(&spec);
+        let mut r = Resolver::new(&spec, |_, a| Some(a));
         let t0 = Instant::now();
         let reqs = r.due(t0, &ports());
         assert_eq!(reqs.len(), 2);
@@ -300,6 +306,30 @@ mod tests {
         assert_eq!(
             spec.backends[0].as_ref().unwrap().mac,
             Some([2, 0, 0, 0xbe, 0, 0])
+        );
+    }
+
+    #[test]
+    fn backends_behind_a_router_resolve_the_router() {
+        let mut spec = demo_spec(3);
+        for b in spec.backends.iter_mut().flatten() {
+            b.mac = None;
+        }
+        let router = IpAddr::V4(Ipv4Addr::new(10, 1, 0, 254));
+        let mut r = Resolver::new(&spec, |_, _| Some(router));
+        let reqs = r.due(Instant::now(), &ports());
+        assert_eq!(reqs.len(), 3);
+        let a = arp::Packet::new_checked(&reqs[0].1[14..]).unwrap();
+        assert_eq!(a.target_protocol_addr(), [10, 1, 0, 254]);
+        let l = Learned {
+            port: PortId(1),
+            addr: router,
+            mac: [2, 0, 0, 0, 0, 0xfe],
+        };
+        assert!(r.learned(&l, Instant::now()));
+        assert!(
+            r.all_resolved(),
+            "one answer serves every backend behind the router"
         );
     }
 

@@ -11,7 +11,7 @@
 //! ```
 
 use std::net::IpAddr;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -22,7 +22,7 @@ use trapeze_dpdk::{errno, Eal, Mempool, Port, PortConfig};
 
 use crate::neighbour::{PortAddrs, Resolver};
 use crate::publish::Published;
-use crate::worker::{self, Context, IoStats};
+use crate::worker::{self, Context, IoStats, StatsBoard};
 use crate::Log;
 
 /// Mbufs in the pool: enough for every descriptor of every queue plus bursts in flight.
@@ -113,7 +113,11 @@ pub(crate) fn run(mut cfg: GatewayConfig, log: &Log) -> Result<(), String> {
         ports.push(port);
     }
 
-    let mut resolver = Resolver::new(&cfg.pool);
+    let mut resolver = Resolver::new(&cfg.pool, |port, addr| {
+        cfg.ports
+            .get(port.0 as usize)
+            .and_then(|p| p.next_hop(addr))
+    });
     let port_addrs: Vec<PortAddrs> = cfg
         .ports
         .iter()
@@ -134,7 +138,11 @@ pub(crate) fn run(mut cfg: GatewayConfig, log: &Log) -> Result<(), String> {
     let inboxes: Vec<ArrayQueue<_>> = (0..workers).map(|_| ArrayQueue::new(1024)).collect();
     let control_tx = ArrayQueue::new(256);
     let learned = ArrayQueue::new(256);
-    let live: Vec<[AtomicU64; 3]> = (0..workers).map(|_| Default::default()).collect();
+    let board = StatsBoard::new(
+        workers as usize,
+        cfg.worker.max_vips,
+        cfg.worker.max_backends,
+    );
     let cx = Context {
         eal: &eal,
         ports: &ports,
@@ -144,7 +152,7 @@ pub(crate) fn run(mut cfg: GatewayConfig, log: &Log) -> Result<(), String> {
         inboxes: &inboxes,
         control_tx: &control_tx,
         learned: &learned,
-        live: &live,
+        board: &board,
         idle_sleep: Duration::from_micros(u64::from(cfg.workers.idle_sleep_us)),
     };
     let cpus = std::thread::available_parallelism().map_or(1, |n| n.get() as u32);
@@ -198,12 +206,14 @@ pub(crate) fn run(mut cfg: GatewayConfig, log: &Log) -> Result<(), String> {
             }
             if now.duration_since(last_report) > Duration::from_secs(10) {
                 last_report = now;
-                for (i, l) in live.iter().enumerate() {
+                for (i, slot) in board.slots.iter().enumerate() {
+                    let r = slot.lock();
                     log.debug(format!(
-                        "worker {i}: rx {} sent {} dropped {}",
-                        l[0].load(Ordering::Relaxed),
-                        l[1].load(Ordering::Relaxed),
-                        l[2].load(Ordering::Relaxed)
+                        "worker {i}: rx {} sent {} dropped {} flows {}",
+                        r.io.rx,
+                        r.stats.forwarded + r.stats.replied,
+                        r.stats.dropped(),
+                        r.flows
                     ));
                 }
             }

@@ -14,10 +14,12 @@
 //! passed to that worker's inbox (`Verdict::Handoff`). Frames punted by the pipeline are read for
 //! neighbour information and freed. Nothing here allocates after start.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use parking_lot::Mutex;
 
 use crossbeam_queue::ArrayQueue;
-use trapeze_core::pipeline::{process, process_burst, Shared, Verdict, Worker, BURST};
+use trapeze_core::pipeline::{process, process_burst, Shared, Verdict, Worker, WorkerStats, BURST};
 use trapeze_core::pool::PortId;
 use trapeze_core::Ticks;
 use trapeze_dpdk::{lcore, Eal, Mbuf, MbufBurst, Port, RxQueue, TxQueue};
@@ -39,11 +41,43 @@ pub(crate) struct Context<'a, 'e> {
     pub(crate) control_tx: &'a ArrayQueue<(PortId, Mbuf<'e>)>,
     /// Neighbours read from punted frames, for the control thread.
     pub(crate) learned: &'a ArrayQueue<Learned>,
-    /// Per-worker live counters for the control thread (rx, forwarded, dropped), updated once per
-    /// loop with relaxed stores.
-    pub(crate) live: &'a [[AtomicU64; 3]],
+    /// Where each worker publishes its counters for the control thread, every 64 loops.
+    pub(crate) board: &'a StatsBoard,
     /// Sleep after a run of empty polls (zero: yield only).
     pub(crate) idle_sleep: std::time::Duration,
+}
+
+/// A worker's published counters: pipeline counters, flow-table use, I/O counters.
+#[derive(Debug)]
+pub(crate) struct WorkerReport {
+    pub(crate) stats: WorkerStats,
+    pub(crate) flows: usize,
+    pub(crate) flow_capacity: usize,
+    pub(crate) io: IoStats,
+}
+
+/// One slot per worker; a worker writes its own slot (an uncontended lock every 64 loops, no
+/// atomic per packet), the control thread reads them for the API and metrics.
+#[derive(Debug)]
+pub(crate) struct StatsBoard {
+    pub(crate) slots: Vec<Mutex<WorkerReport>>,
+}
+
+impl StatsBoard {
+    pub(crate) fn new(workers: usize, max_vips: usize, max_backends: usize) -> Self {
+        Self {
+            slots: (0..workers)
+                .map(|_| {
+                    Mutex::new(WorkerReport {
+                        stats: WorkerStats::new(max_vips, max_backends),
+                        flows: 0,
+                        flow_capacity: 0,
+                        io: IoStats::default(),
+                    })
+                })
+                .collect(),
+        }
+    }
 }
 
 /// I/O counters of the worker loop itself (the pipeline's are in `Worker::stats`).
@@ -183,13 +217,13 @@ pub(crate) fn run(
         loops += 1;
         if loops % 64 == 0 {
             worker.housekeeping(now, cx.shared, 64);
-            let live = &cx.live[id as usize];
-            live[0].store(io.rx, Ordering::Relaxed);
-            live[1].store(
-                worker.stats.forwarded + worker.stats.replied,
-                Ordering::Relaxed,
-            );
-            live[2].store(worker.stats.dropped(), Ordering::Relaxed);
+            if let Some(slot) = cx.board.slots.get(id as usize) {
+                let mut p = slot.lock();
+                p.stats.copy_from(&worker.stats);
+                p.flows = worker.flows.len();
+                p.flow_capacity = worker.flows.capacity();
+                p.io = io;
+            }
         }
     }
     // Shutdown: flush what is staged, then drain the inbox (frees what others handed over).

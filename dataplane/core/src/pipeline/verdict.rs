@@ -306,6 +306,23 @@ impl WorkerStats {
         self.rx == self.forwarded + self.replied + self.punted + self.handed_off + self.dropped()
     }
 
+    /// Copies another worker's counters into this one without allocating (the two were created
+    /// with the same sizes; extra entries of either side are left alone). Used to publish a
+    /// worker's counters to the control thread now and then.
+    pub fn copy_from(&mut self, o: &Self) {
+        self.rx = o.rx;
+        self.forwarded = o.forwarded;
+        self.replied = o.replied;
+        self.punted = o.punted;
+        self.handed_off = o.handed_off;
+        self.drops = o.drops;
+        self.events = o.events;
+        let n = self.vips.len().min(o.vips.len());
+        self.vips[..n].copy_from_slice(&o.vips[..n]);
+        let n = self.backends.len().min(o.backends.len());
+        self.backends[..n].copy_from_slice(&o.backends[..n]);
+    }
+
     /// Adds another worker's counters (for totals).
     pub fn merge(&mut self, o: &Self) {
         self.rx += o.rx;
