@@ -48,13 +48,14 @@ TRAPEZE_NO_DPDK=1 CARGO_TARGET_DIR=target/no-dpdk cargo check --workspace --all-
 step "tests"
 cargo test --workspace --locked
 
-step "end to end: the daemon between real Linux MPTCP clients and servers (network namespaces)"
+step "end to end: the daemon between real Linux MPTCP clients and servers (network namespaces), then its control plane"
 if [ "$(id -u)" -eq 0 ]; then
   command -v tcpdump >/dev/null && command -v ethtool >/dev/null || {
     apt-get update -qq
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq tcpdump ethtool iproute2
   }
   testbed/e2e.sh
+  testbed/e2e-control.sh
 else
   echo "skipped: the end-to-end tests create network namespaces and need root" >&2
 fi

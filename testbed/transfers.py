@@ -42,6 +42,9 @@ from concurrent.futures import ThreadPoolExecutor
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import mptcp_server as M  # noqa: E402  (MPTCP socket helpers)
 
+# Source ports of trapeze's health probes (dataplane/gatewayd/src/health.rs): 61000..65000.
+PROBE_PORTS = (61000, 65000)
+
 RUN_DIR = os.environ.get("TZTB_RUN_DIR", "/tmp/tz-testbed")
 NS_CLIENT = "tz-client"
 NS_SWITCH = "tz-sw"
@@ -280,7 +283,8 @@ def token_of_key(key_hex):
 def count_rst_tcpdump(path):
     # tcp[] cannot look into IPv6 in libpcap: the IPv6 part reads the TCP flags byte directly
     # (40-byte header, no extension headers in this bed).
-    expr = "(tcp[tcpflags] & tcp-rst != 0) or (ip6 and ip6[6] == 6 and ip6[53] & 4 != 0)"
+    expr = ("((tcp[tcpflags] & tcp-rst != 0) or (ip6 and ip6[6] == 6 and ip6[53] & 4 != 0))"
+            " and not portrange %d-%d" % (PROBE_PORTS[0], PROBE_PORTS[1] - 1))
     out = subprocess.run(["tcpdump", "-r", path, "-nn", expr], capture_output=True, text=True)
     if out.returncode != 0:
         raise SystemExit("tcpdump -r %s: %s" % (path, out.stderr.strip()))
@@ -299,6 +303,11 @@ def analyse_pcap(path):
     for p in pkts:
         fwd = (p["src"], p["sport"], p["dst"], p["dport"])
         rev = (p["dst"], p["dport"], p["src"], p["sport"])
+        if PROBE_PORTS[0] <= p["sport"] < PROBE_PORTS[1] or PROBE_PORTS[0] <= p["dport"] < PROBE_PORTS[1]:
+            # The gateway's own health probes (SYN, SYN/ACK, and the RST that closes the
+            # half-open probe): not client traffic.
+            res["probes"] = res.get("probes", 0) + 1
+            continue
         if p["syn"] and not p["ack"]:
             kind = "join" if p["join"] else ("capable" if p["mpc"] is not None else "tcp")
             token = p["join"]["token"] if p["join"] else None

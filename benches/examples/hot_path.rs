@@ -37,6 +37,42 @@ fn main() {
                 t.as_nanos() as f64 / (flows * rounds) as f64
             );
         }
+        "learn" => {
+            // SHA-256 of a key + token insert, in batches of `flows`, the table emptied between
+            // batches (outside the timing).
+            let mut total = std::time::Duration::ZERO;
+            let mut k = 0u64;
+            for _ in 0..rounds {
+                let start = std::time::Instant::now();
+                for _ in 0..flows {
+                    k = k.wrapping_add(0x9e37_79b9_7f4a_7c15);
+                    let owner = trapeze_core::tables::token::Owner {
+                        backend: trapeze_core::pool::BackendId(1),
+                        conn: trapeze_core::FlowKey::default(),
+                        server_key: k,
+                        client_key: None,
+                        learned_at: trapeze_core::Ticks::ZERO,
+                        last_seen: trapeze_core::Ticks::ZERO,
+                        subflows: 1,
+                    };
+                    black_box(
+                        bench
+                            .shared
+                            .tokens
+                            .learn(trapeze_core::crypto::token_from_key(k), owner),
+                    );
+                }
+                total += start.elapsed();
+                bench.shared.tokens.expire(
+                    trapeze_core::Ticks::from_secs(1 << 30),
+                    std::time::Duration::ZERO,
+                );
+            }
+            println!(
+                "{:.1} ns/learn",
+                total.as_nanos() as f64 / (flows * rounds) as f64
+            );
+        }
         other => eprintln!("unknown class {other}"),
     }
 }

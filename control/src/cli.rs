@@ -65,6 +65,9 @@ pub struct GatewaydArgs {
     /// Log verbosity.
     #[arg(long, value_enum, value_name = "LEVEL", default_value_t = LogLevel::Info)]
     pub log_level: LogLevel,
+    /// Where the control API listens: `127.0.0.1:PORT`, `unix:/path`, or `off`.
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:9180")]
+    pub api: String,
 }
 
 impl GatewaydArgs {

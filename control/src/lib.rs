@@ -8,7 +8,11 @@
 //!   types (a [`trapeze_core::pool::PoolSpec`], a worker template, the token table sizing, the
 //!   EAL arguments and per-port settings for the runtime);
 //! * [`cli`]: the daemon's command line (`trapeze-gatewayd --config PATH [--check] ...`) and its
-//!   `--check` mode, also shipped as the `trapeze-check` binary.
+//!   `--check` mode, also shipped as the `trapeze-check` binary;
+//! * [`api`]: the REST API server (its own thread, talking to the daemon's control thread over
+//!   a channel), its request and response types, the Prometheus metrics rendering, and the
+//!   `trapezectl` command line.
 
+pub mod api;
 pub mod cli;
 pub mod config;

@@ -31,6 +31,25 @@ pub struct ConfigFile {
     /// `[workers]`: number or placement of the forwarding workers.
     #[serde(default)]
     pub workers: WorkersSection,
+    /// `[health]`: active health checks of the backends.
+    #[serde(default)]
+    pub health: HealthSection,
+}
+
+/// `[health]`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HealthSection {
+    /// Probe the backends (default true).
+    pub enabled: Option<bool>,
+    /// Time between probes of a backend, e.g. "500ms" (default 500ms).
+    pub interval: Option<String>,
+    /// Time a probe waits for its answer (default 400ms; less than the interval).
+    pub timeout: Option<String>,
+    /// Successes in a row that bring a down backend back (default 2).
+    pub rise: Option<i64>,
+    /// Failures in a row that mark a backend down (default 3).
+    pub fall: Option<i64>,
 }
 
 /// `[eal]`.

@@ -125,6 +125,33 @@ pub struct WorkerPlacement {
     pub idle_sleep_us: u32,
 }
 
+/// Active health checks (`[health]`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HealthSettings {
+    /// Whether backends are probed.
+    pub enabled: bool,
+    /// Time between probes of a backend.
+    pub interval: std::time::Duration,
+    /// Time a probe waits for its answer.
+    pub timeout: std::time::Duration,
+    /// Successes in a row that bring a down backend back.
+    pub rise: u32,
+    /// Failures in a row that mark a backend down.
+    pub fall: u32,
+}
+
+impl Default for HealthSettings {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            interval: std::time::Duration::from_millis(500),
+            timeout: std::time::Duration::from_millis(400),
+            rise: 2,
+            fall: 3,
+        }
+    }
+}
+
 /// A validated configuration, in the core's types.
 #[derive(Debug, Clone)]
 pub struct GatewayConfig {
@@ -145,6 +172,8 @@ pub struct GatewayConfig {
     pub workers: WorkerPlacement,
     /// The shared token table.
     pub tokens: TokenTableConfig,
+    /// Active health checks.
+    pub health: HealthSettings,
     /// Things that are allowed but probably not meant (printed by `--check`).
     pub warnings: Vec<String>,
 }

@@ -948,7 +948,9 @@ pub(super) fn validate(
         max_backends: defaults.max_backends.max(file.backends.len()),
         icmp_rate: tables.icmp,
     };
+    let health = validate_health(&mut ctx, &file.health);
     Ok(GatewayConfig {
+        health,
         eal_args: eal.args,
         allow_pci: file.eal.allow_pci,
         pci: file.eal.pci.clone(),
@@ -959,4 +961,42 @@ pub(super) fn validate(
         tokens: tables.tokens,
         warnings: ctx.warnings,
     })
+}
+
+/// `[health]`: durations parse, the timeout is shorter than the interval, thresholds 1..=100.
+fn validate_health(ctx: &mut Ctx, h: &super::file::HealthSection) -> super::HealthSettings {
+    let mut out = super::HealthSettings::default();
+    if let Some(e) = h.enabled {
+        out.enabled = e;
+    }
+    let mut dur = |field: &str, v: &Option<String>, default: std::time::Duration| match v {
+        None => default,
+        Some(s) => match units::parse_duration_ms(s).map(std::time::Duration::from_millis) {
+            Ok(d) if !d.is_zero() => d,
+            Ok(_) => {
+                ctx.err(field, "must be more than zero");
+                default
+            }
+            Err(e) => {
+                ctx.err(field, e);
+                default
+            }
+        },
+    };
+    out.interval = dur("health.interval", &h.interval, out.interval);
+    out.timeout = dur("health.timeout", &h.timeout, out.timeout);
+    if out.timeout > out.interval {
+        ctx.err("health.timeout", "must not be longer than health.interval");
+    }
+    for (field, v, slot) in [
+        ("health.rise", h.rise, &mut out.rise),
+        ("health.fall", h.fall, &mut out.fall),
+    ] {
+        match v {
+            None => {}
+            Some(n) if (1..=100).contains(&n) => *slot = n as u32,
+            Some(n) => ctx.err(field, format!("{n} is out of range (1 to 100)")),
+        }
+    }
+    out
 }

@@ -352,6 +352,7 @@ pub struct PoolSnapshot {
     fwd: Vec<BackendFwd>,
     vip_addrs: Vec<[u8; 16]>,
     vip_keys: Vec<([u8; 16], u16)>,
+    own_addrs: Vec<[u8; 16]>,
 }
 
 impl PoolSnapshot {
@@ -367,6 +368,7 @@ impl PoolSnapshot {
             fwd: Vec::new(),
             vip_addrs: Vec::new(),
             vip_keys: Vec::new(),
+            own_addrs: Vec::new(),
         }
     }
 
@@ -503,6 +505,16 @@ impl PoolSnapshot {
             vips.iter().flatten().map(|v| addr_bytes(v.addr)).collect();
         vip_addrs.sort_unstable();
         vip_addrs.dedup();
+        let own_addrs = spec
+            .ports
+            .iter()
+            .flat_map(|p| {
+                p.ipv4
+                    .iter()
+                    .map(|a| addr_bytes(IpAddr::V4(*a)))
+                    .chain(p.ipv6.iter().map(|a| addr_bytes(IpAddr::V6(*a))))
+            })
+            .collect();
         Ok(Self {
             version: spec.version,
             ports: spec.ports,
@@ -513,6 +525,7 @@ impl PoolSnapshot {
             fwd,
             vip_addrs,
             vip_keys,
+            own_addrs,
         })
     }
 
@@ -583,6 +596,12 @@ impl PoolSnapshot {
     #[inline]
     pub fn port(&self, id: PortId) -> Option<&PortConfig> {
         self.ports.get(id.0 as usize)
+    }
+
+    /// Whether `addr` is one of the gateway's own addresses, on any port.
+    #[inline]
+    pub fn is_gateway_addr(&self, addr: &[u8; 16]) -> bool {
+        self.own_addrs.iter().any(|a| a == addr)
     }
 
     /// Whether `addr` is one of the gateway's own addresses on `port`.

@@ -13,7 +13,13 @@ use std::process::ExitCode;
 use trapeze_control::cli::{self, GatewaydArgs, LogLevel};
 
 #[cfg(not(tz_no_dpdk))]
+mod api;
+#[cfg(not(tz_no_dpdk))]
+mod control;
+#[cfg(not(tz_no_dpdk))]
 mod frame;
+#[cfg(not(tz_no_dpdk))]
+mod health;
 #[cfg(not(tz_no_dpdk))]
 mod neighbour;
 #[cfg(not(tz_no_dpdk))]
@@ -71,12 +77,12 @@ fn main() -> ExitCode {
     for w in &cfg.warnings {
         log.warn(w);
     }
-    run(cfg, &log)
+    run(cfg, &args, &log)
 }
 
 #[cfg(not(tz_no_dpdk))]
-fn run(cfg: trapeze_control::config::GatewayConfig, log: &Log) -> ExitCode {
-    match runtime::run(cfg, log) {
+fn run(cfg: trapeze_control::config::GatewayConfig, args: &GatewaydArgs, log: &Log) -> ExitCode {
+    match runtime::run(cfg, args, log) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("trapeze-gatewayd: error: {e}");
@@ -86,7 +92,7 @@ fn run(cfg: trapeze_control::config::GatewayConfig, log: &Log) -> ExitCode {
 }
 
 #[cfg(tz_no_dpdk)]
-fn run(_cfg: trapeze_control::config::GatewayConfig, _log: &Log) -> ExitCode {
+fn run(_cfg: trapeze_control::config::GatewayConfig, _args: &GatewaydArgs, _log: &Log) -> ExitCode {
     eprintln!(
         "trapeze-gatewayd: error: this binary was built without DPDK; install DPDK 22.11 \
          (Debian 12: apt-get install libdpdk-dev dpdk-dev libclang-dev pkg-config) and rebuild"

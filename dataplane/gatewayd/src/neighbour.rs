@@ -100,28 +100,66 @@ impl Resolver {
         pool: &PoolSpec,
         next_hop: impl Fn(PortId, IpAddr) -> Option<IpAddr>,
     ) -> Self {
-        let entries = pool
-            .backends
-            .iter()
-            .enumerate()
-            .filter_map(|(i, b)| {
-                let b = b.as_ref()?;
-                if b.mac.is_some() {
-                    return None;
-                }
-                let target = b.ipv4.map(IpAddr::V4).or(b.ipv6.map(IpAddr::V6))?;
-                let addr = next_hop(b.egress, target)?;
-                Some(Entry {
-                    backend: i,
-                    port: b.egress,
-                    addr,
-                    mac: None,
-                    resolved_at: None,
-                    last_ask: None,
-                })
-            })
-            .collect();
-        Self { entries }
+        let mut r = Self {
+            entries: Vec::new(),
+        };
+        r.sync(pool, next_hop);
+        r
+    }
+
+    /// Follows pool changes: backends added without a static MAC are resolved, removed ones are
+    /// forgotten; resolved entries keep their MAC (so does a backend whose record was replaced
+    /// by a reload).
+    pub(crate) fn sync(
+        &mut self,
+        pool: &PoolSpec,
+        next_hop: impl Fn(PortId, IpAddr) -> Option<IpAddr>,
+    ) {
+        self.entries.retain(|e| {
+            pool.backends
+                .get(e.backend)
+                .and_then(Option::as_ref)
+                .is_some_and(|b| b.egress == e.port)
+        });
+        for (i, b) in pool.backends.iter().enumerate() {
+            let Some(b) = b else { continue };
+            if b.mac.is_some() || self.entries.iter().any(|e| e.backend == i) {
+                continue;
+            }
+            let Some(target) = b.ipv4.map(IpAddr::V4).or(b.ipv6.map(IpAddr::V6)) else {
+                continue;
+            };
+            let Some(addr) = next_hop(b.egress, target) else {
+                continue;
+            };
+            // A next hop another entry already resolved serves this backend too.
+            let known = self
+                .entries
+                .iter()
+                .find(|e| e.addr == addr && e.port == b.egress && e.mac.is_some())
+                .map(|e| (e.mac, e.resolved_at));
+            self.entries.push(Entry {
+                backend: i,
+                port: b.egress,
+                addr,
+                mac: known.and_then(|k| k.0),
+                resolved_at: known.and_then(|k| k.1),
+                last_ask: None,
+            });
+        }
+    }
+
+    /// Whether `pool` lacks a MAC this resolver knows (a backend added behind a resolved next
+    /// hop, or replaced by a reload).
+    pub(crate) fn needs_apply(&self, pool: &PoolSpec) -> bool {
+        self.entries.iter().any(|e| {
+            e.mac.is_some()
+                && pool
+                    .backends
+                    .get(e.backend)
+                    .and_then(Option::as_ref)
+                    .is_some_and(|b| b.mac != e.mac)
+        })
     }
 
     /// Records a learned neighbour; returns true when a backend's MAC changed.

@@ -16,10 +16,14 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crossbeam_queue::ArrayQueue;
+use trapeze_control::cli::GatewaydArgs;
 use trapeze_control::config::GatewayConfig;
 use trapeze_core::pipeline::{DropReason, Event, Shared, Worker, WorkerStats};
+use trapeze_core::pool::{BackendId, PortId};
 use trapeze_dpdk::{errno, Eal, Mempool, Port, PortConfig};
 
+use crate::control::ControlPlane;
+use crate::health::{HealthChecker, HealthConfig, ProbeSource};
 use crate::neighbour::{PortAddrs, Resolver};
 use crate::publish::Published;
 use crate::worker::{self, Context, IoStats, StatsBoard};
@@ -37,7 +41,7 @@ fn mbuf_count(cfg: &GatewayConfig, workers: u16) -> u32 {
     n.next_power_of_two() - 1
 }
 
-pub(crate) fn run(mut cfg: GatewayConfig, log: &Log) -> Result<(), String> {
+pub(crate) fn run(mut cfg: GatewayConfig, args: &GatewaydArgs, log: &Log) -> Result<(), String> {
     let workers = cfg.workers.count.max(1);
     log.info(format!(
         "starting: {} port(s), {} VIP(s), {} backend(s), {workers} worker(s)",
@@ -113,11 +117,13 @@ pub(crate) fn run(mut cfg: GatewayConfig, log: &Log) -> Result<(), String> {
         ports.push(port);
     }
 
-    let mut resolver = Resolver::new(&cfg.pool, |port, addr| {
-        cfg.ports
+    let port_settings = cfg.ports.clone();
+    let next_hop = |port: PortId, addr: IpAddr| {
+        port_settings
             .get(port.0 as usize)
             .and_then(|p| p.next_hop(addr))
-    });
+    };
+    let mut resolver = Resolver::new(&cfg.pool, next_hop);
     let port_addrs: Vec<PortAddrs> = cfg
         .ports
         .iter()
@@ -128,6 +134,26 @@ pub(crate) fn run(mut cfg: GatewayConfig, log: &Log) -> Result<(), String> {
             ipv6: p.ipv6.first().map(|a| a.addr),
         })
         .collect();
+    let probe_sources: Vec<ProbeSource> = port_addrs
+        .iter()
+        .map(|p| ProbeSource {
+            mac: p.mac,
+            vlan: p.vlan,
+            ipv4: p.ipv4,
+            ipv6: p.ipv6,
+        })
+        .collect();
+    let mut health = cfg.health.enabled.then(|| {
+        HealthChecker::new(
+            HealthConfig {
+                interval: cfg.health.interval,
+                timeout: cfg.health.timeout,
+                rise: cfg.health.rise,
+                fall: cfg.health.fall,
+            },
+            &cfg.pool,
+        )
+    });
     let published = Published::new(cfg.snapshot().map_err(|e| format!("pool: {e}"))?);
     let shared = Shared::new(cfg.tokens);
     let stop = Arc::new(AtomicBool::new(false));
@@ -135,9 +161,13 @@ pub(crate) fn run(mut cfg: GatewayConfig, log: &Log) -> Result<(), String> {
         signal_hook::flag::register(sig, Arc::clone(&stop))
             .map_err(|e| format!("signal handler: {e}"))?;
     }
+    let reload = Arc::new(AtomicBool::new(false));
+    signal_hook::flag::register(signal_hook::consts::SIGHUP, Arc::clone(&reload))
+        .map_err(|e| format!("signal handler: {e}"))?;
     let inboxes: Vec<ArrayQueue<_>> = (0..workers).map(|_| ArrayQueue::new(1024)).collect();
-    let control_tx = ArrayQueue::new(256);
+    let control_tx = ArrayQueue::new(1024);
     let learned = ArrayQueue::new(256);
+    let probe_replies = ArrayQueue::new(1024);
     let board = StatsBoard::new(
         workers as usize,
         cfg.worker.max_vips,
@@ -152,58 +182,182 @@ pub(crate) fn run(mut cfg: GatewayConfig, log: &Log) -> Result<(), String> {
         inboxes: &inboxes,
         control_tx: &control_tx,
         learned: &learned,
+        probe_replies: &probe_replies,
         board: &board,
         idle_sleep: Duration::from_micros(u64::from(cfg.workers.idle_sleep_us)),
     };
     let cpus = std::thread::available_parallelism().map_or(1, |n| n.get() as u32);
-    log.info("forwarding; stop with SIGINT or SIGTERM");
+    let placement: Vec<(trapeze_core::pipeline::WorkerConfig, Option<u32>)> = (0..workers)
+        .map(|id| {
+            let cpu = match &cfg.workers.lcores {
+                Some(l) => l.get(id as usize).copied(),
+                // Worker i on CPU i+1: CPU 0 keeps the control thread.
+                None => Some((u32::from(id) + 1) % cpus),
+            };
+            (cfg.worker_config(id), cpu)
+        })
+        .collect();
+    let (max_vips, max_backends) = (cfg.worker.max_vips, cfg.worker.max_backends);
+    let mut control = ControlPlane::new(cfg, args.overrides(), args.config.clone());
+    // The API thread: parses and forwards requests; a failure there never stops forwarding.
+    let (api_tx, api_rx) = std::sync::mpsc::sync_channel(64);
+    let _api = if args.api == "off" {
+        None
+    } else {
+        match args
+            .api
+            .parse::<trapeze_control::api::BindAddr>()
+            .map_err(|e| e.to_string())
+            .and_then(|b| trapeze_control::api::serve(b, api_tx).map_err(|e| e.to_string()))
+        {
+            Ok(h) => {
+                log.info(format!("control API on {}", args.api));
+                Some(h)
+            }
+            Err(e) => {
+                log.warn(format!("control API not started ({}): {e}", args.api));
+                None
+            }
+        }
+    };
+    log.info("forwarding; stop with SIGINT or SIGTERM, reload with SIGHUP");
+
+    let send = |port: PortId, bytes: &[u8]| {
+        if let Some(mut m) = pool.alloc() {
+            if m.set_len(bytes.len()) {
+                m.data_mut().copy_from_slice(bytes);
+                let _ = control_tx.push((port, m));
+            }
+        }
+    };
 
     let results = std::thread::scope(|s| {
-        let handles: Vec<_> = (0..workers)
-            .map(|id| {
-                let cpu = match &cfg.workers.lcores {
-                    Some(l) => l.get(id as usize).copied(),
-                    // Worker i on CPU i+1: CPU 0 keeps the control thread.
-                    None => Some((u32::from(id) + 1) % cpus),
-                };
-                let w = Worker::new(cfg.worker_config(id));
+        let handles: Vec<_> = placement
+            .into_iter()
+            .enumerate()
+            .map(|(id, (wcfg, cpu))| {
+                let w = Worker::new(wcfg);
                 let cx = &cx;
                 std::thread::Builder::new()
                     .name(format!("tz-worker-{id}"))
-                    .spawn_scoped(s, move || worker::run(id, cpu, w, cx))
+                    .spawn_scoped(s, move || worker::run(id as u16, cpu, w, cx))
             })
             .collect();
 
         // The control loop.
         let mut last_report = Instant::now();
+        let mut transitions = Vec::new();
         while !stop.load(Ordering::Relaxed) {
             let now = Instant::now();
-            let mut changed = false;
+            let mut pool_changed = false;
+
+            // Neighbours learned from punted replies.
+            let mut resolved = false;
             while let Some(l) = learned.pop() {
                 if resolver.learned(&l, now) {
                     log.info(format!("neighbour {} is {}", l.addr, fmt_mac(&l.mac)));
-                    changed = true;
+                    resolved = true;
                 }
             }
-            if changed {
-                resolver.apply(&mut cfg.pool);
-                cfg.pool.version += 1;
-                match cfg.snapshot() {
-                    Ok(snap) => published.publish(snap),
-                    Err(e) => log.warn(format!("pool update refused: {e}")),
-                }
-                if resolver.all_resolved() {
-                    log.info("every backend is resolved");
+            if resolved || resolver.needs_apply(&control.cfg.pool) {
+                match control.internal_change(&published, |p| resolver.apply(p)) {
+                    Ok(_) if resolver.all_resolved() && resolved => {
+                        log.info("every backend is resolved")
+                    }
+                    Ok(_) => {}
+                    Err(e) => log.warn(format!("pool update refused: {}", e.reason)),
                 }
             }
             for (port, bytes) in resolver.due(now, &port_addrs) {
-                if let Some(mut m) = pool.alloc() {
-                    if m.set_len(bytes.len()) {
-                        m.data_mut().copy_from_slice(&bytes);
-                        let _ = control_tx.push((port, m));
+                send(port, &bytes);
+            }
+
+            // Health checks.
+            if let Some(h) = health.as_mut() {
+                while let Some(r) = probe_replies.pop() {
+                    if r.ok {
+                        if let Some((port, rst)) = h.reset_for(&r, &probe_sources, |id| {
+                            control
+                                .cfg
+                                .pool
+                                .backends
+                                .get(id.0 as usize)
+                                .and_then(Option::as_ref)
+                                .and_then(|b| b.mac)
+                        }) {
+                            send(port, &rst);
+                        }
+                    }
+                    if let Some(t) = h.answer(&r) {
+                        transitions.push(t);
                     }
                 }
+                let macs = |id: BackendId| {
+                    control
+                        .cfg
+                        .pool
+                        .backends
+                        .get(id.0 as usize)
+                        .and_then(Option::as_ref)
+                        .and_then(|b| b.mac)
+                };
+                for (port, bytes) in h.due(now, &probe_sources, macs, &mut transitions) {
+                    send(port, &bytes);
+                }
             }
+            for t in transitions.drain(..) {
+                let name = control
+                    .cfg
+                    .pool
+                    .backends
+                    .get(t.backend.0 as usize)
+                    .and_then(Option::as_ref)
+                    .map_or_else(|| format!("#{}", t.backend.0), |b| b.name.clone());
+                match control.set_health(t.backend, t.up, &published) {
+                    Ok(v) => log.info(format!(
+                        "backend {name} is {} (health checks); pool version {v}",
+                        if t.up { "up" } else { "DOWN" }
+                    )),
+                    Err(e) => log.warn(format!("health change of {name} refused: {}", e.reason)),
+                }
+            }
+
+            // API requests, one at a time.
+            while let Ok((req, reply)) = api_rx.try_recv() {
+                let change = req.is_change();
+                let env = crate::api::Env {
+                    published: &published,
+                    shared: &shared,
+                    board: &board,
+                };
+                let resp = crate::api::dispatch(&mut control, req, &env);
+                trapeze_control::api::answer(&reply, resp);
+                pool_changed |= change;
+            }
+
+            // Drain deadlines, and reloads (SIGHUP).
+            for gone in control.tick(now, &published, &shared) {
+                log.info(format!("backend {gone} removed (drain deadline passed)"));
+                pool_changed = true;
+            }
+            if reload.swap(false, Ordering::Relaxed) {
+                match control.reload(None, &published, &shared) {
+                    Ok(v) => log.info(format!("configuration reloaded; pool version {v}")),
+                    Err(e) => log.warn(format!(
+                        "reload refused, version {} keeps serving: {}",
+                        control.version(),
+                        e.reason
+                    )),
+                }
+                pool_changed = true;
+            }
+            if pool_changed {
+                resolver.sync(&control.cfg.pool, next_hop);
+                if let Some(h) = health.as_mut() {
+                    h.sync(&control.cfg.pool);
+                }
+            }
+
             if now.duration_since(last_report) > Duration::from_secs(10) {
                 last_report = now;
                 for (i, slot) in board.slots.iter().enumerate() {
@@ -217,7 +371,7 @@ pub(crate) fn run(mut cfg: GatewayConfig, log: &Log) -> Result<(), String> {
                     ));
                 }
             }
-            std::thread::sleep(Duration::from_millis(20));
+            std::thread::sleep(Duration::from_millis(10));
         }
         log.info("stopping");
         handles
@@ -233,7 +387,8 @@ pub(crate) fn run(mut cfg: GatewayConfig, log: &Log) -> Result<(), String> {
     // Frames still queued for the control thread go back to the pool.
     while control_tx.pop().is_some() {}
 
-    let mut total = WorkerStats::new(cfg.worker.max_vips, cfg.worker.max_backends);
+    let cfg = &control.cfg;
+    let mut total = WorkerStats::new(max_vips, max_backends);
     let mut io_total = IoStats::default();
     let mut failed = Vec::new();
     for (i, r) in results.into_iter().enumerate() {
@@ -250,7 +405,7 @@ pub(crate) fn run(mut cfg: GatewayConfig, log: &Log) -> Result<(), String> {
             Err(e) => failed.push(format!("worker {i}: {e}")),
         }
     }
-    print_totals(&total, &io_total, &cfg, &ports, &shared);
+    print_totals(&total, &io_total, cfg, &ports, &shared);
     if failed.is_empty() {
         Ok(())
     } else {

@@ -41,6 +41,8 @@ pub(crate) struct Context<'a, 'e> {
     pub(crate) control_tx: &'a ArrayQueue<(PortId, Mbuf<'e>)>,
     /// Neighbours read from punted frames, for the control thread.
     pub(crate) learned: &'a ArrayQueue<Learned>,
+    /// Answers to health probes read from punted frames, for the control thread.
+    pub(crate) probe_replies: &'a ArrayQueue<crate::health::ProbeReply>,
     /// Where each worker publishes its counters for the control thread, every 64 loops.
     pub(crate) board: &'a StatsBoard,
     /// Sleep after a run of empty polls (zero: yield only).
@@ -257,6 +259,8 @@ fn route<'e>(
         Verdict::Punt => {
             if let Some(l) = neighbour::learn(ingress, f.0.data()) {
                 let _ = cx.learned.push(l);
+            } else if let Some((_, _, _, r)) = crate::health::reply(f.0.data()) {
+                let _ = cx.probe_replies.push(r);
             }
         }
         Verdict::Drop(_) => {}

@@ -193,6 +193,10 @@ mac = "02:00:00:00:02:10"
 flow_capacity = 4096
 token_capacity = 1024
 
+# Nothing may leave the port in these runs: no health probes.
+[health]
+enabled = false
+
 [workers]
 count = 1
 "#

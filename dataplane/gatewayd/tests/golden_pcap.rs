@@ -240,6 +240,10 @@ flow_capacity = 4096
 token_capacity = 1024
 maglev_size = 65537
 
+# The replay compares every frame the port sends: no health probes among them.
+[health]
+enabled = false
+
 [workers]
 count = 1
 idle_sleep_us = 50

@@ -145,6 +145,11 @@ pub(super) fn classify(pool: &PoolSnapshot, ip: &Ip, seg: &Seg) -> Option<Classi
         };
         (true, vip, key)
     } else {
+        // Traffic a backend sends to the gateway itself (answers to health probes) is not a
+        // return path to a client: it is punted.
+        if pool.is_gateway_addr(&ip.dst) {
+            return None;
+        }
         let vip = pool.vip_of_backend(&ip.src, seg.src_port, 6)?;
         let (vip_addr, vip_port) = pool.vip_endpoint(vip)?;
         let key = FlowKey {

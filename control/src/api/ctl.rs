@@ -1,0 +1,811 @@
+//! `trapezectl`: the operator's command line over the REST API, with a minimal HTTP/1.1 client
+//! on `std::net` (TCP) or `std::os::unix::net` (Unix socket): one request per connection,
+//! `Connection: close`.
+//!
+//! ```text
+//! trapezectl [--api http://127.0.0.1:9180 | --api unix:/run/trapeze.sock] [--json] COMMAND
+//!   list                                   VIPs and backends, like ipvsadm -Ln
+//!   show VIP                               one VIP
+//!   add-vip NAME ADDR:PORT [--backend B]... [--client-port PORT]
+//!   remove-vip NAME
+//!   add-backend VIP NAME [--ipv4 A] [--ipv6 A] --port P [--weight W] [--egress PORT] [--mac MAC]
+//!   remove-backend NAME [--hard]
+//!   drain NAME [--deadline SECS]
+//!   undrain NAME
+//!   set-weight NAME W
+//!   reload [PATH]
+//!   stats | metrics | status
+//! ```
+//!
+//! Every change takes `--if-version V` (applied only if the configuration is at version `V`).
+//! Exit status: [`EXIT_OK`] on success, [`EXIT_ERROR`] when the API refuses (the reason is
+//! printed) or cannot be reached, [`EXIT_USAGE`] for a bad command line.
+
+use std::ffi::OsString;
+use std::fmt::Write as _;
+use std::io::{self, Read, Write};
+use std::net::{IpAddr, SocketAddr, TcpStream, ToSocketAddrs};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+use serde::de::DeserializeOwned;
+
+use super::server::DEFAULT_PORT;
+use super::types::{AppliedBody, BackendBody, ErrorBody, StatsView, StatusView, VipBody, VipView};
+
+/// Exit status of a successful command.
+pub const EXIT_OK: u8 = 0;
+/// Exit status when the API refused the request or could not be reached.
+pub const EXIT_ERROR: u8 = 1;
+/// Exit status of a bad command line.
+pub const EXIT_USAGE: u8 = 2;
+
+/// Options of `trapezectl`.
+#[derive(Debug, Clone, Parser)]
+#[command(
+    name = "trapezectl",
+    version,
+    about = "Control a running trapeze gateway through its REST API",
+    after_help = "Exit status: 0 success, 1 refused by the API or API unreachable, 2 bad command line.\nThe API reference is docs/API.md."
+)]
+pub struct CtlArgs {
+    /// API address: http://HOST:PORT or unix:/PATH.
+    #[arg(
+        long,
+        global = true,
+        env = "TRAPEZE_API",
+        value_name = "URL",
+        default_value = "http://127.0.0.1:9180"
+    )]
+    pub api: String,
+    /// Print the API's JSON answer instead of a table.
+    #[arg(long, global = true)]
+    pub json: bool,
+    /// Seconds to wait for the API.
+    #[arg(long, global = true, value_name = "SECS", default_value_t = 10)]
+    pub timeout: u64,
+    /// What to do.
+    #[command(subcommand)]
+    pub cmd: Cmd,
+}
+
+/// `--if-version`.
+#[derive(Debug, Clone, Copy, Args)]
+pub struct IfVersion {
+    /// Apply only if the configuration is at this version (else: refused, 409).
+    #[arg(long, value_name = "V")]
+    pub if_version: Option<u64>,
+}
+
+/// The commands.
+#[derive(Debug, Clone, Subcommand)]
+pub enum Cmd {
+    /// List the VIPs and their backends (like ipvsadm -Ln).
+    #[command(visible_alias = "ls")]
+    List,
+    /// Show one VIP and its backends.
+    Show {
+        /// VIP name.
+        name: String,
+    },
+    /// Add a VIP.
+    AddVip {
+        /// VIP name.
+        name: String,
+        /// Address and port, e.g. 10.0.0.10:80 (an IPv6 address in brackets).
+        #[arg(value_name = "ADDR:PORT")]
+        endpoint: SocketAddr,
+        /// A member backend (an existing one; repeat for more).
+        #[arg(long = "backend", value_name = "NAME")]
+        backends: Vec<String>,
+        /// Dataplane port where the clients arrive (default: the one the VIPs share).
+        #[arg(long, value_name = "PORT")]
+        client_port: Option<String>,
+        #[command(flatten)]
+        v: IfVersion,
+    },
+    /// Remove a VIP (its flows are dropped).
+    RemoveVip {
+        /// VIP name.
+        name: String,
+        #[command(flatten)]
+        v: IfVersion,
+    },
+    /// Add a backend to a VIP.
+    AddBackend {
+        /// VIP name.
+        vip: String,
+        /// Backend name.
+        name: String,
+        /// IPv4 address.
+        #[arg(long, value_name = "ADDR")]
+        ipv4: Option<std::net::Ipv4Addr>,
+        /// IPv6 address.
+        #[arg(long, value_name = "ADDR")]
+        ipv6: Option<std::net::Ipv6Addr>,
+        /// Service port on the backend.
+        #[arg(long, value_name = "PORT")]
+        port: u16,
+        /// Maglev weight (0..=65535).
+        #[arg(long, value_name = "W", default_value_t = 1)]
+        weight: u32,
+        /// Dataplane port towards the backend (default: the one the backends share).
+        #[arg(long, value_name = "PORT")]
+        egress: Option<String>,
+        /// Static MAC of the backend or next hop (default: ARP/NDP).
+        #[arg(long, value_name = "MAC")]
+        mac: Option<String>,
+        #[command(flatten)]
+        v: IfVersion,
+    },
+    /// Remove a backend: graceful (drain, then remove) unless --hard.
+    RemoveBackend {
+        /// Backend name.
+        name: String,
+        /// Remove now: its flows are dropped and its joins refused.
+        #[arg(long)]
+        hard: bool,
+        #[command(flatten)]
+        v: IfVersion,
+    },
+    /// Drain a backend: no new connections; flows and joins continue.
+    Drain {
+        /// Backend name.
+        name: String,
+        /// Drop the remaining flows after this many seconds.
+        #[arg(long, value_name = "SECS")]
+        deadline: Option<u64>,
+        #[command(flatten)]
+        v: IfVersion,
+    },
+    /// Make a draining backend take new connections again.
+    Undrain {
+        /// Backend name.
+        name: String,
+        #[command(flatten)]
+        v: IfVersion,
+    },
+    /// Set a backend's Maglev weight.
+    SetWeight {
+        /// Backend name.
+        name: String,
+        /// New weight (0..=65535; 0: no new connections).
+        weight: u32,
+        #[command(flatten)]
+        v: IfVersion,
+    },
+    /// Reload the configuration file (validated first; on error the old one keeps serving).
+    Reload {
+        /// File to load (default: the daemon's).
+        path: Option<String>,
+        #[command(flatten)]
+        v: IfVersion,
+    },
+    /// Counters per worker, VIP, backend, token table and control plane.
+    Stats,
+    /// The Prometheus metrics text.
+    Metrics,
+    /// Version, last reload, uptime.
+    Status,
+}
+
+/// Where the API is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ApiTarget {
+    /// TCP: `host:port` (also the `Host` header).
+    Tcp(String),
+    /// A Unix socket.
+    Unix(PathBuf),
+}
+
+impl ApiTarget {
+    /// `http://HOST[:PORT][/]`, `HOST:PORT`, `unix:/PATH` or `/PATH`.
+    pub fn parse(s: &str) -> Result<Self, String> {
+        let s = s.trim();
+        if let Some(p) = s.strip_prefix("unix:") {
+            let p = p.strip_prefix("//").unwrap_or(p);
+            if p.is_empty() {
+                return Err("--api unix: needs a socket path".into());
+            }
+            return Ok(Self::Unix(PathBuf::from(p)));
+        }
+        if s.starts_with('/') {
+            return Ok(Self::Unix(PathBuf::from(s)));
+        }
+        if s.starts_with("https://") {
+            return Err("--api: https is not supported (the API listens on a local address or a Unix socket)".into());
+        }
+        let host = s.strip_prefix("http://").unwrap_or(s).trim_end_matches('/');
+        if host.is_empty() || host.contains('/') {
+            return Err(format!(
+                "--api: {s:?} is not http://HOST:PORT or unix:/PATH"
+            ));
+        }
+        // A port is present unless the text ends in the host (`localhost`, `[::1]`, `1.2.3.4`).
+        let has_port = match host.rfind(':') {
+            Some(i) => host.starts_with('[') == host[..i].ends_with(']'),
+            None => false,
+        };
+        Ok(Self::Tcp(if has_port {
+            host.to_string()
+        } else {
+            format!("{host}:{DEFAULT_PORT}")
+        }))
+    }
+}
+
+impl std::fmt::Display for ApiTarget {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Tcp(h) => write!(f, "http://{h}"),
+            Self::Unix(p) => write!(f, "unix:{}", p.display()),
+        }
+    }
+}
+
+/// An HTTP answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HttpReply {
+    /// Status code.
+    pub status: u16,
+    /// `Content-Type`, if any.
+    pub content_type: Option<String>,
+    /// The body (chunked encoding undone).
+    pub body: Vec<u8>,
+}
+
+impl HttpReply {
+    /// The body as text (lossy).
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+}
+
+/// Sends one request and reads the whole answer. `body` is sent as JSON. `if_match` adds an
+/// `If-Match` header.
+pub fn http_request(
+    target: &ApiTarget,
+    method: &str,
+    path: &str,
+    body: Option<&[u8]>,
+    if_match: Option<u64>,
+    timeout: Duration,
+) -> io::Result<HttpReply> {
+    let host = match target {
+        ApiTarget::Tcp(h) => h.as_str(),
+        ApiTarget::Unix(_) => "localhost",
+    };
+    let mut req = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: trapezectl/{}\r\nAccept: application/json, text/plain\r\nConnection: close\r\n",
+        env!("CARGO_PKG_VERSION")
+    );
+    if let Some(v) = if_match {
+        let _ = write!(req, "If-Match: \"{v}\"\r\n");
+    }
+    let body = body.unwrap_or_default();
+    if !body.is_empty() || matches!(method, "POST" | "PUT") {
+        let _ = write!(
+            req,
+            "Content-Type: application/json\r\nContent-Length: {}\r\n",
+            body.len()
+        );
+    }
+    req.push_str("\r\n");
+    let mut bytes = req.into_bytes();
+    bytes.extend_from_slice(body);
+    let raw = match target {
+        ApiTarget::Tcp(h) => {
+            let mut last = io::Error::new(io::ErrorKind::NotFound, format!("{h}: no address"));
+            let mut stream = None;
+            for a in h.to_socket_addrs()? {
+                match TcpStream::connect_timeout(&a, timeout) {
+                    Ok(s) => {
+                        stream = Some(s);
+                        break;
+                    }
+                    Err(e) => last = e,
+                }
+            }
+            let s = stream.ok_or(last)?;
+            s.set_read_timeout(Some(timeout))?;
+            s.set_write_timeout(Some(timeout))?;
+            exchange(s, &bytes)?
+        }
+        #[cfg(unix)]
+        ApiTarget::Unix(p) => {
+            let s = std::os::unix::net::UnixStream::connect(p)?;
+            s.set_read_timeout(Some(timeout))?;
+            s.set_write_timeout(Some(timeout))?;
+            exchange(s, &bytes)?
+        }
+        #[cfg(not(unix))]
+        ApiTarget::Unix(_) => {
+            return Err(io::Error::new(
+                io::ErrorKind::Unsupported,
+                "Unix sockets need a Unix system",
+            ))
+        }
+    };
+    parse_reply(&raw)
+}
+
+fn exchange<S: Read + Write>(mut s: S, req: &[u8]) -> io::Result<Vec<u8>> {
+    s.write_all(req)?;
+    s.flush()?;
+    let mut out = Vec::new();
+    s.read_to_end(&mut out)?;
+    Ok(out)
+}
+
+fn bad(msg: impl Into<String>) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, msg.into())
+}
+
+/// Parses a complete HTTP/1.1 answer.
+pub fn parse_reply(raw: &[u8]) -> io::Result<HttpReply> {
+    let end = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .ok_or_else(|| bad("incomplete HTTP answer (no end of headers)"))?;
+    let head = std::str::from_utf8(&raw[..end]).map_err(|_| bad("HTTP headers are not text"))?;
+    let rest = &raw[end + 4..];
+    let mut lines = head.split("\r\n");
+    let status_line = lines.next().unwrap_or_default();
+    let status = status_line
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse::<u16>().ok())
+        .filter(|_| status_line.starts_with("HTTP/1."))
+        .ok_or_else(|| bad(format!("bad HTTP status line {status_line:?}")))?;
+    let mut content_type = None;
+    let mut length = None;
+    let mut chunked = false;
+    for l in lines {
+        let Some((k, v)) = l.split_once(':') else {
+            continue;
+        };
+        let v = v.trim();
+        match k.trim().to_ascii_lowercase().as_str() {
+            "content-type" => content_type = Some(v.to_string()),
+            "content-length" => length = v.parse::<usize>().ok(),
+            "transfer-encoding" => chunked = v.to_ascii_lowercase().contains("chunked"),
+            _ => {}
+        }
+    }
+    let body = if chunked {
+        dechunk(rest)?
+    } else if let Some(n) = length {
+        rest.get(..n)
+            .ok_or_else(|| bad("HTTP body shorter than its Content-Length"))?
+            .to_vec()
+    } else {
+        rest.to_vec()
+    };
+    Ok(HttpReply {
+        status,
+        content_type,
+        body,
+    })
+}
+
+fn dechunk(mut b: &[u8]) -> io::Result<Vec<u8>> {
+    let mut out = Vec::new();
+    loop {
+        let eol = b
+            .windows(2)
+            .position(|w| w == b"\r\n")
+            .ok_or_else(|| bad("truncated chunk"))?;
+        let size_text = std::str::from_utf8(&b[..eol]).map_err(|_| bad("bad chunk size"))?;
+        let size_text = size_text.split(';').next().unwrap_or_default().trim();
+        let size = usize::from_str_radix(size_text, 16).map_err(|_| bad("bad chunk size"))?;
+        b = &b[eol + 2..];
+        if size == 0 {
+            return Ok(out);
+        }
+        out.extend_from_slice(b.get(..size).ok_or_else(|| bad("truncated chunk"))?);
+        b = b.get(size + 2..).ok_or_else(|| bad("truncated chunk"))?;
+    }
+}
+
+/// Percent-encodes a path segment (names are plain already; anything else is escaped).
+fn seg(s: &str) -> String {
+    let mut o = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
+            o.push(b as char);
+        } else {
+            let _ = write!(o, "%{b:02X}");
+        }
+    }
+    o
+}
+
+/// The HTTP request of a command: method, path, JSON body, `If-Match`.
+pub fn request_of(cmd: &Cmd) -> (&'static str, String, Option<String>, Option<u64>) {
+    let json = |v: serde_json::Value| Some(v.to_string());
+    match cmd {
+        Cmd::List => ("GET", "/vips".into(), None, None),
+        Cmd::Show { name } => ("GET", format!("/vips/{}", seg(name)), None, None),
+        Cmd::AddVip {
+            name,
+            endpoint,
+            backends,
+            client_port,
+            v,
+        } => {
+            let body = VipBody {
+                name: name.clone(),
+                address: endpoint.ip(),
+                port: endpoint.port(),
+                protocol: Default::default(),
+                mode: Default::default(),
+                client_port: client_port.clone(),
+                backends: backends.clone(),
+            };
+            (
+                "POST",
+                "/vips".into(),
+                serde_json::to_string(&body).ok(),
+                v.if_version,
+            )
+        }
+        Cmd::RemoveVip { name, v } => {
+            ("DELETE", format!("/vips/{}", seg(name)), None, v.if_version)
+        }
+        Cmd::AddBackend {
+            vip,
+            name,
+            ipv4,
+            ipv6,
+            port,
+            weight,
+            egress,
+            mac,
+            v,
+        } => {
+            let body = BackendBody {
+                name: name.clone(),
+                ipv4: *ipv4,
+                ipv6: *ipv6,
+                port: *port,
+                weight: *weight,
+                egress_port: egress.clone(),
+                mac: mac.clone(),
+            };
+            (
+                "POST",
+                format!("/vips/{}/backends", seg(vip)),
+                serde_json::to_string(&body).ok(),
+                v.if_version,
+            )
+        }
+        Cmd::RemoveBackend { name, hard, v } => (
+            "DELETE",
+            format!(
+                "/backends/{}?mode={}",
+                seg(name),
+                if *hard { "hard" } else { "graceful" }
+            ),
+            None,
+            v.if_version,
+        ),
+        Cmd::Drain { name, deadline, v } => (
+            "POST",
+            format!("/backends/{}/drain", seg(name)),
+            match deadline {
+                Some(d) => json(serde_json::json!({ "deadline_s": d })),
+                None => None,
+            },
+            v.if_version,
+        ),
+        Cmd::Undrain { name, v } => (
+            "POST",
+            format!("/backends/{}/undrain", seg(name)),
+            None,
+            v.if_version,
+        ),
+        Cmd::SetWeight { name, weight, v } => (
+            "PUT",
+            format!("/backends/{}/weight", seg(name)),
+            json(serde_json::json!({ "weight": weight })),
+            v.if_version,
+        ),
+        Cmd::Reload { path, v } => (
+            "POST",
+            "/reload".into(),
+            path.as_ref()
+                .and_then(|p| json(serde_json::json!({ "path": p }))),
+            v.if_version,
+        ),
+        Cmd::Stats => ("GET", "/stats".into(), None, None),
+        Cmd::Metrics => ("GET", "/metrics".into(), None, None),
+        Cmd::Status => ("GET", "/status".into(), None, None),
+    }
+}
+
+fn endpoint(addr: Option<IpAddr>, port: u16) -> String {
+    match addr {
+        Some(IpAddr::V4(a)) => format!("{a}:{port}"),
+        Some(IpAddr::V6(a)) => format!("[{a}]:{port}"),
+        None => format!("-:{port}"),
+    }
+}
+
+/// The ipvsadm -Ln-like table of `list` and `show`.
+pub fn format_vips(vips: &[VipView]) -> String {
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        "Prot LocalAddress:Port                 Name             Mode   NewConns   Joins"
+    );
+    let _ = writeln!(
+        s,
+        "  -> RemoteAddress:Port               Name             Weight State    ActiveFlows NewConns   Joins"
+    );
+    for v in vips {
+        let _ = writeln!(
+            s,
+            "TCP  {:<32} {:<16} {:<6} {:<10} {}",
+            endpoint(Some(v.address), v.port),
+            v.name,
+            "nat",
+            v.new_conns,
+            v.joins
+        );
+        for b in &v.backends {
+            let _ = writeln!(
+                s,
+                "  -> {:<32} {:<16} {:<6} {:<8} {:<11} {:<10} {}",
+                endpoint(b.address, b.port),
+                b.name,
+                b.weight,
+                b.state.as_str(),
+                b.active_flows.map_or("-".to_string(), |a| a.to_string()),
+                b.new_conns,
+                b.joins
+            );
+        }
+    }
+    s
+}
+
+/// The text of `stats`.
+pub fn format_stats(st: &StatsView) -> String {
+    let mut s = String::new();
+    for w in &st.workers {
+        let _ = writeln!(
+            s,
+            "worker {}: rx {} tx {} forwarded {} replied {} punted {} handed_off {} dropped {} flows {}/{}",
+            w.worker, w.rx, w.tx, w.forwarded, w.replied, w.punted, w.handed_off, w.dropped,
+            w.flows, w.flow_capacity
+        );
+        for (r, n) in &w.drops {
+            let _ = writeln!(s, "  drop {r} {n}");
+        }
+        for (e, n) in &w.events {
+            let _ = writeln!(s, "  event {e} {n}");
+        }
+    }
+    for v in &st.vips {
+        let _ = writeln!(
+            s,
+            "vip {}: packets {} bytes {} new_conns {} joins {}",
+            v.name, v.packets, v.bytes, v.new_conns, v.joins
+        );
+    }
+    for b in &st.backends {
+        let _ = write!(
+            s,
+            "backend {}: packets {} bytes {} new_conns {} joins {}",
+            b.name, b.packets, b.bytes, b.new_conns, b.joins
+        );
+        if let Some(st) = b.state {
+            let _ = write!(s, " state {st}");
+        }
+        if let Some(a) = b.active_flows {
+            let _ = write!(s, " active_flows {a}");
+        }
+        let _ = writeln!(s);
+    }
+    let t = &st.tokens;
+    let _ = writeln!(
+        s,
+        "tokens: entries {} capacity {} collisions {} unknown_token_joins {}",
+        t.entries, t.capacity, t.collisions, t.unknown_token_joins
+    );
+    let c = &st.control;
+    let _ = writeln!(
+        s,
+        "control: version {} reloads_ok {} reloads_error {} pool_changes {}",
+        c.version, c.reloads_ok, c.reloads_error, c.pool_changes
+    );
+    s
+}
+
+/// The text of `status`.
+pub fn format_status(st: &StatusView) -> String {
+    let mut s = String::new();
+    let _ = writeln!(s, "version: {}", st.version);
+    let _ = writeln!(s, "last good version: {}", st.last_good_version);
+    let _ = writeln!(s, "uptime: {}s", st.uptime_s);
+    let _ = writeln!(s, "workers: {}", st.workers);
+    if let Some(p) = &st.config_path {
+        let _ = writeln!(s, "config: {p}");
+    }
+    match &st.last_reload {
+        None => {
+            let _ = writeln!(s, "last reload: none");
+        }
+        Some(r) if r.ok => {
+            let _ = writeln!(
+                s,
+                "last reload: ok ({}, at {} s since the epoch, version {})",
+                r.path, r.unix_time_s, r.version
+            );
+        }
+        Some(r) => {
+            let _ = writeln!(
+                s,
+                "last reload: FAILED ({}, at {} s since the epoch; version {} kept serving)",
+                r.path, r.unix_time_s, r.version
+            );
+            for l in r.error.as_deref().unwrap_or_default().lines() {
+                let _ = writeln!(s, "  {l}");
+            }
+        }
+    }
+    s
+}
+
+fn decode<T: DeserializeOwned>(r: &HttpReply) -> Result<T, String> {
+    serde_json::from_slice(&r.body)
+        .map_err(|e| format!("unexpected answer from the API ({e}): {}", r.text()))
+}
+
+/// Runs a parsed command, printing to `out` / `err`; returns the exit status.
+pub fn run(args: &CtlArgs, out: &mut dyn Write, err: &mut dyn Write) -> u8 {
+    let target = match ApiTarget::parse(&args.api) {
+        Ok(t) => t,
+        Err(e) => {
+            let _ = writeln!(err, "error: {e}");
+            return EXIT_USAGE;
+        }
+    };
+    let (method, path, body, if_match) = request_of(&args.cmd);
+    let timeout = Duration::from_secs(args.timeout.max(1));
+    let reply = match http_request(
+        &target,
+        method,
+        &path,
+        body.as_deref().map(str::as_bytes),
+        if_match,
+        timeout,
+    ) {
+        Ok(r) => r,
+        Err(e) => {
+            let _ = writeln!(err, "error: cannot reach the API at {target}: {e}");
+            return EXIT_ERROR;
+        }
+    };
+    if reply.status >= 400 {
+        match serde_json::from_slice::<ErrorBody>(&reply.body) {
+            Ok(e) => {
+                let _ = match &e.field {
+                    Some(f) => writeln!(err, "error: {f}: {} (HTTP {})", e.reason, reply.status),
+                    None => writeln!(err, "error: {} (HTTP {})", e.reason, reply.status),
+                };
+            }
+            Err(_) => {
+                let _ = writeln!(err, "error: HTTP {}: {}", reply.status, reply.text().trim());
+            }
+        }
+        return EXIT_ERROR;
+    }
+    let printed = if args.json || matches!(args.cmd, Cmd::Metrics) {
+        Ok(reply.text())
+    } else {
+        match &args.cmd {
+            Cmd::List => decode::<Vec<VipView>>(&reply).map(|v| format_vips(&v)),
+            Cmd::Show { .. } => decode::<VipView>(&reply).map(|v| format_vips(&[v])),
+            Cmd::Stats => decode::<StatsView>(&reply).map(|s| format_stats(&s)),
+            Cmd::Status => decode::<StatusView>(&reply).map(|s| format_status(&s)),
+            _ => decode::<AppliedBody>(&reply).map(|a| format!("ok: version {}\n", a.version)),
+        }
+    };
+    match printed {
+        Ok(text) => {
+            let _ = out.write_all(text.as_bytes());
+            if !text.ends_with('\n') {
+                let _ = writeln!(out);
+            }
+            EXIT_OK
+        }
+        Err(e) => {
+            let _ = writeln!(err, "error: {e}");
+            EXIT_ERROR
+        }
+    }
+}
+
+/// `main` of `trapezectl`.
+pub fn ctl_main<I, T>(argv: I) -> std::process::ExitCode
+where
+    I: IntoIterator<Item = T>,
+    T: Into<OsString> + Clone,
+{
+    let args = match CtlArgs::try_parse_from(argv) {
+        Ok(a) => a,
+        Err(e) => {
+            let _ = e.print();
+            return std::process::ExitCode::from(if e.use_stderr() { EXIT_USAGE } else { EXIT_OK });
+        }
+    };
+    let code = run(&args, &mut io::stdout().lock(), &mut io::stderr().lock());
+    std::process::ExitCode::from(code)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn command_is_well_formed() {
+        CtlArgs::command().debug_assert();
+    }
+
+    #[test]
+    fn api_targets() {
+        let t = |s| ApiTarget::parse(s).unwrap();
+        assert_eq!(
+            t("http://127.0.0.1:1/"),
+            ApiTarget::Tcp("127.0.0.1:1".into())
+        );
+        assert_eq!(
+            t("localhost"),
+            ApiTarget::Tcp(format!("localhost:{DEFAULT_PORT}"))
+        );
+        assert_eq!(t("[::1]"), ApiTarget::Tcp(format!("[::1]:{DEFAULT_PORT}")));
+        assert_eq!(t("[::1]:5"), ApiTarget::Tcp("[::1]:5".into()));
+        assert_eq!(t("unix:/run/x"), ApiTarget::Unix("/run/x".into()));
+        assert_eq!(t("/run/x"), ApiTarget::Unix("/run/x".into()));
+        for bad in ["https://x:1", "unix:", "http://x/y", ""] {
+            assert!(ApiTarget::parse(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn replies_parse() {
+        let r = parse_reply(b"HTTP/1.1 404 Not Found\r\ncontent-type: application/json\r\ncontent-length: 2\r\n\r\n{}xx").unwrap();
+        assert_eq!((r.status, r.body.as_slice()), (404, &b"{}"[..]));
+        let r = parse_reply(
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n2;x=y\r\nde\r\n0\r\n\r\n",
+        )
+        .unwrap();
+        assert_eq!(r.body, b"abcde");
+        assert!(parse_reply(b"garbage").is_err());
+        assert!(parse_reply(b"SMTP 200\r\n\r\n").is_err());
+    }
+
+    #[test]
+    fn requests_of_commands() {
+        let p = |args: &[&str]| {
+            let mut v = vec!["trapezectl"];
+            v.extend_from_slice(args);
+            request_of(&CtlArgs::try_parse_from(v).unwrap().cmd)
+        };
+        assert_eq!(
+            p(&["remove-backend", "a b", "--hard", "--if-version", "3"]),
+            ("DELETE", "/backends/a%20b?mode=hard".into(), None, Some(3))
+        );
+        let (m, path, body, _) = p(&["set-weight", "s1", "7"]);
+        assert_eq!((m, path.as_str()), ("PUT", "/backends/s1/weight"));
+        assert_eq!(body.unwrap(), r#"{"weight":7}"#);
+        let (_, _, body, _) = p(&["add-vip", "web", "[fd00::1]:443", "--backend", "s1"]);
+        let v: VipBody = serde_json::from_str(&body.unwrap()).unwrap();
+        assert_eq!(v.port, 443);
+        assert_eq!(v.backends, vec!["s1".to_string()]);
+        assert!(CtlArgs::try_parse_from(["trapezectl", "add-vip", "web", "1.2.3.4"]).is_err());
+    }
+}

@@ -1,0 +1,44 @@
+//! The control API: a REST server on its own thread ([`server`]), the messages it exchanges
+//! with the daemon's control thread ([`types`]), the Prometheus rendering of the counters
+//! ([`metrics`]) and the `trapezectl` command line ([`ctl`]). `docs/API.md` is the operator's
+//! reference.
+//!
+//! ## What the daemon does with it
+//!
+//! ```no_run
+//! use std::sync::mpsc;
+//! use trapeze_control::api::{self, BindAddr, ControlMsg, Request, Response};
+//!
+//! let (to_control, requests) = mpsc::sync_channel::<ControlMsg>(64);
+//! let api = api::serve(BindAddr::default(), to_control)?;
+//! // In the control loop, between its other duties:
+//! while let Ok((req, reply)) = requests.try_recv() {
+//!     let resp = match req {
+//!         Request::Status => Response::Status(Default::default()),
+//!         _ => Response::error(501, "not yet"),
+//!     };
+//!     api::answer(&reply, resp);
+//! }
+//! drop(api); // stops the server
+//! # Ok::<(), std::io::Error>(())
+//! ```
+//!
+//! The server needs nothing from DPDK, so all of it is tested here against a stand-in control
+//! thread (`control/tests/api.rs`).
+
+pub mod ctl;
+pub mod metrics;
+pub mod server;
+pub mod types;
+
+pub use metrics::{
+    render, vip_views, BackendMeta, MetricsInput, TokenSample, VipMeta, WorkerSample,
+};
+pub use server::{
+    answer, serve, serve_with, ApiHandle, BindAddr, ControlMsg, Reply, ServeOptions, ToControl,
+    DEFAULT_PORT,
+};
+pub use types::{
+    check_version, BackendBody, ControlStatsView, ErrorBody, ReloadReport, RemoveMode, Request,
+    Response, State, StatsView, StatusView, VipBody, VipView,
+};

@@ -1,0 +1,190 @@
+//! The daemon's side of the control API: requests from the API thread
+//! (`trapeze_control::api::serve`) are answered here, on the control thread, one at a time, so
+//! changes are serialised. The API thread only parses and forwards; if it fails, forwarding goes
+//! on and the control loop simply receives nothing.
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use trapeze_control::api::{
+    self, ControlStatsView, MetricsInput, ReloadReport, RemoveMode, Request, Response, StatusView,
+    TokenSample, WorkerSample,
+};
+use trapeze_core::pipeline::Shared;
+use trapeze_core::pool::{BackendState, PortId};
+
+use crate::control::{ControlPlane, NewBackend, NewVip, Refused};
+use crate::publish::Published;
+use crate::worker::StatsBoard;
+
+/// What a request needs besides the control plane.
+pub(crate) struct Env<'a> {
+    pub(crate) published: &'a Published,
+    pub(crate) shared: &'a Shared,
+    pub(crate) board: &'a StatsBoard,
+}
+
+fn refused(r: Refused) -> Response {
+    Response::error(r.status, r.reason)
+}
+
+fn applied(r: Result<u64, Refused>) -> Response {
+    match r {
+        Ok(version) => Response::Applied { version },
+        Err(e) => refused(e),
+    }
+}
+
+fn metrics_input(cp: &ControlPlane, env: &Env<'_>) -> MetricsInput {
+    let workers = env
+        .board
+        .slots
+        .iter()
+        .map(|s| {
+            let r = s.lock();
+            WorkerSample {
+                rx: r.io.rx,
+                tx: r.io.tx,
+                flows: r.flows as u64,
+                flow_capacity: r.flow_capacity as u64,
+                stats: r.stats.clone(),
+            }
+        })
+        .collect();
+    let tokens = TokenSample {
+        entries: env.shared.tokens.len() as u64,
+        capacity: env.shared.tokens.capacity() as u64,
+    };
+    let control = ControlStatsView {
+        version: cp.version(),
+        reloads_ok: cp.counters.reloads_ok,
+        reloads_error: cp.counters.reloads_failed,
+        pool_changes: cp.counters.pool_changes,
+    };
+    MetricsInput::from_pool(&env.published.load(), workers, tokens, control)
+}
+
+/// Answers one request.
+pub(crate) fn dispatch(cp: &mut ControlPlane, req: Request, env: &Env<'_>) -> Response {
+    let change = req.is_change();
+    let r = match req {
+        Request::ListVips | Request::GetVip { .. } => {
+            let input = metrics_input(cp, env);
+            let snap = env.published.load();
+            let names: Vec<String> = cp.cfg.ports.iter().map(|p| p.name.clone()).collect();
+            let port_name = |p: PortId| names.get(p.0 as usize).cloned().unwrap_or_default();
+            let views = api::vip_views(&snap, &port_name, &input);
+            return match req {
+                Request::GetVip { name } => views
+                    .into_iter()
+                    .find(|v| v.name == name)
+                    .map_or_else(|| Response::not_found("vip", &name), Response::Vip),
+                _ => Response::Vips(views),
+            };
+        }
+        Request::Stats => return Response::Stats(metrics_input(cp, env).stats_view()),
+        Request::Metrics => return Response::Metrics(api::render(&metrics_input(cp, env))),
+        Request::Status => {
+            let last_good = match &cp.last_reload {
+                Some(Ok(v)) => *v,
+                _ => cp.version(),
+            };
+            let last_reload = cp.last_reload.as_ref().map(|r| ReloadReport {
+                ok: r.is_ok(),
+                path: cp.config_path.display().to_string(),
+                unix_time_s: SystemTime::now()
+                    .duration_since(UNIX_EPOCH)
+                    .map_or(0, |d| d.as_secs()),
+                version: cp.version(),
+                error: r.as_ref().err().cloned(),
+            });
+            return Response::Status(StatusView {
+                version: cp.version(),
+                last_good_version: last_good,
+                uptime_s: cp.started.elapsed().as_secs(),
+                workers: env.board.slots.len() as u64,
+                config_path: Some(cp.config_path.display().to_string()),
+                last_reload,
+            });
+        }
+        Request::AddVip { spec, if_version } => cp.add_vip(
+            NewVip {
+                name: spec.name,
+                addr: spec.address,
+                port: spec.port,
+                client_port: spec.client_port,
+                backends: spec.backends,
+            },
+            if_version,
+            env.published,
+        ),
+        Request::RemoveVip { name, if_version } => cp.remove_vip(&name, if_version, env.published),
+        Request::AddBackend {
+            vip,
+            backend,
+            if_version,
+        } => {
+            let mac = match backend.mac_bytes().transpose() {
+                Ok(m) => m,
+                Err(e) => return Response::invalid("mac", e),
+            };
+            cp.add_backend(
+                &vip,
+                NewBackend {
+                    name: backend.name,
+                    ipv4: backend.ipv4,
+                    ipv6: backend.ipv6,
+                    port: backend.port,
+                    weight: backend.weight,
+                    egress: backend.egress_port,
+                    mac,
+                },
+                if_version,
+                env.published,
+            )
+        }
+        Request::RemoveBackend {
+            name,
+            mode,
+            if_version,
+        } => cp.remove_backend(
+            &name,
+            mode == RemoveMode::Hard,
+            if_version,
+            env.published,
+            env.shared,
+        ),
+        Request::Drain {
+            name,
+            deadline_s,
+            if_version,
+        } => cp.set_state(
+            &name,
+            BackendState::Draining,
+            deadline_s.map(std::time::Duration::from_secs),
+            if_version,
+            env.published,
+        ),
+        Request::Undrain { name, if_version } => {
+            cp.set_state(&name, BackendState::Active, None, if_version, env.published)
+        }
+        Request::SetWeight {
+            name,
+            weight,
+            if_version,
+        } => cp.set_weight(&name, weight, if_version, env.published),
+        Request::Reload { path, if_version } => {
+            if let Some(v) = if_version.filter(|&v| v != cp.version()) {
+                return Response::version_conflict(v, cp.version());
+            }
+            cp.reload(
+                path.as_deref().map(std::path::Path::new),
+                env.published,
+                env.shared,
+            )
+        }
+    };
+    if change {
+        cp.outcome(&r);
+    }
+    applied(r)
+}

@@ -1,0 +1,839 @@
+//! The control plane's state and the pool changes it applies.
+//!
+//! Every change follows one path: check the expected version (if given), apply the change to a
+//! copy of the pool spec, **build the snapshot** (which validates everything, Maglev tables
+//! included), and only then publish it and bump the version. Any error leaves the running pool
+//! untouched, byte for byte (the same `Arc<PoolSnapshot>` keeps serving), and is returned with a
+//! reason. Changes are applied one at a time by the control thread, so they are serialised.
+//!
+//! Identities are stable: a backend or VIP keeps its id for its life, a removed one leaves a
+//! hole, and ids are never reused, so no flow or token can ever point at the wrong server. A
+//! reloaded configuration is matched to the running one by name.
+//!
+//! Removal policies:
+//! * **drain** (`Draining`): no new connections; its flows and the joins of its connections keep
+//!   reaching it. With a deadline, it is removed (hard) when the deadline passes.
+//! * **hard remove**: the backend leaves every VIP and the snapshot; packets of its remaining
+//!   flows are dropped and counted (`backend_gone`), its tokens are purged from the token table
+//!   (joins for its connections are refused: `join_no_token`), new connections go elsewhere.
+//! * **graceful remove**: drain, then hard remove after the drain deadline (default 60 s).
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::time::{Duration, Instant};
+
+use trapeze_control::config::{self, GatewayConfig, Overrides};
+use trapeze_core::pipeline::Shared;
+use trapeze_core::pool::{
+    Backend, BackendId, BackendState, ForwardingMode, PoolSnapshot, PoolSpec, PortId, VipId,
+    VipSpec,
+};
+
+use crate::publish::Published;
+
+/// Default time a graceful removal waits for the backend's flows to end.
+pub(crate) const GRACEFUL_REMOVE_DEADLINE: Duration = Duration::from_secs(60);
+
+/// Why a request changed nothing: an HTTP-like status and a reason for the operator.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Refused {
+    pub(crate) status: u16,
+    pub(crate) reason: String,
+}
+
+impl Refused {
+    fn bad(reason: impl Into<String>) -> Self {
+        Self {
+            status: 400,
+            reason: reason.into(),
+        }
+    }
+    fn not_found(what: &str, name: &str) -> Self {
+        Self {
+            status: 404,
+            reason: format!("no {what} named {name:?}"),
+        }
+    }
+    fn conflict(reason: impl Into<String>) -> Self {
+        Self {
+            status: 409,
+            reason: reason.into(),
+        }
+    }
+    fn invalid(reason: impl Into<String>) -> Self {
+        Self {
+            status: 422,
+            reason: reason.into(),
+        }
+    }
+}
+
+/// A backend as a request describes it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct NewBackend {
+    pub(crate) name: String,
+    pub(crate) ipv4: Option<Ipv4Addr>,
+    pub(crate) ipv6: Option<Ipv6Addr>,
+    pub(crate) port: u16,
+    pub(crate) weight: u32,
+    /// Egress port by name; `None`: the port of the VIP's other backends, or the only port.
+    pub(crate) egress: Option<String>,
+    pub(crate) mac: Option<[u8; 6]>,
+}
+
+/// A VIP as a request describes it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct NewVip {
+    pub(crate) name: String,
+    pub(crate) addr: IpAddr,
+    pub(crate) port: u16,
+    /// Client-side port by name; `None`: the first port.
+    pub(crate) client_port: Option<String>,
+    pub(crate) backends: Vec<String>,
+}
+
+/// Counters of the control plane itself.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct ControlCounters {
+    pub(crate) reloads_ok: u64,
+    pub(crate) reloads_failed: u64,
+    pub(crate) pool_changes: u64,
+    pub(crate) refused: u64,
+}
+
+/// The control plane's state: the running configuration and what happened to it.
+#[derive(Debug)]
+pub(crate) struct ControlPlane {
+    pub(crate) cfg: GatewayConfig,
+    pub(crate) overrides: Overrides,
+    pub(crate) config_path: std::path::PathBuf,
+    pub(crate) counters: ControlCounters,
+    /// The outcome of the last reload: `Ok(version)` or the error.
+    pub(crate) last_reload: Option<Result<u64, String>>,
+    /// Backends to remove (hard) when their drain deadline passes.
+    deadlines: Vec<(BackendId, Instant)>,
+    /// Backends failing their health checks: published as `Down` whatever their configured
+    /// state (which `cfg.pool` keeps, so an operator's drain survives a health flap).
+    health_down: Vec<BackendId>,
+    pub(crate) started: Instant,
+}
+
+impl ControlPlane {
+    pub(crate) fn new(
+        cfg: GatewayConfig,
+        overrides: Overrides,
+        config_path: std::path::PathBuf,
+    ) -> Self {
+        Self {
+            cfg,
+            overrides,
+            config_path,
+            counters: ControlCounters::default(),
+            last_reload: None,
+            deadlines: Vec::new(),
+            health_down: Vec::new(),
+            started: Instant::now(),
+        }
+    }
+
+    /// The running version.
+    pub(crate) fn version(&self) -> u64 {
+        self.cfg.pool.version
+    }
+
+    fn backend_id(&self, name: &str) -> Result<BackendId, Refused> {
+        self.cfg
+            .pool
+            .backends
+            .iter()
+            .flatten()
+            .find(|b| b.name == name)
+            .map(|b| b.id)
+            .ok_or_else(|| Refused::not_found("backend", name))
+    }
+
+    fn vip_id(&self, name: &str) -> Result<VipId, Refused> {
+        self.cfg
+            .pool
+            .vips
+            .iter()
+            .flatten()
+            .find(|v| v.name == name)
+            .map(|v| v.id)
+            .ok_or_else(|| Refused::not_found("vip", name))
+    }
+
+    fn port_id(&self, name: &str) -> Result<PortId, Refused> {
+        self.cfg
+            .ports
+            .iter()
+            .find(|p| p.name == name)
+            .map(|p| p.id)
+            .ok_or_else(|| Refused::invalid(format!("no port named {name:?}")))
+    }
+
+    /// The common path of every change (see the module documentation).
+    /// Counts the outcome of a change request (the dispatcher calls it once per request).
+    pub(crate) fn outcome<T>(&mut self, r: &Result<T, Refused>) {
+        match r {
+            Ok(_) => self.counters.pool_changes += 1,
+            Err(_) => self.counters.refused += 1,
+        }
+    }
+
+    fn change(
+        &mut self,
+        if_version: Option<u64>,
+        published: &Published,
+        f: impl FnOnce(&mut PoolSpec) -> Result<(), Refused>,
+    ) -> Result<u64, Refused> {
+        if let Some(v) = if_version {
+            if v != self.version() {
+                return Err(Refused::conflict(format!(
+                    "version {v} expected, the running version is {}",
+                    self.version()
+                )));
+            }
+        }
+        let mut next = self.cfg.pool.clone();
+        f(&mut next)?;
+        next.version = self.version() + 1;
+        let snapshot = PoolSnapshot::build(self.effective(&next))
+            .map_err(|e| Refused::invalid(e.to_string()))?;
+        self.cfg.pool = next;
+        published.publish(snapshot);
+        Ok(self.version())
+    }
+
+    /// The spec as published: health-down backends are `Down`.
+    fn effective(&self, spec: &PoolSpec) -> PoolSpec {
+        let mut e = spec.clone();
+        for id in &self.health_down {
+            if let Some(Some(b)) = e.backends.get_mut(id.0 as usize) {
+                b.state = BackendState::Down;
+            }
+        }
+        e
+    }
+
+    /// A change the gateway makes itself (resolved MACs): the same validation and publication,
+    /// not counted as an operator's change.
+    pub(crate) fn internal_change(
+        &mut self,
+        published: &Published,
+        f: impl FnOnce(&mut PoolSpec),
+    ) -> Result<u64, Refused> {
+        self.change(None, published, |p| {
+            f(p);
+            Ok(())
+        })
+    }
+
+    /// Records a backend's health (from the health checker) and republishes when it changed.
+    pub(crate) fn set_health(
+        &mut self,
+        id: BackendId,
+        up: bool,
+        published: &Published,
+    ) -> Result<u64, Refused> {
+        let was_down = self.health_down.contains(&id);
+        if up != was_down {
+            return Ok(self.version());
+        }
+        if up {
+            self.health_down.retain(|&b| b != id);
+        } else {
+            self.health_down.push(id);
+        }
+        let r = self.change(None, published, |_| Ok(()));
+        if r.is_err() {
+            // Keep the overlay consistent with what is published.
+            if up {
+                self.health_down.push(id);
+            } else {
+                self.health_down.retain(|&b| b != id);
+            }
+        }
+        r
+    }
+
+    /// Adds a backend to a VIP (a new one, or one that already serves other VIPs).
+    pub(crate) fn add_backend(
+        &mut self,
+        vip: &str,
+        b: NewBackend,
+        if_version: Option<u64>,
+        published: &Published,
+    ) -> Result<u64, Refused> {
+        let vip_id = self.vip_id(vip)?;
+        if b.ipv4.is_none() && b.ipv6.is_none() {
+            return Err(Refused::bad("a backend needs an IPv4 or an IPv6 address"));
+        }
+        if b.port == 0 {
+            return Err(Refused::bad("port 0"));
+        }
+        if b.weight > config::MAX_WEIGHT {
+            return Err(Refused::bad(format!(
+                "weight {} is above {}",
+                b.weight,
+                config::MAX_WEIGHT
+            )));
+        }
+        let existing = self
+            .cfg
+            .pool
+            .backends
+            .iter()
+            .flatten()
+            .find(|x| x.name == b.name)
+            .cloned();
+        let egress = match (&b.egress, &existing) {
+            (Some(p), _) => self.port_id(p)?,
+            (None, Some(x)) => x.egress,
+            (None, None) => self
+                .vip_members(vip_id)
+                .first()
+                .copied()
+                .or_else(|| self.cfg.ports.last().map(|p| p.id))
+                .ok_or_else(|| Refused::invalid("the gateway has no port"))?,
+        };
+        self.change(if_version, published, |pool| {
+            let id = match existing {
+                Some(x) => {
+                    if x.ipv4 != b.ipv4 || x.ipv6 != b.ipv6 || x.port != b.port {
+                        return Err(Refused::conflict(format!(
+                            "backend {:?} exists with other addresses or port",
+                            b.name
+                        )));
+                    }
+                    x.id
+                }
+                None => {
+                    let id = BackendId(
+                        u16::try_from(pool.backends.len())
+                            .map_err(|_| Refused::invalid("too many backends"))?,
+                    );
+                    pool.backends.push(Some(Backend {
+                        id,
+                        name: b.name.clone(),
+                        ipv4: b.ipv4,
+                        ipv6: b.ipv6,
+                        port: b.port,
+                        weight: b.weight,
+                        state: BackendState::Active,
+                        egress,
+                        mac: b.mac,
+                    }));
+                    id
+                }
+            };
+            let v = pool.vips[vip_id.0 as usize]
+                .as_mut()
+                .ok_or_else(|| Refused::not_found("vip", vip))?;
+            if v.backends.contains(&id) {
+                return Err(Refused::conflict(format!(
+                    "{:?} already serves {vip:?}",
+                    b.name
+                )));
+            }
+            v.backends.push(id);
+            Ok(())
+        })
+    }
+
+    fn vip_members(&self, vip: VipId) -> Vec<PortId> {
+        let Some(Some(v)) = self.cfg.pool.vips.get(vip.0 as usize) else {
+            return Vec::new();
+        };
+        v.backends
+            .iter()
+            .filter_map(|id| {
+                self.cfg
+                    .pool
+                    .backends
+                    .get(id.0 as usize)
+                    .and_then(Option::as_ref)
+            })
+            .map(|b| b.egress)
+            .collect()
+    }
+
+    /// Sets a backend's state (drain / undrain / down from health checks).
+    pub(crate) fn set_state(
+        &mut self,
+        name: &str,
+        state: BackendState,
+        deadline: Option<Duration>,
+        if_version: Option<u64>,
+        published: &Published,
+    ) -> Result<u64, Refused> {
+        let id = self.backend_id(name)?;
+        let v = self.change(if_version, published, |pool| {
+            if let Some(Some(b)) = pool.backends.get_mut(id.0 as usize) {
+                b.state = state;
+            }
+            Ok(())
+        })?;
+        self.deadlines.retain(|(b, _)| *b != id);
+        if let (BackendState::Draining, Some(d)) = (state, deadline) {
+            self.deadlines.push((id, Instant::now() + d));
+        }
+        Ok(v)
+    }
+
+    /// Sets a backend's weight.
+    pub(crate) fn set_weight(
+        &mut self,
+        name: &str,
+        weight: u32,
+        if_version: Option<u64>,
+        published: &Published,
+    ) -> Result<u64, Refused> {
+        if weight > config::MAX_WEIGHT {
+            return Err(Refused::bad(format!(
+                "weight {weight} is above {}",
+                config::MAX_WEIGHT
+            )));
+        }
+        let id = self.backend_id(name)?;
+        self.change(if_version, published, |pool| {
+            if let Some(Some(b)) = pool.backends.get_mut(id.0 as usize) {
+                b.weight = weight;
+            }
+            Ok(())
+        })
+    }
+
+    /// Removes a backend: `hard` at once (its tokens purged), otherwise drain then remove after
+    /// [`GRACEFUL_REMOVE_DEADLINE`].
+    pub(crate) fn remove_backend(
+        &mut self,
+        name: &str,
+        hard: bool,
+        if_version: Option<u64>,
+        published: &Published,
+        shared: &Shared,
+    ) -> Result<u64, Refused> {
+        if !hard {
+            return self.set_state(
+                name,
+                BackendState::Draining,
+                Some(GRACEFUL_REMOVE_DEADLINE),
+                if_version,
+                published,
+            );
+        }
+        let id = self.backend_id(name)?;
+        let v = self.change(if_version, published, |pool| {
+            pool.backends[id.0 as usize] = None;
+            for v in pool.vips.iter_mut().flatten() {
+                v.backends.retain(|&b| b != id);
+            }
+            Ok(())
+        })?;
+        self.deadlines.retain(|(b, _)| *b != id);
+        shared.tokens.remove_backend(id);
+        Ok(v)
+    }
+
+    /// Adds a VIP.
+    pub(crate) fn add_vip(
+        &mut self,
+        v: NewVip,
+        if_version: Option<u64>,
+        published: &Published,
+    ) -> Result<u64, Refused> {
+        if self
+            .cfg
+            .pool
+            .vips
+            .iter()
+            .flatten()
+            .any(|x| x.name == v.name)
+        {
+            return Err(Refused::conflict(format!(
+                "a vip named {:?} exists",
+                v.name
+            )));
+        }
+        let client_port = match &v.client_port {
+            Some(p) => self.port_id(p)?,
+            None => self
+                .cfg
+                .ports
+                .first()
+                .map(|p| p.id)
+                .ok_or_else(|| Refused::invalid("no port"))?,
+        };
+        let members = v
+            .backends
+            .iter()
+            .map(|n| self.backend_id(n))
+            .collect::<Result<Vec<_>, _>>()?;
+        self.change(if_version, published, |pool| {
+            let id = VipId(
+                u16::try_from(pool.vips.len()).map_err(|_| Refused::invalid("too many vips"))?,
+            );
+            pool.vips.push(Some(VipSpec {
+                id,
+                name: v.name.clone(),
+                addr: v.addr,
+                port: v.port,
+                proto: 6,
+                mode: ForwardingMode::Nat,
+                backends: members,
+                client_port,
+            }));
+            Ok(())
+        })
+    }
+
+    /// Removes a VIP (its flows' packets are then dropped and counted as `vip_gone`).
+    pub(crate) fn remove_vip(
+        &mut self,
+        name: &str,
+        if_version: Option<u64>,
+        published: &Published,
+    ) -> Result<u64, Refused> {
+        let id = self.vip_id(name)?;
+        self.change(if_version, published, |pool| {
+            pool.vips[id.0 as usize] = None;
+            Ok(())
+        })
+    }
+
+    /// Reloads the configuration file: validated, matched to the running pool by name (ids stay),
+    /// applied atomically; on any error the running pool is untouched and the error reported.
+    pub(crate) fn reload(
+        &mut self,
+        path: Option<&std::path::Path>,
+        published: &Published,
+        shared: &Shared,
+    ) -> Result<u64, Refused> {
+        let path = path
+            .map(std::path::Path::to_path_buf)
+            .unwrap_or_else(|| self.config_path.clone());
+        let result = self.try_reload(&path, published, shared);
+        match &result {
+            Ok(v) => {
+                self.counters.reloads_ok += 1;
+                self.last_reload = Some(Ok(*v));
+            }
+            Err(e) => {
+                self.counters.reloads_failed += 1;
+                self.last_reload = Some(Err(e.reason.clone()));
+            }
+        }
+        result
+    }
+
+    fn try_reload(
+        &mut self,
+        path: &std::path::Path,
+        published: &Published,
+        shared: &Shared,
+    ) -> Result<u64, Refused> {
+        let new = config::load(path, &self.overrides)
+            .map_err(|e| Refused::invalid(trapeze_control::cli::error_report(path, &e)))?;
+        if new.ports.len() != self.cfg.ports.len()
+            || new
+                .ports
+                .iter()
+                .zip(&self.cfg.ports)
+                .any(|(a, b)| a.name != b.name || a.device != b.device)
+        {
+            return Err(Refused::invalid(
+                "ports and devices cannot change while running (restart the gateway)",
+            ));
+        }
+        // Match backends and VIPs by name: known names keep their ids, new names get new ones,
+        // names gone from the file leave holes.
+        let mut backends = self.cfg.pool.backends.clone();
+        let mut removed: Vec<BackendId> = Vec::new();
+        for slot in backends.iter_mut() {
+            if let Some(b) = slot {
+                if !new.pool.backends.iter().flatten().any(|n| n.name == b.name) {
+                    removed.push(b.id);
+                    *slot = None;
+                }
+            }
+        }
+        let mut map_b = std::collections::HashMap::new();
+        for n in new.pool.backends.iter().flatten() {
+            let id = match backends.iter().flatten().find(|b| b.name == n.name) {
+                Some(b) => b.id,
+                None => {
+                    let id = BackendId(
+                        u16::try_from(backends.len())
+                            .map_err(|_| Refused::invalid("too many backends"))?,
+                    );
+                    backends.push(None);
+                    id
+                }
+            };
+            let mut b = n.clone();
+            b.id = id;
+            // A resolved MAC survives a reload unless the file sets one.
+            if b.mac.is_none() {
+                b.mac = self
+                    .cfg
+                    .pool
+                    .backends
+                    .get(id.0 as usize)
+                    .and_then(Option::as_ref)
+                    .and_then(|o| o.mac);
+            }
+            map_b.insert(n.id, id);
+            backends[id.0 as usize] = Some(b);
+        }
+        let mut vips = self.cfg.pool.vips.clone();
+        for slot in vips.iter_mut() {
+            if slot
+                .as_ref()
+                .is_some_and(|v| !new.pool.vips.iter().flatten().any(|n| n.name == v.name))
+            {
+                *slot = None;
+            }
+        }
+        for n in new.pool.vips.iter().flatten() {
+            let id = match vips.iter().flatten().find(|v| v.name == n.name) {
+                Some(v) => v.id,
+                None => {
+                    let id = VipId(
+                        u16::try_from(vips.len()).map_err(|_| Refused::invalid("too many vips"))?,
+                    );
+                    vips.push(None);
+                    id
+                }
+            };
+            let mut v = n.clone();
+            v.id = id;
+            v.backends = n
+                .backends
+                .iter()
+                .filter_map(|b| map_b.get(b).copied())
+                .collect();
+            vips[id.0 as usize] = Some(v);
+        }
+        let mut ports = new.pool.ports.clone();
+        for (p, old) in ports.iter_mut().zip(&self.cfg.pool.ports) {
+            if new.ports[p.id.0 as usize].mac.is_none() {
+                p.mac = old.mac;
+            }
+        }
+        let v = self.change(None, published, |pool| {
+            pool.backends = backends;
+            pool.vips = vips;
+            pool.ports = ports;
+            pool.maglev_size = new.pool.maglev_size;
+            Ok(())
+        })?;
+        for id in removed {
+            shared.tokens.remove_backend(id);
+        }
+        Ok(v)
+    }
+
+    /// Removes drained backends whose deadline passed. Returns their names.
+    pub(crate) fn tick(
+        &mut self,
+        now: Instant,
+        published: &Published,
+        shared: &Shared,
+    ) -> Vec<String> {
+        let due: Vec<BackendId> = self
+            .deadlines
+            .iter()
+            .filter(|(_, t)| *t <= now)
+            .map(|(b, _)| *b)
+            .collect();
+        let mut gone = Vec::new();
+        for id in due {
+            let Some(name) = self
+                .cfg
+                .pool
+                .backends
+                .get(id.0 as usize)
+                .and_then(Option::as_ref)
+                .map(|b| b.name.clone())
+            else {
+                continue;
+            };
+            if self
+                .remove_backend(&name, true, None, published, shared)
+                .is_ok()
+            {
+                gone.push(name);
+            }
+        }
+        gone
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use trapeze_core::tables::token::{Owner, TokenTableConfig};
+    use trapeze_core::{FlowKey, Ticks};
+
+    const CONFIG: &str = include_str!("../../../configs/testbed.toml");
+
+    fn setup() -> (ControlPlane, Published, Shared) {
+        let cfg = config::from_toml(CONFIG, &Overrides::default()).expect("testbed config");
+        let published = Published::new(cfg.snapshot().unwrap());
+        let shared = Shared::new(TokenTableConfig {
+            capacity: 64,
+            shards: 1,
+        });
+        (
+            ControlPlane::new(cfg, Overrides::default(), "configs/testbed.toml".into()),
+            published,
+            shared,
+        )
+    }
+
+    fn nb(name: &str, last: u8) -> NewBackend {
+        NewBackend {
+            name: name.into(),
+            ipv4: Some(Ipv4Addr::new(10, 91, 0, last)),
+            ipv6: None,
+            port: 8080,
+            weight: 1,
+            egress: None,
+            mac: None,
+        }
+    }
+
+    #[test]
+    fn adding_a_backend_moves_about_one_in_n_plus_one_slots_and_keeps_ids() {
+        let (mut cp, published, _) = setup();
+        let before = published.load();
+        // web4 is IPv4: a v4-only backend may join it.
+        let v = cp
+            .add_backend("web4", nb("srv4", 14), None, &published)
+            .unwrap();
+        assert_eq!(v, cp.version());
+        let after = published.load();
+        let (a, b) = (
+            &before.vip(VipId(0)).unwrap().maglev,
+            &after.vip(VipId(0)).unwrap().maglev,
+        );
+        let moved = a.diff(b) as f64 / a.size() as f64;
+        assert!(
+            (0.2..0.3).contains(&moved),
+            "1/(N+1) = 0.25 of the slots move, got {moved}"
+        );
+        assert_eq!(after.backend(BackendId(3)).unwrap().name, "srv4");
+        // The old backends keep their ids.
+        for i in 0..3 {
+            assert_eq!(
+                after.backend(BackendId(i)).unwrap().name,
+                before.backend(BackendId(i)).unwrap().name
+            );
+        }
+    }
+
+    #[test]
+    fn a_refused_change_leaves_the_running_pool_identical() {
+        let (mut cp, published, _) = setup();
+        let before = published.load();
+        let fp = before.maglev_fingerprint();
+        // web6 is IPv6: a v4-only backend cannot serve it (the snapshot refuses).
+        let r = cp.add_backend("web6", nb("srv4", 14), None, &published);
+        cp.outcome(&r);
+        let e = r.unwrap_err();
+        assert_eq!(e.status, 422, "{e:?}");
+        assert!(
+            std::sync::Arc::ptr_eq(&before, &published.load()),
+            "the same snapshot keeps serving"
+        );
+        assert_eq!(published.load().maglev_fingerprint(), fp);
+        assert_eq!(cp.version(), before.version);
+        // Version conflicts are refused.
+        let r = cp.set_weight("srv1", 5, Some(cp.version() + 7), &published);
+        cp.outcome(&r);
+        assert_eq!(r.unwrap_err().status, 409);
+        // Unknown names: 404.
+        let r = cp.set_weight("nope", 5, None, &published);
+        cp.outcome(&r);
+        assert_eq!(r.unwrap_err().status, 404);
+        assert_eq!(cp.counters.refused, 3);
+        assert_eq!(cp.counters.pool_changes, 0);
+    }
+
+    #[test]
+    fn drain_with_a_deadline_ends_in_removal_and_purges_tokens() {
+        let (mut cp, published, shared) = setup();
+        let owner = Owner {
+            backend: BackendId(1),
+            conn: FlowKey::default(),
+            server_key: 1,
+            client_key: None,
+            learned_at: Ticks::ZERO,
+            last_seen: Ticks::ZERO,
+            subflows: 1,
+        };
+        let _ = shared.tokens.learn(7, owner);
+        cp.set_state(
+            "srv2",
+            BackendState::Draining,
+            Some(Duration::from_millis(1)),
+            None,
+            &published,
+        )
+        .unwrap();
+        assert_eq!(
+            published.load().backend(BackendId(1)).unwrap().state,
+            BackendState::Draining
+        );
+        assert_eq!(
+            shared.tokens.len(),
+            1,
+            "draining keeps the tokens: joins still reach it"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+        assert_eq!(
+            cp.tick(Instant::now(), &published, &shared),
+            vec!["srv2".to_string()]
+        );
+        assert!(published.load().backend(BackendId(1)).is_none());
+        assert_eq!(shared.tokens.len(), 0, "hard removal purges its tokens");
+        // Ids are not reused: a new backend gets a fresh one.
+        cp.add_backend("web4", nb("srv9", 19), None, &published)
+            .unwrap();
+        assert_eq!(published.load().backend(BackendId(3)).unwrap().name, "srv9");
+    }
+
+    #[test]
+    fn reload_matches_by_name_and_a_bad_file_changes_nothing() {
+        let (mut cp, published, shared) = setup();
+        let dir = std::env::temp_dir().join(format!("tz-reload-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        // Same file without srv2: srv1 and srv3 keep ids 0 and 2.
+        let text = CONFIG.replace("\"srv1\", \"srv2\", \"srv3\"", "\"srv1\", \"srv3\"");
+        let cut = text.find("name = \"srv2\"").unwrap();
+        let start = text[..cut].rfind("[[backends]]").unwrap();
+        let end = text[cut..]
+            .find("[[backends]]")
+            .map_or(text.len(), |e| cut + e);
+        let without = format!("{}{}", &text[..start], &text[end..]);
+        let good = dir.join("good.toml");
+        std::fs::write(&good, &without).unwrap();
+        let v = cp.reload(Some(&good), &published, &shared).unwrap();
+        let snap = published.load();
+        assert_eq!(snap.version, v);
+        assert_eq!(snap.backend(BackendId(0)).unwrap().name, "srv1");
+        assert!(snap.backend(BackendId(1)).is_none());
+        assert_eq!(snap.backend(BackendId(2)).unwrap().name, "srv3");
+        // A broken file: the error is reported, the running pool stays as it is.
+        let bad = dir.join("bad.toml");
+        std::fs::write(&bad, "this is not toml [").unwrap();
+        let before = published.load();
+        let e = cp.reload(Some(&bad), &published, &shared).unwrap_err();
+        assert_eq!(e.status, 422);
+        assert!(e.reason.contains("bad.toml"), "{}", e.reason);
+        assert!(std::sync::Arc::ptr_eq(&before, &published.load()));
+        assert_eq!(cp.last_reload, Some(Err(e.reason)));
+        assert_eq!((cp.counters.reloads_ok, cp.counters.reloads_failed), (1, 1));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

@@ -1,0 +1,129 @@
+#!/usr/bin/env bash
+# End-to-end tests of the control plane: trapeze-gatewayd with its API on a Unix socket, driven
+# by trapezectl, between real Linux MPTCP clients and servers (testbed/netns.sh). Run by
+# scripts/test.sh (as root), after testbed/e2e.sh.
+#
+#   1. drain: new connections avoid the drained server; undrain brings it back
+#   2. health: a server whose port stops answering is marked down within the detection time and
+#      gets no new connections; it comes back when it answers again
+#   3. weight 0: no new connections, like a drain
+#   4. bad API requests: 4xx with a reason, version unchanged; stale If-Match: 409
+#   5. reload (SIGHUP): a broken file is refused and the running pool keeps serving; a good file
+#      (without srv3) applies; srv3's flows are then refused as backend_gone, never sent elsewhere
+#   6. hard removal through the API: the backend's tokens are purged
+# Every transfer must pass the harness's checks (digests, joins on their owner, no RST).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+BIN=${TRAPEZE_GATEWAYD:-target/release/trapeze-gatewayd}
+CTL=${TRAPEZECTL:-target/release/trapezectl}
+if [ -z "${TRAPEZE_GATEWAYD:-}" ]; then
+  cargo build --release --locked -q -p trapeze-gatewayd -p trapeze-control
+fi
+OUT=$(mktemp -d /tmp/tz-e2e-control.XXXXXX)
+SOCK=$OUT/api.sock
+GW_PID=
+log() { printf '[e2e-control] %s\n' "$*" >&2; }
+ctl() { "$CTL" --api "unix:$SOCK" "$@"; }
+
+cleanup() {
+  if [ -n "$GW_PID" ]; then kill -TERM "$GW_PID" 2>/dev/null || true; wait "$GW_PID" 2>/dev/null || true; fi
+  ip netns exec tz-srv3 nft delete table inet tzblock 2>/dev/null || true
+  testbed/netns.sh down >/dev/null 2>&1 || true
+  rm -rf /var/run/dpdk/trapeze-testbed
+}
+trap cleanup EXIT
+
+wait_log() { # PATTERN TIMEOUT_S
+  for _ in $(seq 1 $(($2 * 10))); do
+    grep -q "$1" "$OUT/gw.err" && return 0
+    sleep 0.1
+  done
+  log "timed out waiting for: $1"
+  cat "$OUT/gw.err" >&2
+  return 1
+}
+
+# transfers N EXPECT: N MPTCP connections over IPv4; EXPECT is e.g. "srv3=0" or "srv3>0".
+transfers() {
+  local n=$1 expect=$2 json=$OUT/run-$RANDOM.json
+  testbed/transfers.py -4 -n "$n" >"$json"
+  python3 - "$json" "$expect" <<'PY'
+import json, sys
+d = json.load(open(sys.argv[1]))
+server, op, value = sys.argv[2][:4], sys.argv[2][4], int(sys.argv[2][5:])
+got = d["per_server"][server]["first_subflows"]
+ok = got == value if op == "=" else got > value
+spread = {s: v["first_subflows"] for s, v in d["per_server"].items()}
+print("    connections per server: %s (expected %s)" % (spread, sys.argv[2]), file=sys.stderr)
+sys.exit(0 if ok and d["ok"] else 1)
+PY
+}
+
+testbed/netns.sh up >&2
+cp configs/testbed.toml "$OUT/live.toml"
+ip netns exec tz-gw "$BIN" --config "$OUT/live.toml" --api "unix:$SOCK" >"$OUT/gw.out" 2>"$OUT/gw.err" &
+GW_PID=$!
+wait_log "every backend is resolved" 20
+ctl list >&2
+
+log "1. drain srv3: new connections avoid it"
+ctl drain srv3 >/dev/null
+transfers 12 "srv3=0"
+ctl undrain srv3 >/dev/null
+transfers 24 "srv3>0"
+
+log "2. health: srv3 stops answering on its port, then answers again"
+ip netns exec tz-srv3 nft -f - <<'NFT'
+table inet tzblock {
+  chain input { type filter hook input priority 0; tcp dport 8080 drop; }
+}
+NFT
+wait_log "backend srv3 is DOWN (health checks)" 10
+transfers 12 "srv3=0"
+ip netns exec tz-srv3 nft delete table inet tzblock
+wait_log "backend srv3 is up (health checks)" 10
+transfers 24 "srv3>0"
+
+log "3. weight 0 on srv2: no new connections"
+ctl set-weight srv2 0 >/dev/null
+transfers 12 "srv2=0"
+ctl set-weight srv2 1 >/dev/null
+
+log "4. bad requests change nothing"
+v=$(ctl status | awk '/^version:/{print $2}')
+! ctl set-weight nosuch 3 2>"$OUT/e1" && grep -q "404\|unknown backend" "$OUT/e1"
+! ctl set-weight srv1 3 --if-version 999999 2>"$OUT/e2" && grep -q "409\|version" "$OUT/e2"
+! ctl add-backend web6 bad4 --ipv4 10.91.0.99 --port 8080 2>"$OUT/e3"
+[ "$(ctl status | awk '/^version:/{print $2}')" = "$v" ] || { log "a refused request changed the version"; exit 1; }
+
+log "5. reload (SIGHUP): a broken file is refused, a good one applies"
+echo "this is [ not toml" >>"$OUT/live.toml"
+kill -HUP "$GW_PID"
+wait_log "reload refused" 5
+[ "$(ctl status | awk '/^version:/{print $2}')" = "$v" ] || { log "a refused reload changed the version"; exit 1; }
+transfers 12 "srv3>0"
+# The same file with weight 0 for srv3: applied, and srv3 takes no new connections.
+python3 - "$OUT/live.toml" <<'PY'
+import re, sys
+p = sys.argv[1]
+s = open(p).read().replace("this is [ not toml\n", "")
+i = s.index('name = "srv3"')
+j = s.index("weight = 1", i)
+open(p, "w").write(s[:j] + "weight = 0" + s[j + len("weight = 1"):])
+PY
+kill -HUP "$GW_PID"
+wait_log "configuration reloaded" 5
+transfers 12 "srv3=0"
+
+log "6. hard removal of srv2 through the API purges its tokens"
+ctl remove-backend srv2 --hard >/dev/null
+transfers 12 "srv2=0"
+ctl list >&2
+
+kill -TERM "$GW_PID"
+wait "$GW_PID"
+GW_PID=
+grep -E '^(total|backend|tokens)' "$OUT/gw.out" >&2
+log "artefacts in $OUT"
+echo "e2e-control: 6 passed, 0 failed"
