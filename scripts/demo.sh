@@ -10,6 +10,9 @@
 #                               (no DPDK, no root) and narrates every decision.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# One user of the test bed at a time: its namespace names are fixed (tz-*).
+exec 9>/tmp/tz-testbed.lock
+flock -w 900 9 || { echo "the test bed is busy (another run holds /tmp/tz-testbed.lock)" >&2; exit 1; }
 
 need_apt=()
 command -v cc >/dev/null || need_apt+=(build-essential)

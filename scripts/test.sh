@@ -48,7 +48,7 @@ TRAPEZE_NO_DPDK=1 CARGO_TARGET_DIR=target/no-dpdk cargo check --workspace --all-
 step "tests"
 cargo test --workspace --locked
 
-step "end to end: the daemon between real Linux MPTCP clients and servers (network namespaces), then its control plane"
+step "end to end: the daemon between real Linux MPTCP clients and servers (network namespaces), its control plane, the anycast experiment (short)"
 if [ "$(id -u)" -eq 0 ]; then
   command -v tcpdump >/dev/null && command -v ethtool >/dev/null || {
     apt-get update -qq
@@ -56,6 +56,7 @@ if [ "$(id -u)" -eq 0 ]; then
   }
   testbed/e2e.sh
   testbed/e2e-control.sh
+  testbed/anycast-compare.sh --short --build
 else
   echo "skipped: the end-to-end tests create network namespaces and need root" >&2
 fi

@@ -8,12 +8,17 @@
 #      gets no new connections; it comes back when it answers again
 #   3. weight 0: no new connections, like a drain
 #   4. bad API requests: 4xx with a reason, version unchanged; stale If-Match: 409
-#   5. reload (SIGHUP): a broken file is refused and the running pool keeps serving; a good file
-#      (without srv3) applies; srv3's flows are then refused as backend_gone, never sent elsewhere
-#   6. hard removal through the API: the backend's tokens are purged
+#   5. restart with the same pool: long plain-TCP transfers survive a SIGKILL and a new gateway
+#      (same Maglev table; mid-stream packets are adopted, replies rewritten statelessly)
+#   6. reload (SIGHUP): a broken file is refused and the running pool keeps serving; a good file
+#      (srv3 at weight 0) applies
+#   7. hard removal through the API: no new connections to it, its tokens purged
 # Every transfer must pass the harness's checks (digests, joins on their owner, no RST).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# One user of the test bed at a time: its namespace names are fixed (tz-*).
+exec 9>/tmp/tz-testbed.lock
+flock -w 900 9 || { echo "the test bed is busy (another run holds /tmp/tz-testbed.lock)" >&2; exit 1; }
 
 BIN=${TRAPEZE_GATEWAYD:-target/release/trapeze-gatewayd}
 CTL=${TRAPEZECTL:-target/release/trapezectl}
@@ -97,7 +102,26 @@ v=$(ctl status | awk '/^version:/{print $2}')
 ! ctl add-backend web6 bad4 --ipv4 10.91.0.99 --port 8080 2>"$OUT/e3"
 [ "$(ctl status | awk '/^version:/{print $2}')" = "$v" ] || { log "a refused request changed the version"; exit 1; }
 
-log "5. reload (SIGHUP): a broken file is refused, a good one applies"
+log "5. restart with the same pool (SIGKILL, start again): single-path flows survive"
+# Long plain-TCP transfers (about 4 s each); the gateway dies 2 s in and a new one starts.
+testbed/transfers.py -4 --proto tcp -n 4 --parallel 4 --size-kb 8192 --chunk-kb 64 --pause-ms 30 \
+  >"$OUT/restart.json" 2>"$OUT/restart.txt" &
+T=$!
+sleep 2
+kill -KILL "$GW_PID"
+wait "$GW_PID" 2>/dev/null || true
+ip netns exec tz-gw "$BIN" --config "$OUT/live.toml" --api "unix:$SOCK" >"$OUT/gw.out" 2>"$OUT/gw.err" &
+GW_PID=$!
+if ! wait "$T"; then
+  log "transfers across the restart failed:"
+  grep -E "FAIL|RSTs|conn " "$OUT/restart.txt" >&2
+  exit 1
+fi
+grep -E "== |RSTs" "$OUT/restart.txt" >&2
+wait_log "every backend is resolved" 20
+v=$(ctl status | awk '/^version:/{print $2}')
+
+log "6. reload (SIGHUP): a broken file is refused, a good one applies"
 echo "this is [ not toml" >>"$OUT/live.toml"
 kill -HUP "$GW_PID"
 wait_log "reload refused" 5
@@ -116,7 +140,7 @@ kill -HUP "$GW_PID"
 wait_log "configuration reloaded" 5
 transfers 12 "srv3=0"
 
-log "6. hard removal of srv2 through the API purges its tokens"
+log "7. hard removal of srv2 through the API purges its tokens"
 ctl remove-backend srv2 --hard >/dev/null
 transfers 12 "srv2=0"
 ctl list >&2
@@ -126,4 +150,4 @@ wait "$GW_PID"
 GW_PID=
 grep -E '^(total|backend|tokens)' "$OUT/gw.out" >&2
 log "artefacts in $OUT"
-echo "e2e-control: 6 passed, 0 failed"
+echo "e2e-control: 7 passed, 0 failed"

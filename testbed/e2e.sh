@@ -11,6 +11,9 @@
 # with two workers at least one frame must have been handed between workers.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# One user of the test bed at a time: its namespace names are fixed (tz-*).
+exec 9>/tmp/tz-testbed.lock
+flock -w 900 9 || { echo "the test bed is busy (another run holds /tmp/tz-testbed.lock)" >&2; exit 1; }
 
 BIN=${TRAPEZE_GATEWAYD:-target/release/trapeze-gatewayd}
 if [ -z "${TRAPEZE_GATEWAYD:-}" ]; then

@@ -1,8 +1,9 @@
 #!/usr/bin/env python3
 """A real Linux MPTCP echo server for the trapeze test bed (one per tz-srvN namespace).
 
-It listens on 0.0.0.0:PORT and [::]:PORT with IPPROTO_MPTCP (262); plain TCP clients are
-accepted too (the kernel falls back). Per connection, in its own thread, it:
+It listens on 0.0.0.0:PORT and [::]:PORT with IPPROTO_MPTCP (262), for every --port given
+(default 8080 only); plain TCP clients are accepted too (the kernel falls back). Per connection,
+in its own thread, it:
 
 * echoes every byte it receives as it arrives (so data flows both ways on every subflow),
 * reads the client's first line, ``TZTB run=<run> conn=<n> bytes=<size>``, to name the connection,
@@ -224,21 +225,23 @@ class Server:
     def run(self):
         sel = selectors.DefaultSelector()
         listeners = []
-        for fam, addr in ((socket.AF_INET, "0.0.0.0"), (socket.AF_INET6, "::")):
-            ls = socket.socket(fam, socket.SOCK_STREAM, IPPROTO_MPTCP)
-            ls.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            if fam == socket.AF_INET6:
-                ls.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
-            ls.bind((addr, self.args.port))
-            ls.listen(256)
-            ls.setblocking(False)
-            sel.register(ls, selectors.EVENT_READ)
-            listeners.append(ls)
+        for port in self.args.port:
+            for fam, addr in ((socket.AF_INET, "0.0.0.0"), (socket.AF_INET6, "::")):
+                ls = socket.socket(fam, socket.SOCK_STREAM, IPPROTO_MPTCP)
+                ls.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                if fam == socket.AF_INET6:
+                    ls.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+                ls.bind((addr, port))
+                ls.listen(256)
+                ls.setblocking(False)
+                sel.register(ls, selectors.EVENT_READ)
+                listeners.append(ls)
         if self.args.ready:
             with open(self.args.ready, "w") as f:
                 f.write("%d\n" % os.getpid())
-        print("%s: listening on 0.0.0.0:%d and [::]:%d (MPTCP), log %s"
-              % (self.args.name, self.args.port, self.args.port, self.args.log),
+        print("%s: listening on %s (MPTCP), log %s"
+              % (self.args.name, ", ".join("0.0.0.0:%d and [::]:%d" % (p, p)
+                                          for p in self.args.port), self.args.log),
               file=sys.stderr, flush=True)
         while not self.stop.is_set():
             for key, _ in sel.select(timeout=0.5):
@@ -255,12 +258,14 @@ class Server:
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--name", required=True)
-    ap.add_argument("--port", type=int, default=8080)
+    ap.add_argument("--port", type=int, action="append",
+                    help="port to listen on (repeatable; default 8080)")
     ap.add_argument("--log", required=True, help="JSON-lines file, one line per connection")
     ap.add_argument("--ready", help="file created once listening")
     ap.add_argument("--timeout", type=float, default=30.0, help="per-connection socket timeout")
     ap.add_argument("--linger", type=float, default=0.3, help="seconds between shutdown and close")
     args = ap.parse_args()
+    args.port = args.port or [8080]
     srv = Server(args)
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, lambda *_: srv.stop.set())

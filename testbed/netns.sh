@@ -11,7 +11,8 @@
 #                           stand-in (forwarding + DNAT)                                MPTCP servers
 #
 # Usage (root):
-#   netns.sh up [--standin=none|linux|linux-hash|afpacket] [--static-neigh]
+#   netns.sh up [--standin=none|linux|linux-hash|afpacket|ecmp] [--static-neigh]
+#   netns.sh ecmp srv1 srv3   (ecmp mode: the multipath route's nexthops are these servers)
 #   netns.sh down
 #   netns.sh status
 #
@@ -26,6 +27,11 @@
 #   --standin=afpacket    DPDK-mode wiring (as none) plus afpacket_standin.py in tz-gw: a
 #                         userspace NAT to srv1 over AF_PACKET that answers ARP/NDP itself, i.e.
 #                         what the daemon does on gw-c / gw-s, minus everything clever.
+#   --standin=ecmp        the stateless anycast baseline: Linux forwards in tz-gw (no NAT) with an
+#                         ECMP multipath route for both VIPs via the three servers, L4 hash
+#                         (fib_multipath_hash_policy=1); every server holds the VIPs on its lo
+#                         and its MPTCP server listens on port 80 too (and 8080). `netns.sh ecmp
+#                         SERVER...` replaces the nexthops (a server leaves / rejoins the pool).
 #   --static-neigh        permanent neighbour entries for the gateway addresses in the client and
 #                         the servers (and for clients/servers in tz-gw in the linux modes), so no
 #                         ARP/NDP is needed towards the gateway.
@@ -302,6 +308,12 @@ config_gw_linux() {
     nsx "$NS_GW" ip addr add "$GWS6/64" dev "$GWS_IF" nodad
     nsx "$NS_GW" ip link set "$GWC_IF" up
     nsx "$NS_GW" ip link set "$GWS_IF" up
+    if [[ $mode == ecmp ]]; then
+        nsx "$NS_GW" sysctl -qw net.ipv4.fib_multipath_hash_policy=1 \
+            net.ipv6.fib_multipath_hash_policy=1
+        set_ecmp_nexthops "${SERVERS[@]}"
+        return 0
+    fi
     local s1_4 s1_6 map4="" map6="" i=0
     s1_4="$(srv4 srv1)"
     s1_6="$(srv6 srv1)"
@@ -334,6 +346,35 @@ table inet tz-standin {
 EOF
 }
 
+# set_ecmp_nexthops SERVER...: (ecmp mode) the VIP routes in tz-gw become a multipath route over
+# exactly these servers (`ip route replace`: one atomic change per family; with no server the
+# routes are removed).
+set_ecmp_nexthops() {
+    local s nh4=() nh6=()
+    for s in "$@"; do
+        case " ${SERVERS[*]} " in *" $s "*) ;; *) die "unknown server '$s'" ;; esac
+        nh4+=(nexthop via "$(srv4 "$s")" dev "$GWS_IF")
+        nh6+=(nexthop via "$(srv6 "$s")" dev "$GWS_IF")
+    done
+    if (($# == 0)); then
+        nsx "$NS_GW" ip route del "$VIP4/32" 2>/dev/null || true
+        nsx "$NS_GW" ip -6 route del "$VIP6/128" 2>/dev/null || true
+        return 0
+    fi
+    nsx "$NS_GW" ip route replace "$VIP4/32" "${nh4[@]}"
+    nsx "$NS_GW" ip -6 route replace "$VIP6/128" "${nh6[@]}"
+}
+
+# ecmp mode: the servers answer from the VIP (no NAT), so each holds both VIPs on lo.
+config_servers_vip() {
+    local s ns
+    for s in "${SERVERS[@]}"; do
+        ns="$(srv_ns "$s")"
+        nsx "$ns" ip addr add "$VIP4/32" dev lo
+        nsx "$ns" ip addr add "$VIP6/128" dev lo
+    done
+}
+
 config_static_neigh() {
     local mode=$1 s a
     nsx "$NS_CLI" ip neigh replace "$GWC4" lladdr "$GWC_MAC" dev "$CLI_IF" nud permanent
@@ -342,7 +383,7 @@ config_static_neigh() {
         nsx "$(srv_ns "$s")" ip neigh replace "$GWS4" lladdr "$GWS_MAC" dev "$SRV_IF" nud permanent
         nsx "$(srv_ns "$s")" ip neigh replace "$GWS6" lladdr "$GWS_MAC" dev "$SRV_IF" nud permanent
     done
-    if [[ $mode == linux* ]]; then
+    if [[ $mode == linux* || $mode == ecmp ]]; then
         for a in "$CLI4" "$CLI4B" "$CLI6" "$CLI6B"; do
             nsx "$NS_GW" ip neigh replace "$a" lladdr "$CLI_MAC" dev "$GWC_IF" nud permanent
         done
@@ -354,14 +395,16 @@ config_static_neigh() {
 }
 
 start_servers() {
-    local py=$1 s pid i
+    local py=$1 mode=$2 s pid i ports=(--port "$SRV_PORT")
+    # ecmp mode: the VIP port as well (the servers own the VIP; nothing translates the port).
+    if [[ $mode == ecmp ]]; then ports+=(--port "$VIP_PORT"); fi
     mkdir -p "$RUN_DIR"
     for s in "${SERVERS[@]}"; do
         if pid_is_ours "$RUN_DIR/$s.pid" >/dev/null; then continue; fi
         rm -f "$RUN_DIR/$s.ready"
         # `ip netns exec` execs the command, so $! is the server's own PID.
         ip netns exec "$(srv_ns "$s")" "$py" "$HERE/mptcp_server.py" --name "$s" \
-            --port "$SRV_PORT" --log "$RUN_DIR/$s.jsonl" --ready "$RUN_DIR/$s.ready" \
+            "${ports[@]}" --log "$RUN_DIR/$s.jsonl" --ready "$RUN_DIR/$s.ready" \
             </dev/null >>"$RUN_DIR/$s.out" 2>&1 &
         pid=$!
         STARTED_PIDS+=("$pid")
@@ -401,19 +444,19 @@ do_up() {
     for arg in "$@"; do
         case "$arg" in
             --standin=*) mode="${arg#--standin=}" ;;
-            --standin) die "use --standin=linux (or none, linux-hash, afpacket)" ;;
+            --standin) die "use --standin=linux (or none, linux-hash, afpacket, ecmp)" ;;
             --static-neigh) static=1 ;;
             *) die "unknown option $arg" ;;
         esac
     done
-    case "$mode" in none | linux | linux-hash | afpacket) ;; *) die "unknown stand-in '$mode'" ;; esac
+    case "$mode" in none | linux | linux-hash | afpacket | ecmp) ;; *) die "unknown stand-in '$mode'" ;; esac
     install_tools
     local py want
     py="$(python_bin)"
     want="mode=$mode static_neigh=$static"
     if all_ns_exist && [[ -f "$RUN_DIR/state" && "$(cat "$RUN_DIR/state")" == "$want" ]]; then
         trap on_up_failure EXIT
-        start_servers "$py"
+        start_servers "$py" "$mode"
         if [[ $mode == afpacket ]]; then start_afpacket_standin "$py"; fi
         trap - EXIT
         log "already up ($want)"
@@ -432,12 +475,13 @@ do_up() {
     build_links
     config_client
     config_servers
+    if [[ $mode == ecmp ]]; then config_servers_vip; fi
     case "$mode" in
         none | afpacket) config_gw_dpdk ;;
         *) config_gw_linux "$mode" ;;
     esac
     if ((static)); then config_static_neigh "$mode"; fi
-    start_servers "$py"
+    start_servers "$py" "$mode"
     if [[ $mode == afpacket ]]; then start_afpacket_standin "$py"; fi
     echo "$want" >"$RUN_DIR/state"
     trap - EXIT
@@ -466,6 +510,8 @@ do_status() {
     if ns_exists "$NS_GW"; then
         echo "== tz-gw: ip_forward=$(nsx "$NS_GW" sysctl -n net.ipv4.ip_forward)"
         nsx "$NS_GW" nft list ruleset 2>/dev/null | sed 's/^/  /'
+        nsx "$NS_GW" ip route show "$VIP4/32" | sed 's/^/  v4 VIP route: /' || true
+        nsx "$NS_GW" ip -6 route show "$VIP6/128" 2>/dev/null | sed 's/^/  v6 VIP route: /' || true
     fi
     for s in "${SERVERS[@]}"; do
         if pid="$(pid_is_ours "$RUN_DIR/$s.pid")"; then
@@ -494,8 +540,15 @@ main() {
             need_root
             do_status
             ;;
+        ecmp)
+            need_root
+            [[ "$(cat "$RUN_DIR/state" 2>/dev/null)" == mode=ecmp* ]] ||
+                die "ecmp: the bed is not up in ecmp mode (netns.sh up --standin=ecmp)"
+            set_ecmp_nexthops "$@"
+            log "ecmp nexthops: ${*:-none}"
+            ;;
         *)
-            echo "usage: $0 up [--standin=none|linux|linux-hash|afpacket] [--static-neigh] | down | status" >&2
+            echo "usage: $0 up [--standin=none|linux|linux-hash|afpacket|ecmp] [--static-neigh] | down | status | ecmp SERVER..." >&2
             exit 2
             ;;
     esac
