@@ -656,3 +656,103 @@ fn burst_processing_decides_exactly_like_one_at_a_time() {
     assert_eq!(one.workers[0].stats.drops, burst.workers[0].stats.drops);
     assert!(burst.stats_balanced());
 }
+
+#[test]
+fn adding_a_backend_moves_no_established_flow_or_join_only_new_connections() {
+    // Three backends, established flows and an MPTCP connection with a join; then a fourth
+    // backend joins the pool (Maglev gives it about a quarter of the slots).
+    let mut sim = Sim::new(1, 3);
+    let mut pinned = Vec::new();
+    for p in 0..200u16 {
+        let (_, out, _) = sim.send(&TcpSpec::to_vip(c4(100), 20_000 + p, SYN).build(), 0);
+        pinned.push((20_000 + p, backend_of(&parse_out(&out))));
+    }
+    let server_key = 0xabcd;
+    let owner = mptcp_handshake(&mut sim, c4(101), 30_000, server_key, 0x1234);
+    let token = token_from_key(server_key);
+    let join = TcpSpec::to_vip(c4(102), 30_001, SYN)
+        .with_mptcp(join_syn(token))
+        .build();
+    let (_, out, _) = sim.send(&join, 0);
+    assert_eq!(backend_of(&parse_out(&out)), owner);
+
+    let mut spec = demo_spec(4);
+    spec.version = 2;
+    let before = sim
+        .pool
+        .vip(trapeze_core::pool::VipId(0))
+        .unwrap()
+        .maglev
+        .slots()
+        .to_vec();
+    sim.pool = PoolSnapshot::build(spec).unwrap();
+    let after = sim
+        .pool
+        .vip(trapeze_core::pool::VipId(0))
+        .unwrap()
+        .maglev
+        .slots()
+        .to_vec();
+    let moved =
+        before.iter().zip(&after).filter(|(a, b)| a != b).count() as f64 / before.len() as f64;
+    assert!(
+        (0.2..0.3).contains(&moved),
+        "about 1/(N+1) of the slots move: {moved}"
+    );
+
+    // Every established flow keeps its backend, and so do the subflows of the MPTCP connection.
+    for &(p, b) in &pinned {
+        let (_, out, _) = sim.send(&TcpSpec::to_vip(c4(100), p, ACK).build(), 0);
+        assert_eq!(backend_of(&parse_out(&out)), b, "flow {p} moved");
+    }
+    for (c, p) in [(c4(101), 30_000), (c4(102), 30_001)] {
+        let (_, out, _) = sim.send(&TcpSpec::to_vip(c, p, ACK).build(), 0);
+        assert_eq!(backend_of(&parse_out(&out)), owner);
+    }
+    // A new join of the connection still reaches its owner.
+    let join2 = TcpSpec::to_vip(c4(103), 30_002, SYN)
+        .with_mptcp(join_syn(token))
+        .build();
+    let (_, out, _) = sim.send(&join2, 0);
+    assert_eq!(backend_of(&parse_out(&out)), owner);
+    // New connections reach the new backend too.
+    let new_on_4th = (0..400u16)
+        .filter(|p| {
+            let (_, out, _) = sim.send(&TcpSpec::to_vip(c4(104), 40_000 + p, SYN).build(), 0);
+            backend_of(&parse_out(&out)) == 3
+        })
+        .count();
+    assert!(
+        (60..140).contains(&new_on_4th),
+        "about a quarter of new connections: {new_on_4th}"
+    );
+    // The active-flow gauges add up to the flows in the table.
+    let active: u64 = sim.workers[0]
+        .stats
+        .backends
+        .iter()
+        .map(|c| c.active_flows)
+        .sum();
+    assert_eq!(active as usize, sim.workers[0].flows.len());
+}
+
+#[test]
+fn all_backends_down_fails_closed_and_established_flows_continue() {
+    let mut sim = Sim::new(1, 3);
+    let (_, out, _) = sim.send(&TcpSpec::to_vip(c4(110), 1, SYN).build(), 0);
+    let b = backend_of(&parse_out(&out));
+    let mut spec = demo_spec(3);
+    for be in spec.backends.iter_mut().flatten() {
+        be.state = BackendState::Down;
+    }
+    sim.pool = PoolSnapshot::build(spec).unwrap();
+    // New connections: dropped and counted (fail closed), no state created.
+    let flows = sim.workers[0].flows.len();
+    let (v, _, _) = sim.send(&TcpSpec::to_vip(c4(111), 2, SYN).build(), 0);
+    assert_eq!(v, Verdict::Drop(DropReason::NoBackend));
+    assert_eq!(sim.workers[0].flows.len(), flows);
+    // The established flow keeps reaching its (down) backend until it ends.
+    let (v, out, _) = sim.send(&TcpSpec::to_vip(c4(110), 1, ACK).build(), 0);
+    assert_eq!(v, Verdict::Forward { port: PortId(1) });
+    assert_eq!(backend_of(&parse_out(&out)), b);
+}

@@ -60,7 +60,20 @@ fn metrics_input(cp: &ControlPlane, env: &Env<'_>) -> MetricsInput {
         reloads_error: cp.counters.reloads_failed,
         pool_changes: cp.counters.pool_changes,
     };
-    MetricsInput::from_pool(&env.published.load(), workers, tokens, control)
+    let mut input = MetricsInput::from_pool(&env.published.load(), workers, tokens, control);
+    // Active flows per backend: the workers' gauges, summed.
+    for b in &mut input.backends {
+        let i = b.id.0 as usize;
+        b.active_flows = Some(
+            input
+                .workers
+                .iter()
+                .filter_map(|w| w.stats.backends.get(i))
+                .map(|c| c.active_flows)
+                .sum(),
+        );
+    }
+    input
 }
 
 /// Answers one request.

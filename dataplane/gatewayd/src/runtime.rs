@@ -468,8 +468,8 @@ fn print_totals(
         let c = s.backends.get(b.id.0 as usize).copied().unwrap_or_default();
         let addr = b.ipv4.map(IpAddr::V4).or(b.ipv6.map(IpAddr::V6));
         println!(
-            "backend {} {:?}: packets {} bytes {} new_conns {} joins {}",
-            b.name, addr, c.packets, c.bytes, c.new_conns, c.joins
+            "backend {} {:?}: packets {} bytes {} new_conns {} joins {} active_flows {}",
+            b.name, addr, c.packets, c.bytes, c.new_conns, c.joins, c.active_flows
         );
     }
     println!("tokens {}", shared.tokens.len());

@@ -192,7 +192,7 @@ impl Worker {
     pub fn housekeeping(&mut self, now: Ticks, shared: &Shared, buckets: usize) -> usize {
         let stats = &mut self.stats;
         self.flows.sweep(now.coarse_ms(), buckets, |e| {
-            release_token(e, shared, now, stats)
+            flow_ended(e, shared, now, stats)
         })
     }
 }
@@ -218,8 +218,12 @@ impl Shared {
     }
 }
 
-/// Releases the token subflow reference an ending flow holds.
-fn release_token(e: &FlowEntry, shared: &Shared, now: Ticks, stats: &mut WorkerStats) {
+/// Book-keeping of a flow that ends (reclaimed, evicted, or replaced by a new connection on its
+/// 5-tuple): its backend's active-flow gauge, and the token subflow reference it holds.
+fn flow_ended(e: &FlowEntry, shared: &Shared, now: Ticks, stats: &mut WorkerStats) {
+    if let Some(c) = stats.backends.get_mut(e.backend.0 as usize) {
+        c.active_flows = c.active_flows.saturating_sub(1);
+    }
     if e.has(flags::TOKEN_REF) {
         shared.tokens.subflow_closed(e.token, e.backend, now);
         stats.event(Event::TokenReleased);

@@ -29,7 +29,7 @@ use trapeze_wire::tcp::{self, TcpFlags};
 
 use super::ip::Ip;
 use super::rewrite::{self, End};
-use super::{icmp, release_token, steer, Ctx, DropReason, Event, Frame, Verdict};
+use super::{flow_ended, icmp, steer, Ctx, DropReason, Event, Frame, Verdict};
 use crate::crypto;
 use crate::flow::{addr_bytes, FlowKey};
 use crate::pool::{BackendId, PoolSnapshot, PortId, Vip, VipId};
@@ -275,7 +275,7 @@ fn client_slow_path<F: Frame>(
         if e.state >= FlowState::Closing {
             // T12: a new connection reusing the 5-tuple of a closed one is balanced afresh.
             if let Some(old) = cx.w.flows.remove(idx) {
-                release_token(&old, cx.shared, cx.now, &mut cx.w.stats);
+                flow_ended(&old, cx.shared, cx.now, &mut cx.w.stats);
             }
             cx.w.stats.event(Event::SynReuse);
             return None;
@@ -477,8 +477,11 @@ fn insert(cx: &mut Ctx<'_>, hash: u64, entry: FlowEntry) -> bool {
             evicted_live,
             ..
         } => {
+            if let Some(c) = cx.w.stats.backends.get_mut(entry.backend.0 as usize) {
+                c.active_flows += 1;
+            }
             if let Some(old) = evicted {
-                release_token(&old, cx.shared, cx.now, &mut cx.w.stats);
+                flow_ended(&old, cx.shared, cx.now, &mut cx.w.stats);
                 if evicted_live {
                     cx.w.stats.event(Event::HalfOpenEvicted);
                 }

@@ -242,6 +242,8 @@ pub struct VipCounters {
 /// Per-backend counters.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct BackendCounters {
+    /// Flows of this worker's table pinned to the backend now (a gauge).
+    pub active_flows: u64,
     /// Packets sent to the backend.
     pub packets: u64,
     /// Bytes sent to the backend.
@@ -343,6 +345,7 @@ impl WorkerStats {
             a.joins += b.joins;
         }
         for (a, b) in self.backends.iter_mut().zip(o.backends.iter()) {
+            a.active_flows += b.active_flows;
             a.packets += b.packets;
             a.bytes += b.bytes;
             a.new_conns += b.new_conns;
