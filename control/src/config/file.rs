@@ -56,8 +56,9 @@ pub struct HealthSection {
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct EalSection {
-    /// Arguments passed to `rte_eal_init` (after the program name), e.g. `--no-pci`,
-    /// `--file-prefix=...`, `--vdev=net_af_packet0,iface=eth0`, `-l`, `0-1`.
+    /// Arguments passed to `rte_eal_init` (after the program name), e.g. `--no-pci` (required
+    /// unless `allow_pci` is set), `--file-prefix=...`, `--vdev=net_af_packet0,iface=veth0`, `-l`,
+    /// `0-1`.
     #[serde(default)]
     pub args: Vec<String>,
     /// Whether this gateway drives PCI devices. Off by default: then `args` must contain

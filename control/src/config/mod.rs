@@ -59,7 +59,7 @@ pub struct PortSettings {
     pub id: PortId,
     /// Name.
     pub name: String,
-    /// DPDK device name (a `--vdev` name or a PCI address).
+    /// DPDK device name (a `--vdev` name or a PCI address; vdev-only setups pass `--no-pci`).
     pub device: String,
     /// Configured MAC; `None`: use the device's ([`GatewayConfig::set_device_mac`]).
     pub mac: Option<Mac>,

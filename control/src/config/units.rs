@@ -400,6 +400,7 @@ mod tests {
 
     #[test]
     fn eal_options() {
+        // Argument parsing only: nothing here starts DPDK (real runs always pass --no-pci).
         let args: Vec<String> = [
             "--vdev=a,x=1",
             "--vdev",

@@ -3,6 +3,7 @@
 
 #![cfg(not(tz_no_dpdk))]
 
+// Every EAL of these tests passes --no-pci (and its own --file-prefix): `common::Prefix::args`.
 mod common;
 
 use trapeze_dpdk::Eal;
