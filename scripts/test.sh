@@ -50,10 +50,14 @@ cargo test --workspace --locked
 
 step "end to end: the daemon between real Linux MPTCP clients and servers (network namespaces), its control plane, the anycast experiment (short)"
 if [ "$(id -u)" -eq 0 ]; then
-  command -v tcpdump >/dev/null && command -v ethtool >/dev/null || {
+  missing=()
+  for tool in tcpdump:tcpdump ethtool:ethtool nft:nftables ip:iproute2 flock:util-linux; do
+    command -v "${tool%%:*}" >/dev/null || missing+=("${tool##*:}")
+  done
+  if [ ${#missing[@]} -gt 0 ]; then
     apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq tcpdump ethtool iproute2
-  }
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}"
+  fi
   testbed/e2e.sh
   testbed/e2e-control.sh
   testbed/anycast-compare.sh --short --build
