@@ -3,7 +3,8 @@
 # by trapezectl, between real Linux MPTCP clients and servers (testbed/netns.sh). Run by
 # scripts/test.sh (as root), after testbed/e2e.sh.
 #
-#   1. drain: new connections avoid the drained server; undrain brings it back
+#   1. drain: new connections avoid the drained server; undrain brings it back; joins that
+#      existing connections open after the drain still reach the drained server
 #   2. health: a server whose port stops answering is marked down within the detection time and
 #      gets no new connections; it comes back when it answers again
 #   3. weight 0: no new connections, like a drain
@@ -77,6 +78,48 @@ ctl drain srv3 >/dev/null
 transfers 12 "srv3=0"
 ctl undrain srv3 >/dev/null
 transfers 24 "srv3>0"
+
+log "1b. drain: new joins of the drained server's existing connections still reach it"
+# Connections open without a second subflow (the client's subflow endpoint is removed); the
+# server owning the most of them is drained mid-transfer; then the endpoint is added back, and the
+# kernel path manager opens a join on every existing connection, including the drained server's.
+new_conns() { ctl --json list | python3 -c 'import json, sys
+print(" ".join("%s=%d" % (b["name"], b["new_conns"]) for b in json.load(sys.stdin)[0]["backends"]))'; }
+before=$(new_conns)
+ip netns exec tz-client ip mptcp endpoint delete id "$(ip netns exec tz-client ip mptcp endpoint show | awk '$1 == "10.90.0.3" {for (i = 1; i < NF; i++) if ($i == "id") print $(i + 1)}')"
+testbed/transfers.py -4 -n 9 --parallel 9 --stagger-ms 5 --expect-joins 0 --size-kb 6144 --chunk-kb 64 --pause-ms 40 \
+  >"$OUT/late-join.json" 2>"$OUT/late-join.txt" &
+T=$!
+sleep 1
+drained=$(python3 - "$before" "$(new_conns)" <<'PY'
+import sys
+before = dict(kv.split("=") for kv in sys.argv[1].split())
+after = dict(kv.split("=") for kv in sys.argv[2].split())
+print(max(after, key=lambda n: int(after[n]) - int(before[n])))
+PY
+)
+ctl drain "$drained" >/dev/null
+ip netns exec tz-client ip mptcp endpoint add 10.90.0.3 dev cli0 subflow
+if ! wait "$T"; then
+  log "transfers with late joins failed:"
+  grep -E "FAIL|RSTs|conn " "$OUT/late-join.txt" >&2
+  exit 1
+fi
+python3 - "$OUT/late-join.json" "$drained" <<'PY'
+import json, sys
+d = json.load(open(sys.argv[1]))
+name = sys.argv[2]
+s = d["per_server"][name]
+checks = {n: c["ok"] for n, c in d["checks"].items()}
+print("    %s (drained): %d connections, %d joins received after the drain, %d established; "
+      "joins on their owner: %s" % (name, s["first_subflows"], s["join_syns_received"],
+                                   s["joins_established"], checks.get("joins_on_owner")),
+      file=sys.stderr)
+ok = (s["first_subflows"] > 0 and s["join_syns_received"] >= s["first_subflows"]
+      and s["joins_established"] >= s["first_subflows"] and checks.get("joins_on_owner"))
+sys.exit(0 if ok else 1)
+PY
+ctl undrain "$drained" >/dev/null
 
 log "2. health: srv3 stops answering on its port, then answers again"
 ip netns exec tz-srv3 nft -f - <<'NFT'
