@@ -269,11 +269,11 @@ pub fn process<F: Frame>(
     shared: &Shared,
     pool: &PoolSnapshot,
 ) -> Verdict {
-    let pre = pool
-        .port(ingress)
+    let port = pool.port(ingress);
+    let pre = port
         .filter(|p| p.vlan.is_none())
         .and_then(|_| fast_classify(frame.data(), pool));
-    decide(frame, pre, ingress, now, worker, shared, pool)
+    decide(frame, pre, ingress, port, now, worker, shared, pool)
 }
 
 /// The most frames [`process_burst`] looks ahead over (the DPDK burst size).
@@ -295,7 +295,8 @@ pub fn process_burst<F: Frame>(
     shared: &Shared,
     pool: &PoolSnapshot,
 ) {
-    let fast = pool.port(ingress).is_some_and(|p| p.vlan.is_none());
+    let port = pool.port(ingress);
+    let fast = port.is_some_and(|p| p.vlan.is_none());
     for (frames, verdicts) in frames.chunks_mut(BURST).zip(verdicts.chunks_mut(BURST)) {
         let mut pre: [Option<Pre>; BURST] = [None; BURST];
         if fast {
@@ -311,7 +312,7 @@ pub fn process_burst<F: Frame>(
             core::hint::black_box(worker.flows.warm(&hashes[..n]));
         }
         for ((f, v), p) in frames.iter_mut().zip(verdicts.iter_mut()).zip(pre) {
-            *v = decide(f, p, ingress, now, worker, shared, pool);
+            *v = decide(f, p, ingress, port, now, worker, shared, pool);
         }
     }
 }
@@ -326,19 +327,22 @@ fn fast_classify(data: &[u8], pool: &PoolSnapshot) -> Option<Pre> {
     Some((ip, seg, c))
 }
 
-/// Decides one frame, already pre-classified by the fast parser or not.
+/// Decides one frame, already pre-classified by the fast parser or not. `port` is the ingress
+/// port's configuration, looked up once by the caller (`None`: a port the pool does not know).
 #[inline]
+#[allow(clippy::too_many_arguments)]
 fn decide<F: Frame>(
     frame: &mut F,
     pre: Option<Pre>,
     ingress: PortId,
+    port: Option<&PortConfig>,
     now: Ticks,
     worker: &mut Worker,
     shared: &Shared,
     pool: &PoolSnapshot,
 ) -> Verdict {
     worker.stats.rx += 1;
-    let Some(port) = pool.port(ingress) else {
+    let Some(port) = port else {
         let v = Verdict::Drop(DropReason::Runt);
         worker.stats.verdict(&v);
         return v;
