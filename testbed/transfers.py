@@ -246,13 +246,17 @@ def parse_tcp(frame):
         return None
     if len(frame) < t + 20:
         return None
-    sport, dport, _seq, _ack, doff, flags = struct.unpack_from("!HHIIBB", frame, t)
+    sport, dport, seq, ackn, doff, flags, win = struct.unpack_from("!HHIIBBH", frame, t)
     hl = (doff >> 4) * 4
+    opts = frame[t + 20:t + hl]
     p = {"src": src, "dst": dst, "sport": sport, "dport": dport,
          "syn": bool(flags & 0x02), "ack": bool(flags & 0x10), "rst": bool(flags & 0x04),
-         "fin": bool(flags & 0x01), "mpc": None, "join": None, "mptcp": False,
-         "payload": max(0, ip_end - t - hl)}
-    opts = frame[t + 20:t + hl]
+         "fin": bool(flags & 0x01), "mpc": None, "join": None, "mptcp": False, "tcprst": None,
+         "payload": max(0, ip_end - t - hl),
+         # Everything NAT leaves alone (not addresses, ports or checksums): two captures of
+         # one segment on either side of the gateway have the same "wire".
+         "wire": (seq, ackn, flags, win, bytes(opts),
+                  hashlib.sha1(frame[t + hl:max(t + hl, ip_end)]).digest())}
     i = 0
     while i < len(opts):
         kind = opts[i]
@@ -272,6 +276,8 @@ def parse_tcp(frame):
                 p["mpc"] = {"key": opt[4:12].hex() if len(opt) >= 12 else None}
             elif sub == 1:  # MP_JOIN; the SYN carries the token
                 p["join"] = {"token": "0x" + opt[4:8].hex() if len(opt) == 12 else None}
+            elif sub == 8 and len(opt) >= 4:  # MP_TCPRST: why the sender reset the subflow
+                p["tcprst"] = opt[3]
         i += ln
     return p
 
@@ -315,7 +321,8 @@ def analyse_pcap(path):
             if s is None or s["answer"] != "none" or s["kind"] != kind or s["token"] != token:
                 s = {"client": [p["src"], p["sport"]], "server": [p["dst"], p["dport"]],
                      "kind": kind, "token": token, "syns": 0, "answer": "none", "up": 0,
-                     "down": 0, "fin_up": False, "fin_down": False}
+                     "down": 0, "fin_up": False, "fin_down": False, "rsts": 0,
+                     "first_rst": None, "trace_up": [p["wire"]], "trace_down": []}
                 res["sessions"].append(s)
                 cur[fwd] = s
             s["syns"] += 1
@@ -330,8 +337,15 @@ def analyse_pcap(path):
                 res["rst_after_close"] += 1
             else:
                 res["rst"].append("%s.%d > %s.%d" % fwd)
+                if s is not None:
+                    s["rsts"] += 1
+                    if s["first_rst"] is None:
+                        s["first_rst"] = {"from_server": not up, "tcprst": p["tcprst"],
+                                          "wire": p["wire"]}
         if s is None:
             continue  # a flow that started before the capture
+        if s["first_rst"] is None and not p["rst"]:
+            s["trace_up" if up else "trace_down"].append(p["wire"])
         s["up" if up else "down"] += p["payload"]
         if p["fin"]:
             s["fin_up" if up else "fin_down"] = True
@@ -344,6 +358,44 @@ def analyse_pcap(path):
                 res["mpc_synack_tokens"][tuple(s["client"])] = s["token"]
     res["joins"] = [s for s in res["sessions"] if s["kind"] == "join"]
     return res
+
+
+TCPRST_REASONS = {0: "unspecified", 1: "MPTCP-specific error", 2: "lack of resources",
+                  3: "administratively prohibited", 4: "too much outstanding data",
+                  5: "unacceptable performance", 6: "middlebox interference"}
+
+
+def endpoint_resets(cap_c, cap_s):
+    """Subflows that a server's own MPTCP stack reset although the gateway forwarded every
+    segment of them unchanged.
+
+    A server's kernel may abort one subflow (an MP_TCPRST with its reason) while the MPTCP
+    connection goes on over the others. Such a RST is the gateway's doing only if the gateway
+    changed, reordered or lost something on the way. So both captures of the subflow are
+    compared up to the reset: what the server received is exactly the start of what the client
+    sent, what the client received is exactly what the server sent, and the RST itself crossed
+    unchanged. Only then are the subflow's RSTs attributed to the endpoint; any other aborting
+    RST stays the gateway's."""
+    client_sessions = {}
+    for s in cap_c["sessions"]:
+        client_sessions.setdefault((tuple(s["client"]), s["kind"], s["token"]), []).append(s)
+    found = []
+    for s in cap_s["sessions"]:
+        r = s["first_rst"]
+        if r is None or not r["from_server"] or r["tcprst"] is None:
+            continue
+        c = next((c for c in client_sessions.get((tuple(s["client"]), s["kind"], s["token"]), [])
+                  if c["first_rst"] is not None and c["first_rst"]["wire"] == r["wire"]), None)
+        if c is None:
+            continue
+        if (c["trace_up"][:len(s["trace_up"])] == s["trace_up"]
+                and c["trace_down"] == s["trace_down"]):
+            found.append({"client": s["client"], "server": s["server"], "kind": s["kind"],
+                          "reason": r["tcprst"],
+                          "reason_text": TCPRST_REASONS.get(r["tcprst"], "reason %d" % r["tcprst"]),
+                          "segments_compared": len(s["trace_up"]) + len(s["trace_down"]),
+                          "rsts_client_link": c["rsts"], "rsts_server_link": s["rsts"]})
+    return found
 
 
 def start_tcpdump(ns, dev, path, logpath):
@@ -561,13 +613,24 @@ def analyse(a, run, state, out, crecs, srecs, deltas, cpcap, spcap):
           % (sum(r["digest_ok"] for r in conns), n))
     check("echo", all(r["echo_ok"] for r in conns),
           "%d/%d: sha256(echo) == sha256(sent)" % (sum(r["echo_ok"] for r in conns), n))
+    endpoint = endpoint_resets(cap_c, cap_s)
     if not a.allow_rst:
         ab_c, ab_s = len(cap_c["rst"]), len(cap_s["rst"])
-        check("no_rst", ab_c == 0 and ab_s == 0 and ab_c + cap_c["rst_after_close"] == rst_c
-              and ab_s + cap_s["rst_after_close"] == rst_s,
-              "aborting RSTs: client link %d, server link %d (all RSTs, tcpdump: %d / %d; "
-              "after both FINs: %d / %d)" % (ab_c, ab_s, rst_c, rst_s,
-                                             cap_c["rst_after_close"], cap_s["rst_after_close"]))
+        ep_c = sum(e["rsts_client_link"] for e in endpoint)
+        ep_s = sum(e["rsts_server_link"] for e in endpoint)
+        detail = ("aborting RSTs: client link %d, server link %d (all RSTs, tcpdump: %d / %d; "
+                  "after both FINs: %d / %d)" % (ab_c - ep_c, ab_s - ep_s, rst_c, rst_s,
+                                                 cap_c["rst_after_close"],
+                                                 cap_s["rst_after_close"]))
+        for e in endpoint:
+            detail += ("; endpoint reset: %s %s.%d -> %s.%d, MP_TCPRST '%s' from the server, "
+                       "all %d segments before it crossed the gateway unchanged (%d / %d RSTs)"
+                       % (e["kind"], e["client"][0], e["client"][1], e["server"][0],
+                          e["server"][1], e["reason_text"], e["segments_compared"],
+                          e["rsts_client_link"], e["rsts_server_link"]))
+        check("no_rst", ab_c == ep_c and ab_s == ep_s
+              and ab_c + cap_c["rst_after_close"] == rst_c
+              and ab_s + cap_s["rst_after_close"] == rst_s, detail)
 
     srv_names = list(SERVERS)
     per_server = {s: {"first_subflows": 0, "join_syns_received": 0, "joins_established": 0,
@@ -655,6 +718,7 @@ def analyse(a, run, state, out, crecs, srecs, deltas, cpcap, spcap):
             "server": {"pcap": spcap, "tcp_packets": cap_s["tcp_packets"], "rst": rst_s,
                        "rst_after_close": cap_s["rst_after_close"],
                        "rst_aborting": cap_s["rst"][:20], "join_syns": len(cap_s["joins"])},
+            "endpoint_resets": endpoint,
         },
         "connections": conns,
     }
