@@ -499,8 +499,23 @@ fn bad_configs() -> Vec<(&'static str, String, String)> {
         ),
         (
             "bad mode",
+            edit("mode = \"nat\"", "mode = \"tunnel\""),
+            "vips[0].mode: \"tunnel\" is not supported (\"nat\" or \"dsr\")",
+        ),
+        (
+            "dsr settings on a nat vip",
+            edit("mode = \"nat\"", "mode = \"nat\"\ndsr = { encap = \"gue\" }"),
+            "vips[0].dsr: only with mode = \"dsr\"",
+        ),
+        (
+            "dsr with an unknown encapsulation",
+            edit("mode = \"nat\"", "mode = \"dsr\"\ndsr = { encap = \"gre\" }"),
+            "vips[0].dsr.encap: \"gre\" is not supported (\"ipip\" or \"gue\")",
+        ),
+        (
+            "dsr cannot translate ports",
             edit("mode = \"nat\"", "mode = \"dsr\""),
-            "vips[0].mode: \"dsr\" is not supported (only \"nat\")",
+            "vips[0].dsr: backend",
         ),
         (
             "bad duration",
@@ -520,7 +535,7 @@ fn bad_configs() -> Vec<(&'static str, String, String)> {
         (
             "shared backend endpoint across two NAT vips",
             format!("{}{EXTRA_VIP}", testbed_text()),
-            "vips[2].backends[0]: backend \"srv1\" (10.91.0.11 port 8080) already serves vips[0] (\"web4\"",
+            "vips[6].backends[0]: backend \"srv1\" (10.91.0.11 port 8080) already serves vips[0] (\"web4\"",
         ),
         (
             "unknown client port",

@@ -32,7 +32,9 @@ use clap::{Args, Parser, Subcommand};
 use serde::de::DeserializeOwned;
 
 use super::server::DEFAULT_PORT;
-use super::types::{AppliedBody, BackendBody, ErrorBody, StatsView, StatusView, VipBody, VipView};
+use super::types::{
+    AppliedBody, BackendBody, ErrorBody, Mode, StatsView, StatusView, VipBody, VipView,
+};
 
 /// Exit status of a successful command.
 pub const EXIT_OK: u8 = 0;
@@ -440,6 +442,7 @@ pub fn request_of(cmd: &Cmd) -> (&'static str, String, Option<String>, Option<u6
                 port: endpoint.port(),
                 protocol: Default::default(),
                 mode: Default::default(),
+                dsr: None,
                 client_port: client_port.clone(),
                 backends: backends.clone(),
             };
@@ -549,7 +552,10 @@ pub fn format_vips(vips: &[VipView]) -> String {
             "TCP  {:<32} {:<16} {:<6} {:<10} {}",
             endpoint(Some(v.address), v.port),
             v.name,
-            "nat",
+            match v.mode {
+                Mode::Nat => "nat",
+                Mode::Dsr => "dsr",
+            },
             v.new_conns,
             v.joins
         );

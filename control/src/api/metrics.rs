@@ -22,7 +22,7 @@
 //! | `trapeze_worker_events_total` | counter | `worker`, `event` ([`Event::name`]) |
 //! | `trapeze_worker_flows` | gauge | `worker` |
 //! | `trapeze_worker_flow_capacity` | gauge | `worker` |
-//! | `trapeze_vip_packets_total`, `_bytes_total`, `_new_connections_total`, `_joins_total` | counter | `vip` |
+//! | `trapeze_vip_packets_total`, `_bytes_total`, `_new_connections_total`, `_joins_total`, `_to_client_packets_total`, `_to_client_bytes_total` | counter | `vip` |
 //! | `trapeze_backend_packets_total`, `_bytes_total`, `_new_connections_total`, `_joins_total` | counter | `backend` |
 //! | `trapeze_backend_state` | gauge (1 for the current state, 0 otherwise) | `backend`, `state` |
 //! | `trapeze_backend_weight` | gauge | `backend` |
@@ -47,11 +47,11 @@ use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::Registry;
 use trapeze_core::pipeline::{BackendCounters, DropReason, Event, VipCounters, WorkerStats};
-use trapeze_core::pool::{BackendId, PoolSnapshot, PortId, VipId};
+use trapeze_core::pool::{BackendId, ForwardingMode, PoolSnapshot, PortId, VipId};
 
 use super::types::{
-    BackendView, ControlStatsView, State, StatsView, TokenStatsView, TrafficView, VipView,
-    WorkerStatsView,
+    BackendView, ControlStatsView, DsrBody, Mode, State, StatsView, TokenStatsView, TrafficView,
+    VipView, WorkerStatsView,
 };
 
 /// Content type of [`render`]'s output for Prometheus' classic text format (the output is
@@ -178,10 +178,7 @@ impl MetricsInput {
         let mut t = VipCounters::default();
         for w in &self.workers {
             if let Some(c) = w.stats.vips.get(id.0 as usize) {
-                t.packets += c.packets;
-                t.bytes += c.bytes;
-                t.new_conns += c.new_conns;
-                t.joins += c.joins;
+                t.add(c);
             }
         }
         t
@@ -263,6 +260,8 @@ impl MetricsInput {
                     joins: t.joins,
                     active_flows: None,
                     state: None,
+                    to_client_packets: Some(t.to_client_packets),
+                    to_client_bytes: Some(t.to_client_bytes),
                 }
             })
             .collect();
@@ -279,6 +278,8 @@ impl MetricsInput {
                     joins: t.joins,
                     active_flows: b.active_flows,
                     state: Some(b.state),
+                    to_client_packets: None,
+                    to_client_bytes: None,
                 }
             })
             .collect();
@@ -336,7 +337,17 @@ pub fn vip_views(
                 address: v.addr,
                 port: v.port,
                 protocol: Default::default(),
-                mode: Default::default(),
+                mode: match v.mode {
+                    ForwardingMode::Nat => Mode::Nat,
+                    ForwardingMode::Dsr(_) => Mode::Dsr,
+                },
+                dsr: crate::config::dsr::describe(&v.mode)
+                    .1
+                    .map(|(encap, gue_port, outer)| DsrBody {
+                        encap: Some(encap.into()),
+                        gue_port,
+                        outer_source: Some(outer),
+                    }),
                 client_port: port_name(v.client_port),
                 backends,
                 new_conns: t.new_conns,
@@ -488,6 +499,14 @@ fn families(input: &MetricsInput) -> Vec<Family> {
         "New connections balanced by Maglev.",
     );
     let mut vj = Family::counter("trapeze_vip_joins", "MP_JOIN subflows routed by token.");
+    let mut vcp = Family::counter(
+        "trapeze_vip_to_client_packets",
+        "Packets forwarded back towards clients (NAT return path; 0 for DSR).",
+    );
+    let mut vcb = Family::counter(
+        "trapeze_vip_to_client_bytes",
+        "Bytes (IP length) forwarded back towards clients.",
+    );
     for v in &input.vips {
         let t = input.vip_totals(v.id);
         let l = || vec![("vip", v.name.clone())];
@@ -495,8 +514,10 @@ fn families(input: &MetricsInput) -> Vec<Family> {
         vb.push(l(), t.bytes);
         vn.push(l(), t.new_conns);
         vj.push(l(), t.joins);
+        vcp.push(l(), t.to_client_packets);
+        vcb.push(l(), t.to_client_bytes);
     }
-    out.extend([vp, vb, vn, vj]);
+    out.extend([vp, vb, vn, vj, vcp, vcb]);
 
     let mut bp = Family::counter("trapeze_backend_packets", "Packets sent to the backend.");
     let mut bb = Family::counter(

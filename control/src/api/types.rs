@@ -65,6 +65,23 @@ pub enum Mode {
     /// Destination NAT; the gateway also carries the return path.
     #[default]
     Nat,
+    /// Direct server return: packets tunnelled to the backend, which answers the client.
+    Dsr,
+}
+
+/// DSR settings of a VIP (the file's `[vips.dsr]`).
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DsrBody {
+    /// `ipip` (default) or `gue`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub encap: Option<String>,
+    /// GUE destination port (default 6080).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gue_port: Option<u16>,
+    /// `gateway` (default) or a prefix of the VIP's family to hash the source from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub outer_source: Option<String>,
 }
 
 /// How a backend leaves its pool.
@@ -159,9 +176,12 @@ pub struct VipBody {
     /// `tcp` (default; the only one).
     #[serde(default)]
     pub protocol: Protocol,
-    /// `nat` (default; the only one).
+    /// `nat` (default) or `dsr`.
     #[serde(default)]
     pub mode: Mode,
+    /// DSR settings (`mode: dsr` only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dsr: Option<DsrBody>,
     /// Name of the dataplane port where the clients' packets arrive; absent: the daemon's
     /// default (the client port the configured VIPs share; 422 when there is no single one).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -430,6 +450,9 @@ pub struct VipView {
     pub protocol: Protocol,
     /// Forwarding mode.
     pub mode: Mode,
+    /// DSR settings, for a DSR VIP.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dsr: Option<DsrBody>,
     /// Client-side dataplane port name.
     pub client_port: String,
     /// Member backends.
@@ -492,6 +515,12 @@ pub struct TrafficView {
     /// State (backends only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub state: Option<State>,
+    /// Packets forwarded back towards clients (VIPs only; stays 0 for a DSR VIP).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub to_client_packets: Option<u64>,
+    /// Bytes forwarded back towards clients (VIPs only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub to_client_bytes: Option<u64>,
 }
 
 /// The token table in `GET /stats`.

@@ -98,6 +98,9 @@ pub struct PortEntry {
     pub rx_queue_size: Option<i64>,
     /// TX descriptors per queue (power of two, 64..=32768; default 1024).
     pub tx_queue_size: Option<i64>,
+    /// The largest IP packet the port sends (576..=9702); set on the device when given. DSR
+    /// checks tunnel packets against it (default 1500).
+    pub mtu: Option<i64>,
 }
 
 /// One `[[vips]]` entry.
@@ -113,13 +116,28 @@ pub struct VipEntry {
     /// `"tcp"` (the only one today).
     #[serde(default = "default_protocol")]
     pub protocol: String,
-    /// `"nat"` (the only one today).
+    /// `"nat"` (default) or `"dsr"`.
     #[serde(default = "default_mode")]
     pub mode: String,
+    /// DSR settings (`mode = "dsr"` only; absent: IPIP from the gateway's address).
+    pub dsr: Option<DsrEntry>,
     /// Name of the port where the clients' packets arrive.
     pub client_port: String,
     /// Names of the member backends.
     pub backends: Vec<String>,
+}
+
+/// A `[vips.dsr]` table.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DsrEntry {
+    /// `"ipip"` (default) or `"gue"`.
+    pub encap: Option<String>,
+    /// GUE: the UDP port the backends decapsulate on (default 6080).
+    pub gue_port: Option<i64>,
+    /// `"gateway"` (default: the gateway's address on the backend's port) or a prefix of the
+    /// VIP's family (`"10.91.1.0/24"`): the source is then hashed from the flow inside it.
+    pub outer_source: Option<String>,
 }
 
 /// One `[[backends]]` entry.

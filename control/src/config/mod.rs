@@ -17,6 +17,7 @@
 //! finds, each naming its field. It ends by building the pool snapshot (Maglev tables included),
 //! so a configuration that validates is one the dataplane accepts.
 
+pub mod dsr;
 pub mod error;
 pub mod file;
 pub mod units;
@@ -79,6 +80,8 @@ pub struct PortSettings {
     pub rx_queue_size: u16,
     /// TX descriptors per queue.
     pub tx_queue_size: u16,
+    /// MTU to set on the device, when configured.
+    pub mtu: Option<u16>,
 }
 
 impl PortSettings {
@@ -265,9 +268,16 @@ impl GatewayConfig {
                 IpAddr::V4(a) => format!("{a}:{}", v.port),
                 IpAddr::V6(a) => format!("[{a}]:{}", v.port),
             };
+            let mode = match dsr::describe(&v.mode) {
+                (m, None) => m.to_string(),
+                (m, Some((encap, port, outer))) => format!(
+                    "{m} ({encap}{}, outer source {outer})",
+                    port.map(|p| format!(" port {p}")).unwrap_or_default()
+                ),
+            };
             let _ = writeln!(
                 s,
-                "  [{}] {} {addr}/tcp nat via port {} backends {} maglev slots: {}",
+                "  [{}] {} {addr}/tcp {mode} via port {} backends {} maglev slots: {}",
                 v.id.0,
                 v.name,
                 port_name(v.client_port),

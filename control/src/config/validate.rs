@@ -7,8 +7,8 @@ use std::collections::HashMap;
 
 use trapeze_core::pipeline::{RateLimit, WorkerConfig};
 use trapeze_core::pool::{
-    Backend, BackendId, BackendState, ForwardingMode, PoolError, PoolSnapshot, PoolSpec,
-    PortConfig, PortId, VipId, VipSpec,
+    Backend, BackendId, BackendState, PoolError, PoolSnapshot, PoolSpec, PortConfig, PortId, VipId,
+    VipSpec,
 };
 use trapeze_core::tables::flow_table::{FlowTableConfig, Timeouts};
 use trapeze_core::tables::maglev::{size_is_recommended, MaglevError, DEFAULT_SIZE, MAX_SIZE};
@@ -329,6 +329,10 @@ fn validate_ports(ctx: &mut Ctx, file: &ConfigFile, eal: &Eal) -> Vec<Option<Por
         };
         let rx_queue_size = queue("rx_queue_size", p.rx_queue_size);
         let tx_queue_size = queue("tx_queue_size", p.tx_queue_size);
+        let mtu = p
+            .mtu
+            .and_then(|m| ctx.ranged(&format!("{f}.mtu"), m, 576, 9702))
+            .map(|m| m as u16);
         out.push((ctx.errors.len() == before).then(|| PortSettings {
             id: PortId(i as u8),
             name: p.name.clone(),
@@ -342,6 +346,7 @@ fn validate_ports(ctx: &mut Ctx, file: &ConfigFile, eal: &Eal) -> Vec<Option<Por
             gateway_mac,
             rx_queue_size,
             tx_queue_size,
+            mtu,
         }));
     }
     out
@@ -545,12 +550,19 @@ fn validate_vips(
                 format!("{:?} is not supported (only \"tcp\")", v.protocol),
             );
         }
-        if v.mode != "nat" {
-            ctx.err(
-                format!("{f}.mode"),
-                format!("{:?} is not supported (only \"nat\")", v.mode),
-            );
-        }
+        let mode = addr.and_then(|a| {
+            let d = v
+                .dsr
+                .as_ref()
+                .map(|d| (d.encap.as_deref(), d.gue_port, d.outer_source.as_deref()));
+            match super::dsr::forwarding_mode(a, &v.mode, d) {
+                Ok(m) => Some(m),
+                Err((sub, msg)) => {
+                    ctx.err(format!("{f}.{sub}"), msg);
+                    None
+                }
+            }
+        });
         let client_port = port_idx.get(v.client_port.as_str()).copied();
         if client_port.is_none() {
             ctx.err(
@@ -598,6 +610,9 @@ fn validate_vips(
                 );
                 continue;
             };
+            if v.mode == "dsr" {
+                continue; // DSR backends answer clients directly: no return path to map
+            }
             // A duplicate VIP is reported once, not once per member.
             match reverse.get(&(ba, b.port)) {
                 _ if duplicate => {}
@@ -622,14 +637,14 @@ fn validate_vips(
             );
         }
         let ok = ctx.errors.len() == before;
-        out.push(match (ok, addr, port, client_port) {
-            (true, Some(addr), Some(port), Some(cp)) => Some(VipSpec {
+        out.push(match (ok, addr, port, client_port, mode) {
+            (true, Some(addr), Some(port), Some(cp), Some(mode)) => Some(VipSpec {
                 id: VipId(i as u16),
                 name: v.name.clone(),
                 addr,
                 port,
                 proto: 6,
-                mode: ForwardingMode::Nat,
+                mode,
                 backends: members,
                 client_port: PortId(cp as u8),
             }),
@@ -847,6 +862,7 @@ fn pool_error_field(e: &PoolError, file: &ConfigFile) -> String {
             vip(v)
         }
         PoolError::SharedBackendEndpoint { vips, .. } => vip(&vips.1),
+        PoolError::Dsr { vip: v, .. } => format!("{}.dsr", vip(v)),
         PoolError::BadPort(s) | PoolError::UnknownPort(s) | PoolError::IdMismatch(s) => {
             match s.split_once(' ') {
                 Some(("vip", n)) => vip(n),
@@ -869,6 +885,7 @@ fn pool_error_message(e: &PoolError) -> String {
         PoolError::Maglev(vip, MaglevError::SizeTooLarge(size)) => {
             format!("{size} is too large (vip {vip:?})")
         }
+        PoolError::Dsr { reason, .. } => reason.clone(),
         e => format!("the pool does not build: {e}"),
     }
 }
@@ -929,6 +946,7 @@ pub(super) fn validate(
                 ipv6: p.ipv6.iter().map(|a| a.addr).collect(),
                 vlan: p.vlan,
                 gateway_mac: p.gateway_mac,
+                mtu: p.mtu.unwrap_or(0),
             })
             .collect(),
         backends,

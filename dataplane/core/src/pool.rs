@@ -56,6 +56,70 @@ pub enum ForwardingMode {
     /// Destination NAT to the backend; the gateway also carries the return path.
     #[default]
     Nat,
+    /// Direct server return: the client's packet, unchanged but for its TTL, is encapsulated to
+    /// the backend, which holds the VIP and answers the client directly.
+    Dsr(Dsr),
+}
+
+impl ForwardingMode {
+    /// The DSR settings, for a DSR VIP.
+    #[inline]
+    pub fn dsr(&self) -> Option<&Dsr> {
+        match self {
+            Self::Nat => None,
+            Self::Dsr(d) => Some(d),
+        }
+    }
+}
+
+/// Settings of a DSR VIP.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Dsr {
+    /// The tunnel.
+    pub encap: Encap,
+    /// The outer source address.
+    pub outer_source: OuterSource,
+}
+
+/// Encapsulation of a DSR VIP's packets. The outer family is the VIP's (IPv4 in IPv4, IPv6 in
+/// IPv6).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Encap {
+    /// IP in IP (RFC 2003; RFC 2473 for IPv6 in IPv6): a bare outer IP header, protocol 4 / 41.
+    Ipip,
+    /// GUE variant 0 over UDP to `port`; the UDP source port is hashed from the flow (so the
+    /// servers' NIC RSS spreads flows), the UDP checksum is 0 over IPv4 and computed over IPv6.
+    Gue {
+        /// UDP destination port on the backends.
+        port: u16,
+    },
+}
+
+impl Encap {
+    /// Bytes the outer headers add for a VIP of the given family.
+    #[inline]
+    pub fn overhead(&self, v6: bool) -> usize {
+        let ip = if v6 { 40 } else { 20 };
+        match self {
+            Self::Ipip => ip,
+            Self::Gue { .. } => ip + 8 + 4,
+        }
+    }
+}
+
+/// The outer source address of a DSR VIP's tunnel packets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OuterSource {
+    /// The gateway's first address of the VIP's family on the backend's egress port.
+    Gateway,
+    /// An address inside this prefix, its host bits taken from the flow hash: every packet of a
+    /// flow has the same source, different flows spread over the prefix (servers' RSS).
+    Hashed {
+        /// The prefix (host bits ignored); IPv4 or IPv6, the VIP's family.
+        prefix: IpAddr,
+        /// Prefix length.
+        len: u8,
+    },
 }
 
 /// Lifecycle state of a backend (see the module table).
@@ -134,6 +198,16 @@ pub struct Vip {
     pub client_port: PortId,
     /// New-connection table over the members that take new connections.
     pub maglev: MaglevTable,
+    /// `backends`, sorted: membership tests for joins.
+    members_sorted: Vec<BackendId>,
+}
+
+impl Vip {
+    /// Whether `id` is a member (in any state).
+    #[inline]
+    pub fn has_member(&self, id: BackendId) -> bool {
+        self.members_sorted.binary_search(&id).is_ok()
+    }
 }
 
 /// A dataplane port's own configuration.
@@ -151,6 +225,20 @@ pub struct PortConfig {
     pub vlan: Option<u16>,
     /// Next hop for traffic without a known neighbour (clients behind a router).
     pub gateway_mac: Option<Mac>,
+    /// The largest IP packet the port sends (0: 1500). DSR encapsulation checks against it.
+    pub mtu: u16,
+}
+
+impl PortConfig {
+    /// The port's MTU (1500 when not set).
+    #[inline]
+    pub fn mtu(&self) -> u16 {
+        if self.mtu == 0 {
+            1500
+        } else {
+            self.mtu
+        }
+    }
 }
 
 /// Input of [`PoolSnapshot::build`]: plain data, as the control plane assembles it.
@@ -220,6 +308,15 @@ pub enum PoolError {
     },
     /// A VIP or backend port of 0, or a protocol other than TCP.
     BadPort(String),
+    /// A DSR VIP whose member listens on another port (DSR cannot translate ports), whose
+    /// hashed outer source is not of the VIP's family, or whose member's egress port has no
+    /// address of the VIP's family for the outer source.
+    Dsr {
+        /// VIP name.
+        vip: String,
+        /// What is wrong.
+        reason: String,
+    },
     /// A port id used by a backend or VIP that is not configured.
     UnknownPort(String),
     /// The Maglev table could not be built.
@@ -241,6 +338,7 @@ impl fmt::Display for PoolError {
                 vips.0, vips.1
             ),
             Self::BadPort(s) => write!(f, "bad port or protocol: {s}"),
+            Self::Dsr { vip, reason } => write!(f, "vip {vip}: dsr: {reason}"),
             Self::UnknownPort(s) => write!(f, "unknown dataplane port: {s}"),
             Self::Maglev(s, e) => write!(f, "vip {s}: maglev: {e:?}"),
         }
@@ -322,6 +420,12 @@ pub struct BackendFwd {
     pub egress_mac: Mac,
     /// The egress port's VLAN.
     pub egress_vlan: Option<u16>,
+    /// The egress port's MTU.
+    pub egress_mtu: u16,
+    /// The gateway's first IPv4 address on the egress port (key form): the DSR outer source.
+    pub egress_addr4: Option<[u8; 16]>,
+    /// The gateway's first IPv6 address on the egress port.
+    pub egress_addr6: Option<[u8; 16]>,
 }
 
 impl BackendFwd {
@@ -420,6 +524,15 @@ impl PoolSnapshot {
                 return Err(PoolError::DuplicateVip(v.name));
             }
             let v6 = v.addr.is_ipv6();
+            let dsr = v.mode.dsr().copied();
+            if let Some(OuterSource::Hashed { prefix, len }) = dsr.map(|d| d.outer_source) {
+                if prefix.is_ipv6() != v6 || len > if v6 { 128 } else { 32 } {
+                    return Err(PoolError::Dsr {
+                        vip: v.name.clone(),
+                        reason: format!("outer source prefix {prefix}/{len} is not a prefix of the vip's family"),
+                    });
+                }
+            }
             let mut members = Vec::with_capacity(v.backends.len());
             for &bid in &v.backends {
                 let b = spec
@@ -436,8 +549,41 @@ impl PoolSnapshot {
                         backend: b.name.clone(),
                     });
                 };
+                if let Some(d) = dsr {
+                    if b.port != v.port {
+                        return Err(PoolError::Dsr {
+                            vip: v.name.clone(),
+                            reason: format!(
+                                "backend {} listens on port {}, the vip on {}: DSR cannot translate ports",
+                                b.name, b.port, v.port
+                            ),
+                        });
+                    }
+                    let egress = &spec.ports[b.egress.0 as usize];
+                    let has_src = if v6 {
+                        !egress.ipv6.is_empty()
+                    } else {
+                        !egress.ipv4.is_empty()
+                    };
+                    if d.outer_source == OuterSource::Gateway && !has_src {
+                        return Err(PoolError::Dsr {
+                            vip: v.name.clone(),
+                            reason: format!(
+                                "backend {}'s egress port has no IPv{} address for the outer source",
+                                b.name,
+                                if v6 { 6 } else { 4 }
+                            ),
+                        });
+                    }
+                }
                 let rkey = EndpointKey::new(&addr_bytes(addr), b.port, v.proto);
-                if let Some(other) = reverse_map.insert(rkey, v.id) {
+                // DSR backends answer the clients directly: no return path to map.
+                let other = if dsr.is_some() {
+                    None
+                } else {
+                    reverse_map.insert(rkey, v.id)
+                };
+                if let Some(other) = other {
                     if other != v.id {
                         let other_name = vips
                             .get(other.0 as usize)
@@ -462,7 +608,10 @@ impl PoolSnapshot {
             }
             let maglev = MaglevTable::build(&members, size)
                 .map_err(|e| PoolError::Maglev(v.name.clone(), e))?;
+            let mut members_sorted = v.backends.clone();
+            members_sorted.sort_unstable();
             vips.push(Some(Vip {
+                members_sorted,
                 id: v.id,
                 name: v.name,
                 addr: v.addr,
@@ -490,6 +639,9 @@ impl PoolSnapshot {
                         egress: b.egress,
                         egress_mac: port.mac,
                         egress_vlan: port.vlan,
+                        egress_mtu: port.mtu(),
+                        egress_addr4: port.ipv4.first().map(|a| addr_bytes((*a).into())),
+                        egress_addr6: port.ipv6.first().map(|a| a.octets()),
                     }
                 }
             })

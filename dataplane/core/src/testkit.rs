@@ -10,8 +10,8 @@ use trapeze_wire::mptcp::{MpCapable, MpJoin, MpcFlags};
 use trapeze_wire::{ipv4, ipv6, tcp};
 
 use crate::pool::{
-    Backend, BackendId, BackendState, ForwardingMode, PoolSnapshot, PoolSpec, PortConfig, PortId,
-    VipId, VipSpec,
+    Backend, BackendId, BackendState, Dsr, Encap, ForwardingMode, OuterSource, PoolSnapshot,
+    PoolSpec, PortConfig, PortId, VipId, VipSpec,
 };
 
 /// MAC of the client in the demo topology.
@@ -58,6 +58,7 @@ pub fn demo_spec(n: u16) -> PoolSpec {
             ipv6: vec![Ipv6Addr::new(0xfd00, 0, 0, 0, 0, 0, 0, 1)],
             vlan: None,
             gateway_mac: Some(CLIENT_MAC),
+            mtu: 0,
         },
         PortConfig {
             id: PortId(1),
@@ -66,6 +67,7 @@ pub fn demo_spec(n: u16) -> PoolSpec {
             ipv6: vec![Ipv6Addr::new(0xfd00, 1, 0, 0, 0, 0, 0, 1)],
             vlan: None,
             gateway_mac: None,
+            mtu: 0,
         },
     ];
     let backends = (0..n)
@@ -101,6 +103,26 @@ pub fn demo_spec(n: u16) -> PoolSpec {
         vips: vec![Some(vip(0, VIP4.into())), Some(vip(1, VIP6.into()))],
         maglev_size: 0,
     }
+}
+
+/// [`demo_spec`] with both VIPs in DSR mode on the backends' port ([`BACKEND_PORT`]: DSR does
+/// not translate ports), with this encapsulation and outer source.
+pub fn dsr_spec(n: u16, encap: Encap, outer_source: OuterSource) -> PoolSpec {
+    let mut spec = demo_spec(n);
+    for v in spec.vips.iter_mut().flatten() {
+        v.port = BACKEND_PORT;
+        v.mode = ForwardingMode::Dsr(Dsr {
+            encap,
+            outer_source,
+        });
+    }
+    spec
+}
+
+/// [`dsr_spec`], built.
+pub fn dsr_pool(n: u16, encap: Encap, outer_source: OuterSource) -> PoolSnapshot {
+    PoolSnapshot::build(dsr_spec(n, encap, outer_source))
+        .unwrap_or_else(|e| panic!("dsr pool: {e}"))
 }
 
 /// [`demo_spec`], built.
@@ -364,6 +386,7 @@ pub mod capture {
                     ipv6: vec![Ipv6Addr::new(0x2001, 0xdb8, 1, 0, 0, 0, 0, 1)],
                     vlan: None,
                     gateway_mac: None,
+                    mtu: 0,
                 },
                 PortConfig {
                     id: PortId(1),
@@ -372,6 +395,7 @@ pub mod capture {
                     ipv6: vec![Ipv6Addr::new(0x2001, 0xdb8, 2, 0, 0, 0, 0, 1)],
                     vlan: None,
                     gateway_mac: None,
+                    mtu: 0,
                 },
             ],
             backends: vec![Some(Backend {

@@ -5,6 +5,7 @@
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use trapeze_control::api::types::Mode;
 use trapeze_control::api::{
     self, ControlStatsView, MetricsInput, ReloadReport, RemoveMode, Request, Response, StatusView,
     TokenSample, WorkerSample,
@@ -119,17 +120,34 @@ pub(crate) fn dispatch(cp: &mut ControlPlane, req: Request, env: &Env<'_>) -> Re
                 last_reload,
             });
         }
-        Request::AddVip { spec, if_version } => cp.add_vip(
-            NewVip {
-                name: spec.name,
-                addr: spec.address,
-                port: spec.port,
-                client_port: spec.client_port,
-                backends: spec.backends,
-            },
-            if_version,
-            env.published,
-        ),
+        Request::AddVip { spec, if_version } => {
+            let mode = match spec.mode {
+                Mode::Nat => "nat",
+                Mode::Dsr => "dsr",
+            };
+            let dsr = spec.dsr.as_ref().map(|d| {
+                (
+                    d.encap.as_deref(),
+                    d.gue_port.map(i64::from),
+                    d.outer_source.as_deref(),
+                )
+            });
+            match trapeze_control::config::dsr::forwarding_mode(spec.address, mode, dsr) {
+                Ok(mode) => cp.add_vip(
+                    NewVip {
+                        name: spec.name,
+                        addr: spec.address,
+                        port: spec.port,
+                        mode,
+                        client_port: spec.client_port,
+                        backends: spec.backends,
+                    },
+                    if_version,
+                    env.published,
+                ),
+                Err((field, msg)) => Err(Refused::invalid(format!("{field}: {msg}"))),
+            }
+        }
         Request::RemoveVip { name, if_version } => cp.remove_vip(&name, if_version, env.published),
         Request::AddBackend {
             vip,

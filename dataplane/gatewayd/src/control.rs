@@ -59,7 +59,7 @@ impl Refused {
             reason: reason.into(),
         }
     }
-    fn invalid(reason: impl Into<String>) -> Self {
+    pub(crate) fn invalid(reason: impl Into<String>) -> Self {
         Self {
             status: 422,
             reason: reason.into(),
@@ -86,6 +86,8 @@ pub(crate) struct NewVip {
     pub(crate) name: String,
     pub(crate) addr: IpAddr,
     pub(crate) port: u16,
+    /// Forwarding mode.
+    pub(crate) mode: ForwardingMode,
     /// Client-side port by name; `None`: the first port.
     pub(crate) client_port: Option<String>,
     pub(crate) backends: Vec<String>,
@@ -479,7 +481,7 @@ impl ControlPlane {
                 addr: v.addr,
                 port: v.port,
                 proto: 6,
-                mode: ForwardingMode::Nat,
+                mode: v.mode,
                 backends: members,
                 client_port,
             }));

@@ -93,7 +93,7 @@ pub(crate) fn run(mut cfg: GatewayConfig, args: &GatewaydArgs, log: &Log) -> Res
                     rss: true,
                     rss_key: None,
                     checksum_offload: false,
-                    mtu: None,
+                    mtu: p.mtu,
                 },
                 pool,
             )

@@ -34,6 +34,7 @@ pub mod checksum;
 
 pub mod arp;
 pub mod ethernet;
+pub mod gue;
 pub mod icmpv4;
 pub mod icmpv6;
 pub mod ip;

@@ -6,7 +6,8 @@
 //! gateway sent to the client (source VIP). It goes to that flow's backend with the outer
 //! destination and the quoted source rewritten to the backend, so the backend's stack matches it
 //! to its socket (RFC 5927: the quote must match a live connection there). ICMP never creates
-//! flow state.
+//! flow state. For a DSR VIP the backend holds the VIP itself: the error goes to it unchanged,
+//! encapsulated like the VIP's packets.
 
 use core::net::{Ipv4Addr, Ipv6Addr};
 
@@ -214,7 +215,23 @@ fn error_to_backend<F: Frame>(cx: &mut Ctx<'_>, frame: &mut F, ip: &Ip) -> Verdi
     let Some(idx) = cx.w.flows.lookup(&key, key.hash()) else {
         return Verdict::Drop(DropReason::IcmpNoFlow);
     };
-    let backend_id = cx.w.flows.entry(idx).backend;
+    let (backend_id, vip_id) = {
+        let e = cx.w.flows.entry(idx);
+        (e.backend, e.vip)
+    };
+    if let Some(d) = cx.pool.vip(vip_id).and_then(|v| v.mode.dsr()) {
+        // DSR: the backend owns the VIP the quote names; the error goes to it unchanged, in
+        // the VIP's tunnel (never a reply to an error: one too big for the tunnel is dropped).
+        let d = *d;
+        if ip.ttl <= 1 {
+            return Verdict::Drop(DropReason::TtlExpired);
+        }
+        let v = super::dsr::encapsulate(cx, frame, ip, backend_id, vip_id, &d, key.hash());
+        if matches!(v, Verdict::Forward { .. }) {
+            cx.w.stats.event(Event::IcmpForwarded);
+        }
+        return v;
+    }
     let Some(b) = cx.pool.backend(backend_id) else {
         return Verdict::Drop(DropReason::BackendGone);
     };
@@ -277,19 +294,48 @@ fn error_to_backend<F: Frame>(cx: &mut Ctx<'_>, frame: &mut F, ip: &Ip) -> Verdi
     Verdict::Forward { port: b.egress }
 }
 
-/// Replaces a packet whose TTL / hop limit ran out by an ICMP time exceeded to its sender
-/// (RFC 1812 §5.3.1, RFC 4443 §3.3), rate-limited, from the gateway's address on the ingress port.
+/// What [`error_to_sender`] tells the sender.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum SenderError {
+    /// TTL / hop limit exceeded in transit (RFC 1812 §5.3.1, RFC 4443 §3.3).
+    TimeExceeded,
+    /// The packet does not fit the next hop: fragmentation needed and DF set (RFC 1191) or
+    /// packet too big (RFC 8201), with the MTU the sender should use.
+    TooBig {
+        /// The MTU to announce.
+        mtu: u16,
+    },
+}
+
+/// Replaces a packet whose TTL / hop limit ran out by an ICMP time exceeded to its sender,
+/// rate-limited, from the gateway's address on the ingress port.
 pub(super) fn time_exceeded<F: Frame>(cx: &mut Ctx<'_>, frame: &mut F, ip: &Ip) -> Verdict {
+    error_to_sender(cx, frame, ip, SenderError::TimeExceeded)
+}
+
+/// Replaces a packet by an ICMP error to its sender (rate-limited, from the gateway's address on
+/// the ingress port, quoting as much of the packet as RFC 792 / RFC 4443 ask). When no message
+/// can be sent the packet is dropped with the error's reason.
+pub(super) fn error_to_sender<F: Frame>(
+    cx: &mut Ctx<'_>,
+    frame: &mut F,
+    ip: &Ip,
+    kind: SenderError,
+) -> Verdict {
+    let (reason, event) = match kind {
+        SenderError::TimeExceeded => (DropReason::TtlExpired, Event::TimeExceededSent),
+        SenderError::TooBig { .. } => (DropReason::DsrTooBig, Event::DsrTooBigSent),
+    };
     let own = if ip.v6 {
         cx.port.ipv6.first().map(|a| addr_bytes((*a).into()))
     } else {
         cx.port.ipv4.first().map(|a| addr_bytes((*a).into()))
     };
     let Some(own) = own else {
-        return Verdict::Drop(DropReason::TtlExpired);
+        return Verdict::Drop(reason);
     };
     if !cx.w.icmp.take(cx.now) {
-        return Verdict::Drop(DropReason::TtlExpired);
+        return Verdict::Drop(reason);
     }
     let quote_len = if ip.v6 {
         ip.len().min(V6_MAX_QUOTE)
@@ -338,9 +384,22 @@ pub(super) fn time_exceeded<F: Frame>(cx: &mut Ctx<'_>, frame: &mut F, ip: &Ip) 
         .emit(&mut ipv4::Packet::new_unchecked(&mut buf[ip.l3..l4]));
     }
     let msg = &mut buf[l4..end];
-    msg[0] = if ip.v6 { 3 } else { 11 };
-    msg[1] = 0; // hop limit / TTL exceeded in transit
     msg[2..8].fill(0);
+    match (kind, ip.v6) {
+        // Hop limit / TTL exceeded in transit.
+        (SenderError::TimeExceeded, true) => msg[..2].copy_from_slice(&[3, 0]),
+        (SenderError::TimeExceeded, false) => msg[..2].copy_from_slice(&[11, 0]),
+        // Packet too big: the MTU in the 32-bit field after the checksum.
+        (SenderError::TooBig { mtu }, true) => {
+            msg[..2].copy_from_slice(&[2, 0]);
+            write_u32(msg, 4, mtu as u32);
+        }
+        // Destination unreachable, fragmentation needed: next-hop MTU in the low 16 bits.
+        (SenderError::TooBig { mtu }, false) => {
+            msg[..2].copy_from_slice(&[3, 4]);
+            write_u16(msg, 6, mtu);
+        }
+    }
     msg[8..].copy_from_slice(&quote[..quote_len]);
     let mut sum = checksum::data(msg);
     if ip.v6 {
@@ -350,6 +409,6 @@ pub(super) fn time_exceeded<F: Frame>(cx: &mut Ctx<'_>, frame: &mut F, ip: &Ip) 
         ]);
     }
     write_u16(msg, 2, checksum::finish(sum));
-    cx.w.stats.event(Event::TimeExceededSent);
+    cx.w.stats.event(event);
     Verdict::Reply { port: cx.ingress }
 }

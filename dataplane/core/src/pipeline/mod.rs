@@ -65,6 +65,7 @@
 pub mod frame;
 pub mod verdict;
 
+mod dsr;
 mod icmp;
 mod ip;
 mod nat;

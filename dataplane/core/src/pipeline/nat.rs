@@ -29,10 +29,10 @@ use trapeze_wire::tcp::{self, TcpFlags};
 
 use super::ip::Ip;
 use super::rewrite::{self, End};
-use super::{flow_ended, icmp, steer, Ctx, DropReason, Event, Frame, Verdict};
+use super::{dsr, flow_ended, icmp, steer, Ctx, DropReason, Event, Frame, Verdict};
 use crate::crypto;
 use crate::flow::{addr_bytes, FlowKey};
-use crate::pool::{BackendId, PoolSnapshot, PortId, Vip, VipId};
+use crate::pool::{BackendId, ForwardingMode, PoolSnapshot, PortId, Vip, VipId};
 use crate::tables::flow_table::{flags, FlowEntry, FlowState, Insert};
 use crate::tables::token::{ConfirmOutcome, JoinRoute, LearnOutcome, Owner};
 
@@ -186,7 +186,7 @@ pub(super) fn forward<F: Frame>(
 }
 
 /// The MPTCP options of this segment, counted into the worker's events.
-fn scan<F: Frame>(cx: &mut Ctx<'_>, frame: &F, seg: &Seg) -> MptcpSummary {
+pub(super) fn scan<F: Frame>(cx: &mut Ctx<'_>, frame: &F, seg: &Seg) -> MptcpSummary {
     let s = mptcp::scan(
         &frame.data()[seg.opt_at..seg.opt_at + seg.opt_len],
         seg.segment(),
@@ -258,7 +258,7 @@ fn established<F: Frame>(
     }
     let e = cx.w.flows.entry(idx);
     let (backend, vip) = (e.backend, e.vip);
-    to_backend(cx, frame, ip, backend, vip)
+    to_backend(cx, frame, ip, backend, vip, hash)
 }
 
 /// Handshake, teardown and MPTCP bookkeeping on the client side. Returns a verdict only when the
@@ -282,6 +282,9 @@ fn client_slow_path<F: Frame>(
         }
         // T11: a retransmitted SYN keeps its backend.
         cx.w.stats.event(Event::SynRetransmit);
+        if e.state == FlowState::SynSent && !e.has(flags::TOKEN_REF) && is_dsr(cx, e.vip) {
+            cx.w.flows.entry_mut(idx).token = dsr::seq_after_syn(frame, ip);
+        }
         return None;
     }
     if e.state == FlowState::SynAckSeen && seg.has(ACK) {
@@ -296,6 +299,19 @@ fn client_slow_path<F: Frame>(
                 e.flags |= flags::CONFIRMED;
                 confirm_token(cx, frame, seg, &mut e);
             } else if !e.has(flags::MPC_SYN | flags::JOIN) {
+                unexpected_mpc(cx, frame, seg);
+            }
+        }
+    } else if e.state == FlowState::SynSent && seg.has(ACK) && is_dsr(cx, e.vip) {
+        // DSR: the SYN/ACK went straight to the client; the first ACK completes the handshake
+        // as far as the gateway can tell, and an MPTCP connection's keys are learned from it.
+        if e.has(flags::MPC_SYN) && !e.has(flags::JOIN) {
+            if dsr::learn_from_client(cx, frame, ip, seg, &mut e) {
+                e.state = FlowState::Established;
+            }
+        } else {
+            e.state = FlowState::Established;
+            if !e.has(flags::MPC_SYN | flags::JOIN) {
                 unexpected_mpc(cx, frame, seg);
             }
         }
@@ -336,7 +352,7 @@ fn unexpected_mpc<F: Frame>(cx: &mut Ctx<'_>, frame: &F, seg: &Seg) {
 
 /// Whether the TCP checksum of the segment verifies (T14). Only for the few segments the gateway
 /// learns from: the backend's MP_CAPABLE SYN/ACK and the client's MP_CAPABLE third ACK.
-fn l4_checksum_ok<F: Frame>(frame: &F, ip: &Ip) -> bool {
+pub(super) fn l4_checksum_ok<F: Frame>(frame: &F, ip: &Ip) -> bool {
     let data = frame.data();
     let Ok(pkt) = tcp::Packet::new_checked(&data[ip.l4..ip.end]) else {
         return false;
@@ -441,6 +457,10 @@ fn new_flow<F: Frame>(
         }
         if s.capable.is_some() {
             entry.flags |= flags::MPC_SYN;
+            if vip.mode.dsr().is_some() {
+                // DSR learns from the first segment after the SYN: remember where it starts.
+                entry.token = dsr::seq_after_syn(frame, ip);
+            }
         }
         entry.state = FlowState::SynSent;
     } else {
@@ -466,7 +486,12 @@ fn new_flow<F: Frame>(
             c.new_conns += 1;
         }
     }
-    to_backend(cx, frame, ip, backend, vip_id)
+    to_backend(cx, frame, ip, backend, vip_id, hash)
+}
+
+/// Whether a VIP forwards in DSR mode (slow path only).
+fn is_dsr(cx: &Ctx<'_>, vip: VipId) -> bool {
+    cx.pool.vip(vip).is_some_and(|v| v.mode.dsr().is_some())
 }
 
 /// Inserts a flow; a full bucket means stateless forwarding. Returns whether it was stored.
@@ -513,11 +538,14 @@ fn join<F: Frame>(
     let Some(backend) = cx.pool.backend(backend_id).filter(|b| b.accepts_joins()) else {
         return Verdict::Drop(DropReason::JoinOwnerDown);
     };
-    // The owner must be reachable in this packet's family and serve this VIP, or the return
-    // path could not be mapped back.
-    let reachable = backend
-        .addr(ip.v6)
-        .is_some_and(|a| cx.pool.vip_of_backend(&addr_bytes(a), backend.port, 6) == Some(vip.id));
+    // The owner must be reachable in this packet's family and serve this VIP, or (NAT) the
+    // return path could not be mapped back.
+    let reachable = backend.addr(ip.v6).is_some_and(|a| match vip.mode {
+        ForwardingMode::Nat => {
+            cx.pool.vip_of_backend(&addr_bytes(a), backend.port, 6) == Some(vip.id)
+        }
+        ForwardingMode::Dsr(_) => vip.has_member(backend_id),
+    });
     if !reachable {
         return Verdict::Drop(DropReason::JoinNoPath);
     }
@@ -538,10 +566,11 @@ fn join<F: Frame>(
     if let Some(c) = cx.w.stats.backends.get_mut(backend_id.0 as usize) {
         c.joins += 1;
     }
-    to_backend(cx, frame, ip, backend_id, vip.id)
+    to_backend(cx, frame, ip, backend_id, vip.id, hash)
 }
 
-/// Rewrites towards the backend and picks the egress.
+/// Rewrites (NAT) or encapsulates (DSR) towards the backend and picks the egress. `hash` is
+/// the flow's hash (DSR derives its outer source and UDP port from it).
 #[inline]
 fn to_backend<F: Frame>(
     cx: &mut Ctx<'_>,
@@ -549,7 +578,12 @@ fn to_backend<F: Frame>(
     ip: &Ip,
     backend_id: BackendId,
     vip_id: VipId,
+    hash: u64,
 ) -> Verdict {
+    if let Some(d) = cx.pool.vip(vip_id).and_then(|v| v.mode.dsr()) {
+        let d = *d;
+        return dsr::encapsulate(cx, frame, ip, backend_id, vip_id, &d, hash);
+    }
     let Some(b) = cx.pool.fwd(backend_id) else {
         return Verdict::Drop(DropReason::BackendGone);
     };
@@ -628,6 +662,10 @@ fn backend_to_client<F: Frame>(
     if !rewrite::retag(frame, cx.l2_len, port.vlan) {
         return Verdict::Drop(DropReason::NoRoom);
     }
+    if let Some(c) = cx.w.stats.vips.get_mut(vip_id.0 as usize) {
+        c.to_client_packets += 1;
+        c.to_client_bytes += ip.len() as u64;
+    }
     Verdict::Forward { port: port_id }
 }
 
@@ -702,7 +740,7 @@ fn learn_token<F: Frame>(
         LearnOutcome::AlreadyKnown => return true,
         LearnOutcome::Collision => Event::TokenCollision,
         LearnOutcome::Reused => Event::TokenReused,
-        LearnOutcome::TableFull | LearnOutcome::OwnersFull => {
+        LearnOutcome::TableFull | LearnOutcome::OwnersFull | LearnOutcome::Refused => {
             cx.w.stats.event(Event::TokenTableFull);
             return true;
         }

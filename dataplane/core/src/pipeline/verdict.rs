@@ -135,8 +135,13 @@ labelled_enum! {
         IcmpUnsupported => "icmp_unsupported",
         /// A reply (echo, error) over its rate limit (I5).
         RateLimited => "rate_limited",
-        /// The frame has no room to grow for a generated reply.
+        /// The frame has no room to grow for a generated reply, a VLAN tag or a DSR tunnel
+        /// header (a multi-segment or headroom-less buffer).
         NoRoom => "no_room",
+        /// DSR: the packet with its tunnel headers would exceed the egress MTU. An ICMP
+        /// fragmentation needed (IPv4 with DF) or packet too big (IPv6) went back to the client
+        /// unless rate-limited; IPv4 without DF is dropped (the gateway does not fragment).
+        DsrTooBig => "dsr_too_big",
     }
 }
 
@@ -200,6 +205,20 @@ labelled_enum! {
         Ipv4Options => "ipv4_options",
         /// TCP checksum wrong on a packet the gateway would learn from: not learned (T14).
         BadL4ChecksumNotLearned => "bad_l4_csum_not_learned",
+        /// DSR: a token was learned from the client's MP_CAPABLE third ACK (or first data
+        /// segment), the only MPTCP packet carrying both keys that the gateway sees.
+        TokenLearnedFromClient => "token_learned_from_client",
+        /// DSR: a client claimed a token that another backend's connection already owns; the
+        /// claim is refused (first owner wins), so no client can take over or spoil another
+        /// connection's joins. The claimant's joins follow the existing owner.
+        TokenClaimRefused => "token_claim_refused",
+        /// DSR: an MP_CAPABLE ACK that is not the first segment after the SYN (sequence number
+        /// other than the SYN's + 1) or arrived after the flow was established: not learned.
+        MpcAckOutOfSequence => "mpc_ack_out_of_sequence",
+        /// DSR: a packet was encapsulated to its backend.
+        DsrEncapsulated => "dsr_encapsulated",
+        /// DSR: an ICMP fragmentation needed / packet too big was sent to a client.
+        DsrTooBigSent => "dsr_too_big_sent",
     }
 }
 
@@ -237,6 +256,24 @@ pub struct VipCounters {
     pub new_conns: u64,
     /// Joins routed.
     pub joins: u64,
+    /// Packets forwarded back towards clients (NAT return path; 0 for a DSR VIP, whose backends
+    /// answer the clients directly).
+    pub to_client_packets: u64,
+    /// Bytes forwarded back towards clients (IP length).
+    pub to_client_bytes: u64,
+}
+
+impl VipCounters {
+    /// Adds another worker's counters.
+    #[inline]
+    pub fn add(&mut self, o: &Self) {
+        self.packets += o.packets;
+        self.bytes += o.bytes;
+        self.new_conns += o.new_conns;
+        self.joins += o.joins;
+        self.to_client_packets += o.to_client_packets;
+        self.to_client_bytes += o.to_client_bytes;
+    }
 }
 
 /// Per-backend counters.
@@ -339,10 +376,7 @@ impl WorkerStats {
             *a += b;
         }
         for (a, b) in self.vips.iter_mut().zip(o.vips.iter()) {
-            a.packets += b.packets;
-            a.bytes += b.bytes;
-            a.new_conns += b.new_conns;
-            a.joins += b.joins;
+            a.add(b);
         }
         for (a, b) in self.backends.iter_mut().zip(o.backends.iter()) {
             a.active_flows += b.active_flows;

@@ -95,7 +95,8 @@ pub struct FlowEntry {
     pub backend: BackendId,
     /// The VIP the flow was opened on.
     pub vip: VipId,
-    /// The connection token, when [`flags::TOKEN_REF`] is set.
+    /// The connection token, when [`flags::TOKEN_REF`] is set. While a DSR MPTCP flow is
+    /// half-open (no token yet): the sequence number its first segment after the SYN must carry.
     pub token: u32,
     /// Last packet seen, coarse milliseconds.
     pub last_seen: u32,

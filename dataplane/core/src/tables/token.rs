@@ -142,6 +142,8 @@ pub enum LearnOutcome {
     TableFull,
     /// The token already has [`MAX_OWNERS`] owners.
     OwnersFull,
+    /// [`TokenTable::claim`] only: another backend owns the token; nothing changed.
+    Refused,
 }
 
 /// Result of [`TokenTable::route_join`].
@@ -487,6 +489,19 @@ impl TokenTable {
     /// Records that `owner.backend` uses `token` for the connection `owner.conn` (called once per
     /// MPTCP connection, when the server's key is known). `owner.subflows` is taken as at least 1.
     pub fn learn(&self, token: u32, owner: Owner) -> LearnOutcome {
+        self.learn_inner(token, owner, false)
+    }
+
+    /// Like [`Self::learn`] for an owner whose server key the gateway could not see (DSR: the
+    /// client asserts it in its third ACK). First owner wins: when another backend's connection
+    /// owns the token the claim is [`LearnOutcome::Refused`] and nothing changes, so a client
+    /// that forges a key with a live token (a 2^32 search) can neither take over nor spoil
+    /// another connection's joins. The same backend may replace its own older connection.
+    pub fn claim(&self, token: u32, owner: Owner) -> LearnOutcome {
+        self.learn_inner(token, owner, true)
+    }
+
+    fn learn_inner(&self, token: u32, owner: Owner, exclusive: bool) -> LearnOutcome {
         let mut guard = self.shard(token).write();
         let shard = &mut *guard;
         let Some(head) = shard.map.get(&token).map(|h| h.link) else {
@@ -534,6 +549,9 @@ impl TokenTable {
                 }
             }
             return LearnOutcome::Reused;
+        }
+        if exclusive {
+            return LearnOutcome::Refused;
         }
         if usize::from(head.count) >= MAX_OWNERS {
             return LearnOutcome::OwnersFull;
