@@ -2,6 +2,8 @@
 //!
 //! * `established/10k` [<= 15 ns], `established/1M` [<= 35 ns]: data packets of known flows,
 //!   parse + VIP match + flow lookup + NAT rewrite with incremental checksums.
+//! * `dsr_established/{ipip4,gue6}/10k`: the same for a DSR VIP, the packet tunnelled (IPIP /
+//!   GUE with the IPv6 UDP checksum from headers only) instead of NATed.
 //! * `syn_new_flow/1M` [<= 120 ns]: SYN miss, Maglev pick, insert into a table holding 1M flows.
 //! * `mp_capable_learn` [<= 80 ns]: SHA-256 of the server key + token-table insert, alone and as
 //!   the whole backend SYN/ACK through the pipeline.
@@ -15,11 +17,12 @@ use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 
-use trapeze_benches::{client, port, Bench};
+use trapeze_benches::{client, client6, port, Bench};
 use trapeze_core::crypto::token_from_key;
 use trapeze_core::pipeline::VecFrame;
+use trapeze_core::pool::{Encap, OuterSource, PoolSnapshot};
 use trapeze_core::tables::token::Owner;
-use trapeze_core::testkit::{join_syn, mpc_syn, mpc_synack, TcpSpec};
+use trapeze_core::testkit::{dsr_spec, join_syn, mpc_syn, mpc_synack, TcpSpec, BACKEND_PORT};
 use trapeze_core::{FlowKey, Ticks};
 
 const SYN: u8 = 0x02;
@@ -68,6 +71,45 @@ fn established(c: &mut Criterion) {
             bench.forwarded_all(),
             "established packets must all be forwarded"
         );
+    }
+    g.finish();
+}
+
+/// DSR: data packets of 10k known flows tunnelled to their backend (IPIP over IPv4, GUE over
+/// IPv6 with its UDP checksum), against the same packets NATed in `established/10k`.
+fn dsr_established(c: &mut Criterion) {
+    let mut g = c.benchmark_group("pipeline/dsr_established");
+    g.throughput(Throughput::Elements(1));
+    let n = 10_000usize;
+    let gue = Encap::Gue { port: 6080 };
+    let hashed6 = OuterSource::Hashed {
+        prefix: "fd00:1:200::".parse().unwrap(),
+        len: 64,
+    };
+    for (label, encap, outer, v6) in [
+        ("ipip4/10k", Encap::Ipip, OuterSource::Gateway, false),
+        ("gue6/10k", gue, hashed6, true),
+    ] {
+        let mut spec = dsr_spec(3, encap, outer);
+        spec.vips[usize::from(!v6)] = None;
+        let mut bench = Bench::with_pool(PoolSnapshot::build(spec).unwrap(), n * 2);
+        let frame = |i: usize, flags: u8| {
+            let c = if v6 { client6(i) } else { client(i) };
+            let mut s = TcpSpec::to_vip(c, port(i), flags);
+            s.dst_port = BACKEND_PORT;
+            s.build()
+        };
+        let syns: Vec<Vec<u8>> = (0..n).map(|i| frame(i, SYN)).collect();
+        bench.run_all(&syns);
+        let acks: Vec<Vec<u8>> = (0..n).map(|k| frame((k * 7919) % n, ACK)).collect();
+        let order: Vec<usize> = (0..n).collect();
+        g.bench_function(BenchmarkId::new("one_at_a_time", label), |b| {
+            b.iter_custom(|iters| bench.time_frames(&acks, &order, iters))
+        });
+        g.bench_function(BenchmarkId::new("burst32", label), |b| {
+            b.iter_custom(|iters| bench.time_bursts(&acks, &order, iters))
+        });
+        assert!(bench.forwarded_all(), "DSR packets must all be forwarded");
     }
     g.finish();
 }
@@ -187,6 +229,6 @@ fn mp_join_syn(c: &mut Criterion) {
 criterion_group! {
     name = benches;
     config = Criterion::default().measurement_time(Duration::from_secs(3)).warm_up_time(Duration::from_secs(1)).sample_size(30);
-    targets = frame_reset, established, syn_new_flow, mp_capable_learn, mp_join_syn
+    targets = frame_reset, established, dsr_established, syn_new_flow, mp_capable_learn, mp_join_syn
 }
 criterion_main!(benches);

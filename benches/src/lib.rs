@@ -22,6 +22,20 @@ pub fn client(i: usize) -> IpAddr {
     IpAddr::V4(Ipv4Addr::from(0x6440_0000 + a))
 }
 
+/// IPv6 client address of flow `i` (2001:db8:c::/64, 60 000 ports per address).
+pub fn client6(i: usize) -> IpAddr {
+    IpAddr::V6(core::net::Ipv6Addr::new(
+        0x2001,
+        0xdb8,
+        0xc,
+        0,
+        0,
+        0,
+        0,
+        1 + (i / 60_000) as u16,
+    ))
+}
+
 /// Client port of flow `i`.
 pub fn port(i: usize) -> u16 {
     1024 + (i % 60_000) as u16
@@ -45,6 +59,11 @@ pub struct Bench {
 impl Bench {
     /// A worker with a flow table of `flow_capacity` over a demo pool of `backends`.
     pub fn new(backends: u16, flow_capacity: usize) -> Self {
+        Self::with_pool(demo_pool(backends), flow_capacity)
+    }
+
+    /// A worker with a flow table of `flow_capacity` over `pool`.
+    pub fn with_pool(pool: PoolSnapshot, flow_capacity: usize) -> Self {
         Self {
             worker: Worker::new(WorkerConfig {
                 flows: FlowTableConfig {
@@ -57,7 +76,7 @@ impl Bench {
                 capacity: 1 << 21,
                 shards: 64,
             }),
-            pool: demo_pool(backends),
+            pool,
             frame: VecFrame::new(&[0u8; 64]),
             burst: (0..BURST).map(|_| VecFrame::new(&[0u8; 64])).collect(),
             verdicts: vec![Verdict::Punt; BURST],
