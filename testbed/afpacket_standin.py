@@ -10,20 +10,38 @@ does, with two AF_PACKET sockets, what the daemon has to do on those two interfa
   -> srv1:8080 on gw-s, srv1:8080 -> client becomes VIP:80 -> client on gw-c (TTL / hop limit
   decremented, checksums recomputed, TCP options untouched).
 
+* DSR (unless --no-dsr), for the four DSR VIPs (port 8080, the servers' port): a client ->
+  VIP:8080 frame on gw-c is encapsulated, unchanged inside, and sent on gw-s to the VIP's one
+  backend (outer Ethernet destination = its MAC); nothing is done for the return path (the
+  servers answer through tz-rtr). Backends: dsr-ipip4 -> srv1, dsr-ipip6 -> srv2, dsr-gue4 ->
+  srv3, dsr-gue6 -> srv2 (one per VIP, so joins reach the owner and the harness sees more than
+  one server across runs).
+    dsr-ipip4 10.90.100.20  IPv4-in-IPv4, outer source 10.91.0.1
+    dsr-ipip6 fd90:100::20  IPv6-in-IPv6 (next header 41), outer source fd91::1
+    dsr-gue4  10.90.100.21  GUE variant 0 over UDP/IPv4 to port 6080, outer source in
+                            10.91.1.0/24 and UDP source port in 49152..65535 hashed from the
+                            inner 5-tuple, UDP checksum 0
+    dsr-gue6  fd90:100::21  GUE variant 0 over UDP/IPv6 to port 6080, outer source in
+                            fd91:1::/64 hashed, UDP checksum computed
+  --gue-variant 1 sends GUE variant 1 (no GUE header: the UDP payload is the inner packet).
+
 No state, no MPTCP logic, no Maglev: it only proves that frames flow through af_packet ports in
 this topology (offloads, MACs, ARP/NDP, the bridge). Destination MACs of clients and servers come
 from the fixed table of the bed (netns.sh), not from ARP. Frames the socket sees as outgoing
 (PACKET_OUTGOING, its own transmissions) are ignored. Not fast; fine for the default transfers.
 
-Usage: ip netns exec tz-gw python3 afpacket_standin.py   (netns.sh up --standin=afpacket starts it)
+Usage: ip netns exec tz-gw python3 afpacket_standin.py [--no-dsr] [--gue-variant 0|1]
+       (netns.sh up --standin=afpacket starts it; TZTB_AFPACKET_ARGS passes options)
 """
 
+import argparse
 import array
 import select
 import signal
 import socket
 import struct
 import sys
+import zlib
 
 ETH_P_ALL = 0x0003
 PACKET_OUTGOING = 4
@@ -31,11 +49,17 @@ PACKET_OUTGOING = 4
 GWC, GWS = "gw-c", "gw-s"
 MAC = {GWC: bytes.fromhex("029000000001"), GWS: bytes.fromhex("029100000001")}
 VIP4, VIP6 = "10.90.100.10", "fd90:100::10"
-OWN4 = {GWC: {"10.90.0.1", VIP4}, GWS: {"10.91.0.1"}}
-OWN6 = {GWC: {"fd90::1", VIP6}, GWS: {"fd91::1"}}
+# DSR VIPs: address -> (kind, backend server number)
+DSR_VIPS = {"10.90.100.20": ("ipip", 1), "fd90:100::20": ("ipip", 2),
+            "10.90.100.21": ("gue", 3), "fd90:100::21": ("gue", 2)}
+OWN4 = {GWC: {"10.90.0.1", VIP4, "10.90.100.20", "10.90.100.21"}, GWS: {"10.91.0.1"}}
+OWN6 = {GWC: {"fd90::1", VIP6, "fd90:100::20", "fd90:100::21"}, GWS: {"fd91::1"}}
 BACKEND4, BACKEND6, BACKEND_MAC = "10.91.0.11", "fd91::11", bytes.fromhex("029100000011")
 CLIENT_MAC = bytes.fromhex("029000000002")
 VIP_PORT, SRV_PORT = 80, 8080
+GWS4, GWS6 = "10.91.0.1", "fd91::1"
+GUE_SRC4_NET, GUE_SRC6_NET = "10.91.1.0", "fd91:1::"  # /24, /64
+GUE_PORT = 6080
 
 
 def a4(s):
@@ -59,8 +83,23 @@ def set_csum(buf, off, value):
     struct.pack_into("=H", buf, off, value)
 
 
+def srv_addrs(n):
+    return a4("10.91.0.1%d" % n), a6("fd91::1%d" % n), bytes.fromhex("02910000001%d" % n)
+
+
+def ip4_header(src, dst, proto, payload_len, df):
+    h = bytearray(struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + payload_len, 0,
+                              0x4000 if df else 0, 64, proto, 0, src, dst))
+    set_csum(h, 10, csum(bytes(h)))
+    return bytes(h)
+
+
+def ip6_header(src, dst, nh, payload_len, flow):
+    return struct.pack("!IHBB", 0x60000000 | (flow & 0xFFFFF), payload_len, nh, 64) + src + dst
+
+
 class Standin:
-    def __init__(self):
+    def __init__(self, dsr=True, gue_variant=0):
         self.sock = {}
         for dev in (GWC, GWS):
             s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ETH_P_ALL))
@@ -73,7 +112,17 @@ class Standin:
         self.own6 = {d: {a6(x) for x in v} for d, v in OWN6.items()}
         self.vip4, self.vip6 = a4(VIP4), a6(VIP6)
         self.b4, self.b6 = a4(BACKEND4), a6(BACKEND6)
-        self.stats = {"arp": 0, "nd": 0, "to_backend": 0, "to_client": 0, "dropped": 0}
+        self.stats = {"arp": 0, "nd": 0, "to_backend": 0, "to_client": 0, "dropped": 0,
+                      "dsr_ipip4": 0, "dsr_ipip6": 0, "dsr_gue4": 0, "dsr_gue6": 0}
+        self.dsr = {}
+        if dsr:
+            for vip, (kind, n) in DSR_VIPS.items():
+                v6 = ":" in vip
+                b4, b6, mac = srv_addrs(n)
+                self.dsr[a6(vip) if v6 else a4(vip)] = (kind, b6 if v6 else b4, mac)
+        self.gue_variant = gue_variant
+        self.gws4, self.gws6 = a4(GWS4), a6(GWS6)
+        self.gue_net4, self.gue_net6 = a4(GUE_SRC4_NET), a6(GUE_SRC6_NET)
 
     def send(self, dev, frame):
         self.sock[dev].send(bytes(frame))
@@ -118,6 +167,8 @@ class Standin:
             return self.drop()
         t = o + ihl
         sport, dport = struct.unpack_from("!HH", f, t)
+        if dev == GWC and dst in self.dsr and dport == SRV_PORT:
+            return self.encap(f, o, tot, 4, src, dst, sport, dport)
         if dev == GWC and dst == self.vip4 and dport == VIP_PORT:
             f[o + 16:o + 20] = self.b4
             struct.pack_into("!H", f, t + 2, SRV_PORT)
@@ -149,6 +200,8 @@ class Standin:
         if nh != 6 or hlim <= 1:
             return self.drop()
         sport, dport = struct.unpack_from("!HH", f, t)
+        if dev == GWC and dst in self.dsr and dport == SRV_PORT:
+            return self.encap(f, o, t + plen - o, 6, src, dst, sport, dport)
         if dev == GWC and dst == self.vip6 and dport == VIP_PORT:
             f[o + 24:o + 40] = self.b6
             struct.pack_into("!H", f, t + 2, SRV_PORT)
@@ -165,6 +218,39 @@ class Standin:
         self.send(out, f[:t + plen])
         self.stats[key] += 1
 
+    # -- DSR -----------------------------------------------------------------------------------
+    def encap(self, f, o, ln, fam, src, dst, sport, dport):
+        """Encapsulate the IP packet f[o:o+ln] (unchanged) towards the VIP's backend on gw-s."""
+        kind, bdst, bmac = self.dsr[dst]
+        inner = bytes(f[o:o + ln])
+        h = zlib.crc32(src + dst + struct.pack("!HHB", sport, dport, 6))
+        if kind == "ipip":
+            if fam == 4:
+                df = bool(inner[6] & 0x40)
+                pkt = ip4_header(self.gws4, bdst, 4, len(inner), df) + inner
+            else:
+                pkt = ip6_header(self.gws6, bdst, 41, len(inner), h) + inner
+        else:
+            gue = (struct.pack("!BBH", 0, 4 if fam == 4 else 41, 0)
+                   if self.gue_variant == 0 else b"")
+            usport = 49152 + (h >> 8) % 16384
+            body = gue + inner
+            if fam == 4:
+                osrc = self.gue_net4[:3] + bytes([1 + h % 254])
+                udp = struct.pack("!HHHH", usport, GUE_PORT, 8 + len(body), 0) + body
+                pkt = ip4_header(osrc, bdst, 17, len(udp), True) + udp
+            else:
+                iid = (h * 0x9E3779B97F4A7C15) & 0xFFFFFFFFFFFFFFFF
+                osrc = self.gue_net6[:8] + struct.pack("!Q", iid or 1)
+                udp = bytearray(struct.pack("!HHHH", usport, GUE_PORT, 8 + len(body), 0) + body)
+                pseudo = osrc + bdst + struct.pack("!IxxxB", len(udp), 17)
+                c = csum(pseudo + bytes(udp))
+                set_csum(udp, 6, c if c else 0xFFFF)
+                pkt = ip6_header(osrc, bdst, 17, len(udp), h) + bytes(udp)
+        frame = bmac + MAC[GWS] + (b"\x08\x00" if len(pkt) and pkt[0] >> 4 == 4 else b"\x86\xdd") + pkt
+        self.send(GWS, frame)
+        self.stats["dsr_%s%d" % (kind, fam)] += 1
+
     def drop(self):
         self.stats["dropped"] += 1
 
@@ -173,7 +259,9 @@ class Standin:
         signal.signal(signal.SIGTERM, lambda *_: stop.append(1))
         signal.signal(signal.SIGINT, lambda *_: stop.append(1))
         bydev = {s.fileno(): d for d, s in self.sock.items()}
-        print("afpacket stand-in: forwarding on %s / %s" % (GWC, GWS), file=sys.stderr, flush=True)
+        print("afpacket stand-in: forwarding on %s / %s (DSR: %s)"
+              % (GWC, GWS, "GUE variant %d" % self.gue_variant if self.dsr else "off"),
+              file=sys.stderr, flush=True)
         while not stop:
             try:
                 ready, _, _ = select.select(list(self.sock.values()), [], [], 0.5)
@@ -206,4 +294,9 @@ class Standin:
 
 
 if __name__ == "__main__":
-    Standin().run()
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--no-dsr", action="store_true", help="no DSR VIPs (NAT only)")
+    ap.add_argument("--gue-variant", type=int, choices=[0, 1], default=0,
+                    help="GUE variant for the GUE VIPs (default 0: with the 4-byte header)")
+    args = ap.parse_args()
+    Standin(dsr=not args.no_dsr, gue_variant=args.gue_variant).run()

@@ -99,7 +99,7 @@ print(max(after, key=lambda n: int(after[n]) - int(before[n])))
 PY
 )
 ctl drain "$drained" >/dev/null
-ip netns exec tz-client ip mptcp endpoint add 10.90.0.3 dev cli0 subflow
+ip netns exec tz-client ip mptcp endpoint add 10.90.0.3 subflow  # as netns.sh: no dev (DSR joins answer on cli1)
 if ! wait "$T"; then
   log "transfers with late joins failed:"
   grep -E "FAIL|RSTs|conn " "$OUT/late-join.txt" >&2

@@ -3,18 +3,37 @@
 #
 #   tz-client                 tz-gw                            tz-sw                     tz-srv1..3
 #  +------------+  veth   +-----------------------+  veth  +------------------+  veth  +------------+
-#  |       cli0 |---------| gw-c             gw-s |--------| sw-gw            |        |            |
-#  +------------+         +-----------------------+        |  br-tz  sw-srv1 |--------| srv0  srv1 |
-#   MPTCP client            the gateway:                   |  (bridge)sw-srv2 |--------| srv0  srv2 |
-#   2 addrs per family      DPDK daemon (af_packet on      |          sw-srv3 |--------| srv0  srv3 |
-#                           gw-c / gw-s), or a Linux       +------------------+        +------------+
-#                           stand-in (forwarding + DNAT)                                MPTCP servers
+#  |       cli0 |---------| gw-c             gw-s |--------| sw-gw            |        |  lo: DSR   |
+#  |            |         +-----------------------+        |  br-tz  sw-srv1 |--------| srv0  VIPs |
+#  |            |          the gateway:                    |  (bridge)sw-srv2 |--------| srv0  dsr0 |
+#  |            |          DPDK daemon (af_packet on       |          sw-srv3 |--------| srv0  (TUN)|
+#  |            |          gw-c / gw-s), or a stand-in     |           sw-rtr |--+     +------------+
+#  |            |                                          +------------------+  |      MPTCP servers
+#  |            |  veth   +-----------------------+  veth                        |      + dsr_decap.py
+#  |       cli1 |---------| rtr-c   tz-rtr  rtr-s |------------------------------+
+#  +------------+         +-----------------------+
+#   MPTCP client           a plain Linux router: the DSR return path (servers -> client)
+#   2 addrs per family
+#
+# DSR (direct server return): the gateway sends client -> DSR-VIP packets to a server
+# encapsulated (IPIP, IPv6-in-IPv6, GUE on udp/6080); the kernel here has no ipip / ip6_tunnel /
+# fou, so dsr_decap.py (one per server) receives them on raw / UDP sockets and writes the inner
+# packet into the TUN device dsr0. The four DSR VIPs sit on every server's lo; policy routing
+# sends traffic FROM a DSR VIP via tz-rtr (10.91.0.254 / fd91::254) to the client's second
+# interface cli1, bypassing the gateway; everything else (NAT replies, health-probe answers)
+# still goes via the gateway. rp_filter is off in the client, the router and the servers. The
+# server segment (gw-s, the bridge and its ports, srv0, rtr-s) has MTU 1600 so that an
+# encapsulated full-size packet (1500 + up to 52 bytes) fits; the servers' routes say mtu 1500,
+# so the MSS they advertise is unchanged (1460 / 1440).
 #
 # Usage (root):
 #   netns.sh up [--standin=none|linux|linux-hash|afpacket|ecmp] [--static-neigh]
 #   netns.sh ecmp srv1 srv3   (ecmp mode: the multipath route's nexthops are these servers)
 #   netns.sh down
 #   netns.sh status
+#
+# Every mode builds the DSR parts (tz-rtr, cli1, the VIPs on the servers' lo, the policy
+# routes, the decapsulators): they are inert unless something sends encapsulated packets.
 #
 #   --standin=none        (default) DPDK mode: gw-c / gw-s are up, fixed MACs, offloads off, and
 #                         nothing else: no IP address, no IPv6, no forwarding. The daemon opens
@@ -26,7 +45,9 @@
 #                         of MPTCP. Plain TCP passes; MPTCP joins land on the wrong server.
 #   --standin=afpacket    DPDK-mode wiring (as none) plus afpacket_standin.py in tz-gw: a
 #                         userspace NAT to srv1 over AF_PACKET that answers ARP/NDP itself, i.e.
-#                         what the daemon does on gw-c / gw-s, minus everything clever.
+#                         what the daemon does on gw-c / gw-s, minus everything clever; and DSR
+#                         for the four DSR VIPs (encapsulation towards one server per VIP, no
+#                         return path). TZTB_AFPACKET_ARGS adds options (e.g. --no-dsr).
 #   --standin=ecmp        the stateless anycast baseline: Linux forwards in tz-gw (no NAT) with an
 #                         ECMP multipath route for both VIPs via the three servers, L4 hash
 #                         (fib_multipath_hash_policy=1); every server holds the VIPs on its lo
@@ -41,10 +62,11 @@
 # If `up` fails half-way, a trap removes exactly what this invocation created. `down` kills the
 # servers and the afpacket stand-in (by their PID files) and any other process left inside a
 # tz-* namespace (by PID, with a message), deletes the tz-* namespaces (which deletes every veth
-# and the bridge) and the run directory.
+# and the bridge) and the run directory. The decapsulators are stopped like the servers.
 #
 # Run directory: $TZTB_RUN_DIR (default /tmp/tz-testbed): state, srvN.pid, srvN.jsonl (per
-# connection records of each server), srvN.out (server stderr), gw.pid / gw.out (afpacket).
+# connection records of each server), srvN.out (server stderr), gw.pid / gw.out (afpacket),
+# srvN-decap.pid / srvN-decap.json (decapsulator counters) / srvN-decap.out.
 # Nothing outside the tz-* namespaces is touched (no host interface, route or sysctl).
 
 set -euo pipefail
@@ -55,8 +77,9 @@ RUN_DIR="${TZTB_RUN_DIR:-/tmp/tz-testbed}"
 NS_CLI=tz-client
 NS_GW=tz-gw
 NS_SW=tz-sw
+NS_RTR=tz-rtr
 SERVERS=(srv1 srv2 srv3)
-ALL_NS=("$NS_CLI" "$NS_GW" "$NS_SW" tz-srv1 tz-srv2 tz-srv3)
+ALL_NS=("$NS_CLI" "$NS_GW" "$NS_SW" tz-srv1 tz-srv2 tz-srv3 "$NS_RTR")
 
 # Interfaces and MACs.
 CLI_IF=cli0
@@ -71,6 +94,19 @@ SWGW_IF=sw-gw
 SWGW_MAC=02:91:00:00:ff:01
 SRV_IF=srv0
 # srvN: srv0 MAC 02:91:00:00:00:1N, bridge port sw-srvN MAC 02:91:00:00:ff:1N.
+# DSR return path: tz-rtr's leg on the server segment and its leg to the client.
+RTRS_IF=rtr-s
+RTRS_MAC=02:91:00:00:00:fe
+SWRTR_IF=sw-rtr
+SWRTR_MAC=02:91:00:00:ff:fe
+RTRC_IF=rtr-c
+RTRC_MAC=02:92:00:00:00:01
+CLI1_IF=cli1
+CLI1_MAC=02:92:00:00:00:02
+DECAP_IF=dsr0
+# The server segment carries encapsulated full-size packets: 1500 + at most 52 (GUE over IPv6).
+SEG_MTU=1600
+PATH_MTU=1500
 
 # Addresses.
 CLI4=10.90.0.2
@@ -86,6 +122,16 @@ VIP6=fd90:100::10
 VIP_PORT=80
 SRV_PORT=8080
 # srvN: 10.91.0.1N/24, fd91::1N/64.
+RTRS4=10.91.0.254
+RTRS6=fd91::254
+RTRC4=10.92.0.1
+RTRC6=fd92::1
+CLI1_4=10.92.0.2
+CLI1_6=fd92::2
+# DSR VIPs (port 8080 = the servers' port): dsr-ipip4, dsr-gue4, dsr-ipip6, dsr-gue6.
+DSR_VIP4=(10.90.100.20 10.90.100.21)
+DSR_VIP6=(fd90:100::20 fd90:100::21)
+DSR_TABLE=100
 
 log() { printf '[netns.sh] %s\n' "$*" >&2; }
 die() {
@@ -109,6 +155,19 @@ srv4() { echo "10.91.0.1$(srv_num "$1")"; }
 srv6() { echo "fd91::1$(srv_num "$1")"; }
 
 need_root() { [[ $(id -u) -eq 0 ]] || die "must run as root"; }
+
+# detached CMD...: exec CMD with only file descriptors 0-2 (run it in the background). A caller
+# holding /tmp/tz-testbed.lock (`flock /tmp/tz-testbed.lock netns.sh up`, or e2e.sh's fd 9) must
+# not pass the lock on to the servers, the decapsulators and the stand-in: they outlive `up`, and
+# the lock would stay held (every later `flock` waiting) until `down` kills them.
+detached() {
+    local f n
+    for f in /proc/self/fd/*; do
+        n=${f##*/}
+        if ((n > 2)); then eval "exec $n>&-"; fi
+    done
+    exec "$@"
+}
 
 install_tools() {
     local missing=()
@@ -163,7 +222,8 @@ stop_servers() {
     stop_pidfile "$RUN_DIR/gw.pid" afpacket_standin.py
     for s in "${SERVERS[@]}"; do
         stop_pidfile "$RUN_DIR/$s.pid" mptcp_server.py
-        rm -f "$RUN_DIR/$s.ready"
+        stop_pidfile "$RUN_DIR/$s-decap.pid" dsr_decap.py
+        rm -f "$RUN_DIR/$s.ready" "$RUN_DIR/$s-decap.ready"
     done
 }
 
@@ -185,7 +245,8 @@ do_down() {
     local ns
     for ns in "${ALL_NS[@]}"; do del_ns "$ns"; done
     if [[ -d "$RUN_DIR" ]]; then
-        rm -f "$RUN_DIR/state" "$RUN_DIR"/srv?.jsonl "$RUN_DIR"/srv?.out "$RUN_DIR/gw.out"
+        rm -f "$RUN_DIR/state" "$RUN_DIR"/srv?.jsonl "$RUN_DIR"/srv?.out "$RUN_DIR/gw.out" \
+            "$RUN_DIR"/srv?-decap.json "$RUN_DIR"/srv?-decap.json.tmp "$RUN_DIR"/srv?-decap.out
         rmdir "$RUN_DIR" 2>/dev/null || log "kept $RUN_DIR (it holds files not made by netns.sh)"
     fi
     log "down"
@@ -236,17 +297,34 @@ veth() {
     quiet "$4" "$5"
 }
 
+# seg_mtu NS DEV: the server segment's MTU on DEV.
+seg_mtu() { nsx "$1" ip link set dev "$2" mtu "$SEG_MTU"; }
+
 build_links() {
     local s
     mkns "$NS_CLI"
     mkns "$NS_GW"
     mkns "$NS_SW"
     for s in "${SERVERS[@]}"; do mkns "$(srv_ns "$s")"; done
+    mkns "$NS_RTR"
 
     veth "$NS_CLI" "$CLI_IF" "$CLI_MAC" "$NS_GW" "$GWC_IF" "$GWC_MAC"
     veth "$NS_GW" "$GWS_IF" "$GWS_MAC" "$NS_SW" "$SWGW_IF" "$SWGW_MAC"
     for s in "${SERVERS[@]}"; do
         veth "$NS_SW" "sw-$s" "$(srv_port_mac "$s")" "$(srv_ns "$s")" "$SRV_IF" "$(srv_mac "$s")"
+    done
+    veth "$NS_RTR" "$RTRS_IF" "$RTRS_MAC" "$NS_SW" "$SWRTR_IF" "$SWRTR_MAC"
+    veth "$NS_RTR" "$RTRC_IF" "$RTRC_MAC" "$NS_CLI" "$CLI1_IF" "$CLI1_MAC"
+
+    # The server segment carries encapsulated full-size packets (DSR): MTU 1600 on every link of
+    # it, the gateway's gw-s included (an af_packet port cannot send a frame above its MTU).
+    seg_mtu "$NS_GW" "$GWS_IF"
+    seg_mtu "$NS_SW" "$SWGW_IF"
+    seg_mtu "$NS_SW" "$SWRTR_IF"
+    seg_mtu "$NS_RTR" "$RTRS_IF"
+    for s in "${SERVERS[@]}"; do
+        seg_mtu "$NS_SW" "sw-$s"
+        seg_mtu "$(srv_ns "$s")" "$SRV_IF"
     done
 
     # The switch: a plain learning bridge, no STP, no multicast snooping (so NDP's solicited-node
@@ -258,6 +336,11 @@ build_links() {
     nsx "$NS_SW" ip link set "$BR_IF" up
     nsx "$NS_SW" ip link set "$SWGW_IF" master "$BR_IF" up
     for s in "${SERVERS[@]}"; do nsx "$NS_SW" ip link set "sw-$s" master "$BR_IF" up; done
+    nsx "$NS_SW" ip link set "$SWRTR_IF" master "$BR_IF" up
+    seg_mtu "$NS_SW" "$BR_IF"
+    # The router's MAC is pinned to its port: a DSR reply (server -> router) is never flooded to
+    # sw-gw (the server-link capture) while the bridge has not learnt it yet.
+    nsx "$NS_SW" bridge fdb replace "$RTRS_MAC" dev "$SWRTR_IF" master static
 }
 
 config_client() {
@@ -268,11 +351,21 @@ config_client() {
     nsx "$NS_CLI" ip link set "$CLI_IF" up
     nsx "$NS_CLI" ip route add default via "$GWC4" dev "$CLI_IF" src "$CLI4"
     nsx "$NS_CLI" ip -6 route add default via "$GWC6" dev "$CLI_IF" src "$CLI6"
-    # Path manager: a second subflow from the second address of the connection's family.
+    # DSR return link: replies from the DSR VIPs arrive on cli1 (via tz-rtr) for addresses that
+    # live on cli0, so no reverse-path filter. Nothing is routed out of cli1 but its subnet.
+    nsx "$NS_CLI" ip addr add "$CLI1_4/24" dev "$CLI1_IF"
+    nsx "$NS_CLI" ip addr add "$CLI1_6/64" dev "$CLI1_IF" nodad
+    nsx "$NS_CLI" ip link set "$CLI1_IF" up
+    nsx "$NS_CLI" sysctl -qw net.ipv4.conf.all.rp_filter=0 net.ipv4.conf.default.rp_filter=0 \
+        "net.ipv4.conf.$CLI_IF.rp_filter=0" "net.ipv4.conf.$CLI1_IF.rp_filter=0"
+    # Path manager: a second subflow from the second address of the connection's family. No
+    # `dev cli0` on the endpoints: with it the kernel binds the join's socket to cli0
+    # (SO_BINDTODEVICE), and a DSR join's SYN/ACK, which comes back on cli1, then finds no
+    # socket and is answered with a RST. The route (default via the gateway on cli0) is the same.
     nsx "$NS_CLI" ip mptcp endpoint flush
     nsx "$NS_CLI" ip mptcp limits set subflow 2 add_addr_accepted 2
-    nsx "$NS_CLI" ip mptcp endpoint add "$CLI4B" dev "$CLI_IF" subflow
-    nsx "$NS_CLI" ip mptcp endpoint add "$CLI6B" dev "$CLI_IF" subflow
+    nsx "$NS_CLI" ip mptcp endpoint add "$CLI4B" subflow
+    nsx "$NS_CLI" ip mptcp endpoint add "$CLI6B" subflow
 }
 
 config_servers() {
@@ -282,11 +375,51 @@ config_servers() {
         nsx "$ns" ip addr add "$(srv4 "$s")/24" dev "$SRV_IF"
         nsx "$ns" ip addr add "$(srv6 "$s")/64" dev "$SRV_IF" nodad
         nsx "$ns" ip link set "$SRV_IF" up
-        nsx "$ns" ip route add default via "$GWS4" dev "$SRV_IF"
-        nsx "$ns" ip -6 route add default via "$GWS6" dev "$SRV_IF"
+        # mtu 1500: the paths to the clients have MTU 1500 (srv0 has 1600 for DSR encapsulation),
+        # so the MSS the servers advertise stays 1460 / 1440.
+        nsx "$ns" ip route add default via "$GWS4" dev "$SRV_IF" mtu "$PATH_MTU"
+        nsx "$ns" ip -6 route add default via "$GWS6" dev "$SRV_IF" mtu "$PATH_MTU"
         nsx "$ns" ip mptcp endpoint flush
         nsx "$ns" ip mptcp limits set subflow 2 add_addr_accepted 2
     done
+    config_servers_dsr
+}
+
+# DSR on the servers: the DSR VIPs on lo; traffic FROM a DSR VIP leaves via the router (table
+# 100), everything else via the gateway; no reverse-path filter (decapsulated packets come in on
+# dsr0 with the client as source).
+config_servers_dsr() {
+    local s ns v
+    for s in "${SERVERS[@]}"; do
+        ns="$(srv_ns "$s")"
+        nsx "$ns" sysctl -qw net.ipv4.conf.all.rp_filter=0 net.ipv4.conf.default.rp_filter=0 \
+            "net.ipv4.conf.$SRV_IF.rp_filter=0"
+        for v in "${DSR_VIP4[@]}"; do
+            nsx "$ns" ip addr add "$v/32" dev lo
+            nsx "$ns" ip rule add from "$v" lookup "$DSR_TABLE"
+        done
+        for v in "${DSR_VIP6[@]}"; do
+            nsx "$ns" ip addr add "$v/128" dev lo nodad
+            nsx "$ns" ip -6 rule add from "$v" lookup "$DSR_TABLE"
+        done
+        nsx "$ns" ip route add default via "$RTRS4" dev "$SRV_IF" table "$DSR_TABLE" mtu "$PATH_MTU"
+        nsx "$ns" ip -6 route add default via "$RTRS6" dev "$SRV_IF" table "$DSR_TABLE" mtu "$PATH_MTU"
+    done
+}
+
+# tz-rtr: a plain Linux router from the server segment to the client's second interface.
+config_router() {
+    nsx "$NS_RTR" sysctl -qw net.ipv4.ip_forward=1 net.ipv6.conf.all.forwarding=1
+    nsx "$NS_RTR" sysctl -qw net.ipv4.conf.all.rp_filter=0 net.ipv4.conf.default.rp_filter=0 \
+        "net.ipv4.conf.$RTRS_IF.rp_filter=0" "net.ipv4.conf.$RTRC_IF.rp_filter=0"
+    nsx "$NS_RTR" ip addr add "$RTRS4/24" dev "$RTRS_IF"
+    nsx "$NS_RTR" ip addr add "$RTRS6/64" dev "$RTRS_IF" nodad
+    nsx "$NS_RTR" ip addr add "$RTRC4/24" dev "$RTRC_IF"
+    nsx "$NS_RTR" ip addr add "$RTRC6/64" dev "$RTRC_IF" nodad
+    nsx "$NS_RTR" ip link set "$RTRS_IF" up
+    nsx "$NS_RTR" ip link set "$RTRC_IF" up
+    nsx "$NS_RTR" ip route add "${CLI4%.*}.0/24" via "$CLI1_4" dev "$RTRC_IF"
+    nsx "$NS_RTR" ip -6 route add "${CLI6%::*}::/64" via "$CLI1_6" dev "$RTRC_IF"
 }
 
 # DPDK mode: the kernel of tz-gw must stay out of the way (no address, no IPv6 link-local, no
@@ -402,8 +535,8 @@ start_servers() {
     for s in "${SERVERS[@]}"; do
         if pid_is_ours "$RUN_DIR/$s.pid" >/dev/null; then continue; fi
         rm -f "$RUN_DIR/$s.ready"
-        # `ip netns exec` execs the command, so $! is the server's own PID.
-        ip netns exec "$(srv_ns "$s")" "$py" "$HERE/mptcp_server.py" --name "$s" \
+        # `detached` and `ip netns exec` exec the command, so $! is the server's own PID.
+        detached ip netns exec "$(srv_ns "$s")" "$py" "$HERE/mptcp_server.py" --name "$s" \
             "${ports[@]}" --log "$RUN_DIR/$s.jsonl" --ready "$RUN_DIR/$s.ready" \
             </dev/null >>"$RUN_DIR/$s.out" 2>&1 &
         pid=$!
@@ -418,16 +551,44 @@ start_servers() {
     done
 }
 
+# One DSR decapsulator per server (dsr_decap.py): TUN dsr0, counters in srvN-decap.json.
+start_decaps() {
+    local py=$1 s pid i
+    mkdir -p "$RUN_DIR"
+    for s in "${SERVERS[@]}"; do
+        if pid_is_ours "$RUN_DIR/$s-decap.pid" dsr_decap.py >/dev/null; then continue; fi
+        rm -f "$RUN_DIR/$s-decap.ready"
+        detached ip netns exec "$(srv_ns "$s")" "$py" "$HERE/dsr_decap.py" --name "$s" --tun "$DECAP_IF" \
+            --stats "$RUN_DIR/$s-decap.json" --ready "$RUN_DIR/$s-decap.ready" \
+            </dev/null >>"$RUN_DIR/$s-decap.out" 2>&1 &
+        pid=$!
+        STARTED_PIDS+=("$pid")
+        echo "$pid" >"$RUN_DIR/$s-decap.pid"
+        for i in $(seq 50); do
+            [[ -e "$RUN_DIR/$s-decap.ready" ]] && break
+            kill -0 "$pid" 2>/dev/null || die "decapsulator of $s exited: $(tail -3 "$RUN_DIR/$s-decap.out")"
+            sleep 0.1
+        done
+        [[ -e "$RUN_DIR/$s-decap.ready" ]] || die "decapsulator of $s not ready"
+        [[ "$(nsx "$(srv_ns "$s")" sysctl -n "net.ipv4.conf.$DECAP_IF.rp_filter")" == 0 ]] ||
+            die "rp_filter is not 0 on $DECAP_IF in $(srv_ns "$s")"
+    done
+}
+
 # The userspace af_packet stand-in for the daemon (DPDK-mode wiring, see afpacket_standin.py).
 start_afpacket_standin() {
-    local py=$1 pid i
+    local py=$1 pid i extra=() skip
     if pid_is_ours "$RUN_DIR/gw.pid" afpacket_standin.py >/dev/null; then return 0; fi
-    ip netns exec "$NS_GW" "$py" "$HERE/afpacket_standin.py" </dev/null >>"$RUN_DIR/gw.out" 2>&1 &
+    read -r -a extra <<<"${TZTB_AFPACKET_ARGS:-}"
+    # readiness: "forwarding" in what this instance writes, not in an earlier one's lines
+    skip=$(($(stat -c %s "$RUN_DIR/gw.out" 2>/dev/null || echo 0) + 1))
+    detached ip netns exec "$NS_GW" "$py" "$HERE/afpacket_standin.py" "${extra[@]}" \
+        </dev/null >>"$RUN_DIR/gw.out" 2>&1 &
     pid=$!
     STARTED_PIDS+=("$pid")
     echo "$pid" >"$RUN_DIR/gw.pid"
     for i in $(seq 50); do
-        grep -q forwarding "$RUN_DIR/gw.out" 2>/dev/null && return 0
+        [[ "$(tail -c "+$skip" "$RUN_DIR/gw.out" 2>/dev/null)" == *forwarding* ]] && return 0
         kill -0 "$pid" 2>/dev/null || die "afpacket stand-in exited: $(tail -3 "$RUN_DIR/gw.out")"
         sleep 0.1
     done
@@ -457,6 +618,7 @@ do_up() {
     if all_ns_exist && [[ -f "$RUN_DIR/state" && "$(cat "$RUN_DIR/state")" == "$want" ]]; then
         trap on_up_failure EXIT
         start_servers "$py" "$mode"
+        start_decaps "$py"
         if [[ $mode == afpacket ]]; then start_afpacket_standin "$py"; fi
         trap - EXIT
         log "already up ($want)"
@@ -475,6 +637,7 @@ do_up() {
     build_links
     config_client
     config_servers
+    config_router
     if [[ $mode == ecmp ]]; then config_servers_vip; fi
     case "$mode" in
         none | afpacket) config_gw_dpdk ;;
@@ -482,6 +645,7 @@ do_up() {
     esac
     if ((static)); then config_static_neigh "$mode"; fi
     start_servers "$py" "$mode"
+    start_decaps "$py"
     if [[ $mode == afpacket ]]; then start_afpacket_standin "$py"; fi
     echo "$want" >"$RUN_DIR/state"
     trap - EXIT
@@ -508,7 +672,8 @@ do_status() {
         nsx "$NS_CLI" ip mptcp limits show | sed 's/^/  /'
     fi
     if ns_exists "$NS_GW"; then
-        echo "== tz-gw: ip_forward=$(nsx "$NS_GW" sysctl -n net.ipv4.ip_forward)"
+        echo "== tz-gw: ip_forward=$(nsx "$NS_GW" sysctl -n net.ipv4.ip_forward)" \
+            "gw-s mtu=$(nsx "$NS_GW" cat "/sys/class/net/$GWS_IF/mtu" 2>/dev/null || echo ?)"
         nsx "$NS_GW" nft list ruleset 2>/dev/null | sed 's/^/  /'
         nsx "$NS_GW" ip route show "$VIP4/32" | sed 's/^/  v4 VIP route: /' || true
         nsx "$NS_GW" ip -6 route show "$VIP6/128" 2>/dev/null | sed 's/^/  v6 VIP route: /' || true
@@ -521,7 +686,28 @@ do_status() {
         else
             echo "== $s: server not running"
         fi
+        if pid="$(pid_is_ours "$RUN_DIR/$s-decap.pid" dsr_decap.py)"; then
+            echo "   DSR decapsulator PID $pid: $(python3 -c 'import json, sys
+d = json.load(open(sys.argv[1]))
+print(" ".join("%s=%s" % (k, d.get(k)) for k in ("ipip4", "ipip6", "gue4", "gue6", "bad")))' \
+                "$RUN_DIR/$s-decap.json" 2>/dev/null || echo "no counters yet")"
+        else
+            echo "   DSR decapsulator not running"
+        fi
+        if ns_exists "$(srv_ns "$s")"; then
+            echo "   lo: $(nsx "$(srv_ns "$s")" ip -br addr show dev lo | cut -d' ' -f2- | xargs)"
+            nsx "$(srv_ns "$s")" ip rule show | grep "lookup $DSR_TABLE" | sed 's/^/   v4 rule /' || true
+            nsx "$(srv_ns "$s")" ip -6 rule show | grep "lookup $DSR_TABLE" | sed 's/^/   v6 rule /' || true
+            nsx "$(srv_ns "$s")" ip route show table "$DSR_TABLE" | sed 's/^/   v4 table 100: /' || true
+            nsx "$(srv_ns "$s")" ip -6 route show table "$DSR_TABLE" | sed 's/^/   v6 table 100: /' || true
+        fi
     done
+    if ns_exists "$NS_RTR"; then
+        echo "== tz-rtr: ip_forward=$(nsx "$NS_RTR" sysctl -n net.ipv4.ip_forward)" \
+            "ipv6 forwarding=$(nsx "$NS_RTR" sysctl -n net.ipv6.conf.all.forwarding)"
+        nsx "$NS_RTR" ip route show | sed 's/^/  v4 /'
+        nsx "$NS_RTR" ip -6 route show | grep -v '^fe80' | sed 's/^/  v6 /'
+    fi
 }
 
 main() {

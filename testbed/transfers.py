@@ -24,13 +24,24 @@ server it was sent to and that server's answer (SYN/ACK+MP_JOIN, RST, nothing): 
 never show up in a server's subflow list, so the capture is the oracle for misrouted joins. The
 token ties a join to its connection. nstat deltas (MPJoinSynRx, MPJoinAckRx, MPJoinNoTokenFound,
 MPCapableSYNRX) are reported per server and cross-checked against both.
+
+DSR (``--vip dsr-ipip`` / ``--vip dsr-gue``, port 8080): the gateway tunnels client -> VIP
+packets to the servers (IPIP / IPv6-in-IPv6 / GUE on the server link) and the servers answer
+through tz-rtr on the client's second interface (``cli1``: the return link), so a third capture
+runs there. The client's view is the client link + the return link, the servers' view the server
+link (decapsulated; the server is the outer destination) + the return link; every check above
+applies to those views, RSTs are counted per link, and dsr_bypass / dsr_encap / dsr_decap check
+the return path, the encapsulation of every segment and the servers' decapsulator counters
+(testbed/dsr_decap.py). A NAT run (the default) is analysed exactly as before.
 """
 
 import argparse
 import hashlib
+import ipaddress
 import json
 import os
 import random
+import signal
 import socket
 import struct
 import subprocess
@@ -61,6 +72,35 @@ VIP_PORT = 80
 SRV_PORT = 8080
 CLIENT_PRIMARY = {4: "10.90.0.2", 6: "fd90::2"}
 CLIENT_SECOND = {4: "10.90.0.3", 6: "fd90::3"}
+
+# DSR (--vip dsr-ipip / dsr-gue): the VIPs listen on the servers' port (DSR cannot translate
+# ports); the gateway encapsulates client -> VIP packets towards the server (IPIP, IPv6-in-IPv6,
+# or GUE over UDP to port 6080) and the servers answer directly, via tz-rtr, to the client's
+# second interface (the return link).
+DSR_VIP = {("dsr-ipip", 4): "10.90.100.20", ("dsr-ipip", 6): "fd90:100::20",
+           ("dsr-gue", 4): "10.90.100.21", ("dsr-gue", 6): "fd90:100::21"}
+ALL_VIPS = set(VIP.values()) | set(DSR_VIP.values())
+NS_ROUTER = "tz-rtr"
+RETURN_IF = "cli1"
+GUE_PORT = 6080
+# The outer source the gateway uses: its server-side address (IPIP), or an address hashed from
+# the flow inside these prefixes (GUE), with a hashed UDP source port in GUE_SPORTS.
+GW_SERVER_SIDE = {4: "10.91.0.1", 6: "fd91::1"}
+GUE_SRC_NET = {4: ipaddress.ip_network("10.91.1.0/24"), 6: ipaddress.ip_network("fd91:1::/64")}
+GUE_SPORTS = (49152, 65535)
+DECAP_KINDS = ("ipip4", "ipip6", "gue4", "gue6")
+
+
+def target(a):
+    """(address, port) the client connects to."""
+    if a.vip == "nat":
+        return VIP[a.family], VIP_PORT
+    return DSR_VIP[(a.vip, a.family)], SRV_PORT
+
+
+def encap_kind(a):
+    """The encapsulation a DSR run expects on the server link: ipip4, ipip6, gue4, gue6."""
+    return a.vip.split("-", 1)[1] + str(a.family)
 
 # Always reported, even when zero.
 NSTAT_ORACLE = [
@@ -103,7 +143,7 @@ def client_conn(a, i):
         # Bind the primary address: otherwise IPv6 source selection may pick the subflow
         # endpoint's address, and then the path manager has no other address to join from.
         s.bind((CLIENT_PRIMARY[a.family], 0))
-        s.connect((VIP[a.family], VIP_PORT))
+        s.connect(target(a))
         rec["local"] = list(s.getsockname()[:2])
 
         def read():
@@ -216,8 +256,86 @@ def read_pcap(path):
         off += incl
 
 
+def inet_sum(data):
+    """The RFC 1071 checksum of data (as a big-endian integer)."""
+    if len(data) % 2:
+        data += b"\0"
+    s = sum(struct.unpack("!%dH" % (len(data) // 2), data))
+    while s >> 16:
+        s = (s & 0xFFFF) + (s >> 16)
+    return (~s) & 0xFFFF
+
+
+def ip_header(frame, o, et):
+    """(protocol, src, dst, payload offset, end) of the IPv4 / IPv6 (no extension headers)
+    packet at frame[o:] (et: its ethertype), or None."""
+    if et == 0x0800:
+        if len(frame) < o + 20:
+            return None
+        src = socket.inet_ntop(socket.AF_INET, frame[o + 12:o + 16])
+        dst = socket.inet_ntop(socket.AF_INET, frame[o + 16:o + 20])
+        return (frame[o + 9], src, dst, o + (frame[o] & 0x0F) * 4,
+                o + struct.unpack_from("!H", frame, o + 2)[0])
+    if et == 0x86DD:
+        if len(frame) < o + 40:
+            return None
+        src = socket.inet_ntop(socket.AF_INET6, frame[o + 8:o + 24])
+        dst = socket.inet_ntop(socket.AF_INET6, frame[o + 24:o + 40])
+        return frame[o + 6], src, dst, o + 40, o + 40 + struct.unpack_from("!H", frame, o + 4)[0]
+    return None
+
+
+def open_encap(frame, o, et):
+    """DSR encapsulations: if the IP packet at frame[o:] is IPv4-in-IPv4 (protocol 4),
+    IPv6-in-IPv6 (next header 41) or GUE (UDP to port 6080; variant 0 with protocol 4 or 41,
+    or variant 1), (inner offset, inner ethertype, outer) where outer describes the outer
+    headers; otherwise None."""
+    h = ip_header(frame, o, et)
+    if h is None:
+        return None
+    proto, src, dst, t, end = h
+    fam = 4 if et == 0x0800 else 6
+    outer = {"kind": None, "src": src, "dst": dst, "sport": None, "udp_csum": None,
+             "variant": None}
+    if proto in (4, 41):
+        outer["kind"] = "ipip%d" % fam
+        inner, iet = t, 0x0800 if proto == 4 else 0x86DD
+    elif proto == 17 and len(frame) >= t + 9 and struct.unpack_from("!H", frame, t + 2)[0] == GUE_PORT:
+        usport, _, ulen, ucsum = struct.unpack_from("!HHHH", frame, t)
+        outer.update(kind="gue%d" % fam, sport=usport)
+        pl = t + 8
+        if frame[pl] >> 6 == 0:  # variant 0: version 0, C, hlen; protocol; flags
+            if len(frame) < pl + 4 or frame[pl] & 0x20 or frame[pl + 1] not in (4, 41):
+                return None
+            outer["variant"] = 0
+            inner = pl + 4 + (frame[pl] & 0x1F) * 4
+            iet = 0x0800 if frame[pl + 1] == 4 else 0x86DD
+        elif frame[pl] >> 4 in (4, 6):  # variant 1: the IP packet itself
+            outer["variant"] = 1
+            inner, iet = pl, 0x0800 if frame[pl] >> 4 == 4 else 0x86DD
+        else:
+            return None
+        # "zero" (no checksum, IPv4 only), "ok" or "bad"
+        if ucsum == 0:
+            outer["udp_csum"] = "zero"
+        else:
+            a = socket.AF_INET if fam == 4 else socket.AF_INET6
+            pseudo = (socket.inet_pton(a, src) + socket.inet_pton(a, dst)
+                      + (struct.pack("!BBH", 0, 17, ulen) if fam == 4
+                         else struct.pack("!IxxxB", ulen, 17)))
+            outer["udp_csum"] = "ok" if inet_sum(pseudo + bytes(frame[t:t + ulen])) == 0 else "bad"
+    else:
+        return None
+    if len(frame) < inner + 1 or frame[inner] >> 4 != (4 if iet == 0x0800 else 6):
+        return None
+    return inner, iet, outer
+
+
 def parse_tcp(frame):
-    """Ethernet (+802.1Q) / IPv4 or IPv6 (no extension headers) / TCP -> dict, or None."""
+    """Ethernet (+802.1Q) / IPv4 or IPv6 (no extension headers) / TCP -> dict, or None.
+
+    A DSR encapsulation (IPIP, IPv6-in-IPv6, GUE: see open_encap) is opened: the dict describes
+    the inner TCP segment and "outer" the encapsulation (None for a plain packet)."""
     if len(frame) < 14:
         return None
     et = struct.unpack_from("!H", frame, 12)[0]
@@ -225,6 +343,10 @@ def parse_tcp(frame):
     if et == 0x8100 and len(frame) >= 18:
         et = struct.unpack_from("!H", frame, 16)[0]
         o = 18
+    enc = open_encap(frame, o, et)
+    outer = None
+    if enc is not None:
+        o, et, outer = enc
     if et == 0x0800:
         if len(frame) < o + 20:
             return None
@@ -256,7 +378,8 @@ def parse_tcp(frame):
          # Everything NAT leaves alone (not addresses, ports or checksums): two captures of
          # one segment on either side of the gateway have the same "wire".
          "wire": (seq, ackn, flags, win, bytes(opts),
-                  hashlib.sha1(frame[t + hl:max(t + hl, ip_end)]).digest())}
+                  hashlib.sha1(frame[t + hl:max(t + hl, ip_end)]).digest()),
+         "outer": outer}
     i = 0
     while i < len(opts):
         kind = opts[i]
@@ -297,14 +420,41 @@ def count_rst_tcpdump(path):
     return len([ln for ln in out.stdout.splitlines() if ln.strip()])
 
 
+def load_pcap(path, link=None):
+    """The TCP segments of a capture (parse_tcp), each with its time ("ts") and "link"."""
+    out = []
+    for ts, f in read_pcap(path):
+        p = parse_tcp(f)
+        if p:
+            p["ts"] = ts
+            p["link"] = link
+            out.append(p)
+    return out
+
+
+def merge_links(*lists):
+    """Several links' segments in one time order (captures on one machine: one clock)."""
+    return sorted((p for ps in lists for p in ps), key=lambda p: p["ts"])
+
+
 def analyse_pcap(path):
     """Split a capture into subflows ("sessions": one SYN handshake each, in capture order).
 
     A SYN on a 4-tuple whose previous session was already answered (SYN/ACK or RST) starts a
     new session: after a join is reset, its client port may be reused by a later join."""
-    pkts = [p for _, f in read_pcap(path) for p in [parse_tcp(f)] if p]
+    return analyse_packets(load_pcap(path))
+
+
+def analyse_packets(pkts):
+    """analyse_pcap on parsed segments, possibly of several links merged in time order (DSR:
+    the return link carries what the server sends). Per link ("link" of each segment): RSTs
+    (aborting / after both FINs) in res["rst_links"] and per session in "rsts_by_link"; per
+    session, the encapsulations of its client -> server segments on the server link
+    ("encap", {(kind, outer src, outer dst, UDP source port, UDP checksum, GUE variant):
+    segments}, kind None for a plain segment) and "via", the outer destination of its SYN."""
     res = {"tcp_packets": len(pkts), "mptcp_packets": sum(p["mptcp"] for p in pkts),
-           "rst": [], "rst_after_close": 0, "sessions": [], "mpc_synack_tokens": {}}
+           "rst": [], "rst_after_close": 0, "sessions": [], "mpc_synack_tokens": {},
+           "rst_links": {}}
     cur = {}
     for p in pkts:
         fwd = (p["src"], p["sport"], p["dst"], p["dport"])
@@ -322,10 +472,13 @@ def analyse_pcap(path):
                 s = {"client": [p["src"], p["sport"]], "server": [p["dst"], p["dport"]],
                      "kind": kind, "token": token, "syns": 0, "answer": "none", "up": 0,
                      "down": 0, "fin_up": False, "fin_down": False, "rsts": 0,
-                     "first_rst": None, "trace_up": [p["wire"]], "trace_down": []}
+                     "first_rst": None, "trace_up": [p["wire"]], "trace_down": [],
+                     "via": p["outer"]["dst"] if p["outer"] else None, "encap": {},
+                     "rsts_by_link": {}}
                 res["sessions"].append(s)
                 cur[fwd] = s
             s["syns"] += 1
+            note_encap(s, p)
             continue
         s, up = cur.get(fwd), True
         if s is None:
@@ -333,17 +486,23 @@ def analyse_pcap(path):
         if p["rst"]:
             # A RST after both FINs (a late duplicate hitting a connection that is already
             # closed) is TCP doing its job; any other RST aborted something.
+            tally = res["rst_links"].setdefault(p["link"], {"aborting": 0, "after_close": 0})
             if s is not None and s["fin_up"] and s["fin_down"]:
                 res["rst_after_close"] += 1
+                tally["after_close"] += 1
             else:
                 res["rst"].append("%s.%d > %s.%d" % fwd)
+                tally["aborting"] += 1
                 if s is not None:
                     s["rsts"] += 1
+                    s["rsts_by_link"][p["link"]] = s["rsts_by_link"].get(p["link"], 0) + 1
                     if s["first_rst"] is None:
                         s["first_rst"] = {"from_server": not up, "tcprst": p["tcprst"],
                                           "wire": p["wire"]}
         if s is None:
             continue  # a flow that started before the capture
+        if up:
+            note_encap(s, p)
         if s["first_rst"] is None and not p["rst"]:
             s["trace_up" if up else "trace_down"].append(p["wire"])
         s["up" if up else "down"] += p["payload"]
@@ -360,12 +519,77 @@ def analyse_pcap(path):
     return res
 
 
+def note_encap(s, p):
+    """Counts a client -> server segment of the server link by its encapsulation."""
+    if p["link"] != "server":
+        return
+    o = p["outer"] or {}
+    key = (o.get("kind"), o.get("src"), o.get("dst"), o.get("sport"), o.get("udp_csum"),
+           o.get("variant"))
+    s["encap"][key] = s["encap"].get(key, 0) + 1
+
+
+def ip_packets_from(path, addrs):
+    """IP packets (outer header) of a capture from one of addrs: (ICMP / ICMPv6 errors, all
+    others). An ICMP error from a VIP would be the gateway's own (e.g. fragmentation needed),
+    not a server's reply."""
+    icmp_err = other = 0
+    for _, f in read_pcap(path):
+        if len(f) < 14:
+            continue
+        et, o = struct.unpack_from("!H", f, 12)[0], 14
+        if et == 0x8100 and len(f) >= 18:
+            et, o = struct.unpack_from("!H", f, 16)[0], 18
+        h = ip_header(f, o, et)
+        if not h or h[1] not in addrs:
+            continue
+        proto, t = h[0], h[3]
+        if len(f) > t and ((proto == 1 and f[t] in (3, 4, 5, 11, 12))
+                           or (proto == 58 and f[t] in (1, 2, 3, 4))):
+            icmp_err += 1
+        else:
+            other += 1
+    return icmp_err, other
+
+
+def write_decap_pcap(src, dst):
+    """A copy of capture src with every DSR encapsulation removed (Ethernet addresses kept,
+    the ethertype of the inner packet), for tcpdump to count the inner RSTs."""
+    with open(src, "rb") as f:
+        head = f.read(24)
+    e = "<" if struct.unpack_from("<I", head, 0)[0] in (0xA1B2C3D4, 0xA1B23C4D) else ">"
+    n = 0
+    with open(dst, "wb") as out:
+        out.write(head)
+        for ts, f in read_pcap(src):
+            o, et = 14, struct.unpack_from("!H", f, 12)[0] if len(f) >= 14 else 0
+            if et == 0x8100 and len(f) >= 18:
+                o, et = 18, struct.unpack_from("!H", f, 16)[0]
+            enc = open_encap(f, o, et) if len(f) >= 14 else None
+            if enc is not None:
+                inner, iet, _ = enc
+                h = ip_header(f, inner, iet)
+                end = min(len(f), h[4]) if h else len(f)
+                f = f[:12] + struct.pack("!H", iet) + f[inner:end]
+                n += 1
+            sec = int(ts)
+            usec = int(round((ts - sec) * 1e6))
+            # microsecond pcap of the same byte order
+            out.write(struct.pack(e + "IIII", sec, min(usec, 999999), len(f), len(f)))
+            out.write(f)
+    if struct.unpack_from(e + "I", head, 0)[0] == 0xA1B23C4D:
+        # nanosecond magic: rewrite as microseconds (the records above are in microseconds)
+        with open(dst, "r+b") as out:
+            out.write(struct.pack(e + "I", 0xA1B2C3D4))
+    return n
+
+
 TCPRST_REASONS = {0: "unspecified", 1: "MPTCP-specific error", 2: "lack of resources",
                   3: "administratively prohibited", 4: "too much outstanding data",
                   5: "unacceptable performance", 6: "middlebox interference"}
 
 
-def endpoint_resets(cap_c, cap_s):
+def endpoint_resets(cap_c, cap_s, dsr=False):
     """Subflows that a server's own MPTCP stack reset although the gateway forwarded every
     segment of them unchanged.
 
@@ -375,7 +599,12 @@ def endpoint_resets(cap_c, cap_s):
     compared up to the reset: what the server received is exactly the start of what the client
     sent, what the client received is exactly what the server sent, and the RST itself crossed
     unchanged. Only then are the subflow's RSTs attributed to the endpoint; any other aborting
-    RST stays the gateway's."""
+    RST stays the gateway's.
+
+    DSR (dsr=True): cap_c is the client link merged with the return link, cap_s the server link
+    (decapsulated) merged with the return link; what the server received (server link) is
+    compared with what the client sent (client link), the return path has no gateway on it. The
+    RSTs of the subflow are then counted per link (client, server, return)."""
     client_sessions = {}
     for s in cap_c["sessions"]:
         client_sessions.setdefault((tuple(s["client"]), s["kind"], s["token"]), []).append(s)
@@ -390,11 +619,17 @@ def endpoint_resets(cap_c, cap_s):
             continue
         if (c["trace_up"][:len(s["trace_up"])] == s["trace_up"]
                 and c["trace_down"] == s["trace_down"]):
-            found.append({"client": s["client"], "server": s["server"], "kind": s["kind"],
-                          "reason": r["tcprst"],
-                          "reason_text": TCPRST_REASONS.get(r["tcprst"], "reason %d" % r["tcprst"]),
-                          "segments_compared": len(s["trace_up"]) + len(s["trace_down"]),
-                          "rsts_client_link": c["rsts"], "rsts_server_link": s["rsts"]})
+            e = {"client": s["client"], "server": s["server"], "kind": s["kind"],
+                 "reason": r["tcprst"],
+                 "reason_text": TCPRST_REASONS.get(r["tcprst"], "reason %d" % r["tcprst"]),
+                 "segments_compared": len(s["trace_up"]) + len(s["trace_down"]),
+                 "rsts_client_link": c["rsts"], "rsts_server_link": s["rsts"]}
+            if dsr:
+                e["rsts_client_link"] = c["rsts_by_link"].get("client", 0)
+                e["rsts_server_link"] = s["rsts_by_link"].get("server", 0)
+                e["rsts_return_link"] = c["rsts_by_link"].get("return", 0)
+                e["via"] = s["via"]
+            found.append(e)
     return found
 
 
@@ -450,9 +685,11 @@ def nstat_delta(before, after):
     return dict(sorted(d.items()))
 
 
-def bed_state():
+def bed_state(dsr=False):
     ns = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout.split()
     need = [NS_CLIENT, NS_SWITCH, "tz-gw"] + ["tz-" + s for s in SERVERS]
+    if dsr:
+        need.append(NS_ROUTER)
     missing = [n for n in need if n not in ns]
     if missing:
         raise SystemExit("test bed not up (missing %s): run testbed/netns.sh up" % " ".join(missing))
@@ -462,10 +699,56 @@ def bed_state():
             os.kill(pid, 0)
         except (OSError, ValueError):
             raise SystemExit("server %s is not running: run testbed/netns.sh up" % s)
+        if dsr and decap_pid(s) is None:
+            raise SystemExit("the DSR decapsulator of %s is not running: run testbed/netns.sh up"
+                             % s)
     try:
         return open(os.path.join(RUN_DIR, "state")).read().strip()
     except OSError:
         return "unknown"
+
+
+def decap_pid(s):
+    """PID of server s's DSR decapsulator (dsr_decap.py), or None."""
+    try:
+        pid = int(open(os.path.join(RUN_DIR, s + "-decap.pid")).read())
+        with open("/proc/%d/cmdline" % pid, "rb") as f:
+            if b"dsr_decap.py" not in f.read():
+                return None
+        return pid
+    except (OSError, ValueError):
+        return None
+
+
+def decap_counters(timeout=3.0):
+    """Every decapsulator's counters, fresh: SIGUSR1, then wait until its file says so."""
+    def read(s):
+        try:
+            with open(os.path.join(RUN_DIR, s + "-decap.json")) as f:
+                return json.load(f)
+        except (OSError, ValueError):
+            return None
+    out = {}
+    for s in SERVERS:
+        pid = decap_pid(s)
+        if pid is None:
+            out[s] = None
+            continue
+        old = read(s) or {}
+        try:
+            os.kill(pid, signal.SIGUSR1)
+        except OSError:
+            out[s] = None
+            continue
+        deadline = time.time() + timeout
+        cur = old
+        while time.time() < deadline:
+            cur = read(s) or {}
+            if cur.get("dumps", 0) > old.get("dumps", 0):
+                break
+            time.sleep(0.02)
+        out[s] = cur or None
+    return out
 
 
 def log_size(s):
@@ -493,20 +776,30 @@ def server_records(offsets, run):
 def main_run(a):
     if os.geteuid() != 0:
         raise SystemExit("transfers.py: must run as root")
-    state = bed_state()
+    dsr = a.vip != "nat"
+    state = bed_state(dsr)
     if a.expect_joins is None:
         a.expect_joins = 1 if a.proto == "mptcp" else 0
     run = "%08x" % random.getrandbits(32)
-    out = a.out or "/tmp/tz-testbed-runs/%s-v%d-%s-%s" % (time.strftime("%Y%m%d-%H%M%S"),
-                                                         a.family, a.proto, run)
+    if dsr:
+        out = a.out or "/tmp/tz-testbed-runs/%s-v%d-%s-%s-%s" % (
+            time.strftime("%Y%m%d-%H%M%S"), a.family, a.proto, a.vip, run)
+    else:
+        out = a.out or "/tmp/tz-testbed-runs/%s-v%d-%s-%s" % (time.strftime("%Y%m%d-%H%M%S"),
+                                                             a.family, a.proto, run)
     os.makedirs(out, exist_ok=True)
     cpcap, spcap = os.path.join(out, "client-link.pcap"), os.path.join(out, "server-link.pcap")
+    rpcap = os.path.join(out, "return-link.pcap") if dsr else None
 
     offsets = {s: log_size(s) for s in SERVERS}
     ns_all = {"client": NS_CLIENT, **{s: "tz-" + s for s in SERVERS}}
     before = {k: nstat(ns) for k, ns in ns_all.items()}
+    decap_before = decap_counters() if dsr else None
     caps = [start_tcpdump(NS_CLIENT, CLIENT_IF, cpcap, os.path.join(out, "tcpdump-client.log")),
             start_tcpdump(NS_SWITCH, SWITCH_GW_PORT, spcap, os.path.join(out, "tcpdump-server.log"))]
+    if dsr:
+        caps.append(start_tcpdump(NS_CLIENT, RETURN_IF, rpcap,
+                                  os.path.join(out, "tcpdump-return.log")))
     t0 = time.time()
     try:
         cmd = ["ip", "netns", "exec", NS_CLIENT, sys.executable, os.path.abspath(__file__),
@@ -516,7 +809,7 @@ def main_run(a):
                "--join-timeout", str(a.join_timeout), "--first-chunk-kb", str(a.first_chunk_kb),
                "--chunk-kb", str(a.chunk_kb), "--pause-ms", str(a.pause_ms),
                "--stagger-ms", str(a.stagger_ms), "--timeout", str(a.timeout),
-               "--linger", str(a.linger)]
+               "--linger", str(a.linger), "--vip", a.vip]
         cp = subprocess.run(cmd, capture_output=True, text=True)
         if cp.returncode != 0:
             raise SystemExit("client failed (rc=%d): %s" % (cp.returncode, cp.stderr[-2000:]))
@@ -536,8 +829,14 @@ def main_run(a):
     srecs = server_records(offsets, run)
     after = {k: nstat(ns) for k, ns in ns_all.items()}
     deltas = {k: nstat_delta(before[k], after[k]) for k in ns_all}
+    decap = None
+    if dsr:
+        decap_after = decap_counters()
+        decap = {s: {k: ((decap_after[s] or {}).get(k, 0) - (decap_before[s] or {}).get(k, 0))
+                     for k in DECAP_KINDS + ("bad",)}
+                 if decap_after.get(s) and decap_before.get(s) else None for s in SERVERS}
 
-    summary = analyse(a, run, state, out, crecs, srecs, deltas, cpcap, spcap)
+    summary = analyse(a, run, state, out, crecs, srecs, deltas, cpcap, spcap, rpcap, decap)
     summary["elapsed_s"] = round(elapsed, 2)
     with open(os.path.join(out, "summary.json"), "w") as f:
         json.dump(summary, f, indent=1)
@@ -547,8 +846,9 @@ def main_run(a):
     return 0 if summary["ok"] else 1
 
 
-def analyse(a, run, state, out, crecs, srecs, deltas, cpcap, spcap):
+def analyse(a, run, state, out, crecs, srecs, deltas, cpcap, spcap, rpcap=None, decap=None):
     mptcp = a.proto == "mptcp"
+    dsr = a.vip != "nat"
     checks = {}
 
     def check(name, ok, detail):
@@ -560,8 +860,20 @@ def analyse(a, run, state, out, crecs, srecs, deltas, cpcap, spcap):
         if r["conn"] in by_conn:
             dup += 1
         by_conn.setdefault(r["conn"], r)
-    cap_c, cap_s = analyse_pcap(cpcap), analyse_pcap(spcap)
-    rst_c, rst_s = count_rst_tcpdump(cpcap), count_rst_tcpdump(spcap)
+    if dsr:
+        # The client's view: what it sent (client link) and received (return link); the
+        # servers' view: what they received (server link, decapsulated) and sent (return link).
+        pkt_c, pkt_s = load_pcap(cpcap, "client"), load_pcap(spcap, "server")
+        pkt_r = load_pcap(rpcap, "return")
+        cap_c = analyse_packets(merge_links(pkt_c, pkt_r))
+        cap_s = analyse_packets(merge_links(pkt_s, pkt_r))
+        dpcap = os.path.join(out, "server-link-decap.pcap")
+        write_decap_pcap(spcap, dpcap)
+        rst_c, rst_s = count_rst_tcpdump(cpcap), count_rst_tcpdump(dpcap)
+        rst_r = count_rst_tcpdump(rpcap)
+    else:
+        cap_c, cap_s = analyse_pcap(cpcap), analyse_pcap(spcap)
+        rst_c, rst_s = count_rst_tcpdump(cpcap), count_rst_tcpdump(spcap)
     token_conn = {r["token"]: r["conn"] for r in srecs if r.get("token")}
 
     conns = []
@@ -586,7 +898,8 @@ def analyse(a, run, state, out, crecs, srecs, deltas, cpcap, spcap):
             for j in cap_s["joins"]:
                 if token is None or j["token"] != token:
                     continue
-                srv = ADDR_SERVER.get(j["server"][0], j["server"][0])
+                # DSR: the server is the outer destination (the inner one is the VIP)
+                srv = ADDR_SERVER.get(j["via"] or j["server"][0], j["via"] or j["server"][0])
                 joins.append({"from": j["client"], "server": srv, "dport": j["server"][1],
                               "syns": j["syns"], "answer": j["answer"],
                               "payload_bytes_up": j["up"], "payload_bytes_down": j["down"],
@@ -613,8 +926,28 @@ def analyse(a, run, state, out, crecs, srecs, deltas, cpcap, spcap):
           % (sum(r["digest_ok"] for r in conns), n))
     check("echo", all(r["echo_ok"] for r in conns),
           "%d/%d: sha256(echo) == sha256(sent)" % (sum(r["echo_ok"] for r in conns), n))
-    endpoint = endpoint_resets(cap_c, cap_s)
-    if not a.allow_rst:
+    endpoint = endpoint_resets(cap_c, cap_s, dsr)
+    if not a.allow_rst and dsr:
+        # per link: aborting RSTs (pcap parse) minus those of endpoint resets must be 0, and
+        # aborting + after both FINs must add up to tcpdump's count (server link: decapsulated)
+        links = {"client": (cap_c, rst_c), "server": (cap_s, rst_s), "return": (cap_c, rst_r)}
+        ok, parts = True, []
+        for name, (cap, td) in links.items():
+            t = cap["rst_links"].get(name, {"aborting": 0, "after_close": 0})
+            ep = sum(e["rsts_%s_link" % name] for e in endpoint)
+            ok = ok and t["aborting"] == ep and t["aborting"] + t["after_close"] == td
+            parts.append("%s link %d (tcpdump %d, after both FINs %d)"
+                         % (name, t["aborting"] - ep, td, t["after_close"]))
+        detail = "aborting RSTs: " + ", ".join(parts)
+        for e in endpoint:
+            detail += ("; endpoint reset: %s %s.%d -> %s.%d, MP_TCPRST '%s' from the server, "
+                       "all %d segments before it crossed the gateway unchanged (%d / %d / %d "
+                       "RSTs)" % (e["kind"], e["client"][0], e["client"][1], e["server"][0],
+                                  e["server"][1], e["reason_text"], e["segments_compared"],
+                                  e["rsts_client_link"], e["rsts_server_link"],
+                                  e["rsts_return_link"]))
+        check("no_rst", ok, detail)
+    elif not a.allow_rst:
         ab_c, ab_s = len(cap_c["rst"]), len(cap_s["rst"])
         ep_c = sum(e["rsts_client_link"] for e in endpoint)
         ep_s = sum(e["rsts_server_link"] for e in endpoint)
@@ -642,7 +975,7 @@ def analyse(a, run, state, out, crecs, srecs, deltas, cpcap, spcap):
                 per_server[r["server"]]["joins_established"] += sum(
                     1 for sf in r.get("subflows") or [] if sf[1] != r["peer"])
     for j in cap_s["joins"]:
-        name = ADDR_SERVER.get(j["server"][0])
+        name = ADDR_SERVER.get(j["via"] or j["server"][0])
         if name:
             per_server[name]["join_syns_received"] += 1
     nstat_sum = {k: sum(deltas[s].get(k, 0) for s in srv_names) for k in NSTAT_ORACLE}
@@ -702,7 +1035,12 @@ def analyse(a, run, state, out, crecs, srecs, deltas, cpcap, spcap):
               "first subflows per server: %s"
               % {s: v["first_subflows"] for s, v in per_server.items()})
 
-    return {
+    dsr_info = None
+    if dsr:
+        dsr_info = dsr_checks(a, check, crecs, by_conn, token_conn, cap_s, cpcap, spcap, pkt_r,
+                              decap, per_server)
+
+    summary = {
         "ok": all(c["ok"] for c in checks.values()),
         "run": run, "bed": state, "out": out,
         "params": {"family": a.family, "proto": a.proto, "connections": n,
@@ -722,6 +1060,145 @@ def analyse(a, run, state, out, crecs, srecs, deltas, cpcap, spcap):
         },
         "connections": conns,
     }
+    if dsr:
+        # the client / server views are merged with the return link: per-link numbers here
+        for name, cap, pk in (("client", cap_c, pkt_c), ("server", cap_s, pkt_s)):
+            t = cap["rst_links"].get(name, {"aborting": 0, "after_close": 0})
+            summary["links"][name].update(tcp_packets=len(pk), rst_after_close=t["after_close"])
+        summary["params"]["vip"] = a.vip
+        summary["params"]["target"] = list(target(a))
+        summary["links"]["server"]["decap_pcap"] = dpcap
+        summary["links"]["return"] = {
+            "pcap": rpcap, "tcp_packets": len(pkt_r), "rst": rst_r,
+            "rst_after_close": cap_c["rst_links"].get("return", {}).get("after_close", 0)}
+        summary["dsr"] = dsr_info
+        summary["ok"] = all(c["ok"] for c in checks.values())
+    return summary
+
+
+def dsr_checks(a, check, crecs, by_conn, token_conn, cap_s, cpcap, spcap, pkt_r, decap,
+               per_server):
+    """The DSR checks: replies bypass the gateway, every client -> VIP segment on the server
+    link is encapsulated as expected towards the server that owns its connection, and the
+    owners' decapsulators counted that kind."""
+    fam = a.family
+    vip = target(a)[0]
+    want = encap_kind(a)
+    gue = want.startswith("gue")
+
+    # (a) the return path: nothing from a VIP on the client link (any protocol), no plain
+    # segment from the VIP on the server link, the replies on the return link.
+    icmp_c, from_vip_c = ip_packets_from(cpcap, ALL_VIPS)
+    from_vip_s = sum(ip_packets_from(spcap, {vip}))
+    from_vip_r = sum(1 for p in pkt_r if p["src"] == vip)
+    check("dsr_bypass", from_vip_c == 0 and from_vip_s == 0 and from_vip_r > 0,
+          "IP packets from a VIP: client link %d%s, server link %d (plain, from %s); TCP "
+          "segments from %s on the return link: %d"
+          % (from_vip_c, (" (+%d ICMP errors, the gateway's own)" % icmp_c) if icmp_c else "",
+             from_vip_s, vip, vip, from_vip_r))
+
+    # (b) encapsulation of every client -> VIP segment on the server link
+    local_conn = {tuple(c["local"]): c["conn"] for c in crecs if c.get("local")}
+    owner_addr = {name: addrs[0 if fam == 4 else 1] for name, addrs in SERVERS.items()}
+    problems = {}
+    captured = {s: 0 for s in SERVERS}
+    segs = subflows = unattributed = 0
+    unstable = []
+    hashes = set()
+    kinds = {}
+
+    def bad(what, n):
+        problems[what] = problems.get(what, 0) + n
+
+    for s in cap_s["sessions"]:
+        if s["server"] != [vip, SRV_PORT]:
+            continue
+        subflows += 1
+        conn = (token_conn.get(s["token"]) if s["kind"] == "join"
+                else local_conn.get(tuple(s["client"])))
+        owner = by_conn[conn]["server"] if conn in by_conn else None
+        flow_outer = set()
+        for (kind, osrc, odst, usport, ucsum, variant), n in s["encap"].items():
+            segs += n
+            kinds[kind or "plain"] = kinds.get(kind or "plain", 0) + n
+            if kind is None:
+                bad("not encapsulated", n)
+                continue
+            if kind != want:
+                bad("encapsulated as %s" % kind, n)
+                continue
+            srv = ADDR_SERVER.get(odst)
+            if srv in captured:
+                captured[srv] += n
+            if owner is None:
+                unattributed += n
+            elif odst != owner_addr[owner]:
+                bad("outer destination is not the owner", n)
+            flow_outer.add((osrc, usport))
+            if not gue:
+                if osrc != GW_SERVER_SIDE[fam]:
+                    bad("outer source is not %s" % GW_SERVER_SIDE[fam], n)
+                continue
+            a_src = ipaddress.ip_address(osrc)
+            net = GUE_SRC_NET[fam]
+            if a_src not in net or (fam == 4 and a_src in (net.network_address,
+                                                           net.broadcast_address)):
+                bad("outer source outside %s" % net, n)
+            if usport is None or not GUE_SPORTS[0] <= usport <= GUE_SPORTS[1]:
+                bad("UDP source port outside %d..%d" % GUE_SPORTS, n)
+            if ucsum != ("zero" if fam == 4 else "ok"):
+                bad("UDP checksum %s (expected %s)" % (ucsum, "0" if fam == 4 else "valid"), n)
+            if a.gue_variant != "any" and variant != int(a.gue_variant):
+                bad("GUE variant %s" % variant, n)
+        if len(flow_outer) > 1:
+            unstable.append("%s.%d" % tuple(s["client"]))
+        hashes |= flow_outer
+    if unstable:
+        bad("outer source / UDP port changes within a subflow", len(unstable))
+    spread = None
+    if gue:
+        srcs = {h[0] for h in hashes}
+        ports = {h[1] for h in hashes}
+        spread = {"subflows": subflows, "outer_sources": len(srcs), "udp_source_ports": len(ports)}
+        if subflows >= 4 and (len(srcs) < 2 or len(ports) < 2):
+            bad("outer source / UDP port not hashed (%d sources, %d ports over %d subflows)"
+                % (len(srcs), len(ports), subflows), 1)
+    check("dsr_encap", segs > 0 and not problems,
+          "%d client -> %s.%d segments on the server link in %d subflows: %s; expected %s to "
+          "the owner%s%s%s" % (
+              segs, vip, SRV_PORT, subflows, kinds, want,
+              ("; problems: %s" % problems) if problems else "",
+              ("; %d segments of subflows of no connection of this run" % unattributed)
+              if unattributed else "",
+              ("; hash spread: %d outer sources, %d UDP ports" % (spread["outer_sources"],
+                                                                   spread["udp_source_ports"]))
+              if spread else ""))
+
+    # (c) the decapsulators: the owners counted the expected kind, nobody anything else
+    dproblems = []
+    for s in SERVERS:
+        d = (decap or {}).get(s)
+        if d is None:
+            dproblems.append("%s: no counters" % s)
+            continue
+        per_server[s]["decap"] = d
+        others = {k: v for k, v in d.items() if k != want and v}
+        if others:
+            dproblems.append("%s: %s" % (s, others))
+        owns = per_server[s]["first_subflows"] > 0 or per_server[s]["join_syns_received"] > 0
+        if d[want] < captured[s] or (owns and d[want] == 0):
+            dproblems.append("%s: %s +%d < %d captured" % (s, want, d[want], captured[s]))
+    check("dsr_decap", not dproblems,
+          "decapsulator %s deltas (captured on the server link): %s%s" % (
+              want, ", ".join("%s +%s (%d)" % (s, ((decap or {}).get(s) or {}).get(want, "?"),
+                                               captured[s]) for s in SERVERS),
+              ("; problems: %s" % "; ".join(dproblems)) if dproblems else ""))
+    return {"vip": vip, "port": SRV_PORT, "encap": want, "segments": segs, "subflows": subflows,
+            "kinds": kinds, "captured_per_server": captured, "problems": problems,
+            "unattributed_segments": unattributed, "hash_spread": spread,
+            "from_vip": {"client_link": from_vip_c, "client_link_icmp_errors": icmp_c,
+                         "server_link": from_vip_s, "return_link": from_vip_r},
+            "decap": decap}
 
 
 def report(s):
@@ -730,6 +1207,10 @@ def report(s):
     w("\n== run %s  bed: %s  IPv%d %s  %d x %d KB  (%.1fs; artefacts in %s)\n"
       % (s["run"], s["bed"], p["family"], p["proto"], p["connections"], p["size_kb"],
          s["elapsed_s"], s["out"]))
+    if "dsr" in s:
+        d = s["dsr"]
+        w("  DSR %s: VIP %s port %d, %s expected on the server link, replies on the return link\n"
+          % (p["vip"], d["vip"], d["port"], d["encap"]))
     for r in s["connections"]:
         line = "  conn %2d %-22s -> %-5s digest=%s echo=%s" % (
             r["conn"], "%s.%s" % tuple(r["client"]) if r["client"] else "?",
@@ -754,8 +1235,18 @@ def report(s):
              ns["MPTcpExtMPCapableSYNRX"], ns["MPTcpExtMPJoinSynRx"], ns["MPTcpExtMPJoinAckRx"],
              ns["MPTcpExtMPJoinNoTokenFound"], ns["TcpOutRsts"]))
     lc, ls = s["links"]["client"], s["links"]["server"]
-    w("  RSTs: client link %d, server link %d (of which after both FINs: %d / %d)\n"
-      % (lc["rst"], ls["rst"], lc["rst_after_close"], ls["rst_after_close"]))
+    if "dsr" in s:
+        lr = s["links"]["return"]
+        w("  RSTs: client link %d, server link %d, return link %d (of which after both FINs: "
+          "%d / %d / %d)\n" % (lc["rst"], ls["rst"], lr["rst"], lc["rst_after_close"],
+                                ls["rst_after_close"], lr["rst_after_close"]))
+        w("  decapsulators: %s\n" % ", ".join(
+            "%s %s" % (name, " ".join("%s+%d" % (k, n) for k, n in (v.get("decap") or {}).items()
+                                      if n) or "+0")
+            for name, v in s["per_server"].items()))
+    else:
+        w("  RSTs: client link %d, server link %d (of which after both FINs: %d / %d)\n"
+          % (lc["rst"], ls["rst"], lc["rst_after_close"], ls["rst_after_close"]))
     for name, c in s["checks"].items():
         w("  [%s] %-18s %s\n" % ("PASS" if c["ok"] else "FAIL", name, c["detail"]))
     w("== %s\n" % ("PASS" if s["ok"] else "FAIL"))
@@ -770,6 +1261,12 @@ def main():
     ap.add_argument("-6", dest="family", action="store_const", const=6, help="IPv6")
     ap.add_argument("--family", type=int, choices=[4, 6], dest="family")
     ap.add_argument("--proto", choices=["mptcp", "tcp"], default="mptcp")
+    ap.add_argument("--vip", choices=["nat", "dsr-ipip", "dsr-gue"], default="nat",
+                    help="the VIP: nat (default: 10.90.100.10:80 / [fd90:100::10]:80), or a DSR "
+                         "VIP on port 8080: dsr-ipip (10.90.100.20 / fd90:100::20, IPIP / "
+                         "IPv6-in-IPv6) or dsr-gue (10.90.100.21 / fd90:100::21, GUE)")
+    ap.add_argument("--gue-variant", choices=["0", "1", "any"], default="0",
+                    help="GUE variant the dsr-gue checks expect (default 0)")
     ap.add_argument("-n", "--connections", type=int, default=24)
     ap.add_argument("--size-kb", type=int, default=256, help="payload per connection (KB)")
     ap.add_argument("--parallel", type=int, default=8, help="connections in flight at once")
