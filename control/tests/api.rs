@@ -153,6 +153,7 @@ impl Fake {
                 reloads_error: self.reloads_error,
                 pool_changes: self.pool_changes,
             },
+            ports: Vec::new(),
         }
     }
 

@@ -593,12 +593,37 @@ pub fn format_stats(st: &StatsView) -> String {
             let _ = writeln!(s, "  event {e} {n}");
         }
     }
+    for p in &st.ports {
+        let _ = write!(
+            s,
+            "port {}: rx {} tx {} tx_forwarded {} tx_replies {} tx_control {} tx_unsent {}",
+            p.name,
+            p.rx_packets,
+            p.tx_packets,
+            p.tx_forwarded,
+            p.tx_replies,
+            p.tx_control,
+            p.tx_unsent
+        );
+        if let Some(d) = p.device {
+            let _ = write!(
+                s,
+                " device_rx {} device_tx {} rx_missed {} rx_errors {} tx_errors {} rx_nombuf {}",
+                d.rx_packets, d.tx_packets, d.rx_missed, d.rx_errors, d.tx_errors, d.rx_nombuf
+            );
+        }
+        let _ = writeln!(s);
+    }
     for v in &st.vips {
-        let _ = writeln!(
+        let _ = write!(
             s,
             "vip {}: packets {} bytes {} new_conns {} joins {}",
             v.name, v.packets, v.bytes, v.new_conns, v.joins
         );
+        if let (Some(p), Some(b)) = (v.to_client_packets, v.to_client_bytes) {
+            let _ = write!(s, " to_client_packets {p} to_client_bytes {b}");
+        }
+        let _ = writeln!(s);
     }
     for b in &st.backends {
         let _ = write!(

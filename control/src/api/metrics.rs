@@ -28,6 +28,9 @@
 //! | `trapeze_backend_weight` | gauge | `backend` |
 //! | `trapeze_backend_active_flows` | gauge (when the daemon counts them) | `backend` |
 //! | `trapeze_backend_info` | gauge (always 1: membership) | `backend`, `vip` |
+//! | `trapeze_port_rx_packets_total`, `_tx_packets_total`, `_tx_unsent_total` | counter | `port` |
+//! | `trapeze_port_tx_staged_total` | counter | `port`, `kind` (`forward`, `reply`, `control`) |
+//! | `trapeze_port_device_rx_packets_total`, `_tx_packets_total`, `_rx_bytes_total`, `_tx_bytes_total`, `_rx_missed_total`, `_rx_errors_total`, `_tx_errors_total`, `_rx_nombuf_total` | counter (when the device reports them) | `port` |
 //! | `trapeze_tokens` | gauge | |
 //! | `trapeze_token_capacity` | gauge | |
 //! | `trapeze_token_collisions_total` | counter | |
@@ -50,8 +53,8 @@ use trapeze_core::pipeline::{BackendCounters, DropReason, Event, VipCounters, Wo
 use trapeze_core::pool::{BackendId, ForwardingMode, PoolSnapshot, PortId, VipId};
 
 use super::types::{
-    BackendView, ControlStatsView, DsrBody, Mode, State, StatsView, TokenStatsView, TrafficView,
-    VipView, WorkerStatsView,
+    BackendView, ControlStatsView, DsrBody, Mode, PortStatsView, State, StatsView, TokenStatsView,
+    TrafficView, VipView, WorkerStatsView,
 };
 
 /// Content type of [`render`]'s output for Prometheus' classic text format (the output is
@@ -125,6 +128,8 @@ pub struct MetricsInput {
     pub tokens: TokenSample,
     /// Control-plane counters.
     pub control: ControlStatsView,
+    /// Per dataplane port, in port order (empty when the daemon does not count them).
+    pub ports: Vec<PortStatsView>,
 }
 
 impl MetricsInput {
@@ -170,6 +175,7 @@ impl MetricsInput {
             backends,
             tokens,
             control,
+            ports: Vec::new(),
         }
     }
 
@@ -289,6 +295,7 @@ impl MetricsInput {
             backends,
             tokens: self.token_view(),
             control: self.control,
+            ports: self.ports.clone(),
         }
     }
 }
@@ -571,6 +578,8 @@ fn families(input: &MetricsInput) -> Vec<Family> {
     }
     out.extend([bp, bb, bn, bj, bs, bw, ba, bi]);
 
+    out.extend(port_families(&input.ports));
+
     let tv = input.token_view();
     out.push(
         Family::gauge("trapeze_tokens", "MPTCP tokens in the token table.")
@@ -621,6 +630,79 @@ fn families(input: &MetricsInput) -> Vec<Family> {
     out
 }
 
+fn port_families(ports: &[PortStatsView]) -> Vec<Family> {
+    let mut rx = Family::counter("trapeze_port_rx_packets", "Frames the workers received.");
+    let mut tx = Family::counter(
+        "trapeze_port_tx_packets",
+        "Frames the device accepted for transmission.",
+    );
+    let mut unsent = Family::counter(
+        "trapeze_port_tx_unsent",
+        "Frames the device did not accept (freed).",
+    );
+    let mut staged = Family::counter(
+        "trapeze_port_tx_staged",
+        "Frames staged for transmission, by kind: forward (traffic passed on), reply (ARP/NDP, \
+         echo, ICMP errors the pipeline generated), control (ARP/NDP requests, health probes).",
+    );
+    let mut dev = [
+        Family::counter("trapeze_port_device_rx_packets", "Device: frames received."),
+        Family::counter("trapeze_port_device_tx_packets", "Device: frames sent."),
+        Family::counter("trapeze_port_device_rx_bytes", "Device: bytes received."),
+        Family::counter("trapeze_port_device_tx_bytes", "Device: bytes sent."),
+        Family::counter(
+            "trapeze_port_device_rx_missed",
+            "Device: frames dropped because the RX queues were full.",
+        ),
+        Family::counter(
+            "trapeze_port_device_rx_errors",
+            "Device: erroneous frames received.",
+        ),
+        Family::counter(
+            "trapeze_port_device_tx_errors",
+            "Device: failed transmissions.",
+        ),
+        Family::counter(
+            "trapeze_port_device_rx_nombuf",
+            "Device: RX mbuf allocation failures.",
+        ),
+    ];
+    for p in ports {
+        let l = || vec![("port", p.name.clone())];
+        rx.push(l(), p.rx_packets);
+        tx.push(l(), p.tx_packets);
+        unsent.push(l(), p.tx_unsent);
+        for (kind, v) in [
+            ("forward", p.tx_forwarded),
+            ("reply", p.tx_replies),
+            ("control", p.tx_control),
+        ] {
+            staged.push(
+                vec![("port", p.name.clone()), ("kind", kind.to_string())],
+                v,
+            );
+        }
+        if let Some(d) = p.device {
+            let values = [
+                d.rx_packets,
+                d.tx_packets,
+                d.rx_bytes,
+                d.tx_bytes,
+                d.rx_missed,
+                d.rx_errors,
+                d.tx_errors,
+                d.rx_nombuf,
+            ];
+            for (f, v) in dev.iter_mut().zip(values) {
+                f.push(l(), v);
+            }
+        }
+    }
+    let mut out = vec![rx, tx, unsent, staged];
+    out.extend(dev);
+    out
+}
+
 /// Renders the metrics as OpenMetrics text (also read by Prometheus as its classic text format;
 /// see [`CONTENT_TYPE_TEXT`] and [`CONTENT_TYPE_OPENMETRICS`]). The output ends in `# EOF`.
 pub fn render(input: &MetricsInput) -> String {
@@ -664,5 +746,39 @@ mod tests {
         assert!(t.contains("\ntrapeze_tokens 4\n"), "{t}");
         assert!(t.contains("# TYPE trapeze_token_collisions counter\n"));
         assert!(t.ends_with("# EOF\n"));
+    }
+
+    #[test]
+    fn renders_ports_by_kind_and_device() {
+        let input = MetricsInput {
+            ports: vec![PortStatsView {
+                name: "client".into(),
+                rx_packets: 10,
+                tx_packets: 7,
+                tx_unsent: 1,
+                tx_forwarded: 5,
+                tx_replies: 2,
+                tx_control: 1,
+                device: Some(super::super::types::DeviceStatsView {
+                    rx_missed: 3,
+                    ..Default::default()
+                }),
+            }],
+            ..Default::default()
+        };
+        let t = render(&input);
+        for line in [
+            "trapeze_port_rx_packets_total{port=\"client\"} 10\n",
+            "trapeze_port_tx_packets_total{port=\"client\"} 7\n",
+            "trapeze_port_tx_unsent_total{port=\"client\"} 1\n",
+            "trapeze_port_tx_staged_total{port=\"client\",kind=\"forward\"} 5\n",
+            "trapeze_port_tx_staged_total{port=\"client\",kind=\"reply\"} 2\n",
+            "trapeze_port_tx_staged_total{port=\"client\",kind=\"control\"} 1\n",
+            "trapeze_port_device_rx_missed_total{port=\"client\"} 3\n",
+        ] {
+            assert!(t.contains(line), "{line} missing from:\n{t}");
+        }
+        let v = input.stats_view();
+        assert_eq!(v.ports, input.ports);
     }
 }

@@ -562,6 +562,60 @@ pub struct StatsView {
     pub tokens: TokenStatsView,
     /// Control plane.
     pub control: ControlStatsView,
+    /// Per dataplane port, in port order.
+    #[serde(default)]
+    pub ports: Vec<PortStatsView>,
+}
+
+/// A dataplane port's counters in `GET /stats`: what the workers did with it (summed over the
+/// workers), and the device's own counters.
+///
+/// Every frame staged for transmission is one of `tx_forwarded` (client or server traffic the
+/// gateway passes on: NAT in both directions, DSR tunnels), `tx_replies` (answers the pipeline
+/// generates: ARP/NDP, echo replies, ICMP errors) or `tx_control` (frames of the control thread:
+/// ARP/NDP requests, health probes); each then ends in `tx_packets` (the device took it) or
+/// `tx_unsent` (it did not; freed). For a client port that only DSR VIPs use, `tx_forwarded`
+/// stays 0: the servers answer the clients directly.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct PortStatsView {
+    /// Name (`[[ports]].name`).
+    pub name: String,
+    /// Frames the workers received from it.
+    pub rx_packets: u64,
+    /// Frames the device accepted for transmission.
+    pub tx_packets: u64,
+    /// Frames the device did not accept (freed).
+    pub tx_unsent: u64,
+    /// Staged: traffic passed on.
+    pub tx_forwarded: u64,
+    /// Staged: the pipeline's own replies.
+    pub tx_replies: u64,
+    /// Staged: the control thread's frames.
+    pub tx_control: u64,
+    /// The device's counters (`rte_eth_stats`), when it reports them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub device: Option<DeviceStatsView>,
+}
+
+/// A device's own counters (`rte_eth_stats_get`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct DeviceStatsView {
+    /// Frames received.
+    pub rx_packets: u64,
+    /// Frames sent.
+    pub tx_packets: u64,
+    /// Bytes received.
+    pub rx_bytes: u64,
+    /// Bytes sent.
+    pub tx_bytes: u64,
+    /// Frames the device dropped because the RX queues were full (polled too slowly).
+    pub rx_missed: u64,
+    /// Erroneous frames received.
+    pub rx_errors: u64,
+    /// Failed transmissions.
+    pub tx_errors: u64,
+    /// RX mbuf allocation failures (the mempool ran dry).
+    pub rx_nombuf: u64,
 }
 
 /// The outcome of the last reload.

@@ -7,21 +7,23 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use trapeze_control::api::types::Mode;
 use trapeze_control::api::{
-    self, ControlStatsView, MetricsInput, ReloadReport, RemoveMode, Request, Response, StatusView,
-    TokenSample, WorkerSample,
+    self, ControlStatsView, DeviceStatsView, MetricsInput, PortStatsView, ReloadReport, RemoveMode,
+    Request, Response, StatusView, TokenSample, WorkerSample,
 };
 use trapeze_core::pipeline::Shared;
 use trapeze_core::pool::{BackendState, PortId};
+use trapeze_dpdk::Port;
 
 use crate::control::{ControlPlane, NewBackend, NewVip, Refused};
 use crate::publish::Published;
-use crate::worker::StatsBoard;
+use crate::worker::{IoStats, StatsBoard};
 
 /// What a request needs besides the control plane.
 pub(crate) struct Env<'a> {
     pub(crate) published: &'a Published,
     pub(crate) shared: &'a Shared,
     pub(crate) board: &'a StatsBoard,
+    pub(crate) ports: &'a [Port<'a>],
 }
 
 fn refused(r: Refused) -> Response {
@@ -62,6 +64,7 @@ fn metrics_input(cp: &ControlPlane, env: &Env<'_>) -> MetricsInput {
         pool_changes: cp.counters.pool_changes,
     };
     let mut input = MetricsInput::from_pool(&env.published.load(), workers, tokens, control);
+    input.ports = port_views(cp, env);
     // Active flows per backend: the workers' gauges, summed.
     for b in &mut input.backends {
         let i = b.id.0 as usize;
@@ -75,6 +78,45 @@ fn metrics_input(cp: &ControlPlane, env: &Env<'_>) -> MetricsInput {
         );
     }
     input
+}
+
+/// The ports' counters: the workers' per-port counters summed, and the devices' own.
+fn port_views(cp: &ControlPlane, env: &Env<'_>) -> Vec<PortStatsView> {
+    let mut io = IoStats::new(env.ports.len());
+    for s in &env.board.slots {
+        io.add(&s.lock().io);
+    }
+    env.ports
+        .iter()
+        .enumerate()
+        .map(|(i, p)| {
+            let c = io.ports.get(i).copied().unwrap_or_default();
+            PortStatsView {
+                name: cp
+                    .cfg
+                    .ports
+                    .get(i)
+                    .map(|p| p.name.clone())
+                    .unwrap_or_default(),
+                rx_packets: c.rx,
+                tx_packets: c.tx,
+                tx_unsent: c.tx_unsent,
+                tx_forwarded: c.forwarded,
+                tx_replies: c.replies,
+                tx_control: c.control,
+                device: p.stats().ok().map(|d| DeviceStatsView {
+                    rx_packets: d.ipackets,
+                    tx_packets: d.opackets,
+                    rx_bytes: d.ibytes,
+                    tx_bytes: d.obytes,
+                    rx_missed: d.imissed,
+                    rx_errors: d.ierrors,
+                    tx_errors: d.oerrors,
+                    rx_nombuf: d.rx_nombuf,
+                }),
+            }
+        })
+        .collect()
 }
 
 /// Answers one request.

@@ -83,6 +83,34 @@ pub(crate) fn run(mut cfg: GatewayConfig, args: &GatewaydArgs, log: &Log) -> Res
                 format!("ports[{}] ({}): device {:?}: {e}", p.id.0, p.name, p.device)
             }
         })?;
+        let mtu = match (p.mtu, kernel_interface(&cfg.eal_args, &p.device)) {
+            // An af_packet / af_xdp port sends through a kernel interface, whose MTU is the one
+            // that counts (and DPDK 22.11's af_packet refuses MTUs above 1500 anyway): check
+            // it instead of asking DPDK to set it.
+            (Some(want), Some(iface)) => {
+                let have = std::fs::read_to_string(format!("/sys/class/net/{iface}/mtu"))
+                    .ok()
+                    .and_then(|t| t.trim().parse::<u16>().ok());
+                match have {
+                    Some(have) if have >= want => {
+                        log.info(format!(
+                            "port {} {}: mtu {want} (kernel interface {iface} has MTU {have})",
+                            p.id.0, p.name
+                        ));
+                        None
+                    }
+                    _ => {
+                        return Err(format!(
+                            "ports[{}] ({}): mtu {want}, but its kernel interface {iface} has                              MTU {}: raise it first (ip link set dev {iface} mtu {want})",
+                            p.id.0,
+                            p.name,
+                            have.map_or("unknown".to_string(), |h| h.to_string())
+                        ));
+                    }
+                }
+            }
+            (mtu, _) => mtu,
+        };
         let offloads = port
             .configure(
                 &PortConfig {
@@ -93,7 +121,7 @@ pub(crate) fn run(mut cfg: GatewayConfig, args: &GatewaydArgs, log: &Log) -> Res
                     rss: true,
                     rss_key: None,
                     checksum_offload: false,
-                    mtu: p.mtu,
+                    mtu,
                 },
                 pool,
             )
@@ -170,6 +198,7 @@ pub(crate) fn run(mut cfg: GatewayConfig, args: &GatewaydArgs, log: &Log) -> Res
     let probe_replies = ArrayQueue::new(1024);
     let board = StatsBoard::new(
         workers as usize,
+        ports.len(),
         cfg.worker.max_vips,
         cfg.worker.max_backends,
     );
@@ -329,6 +358,7 @@ pub(crate) fn run(mut cfg: GatewayConfig, args: &GatewaydArgs, log: &Log) -> Res
                     published: &published,
                     shared: &shared,
                     board: &board,
+                    ports: &ports,
                 };
                 let resp = crate::api::dispatch(&mut control, req, &env);
                 trapeze_control::api::answer(&reply, resp);
@@ -389,18 +419,14 @@ pub(crate) fn run(mut cfg: GatewayConfig, args: &GatewaydArgs, log: &Log) -> Res
 
     let cfg = &control.cfg;
     let mut total = WorkerStats::new(max_vips, max_backends);
-    let mut io_total = IoStats::default();
+    let mut io_total = IoStats::new(ports.len());
     let mut failed = Vec::new();
     for (i, r) in results.into_iter().enumerate() {
         match r {
             Ok((w, io)) => {
                 print_worker(i, &w, &io);
                 total.merge(&w.stats);
-                io_total.rx += io.rx;
-                io_total.tx += io.tx;
-                io_total.tx_unsent += io.tx_unsent;
-                io_total.multiseg += io.multiseg;
-                io_total.handoff_full += io.handoff_full;
+                io_total.add(&io);
             }
             Err(e) => failed.push(format!("worker {i}: {e}")),
         }
@@ -418,6 +444,29 @@ fn fmt_mac(m: &[u8; 6]) -> String {
         "{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}",
         m[0], m[1], m[2], m[3], m[4], m[5]
     )
+}
+
+/// The kernel interface behind an af_packet or af_xdp virtual device: the `iface=` of its
+/// `--vdev` argument.
+fn kernel_interface(eal_args: &[String], device: &str) -> Option<String> {
+    let mut args = eal_args.iter();
+    while let Some(a) = args.next() {
+        let spec = match a.strip_prefix("--vdev=") {
+            Some(spec) => spec,
+            None if a == "--vdev" => args.next()?,
+            None => continue,
+        };
+        let mut parts = spec.split(',');
+        let name = parts.next()?;
+        if name != device || !(name.starts_with("net_af_packet") || name.starts_with("net_af_xdp"))
+        {
+            continue;
+        }
+        return parts
+            .find_map(|kv| kv.strip_prefix("iface="))
+            .map(str::to_string);
+    }
+    None
 }
 
 fn print_worker(i: usize, w: &Worker, io: &IoStats) {
@@ -474,11 +523,47 @@ fn print_totals(
     }
     println!("tokens {}", shared.tokens.len());
     for (i, p) in ports.iter().enumerate() {
-        if let Ok(st) = p.stats() {
-            println!(
-                "port {i}: ipackets {} opackets {} imissed {} ierrors {} oerrors {} rx_nombuf {}",
+        let c = io.ports.get(i).copied().unwrap_or_default();
+        let name = cfg.ports.get(i).map_or("?", |p| p.name.as_str());
+        print!(
+            "port {i} {name}: rx {} tx {} tx_forwarded {} tx_replies {} tx_control {} tx_unsent {}",
+            c.rx, c.tx, c.forwarded, c.replies, c.control, c.tx_unsent
+        );
+        match p.stats() {
+            Ok(st) => println!(
+                " ipackets {} opackets {} imissed {} ierrors {} oerrors {} rx_nombuf {}",
                 st.ipackets, st.opackets, st.imissed, st.ierrors, st.oerrors, st.rx_nombuf
-            );
+            ),
+            Err(_) => println!(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::kernel_interface;
+
+    #[test]
+    fn kernel_interface_of_af_packet_and_af_xdp_vdevs_only() {
+        let args: Vec<String> = [
+            "--no-pci",
+            "--vdev=net_af_packet0,iface=gw-c,qpairs=1",
+            "--vdev",
+            "net_af_xdp1,iface=gw-s",
+            "--vdev=net_memif0,role=server,socket=/run/m.sock",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        assert_eq!(
+            kernel_interface(&args, "net_af_packet0").as_deref(),
+            Some("gw-c")
+        );
+        assert_eq!(
+            kernel_interface(&args, "net_af_xdp1").as_deref(),
+            Some("gw-s")
+        );
+        assert_eq!(kernel_interface(&args, "net_memif0"), None);
+        assert_eq!(kernel_interface(&args, "net_af_packet9"), None);
     }
 }

@@ -66,7 +66,7 @@ pub(crate) struct StatsBoard {
 }
 
 impl StatsBoard {
-    pub(crate) fn new(workers: usize, max_vips: usize, max_backends: usize) -> Self {
+    pub(crate) fn new(workers: usize, ports: usize, max_vips: usize, max_backends: usize) -> Self {
         Self {
             slots: (0..workers)
                 .map(|_| {
@@ -74,7 +74,7 @@ impl StatsBoard {
                         stats: WorkerStats::new(max_vips, max_backends),
                         flows: 0,
                         flow_capacity: 0,
-                        io: IoStats::default(),
+                        io: IoStats::new(ports),
                     })
                 })
                 .collect(),
@@ -83,7 +83,7 @@ impl StatsBoard {
 }
 
 /// I/O counters of the worker loop itself (the pipeline's are in `Worker::stats`).
-#[derive(Debug, Default, Clone, Copy)]
+#[derive(Debug, Default, Clone)]
 pub(crate) struct IoStats {
     /// Frames received.
     pub(crate) rx: u64,
@@ -95,6 +95,69 @@ pub(crate) struct IoStats {
     pub(crate) multiseg: u64,
     /// Handoffs dropped because the owner's inbox was full.
     pub(crate) handoff_full: u64,
+    /// Per port (sized once at start: nothing grows on the packet path).
+    pub(crate) ports: Vec<PortIo>,
+}
+
+impl IoStats {
+    pub(crate) fn new(ports: usize) -> Self {
+        Self {
+            ports: vec![PortIo::default(); ports],
+            ..Self::default()
+        }
+    }
+
+    /// Adds `o` (another worker's) to these.
+    pub(crate) fn add(&mut self, o: &IoStats) {
+        self.rx += o.rx;
+        self.tx += o.tx;
+        self.tx_unsent += o.tx_unsent;
+        self.multiseg += o.multiseg;
+        self.handoff_full += o.handoff_full;
+        if self.ports.len() < o.ports.len() {
+            self.ports.resize(o.ports.len(), PortIo::default());
+        }
+        for (a, b) in self.ports.iter_mut().zip(&o.ports) {
+            a.add(b);
+        }
+    }
+}
+
+/// One port's I/O counters in one worker. Every staged frame is `forwarded`, `replies` or
+/// `control`, and ends in `tx` or `tx_unsent`.
+#[derive(Debug, Default, Clone, Copy)]
+pub(crate) struct PortIo {
+    /// Frames received.
+    pub(crate) rx: u64,
+    /// Frames the device took.
+    pub(crate) tx: u64,
+    /// Frames the device did not take (freed).
+    pub(crate) tx_unsent: u64,
+    /// Staged: `Verdict::Forward`.
+    pub(crate) forwarded: u64,
+    /// Staged: `Verdict::Reply`.
+    pub(crate) replies: u64,
+    /// Staged: the control thread's frames.
+    pub(crate) control: u64,
+}
+
+impl PortIo {
+    fn add(&mut self, o: &PortIo) {
+        self.rx += o.rx;
+        self.tx += o.tx;
+        self.tx_unsent += o.tx_unsent;
+        self.forwarded += o.forwarded;
+        self.replies += o.replies;
+        self.control += o.control;
+    }
+}
+
+/// What a staged frame is, for the per-port counters.
+#[derive(Debug, Clone, Copy)]
+enum TxKind {
+    Forward,
+    Reply,
+    Control,
 }
 
 /// Empty polls in a row after which the worker yields its CPU on each further empty poll.
@@ -132,7 +195,7 @@ pub(crate) fn run(
         hz: lcore::tsc_hz(),
     };
     let mut reader = Reader::new(cx.published);
-    let mut io = IoStats::default();
+    let mut io = IoStats::new(cx.ports.len());
     let mut rx = MbufBurst::new();
     let mut tx: Vec<MbufBurst<'_>> = cx.ports.iter().map(|_| MbufBurst::new()).collect();
     let mut frames: Vec<MbufFrame<'_>> = Vec::with_capacity(BURST);
@@ -160,7 +223,7 @@ pub(crate) fn run(
                 let Some((port, m)) = cx.control_tx.pop() else {
                     break;
                 };
-                push_tx(&mut tx, &mut txq, port, m, &mut io);
+                push_tx(&mut tx, &mut txq, port, m, TxKind::Control, &mut io);
             }
         }
 
@@ -172,6 +235,9 @@ pub(crate) fn run(
             }
             received += n;
             io.rx += n as u64;
+            if let Some(c) = io.ports.get_mut(pi) {
+                c.rx += n as u64;
+            }
             let port = PortId(pi as u8);
             frames.clear();
             for m in rx.drain() {
@@ -197,7 +263,7 @@ pub(crate) fn run(
         }
 
         for (pi, b) in tx.iter_mut().enumerate() {
-            flush(&mut txq[pi], b, &mut io);
+            flush(&mut txq[pi], b, pi, &mut io);
         }
 
         // Poll mode, with manners: after many empty polls in a row, give the CPU away (yield,
@@ -224,13 +290,13 @@ pub(crate) fn run(
                 p.stats.copy_from(&worker.stats);
                 p.flows = worker.flows.len();
                 p.flow_capacity = worker.flows.capacity();
-                p.io = io;
+                p.io.clone_from(&io); // reuses the slot's vector: no allocation
             }
         }
     }
     // Shutdown: flush what is staged, then drain the inbox (frees what others handed over).
     for (pi, b) in tx.iter_mut().enumerate() {
-        flush(&mut txq[pi], b, &mut io);
+        flush(&mut txq[pi], b, pi, &mut io);
     }
     while cx.inboxes[id as usize].pop().is_some() {}
     Ok((worker, io))
@@ -248,7 +314,8 @@ fn route<'e>(
     io: &mut IoStats,
 ) {
     match v {
-        Verdict::Forward { port } | Verdict::Reply { port } => push_tx(tx, txq, port, f.0, io),
+        Verdict::Forward { port } => push_tx(tx, txq, port, f.0, TxKind::Forward, io),
+        Verdict::Reply { port } => push_tx(tx, txq, port, f.0, TxKind::Reply, io),
         Verdict::Handoff { worker } => {
             if let Some(inbox) = cx.inboxes.get(worker as usize) {
                 if inbox.push((ingress, f.0)).is_err() {
@@ -274,26 +341,39 @@ fn push_tx<'e>(
     txq: &mut [TxQueue<'_>],
     port: PortId,
     m: Mbuf<'e>,
+    kind: TxKind,
     io: &mut IoStats,
 ) {
     let p = port.0 as usize;
     let (Some(b), Some(q)) = (tx.get_mut(p), txq.get_mut(p)) else {
         return; // unknown port: the mbuf is freed
     };
+    if let Some(c) = io.ports.get_mut(p) {
+        match kind {
+            TxKind::Forward => c.forwarded += 1,
+            TxKind::Reply => c.replies += 1,
+            TxKind::Control => c.control += 1,
+        }
+    }
     if let Err(m) = b.push(m) {
-        flush(q, b, io);
+        flush(q, b, p, io);
         let _ = b.push(m);
     }
 }
 
 /// Sends a staged burst; what the device does not take is freed and counted.
 #[inline]
-fn flush(q: &mut TxQueue<'_>, b: &mut MbufBurst<'_>, io: &mut IoStats) {
+fn flush(q: &mut TxQueue<'_>, b: &mut MbufBurst<'_>, port: usize, io: &mut IoStats) {
     if b.is_empty() {
         return;
     }
-    let sent = q.tx_burst(b);
-    io.tx += sent as u64;
-    io.tx_unsent += b.len() as u64;
+    let sent = q.tx_burst(b) as u64;
+    let unsent = b.len() as u64;
+    io.tx += sent;
+    io.tx_unsent += unsent;
+    if let Some(c) = io.ports.get_mut(port) {
+        c.tx += sent;
+        c.tx_unsent += unsent;
+    }
     b.clear();
 }

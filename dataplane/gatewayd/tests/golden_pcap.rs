@@ -402,9 +402,13 @@ fn replay(name: &str, port_mac: Option<&str>) -> Outcome {
     ] {
         assert_eq!(total.get(k), Some(&v), "{name}: total {k}\n{stdout}");
     }
-    let port0 = counters(&stdout, "port 0: ");
-    assert_eq!(port0.get("ipackets"), Some(&n), "{name}: {stdout}");
-    assert_eq!(port0.get("opackets"), Some(&n), "{name}: {stdout}");
+    let port0 = counters(&stdout, "port 0 arm: ");
+    for k in ["rx", "tx", "tx_forwarded", "ipackets", "opackets"] {
+        assert_eq!(port0.get(k), Some(&n), "{name}: port 0 {k}\n{stdout}");
+    }
+    for k in ["tx_replies", "tx_control", "tx_unsent"] {
+        assert_eq!(port0.get(k), Some(&0), "{name}: port 0 {k}\n{stdout}");
+    }
     assert!(
         !stdout.lines().any(|l| l.starts_with("drop ")),
         "{name}: {stdout}"
