@@ -48,7 +48,7 @@ TRAPEZE_NO_DPDK=1 CARGO_TARGET_DIR=target/no-dpdk cargo check --workspace --all-
 step "tests"
 cargo test --workspace --locked
 
-step "end to end: the daemon between real Linux MPTCP clients and servers (network namespaces), its control plane, the anycast experiment (short)"
+step "end to end: the daemon between real Linux MPTCP clients and servers (network namespaces), its control plane, DSR, the anycast experiment (short)"
 if [ "$(id -u)" -eq 0 ]; then
   missing=()
   for tool in tcpdump:tcpdump ethtool:ethtool nft:nftables ip:iproute2 flock:util-linux; do
@@ -60,6 +60,7 @@ if [ "$(id -u)" -eq 0 ]; then
   fi
   testbed/e2e.sh
   testbed/e2e-control.sh
+  testbed/e2e-dsr.sh
   testbed/anycast-compare.sh --short --build
 else
   echo "skipped: the end-to-end tests create network namespaces and need root" >&2

@@ -16,12 +16,14 @@
 #      (no packet from a VIP on the client link, every client -> VIP packet on the server link
 #      encapsulated as expected towards the owning server, the owners' decapsulators counted it);
 #   2. $N plain-TCP connections to dsr-gue4, spread over all three servers;
-#   3. GET /stats (trapezectl --json stats) before and after 1-2: printed; fails if a DSR VIP has a
-#      non-zero `to_client_packets` (when the field exists: nothing may be forwarded back towards
-#      clients for a DSR VIP), or if the client port's `tx_packets` (ports[] named "client",
-#      when it exists) grew by more than ARP/NDP answers explain (200 + 1% of the DSR VIPs'
-#      packets);
-#   4. one NAT run over IPv4 (the NAT VIPs keep working next to the DSR ones);
+#   3. GET /stats (trapezectl --json stats) before and after 1-2: the gateway's TX counters towards
+#      the clients prove the direct return: the client port's `tx_forwarded` stays 0 (only
+#      ARP/NDP, counted apart, leaves there), the DSR VIPs' `to_client_packets` stay 0, and the
+#      server port forwarded every DSR VIP packet;
+#   4. one NAT run over IPv4 next to the DSR VIPs, whose client-port `tx_forwarded` must grow;
+#   5. the daemon restarted with the server port's MTU at 1500 (no room for a tunnel header on a
+#      full-size packet): DSR MPTCP runs over IPv4 (IPIP) and IPv6 (GUE) still pass, and the
+#      gateway counts the ICMP fragmentation needed / packet too big it sent the clients;
 # then the daemon is stopped with SIGTERM: it must exit 0 and print its final counters.
 #
 # Usage (root; hugepages reserved as scripts/test.sh does, or the daemon's own fallback):
@@ -73,23 +75,26 @@ cleanup() {
 }
 trap cleanup EXIT
 
+# start_gateway [CONFIG [TAG]]: the daemon in tz-gw; its output in $OUT/TAG.out / .err.
 start_gateway() {
-  ip netns exec tz-gw "$BIN" --config "$CONFIG" --api "unix:$SOCK" >"$OUT/gw.out" 2>"$OUT/gw.err" &
+  local config=${1:-$CONFIG} tag=${2:-gw}
+  GW_OUT=$OUT/$tag.out GW_ERR=$OUT/$tag.err
+  ip netns exec tz-gw "$BIN" --config "$config" --api "unix:$SOCK" >"$GW_OUT" 2>"$GW_ERR" &
   GW_PID=$!
   for _ in $(seq 1 100); do
-    if grep -q "every backend is resolved" "$OUT/gw.err" 2>/dev/null; then
-      log "gateway up ($CONFIG): $(grep -c neighbour "$OUT/gw.err") backends resolved"
+    if grep -q "every backend is resolved" "$GW_ERR" 2>/dev/null; then
+      log "gateway up ($config): $(grep -c neighbour "$GW_ERR") backends resolved"
       return 0
     fi
     if ! kill -0 "$GW_PID" 2>/dev/null; then
       log "gateway exited during start-up:"
-      cat "$OUT/gw.err" >&2
+      cat "$GW_ERR" >&2
       return 1
     fi
     sleep 0.2
   done
   log "gateway did not resolve its backends in 20 s:"
-  cat "$OUT/gw.err" >&2
+  cat "$GW_ERR" >&2
   return 1
 }
 
@@ -108,6 +113,71 @@ run() {
   log "$tag: PASS ($(grep -E '^  decapsulators|^  RSTs' "$OUT/$tag.txt" | sed 's/^ *//' | paste -sd ';' -))"
 }
 
+# check_stats dsr|nat BEFORE AFTER: the gateway's own counters between two GET /stats.
+#  dsr: the DSR VIPs' `to_client_packets` stay 0, and the client port's `tx_forwarded` does not
+#       grow: nothing but ARP/NDP (`tx_replies`, `tx_control`) leaves towards the clients, while
+#       the server port forwarded at least every DSR VIP packet (the tunnels);
+#  nat: the same counter does grow for a NAT VIP (so the DSR zero is not a dead counter).
+check_stats() {
+  python3 - "$@" <<'PY'
+import json, sys
+
+mode, before, after = sys.argv[1], json.load(open(sys.argv[2])), json.load(open(sys.argv[3]))
+DSR = ("dsr-ipip4", "dsr-ipip6", "dsr-gue4", "dsr-gue6")
+fail = []
+
+
+def by_name(d, key):
+    return {x.get("name"): x for x in d.get(key) or [] if isinstance(x, dict)}
+
+
+def delta(a, b, k):
+    return a.get(k, 0) - b.get(k, 0)
+
+
+vb, va = by_name(before, "vips"), by_name(after, "vips")
+vip_packets = 0
+for name, v in sorted(va.items()):
+    b = vb.get(name, {})
+    d = {k: delta(v, b, k) for k in ("packets", "new_conns", "joins", "to_client_packets")}
+    if not any(d.values()):
+        continue
+    print("    vip %-10s %s" % (name, " ".join("%s +%d" % kv for kv in d.items())),
+          file=sys.stderr)
+    if name in DSR:
+        vip_packets += d["packets"]
+        if v.get("to_client_packets", 0):
+            fail.append("%s: to_client_packets %d (a DSR VIP forwards nothing back to clients)"
+                        % (name, v["to_client_packets"]))
+pb, pa = by_name(before, "ports"), by_name(after, "ports")
+if "client" not in pa or "server" not in pa:
+    fail.append("GET /stats has no ports[] named client and server: %s" % sorted(pa))
+else:
+    for name in ("client", "server"):
+        d = {k: delta(pa[name], pb.get(name, {}), k)
+             for k in ("rx_packets", "tx_packets", "tx_forwarded", "tx_replies", "tx_control",
+                       "tx_unsent")}
+        dev = pa[name].get("device") or {}
+        print("    port %-6s %s | device rx_missed %s tx_errors %s" % (
+            name, " ".join("%s +%d" % kv for kv in d.items()), dev.get("rx_missed"),
+            dev.get("tx_errors")), file=sys.stderr)
+    c = {k: delta(pa["client"], pb.get("client", {}), k) for k in ("tx_forwarded", "rx_packets")}
+    s = delta(pa["server"], pb.get("server", {}), "tx_forwarded")
+    if mode == "dsr":
+        if c["tx_forwarded"] != 0:
+            fail.append("port client: tx_forwarded +%d while only DSR VIPs carried traffic "
+                        "(must be 0: the servers answer the clients directly)" % c["tx_forwarded"])
+        if vip_packets == 0 or s < vip_packets:
+            fail.append("port server: tx_forwarded +%d < the DSR VIPs' packets +%d"
+                        % (s, vip_packets))
+    elif c["tx_forwarded"] == 0:
+        fail.append("port client: tx_forwarded did not grow during a NAT run (dead counter?)")
+for f in fail:
+    print("    FAIL " + f, file=sys.stderr)
+sys.exit(1 if fail else 0)
+PY
+}
+
 testbed/netns.sh up >&2
 start_gateway
 "$CTL" --api "unix:$SOCK" list >&2 || true
@@ -121,69 +191,53 @@ run v4-gue-tcp -4 --vip dsr-gue --proto tcp -n "$N" --require-all-servers
 stats "$OUT/stats-dsr.json"
 
 log "gateway counters for the DSR runs (GET /stats):"
-python3 - "$OUT/stats-before.json" "$OUT/stats-dsr.json" <<'PY'
-import json, sys
-
-before, after = (json.load(open(p)) for p in sys.argv[1:3])
-DSR = ("dsr-ipip4", "dsr-ipip6", "dsr-gue4", "dsr-gue6")
-fail = []
-
-
-def by_name(d, key):
-    return {x.get("name"): x for x in d.get(key) or [] if isinstance(x, dict)}
-
-
-vb, va = by_name(before, "vips"), by_name(after, "vips")
-dsr_packets = 0
-for name in DSR:
-    v = va.get(name)
-    if v is None:
-        print("    %-10s not in /stats vips[] (names: %s)" % (name, sorted(va)), file=sys.stderr)
-        continue
-    b = vb.get(name, {})
-    delta = {k: v.get(k, 0) - b.get(k, 0) for k in ("packets", "new_conns", "joins")
-             if isinstance(v.get(k), int)}
-    dsr_packets += delta.get("packets", 0)
-    tc = v.get("to_client_packets")
-    print("    %-10s %s to_client_packets=%s" % (
-        name, " ".join("%s+%d" % kv for kv in delta.items()),
-        "absent" if tc is None else tc), file=sys.stderr)
-    if tc:
-        fail.append("%s: to_client_packets %s (a DSR VIP must forward nothing back to clients)"
-                    % (name, tc))
-for name, v in sorted(va.items()):
-    if name not in DSR and "to_client_packets" in v:
-        print("    %-10s (NAT) to_client_packets=%s" % (name, v["to_client_packets"]),
-              file=sys.stderr)
-pb, pa = by_name(before, "ports"), by_name(after, "ports")
-if "client" in pa and isinstance(pa["client"].get("tx_packets"), int):
-    grew = pa["client"]["tx_packets"] - pb.get("client", {}).get("tx_packets", 0)
-    limit = 200 + dsr_packets // 100
-    print("    port client: tx_packets +%d during the DSR runs (limit %d: ARP/NDP answers; "
-          "DSR VIPs' packets +%d)" % (grew, limit, dsr_packets), file=sys.stderr)
-    if grew > limit:
-        fail.append("port client: tx_packets +%d > %d while only DSR VIPs were used" % (grew, limit))
-else:
-    print("    port client: no ports[].tx_packets in /stats (not checked)", file=sys.stderr)
-for name, p in sorted(pa.items()):
-    if name != "client":
-        print("    port %s: %s" % (name, {k: v for k, v in p.items() if k != "name"}),
-              file=sys.stderr)
-for f in fail:
-    print("    FAIL " + f, file=sys.stderr)
-sys.exit(1 if fail else 0)
-PY
+check_stats dsr "$OUT/stats-before.json" "$OUT/stats-dsr.json"
 
 run v4-nat-mptcp -4 -n "$N"
 stats "$OUT/stats-after.json"
+log "gateway counters for the NAT run (GET /stats):"
+check_stats nat "$OUT/stats-dsr.json" "$OUT/stats-after.json"
 
-if ! stop_gateway; then
-  log "gateway did not exit cleanly on SIGTERM"
-  cat "$OUT/gw.err" >&2
-  exit 1
-fi
-log "gateway stopped cleanly; final counters:"
-sed 's/^/    /' "$OUT/gw.out" >&2
-grep -q '^total: ' "$OUT/gw.out"
+stop_clean() {
+  if ! stop_gateway; then
+    log "gateway did not exit cleanly on SIGTERM"
+    cat "$GW_ERR" >&2
+    exit 1
+  fi
+  log "gateway stopped cleanly; final counters:"
+  sed 's/^/    /' "$GW_OUT" >&2
+  grep -q '^total: ' "$GW_OUT"
+}
+stop_clean
+
+# 5. Path MTU: the same bed with the server port's MTU at 1500, so that a full-size client
+#    packet no longer fits in its tunnel. The gateway must answer with ICMP fragmentation needed
+#    (IPv4) / packet too big (IPv6) from its client-port address, the clients' kernels lower
+#    their path MTU towards the VIP, and every transfer still completes with no RST.
+MTU_CONFIG=$OUT/testbed-mtu1500.toml
+sed -E 's/^mtu = 1600$/mtu = 1500/' "$CONFIG" >"$MTU_CONFIG"
+grep -q '^mtu = 1500$' "$MTU_CONFIG" || { log "no 'mtu = 1600' line in $CONFIG to lower"; exit 1; }
+start_gateway "$MTU_CONFIG" gw-mtu1500
+stats "$OUT/stats-mtu-before.json"
+run v4-ipip-mptcp-mtu1500 -4 --vip dsr-ipip -n 8
+run v6-gue-mptcp-mtu1500 -6 --vip dsr-gue -n 8
+stats "$OUT/stats-mtu-after.json"
+log "gateway counters for the path-MTU runs (GET /stats):"
+check_stats dsr "$OUT/stats-mtu-before.json" "$OUT/stats-mtu-after.json"
+python3 - "$OUT/stats-mtu-after.json" <<'PY'
+import json, sys
+
+st = json.load(open(sys.argv[1]))
+sent = sum(w.get("events", {}).get("dsr_too_big_sent", 0) for w in st["workers"])
+refused = sum(w.get("drops", {}).get("dsr_too_big", 0) for w in st["workers"])
+replies = next(p["tx_replies"] for p in st["ports"] if p["name"] == "client")
+print("    dsr_too_big: %d refused, %d ICMP errors sent; client port tx_replies %d"
+      % (refused, sent, replies), file=sys.stderr)
+if sent == 0 or replies < sent:
+    print("    FAIL no ICMP fragmentation needed / packet too big went back to the clients",
+          file=sys.stderr)
+    sys.exit(1)
+PY
+stop_clean
 log "artefacts in $OUT"
-echo "e2e-dsr: 6 runs passed (4 DSR MPTCP, 1 DSR TCP, 1 NAT), gateway counters ok"
+echo "e2e-dsr: 8 runs passed (4 DSR MPTCP, 1 DSR TCP, 1 NAT, 2 DSR MPTCP at MTU 1500), gateway counters ok"
