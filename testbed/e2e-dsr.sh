@@ -21,6 +21,8 @@
 #      ARP/NDP, counted apart, leaves there), the DSR VIPs' `to_client_packets` stay 0, and the
 #      server port forwarded every DSR VIP packet;
 #   4. one NAT run over IPv4 next to the DSR VIPs, whose client-port `tx_forwarded` must grow;
+#      then dsr-gue4 is removed and added again with `trapezectl add-vip --dsr --encap gue ...`
+#      and one MPTCP run uses it at once (same checks);
 #   5. the daemon restarted with the server port's MTU at 1500 (no room for a tunnel header on a
 #      full-size packet): DSR MPTCP runs over IPv4 (IPIP) and IPv6 (GUE) still pass, and the
 #      gateway counts the ICMP fragmentation needed / packet too big it sent the clients;
@@ -198,6 +200,18 @@ stats "$OUT/stats-after.json"
 log "gateway counters for the NAT run (GET /stats):"
 check_stats nat "$OUT/stats-dsr.json" "$OUT/stats-after.json"
 
+# The operator's path: dsr-gue4 removed and created again through the API (trapezectl add-vip
+# --dsr), then used at once.
+"$CTL" --api "unix:$SOCK" remove-vip dsr-gue4 >&2
+"$CTL" --api "unix:$SOCK" add-vip dsr-gue4 10.90.100.21:8080 --backend srv1 --backend srv2 \
+  --backend srv3 --dsr --encap gue --gue-port 6080 --outer-source 10.91.1.0/24 >&2
+"$CTL" --api "unix:$SOCK" show dsr-gue4 >&2
+stats "$OUT/stats-api-before.json"
+run v4-gue-mptcp-api -4 --vip dsr-gue -n 8
+stats "$OUT/stats-api-after.json"
+log "gateway counters for the VIP added through the API (GET /stats):"
+check_stats dsr "$OUT/stats-api-before.json" "$OUT/stats-api-after.json"
+
 stop_clean() {
   if ! stop_gateway; then
     log "gateway did not exit cleanly on SIGTERM"
@@ -240,4 +254,4 @@ if sent == 0 or replies < sent:
 PY
 stop_clean
 log "artefacts in $OUT"
-echo "e2e-dsr: 8 runs passed (4 DSR MPTCP, 1 DSR TCP, 1 NAT, 2 DSR MPTCP at MTU 1500), gateway counters ok"
+echo "e2e-dsr: 9 runs passed (4 DSR MPTCP, 1 DSR TCP, 1 NAT, 1 DSR MPTCP on a VIP added by the API, 2 DSR MPTCP at MTU 1500), gateway counters ok"

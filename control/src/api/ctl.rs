@@ -7,6 +7,7 @@
 //!   list                                   VIPs and backends, like ipvsadm -Ln
 //!   show VIP                               one VIP
 //!   add-vip NAME ADDR:PORT [--backend B]... [--client-port PORT]
+//!           [--dsr [--encap ipip|gue] [--gue-port N] [--outer-source gateway|PREFIX]]
 //!   remove-vip NAME
 //!   add-backend VIP NAME [--ipv4 A] [--ipv6 A] --port P [--weight W] [--egress PORT] [--mac MAC]
 //!   remove-backend NAME [--hard]
@@ -33,7 +34,7 @@ use serde::de::DeserializeOwned;
 
 use super::server::DEFAULT_PORT;
 use super::types::{
-    AppliedBody, BackendBody, ErrorBody, Mode, StatsView, StatusView, VipBody, VipView,
+    AppliedBody, BackendBody, DsrBody, ErrorBody, Mode, StatsView, StatusView, VipBody, VipView,
 };
 
 /// Exit status of a successful command.
@@ -104,6 +105,20 @@ pub enum Cmd {
         /// Dataplane port where the clients arrive (default: the one the VIPs share).
         #[arg(long, value_name = "PORT")]
         client_port: Option<String>,
+        /// Direct server return: tunnel to the backends, which answer the clients directly
+        /// (default: NAT).
+        #[arg(long)]
+        dsr: bool,
+        /// DSR tunnel: `ipip` (default) or `gue`.
+        #[arg(long, requires = "dsr", value_name = "ipip|gue")]
+        encap: Option<String>,
+        /// DSR with GUE: the servers' GUE UDP port (default 6080).
+        #[arg(long, requires = "dsr", value_name = "N")]
+        gue_port: Option<u16>,
+        /// DSR outer source: `gateway` (default) or a prefix of the VIP's family to hash it
+        /// from per flow (so the servers' RSS spreads flows), e.g. 10.91.1.0/24.
+        #[arg(long, requires = "dsr", value_name = "gateway|PREFIX")]
+        outer_source: Option<String>,
         #[command(flatten)]
         v: IfVersion,
     },
@@ -434,6 +449,10 @@ pub fn request_of(cmd: &Cmd) -> (&'static str, String, Option<String>, Option<u6
             endpoint,
             backends,
             client_port,
+            dsr,
+            encap,
+            gue_port,
+            outer_source,
             v,
         } => {
             let body = VipBody {
@@ -441,8 +460,12 @@ pub fn request_of(cmd: &Cmd) -> (&'static str, String, Option<String>, Option<u6
                 address: endpoint.ip(),
                 port: endpoint.port(),
                 protocol: Default::default(),
-                mode: Default::default(),
-                dsr: None,
+                mode: if *dsr { Mode::Dsr } else { Mode::Nat },
+                dsr: dsr.then(|| DsrBody {
+                    encap: encap.clone(),
+                    gue_port: *gue_port,
+                    outer_source: outer_source.clone(),
+                }),
                 client_port: client_port.clone(),
                 backends: backends.clone(),
             };
@@ -838,5 +861,35 @@ mod tests {
         assert_eq!(v.port, 443);
         assert_eq!(v.backends, vec!["s1".to_string()]);
         assert!(CtlArgs::try_parse_from(["trapezectl", "add-vip", "web", "1.2.3.4"]).is_err());
+        assert_eq!(v.mode, Mode::Nat);
+        assert_eq!(v.dsr, None);
+        let (_, _, body, _) = p(&[
+            "add-vip",
+            "d",
+            "10.0.0.1:80",
+            "--dsr",
+            "--encap",
+            "gue",
+            "--gue-port",
+            "7000",
+            "--outer-source",
+            "10.1.0.0/24",
+        ]);
+        let v: VipBody = serde_json::from_str(&body.unwrap()).unwrap();
+        assert_eq!(v.mode, Mode::Dsr);
+        let d = v.dsr.unwrap();
+        assert_eq!(d.encap.as_deref(), Some("gue"));
+        assert_eq!(d.gue_port, Some(7000));
+        assert_eq!(d.outer_source.as_deref(), Some("10.1.0.0/24"));
+        // DSR settings without --dsr are a usage error, not silently ignored.
+        assert!(CtlArgs::try_parse_from([
+            "trapezectl",
+            "add-vip",
+            "d",
+            "10.0.0.1:80",
+            "--encap",
+            "gue"
+        ])
+        .is_err());
     }
 }
