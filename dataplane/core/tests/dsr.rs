@@ -17,6 +17,7 @@ use trapeze_wire::{checksum, ipv4, ipv6, tcp, udp};
 
 const SYN: u8 = 0x02;
 const ACK: u8 = 0x10;
+const RST: u8 = 0x04;
 const PSH_ACK: u8 = 0x18;
 
 const GUE: Encap = Encap::Gue { port: 6080 };
@@ -633,4 +634,57 @@ fn nat_return_packets_are_counted_per_vip() {
     assert_eq!((c.packets, c.to_client_packets), (1, 1));
     assert_eq!(c.to_client_bytes, (frame.len() - 14) as u64);
     let _ = tcp::HEADER_LEN;
+}
+
+/// Every flow entry that holds a token reference is counted once in its owner's subflows, also
+/// when a connection is seen again with the same keys and 5-tuple while one of its subflows is
+/// still open (a replayed trace, a client reusing a port): the token must not go with the old
+/// copy's last subflow while the new copy's first subflow still holds it.
+#[test]
+fn a_replayed_connection_keeps_its_token_references_balanced() {
+    for client in [c4(30), c6(30)] {
+        let mut g = Gw::new(dsr_pool(3, Encap::Ipip, OuterSource::Gateway), 1);
+        let key = 0x5eed;
+        let token = token_from_key(key);
+        let other = if client.is_ipv6() { c6(31) } else { c4(31) };
+        let subflows = |g: &Gw| {
+            g.shared
+                .tokens
+                .owners(token)
+                .as_slice()
+                .first()
+                .map_or(0, |o| o.subflows)
+        };
+        let rst = |g: &mut Gw, from: IpAddr, port: u16| {
+            let mut r = to_dsr_vip(from, port, RST);
+            r.seq = 9000;
+            g.send(&r.build());
+        };
+        let expire = |g: &mut Gw| {
+            g.now = Ticks(g.now.0 + 60_000_000_000);
+            g.workers[0].housekeeping(g.now, &g.shared, 1 << 16);
+        };
+        let b = dsr_handshake(&mut g, client, 41000, 0xc11e, key);
+        let routed = Verdict::Forward {
+            port: PortId(100 + b as u8),
+        };
+        assert_eq!(join(&mut g, other, 51000, token), routed);
+        let mut ack = to_dsr_vip(other, 51000, ACK);
+        ack.seq = 1;
+        ack.ack = 1;
+        g.send(&ack.build()); // the join is established
+        assert_eq!(subflows(&g), 2);
+        // The first subflow ends; the join holds the token.
+        rst(&mut g, client, 41000);
+        expire(&mut g);
+        assert_eq!(subflows(&g), 1);
+        // The same connection again on the first subflow's 5-tuple, same keys.
+        assert_eq!(dsr_handshake(&mut g, client, 41000, 0xc11e, key), b);
+        assert_eq!(subflows(&g), 2, "the new first subflow holds a reference");
+        // The old join ends: the new first subflow still holds the token, and joins follow.
+        rst(&mut g, other, 51000);
+        expire(&mut g);
+        assert_eq!(subflows(&g), 1);
+        assert_eq!(join(&mut g, other, 51001, token), routed);
+    }
 }

@@ -461,6 +461,55 @@ fn tokens_go_when_the_last_subflow_is_reclaimed() {
     assert_eq!(sim.events(Event::TokenReleased), 2);
 }
 
+/// The same connection seen again (same keys and first 5-tuple) while its join still holds the
+/// token: the new first subflow takes a reference of its own, so the token stays until both
+/// are gone, and a join of the new copy is routed after the old join ended.
+#[test]
+fn a_replayed_connection_keeps_its_token_while_its_new_first_subflow_lives() {
+    let mut sim = Sim::new(1, 3);
+    let server_key = 0x4321;
+    let token = token_from_key(server_key);
+    let subflows = |sim: &Sim| {
+        sim.shared
+            .tokens
+            .owners(token)
+            .as_slice()
+            .first()
+            .map_or(0, |o| o.subflows)
+    };
+    let (client, other) = (c4(62), c4(63));
+    let b = mptcp_handshake(&mut sim, client, 45000, server_key, 0x5678);
+    let join = |sim: &mut Sim, port: u16| {
+        let syn = TcpSpec::to_vip(other, port, SYN)
+            .with_mptcp(join_syn(token))
+            .build();
+        let (v, out, _) = sim.send(&syn, 0);
+        assert_eq!(v, Verdict::Forward { port: PortId(1) });
+        assert_eq!(backend_of(&parse_out(&out)), b);
+        let _ = sim.send(&TcpSpec::from_backend(b, other, port, SYNACK).build(), 1);
+        let _ = sim.send(&TcpSpec::to_vip(other, port, ACK).build(), 0);
+    };
+    let close = |sim: &mut Sim, c: IpAddr, p: u16| {
+        let _ = sim.send(&TcpSpec::to_vip(c, p, FIN_ACK).build(), 0);
+        let _ = sim.send(&TcpSpec::from_backend(b, c, p, FIN_ACK).build(), 1);
+        sim.now = sim.now + core::time::Duration::from_secs(60);
+        let _ = sim.workers[0].housekeeping(sim.now, &sim.shared, usize::MAX);
+    };
+    join(&mut sim, 46000);
+    assert_eq!(subflows(&sim), 2);
+    close(&mut sim, client, 45000);
+    assert_eq!(subflows(&sim), 1, "the join holds the token");
+    assert_eq!(
+        mptcp_handshake(&mut sim, client, 45000, server_key, 0x5678),
+        b
+    );
+    assert_eq!(subflows(&sim), 2, "the new first subflow holds a reference");
+    close(&mut sim, other, 46000);
+    assert_eq!(subflows(&sim), 1);
+    join(&mut sim, 46001);
+    assert_eq!(subflows(&sim), 2);
+}
+
 #[test]
 fn non_syn_without_state_follows_maglev_like_its_syn_did() {
     // A restarted gateway (fresh tables, same pool) sends mid-stream packets where the SYN went.
