@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 
 use crossbeam_queue::ArrayQueue;
 use trapeze_control::cli::GatewaydArgs;
+use trapeze_control::config::units::{eal_option_values, parse_core_list};
 use trapeze_control::config::GatewayConfig;
 use trapeze_core::pipeline::{DropReason, Event, Shared, Worker, WorkerStats};
 use trapeze_core::pool::{BackendId, PortId};
@@ -49,6 +50,9 @@ pub(crate) fn run(mut cfg: GatewayConfig, args: &GatewaydArgs, log: &Log) -> Res
         cfg.pool.vips.iter().flatten().count(),
         cfg.pool.backends.iter().flatten().count()
     ));
+    // Read before EAL init: EAL pins this (main) thread to the main lcore, and the affinity mask
+    // then holds that one CPU only.
+    let allowed = allowed_cpus();
     let eal = Eal::init(&cfg.eal_args).map_err(|e| format!("DPDK EAL: {e}"))?;
     let pool = Mempool::new(
         &eal,
@@ -215,17 +219,25 @@ pub(crate) fn run(mut cfg: GatewayConfig, args: &GatewaydArgs, log: &Log) -> Res
         board: &board,
         idle_sleep: Duration::from_micros(u64::from(cfg.workers.idle_sleep_us)),
     };
-    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get() as u32);
+    let defaults = default_worker_cpus(&cfg.eal_args, &allowed, workers);
     let placement: Vec<(trapeze_core::pipeline::WorkerConfig, Option<u32>)> = (0..workers)
         .map(|id| {
             let cpu = match &cfg.workers.lcores {
                 Some(l) => l.get(id as usize).copied(),
-                // Worker i on CPU i+1: CPU 0 keeps the control thread.
-                None => Some((u32::from(id) + 1) % cpus),
+                None => defaults.get(id as usize).copied(),
             };
             (cfg.worker_config(id), cpu)
         })
         .collect();
+    log.info(format!(
+        "workers on CPUs {:?}{}",
+        placement.iter().map(|p| p.1).collect::<Vec<_>>(),
+        if cfg.workers.lcores.is_some() {
+            " (workers.lcores)"
+        } else {
+            " (default: after the main lcore, which keeps the control thread)"
+        }
+    ));
     let (max_vips, max_backends) = (cfg.worker.max_vips, cfg.worker.max_backends);
     let mut control = ControlPlane::new(cfg, args.overrides(), args.config.clone());
     // The API thread: parses and forwards requests; a failure there never stops forwarding.
@@ -446,6 +458,41 @@ fn fmt_mac(m: &[u8; 6]) -> String {
     )
 }
 
+/// The CPUs the process may run on (`Cpus_allowed_list` of /proc/self/status), or 0..n from
+/// the available parallelism when that cannot be read.
+fn allowed_cpus() -> Vec<u32> {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|st| {
+            st.lines()
+                .find_map(|l| l.strip_prefix("Cpus_allowed_list:"))
+                .and_then(|v| parse_core_list(v.trim()))
+        })
+        .filter(|v| !v.is_empty())
+        .unwrap_or_else(|| {
+            let n = std::thread::available_parallelism().map_or(1, |n| n.get() as u32);
+            (0..n).collect()
+        })
+}
+
+/// Where workers run when `workers.lcores` is not set: the cores of EAL's `-l` list when it is
+/// a plain list, else the CPUs the process may use; the first of them is the main lcore (EAL
+/// pins the control thread there), and worker `i` takes the `(i + 1)`-th, wrapping around when
+/// there are more workers than cores.
+fn default_worker_cpus(eal_args: &[String], allowed: &[u32], workers: u16) -> Vec<u32> {
+    let listed = eal_option_values(eal_args, "--lcores", Some("-l"))
+        .last()
+        .and_then(|(_, v)| parse_core_list(v));
+    let cores = match listed {
+        Some(l) if !l.is_empty() => l,
+        _ if !allowed.is_empty() => allowed.to_vec(),
+        _ => vec![0],
+    };
+    (0..usize::from(workers))
+        .map(|i| cores[(i + 1) % cores.len()])
+        .collect()
+}
+
 /// The kernel interface behind an af_packet or af_xdp virtual device: the `iface=` of its
 /// `--vdev` argument.
 fn kernel_interface(eal_args: &[String], device: &str) -> Option<String> {
@@ -541,7 +588,26 @@ fn print_totals(
 
 #[cfg(test)]
 mod tests {
-    use super::kernel_interface;
+    use super::{default_worker_cpus, kernel_interface};
+
+    fn strings(v: &[&str]) -> Vec<String> {
+        v.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn default_workers_go_after_the_main_lcore() {
+        // No -l: the process's CPUs; CPU 0 keeps the control thread.
+        assert_eq!(default_worker_cpus(&[], &[0, 1], 1), [1]);
+        assert_eq!(default_worker_cpus(&[], &[0, 1], 2), [1, 0]);
+        assert_eq!(default_worker_cpus(&[], &[4, 6, 7], 2), [6, 7]);
+        // One CPU: everything shares it.
+        assert_eq!(default_worker_cpus(&[], &[3], 1), [3]);
+        // -l: its cores, the first being the main lcore.
+        let args = strings(&["--no-pci", "-l", "2-4"]);
+        assert_eq!(default_worker_cpus(&args, &[0, 1, 2, 3, 4], 2), [3, 4]);
+        let args = strings(&["-l3,5"]);
+        assert_eq!(default_worker_cpus(&args, &[0], 1), [5]);
+    }
 
     #[test]
     fn kernel_interface_of_af_packet_and_af_xdp_vdevs_only() {
