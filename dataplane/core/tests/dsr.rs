@@ -658,7 +658,7 @@ fn a_replayed_connection_keeps_its_token_references_balanced() {
         let rst = |g: &mut Gw, from: IpAddr, port: u16| {
             let mut r = to_dsr_vip(from, port, RST);
             r.seq = 9000;
-            g.send(&r.build());
+            let _ = g.send(&r.build());
         };
         let expire = |g: &mut Gw| {
             g.now = Ticks(g.now.0 + 60_000_000_000);
@@ -672,7 +672,7 @@ fn a_replayed_connection_keeps_its_token_references_balanced() {
         let mut ack = to_dsr_vip(other, 51000, ACK);
         ack.seq = 1;
         ack.ack = 1;
-        g.send(&ack.build()); // the join is established
+        let _ = g.send(&ack.build()); // the join is established
         assert_eq!(subflows(&g), 2);
         // The first subflow ends; the join holds the token.
         rst(&mut g, client, 41000);
