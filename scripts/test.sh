@@ -69,8 +69,9 @@ fi
 step "docs"
 RUSTDOCFLAGS=-Dwarnings cargo doc --workspace --no-deps --locked --quiet
 
-step "benches compile"
+step "benches compile; the pktgen traces are what make_traces.py makes from the captures"
 cargo bench --workspace --no-run --locked --quiet
+python3 benches/pktgen/make_traces.py --check >/dev/null
 
 echo
 echo "all checks passed"

@@ -40,8 +40,12 @@ fn edit(from: &str, to: &str) -> String {
 #[test]
 fn every_shipped_config_loads_and_builds() {
     let mut n = 0;
-    for entry in std::fs::read_dir(configs_dir()).unwrap() {
-        let path = entry.unwrap().path();
+    let benches = configs_dir().join("../benches/pktgen");
+    let files = [configs_dir(), benches]
+        .into_iter()
+        .flat_map(|d| std::fs::read_dir(d).unwrap())
+        .map(|e| e.unwrap().path());
+    for path in files {
         if path.extension().is_some_and(|e| e == "toml") {
             let cfg = config::load(&path, &Overrides::default())
                 .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
@@ -52,8 +56,8 @@ fn every_shipped_config_loads_and_builds() {
         }
     }
     assert!(
-        n >= 2,
-        "configs/testbed.toml and configs/example.toml at least"
+        n >= 3,
+        "configs/testbed.toml, configs/example.toml and benches/pktgen/gateway-memif.toml at least"
     );
 }
 
