@@ -150,6 +150,14 @@ pub fn endpoint(base: Ipv4Addr, n: u64) -> (Ipv4Addr, u16) {
     (Ipv4Addr::from(u32::from(base) + host), port as u16)
 }
 
+/// The inverse of [`endpoint`]: which flow of the block at `base` `addr:port` is, if any.
+pub fn endpoint_index(base: Ipv4Addr, addr: Ipv4Addr, port: u16) -> Option<u64> {
+    let host = u32::from(addr).checked_sub(u32::from(base))?;
+    let p = u32::from(port).checked_sub(FIRST_PORT)?;
+    (host < (1 << 20) && p < PORTS_PER_ADDR)
+        .then(|| u64::from(host) * u64::from(PORTS_PER_ADDR) + u64::from(p))
+}
+
 /// A 64-bit mix (splitmix64's finaliser): keys that look random but are reproducible.
 fn mix(mut z: u64) -> u64 {
     z = z.wrapping_add(0x9e37_79b9_7f4a_7c15);
@@ -303,6 +311,15 @@ impl Generator {
     /// The client endpoint of handshake connection `conn`.
     pub fn conn_endpoint(&self, conn: u64) -> (Ipv4Addr, u16) {
         endpoint(self.topo.conn_base, conn)
+    }
+
+    /// Which handshake connection a client -> VIP frame (as the backend receives it, NATed)
+    /// belongs to, by its source endpoint.
+    pub fn conn_of(&self, frame: &[u8]) -> Option<u64> {
+        if frame.len() < OPT {
+            return None;
+        }
+        endpoint_index(self.topo.conn_base, ip_at(frame, SRC), get16(frame, SPORT))
     }
 
     /// The MP_CAPABLE SYN opening connection `conn`.

@@ -74,6 +74,26 @@ fn data_packets_are_64_bytes_valid_and_distinct_per_flow() {
 }
 
 #[test]
+fn endpoints_round_trip() {
+    let base = Topology::default().conn_base;
+    for n in [0u64, 1, 49_999, 50_000, 1_234_567] {
+        let (a, p) = trapeze_loadgen::packets::endpoint(base, n);
+        assert_eq!(
+            trapeze_loadgen::packets::endpoint_index(base, a, p),
+            Some(n)
+        );
+    }
+    assert_eq!(
+        trapeze_loadgen::packets::endpoint_index(
+            base,
+            core::net::Ipv4Addr::new(10, 0, 0, 1),
+            10_000
+        ),
+        None
+    );
+}
+
+#[test]
 fn syn_flood_and_join_packets() {
     let g = Generator::new(Topology::default());
     let mut f = [0u8; MAX_FRAME];
@@ -145,7 +165,12 @@ fn handshake_through_the_pipeline_learns_the_token_the_joins_use() {
     assert_eq!(c.receiver_key, Some(server_key(client, cport)));
     // Its stamp is the SYN's: the receiver measures the whole handshake.
     assert_eq!(classify(&buf[..n]), Some((Kind::MpcAck, 1001)));
-    let (v, _) = through(&buf[..n], PortId(0), &mut w, &shared, &pool);
+    let (v, acked) = through(&buf[..n], PortId(0), &mut w, &shared, &pool);
+    assert_eq!(
+        g.conn_of(&acked),
+        Some(conn),
+        "the far side names the connection"
+    );
     assert!(matches!(v, Verdict::Forward { port: PortId(1) }), "{v:?}");
 
     // The token crypto.rs derives from the server key is the one the join generator uses,
