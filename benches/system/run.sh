@@ -74,7 +74,7 @@ fi
 rm -rf "$RUN"; mkdir -p "$RUN" "$LOGS"
 : > "$LOGS/results.txt"
 
-MEMIF="socket-abstract=no"
+MEMIF="socket-abstract=no,rsize=12"   # 4096-slot rings, as a NIC queue
 LG_EAL=(--no-pci -l 0 --file-prefix tzbench-lg -m 256 --log-level=lib.eal:error
     "--vdev=net_memif0,role=client,socket=$RUN/a.sock,$MEMIF"
     "--vdev=net_memif1,role=client,socket=$RUN/b.sock,$MEMIF")
@@ -94,6 +94,7 @@ stop_dut() {
     for _ in $(seq 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
     kill -KILL "$pid" 2>/dev/null || true
     wait "$pid" 2>/dev/null || true
+    PIDS=()   # one device at a time: never signal a pid that may have been reused
     rm -f "$RUN/a.sock" "$RUN/b.sock"
 }
 
@@ -183,19 +184,30 @@ run_one() {
     local name=$1 dut=$2; shift 2
     if [ -n "$ONLY" ] && ! echo ",$ONLY," | grep -q ",$name,"; then return 0; fi
     log "$name: $dut, loadgen $*"
-    "start_$dut" "$name"
-    wait_sockets
+    local eal=("${LG_EAL[@]}")
+    if [ "$dut" = self ]; then
+        # No device: the generator's two ports are the two ends of one memif link, so this is
+        # the generator's own ceiling (it builds, sends, receives and timestamps on one core).
+        eal=(--no-pci -l 0 --file-prefix tzbench-lg -m 256 --log-level=lib.eal:error
+            "--vdev=net_memif0,role=server,socket=$RUN/self.sock,$MEMIF"
+            "--vdev=net_memif1,role=client,socket=$RUN/self.sock,$MEMIF")
+        DUT=""
+        DUT_CMD="(none: memif loopback inside the generator)"
+    else
+        "start_$dut" "$name"
+        wait_sockets
+    fi
     local load_before; load_before=$(cut -d' ' -f1-3 /proc/loadavg)
-    local lg_cmd="trapeze-loadgen $* --trial-secs $TRIAL --steps $STEPS --label $name -- ${LG_EAL[*]}"
+    local lg_cmd="trapeze-loadgen $* --trial-secs $TRIAL --steps $STEPS --label $name -- ${eal[*]}"
     local res
-    if res=$("$LG" "$@" --trial-secs "$TRIAL" --steps "$STEPS" --label "$name" -- "${LG_EAL[@]}" 2> "$LOGS/$name.loadgen.log"); then
+    if res=$("$LG" "$@" --trial-secs "$TRIAL" --steps "$STEPS" --label "$name" -- "${eal[@]}" 2> "$LOGS/$name.loadgen.log"); then
         :
     else
         res="result label=$name failed=1"
         tail -5 "$LOGS/$name.loadgen.log" >&2
     fi
     local load_after; load_after=$(cut -d' ' -f1-3 /proc/loadavg)
-    stop_dut "$DUT"
+    if [ -n "$DUT" ]; then stop_dut "$DUT"; fi
     echo "$res dut=$dut load_before=${load_before// /,} load_after=${load_after// /,}" >> "$LOGS/results.txt"
     printf '%s\t%s\t%s\n' "$name" "$lg_cmd" "$DUT_CMD" >> "$LOGS/commands.tsv"
     echo "$res" >&2
@@ -203,6 +215,7 @@ run_one() {
 }
 
 : > "$LOGS/commands.tsv"
+run_one self      self    --traffic data --flows 10000
 run_one testpmd   testpmd --traffic data --flows 10000
 run_one data      gateway --traffic data --flows 10000
 run_one data1m    gateway --traffic data --flows "$FLOWS_BIG"

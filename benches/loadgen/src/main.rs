@@ -68,6 +68,10 @@ pub(crate) struct Args {
     /// Largest loss counted as "no loss" (fraction).
     #[arg(long, default_value_t = 0.001)]
     pub(crate) max_loss: f64,
+    /// Repeat a failed search trial this many times before counting the rate as lossy (on a
+    /// shared machine a single descheduling of the device's core can lose 0.1%).
+    #[arg(long, default_value_t = 1)]
+    pub(crate) retries: u32,
     /// Run one trial at this offered rate (originated packets per second) instead of a search.
     #[arg(long)]
     pub(crate) rate: Option<f64>,
