@@ -26,7 +26,7 @@ cleanup() {
 trap cleanup EXIT
 MEMIF="socket-abstract=no,rsize=12"
 # The benchmark's gateway configuration with this run's sockets and file prefix.
-sed -e "s#/run/tzbench/#$RUN/#g" -e "s#tzbench-gw#tzbench-prof#" "${TZB_LOGS:-$ROOT/target/tzbench}/gw.toml" > "$RUN/gw.toml"
+sed -e "s#/run/tzbench/#$RUN/#g" -e "s#tzbench-gw#tzbench-prof#" "$ROOT/benches/system/gateway.toml" > "$RUN/gw.toml"
 LGTRAFFIC=$TRAFFIC
 if [ "$TRAFFIC" = testpmd ]; then
     LGTRAFFIC=data

@@ -311,6 +311,41 @@ fn open<'e>(eal: &'e Eal, name: &str, pool: Mempool<'e>) -> Result<Port<'e>, Str
     Ok(p)
 }
 
+/// Per-CPU times from /proc/stat, in USER_HZ ticks: (busy, softirq) for each CPU.
+fn cpu_times() -> Vec<(u64, u64)> {
+    let Ok(text) = std::fs::read_to_string("/proc/stat") else {
+        return Vec::new();
+    };
+    text.lines()
+        .filter(|l| l.starts_with("cpu") && l.as_bytes().get(3).is_some_and(u8::is_ascii_digit))
+        .map(|l| {
+            let v: Vec<u64> = l
+                .split_whitespace()
+                .skip(1)
+                .filter_map(|x| x.parse().ok())
+                .collect();
+            // user nice system idle iowait irq softirq steal
+            let busy = [0, 1, 2, 5, 6].iter().filter_map(|&i| v.get(i)).sum();
+            (busy, v.get(6).copied().unwrap_or(0))
+        })
+        .collect()
+}
+
+/// `cpuN_busy_s=... cpuN_softirq_s=...` between two [`cpu_times`] samples (USER_HZ = 100).
+fn cpu_delta(a: &[(u64, u64)], b: &[(u64, u64)]) -> String {
+    a.iter()
+        .zip(b)
+        .enumerate()
+        .map(|(i, (x, y))| {
+            format!(
+                " cpu{i}_busy_s={:.2} cpu{i}_softirq_s={:.2}",
+                (y.0 - x.0) as f64 / 100.0,
+                (y.1 - x.1) as f64 / 100.0
+            )
+        })
+        .collect()
+}
+
 fn us(cycles: u64, hz: u64) -> f64 {
     cycles as f64 * 1e6 / hz as f64
 }
@@ -424,8 +459,13 @@ pub(crate) fn main(args: &Args) -> Result<(), String> {
     }
 
     let emit_trial = |what: &str, t: &Trial| log(format!("{what}: {}", describe(t)));
+    // A fixed trial reports what it forwarded and the CPU time of every CPU meanwhile (for
+    // packets per CPU-second against the kernel).
+    let mut line_extra = String::new();
     let (best, hi, gen_max, carried, trials) = if let Some(rate) = args.rate {
+        let before = cpu_times();
         let t = e.trial(&sched, rate, args.trial_secs, args.drain_secs);
+        let cpu = cpu_delta(&before, &cpu_times());
         emit_trial("fixed", &t);
         let o = Outcome {
             offered: t.offered_rate,
@@ -433,6 +473,10 @@ pub(crate) fn main(args: &Args) -> Result<(), String> {
         };
         let (exp, got) = t.counts.expected_received();
         let carried = t.offered_rate * got as f64 / exp.max(1) as f64;
+        line_extra = format!(
+            " forwarded={got} offered={exp} secs={:.3}{cpu}",
+            t.secs + args.drain_secs
+        );
         (
             (o.loss <= args.max_loss).then_some(o),
             rate,
@@ -478,6 +522,7 @@ pub(crate) fn main(args: &Args) -> Result<(), String> {
         args.trial_secs
     )
     .to_lowercase();
+    line += &line_extra;
     match best {
         Some(b) => {
             line += &format!(
