@@ -24,7 +24,7 @@
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 cd "$ROOT"
-ROUNDS=5; SECS=5; PMD=af_xdp
+ROUNDS=5; SECS=5; PMD=af_xdp; LGPMD=${TZB_LG_PMD:-af_xdp}
 while [ $# -gt 0 ]; do
     case "$1" in
         --quick) ROUNDS=2; SECS=2 ;;
@@ -46,7 +46,7 @@ log() { echo "== $*" >&2; }
 inns() { local ns=$1; shift; ip netns exec "$ns" "$@"; }
 
 teardown() {
-    if [ -n "$GWPID" ]; then kill -INT "$GWPID" 2>/dev/null || true; wait "$GWPID" 2>/dev/null || true; GWPID=""; fi
+    if [ -n "$GWPID" ]; then gateway_off; fi
     ip netns del tzb-lg 2>/dev/null || true
     ip netns del tzb-dut 2>/dev/null || true
     rm -rf "$RUN"
@@ -125,9 +125,10 @@ gw_config() {
 
 gateway_on() {
     gw_config
-    inns tzb-dut "$GW" --config "$RUN/gw.toml" --api off > "$LOGS/kernel-gateway.log" 2>&1 &
+    # nsenter executes the daemon itself (ip netns exec forks here), so $! is its pid.
+    nsenter --net=/run/netns/tzb-dut -- "$GW" --config "$RUN/gw.toml" --api off >> "$LOGS/kernel-gateway.log" 2>&1 &
     GWPID=$!
-    for _ in $(seq 100); do
+    for _ in $(seq 300); do
         grep -q "forwarding;" "$LOGS/kernel-gateway.log" 2>/dev/null && return 0
         kill -0 "$GWPID" 2>/dev/null || break
         sleep 0.1
@@ -138,39 +139,73 @@ gateway_on() {
 }
 
 gateway_off() {
+    local t0=$SECONDS
     kill -INT "$GWPID" 2>/dev/null || true
+    for _ in $(seq 150); do kill -0 "$GWPID" 2>/dev/null || break; sleep 0.1; done
+    if kill -0 "$GWPID" 2>/dev/null; then
+        echo "the gateway did not stop within 15 s of SIGINT; killed" >&2
+        {
+            echo "not stopped 15 s after SIGINT; its threads (name state wchan utime):"
+            for t in /proc/"$GWPID"/task/*; do
+                echo "  $(cat "$t/comm") $(awk '{print $3, $14}' "$t/stat") $(cat "$t/wchan")"
+            done
+            tail -3 "$LOGS/kernel-gateway.log"
+        } >> "$LOGS/kernel-gateway.log" 2>/dev/null || true
+        kill -KILL "$GWPID" 2>/dev/null || true
+    fi
     wait "$GWPID" 2>/dev/null || true
     GWPID=""
+    # Whatever the shutdown left, no XDP program may stay on the veths for the kernel's turn.
+    inns tzb-dut ip link set dev dutc xdp off 2>/dev/null || true
+    inns tzb-dut ip link set dev duts xdp off 2>/dev/null || true
+    echo "gateway stopped in $((SECONDS - t0)) s" >> "$LOGS/kernel-gateway.log"
 }
 
-LG_CMD=(--traffic data --flows 10000 --rate 0 --trial-secs "$SECS" --latency-at 0 --drain-secs 0.2
-    --tx-port net_af_packet0 --rx-port net_af_packet1
-    -- --no-pci -l 0 --file-prefix tzbench-klg -m 256 --log-level=lib.eal:error
-    --vdev=net_af_packet0,iface=lgc --vdev=net_af_packet1,iface=lgs)
+LG_OPTS=(--traffic data --flows 10000 --rate 0 --trial-secs "$SECS" --latency-at 0 --drain-secs 0.2
+    --tx-port "net_${LGPMD}0" --rx-port "net_${LGPMD}1")
+LG_EAL=(--no-pci -l 0 --file-prefix tzbench-klg -m 256 --log-level=lib.eal:error
+    "--vdev=net_${LGPMD}0,iface=lgc" "--vdev=net_${LGPMD}1,iface=lgs")
 
 # measure NAME: one loaded trial; prints "NAME pps cpu_s mpkt_per_cpu_s"
 measure() {
     local name=$1 res
-    res=$(inns tzb-lg "$LG" "${LG_CMD[@]}" --label "$name" 2>> "$LOGS/kernel-loadgen.log")
+    res=$(inns tzb-lg "$LG" "${LG_OPTS[@]}" --label "$name" -- "${LG_EAL[@]}" 2>> "$LOGS/kernel-loadgen.log")
     echo "$res" >> "$LOGS/kernel-raw.txt"
     python3 - "$name" "$res" <<'PY'
 import sys
 name, line = sys.argv[1], sys.argv[2]
 kv = dict(p.split("=", 1) for p in line.split() if "=" in p)
 fwd, secs = float(kv["forwarded"]), float(kv["secs"])
-cpu = float(kv["cpu1_busy_s"])
 if name.startswith("gateway"):
-    cpu += float(kv["cpu0_softirq_s"])
+    # Its worker polls CPU 1 (all of it, system time of its TX kicks included), and veth's
+    # XDP receive runs in CPU 0's softirq (with the generator's own receive processing).
+    cpu = float(kv["cpu1_busy_s"]) + float(kv["cpu0_softirq_s"])
+else:
+    # The kernel forwards in CPU 1's softirq (RPS); system time there counts too, user time
+    # there is nobody's forwarding (other processes).
+    cpu = float(kv["cpu1_softirq_s"]) + float(kv["cpu1_system_s"])
 print(f"{name} pps={fwd / secs:.0f} cpu_s={cpu:.2f} pkts_per_cpu_s={fwd / max(cpu, 0.01):.0f} "
       f"cpu0_busy_s={kv['cpu0_busy_s']} cpu0_softirq_s={kv['cpu0_softirq_s']} cpu1_busy_s={kv['cpu1_busy_s']} "
-      f"cpu1_softirq_s={kv['cpu1_softirq_s']} load={open('/proc/loadavg').read().split()[0]}")
+      f"cpu1_system_s={kv['cpu1_system_s']} cpu1_softirq_s={kv['cpu1_softirq_s']} load={open('/proc/loadavg').read().split()[0]}")
 PY
 }
 
+# Wait (up to TZB_QUIET_WAIT s, default 600) for the CPUs to be under 10% busy over 2 s.
+quiet_wait=${TZB_QUIET_WAIT:-600}
+while [ "$quiet_wait" -gt 0 ]; do
+    a=($(head -1 /proc/stat)); sleep 2; b=($(head -1 /proc/stat))
+    idle=$(( b[4] + b[5] - a[4] - a[5] )); total=0
+    for i in 1 2 3 4 5 6 7 8; do total=$(( total + b[i] - a[i] )); done
+    busy=$(( 100 * (total - idle) / (total > 0 ? total : 1) ))
+    [ "$busy" -lt 10 ] && break
+    log "waiting for a quiet machine (CPU busy ${busy}%)"
+    sleep 8; quiet_wait=$((quiet_wait - 10))
+done
 setup
 : > "$LOGS/kernel-raw.txt"
+: > "$LOGS/kernel-gateway.log"
 OUT="$LOGS/kernel.txt"
-echo "# kernel.sh rounds=$ROUNDS secs=$SECS pmd=$PMD $(date -u +%FT%TZ)" > "$OUT"
+echo "# kernel.sh rounds=$ROUNDS secs=$SECS pmd=$PMD $(date -u +%FT%TZ); generator: trapeze-loadgen ${LG_OPTS[*]} -- ${LG_EAL[*]}" > "$OUT"
 for r in $(seq "$ROUNDS"); do
     # Alternate the order each round.
     if [ $((r % 2)) = 1 ]; then order="gateway kernel"; else order="kernel gateway"; fi
@@ -186,11 +221,11 @@ for r in $(seq "$ROUNDS"); do
         fi
     done
 done
-python3 - "$OUT" <<'PY'
+(python3 - "$OUT" <<'PY'
 import statistics, sys
 rows = {}
 for line in open(sys.argv[1]):
-    if line.startswith("#"):
+    if line.startswith("#") or line.startswith("summary"):
         continue
     p = line.split()
     kv = dict(x.split("=", 1) for x in p[1:])
@@ -207,3 +242,4 @@ k = [o for o in out if o[0].startswith("kernel")]
 if g and k:
     print(f"summary ratio pps={g[0][1] / k[0][1]:.2f} pkts_per_cpu_s={g[0][4] / k[0][4]:.2f}")
 PY
+) | tee -a "$OUT"

@@ -183,6 +183,31 @@ def main():
         L.append(f"| {m} | {t} | {v} | {verdict} |")
     L.append("")
 
+    if os.path.exists(kernel):
+        L.append("## Against the kernel (`benches/system/kernel.sh`)")
+        L.append("")
+        lines = open(kernel).read().splitlines()
+        head = [x for x in lines if x.startswith("#")]
+        if head:
+            L.append(f"Run: `{head[0].lstrip('# ')}`. Rounds alternate the order (A/B, then B/A).")
+            L.append("")
+        L.append("| DUT | rounds | forwarded pps, median (min - max) | packets per CPU-second, median (min - max) |")
+        L.append("|---|---|---|---|")
+        for x in lines:
+            if x.startswith("summary ") and not x.startswith("summary ratio"):
+                p = x.split()
+                kv = dict(y.split("=", 1) for y in p[2:])
+                L.append(f"| {p[1]} | {kv['rounds']} | {float(kv['pps_median']) / 1e3:.0f} k "
+                         f"({float(kv['pps_min']) / 1e3:.0f} - {float(kv['pps_max']) / 1e3:.0f} k) | "
+                         f"{float(kv['pkts_per_cpu_s_median']) / 1e3:.0f} k "
+                         f"({float(kv['pkts_per_cpu_s_min']) / 1e3:.0f} - {float(kv['pkts_per_cpu_s_max']) / 1e3:.0f} k) |")
+        L.append("")
+        L.append("Every round:")
+        L.append("")
+        L.append("```")
+        L.extend(x for x in lines if not x.startswith("#") and not x.startswith("summary"))
+        L.append("```")
+        L.append("")
     L.append("## Commands")
     L.append("")
     L.append("Each run started the device under test afresh, then the load generator:")

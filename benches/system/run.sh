@@ -24,6 +24,7 @@ ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 cd "$ROOT"
 QUICK=0
 BUILD=1
+KERNEL=1
 QUIET_WAIT=${TZB_QUIET_WAIT:-900}
 OUT="$ROOT/benches/RESULTS.md"
 ONLY=""
@@ -33,7 +34,8 @@ while [ $# -gt 0 ]; do
         --skip-build) BUILD=0 ;;
         --out) OUT=$2; shift ;;
         --only) ONLY=$2; shift ;;
-        *) echo "usage: $0 [--quick] [--skip-build] [--out FILE] [--only LIST]" >&2; exit 2 ;;
+        --no-kernel) KERNEL=0 ;;
+        *) echo "usage: $0 [--quick] [--skip-build] [--no-kernel] [--out FILE] [--only LIST]" >&2; exit 2 ;;
     esac
     shift
 done
@@ -199,6 +201,14 @@ run_one syn       gateway --traffic syn
 run_one handshake gateway --traffic handshake
 run_one join      gateway --traffic join --tokens "$TOKENS"
 run_one mix       gateway --traffic mix --flows 10000 --tokens "$TOKENS"
+
+rm -f "$LOGS/kernel.txt"
+if [ "$KERNEL" = 1 ] && { [ -z "$ONLY" ] || echo ",$ONLY," | grep -q ",kernel,"; }; then
+    log "the gateway on af_xdp against nftables DNAT (benches/system/kernel.sh)"
+    if [ "$QUICK" = 1 ]; then kargs=(--quick); else kargs=(--rounds 5 --secs 5); fi
+    TZB_LOGS="$LOGS" TZB_QUIET_WAIT="$QUIET_WAIT" bash "$ROOT/benches/system/kernel.sh" "${kargs[@]}" >&2 \
+        || log "kernel.sh failed (see $LOGS/kernel-*.log)"
+fi
 
 python3 "$ROOT/benches/system/report.py" --results "$LOGS/results.txt" --commands "$LOGS/commands.tsv" \
     --mode "$([ "$QUICK" = 1 ] && echo quick || echo full)" --out "$OUT"

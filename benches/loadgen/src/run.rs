@@ -151,18 +151,9 @@ impl<'q, 'e> Engine<'q, 'e> {
                 if kind != Kind::SynAck && kind != Kind::MpcSyn {
                     hist.record(u64::from(now.wrapping_sub(ts)));
                 }
-                if kind == Kind::MpcSyn {
-                    let mut syn = [0u8; MAX_FRAME];
-                    let n = m.data().len().min(MAX_FRAME);
-                    syn[..n].copy_from_slice(&m.data()[..n]);
-                    let mut out = [0u8; MAX_FRAME];
-                    if let Some(len) = self.resp.synack(&mut out, &syn[..n]) {
-                        if m.set_len(len) {
-                            m.data_mut().copy_from_slice(&out[..len]);
-                            c.answered[Kind::SynAck as usize] += 1;
-                            push(&mut self.tx_far, &mut answers[1], m, c);
-                        }
-                    }
+                if kind == Kind::MpcSyn && answer(&mut m, |o, i| self.resp.synack(o, i)) {
+                    c.answered[Kind::SynAck as usize] += 1;
+                    push(&mut self.tx_far, &mut answers[1], m, c);
                 }
             }
         }
@@ -174,18 +165,9 @@ impl<'q, 'e> Engine<'q, 'e> {
                     continue;
                 };
                 c.rx_near[kind as usize] += 1;
-                if kind == Kind::SynAck {
-                    let mut sa = [0u8; MAX_FRAME];
-                    let n = m.data().len().min(MAX_FRAME);
-                    sa[..n].copy_from_slice(&m.data()[..n]);
-                    let mut out = [0u8; MAX_FRAME];
-                    if let Some(len) = self.gen.third_ack(&mut out, &sa[..n]) {
-                        if m.set_len(len) {
-                            m.data_mut().copy_from_slice(&out[..len]);
-                            c.answered[Kind::MpcAck as usize] += 1;
-                            push(&mut self.tx_near, &mut answers[0], m, c);
-                        }
-                    }
+                if kind == Kind::SynAck && answer(&mut m, |o, i| self.gen.third_ack(o, i)) {
+                    c.answered[Kind::MpcAck as usize] += 1;
+                    push(&mut self.tx_near, &mut answers[0], m, c);
                 }
             }
         }
@@ -260,6 +242,24 @@ impl<'q, 'e> Engine<'q, 'e> {
     }
 }
 
+/// Turns a received frame into the answer `build` makes of it (`build(out, received)` returns
+/// the answer's length), in the same mbuf. False, leaving the mbuf to be freed, when there is
+/// no answer.
+#[inline]
+fn answer(m: &mut Mbuf<'_>, build: impl FnOnce(&mut [u8], &[u8]) -> Option<usize>) -> bool {
+    let mut received = [0u8; MAX_FRAME];
+    let n = m.data().len().min(MAX_FRAME);
+    received[..n].copy_from_slice(&m.data()[..n]);
+    let mut out = [0u8; MAX_FRAME];
+    match build(&mut out, &received[..n]) {
+        Some(len) if m.set_len(len) => {
+            m.data_mut().copy_from_slice(&out[..len]);
+            true
+        }
+        _ => false,
+    }
+}
+
 #[inline]
 fn push<'e>(q: &mut TxQueue<'_>, b: &mut MbufBurst<'e>, m: Mbuf<'e>, c: &mut Counts) {
     if let Err(m) = b.push(m) {
@@ -311,8 +311,8 @@ fn open<'e>(eal: &'e Eal, name: &str, pool: Mempool<'e>) -> Result<Port<'e>, Str
     Ok(p)
 }
 
-/// Per-CPU times from /proc/stat, in USER_HZ ticks: (busy, softirq) for each CPU.
-fn cpu_times() -> Vec<(u64, u64)> {
+/// Per-CPU times from /proc/stat, in USER_HZ ticks: (busy, system, softirq) for each CPU.
+fn cpu_times() -> Vec<(u64, u64, u64)> {
     let Ok(text) = std::fs::read_to_string("/proc/stat") else {
         return Vec::new();
     };
@@ -326,21 +326,24 @@ fn cpu_times() -> Vec<(u64, u64)> {
                 .collect();
             // user nice system idle iowait irq softirq steal
             let busy = [0, 1, 2, 5, 6].iter().filter_map(|&i| v.get(i)).sum();
-            (busy, v.get(6).copied().unwrap_or(0))
+            let at = |i: usize| v.get(i).copied().unwrap_or(0);
+            (busy, at(2), at(6))
         })
         .collect()
 }
 
-/// `cpuN_busy_s=... cpuN_softirq_s=...` between two [`cpu_times`] samples (USER_HZ = 100).
-fn cpu_delta(a: &[(u64, u64)], b: &[(u64, u64)]) -> String {
+/// `cpuN_busy_s=... cpuN_system_s=... cpuN_softirq_s=...` between two [`cpu_times`] samples
+/// (USER_HZ = 100).
+fn cpu_delta(a: &[(u64, u64, u64)], b: &[(u64, u64, u64)]) -> String {
     a.iter()
         .zip(b)
         .enumerate()
         .map(|(i, (x, y))| {
             format!(
-                " cpu{i}_busy_s={:.2} cpu{i}_softirq_s={:.2}",
+                " cpu{i}_busy_s={:.2} cpu{i}_system_s={:.2} cpu{i}_softirq_s={:.2}",
                 (y.0 - x.0) as f64 / 100.0,
-                (y.1 - x.1) as f64 / 100.0
+                (y.1 - x.1) as f64 / 100.0,
+                (y.2 - x.2) as f64 / 100.0
             )
         })
         .collect()
