@@ -82,7 +82,7 @@ def main():
         "syn": "gateway, SYN flood (each SYN a new flow)",
         "handshake": "gateway, MP_CAPABLE handshakes (SYN, SYN/ACK, third ACK with both keys)",
         "join": "gateway, MP_JOIN SYNs with learned tokens",
-        "mix": "gateway, mix data 90 / SYN 4 / handshake 4 / join 2",
+        "mix": "gateway, mix data 90 / SYN 4 / handshake 4 / join 2 (data over the 16k MPTCP connections the joins name)",
     }
     L = []
     L.append("# System benchmark results")

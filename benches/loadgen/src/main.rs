@@ -44,7 +44,8 @@ pub(crate) struct Args {
     /// Weights for `--traffic mix`, in percent of originated packets.
     #[arg(long, default_value = "data=90,syn=4,mpc=4,join=2")]
     pub(crate) mix: String,
-    /// Established flows for data traffic (K, up to millions).
+    /// Established flows for data traffic (K, up to millions). In a mix, the data goes over the
+    /// MPTCP connections of the join set-up (`--tokens`) instead.
     #[arg(long, default_value_t = 10_000)]
     pub(crate) flows: u64,
     /// Connections opened before a join run; joins carry their tokens round robin.

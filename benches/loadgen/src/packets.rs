@@ -297,6 +297,17 @@ impl Generator {
         n
     }
 
+    /// A data segment on handshake connection `conn` (after its third ACK), stamped `ts`.
+    #[inline]
+    pub fn conn_data(&self, out: &mut [u8], conn: u64, ts: u32) -> usize {
+        let (src, sport) = self.conn_endpoint(conn);
+        let n = self
+            .data
+            .stamp(out, src, self.topo.vip, sport, self.topo.vip_port, ts, 1);
+        finish(out, n);
+        n
+    }
+
     /// The SYN of new flow `n` (a flood: each `n` is a new 5-tuple).
     #[inline]
     pub fn syn(&self, out: &mut [u8], n: u64, ts: u32) -> usize {

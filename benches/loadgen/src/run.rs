@@ -92,6 +92,9 @@ struct Engine<'q, 'e> {
     /// During the join set-up: connections whose third ACK crossed the gateway (their tokens
     /// are learned and confirmed).
     confirmed: Option<Vec<u64>>,
+    /// In a mix: data segments go over these MPTCP connections, which keeps them (and the
+    /// tokens the joins carry) alive.
+    data_conns: Vec<u64>,
 }
 
 impl<'q, 'e> Engine<'q, 'e> {
@@ -106,7 +109,10 @@ impl<'q, 'e> Engine<'q, 'e> {
                 if self.next_flow == self.flows {
                     self.next_flow = 0;
                 }
-                self.gen.data(&mut buf, f, ts)
+                match self.data_conns.get(f as usize) {
+                    Some(&conn) => self.gen.conn_data(&mut buf, conn, ts),
+                    None => self.gen.data(&mut buf, f, ts),
+                }
             }
             Kind::Syn => {
                 self.next_syn += 1;
@@ -425,6 +431,7 @@ pub(crate) fn main(args: &Args) -> Result<(), String> {
         flows: args.flows.max(1),
         tokens: Vec::new(),
         confirmed: None,
+        data_conns: Vec::new(),
     };
     let log = |s: String| eprintln!("trapeze-loadgen [{}]: {s}", args.label);
     let sched = match args.traffic {
@@ -436,7 +443,7 @@ pub(crate) fn main(args: &Args) -> Result<(), String> {
     };
 
     // Set-up: data flows are adopted by the gateway on their first packet; joins need tokens.
-    if matches!(args.traffic, Traffic::Data | Traffic::Mix) {
+    if args.traffic == Traffic::Data {
         // At most 0.5 Mpps, so that a slow device adopts every flow before the trials.
         let rate = (e.flows as f64 / 0.2).min(500_000.0);
         let secs = e.flows as f64 / rate;
@@ -459,6 +466,12 @@ pub(crate) fn main(args: &Args) -> Result<(), String> {
             return Err("no MPTCP connection was confirmed in the set-up: no token to join".into());
         }
         log(format!("{} tokens for joins", e.tokens.len()));
+        if args.traffic == Traffic::Mix {
+            // The mix's data flows are these connections: their data keeps them established.
+            e.flows = confirmed.len() as u64;
+            e.next_flow = 0;
+            e.data_conns = confirmed;
+        }
     }
 
     let emit_trial = |what: &str, t: &Trial| log(format!("{what}: {}", describe(t)));

@@ -103,6 +103,12 @@ fn syn_flood_and_join_packets() {
     assert!(!m.seen_mptcp);
     assert_eq!(classify(&f[..n]), Some((Kind::Syn, 7)));
 
+    let n = g.conn_data(&mut f, 5, 13);
+    let (ip, t, _) = parse(&f[..n]);
+    assert_eq!((ip.src_addr(), t.src_port()), g.conn_endpoint(5));
+    assert!(t.ack() && !t.syn());
+    assert_eq!(classify(&f[..n]), Some((Kind::Data, 13)));
+
     let n = g.mpc_syn(&mut f, 5, 9);
     let (_, t, m) = parse(&f[..n]);
     assert!(t.syn());
