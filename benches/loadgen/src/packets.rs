@@ -289,18 +289,17 @@ impl Generator {
     /// A data segment of established flow `flow`, stamped `ts`. Returns the frame length.
     #[inline]
     pub fn data(&self, out: &mut [u8], flow: u64, ts: u32) -> usize {
-        let (src, sport) = endpoint(self.topo.flow_base, flow);
-        let n = self
-            .data
-            .stamp(out, src, self.topo.vip, sport, self.topo.vip_port, ts, 1);
-        finish(out, n);
-        n
+        self.data_from(out, endpoint(self.topo.flow_base, flow), ts)
     }
 
     /// A data segment on handshake connection `conn` (after its third ACK), stamped `ts`.
     #[inline]
     pub fn conn_data(&self, out: &mut [u8], conn: u64, ts: u32) -> usize {
-        let (src, sport) = self.conn_endpoint(conn);
+        self.data_from(out, self.conn_endpoint(conn), ts)
+    }
+
+    #[inline]
+    fn data_from(&self, out: &mut [u8], (src, sport): (Ipv4Addr, u16), ts: u32) -> usize {
         let n = self
             .data
             .stamp(out, src, self.topo.vip, sport, self.topo.vip_port, ts, 1);
