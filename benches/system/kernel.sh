@@ -50,6 +50,9 @@ teardown() {
     ip netns del tzb-lg 2>/dev/null || true
     ip netns del tzb-dut 2>/dev/null || true
     rm -rf "$RUN"
+    # Our DPDK processes have ended: their hugepage files and runtime directories go too.
+    rm -f /dev/hugepages/tzbench-kgw* /dev/hugepages/tzbench-klg*
+    rm -rf /var/run/dpdk/tzbench-kgw /var/run/dpdk/tzbench-klg
 }
 trap teardown EXIT
 

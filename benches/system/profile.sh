@@ -22,6 +22,8 @@ cleanup() {
     for p in "${PIDS[@]:-}"; do [ -n "$p" ] && kill "$p" 2>/dev/null || true; done
     for p in "${PIDS[@]:-}"; do [ -n "$p" ] && wait "$p" 2>/dev/null || true; done
     rm -rf "$RUN"
+    rm -f /dev/hugepages/tzbench-lgprof* /dev/hugepages/tzbench-prof*
+    rm -rf /var/run/dpdk/tzbench-lgprof /var/run/dpdk/tzbench-prof
 }
 trap cleanup EXIT
 MEMIF="socket-abstract=no,rsize=12"

@@ -62,6 +62,9 @@ cleanup() {
         [ -n "$p" ] && wait "$p" 2>/dev/null || true
     done
     rm -rf "$RUN"
+    # Our DPDK processes have ended: their hugepage files and runtime directories go too.
+    rm -f /dev/hugepages/tzbench-lg* /dev/hugepages/tzbench-gw* /dev/hugepages/tzbench-tp*
+    rm -rf /var/run/dpdk/tzbench-lg /var/run/dpdk/tzbench-gw /var/run/dpdk/tzbench-tp
 }
 trap cleanup EXIT
 
