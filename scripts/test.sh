@@ -62,6 +62,8 @@ if [ "$(id -u)" -eq 0 ]; then
   testbed/e2e-control.sh
   testbed/e2e-dsr.sh
   testbed/anycast-compare.sh --short --build
+  step "system benchmark, smoke run (1-s trials; the figures are not for quoting: benches/system/run.sh writes those)"
+  benches/system/run.sh --quick --out target/tzbench/RESULTS-quick.md
 else
   echo "skipped: the end-to-end tests create network namespaces and need root" >&2
 fi
