@@ -238,7 +238,7 @@ python3 "$ROOT/benches/system/report.py" --results "$LOGS/results.txt" --command
 log "wrote $OUT"
 # A run that failed (no result from the generator, a device that did not start) fails the
 # script, so that the smoke run in the test command catches a broken benchmark.
-FAILED="$FAILED $(grep -o 'label=[^ ]* failed=1' "$LOGS/results.txt" | sed 's/label=//; s/ failed=1//' | tr '\n' ' ')"
+FAILED="$FAILED $({ grep -o 'label=[^ ]* failed=1' "$LOGS/results.txt" || true; } | sed 's/label=//; s/ failed=1//' | tr '\n' ' ')"
 if [ -n "${FAILED// /}" ]; then
     log "failed runs:$FAILED"
     exit 1
