@@ -340,16 +340,8 @@ pub(super) fn learn_from_client<F: Frame>(
     };
     e.token = 0;
     let ev = match cx.shared.tokens.claim(token, owner) {
-        LearnOutcome::Inserted => Event::TokenLearnedFromClient,
-        // The same connection (backend and first 5-tuple) is still held by another of its
-        // subflows (a client reusing the port with the same keys, a replayed trace): this
-        // entry takes a reference of its own, so that every TOKEN_REF is counted once.
-        LearnOutcome::AlreadyKnown => {
-            if !cx.shared.tokens.subflow_opened(token, e.backend) {
-                return true;
-            }
-            Event::TokenLearnedFromClient
-        }
+        // AlreadyKnown: the table counted this entry as one more reference.
+        LearnOutcome::Inserted | LearnOutcome::AlreadyKnown => Event::TokenLearnedFromClient,
         LearnOutcome::Reused => Event::TokenReused,
         LearnOutcome::Refused | LearnOutcome::Collision => {
             cx.w.stats.event(Event::TokenClaimRefused);

@@ -736,16 +736,8 @@ fn learn_token<F: Frame>(
         subflows: 1,
     };
     let ev = match cx.shared.tokens.learn(token, owner) {
-        LearnOutcome::Inserted => Event::TokenLearned,
-        // The same connection (backend and first 5-tuple) is still held by another of its
-        // subflows (a client reusing the port with the same keys, a replayed trace): this entry
-        // takes a reference of its own, so that the token stays while it lives.
-        LearnOutcome::AlreadyKnown => {
-            if !cx.shared.tokens.subflow_opened(token, e.backend) {
-                return true;
-            }
-            Event::TokenLearned
-        }
+        // AlreadyKnown: the table counted this entry as one more reference.
+        LearnOutcome::Inserted | LearnOutcome::AlreadyKnown => Event::TokenLearned,
         LearnOutcome::Collision => Event::TokenCollision,
         LearnOutcome::Reused => Event::TokenReused,
         LearnOutcome::TableFull | LearnOutcome::OwnersFull | LearnOutcome::Refused => {

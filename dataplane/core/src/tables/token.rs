@@ -128,8 +128,10 @@ pub struct Owner {
 pub enum LearnOutcome {
     /// New token, or a new owner of a token with none: stored.
     Inserted,
-    /// The same backend and connection are already recorded (a retransmission): nothing changed
-    /// but `last_seen`.
+    /// The same backend and connection are already recorded: the connection's first 5-tuple was
+    /// seen again while another of its subflows still holds the token (a client reusing the port
+    /// with the same keys, a replayed trace). The caller's entry is counted as one more subflow,
+    /// like any reference, so the token stays while it lives.
     AlreadyKnown,
     /// Another backend owns the token too: both are kept; the token is now ambiguous and its
     /// joins are refused until one owner goes away.
@@ -540,6 +542,7 @@ impl TokenTable {
             };
             if rec.conn == owner.conn {
                 rec.last_seen.store(owner.last_seen.0, Ordering::Relaxed);
+                rec.subflows = rec.subflows.saturating_add(1);
                 return LearnOutcome::AlreadyKnown;
             }
             rec.fill(&owner); // keeps `next`: the record stays where it is in the chain
@@ -881,12 +884,13 @@ mod tests {
         );
         assert_eq!(snap.as_slice()[0].learned_at, Ticks(10));
         assert_eq!(t.route_join(43, Ticks(0)), JoinRoute::Unknown);
-        // A retransmitted learn of the same connection.
+        // The same connection learned again by another flow entry: one more reference.
         assert_eq!(
             t.learn(42, owner(3, 1, 0xaaaa, 20)),
             LearnOutcome::AlreadyKnown
         );
         assert_eq!(t.len(), 1);
+        assert_eq!(t.owners(42).as_slice()[0].subflows, 2);
         assert!(t.owners(7).is_empty());
         t.validate();
     }
