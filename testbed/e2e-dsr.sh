@@ -37,9 +37,8 @@
 # directory printed at the end.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-# One user of the test bed at a time: its namespace names are fixed (tz-*).
-exec 9>/tmp/tz-testbed.lock
-flock -w 900 9 || { echo "the test bed is busy (another run holds /tmp/tz-testbed.lock)" >&2; exit 1; }
+. testbed/gateway.sh
+tb_lock
 
 BIN=${TRAPEZE_GATEWAYD:-target/release/trapeze-gatewayd}
 CTL=${TRAPEZECTL:-target/release/trapezectl}
@@ -56,19 +55,8 @@ if [ -z "${TRAPEZE_GATEWAYD:-}" ]; then
 fi
 OUT=$(mktemp -d /tmp/tz-e2e-dsr.XXXXXX)
 SOCK=$OUT/api.sock
-GW_PID=
 
 log() { printf '[e2e-dsr] %s\n' "$*" >&2; }
-
-stop_gateway() {
-  [ -n "$GW_PID" ] || return 0
-  local pid=$GW_PID
-  GW_PID=
-  kill -TERM "$pid" 2>/dev/null || true
-  local status=0
-  wait "$pid" || status=$?
-  return "$status"
-}
 
 cleanup() {
   stop_gateway || true
@@ -77,29 +65,6 @@ cleanup() {
 }
 trap cleanup EXIT
 
-# start_gateway [CONFIG [TAG]]: the daemon in tz-gw; its output in $OUT/TAG.out / .err.
-start_gateway() {
-  local config=${1:-$CONFIG} tag=${2:-gw}
-  GW_OUT=$OUT/$tag.out GW_ERR=$OUT/$tag.err
-  ip netns exec tz-gw "$BIN" --config "$config" --api "unix:$SOCK" >"$GW_OUT" 2>"$GW_ERR" &
-  GW_PID=$!
-  for _ in $(seq 1 100); do
-    if grep -q "every backend is resolved" "$GW_ERR" 2>/dev/null; then
-      log "gateway up ($config): $(grep -c neighbour "$GW_ERR") backends resolved"
-      return 0
-    fi
-    if ! kill -0 "$GW_PID" 2>/dev/null; then
-      log "gateway exited during start-up:"
-      cat "$GW_ERR" >&2
-      return 1
-    fi
-    sleep 0.2
-  done
-  log "gateway did not resolve its backends in 20 s:"
-  cat "$GW_ERR" >&2
-  return 1
-}
-
 # stats FILE: GET /stats as JSON (trapezectl prints the API's answer as it is with --json).
 stats() { "$CTL" --api "unix:$SOCK" --json stats >"$1"; }
 
@@ -107,7 +72,7 @@ stats() { "$CTL" --api "unix:$SOCK" --json stats >"$1"; }
 run() {
   local tag=$1
   shift
-  if ! testbed/transfers.py "$@" >"$OUT/$tag.json" 2>"$OUT/$tag.txt"; then
+  if ! transfers "$OUT/$tag.json" "$OUT/$tag.txt" "$@"; then
     log "$tag FAILED (transfers.py $*):"
     grep -E "FAIL|RSTs|decapsulators|DSR" "$OUT/$tag.txt" >&2 || true
     return 1
@@ -181,7 +146,7 @@ PY
 }
 
 testbed/netns.sh up >&2
-start_gateway
+start_gateway "$CONFIG" gw --api "unix:$SOCK"
 "$CTL" --api "unix:$SOCK" list >&2 || true
 stats "$OUT/stats-before.json"
 
@@ -231,7 +196,7 @@ stop_clean
 MTU_CONFIG=$OUT/testbed-mtu1500.toml
 sed -E 's/^mtu = 1600$/mtu = 1500/' "$CONFIG" >"$MTU_CONFIG"
 grep -q '^mtu = 1500$' "$MTU_CONFIG" || { log "no 'mtu = 1600' line in $CONFIG to lower"; exit 1; }
-start_gateway "$MTU_CONFIG" gw-mtu1500
+start_gateway "$MTU_CONFIG" gw-mtu1500 --api "unix:$SOCK"
 stats "$OUT/stats-mtu-before.json"
 run v4-ipip-mptcp-mtu1500 -4 --vip dsr-ipip -n 8
 run v6-gue-mptcp-mtu1500 -6 --vip dsr-gue -n 8

@@ -11,28 +11,16 @@
 # with two workers at least one frame must have been handed between workers.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-# One user of the test bed at a time: its namespace names are fixed (tz-*).
-exec 9>/tmp/tz-testbed.lock
-flock -w 900 9 || { echo "the test bed is busy (another run holds /tmp/tz-testbed.lock)" >&2; exit 1; }
+. testbed/gateway.sh
+tb_lock
 
 BIN=${TRAPEZE_GATEWAYD:-target/release/trapeze-gatewayd}
 if [ -z "${TRAPEZE_GATEWAYD:-}" ]; then
   cargo build --release --locked -q -p trapeze-gatewayd
 fi
 OUT=$(mktemp -d /tmp/tz-e2e.XXXXXX)
-GW_PID=
 
 log() { printf '[e2e] %s\n' "$*" >&2; }
-
-stop_gateway() {
-  [ -n "$GW_PID" ] || return 0
-  local pid=$GW_PID
-  GW_PID=
-  kill -TERM "$pid" 2>/dev/null || true
-  local status=0
-  wait "$pid" || status=$?
-  return "$status"
-}
 
 cleanup() {
   stop_gateway || true
@@ -41,34 +29,20 @@ cleanup() {
 }
 trap cleanup EXIT
 
-start_gateway() {
-  local config=$1 tag=$2
-  ip netns exec tz-gw "$BIN" --config "$config" >"$OUT/$tag.out" 2>"$OUT/$tag.err" &
-  GW_PID=$!
-  for _ in $(seq 1 100); do
-    if grep -q "every backend is resolved" "$OUT/$tag.err" 2>/dev/null; then
-      log "gateway up ($config): $(grep -c neighbour "$OUT/$tag.err") backends resolved"
-      return 0
-    fi
-    if ! kill -0 "$GW_PID" 2>/dev/null; then
-      log "gateway exited during start-up:"
-      cat "$OUT/$tag.err" >&2
-      return 1
-    fi
-    sleep 0.2
-  done
-  log "gateway did not resolve its backends in 20 s:"
-  cat "$OUT/$tag.err" >&2
-  return 1
-}
-
 run_suite() {
   local config=$1 tag=$2
   start_gateway "$config" "$tag"
-  testbed/transfers.py -4 >"$OUT/$tag-v4-mptcp.json"
-  testbed/transfers.py -6 >"$OUT/$tag-v6-mptcp.json"
-  testbed/transfers.py -4 --proto tcp --require-all-servers >"$OUT/$tag-v4-tcp.json"
-  testbed/transfers.py -6 --proto tcp --require-all-servers >"$OUT/$tag-v6-tcp.json"
+  local run
+  for run in "v4-mptcp -4" "v6-mptcp -6" "v4-tcp -4 --proto tcp --require-all-servers" \
+    "v6-tcp -6 --proto tcp --require-all-servers"; do
+    set -- $run
+    local name=$1
+    shift
+    local ok=0
+    transfers "$OUT/$tag-$name.json" "$OUT/$tag-$name.txt" "$@" || ok=$?
+    cat "$OUT/$tag-$name.txt" >&2
+    [ "$ok" = 0 ] || return 1
+  done
   if ! stop_gateway; then
     log "gateway did not exit cleanly on SIGTERM"
     cat "$OUT/$tag.err" >&2
