@@ -75,11 +75,12 @@ if [ "$BUILD" = 1 ]; then
     log "building (release)"
     cargo build --release -p trapeze-loadgen -p trapeze-gatewayd >&2
 fi
-# Hugepages: three DPDK processes at once use at most 2 x 256 MB.
+# Hugepages: two DPDK processes at once, each with -m 256 and mempools that may grow past it
+# (testpmd's default pools alone took ~580 MB on a machine with only 600 MB free): 2 GB free.
 free=$(awk '/HugePages_Free/ {print $2}' /proc/meminfo)
-if [ "${free:-0}" -lt 300 ]; then
+if [ "${free:-0}" -lt 1024 ]; then
     total=$(awk '/HugePages_Total/ {print $2}' /proc/meminfo)
-    echo $((total + 300 - free)) > /proc/sys/vm/nr_hugepages
+    echo $((total + 1024 - free)) > /proc/sys/vm/nr_hugepages
     mountpoint -q /dev/hugepages || mount -t hugetlbfs nodev /dev/hugepages
 fi
 rm -rf "$RUN"; mkdir -p "$RUN" "$LOGS"
@@ -118,11 +119,11 @@ start_testpmd() {
     dpdk-testpmd --no-pci -l 0,1 --main-lcore 0 --file-prefix tzbench-tp -m 256 \
         "--vdev=net_memif0,role=server,socket=$RUN/a.sock,$MEMIF" \
         "--vdev=net_memif1,role=server,socket=$RUN/b.sock,$MEMIF" \
-        -- --forward-mode=io --nb-cores=1 --rxq=1 --txq=1 --auto-start \
+        -- --forward-mode=io --nb-cores=1 --rxq=1 --txq=1 --total-num-mbufs=32768 --auto-start \
         < "$RUN/testpmd.in" > "$LOGS/$name.dut.log" 2>&1 &
     DUT=$!
     PIDS+=("$DUT")
-    DUT_CMD="dpdk-testpmd --no-pci -l 0,1 --main-lcore 0 --file-prefix tzbench-tp -m 256 --vdev=net_memif0,role=server,socket=$RUN/a.sock,$MEMIF --vdev=net_memif1,role=server,socket=$RUN/b.sock,$MEMIF -- --forward-mode=io --nb-cores=1 --rxq=1 --txq=1 --auto-start"
+    DUT_CMD="dpdk-testpmd --no-pci -l 0,1 --main-lcore 0 --file-prefix tzbench-tp -m 256 --vdev=net_memif0,role=server,socket=$RUN/a.sock,$MEMIF --vdev=net_memif1,role=server,socket=$RUN/b.sock,$MEMIF -- --forward-mode=io --nb-cores=1 --rxq=1 --txq=1 --total-num-mbufs=32768 --auto-start"
 }
 
 gw_config() {
