@@ -249,7 +249,8 @@ def responder(a):
                                            for x, k in keys.items()},
           "conns": [], "join_syns": [], "probes": 0, "plain_synacks": 0, "mpc_synacks": 0,
           "third_acks": 0, "key_echo_mismatch": 0, "dss_acks_sent": 0, "other": 0,
-          "joins_established": [], "join_hmac_failures": 0}
+          "joins_established": [], "join_hmac_failures": 0, "join_synacks": [],
+          "join_rsts": []}
     stop = []
     signal.signal(signal.SIGTERM, lambda *_: stop.append(1))
     signal.signal(signal.SIGINT, lambda *_: stop.append(1))
@@ -288,14 +289,25 @@ def responder(a):
                 continue
             j = joins.get(cid)
             if j is None:
-                j = joins[cid] = {"conn": owner, "isn": random.randrange(1 << 32),
-                                  "nonce_a": p["join"]["nonce"],
+                # --wrong-hmac: answer as the *other* owner of the token would if the gateway
+                # had guessed wrong: with the keys of the other backend's connection.
+                conn = owner
+                if a.wrong_hmac:
+                    conn = next(c for x, c in held.items() if x != p["dst"])
+                j = joins[cid] = {"conn": conn, "isn": random.randrange(1 << 32),
+                                  "nonce_a": p["join"]["nonce"], "wrong": conn is not owner,
                                   "nonce_b": random.getrandbits(32), "done": False}
-            skey, ckey = int(owner["key"], 16), int(owner["client_key"], 16)
+                st["join_synacks"].append({"backend": names[p["dst"]], "cport": p["sport"],
+                                           "time": time.time(), "hmac_of": conn["backend"]})
+            skey, ckey = int(j["conn"]["key"], 16), int(j["conn"]["client_key"], 16)
             mac = join_hmac(skey, ckey, j["nonce_b"], j["nonce_a"])[:8]
             send(SYN | ACK, j["isn"], p["seq"] + 1, opt_mss() + opt_join_synack(mac, j["nonce_b"]))
             continue
-        if cid in joins and fl & ACK and not fl & SYN and not fl & RST:
+        if cid in joins and fl & RST:
+            st["join_rsts"].append({"backend": names[p["dst"]], "cport": p["sport"],
+                                    "time": time.time(), "mptcp_rst": p["mptcp_rst"]})
+            continue
+        if cid in joins and fl & ACK and not fl & SYN:
             j = joins[cid]
             if p.get("join_ack_hmac") is not None and not j["done"]:
                 skey, ckey = int(j["conn"]["key"], 16), int(j["conn"]["client_key"], 16)
@@ -720,20 +732,38 @@ def verify(a):
           % (len(cli_joins), amb, len(srv_joins), len(resp["join_syns"])))
     # ... and once one owner has gone (MP_FASTCLOSE with its key), the other's join gets through.
     others = rel.get("others") or {}
-    check(d(1, 2, "fastclose") >= 1 and rel.get("released") == "fake1"
-          and others.get("fake2", {}).get("established_subflows") == 2,
-          "NAT: after fake1's connection ended (fastclose +%d), fake2's connection has %s "
-          "established subflows after %ss (want 2: its join completed)"
-          % (d(1, 2, "fastclose"), others.get("fake2", {}).get("established_subflows"),
-             others.get("fake2", {}).get("after_s")))
     late = [j for j in resp["join_syns"] if rel_t and j["time"] >= rel_t]
     est = resp.get("joins_established") or []
-    check(late and all(j["backend"] == "fake2" for j in late) and len(est) == 1
-          and est[0]["backend"] == "fake2" and resp["join_hmac_failures"] == 0,
-          "NAT: after the release, MP_JOIN SYNs reached %s, joins established (HMACs verified "
-          "both ways) %s, HMAC failures %d"
-          % (sorted(set(j["backend"] for j in late)), [j["backend"] for j in est],
-             resp["join_hmac_failures"]))
+    f2 = others.get("fake2", {})
+    check(d(1, 2, "fastclose") >= 1 and rel.get("released") == "fake1"
+          and late and all(j["backend"] == "fake2" for j in late),
+          "NAT: after fake1's connection ended (fastclose +%d), its MP_JOIN SYNs reached %s "
+          "(want fake2 only)" % (d(1, 2, "fastclose"), sorted(set(j["backend"] for j in late))))
+    if not a.wrong_owner:
+        check(f2.get("established_subflows") == 2 and len(est) == 1
+              and est[0]["backend"] == "fake2" and resp["join_hmac_failures"] == 0,
+              "NAT: fake2's connection has %s established subflows %ss after the release "
+              "(want 2), joins established at the responder (HMACs verified both ways) %s"
+              % (f2.get("established_subflows"), f2.get("after_s"),
+                 [j["backend"] for j in est]))
+    else:
+        # What a guessing gateway would get: the other owner answers the join with its own
+        # connection's HMAC; the Linux client rejects it, resets the subflow, never retransmits.
+        sa = [x for x in resp.get("join_synacks", []) if x["time"] >= rel_t]
+        nc0, nc1 = ld("nstatc0.json"), ld("nstatc1.json")
+        hf = (nc1.get("MPTcpExtMPJoinSynAckHMacFailure", 0)
+              - nc0.get("MPTcpExtMPJoinSynAckHMacFailure", 0))
+        first = min((x["time"] for x in sa), default=None)
+        rsts = [x for x in resp.get("join_rsts", []) if first and x["time"] >= first]
+        after = [j for j in late if first and j["time"] > first]
+        check(len(sa) == 1 and sa[0]["hmac_of"] == "fake1" and hf >= 1 and len(rsts) >= 1
+              and not after and not est and f2.get("established_subflows") == 1,
+              "NAT (--wrong-owner): fake2 answered the join with fake1's connection's HMAC: the "
+              "Linux client counted MPJoinSynAckHMacFailure +%d, sent %d RST(s) (MP_TCPRST %s), "
+              "sent %d more MP_JOIN SYNs in the next %ss (want 0: no retransmission to retry "
+              "on), fake2's connection has %s established subflows (want 1)"
+              % (hf, len(rsts), [x["mptcp_rst"] for x in rsts], len(after), f2.get("after_s"),
+                 f2.get("established_subflows")))
     nc = dict(nat.get("conns", {}))
     if rel.get("conn"):
         nc[rel["released"]] = rel["conn"]
@@ -788,6 +818,8 @@ def main():
     r.add_argument("--probe-source", default="10.91.0.1", help="the gateway's health probes")
     r.add_argument("--state", required=True)
     r.add_argument("--ready")
+    r.add_argument("--wrong-hmac", action="store_true",
+                   help="answer joins with the other backend's connection's keys")
     n = sub.add_parser("nat-client")
     n.add_argument("--vip", required=True)
     n.add_argument("--port", type=int, default=80)
@@ -816,6 +848,7 @@ def main():
     v.add_argument("--nat-vip", default="10.90.100.30")
     v.add_argument("--fake-addr", action="append", default=["10.91.0.31", "10.91.0.32"])
     v.add_argument("--dsr-joins", type=int, default=2)
+    v.add_argument("--wrong-owner", action="store_true")
     a = ap.parse_args()
     return {"responder": responder, "nat-client": nat_client, "dsr-client": dsr_client,
             "verify": verify}[a.cmd](a)

@@ -29,10 +29,22 @@
 #   testbed/e2e-collide.sh              builds trapeze-gatewayd and trapezectl (release) first
 #   TRAPEZE_GATEWAYD=.../trapeze-gatewayd TRAPEZECTL=.../trapezectl testbed/e2e-collide.sh
 #   TZ_COLLIDE_CONNECTIONS=8 (real connections per harness run)
+#   testbed/e2e-collide.sh --wrong-owner   the same, except that after the release fake2 answers
+#       the join with fake1's connection's keys, as the other owner of a genuine collision would if
+#       a gateway guessed wrong: the Linux client must reject the SYN/ACK's HMAC
+#       (MPJoinSynAckHMacFailure), reset the subflow, and never retransmit that join, i.e. a
+#       "retry the other owner on retransmission" policy never gets its second chance.
 # Artefacts (captures, stats, the peers' reports, the daemon's output) stay in the directory
 # printed at the end.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+WRONG=
+RELEASE_TIMEOUT=8 # s: the pending join's next retransmission (1 s apart, then 2, 4 s)
+case "${1:-}" in
+  "") ;;
+  --wrong-owner) WRONG=1 RELEASE_TIMEOUT=4 ;;
+  *) echo "usage: $0 [--wrong-owner]" >&2; exit 2 ;;
+esac
 . testbed/gateway.sh
 
 TARGET=${CARGO_TARGET_DIR:-target}
@@ -68,7 +80,10 @@ cleanup() {
   rm -f /dev/hugepages/"$PREFIX"map_* 2>/dev/null || true
 }
 trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
 
+log "waiting for the test-bed lock (/tmp/tz-testbed.lock)"
 tb_lock
 log "artefacts in $OUT"
 testbed/netns.sh up >&2
@@ -78,10 +93,8 @@ testbed/netns.sh up >&2
 ip netns add "$NS_RESP"
 ip link add r0 netns "$NS_RESP" address 02:91:00:00:00:31 type veth peer name sw-tzc netns tz-sw \
   address 02:91:00:00:ff:31
-for x in "$NS_RESP r0" "tz-sw sw-tzc"; do
-  set -- $x
-  ip netns exec "$1" ethtool -K "$2" tx off tso off gso off gro off >/dev/null
-done
+ip netns exec "$NS_RESP" ethtool -K r0 tx off tso off gso off gro off >/dev/null
+ip netns exec tz-sw ethtool -K sw-tzc tx off tso off gso off gro off >/dev/null
 ip -n tz-sw link set sw-tzc mtu 1600 master br-tz up
 ip netns exec "$NS_RESP" sysctl -qw net.ipv6.conf.all.disable_ipv6=1 net.ipv6.conf.default.disable_ipv6=1
 ip -n "$NS_RESP" link set lo up
@@ -97,7 +110,7 @@ table inet tzc {
 }
 EOF
 ip netns exec "$NS_RESP" python3 "$PEER" responder --iface r0 --port 9090 \
-  --backend fake1=10.91.0.31=0xc66f --backend fake2=10.91.0.32=0xe658 \
+  --backend fake1=10.91.0.31=0xc66f --backend fake2=10.91.0.32=0xe658 ${WRONG:+--wrong-hmac} \
   --state "$OUT/responder.json" --ready "$OUT/responder.ready" 2>"$OUT/responder.err" &
 PIDS+=($!)
 RESP_PID=$!
@@ -166,7 +179,7 @@ wait_event() {
 # NAT: the collision, made by a real Linux MPTCP client and the crafted backends.
 ip netns exec tz-client python3 "$PEER" nat-client --vip 10.90.100.30 --port 80 \
   --state "$OUT/responder.json" --ready "$OUT/nat-client.ready" --hold 120 \
-  --release fake1 --released "$OUT/nat-released.json" \
+  --release fake1 --released "$OUT/nat-released.json" --release-timeout "$RELEASE_TIMEOUT" \
   >"$OUT/nat-client.json" 2>"$OUT/nat-client.err" &
 PIDS+=($!)
 NATC_PID=$!
@@ -183,6 +196,8 @@ log "NAT: join_token_ambiguous $(count join_token_ambiguous stats1), token_colli
 run nat4 -4 -n "$N" --out "$OUT/nat4"
 
 # One owner goes (MP_FASTCLOSE): the other connection's join must now reach its server.
+nstat_client() { ip netns exec tz-client nstat -asz | awk '!/^#/ && NF >= 2 { printf "%s\"%s\": %s", (n++ ? ", " : "{"), $1, $2 } END { print "}" }' >"$OUT/$1.json"; }
+nstat_client nstatc0
 kill -USR1 "$NATC_PID"
 for _ in $(seq 120); do
   [ -e "$OUT/nat-released.json" ] && break
@@ -190,6 +205,7 @@ for _ in $(seq 120); do
 done
 [ -e "$OUT/nat-released.json" ] || log "NAT: no outcome of the release"
 stats stats2
+nstat_client nstatc1
 log "NAT: after the release: $(python3 -c 'import json, sys; print(json.load(open(sys.argv[1]))["others"])' "$OUT/nat-released.json" 2>/dev/null)"
 kill -TERM "$NATC_PID"
 wait "$NATC_PID" || { log "the NAT client failed"; FAILED=1; }
@@ -211,7 +227,7 @@ kill -TERM "$RESP_PID" "$CAP1" "$CAP2"
 wait "$RESP_PID" "$CAP1" "$CAP2" || true
 
 log "verdict:"
-python3 "$PEER" verify --out "$OUT" --dsr-joins 2 >&2 || FAILED=1
+python3 "$PEER" verify --out "$OUT" --dsr-joins 2 ${WRONG:+--wrong-owner} >&2 || FAILED=1
 python3 - "$OUT/stats5.json" <<'PY' >&2
 import json, sys
 s = json.load(open(sys.argv[1]))
