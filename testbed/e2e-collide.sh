@@ -29,6 +29,9 @@
 #   testbed/e2e-collide.sh              builds trapeze-gatewayd and trapezectl (release) first
 #   TRAPEZE_GATEWAYD=.../trapeze-gatewayd TRAPEZECTL=.../trapezectl testbed/e2e-collide.sh
 #   TZ_COLLIDE_CONNECTIONS=8 (real connections per harness run)
+#   testbed/e2e-collide.sh --workers=2     two forwarding workers (the config is derived from
+#       configs/testbed-collide.toml as configs/testbed-2workers.toml is from testbed.toml: two
+#       af_packet queue pairs): the shared token table sees the owners and joins from either.
 #   testbed/e2e-collide.sh --wrong-owner   the same, except that after the release fake2 answers
 #       the join with fake1's connection's keys, as the other owner of a genuine collision would if
 #       a gateway guessed wrong: the Linux client must reject the SYN/ACK's HMAC
@@ -40,11 +43,16 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 WRONG=
 RELEASE_TIMEOUT=8 # s: the pending join's next retransmission (1 s apart, then 2, 4 s)
-case "${1:-}" in
-  "") ;;
-  --wrong-owner) WRONG=1 RELEASE_TIMEOUT=4 ;;
-  *) echo "usage: $0 [--wrong-owner]" >&2; exit 2 ;;
-esac
+WORKERS=1
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --wrong-owner) WRONG=1 RELEASE_TIMEOUT=4 ;;
+    --workers=1) ;;
+    --workers=2) WORKERS=2 ;;
+    *) echo "usage: $0 [--wrong-owner] [--workers=1|2]" >&2; exit 2 ;;
+  esac
+  shift
+done
 . testbed/gateway.sh
 
 TARGET=${CARGO_TARGET_DIR:-target}
@@ -131,6 +139,16 @@ for _ in $(seq 50); do
   sleep 0.1
 done
 
+if [ "$WORKERS" = 2 ]; then
+  sed -e 's/iface=gw-c"/iface=gw-c,qpairs=2"/' -e 's/iface=gw-s"/iface=gw-s,qpairs=2"/' \
+    -e 's/^count = 1$/count = 2/' "$CONFIG" >"$OUT/gateway-2workers.toml"
+  if ! grep -q '^count = 2$' "$OUT/gateway-2workers.toml" ||
+    [ "$(grep -c 'qpairs=2' "$OUT/gateway-2workers.toml")" != 2 ]; then
+    log "could not derive a two-worker configuration from $CONFIG"
+    exit 1
+  fi
+  CONFIG=$OUT/gateway-2workers.toml
+fi
 start_gateway "$CONFIG" gw --api "unix:$SOCK"
 stats() { "$CTL" --api "unix:$SOCK" --json stats >"$OUT/$1.json"; }
 nstat_servers() {
