@@ -73,6 +73,7 @@ START=$(date +%s)
 log() { printf '[e2e-collide] %s +%ss: %s\n' "$(date +%T)" "$(($(date +%s) - START))" "$*" >&2; }
 
 PIDS=()
+LOCKED= # the bed is ours to take down only once we hold its lock
 cleanup() {
   local p
   for p in "${PIDS[@]:-}"; do
@@ -83,7 +84,7 @@ cleanup() {
   done
   stop_gateway || true
   ip netns del "$NS_RESP" 2>/dev/null || true
-  testbed/netns.sh down >/dev/null 2>&1 || true
+  if [ -n "$LOCKED" ]; then testbed/netns.sh down >/dev/null 2>&1 || true; fi
   rm -rf "/var/run/dpdk/$PREFIX"
   rm -f /dev/hugepages/"$PREFIX"map_* 2>/dev/null || true
 }
@@ -93,6 +94,7 @@ trap 'exit 143' TERM
 
 log "waiting for the test-bed lock (/tmp/tz-testbed.lock)"
 tb_lock
+LOCKED=1
 log "artefacts in $OUT"
 testbed/netns.sh up >&2
 
