@@ -17,6 +17,7 @@
 //! finds, each naming its field. It ends by building the pool snapshot (Maglev tables included),
 //! so a configuration that validates is one the dataplane accepts.
 
+pub mod cluster;
 pub mod dsr;
 pub mod error;
 pub mod file;
@@ -177,6 +178,8 @@ pub struct GatewayConfig {
     pub tokens: TokenTableConfig,
     /// Active health checks.
     pub health: HealthSettings,
+    /// Token sharing with other instances (`[cluster]`), when configured.
+    pub cluster: Option<cluster::ClusterSettings>,
     /// Things that are allowed but probably not meant (printed by `--check`).
     pub warnings: Vec<String>,
 }

@@ -11,7 +11,7 @@
 //! ```text
 //! 0   magic "TZS1"                          4
 //! 4   version (1)                           1
-//! 5   flags (0)                             1
+//! 5   flags (bit 0: refresh batch)          1
 //! 6   record count                          2
 //! 8   epoch: sender's start, Unix µs        8
 //! 16  sequence number (from 1, per epoch)   8
@@ -49,6 +49,9 @@ pub const HEADER_LEN: usize = 24;
 pub const TAG_LEN: usize = 32;
 /// Largest datagram the encoder builds (fits an Ethernet MTU with IPv6 and UDP headers).
 pub const MAX_DATAGRAM: usize = 1400;
+/// Header flag: the batch re-announces live tokens (periodic refresh), it reports no new
+/// learn (receivers do not measure propagation delays on it).
+pub const FLAG_REFRESH: u8 = 1;
 /// Longest backend name on the wire.
 pub const MAX_NAME: usize = 255;
 
@@ -146,10 +149,10 @@ impl Batch {
     }
 
     /// Writes the header and the tag; returns the datagram. The batch is empty afterwards.
-    pub fn finish(&mut self, key: &[u8], epoch: u64, seq: u64) -> Vec<u8> {
+    pub fn finish(&mut self, key: &[u8], epoch: u64, seq: u64, flags: u8) -> Vec<u8> {
         self.buf[0..4].copy_from_slice(&MAGIC);
         self.buf[4] = VERSION;
-        self.buf[5] = 0;
+        self.buf[5] = flags;
         self.buf[6..8].copy_from_slice(&self.count.to_be_bytes());
         self.buf[8..16].copy_from_slice(&epoch.to_be_bytes());
         self.buf[16..24].copy_from_slice(&seq.to_be_bytes());
@@ -215,6 +218,8 @@ pub struct Accepted<'a> {
     pub epoch: u64,
     /// The sequence number.
     pub seq: u64,
+    /// Header flags ([`FLAG_REFRESH`]).
+    pub flags: u8,
     /// Number of records.
     pub count: u16,
     records: &'a [u8],
@@ -223,9 +228,7 @@ pub struct Accepted<'a> {
 impl<'a> Accepted<'a> {
     /// The records (already validated: the iterator yields exactly `count`).
     pub fn records(&self) -> Records<'a> {
-        Records {
-            rest: self.records,
-        }
+        Records { rest: self.records }
     }
 }
 
@@ -307,6 +310,7 @@ impl Receiver {
         Ok(Accepted {
             epoch,
             seq,
+            flags: body[5],
             count,
             records,
         })
@@ -338,7 +342,7 @@ mod tests {
         for r in recs {
             assert!(b.push(r));
         }
-        b.finish(KEY, epoch, seq)
+        b.finish(KEY, epoch, seq, 0)
     }
 
     #[test]
@@ -367,7 +371,10 @@ mod tests {
                 let mut x = d.clone();
                 x[i] ^= 1 << bit;
                 let e = rx.accept(KEY, &x).unwrap_err();
-                assert!(matches!(e, Reject::Auth | Reject::Malformed), "{i}/{bit}: {e:?}");
+                assert!(
+                    matches!(e, Reject::Auth | Reject::Malformed),
+                    "{i}/{bit}: {e:?}"
+                );
             }
         }
         assert_eq!(rx.last(), None, "nothing refused moves the sequence");
@@ -447,13 +454,15 @@ mod tests {
             (MAX_DATAGRAM - HEADER_LEN - TAG_LEN) / r.len(),
             "as many as fit"
         );
-        let d = b.finish(KEY, 1, 1);
+        let d = b.finish(KEY, 1, 1, FLAG_REFRESH);
         assert!(d.len() <= MAX_DATAGRAM);
         assert!(b.is_empty());
         let long = "x".repeat(256);
         assert!(!b.push(&rec(Op::Learn, 1, &long)));
         assert!(!b.push(&rec(Op::Learn, 1, "")));
         let mut rx = Receiver::default();
-        assert_eq!(rx.accept(KEY, &d).unwrap().records().count(), n as usize);
+        let a = rx.accept(KEY, &d).unwrap();
+        assert_eq!(a.records().count(), n as usize);
+        assert_eq!(a.flags, FLAG_REFRESH);
     }
 }

@@ -187,7 +187,19 @@ pub(crate) fn run(mut cfg: GatewayConfig, args: &GatewaydArgs, log: &Log) -> Res
         )
     });
     let published = Published::new(cfg.snapshot().map_err(|e| format!("pool: {e}"))?);
-    let shared = Shared::new(cfg.tokens);
+    let mut shared = Shared::new(cfg.tokens);
+    // Token sharing with other instances (`[cluster]`): the journal and the remote owners.
+    let cluster_cfg = cfg.cluster.clone();
+    let cluster_socket = match &cluster_cfg {
+        Some(c) => {
+            shared
+                .tokens
+                .enable_cluster(c.remote_capacity, c.journal_capacity);
+            Some(crate::cluster::bind(c)?)
+        }
+        None => None,
+    };
+    let cluster_counters = crate::cluster::Counters::default();
     let stop = Arc::new(AtomicBool::new(false));
     for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
         signal_hook::flag::register(sig, Arc::clone(&stop))
@@ -285,6 +297,19 @@ pub(crate) fn run(mut cfg: GatewayConfig, args: &GatewaydArgs, log: &Log) -> Res
             })
             .collect();
 
+        if let (Some(c), Some(sock)) = (&cluster_cfg, &cluster_socket) {
+            let (shared, published, stop, counters) =
+                (&shared, &published, &stop, &cluster_counters);
+            if let Err(e) = std::thread::Builder::new()
+                .name("tz-cluster".into())
+                .spawn_scoped(s, move || {
+                    crate::cluster::run(c, sock, shared, published, stop, counters, log)
+                })
+            {
+                log.warn(format!("cluster thread not started: {e}"));
+            }
+        }
+
         // The control loop.
         let mut last_report = Instant::now();
         let mut transitions = Vec::new();
@@ -371,6 +396,7 @@ pub(crate) fn run(mut cfg: GatewayConfig, args: &GatewaydArgs, log: &Log) -> Res
                     shared: &shared,
                     board: &board,
                     ports: &ports,
+                    cluster: cluster_cfg.as_ref().map(|_| &cluster_counters),
                 };
                 let resp = crate::api::dispatch(&mut control, req, &env);
                 trapeze_control::api::answer(&reply, resp);
@@ -444,6 +470,25 @@ pub(crate) fn run(mut cfg: GatewayConfig, args: &GatewaydArgs, log: &Log) -> Res
         }
     }
     print_totals(&total, &io_total, cfg, &ports, &shared);
+    if cluster_cfg.is_some() {
+        let v = cluster_counters.view(&shared.tokens);
+        println!(
+            "cluster sent {} datagrams ({} records) received {} ({} records, {} applied) rejected auth {} sequence {} malformed {} unknown-peer {} remote tokens {} delay n {} mean {} us max {} us",
+            v.datagrams_sent,
+            v.records_sent,
+            v.datagrams_received,
+            v.records_received,
+            v.records_applied,
+            v.rejected_auth,
+            v.rejected_sequence,
+            v.rejected_malformed,
+            v.rejected_unknown_peer,
+            v.remote_tokens,
+            v.delay_count,
+            v.delay_sum_us.checked_div(v.delay_count).unwrap_or(0),
+            v.delay_max_us
+        );
+    }
     if failed.is_empty() {
         Ok(())
     } else {

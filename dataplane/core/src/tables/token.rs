@@ -1626,7 +1626,10 @@ mod tests {
         // No local owner: nothing to take a subflow reference on, nothing local counted.
         assert!(!t.subflow_opened(5, BackendId(2)));
         assert!(!t.subflow_closed(5, BackendId(2), Ticks(2)));
-        assert!(!t.remove(5, BackendId(2)), "local removal ignores remote owners");
+        assert!(
+            !t.remove(5, BackendId(2)),
+            "local removal ignores remote owners"
+        );
         assert_eq!(t.route_join(5, Ticks(3)), JoinRoute::Owner(BackendId(2)));
         assert!(t.is_empty());
         assert_eq!(t.remote_len(), 1);
@@ -1795,7 +1798,10 @@ mod tests {
         assert_eq!(all, [(9, 1, 42), (9, 2, 43)]);
         // The journal entry carries the learn time (for the propagation delay).
         let e = t.journal_pop().unwrap();
-        assert_eq!((e.op, e.token, e.backend, e.at), (Learn, 9, BackendId(1), Ticks(42)));
+        assert_eq!(
+            (e.op, e.token, e.backend, e.at),
+            (Learn, 9, BackendId(1), Ticks(42))
+        );
     }
 
     #[test]
@@ -1817,7 +1823,10 @@ mod tests {
             });
         });
         for i in 0..5000u32 {
-            assert_eq!(t.route_join(tok(i), Ticks(1)), JoinRoute::Owner(BackendId(1)));
+            assert_eq!(
+                t.route_join(tok(i), Ticks(1)),
+                JoinRoute::Owner(BackendId(1))
+            );
             assert_eq!(
                 t.route_join(tok(i + 5000), Ticks(1)),
                 JoinRoute::Owner(BackendId(2))
