@@ -305,7 +305,7 @@ impl MetricsInput {
             tokens: self.token_view(),
             control: self.control,
             ports: self.ports.clone(),
-            cluster: self.cluster,
+            cluster: self.cluster.map(Box::new),
         }
     }
 }
@@ -867,6 +867,49 @@ mod tests {
         assert!(t.contains("\ntrapeze_tokens 4\n"), "{t}");
         assert!(t.contains("# TYPE trapeze_token_collisions counter\n"));
         assert!(t.ends_with("# EOF\n"));
+    }
+
+    #[test]
+    fn renders_cluster_counters_only_when_configured() {
+        let none = render(&MetricsInput::default());
+        assert!(!none.contains("trapeze_cluster_"));
+        assert!(MetricsInput::default().stats_view().cluster.is_none());
+        let input = MetricsInput {
+            cluster: Some(ClusterStatsView {
+                datagrams_sent: 7,
+                rejected_auth: 2,
+                rejected_sequence: 3,
+                remote_tokens: 5,
+                delay_count: 4,
+                delay_sum_us: 1200,
+                delay_max_us: 600,
+                delay_buckets: [0, 1, 2, 4, 4, 4, 4, 4, 4, 4],
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let t = render(&input);
+        assert!(
+            t.contains("\ntrapeze_cluster_datagrams_sent_total 7\n"),
+            "{t}"
+        );
+        assert!(
+            t.contains("trapeze_cluster_rejected_total{reason=\"auth\"} 2\n"),
+            "{t}"
+        );
+        assert!(t.contains("trapeze_cluster_rejected_total{reason=\"sequence\"} 3\n"));
+        assert!(t.contains("\ntrapeze_cluster_remote_tokens 5\n"));
+        assert!(t.contains("\ntrapeze_cluster_propagation_delay_us_total 1200\n"));
+        assert!(t.contains("\ntrapeze_cluster_propagation_delay_max_us 600\n"));
+        assert!(
+            t.contains("trapeze_cluster_propagation_delay_bucket_total{le=\"0.00025\"} 1\n"),
+            "{t}"
+        );
+        assert!(t.contains("trapeze_cluster_propagation_delay_bucket_total{le=\"+Inf\"} 4\n"));
+        let v = input.stats_view();
+        let json = serde_json::to_string(&v).unwrap();
+        let back: StatsView = serde_json::from_str(&json).unwrap();
+        assert_eq!(back.cluster.unwrap().rejected_sequence, 3);
     }
 
     #[test]

@@ -620,7 +620,7 @@ pub struct StatsView {
     pub ports: Vec<PortStatsView>,
     /// Token sharing, when `[cluster]` is configured.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub cluster: Option<ClusterStatsView>,
+    pub cluster: Option<Box<ClusterStatsView>>,
 }
 
 /// A dataplane port's counters in `GET /stats`: what the workers did with it (summed over the
