@@ -8,7 +8,7 @@
 //!   shared secret, one sequence number per datagram) and sends each to every peer. Every
 //!   `refresh_interval` it re-announces all local owners (flag `refresh`): that repairs lost
 //!   datagrams and a restarted peer, and keeps remote owners of long connections alive.
-//! * **Receive.** Datagrams from a configured peer address only; [`Receiver::accept`] checks
+//! * **Receive** (a second thread, blocked in `recv`). Datagrams from a configured peer address only; [`Receiver::accept`] checks
 //!   the HMAC and that `(epoch, sequence)` moves forward. Learns become remote owners valid
 //!   for `remote_timeout` ([`TokenTable::learn_remote`]; a local owner always wins), removals
 //!   drop them. Propagation delay = now − the learn's time on the sender (Unix clocks: exact on
@@ -172,8 +172,10 @@ impl Sender<'_> {
     }
 }
 
-/// Runs the sync thread until `stop` is set.
-#[allow(clippy::too_many_arguments)]
+/// Runs the sync threads until `stop` is set: this one sends (it sleeps `batch_interval` between
+/// journal drains: `nanosleep` is precise to tens of µs, where a socket timeout would be rounded
+/// up to the kernel's jiffies, 4 ms at HZ=250), a second one receives (blocked in `recv`, so a
+/// peer's datagram is applied as soon as it arrives).
 pub(crate) fn run(
     cfg: &ClusterSettings,
     socket: &UdpSocket,
@@ -187,18 +189,70 @@ pub(crate) fn run(
     let clock = Clock {
         hz: lcore::tsc_hz(),
     };
-    let poll = cfg.batch_interval.max(Duration::from_micros(100));
-    if let Err(e) = socket.set_read_timeout(Some(poll)) {
+    log.info(format!(
+        "cluster: token sync on {} with {} peer(s), batch {:?}, remote timeout {:?}",
+        cfg.listen,
+        cfg.peers.len(),
+        cfg.batch_interval,
+        cfg.remote_timeout
+    ));
+    std::thread::scope(|s| {
+        let rx = std::thread::Builder::new()
+            .name("tz-cluster-rx".into())
+            .spawn_scoped(s, || {
+                receive(cfg, socket, tokens, published, stop, counters, log)
+            });
+        if let Err(e) = rx {
+            log.warn(format!("cluster: receive thread not started: {e}"));
+        }
+        let mut tx = Sender {
+            cfg,
+            socket,
+            counters,
+            epoch: unix_us(),
+            seq: 0,
+            batch: Batch::new(),
+        };
+        let pause = cfg.batch_interval.max(Duration::from_micros(100));
+        let start = Instant::now();
+        let mut next_refresh = start + cfg.refresh_interval;
+        let mut next_expire = start + Duration::from_secs(1);
+        while !stop.load(Ordering::Relaxed) {
+            std::thread::sleep(pause);
+            flush(&mut tx, tokens, published, &clock);
+            let now = Instant::now();
+            if now >= next_refresh {
+                next_refresh = now + cfg.refresh_interval;
+                refresh(&mut tx, tokens, published);
+                add(&counters.refreshes, 1);
+            }
+            if now >= next_expire {
+                next_expire = now + Duration::from_secs(1);
+                tokens.expire_remote(clock.now());
+            }
+        }
+        // Last changes before stopping.
+        flush(&mut tx, tokens, published, &clock);
+    });
+}
+
+/// The receive loop: peers' datagrams become remote owners.
+fn receive(
+    cfg: &ClusterSettings,
+    socket: &UdpSocket,
+    tokens: &TokenTable,
+    published: &Published,
+    stop: &AtomicBool,
+    counters: &Counters,
+    log: &Log,
+) {
+    let clock = Clock {
+        hz: lcore::tsc_hz(),
+    };
+    // The timeout only bounds how long a stop waits.
+    if let Err(e) = socket.set_read_timeout(Some(Duration::from_millis(100))) {
         log.warn(format!("cluster: socket timeout: {e}"));
     }
-    let mut tx = Sender {
-        cfg,
-        socket,
-        counters,
-        epoch: unix_us(),
-        seq: 0,
-        batch: Batch::new(),
-    };
     let mut peers: HashMap<SocketAddr, Receiver> = cfg
         .peers
         .iter()
@@ -207,106 +261,88 @@ pub(crate) fn run(
     let mut names: HashMap<String, BackendId> = HashMap::new();
     let mut names_version = u64::MAX;
     let mut buf = vec![0u8; 65_536];
-    let start = Instant::now();
-    let mut next_flush = start;
-    let mut next_refresh = start + cfg.refresh_interval;
-    let mut next_expire = start + Duration::from_secs(1);
-    log.info(format!(
-        "cluster: token sync on {} with {} peer(s), batch {:?}, remote timeout {:?}",
-        cfg.listen,
-        cfg.peers.len(),
-        cfg.batch_interval,
-        cfg.remote_timeout
-    ));
     while !stop.load(Ordering::Relaxed) {
-        // Receive until the socket is quiet for `poll`.
-        match socket.recv_from(&mut buf) {
-            Ok((n, from)) => {
-                add(&counters.datagrams_received, 1);
-                let Some(rx) = peers.get_mut(&from) else {
-                    add(&counters.rejected_unknown_peer, 1);
-                    continue;
-                };
-                let data = buf.get(..n).unwrap_or(&[]);
-                match rx.accept(&cfg.secret, data) {
-                    Ok(a) => {
-                        if published.version() != names_version {
-                            let pool = published.load();
-                            names_version = published.version();
-                            names = pool
-                                .backends
-                                .iter()
-                                .flatten()
-                                .map(|b| (b.name.clone(), b.id))
-                                .collect();
-                        }
-                        let now = clock.now();
-                        let now_us = unix_us();
-                        for r in a.records() {
-                            add(&counters.records_received, 1);
-                            let Some(&id) = names.get(r.backend) else {
-                                add(&counters.unknown_backend, 1);
-                                continue;
-                            };
-                            match r.op {
-                                Op::Learn => {
-                                    match tokens.learn_remote(r.token, id, now, cfg.remote_timeout)
-                                    {
-                                        RemoteOutcome::Full => add(&counters.remote_full, 1),
-                                        o => {
-                                            add(&counters.records_applied, 1);
-                                            if o == RemoteOutcome::ShadowedByLocal {
-                                                add(&counters.remote_shadowed, 1);
-                                            }
-                                            if o == RemoteOutcome::Collision {
-                                                add(&counters.remote_collisions, 1);
-                                            }
-                                        }
-                                    }
-                                    if a.flags & FLAG_REFRESH == 0 && r.origin_us > 0 {
-                                        counters.delay(now_us.saturating_sub(r.origin_us));
-                                    }
-                                }
-                                Op::Remove => {
-                                    if tokens.remove_remote(r.token, id) {
-                                        add(&counters.records_applied, 1);
-                                    }
-                                }
+        let (n, from) = match socket.recv_from(&mut buf) {
+            Ok(x) => x,
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    ErrorKind::WouldBlock | ErrorKind::TimedOut | ErrorKind::Interrupted
+                ) =>
+            {
+                continue
+            }
+            Err(e) => {
+                log.warn(format!("cluster: receive: {e}"));
+                std::thread::sleep(Duration::from_millis(100));
+                continue;
+            }
+        };
+        add(&counters.datagrams_received, 1);
+        let Some(rx) = peers.get_mut(&from) else {
+            add(&counters.rejected_unknown_peer, 1);
+            continue;
+        };
+        let data = buf.get(..n).unwrap_or(&[]);
+        let a = match rx.accept(&cfg.secret, data) {
+            Ok(a) => a,
+            Err(Reject::Auth) => {
+                add(&counters.rejected_auth, 1);
+                continue;
+            }
+            Err(Reject::Sequence) => {
+                add(&counters.rejected_sequence, 1);
+                continue;
+            }
+            Err(Reject::Malformed) => {
+                add(&counters.rejected_malformed, 1);
+                continue;
+            }
+        };
+        if published.version() != names_version {
+            let pool = published.load();
+            names_version = published.version();
+            names = pool
+                .backends
+                .iter()
+                .flatten()
+                .map(|b| (b.name.clone(), b.id))
+                .collect();
+        }
+        let now = clock.now();
+        let now_us = unix_us();
+        for r in a.records() {
+            add(&counters.records_received, 1);
+            let Some(&id) = names.get(r.backend) else {
+                add(&counters.unknown_backend, 1);
+                continue;
+            };
+            match r.op {
+                Op::Learn => {
+                    match tokens.learn_remote(r.token, id, now, cfg.remote_timeout) {
+                        RemoteOutcome::Full => add(&counters.remote_full, 1),
+                        o => {
+                            add(&counters.records_applied, 1);
+                            if o == RemoteOutcome::ShadowedByLocal {
+                                add(&counters.remote_shadowed, 1);
+                            }
+                            if o == RemoteOutcome::Collision {
+                                add(&counters.remote_collisions, 1);
                             }
                         }
                     }
-                    Err(Reject::Auth) => add(&counters.rejected_auth, 1),
-                    Err(Reject::Sequence) => add(&counters.rejected_sequence, 1),
-                    Err(Reject::Malformed) => add(&counters.rejected_malformed, 1),
+                    if a.flags & FLAG_REFRESH == 0 && r.origin_us > 0 {
+                        counters.delay(now_us.saturating_sub(r.origin_us));
+                    }
                 }
-                if Instant::now() < next_flush {
-                    continue;
+                Op::Remove => {
+                    if tokens.remove_remote(r.token, id) {
+                        add(&counters.records_applied, 1);
+                    }
                 }
             }
-            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
-            Err(e) if e.kind() == ErrorKind::Interrupted => continue,
-            Err(e) => {
-                log.warn(format!("cluster: receive: {e}"));
-                std::thread::sleep(poll);
-            }
-        }
-        let now = Instant::now();
-        if now >= next_flush {
-            next_flush = now + cfg.batch_interval;
-            flush(&mut tx, tokens, published, &clock);
-        }
-        if now >= next_refresh {
-            next_refresh = now + cfg.refresh_interval;
-            refresh(&mut tx, tokens, published);
-            add(&counters.refreshes, 1);
-        }
-        if now >= next_expire {
-            next_expire = now + Duration::from_secs(1);
-            tokens.expire_remote(clock.now());
         }
     }
-    // Last changes before stopping.
-    flush(&mut tx, tokens, published, &clock);
 }
 
 /// Sends the journal's entries.
