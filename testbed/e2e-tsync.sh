@@ -24,7 +24,8 @@
 #      (applied), its replay (rejected sequence).
 #
 # Usage (root): testbed/e2e-tsync.sh   (TRAPEZE_GATEWAYD / TRAPEZECTL: prebuilt binaries;
-# otherwise builds them; TZS_CONNECTIONS=16; TZS_BATCH=200us). Artefacts: the printed directory.
+# otherwise builds them; TZS_CONNECTIONS=16; TZS_BATCH sets [cluster] batch_interval, else the
+# daemon's default). Artefacts: the printed directory.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 HERE=$PWD/testbed
@@ -33,7 +34,9 @@ exec 8>/tmp/tzs-testbed.lock
 flock -w 300 8 || { echo "e2e-tsync: another run holds /tmp/tzs-testbed.lock" >&2; exit 1; }
 
 N=${TZS_CONNECTIONS:-16}
-BATCH=${TZS_BATCH:-200us}
+BATCH=${TZS_BATCH:-}
+BATCH_LINE=
+if [ -n "$BATCH" ]; then BATCH_LINE="batch_interval = \"$BATCH\""; fi
 if [ -z "${TRAPEZE_GATEWAYD:-}" ]; then
   cargo build --release --locked -q -p trapeze-gatewayd -p trapeze-control
 fi
@@ -218,7 +221,7 @@ EOF
 listen = "$listen"
 peers = [$peers]
 secret_file = "$OUT/cluster.key"
-batch_interval = "$BATCH"
+$BATCH_LINE
 remote_timeout = "60s"
 refresh_interval = "10s"
 EOF

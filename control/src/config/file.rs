@@ -49,7 +49,8 @@ pub struct ClusterSection {
     pub peers: Vec<String>,
     /// File holding the shared secret.
     pub secret_file: String,
-    /// Batching delay of local changes, e.g. "1ms", "250us" (default 1ms; "0ms": send at once).
+    /// Batching delay of local changes, e.g. "1ms", "250us" (default "100us"; the sender polls
+    /// the journal at least every 100 us).
     pub batch_interval: Option<String>,
     /// Lifetime of a remote owner without refresh (default "10m").
     pub remote_timeout: Option<String>,
