@@ -20,6 +20,7 @@
 #      the connection (the servers' own subflow lists), MPJoinNoTokenFound 0, B routed the joins
 #      by remote owners; the figures: propagation delay learn on A -> applied on B (B's
 #      counters), and third ACK -> first MP_JOIN SYN of the clients (testbed/join_delay.py);
+#      once A reclaims the closed connections, its removals take the remote owners off B;
 #   3. B's decoder end to end: a datagram with a wrong secret (rejected auth), a valid one
 #      (applied), its replay (rejected sequence).
 #
@@ -207,6 +208,10 @@ egress_port = "server"
 flow_capacity = 4096
 token_capacity = 4096
 
+[tables.timeouts]
+# Closed connections release their tokens soon (step 2 checks that removals propagate).
+closing = "1s"
+
 [workers]
 count = 1
 idle_sleep_us = 50
@@ -300,9 +305,16 @@ kill -INT "$c0" "$c2" 2>/dev/null || true
 stats a "$OUT/sync-gwa-stats.json"
 stats b "$OUT/sync-gwb-stats.json"
 
+# Removals: once A has reclaimed the closed connections' flows, their tokens go on B too.
+for _ in $(seq 40); do
+  stats b "$OUT/preinject-gwb-stats.json"
+  python3 -c 'import json,sys; sys.exit(json.load(open(sys.argv[1]))["cluster"]["remote_tokens"] != 0)' \
+    "$OUT/preinject-gwb-stats.json" && break
+  sleep 0.25
+done
+stats a "$OUT/end-gwa-stats.json"
+
 # --- 3. B's decoder end to end ---------------------------------------------------------------
-sleep 0.5
-stats b "$OUT/preinject-gwb-stats.json"
 nsx tzs-gwa python3 - "$OUT/cluster.key" >"$OUT/inject.log" 2>&1 <<'EOF'
 import hashlib, hmac, socket, struct, sys, time
 secret = open(sys.argv[1], "rb").read()
@@ -409,6 +421,12 @@ print("  propagation learn on A -> applied on B: n %d mean %.0f us max %d us; bu
 print("  clients: third ACK -> first MP_JOIN SYN (ms): %s over %d connections" % (jd["ms"], jd["joined"]))
 waits = sorted(r.get("join_wait_s", 0) for r in c)
 print("  clients: wait for the join established (s): min %.3f median %.3f max %.3f" % (waits[0], waits[len(waits)//2], waits[-1]))
+
+e = st("end-gwa-stats.json")
+p = st("preinject-gwb-stats.json")["cluster"]
+check(e["tokens"]["entries"] == 0 and p["remote_tokens"] == 0 and p["records_applied"] >= 2 * n,
+      "removals: A released its %d tokens (left %d), B's remote owners went with them (left %d, applied %d)"
+      % (n, e["tokens"]["entries"], p["remote_tokens"], p["records_applied"]))
 
 print("3. B's decoder")
 cb = st("preinject-gwb-stats.json")["cluster"]
