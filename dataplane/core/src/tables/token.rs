@@ -70,7 +70,8 @@
 //!   reference), expires on its own deadline ([`TokenTable::expire_remote`]) unless refreshed,
 //!   and **never overrides a local owner**: [`TokenTable::route_join`] consults the remote map
 //!   only when no local owner exists. Two remote owners of different backends make the token
-//!   ambiguous, as locally.
+//!   ambiguous, as locally. A DSR [`TokenTable::claim`] (first owner wins) is also refused by a
+//!   live remote owner of another backend, so a forged key cannot take a peer's token here.
 //!
 //! # Invariants (checked by the tests after concurrent use)
 //!
@@ -806,7 +807,8 @@ impl TokenTable {
     /// client asserts it in its third ACK). First owner wins: when another backend's connection
     /// owns the token the claim is [`LearnOutcome::Refused`] and nothing changes, so a client
     /// that forges a key with a live token (a 2^32 search) can neither take over nor spoil
-    /// another connection's joins. The same backend may replace its own older connection.
+    /// another connection's joins. The same backend may replace its own older connection. With
+    /// a cluster, a live remote owner of another backend refuses the claim as well.
     pub fn claim(&self, token: u32, owner: Owner) -> LearnOutcome {
         self.learn_inner(token, owner, true)
     }
@@ -815,6 +817,17 @@ impl TokenTable {
         let mut guard = self.shard(token).write();
         let shard = &mut *guard;
         let Some(head) = shard.map.get(&token).map(|h| h.link) else {
+            // First owner wins across instances too: a claim for a token that another backend
+            // owns on a peer (a live remote owner) is refused like a local one.
+            if exclusive
+                && shard.remote.get(&token).is_some_and(|h| {
+                    h.as_slice()
+                        .iter()
+                        .any(|o| o.backend != owner.backend && o.expires > owner.learned_at)
+                })
+            {
+                return LearnOutcome::Refused;
+            }
             if shard.map.len() >= shard.quota || shard.free == NIL {
                 return LearnOutcome::TableFull;
             }
@@ -1723,6 +1736,29 @@ mod tests {
             RemoteOutcome::Full
         );
         assert!(!plain.cluster_enabled());
+    }
+
+    #[test]
+    fn claim_refused_by_a_live_remote_owner_of_another_backend() {
+        let t = cluster(100, 100, 64);
+        let ttl = Duration::from_secs(10);
+        let mut o = owner(2, 1, 0x11, 0);
+        o.learned_at = Ticks::from_secs(1);
+        t.learn_remote(5, BackendId(1), Ticks(0), ttl);
+        // A client on this instance claiming the token for another backend: refused.
+        assert_eq!(t.claim(5, o), LearnOutcome::Refused);
+        assert_eq!(t.route_join(5, Ticks(2)), JoinRoute::Owner(BackendId(1)));
+        // The same backend (the server reused its token): accepted, local from now on.
+        assert_eq!(t.claim(5, owner(1, 2, 0x22, 1)), LearnOutcome::Inserted);
+        // Past the remote owner's deadline another backend may claim a fresh token.
+        t.learn_remote(6, BackendId(1), Ticks(0), ttl);
+        o.learned_at = Ticks::from_secs(11);
+        assert_eq!(t.claim(6, o), LearnOutcome::Inserted);
+        // learn (NAT: the key came from the server) is not exclusive: the local owner routes.
+        t.learn_remote(7, BackendId(1), Ticks(0), ttl);
+        assert_eq!(t.learn(7, owner(2, 3, 0x33, 1)), LearnOutcome::Inserted);
+        assert_eq!(t.route_join(7, Ticks(2)), JoinRoute::Owner(BackendId(2)));
+        t.validate();
     }
 
     #[test]
