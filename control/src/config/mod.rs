@@ -334,6 +334,25 @@ impl GatewayConfig {
             Some(l) => writeln!(s, "workers: {} on lcores {l:?}", self.workers.count),
             None => writeln!(s, "workers: {}", self.workers.count),
         };
+        if let Some(c) = &self.cluster {
+            let _ = writeln!(
+                s,
+                "cluster: listen {} peers {} secret {} ({} bytes), batch {:?}, refresh {:?}, remote timeout {:?}, remote capacity {}, journal {}",
+                c.listen,
+                c.peers
+                    .iter()
+                    .map(|p| p.to_string())
+                    .collect::<Vec<_>>()
+                    .join(" "),
+                c.secret_file.display(),
+                c.secret.len(),
+                c.batch_interval,
+                c.refresh_interval,
+                c.remote_timeout,
+                c.remote_capacity,
+                c.journal_capacity
+            );
+        }
         for w in &self.warnings {
             let _ = writeln!(s, "warning: {w}");
         }
