@@ -27,6 +27,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use trapeze_control::api::types::DELAY_BUCKETS_US;
 use trapeze_control::api::ClusterStatsView;
 use trapeze_control::config::cluster::ClusterSettings;
+use trapeze_control::config::GatewayConfig;
 use trapeze_core::cluster::{Batch, Op, Receiver, Record, Reject, FLAG_REFRESH};
 use trapeze_core::pipeline::Shared;
 use trapeze_core::pool::BackendId;
@@ -111,9 +112,64 @@ impl Counters {
     }
 }
 
-/// Binds the sync socket (before the workers start, so a bad address fails the start).
-pub(crate) fn bind(c: &ClusterSettings) -> Result<UdpSocket, String> {
-    UdpSocket::bind(c.listen).map_err(|e| format!("cluster.listen {}: {e}", c.listen))
+/// With `[cluster]`: enables the token table's journal and remote owners and binds the sync
+/// socket (before the workers start, so a bad address fails the start).
+pub(crate) fn setup(
+    cfg: &GatewayConfig,
+    shared: &mut Shared,
+) -> Result<Option<(ClusterSettings, UdpSocket)>, String> {
+    let Some(c) = &cfg.cluster else {
+        return Ok(None);
+    };
+    shared
+        .tokens
+        .enable_cluster(c.remote_capacity, c.journal_capacity);
+    let sock =
+        UdpSocket::bind(c.listen).map_err(|e| format!("cluster.listen {}: {e}", c.listen))?;
+    Ok(Some((c.clone(), sock)))
+}
+
+/// Starts the sync threads in the runtime's scope.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn spawn<'scope, 'env: 'scope>(
+    s: &'scope std::thread::Scope<'scope, 'env>,
+    cfg: &'env ClusterSettings,
+    socket: &'env UdpSocket,
+    shared: &'env Shared,
+    published: &'env Published,
+    stop: &'env AtomicBool,
+    counters: &'env Counters,
+    log: &'env Log,
+) {
+    if let Err(e) = std::thread::Builder::new()
+        .name("tz-cluster".into())
+        .spawn_scoped(s, move || {
+            run(cfg, socket, shared, published, stop, counters, log)
+        })
+    {
+        log.warn(format!("cluster thread not started: {e}"));
+    }
+}
+
+/// The shutdown summary line.
+pub(crate) fn print_totals(counters: &Counters, tokens: &TokenTable) {
+    let v = counters.view(tokens);
+    println!(
+        "cluster sent {} datagrams ({} records) received {} ({} records, {} applied) rejected auth {} sequence {} malformed {} unknown-peer {} remote tokens {} delay n {} mean {} us max {} us",
+        v.datagrams_sent,
+        v.records_sent,
+        v.datagrams_received,
+        v.records_received,
+        v.records_applied,
+        v.rejected_auth,
+        v.rejected_sequence,
+        v.rejected_malformed,
+        v.rejected_unknown_peer,
+        v.remote_tokens,
+        v.delay_count,
+        v.delay_sum_us.checked_div(v.delay_count).unwrap_or(0),
+        v.delay_max_us
+    );
 }
 
 fn unix_us() -> u64 {
@@ -176,7 +232,7 @@ impl Sender<'_> {
 /// journal drains: `nanosleep` is precise to tens of µs, where a socket timeout would be rounded
 /// up to the kernel's jiffies, 4 ms at HZ=250), a second one receives (blocked in `recv`, so a
 /// peer's datagram is applied as soon as it arrives).
-pub(crate) fn run(
+fn run(
     cfg: &ClusterSettings,
     socket: &UdpSocket,
     shared: &Shared,

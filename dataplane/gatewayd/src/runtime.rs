@@ -188,17 +188,8 @@ pub(crate) fn run(mut cfg: GatewayConfig, args: &GatewaydArgs, log: &Log) -> Res
     });
     let published = Published::new(cfg.snapshot().map_err(|e| format!("pool: {e}"))?);
     let mut shared = Shared::new(cfg.tokens);
-    // Token sharing with other instances (`[cluster]`): the journal and the remote owners.
-    let cluster_cfg = cfg.cluster.clone();
-    let cluster_socket = match &cluster_cfg {
-        Some(c) => {
-            shared
-                .tokens
-                .enable_cluster(c.remote_capacity, c.journal_capacity);
-            Some(crate::cluster::bind(c)?)
-        }
-        None => None,
-    };
+    // Token sharing with other instances (`[cluster]`): journal, remote owners, sync socket.
+    let cluster = crate::cluster::setup(&cfg, &mut shared)?;
     let cluster_counters = crate::cluster::Counters::default();
     let stop = Arc::new(AtomicBool::new(false));
     for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
@@ -297,17 +288,17 @@ pub(crate) fn run(mut cfg: GatewayConfig, args: &GatewaydArgs, log: &Log) -> Res
             })
             .collect();
 
-        if let (Some(c), Some(sock)) = (&cluster_cfg, &cluster_socket) {
-            let (shared, published, stop, counters) =
-                (&shared, &published, &stop, &cluster_counters);
-            if let Err(e) = std::thread::Builder::new()
-                .name("tz-cluster".into())
-                .spawn_scoped(s, move || {
-                    crate::cluster::run(c, sock, shared, published, stop, counters, log)
-                })
-            {
-                log.warn(format!("cluster thread not started: {e}"));
-            }
+        if let Some((c, sock)) = &cluster {
+            crate::cluster::spawn(
+                s,
+                c,
+                sock,
+                &shared,
+                &published,
+                &stop,
+                &cluster_counters,
+                log,
+            );
         }
 
         // The control loop.
@@ -396,7 +387,7 @@ pub(crate) fn run(mut cfg: GatewayConfig, args: &GatewaydArgs, log: &Log) -> Res
                     shared: &shared,
                     board: &board,
                     ports: &ports,
-                    cluster: cluster_cfg.as_ref().map(|_| &cluster_counters),
+                    cluster: cluster.as_ref().map(|_| &cluster_counters),
                 };
                 let resp = crate::api::dispatch(&mut control, req, &env);
                 trapeze_control::api::answer(&reply, resp);
@@ -470,24 +461,8 @@ pub(crate) fn run(mut cfg: GatewayConfig, args: &GatewaydArgs, log: &Log) -> Res
         }
     }
     print_totals(&total, &io_total, cfg, &ports, &shared);
-    if cluster_cfg.is_some() {
-        let v = cluster_counters.view(&shared.tokens);
-        println!(
-            "cluster sent {} datagrams ({} records) received {} ({} records, {} applied) rejected auth {} sequence {} malformed {} unknown-peer {} remote tokens {} delay n {} mean {} us max {} us",
-            v.datagrams_sent,
-            v.records_sent,
-            v.datagrams_received,
-            v.records_received,
-            v.records_applied,
-            v.rejected_auth,
-            v.rejected_sequence,
-            v.rejected_malformed,
-            v.rejected_unknown_peer,
-            v.remote_tokens,
-            v.delay_count,
-            v.delay_sum_us.checked_div(v.delay_count).unwrap_or(0),
-            v.delay_max_us
-        );
+    if cluster.is_some() {
+        crate::cluster::print_totals(&cluster_counters, &shared.tokens);
     }
     if failed.is_empty() {
         Ok(())
