@@ -6,8 +6,10 @@
 //!   established path), names each backend (`BackendId` is local; instances agree on names),
 //!   packs the records into datagrams ([`trapeze_core::cluster::Batch`], HMAC-SHA256 with the
 //!   shared secret, one sequence number per datagram) and sends each to every peer. Every
-//!   `refresh_interval` it re-announces all local owners (flag `refresh`): that repairs lost
-//!   datagrams and a restarted peer, and keeps remote owners of long connections alive.
+//!   `refresh_interval` it re-announces all local owners (flag `refresh`, in chunks of
+//!   [`REFRESH_CHUNK`] records a round so fresh learns never wait behind a large table): that
+//!   repairs lost datagrams and a restarted peer, and keeps remote owners of long connections
+//!   alive.
 //! * **Receive** (a second thread, blocked in `recv`). Datagrams from a configured peer address only; [`Receiver::accept`] checks
 //!   the HMAC and that `(epoch, sequence)` moves forward. Learns become remote owners valid
 //!   for `remote_timeout` ([`TokenTable::learn_remote`]; a local owner always wins), removals
@@ -273,14 +275,19 @@ fn run(
         let start = Instant::now();
         let mut next_refresh = start + cfg.refresh_interval;
         let mut next_expire = start + Duration::from_secs(1);
+        let mut refreshing: Vec<(u32, BackendId)> = Vec::new();
         while !stop.load(Ordering::Relaxed) {
             std::thread::sleep(pause);
             flush(&mut tx, tokens, published, &clock);
             let now = Instant::now();
-            if now >= next_refresh {
+            if now >= next_refresh && refreshing.is_empty() {
                 next_refresh = now + cfg.refresh_interval;
-                refresh(&mut tx, tokens, published);
+                tokens.for_each_local(|t, b, _| refreshing.push((t, b)));
+                refreshing.reverse(); // popped from the end: table order
                 add(&counters.refreshes, 1);
+            }
+            if !refreshing.is_empty() {
+                refresh(&mut tx, tokens, published, &mut refreshing);
             }
             if now >= next_expire {
                 next_expire = now + Duration::from_secs(1);
@@ -434,12 +441,24 @@ fn flush(tx: &mut Sender<'_>, tokens: &TokenTable, published: &Published, clock:
     tx.send(0);
 }
 
-/// Re-announces every local owner.
-fn refresh(tx: &mut Sender<'_>, tokens: &TokenTable, published: &Published) {
-    let mut all: Vec<(u32, BackendId)> = Vec::new();
-    tokens.for_each_local(|t, b, _| all.push((t, b)));
+/// Re-announces a slice of the local owners collected for the refresh: at most
+/// [`REFRESH_CHUNK`] records a round, so that a large table's refresh never holds back the
+/// journal's fresh learns (whose joins follow within a millisecond) for long. An owner that
+/// went away since the collection is skipped (its removal was sent, or will be after this).
+fn refresh(
+    tx: &mut Sender<'_>,
+    tokens: &TokenTable,
+    published: &Published,
+    pending: &mut Vec<(u32, BackendId)>,
+) {
     let pool = published.load();
-    for (token, id) in all {
+    for _ in 0..REFRESH_CHUNK {
+        let Some((token, id)) = pending.pop() else {
+            break;
+        };
+        if tokens.owners(token).get(id).is_none() {
+            continue;
+        }
         if let Some(b) = pool.backend(id) {
             tx.push(
                 &Record {
@@ -454,3 +473,6 @@ fn refresh(tx: &mut Sender<'_>, tokens: &TokenTable, published: &Published) {
     }
     tx.send(FLAG_REFRESH);
 }
+
+/// Records a refresh round sends at most (about 23 datagrams of 1400 bytes with short names).
+const REFRESH_CHUNK: usize = 1024;
