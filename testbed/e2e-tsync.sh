@@ -22,7 +22,10 @@
 #      counters), and third ACK -> first MP_JOIN SYN of the clients (testbed/join_delay.py);
 #      once A reclaims the closed connections, its removals take the remote owners off B;
 #   3. B's decoder end to end: a datagram with a wrong secret (rejected auth), a valid one
-#      (applied), its replay (rejected sequence).
+#      (applied), its replay (rejected sequence);
+#   4. late joins through a restarted B: long connections via A, B started after their
+#      handshakes, then the subflow endpoint added: every late join is routed by B from tokens
+#      it only got from A's periodic refresh.
 #
 # Usage (root): testbed/e2e-tsync.sh   (TRAPEZE_GATEWAYD / TRAPEZECTL: prebuilt binaries;
 # otherwise builds them; TZS_CONNECTIONS=16; TZS_BATCH sets [cluster] batch_interval, else the
@@ -339,6 +342,31 @@ sleep 0.3
 stats b "$OUT/inject-gwb-stats.json"
 stop_gws
 
+# --- 4. late joins through a restarted B: the periodic refresh repairs it ----------------------
+# Long connections through A with no subflow endpoint yet; B starts after their handshakes (it
+# only hears of their tokens from A's refresh, every 2 s); then the endpoint is added and the
+# kernel opens a join on every established connection, seconds after its handshake.
+LATE=8
+nsx tzs-client ip mptcp endpoint flush
+start_gw a gwa-late "$OUT/gwa-sync.toml"
+nstat_all "$OUT/late-nstat-before.txt"
+ip netns exec tzs-client python3 "$HERE/transfers.py" _client --run late --family 4 --proto mptcp \
+  --vip dsr-ipip --connections $LATE --size-kb 64 --parallel $LATE --expect-joins 0 \
+  --first-chunk-kb 16 --chunk-kb 2 --pause-ms 400 --stagger-ms 20 --timeout 30 --linger 0.3 \
+  >"$OUT/late-client.json" &
+LATE_PID=$!
+PIDS+=("$LATE_PID")
+sleep 1
+start_gw b gwb-late "$OUT/gwb-sync.toml"
+sleep 2.5
+nsx tzs-client ip mptcp endpoint add 10.90.1.2 subflow
+wait "$LATE_PID" || fail "the late-join client failed"
+sleep 0.5
+nstat_all "$OUT/late-nstat-after.txt"
+stats a "$OUT/late-gwa-stats.json"
+stats b "$OUT/late-gwb-stats.json"
+stop_gws
+
 # --- checks ----------------------------------------------------------------------------------
 python3 "$HERE/join_delay.py" --json "$OUT/sync-cli0.pcap" "$OUT/sync-cli2.pcap" >"$OUT/join-delay.json"
 python3 - "$OUT" "$N" <<'EOF'
@@ -434,6 +462,22 @@ i = st("inject-gwb-stats.json")["cluster"]
 check(i["rejected_auth"] == cb["rejected_auth"] + 1, "wrong secret: rejected_auth %d" % i["rejected_auth"])
 check(i["rejected_sequence"] == cb["rejected_sequence"] + 1, "replay: rejected_sequence %d" % i["rejected_sequence"])
 check(i["records_applied"] == cb["records_applied"] + 1, "the valid datagram applied (%d)" % i["records_applied"])
+print("4. late joins through a restarted B (tokens from A's refresh only)")
+d = delta("late")
+c = json.load(open(out + "/late-client.json"))
+b = st("late-gwb-stats.json")
+cb4 = b["cluster"]
+late = len(c)
+check(all(r["error"] is None for r in c), "%d/%d long connections completed" % (sum(r["error"] is None for r in c), late))
+srecs = servers("late")
+owners4 = sum(joined_on_owner(r) for r in srecs)
+check(len(srecs) == late and owners4 == late, "%d/%d late joins established on the connection's server" % (owners4, late))
+check(events(b, "join_routed") == late and drops(b, "join_no_token") == 0,
+      "B routed %d joins, refused %d" % (events(b, "join_routed"), drops(b, "join_no_token")))
+check(cb4["delay_count"] == 0 and cb4["records_applied"] >= late,
+      "B learned them from refreshes only (%d records applied, %d fresh learns)" % (cb4["records_applied"], cb4["delay_count"]))
+check(tot("MPJoinNoTokenFound") == 0, "servers' MPJoinNoTokenFound delta %d" % tot("MPJoinNoTokenFound"))
+
 json.dump({"connections": n, "nosync_join_no_token": nosync_nt, "sync_join_no_token": raced,
            "sync_joins_on_owner": owners, "propagation_us": {"n": dl, "mean": mean, "max": cb["delay_max_us"], "buckets": cb["delay_buckets"]},
            "join_delay_ms": jd["ms"], "failed": fails}, open(out + "/summary.json", "w"))
