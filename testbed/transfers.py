@@ -396,7 +396,9 @@ def parse_tcp(frame):
             p["mptcp"] = True
             sub = opt[2] >> 4
             if sub == 0:  # MP_CAPABLE; SYN/ACK carries the server's key
-                p["mpc"] = {"key": opt[4:12].hex() if len(opt) >= 12 else None}
+                p["mpc"] = {"key": opt[4:12].hex() if len(opt) >= 12 else None,
+                            # the third ACK also echoes the receiver's key (join_delay.py)
+                            "peer_key": opt[12:20].hex() if len(opt) >= 20 else None}
             elif sub == 1:  # MP_JOIN; the SYN carries the token
                 p["join"] = {"token": "0x" + opt[4:8].hex() if len(opt) == 12 else None}
             elif sub == 8 and len(opt) >= 4:  # MP_TCPRST: why the sender reset the subflow

@@ -24,6 +24,8 @@ pub(crate) struct Env<'a> {
     pub(crate) shared: &'a Shared,
     pub(crate) board: &'a StatsBoard,
     pub(crate) ports: &'a [Port<'a>],
+    /// The token-sync counters, when `[cluster]` is configured.
+    pub(crate) cluster: Option<&'a crate::cluster::Counters>,
 }
 
 fn refused(r: Refused) -> Response {
@@ -65,6 +67,7 @@ fn metrics_input(cp: &ControlPlane, env: &Env<'_>) -> MetricsInput {
     };
     let mut input = MetricsInput::from_pool(&env.published.load(), workers, tokens, control);
     input.ports = port_views(cp, env);
+    input.cluster = env.cluster.map(|c| c.view(&env.shared.tokens));
     // Active flows per backend: the workers' gauges, summed.
     for b in &mut input.backends {
         let i = b.id.0 as usize;

@@ -187,7 +187,10 @@ pub(crate) fn run(mut cfg: GatewayConfig, args: &GatewaydArgs, log: &Log) -> Res
         )
     });
     let published = Published::new(cfg.snapshot().map_err(|e| format!("pool: {e}"))?);
-    let shared = Shared::new(cfg.tokens);
+    let mut shared = Shared::new(cfg.tokens);
+    // Token sharing with other instances (`[cluster]`): journal, remote owners, sync socket.
+    let cluster = crate::cluster::setup(&cfg, &mut shared)?;
+    let cluster_counters = crate::cluster::Counters::default();
     let stop = Arc::new(AtomicBool::new(false));
     for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
         signal_hook::flag::register(sig, Arc::clone(&stop))
@@ -286,6 +289,19 @@ pub(crate) fn run(mut cfg: GatewayConfig, args: &GatewaydArgs, log: &Log) -> Res
             })
             .collect();
 
+        if let Some((c, sock)) = &cluster {
+            crate::cluster::spawn(
+                s,
+                c,
+                sock,
+                &shared,
+                &published,
+                &stop,
+                &cluster_counters,
+                log,
+            );
+        }
+
         // The control loop.
         let mut last_report = Instant::now();
         let mut transitions = Vec::new();
@@ -372,6 +388,7 @@ pub(crate) fn run(mut cfg: GatewayConfig, args: &GatewaydArgs, log: &Log) -> Res
                     shared: &shared,
                     board: &board,
                     ports: &ports,
+                    cluster: cluster.as_ref().map(|_| &cluster_counters),
                 };
                 let resp = crate::api::dispatch(&mut control, req, &env);
                 trapeze_control::api::answer(&reply, resp);
@@ -445,6 +462,9 @@ pub(crate) fn run(mut cfg: GatewayConfig, args: &GatewaydArgs, log: &Log) -> Res
         }
     }
     print_totals(&total, &io_total, cfg, &ports, &shared);
+    if cluster.is_some() {
+        crate::cluster::print_totals(&cluster_counters, &shared.tokens);
+    }
     if failed.is_empty() {
         Ok(())
     } else {
