@@ -48,7 +48,7 @@ TRAPEZE_NO_DPDK=1 CARGO_TARGET_DIR=target/no-dpdk cargo check --workspace --all-
 step "tests"
 cargo test --workspace --locked
 
-step "end to end: the daemon between real Linux MPTCP clients and servers (network namespaces), its control plane, DSR, the anycast experiment (short)"
+step "end to end: the daemon between real Linux MPTCP clients and servers (network namespaces), its control plane, DSR, join routing without tokens, token collisions, token sharing between instances, the anycast experiment (short)"
 if [ "$(id -u)" -eq 0 ]; then
   missing=()
   for tool in tcpdump:tcpdump ethtool:ethtool nft:nftables ip:iproute2 flock:util-linux; do
@@ -61,6 +61,9 @@ if [ "$(id -u)" -eq 0 ]; then
   testbed/e2e.sh
   testbed/e2e-control.sh
   testbed/e2e-dsr.sh
+  testbed/e2e-joins.sh
+  testbed/e2e-collide.sh
+  testbed/e2e-tsync.sh
   testbed/anycast-compare.sh --short --build
   step "system benchmark, smoke run (1-s trials; the figures are not for quoting: benches/system/run.sh writes those)"
   benches/system/run.sh --quick --out target/tzbench/RESULTS-quick.md

@@ -34,7 +34,8 @@ use serde::de::DeserializeOwned;
 
 use super::server::DEFAULT_PORT;
 use super::types::{
-    AppliedBody, BackendBody, DsrBody, ErrorBody, Mode, StatsView, StatusView, VipBody, VipView,
+    AnnounceMode, AppliedBody, BackendBody, DsrBody, ErrorBody, Mode, StatsView, StatusView,
+    VipBody, VipView,
 };
 
 /// Exit status of a successful command.
@@ -119,6 +120,12 @@ pub enum Cmd {
         /// from per flow (so the servers' RSS spreads flows), e.g. 10.91.1.0/24.
         #[arg(long, requires = "dsr", value_name = "gateway|PREFIX")]
         outer_source: Option<String>,
+        /// A stateless join port: subflows to ADDR:PORT go to backend NAME (repeatable).
+        #[arg(long = "join-port", value_name = "NAME=PORT", value_parser = parse_join_port)]
+        join_ports: Vec<(String, u16)>,
+        /// What the gateway announces to MPTCP clients: off (default), join-ports, backend.
+        #[arg(long, value_name = "off|join-ports|backend", value_parser = parse_announce)]
+        announce: Option<AnnounceMode>,
         #[command(flatten)]
         v: IfVersion,
     },
@@ -438,6 +445,27 @@ fn seg(s: &str) -> String {
     o
 }
 
+fn parse_join_port(s: &str) -> Result<(String, u16), String> {
+    let (name, port) = s
+        .split_once('=')
+        .ok_or_else(|| format!("{s:?}: expected NAME=PORT"))?;
+    let port = port
+        .parse::<u16>()
+        .ok()
+        .filter(|&p| p > 0)
+        .ok_or_else(|| format!("{port:?}: not a port (1..=65535)"))?;
+    Ok((name.to_string(), port))
+}
+
+fn parse_announce(s: &str) -> Result<AnnounceMode, String> {
+    match s {
+        "off" => Ok(AnnounceMode::Off),
+        "join-ports" => Ok(AnnounceMode::JoinPorts),
+        "backend" => Ok(AnnounceMode::Backend),
+        _ => Err(format!("{s:?}: expected off, join-ports or backend")),
+    }
+}
+
 /// The HTTP request of a command: method, path, JSON body, `If-Match`.
 pub fn request_of(cmd: &Cmd) -> (&'static str, String, Option<String>, Option<u64>) {
     let json = |v: serde_json::Value| Some(v.to_string());
@@ -453,6 +481,8 @@ pub fn request_of(cmd: &Cmd) -> (&'static str, String, Option<String>, Option<u6
             encap,
             gue_port,
             outer_source,
+            join_ports,
+            announce,
             v,
         } => {
             let body = VipBody {
@@ -468,6 +498,8 @@ pub fn request_of(cmd: &Cmd) -> (&'static str, String, Option<String>, Option<u6
                 }),
                 client_port: client_port.clone(),
                 backends: backends.clone(),
+                join_ports: join_ports.iter().cloned().collect(),
+                announce: *announce,
             };
             (
                 "POST",
@@ -582,6 +614,27 @@ pub fn format_vips(vips: &[VipView]) -> String {
             v.new_conns,
             v.joins
         );
+        if !v.join_ports.is_empty() || v.announce != AnnounceMode::Off {
+            let ports: Vec<String> = v
+                .join_ports
+                .iter()
+                .map(|(n, p)| format!("{n}={p}"))
+                .collect();
+            let _ = writeln!(
+                s,
+                "     join ports: {}  announce: {}",
+                if ports.is_empty() {
+                    "-".to_string()
+                } else {
+                    ports.join(" ")
+                },
+                match v.announce {
+                    AnnounceMode::Off => "off",
+                    AnnounceMode::JoinPorts => "join-ports",
+                    AnnounceMode::Backend => "backend",
+                }
+            );
+        }
         for b in &v.backends {
             let _ = writeln!(
                 s,
@@ -910,5 +963,29 @@ mod tests {
             "gue"
         ])
         .is_err());
+        // Join ports and the announce mode.
+        let (_, _, body, _) = p(&[
+            "add-vip",
+            "j",
+            "10.0.0.2:80",
+            "--backend",
+            "s1",
+            "--join-port",
+            "s1=18081",
+            "--announce",
+            "join-ports",
+        ]);
+        let v: VipBody = serde_json::from_str(&body.unwrap()).unwrap();
+        assert_eq!(v.join_ports.get("s1"), Some(&18081));
+        assert_eq!(v.announce, Some(AnnounceMode::JoinPorts));
+        for bad in [
+            ["--join-port", "s1"],
+            ["--join-port", "s1=0"],
+            ["--announce", "loud"],
+        ] {
+            let mut args = vec!["trapezectl", "add-vip", "j", "10.0.0.2:80"];
+            args.extend_from_slice(&bad);
+            assert!(CtlArgs::try_parse_from(args).is_err(), "{bad:?}");
+        }
     }
 }

@@ -367,6 +367,12 @@ pub fn vip_views(
                     }),
                 client_port: port_name(v.client_port),
                 backends,
+                join_ports: v
+                    .join_ports
+                    .iter()
+                    .filter_map(|&(b, p)| Some((pool.backend(b)?.name.clone(), p)))
+                    .collect(),
+                announce: v.announce.into(),
                 new_conns: t.new_conns,
                 joins: t.joins,
                 packets: t.packets,

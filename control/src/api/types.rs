@@ -69,6 +69,40 @@ pub enum Mode {
     Dsr,
 }
 
+/// What the gateway announces to a VIP's MPTCP clients (the file's `announce`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum AnnounceMode {
+    /// Nothing.
+    #[default]
+    Off,
+    /// VIP:join port of the connection's backend (NAT VIPs).
+    JoinPorts,
+    /// The backend's own address: joins bypass the gateway.
+    Backend,
+}
+
+impl From<trapeze_core::pool::Announce> for AnnounceMode {
+    fn from(a: trapeze_core::pool::Announce) -> Self {
+        use trapeze_core::pool::Announce;
+        match a {
+            Announce::Off => Self::Off,
+            Announce::JoinPorts => Self::JoinPorts,
+            Announce::Backend => Self::Backend,
+        }
+    }
+}
+
+impl From<AnnounceMode> for trapeze_core::pool::Announce {
+    fn from(a: AnnounceMode) -> Self {
+        match a {
+            AnnounceMode::Off => Self::Off,
+            AnnounceMode::JoinPorts => Self::JoinPorts,
+            AnnounceMode::Backend => Self::Backend,
+        }
+    }
+}
+
 /// DSR settings of a VIP (the file's `[vips.dsr]`).
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -189,6 +223,12 @@ pub struct VipBody {
     /// Names of existing backends to make members (more can be added later).
     #[serde(default)]
     pub backends: Vec<String>,
+    /// Stateless join ports: member name -> port (the file's `[vips.join_ports]`).
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub join_ports: std::collections::BTreeMap<String, u16>,
+    /// What the gateway announces to MPTCP clients (`off` when absent).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub announce: Option<AnnounceMode>,
 }
 
 /// Body of `POST /vips/{vip}/backends`: a new backend (the file's `[[backends]]` entry), made a
@@ -457,6 +497,12 @@ pub struct VipView {
     pub client_port: String,
     /// Member backends.
     pub backends: Vec<BackendView>,
+    /// Stateless join ports: member name -> port.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub join_ports: std::collections::BTreeMap<String, u16>,
+    /// What the gateway announces to MPTCP clients.
+    #[serde(default)]
+    pub announce: AnnounceMode,
     /// New connections.
     pub new_conns: u64,
     /// Joins routed.

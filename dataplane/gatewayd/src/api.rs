@@ -186,6 +186,8 @@ pub(crate) fn dispatch(cp: &mut ControlPlane, req: Request, env: &Env<'_>) -> Re
                         mode,
                         client_port: spec.client_port,
                         backends: spec.backends,
+                        join_ports: spec.join_ports,
+                        announce: spec.announce.unwrap_or_default().into(),
                     },
                     if_version,
                     env.published,

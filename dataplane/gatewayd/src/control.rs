@@ -91,6 +91,10 @@ pub(crate) struct NewVip {
     /// Client-side port by name; `None`: the first port.
     pub(crate) client_port: Option<String>,
     pub(crate) backends: Vec<String>,
+    /// Stateless join ports by member name.
+    pub(crate) join_ports: std::collections::BTreeMap<String, u16>,
+    /// What the gateway announces.
+    pub(crate) announce: trapeze_core::pool::Announce,
 }
 
 /// Counters of the control plane itself.
@@ -473,6 +477,11 @@ impl ControlPlane {
             .iter()
             .map(|n| self.backend_id(n))
             .collect::<Result<Vec<_>, _>>()?;
+        let join_ports = v
+            .join_ports
+            .iter()
+            .map(|(n, &p)| Ok((self.backend_id(n)?, p)))
+            .collect::<Result<Vec<_>, Refused>>()?;
         self.change(if_version, published, |pool| {
             let id = VipId(
                 u16::try_from(pool.vips.len()).map_err(|_| Refused::invalid("too many vips"))?,
@@ -486,8 +495,8 @@ impl ControlPlane {
                 mode: v.mode,
                 backends: members,
                 client_port,
-                join_ports: Vec::new(),
-                announce: Default::default(),
+                join_ports,
+                announce: v.announce,
             }));
             Ok(())
         })
