@@ -49,8 +49,10 @@
 //!
 //! A genuine collision (two servers picking keys with equal tokens, ~1e-4 per million live
 //! connections) therefore keeps the first connection's joins working and sends the second's to
-//! the first owner, where they are refused (`MPJoinNoTokenFound`); the second connection goes on
-//! over its first subflow.
+//! the first owner. That server knows the token, so it answers with its own connection's HMAC;
+//! the client rejects it (`MPJoinSynAckHMacFailure`) and resets that join (measured through the
+//! daemon by `testbed/e2e-collide.sh --wrong-owner`). The second connection goes on over its
+//! first subflow.
 
 use trapeze_wire::checksum;
 use trapeze_wire::field::write_u16;
