@@ -189,10 +189,14 @@ pub(crate) fn run(mut cfg: GatewayConfig, args: &GatewaydArgs, log: &Log) -> Res
     let published = Published::new(cfg.snapshot().map_err(|e| format!("pool: {e}"))?);
     let shared = Shared::new(cfg.tokens);
     let stop = Arc::new(AtomicBool::new(false));
+    // SIGINT/SIGTERM go through the control loop, which first withdraws the instance's VIPs
+    // (GET /instance says `stopping`) and forwards during the stop grace (crate::instance).
+    let term = Arc::new(AtomicBool::new(false));
     for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
-        signal_hook::flag::register(sig, Arc::clone(&stop))
+        signal_hook::flag::register(sig, Arc::clone(&term))
             .map_err(|e| format!("signal handler: {e}"))?;
     }
+    let instance = crate::instance::Instance::new(Duration::from_millis(args.stop_grace_ms));
     let reload = Arc::new(AtomicBool::new(false));
     signal_hook::flag::register(signal_hook::consts::SIGHUP, Arc::clone(&reload))
         .map_err(|e| format!("signal handler: {e}"))?;
@@ -290,6 +294,20 @@ pub(crate) fn run(mut cfg: GatewayConfig, args: &GatewaydArgs, log: &Log) -> Res
         let mut transitions = Vec::new();
         while !stop.load(Ordering::Relaxed) {
             let now = Instant::now();
+            if term.swap(false, Ordering::Relaxed) {
+                if !instance.begin_stop(now) {
+                    log.info("second stop signal: stopping now");
+                    stop.store(true, Ordering::Relaxed);
+                } else if !instance.grace().is_zero() {
+                    log.info(format!(
+                        "stop signal: VIPs withdrawn (instance stopping), forwarding for {} ms more",
+                        instance.grace().as_millis()
+                    ));
+                }
+            }
+            if instance.stop_due(now) {
+                stop.store(true, Ordering::Relaxed);
+            }
             let mut pool_changed = false;
 
             // Neighbours learned from punted replies.
@@ -371,6 +389,7 @@ pub(crate) fn run(mut cfg: GatewayConfig, args: &GatewaydArgs, log: &Log) -> Res
                     shared: &shared,
                     board: &board,
                     ports: &ports,
+                    instance: &instance,
                 };
                 let resp = crate::api::dispatch(&mut control, req, &env);
                 trapeze_control::api::answer(&reply, resp);
