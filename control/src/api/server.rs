@@ -391,7 +391,11 @@ pub const ROUTES: &[(&str, &str, &str)] = &[
         "/instance/drain",
         "withdraw this instance's VIPs (forwarding goes on)",
     ),
-    ("POST", "/instance/undrain", "announce this instance's VIPs again"),
+    (
+        "POST",
+        "/instance/undrain",
+        "announce this instance's VIPs again",
+    ),
 ];
 
 fn router(state: AppState) -> Router {
@@ -952,11 +956,21 @@ async fn instance(State(s): State<AppState>) -> HttpResponse {
 }
 
 async fn instance_drain(State(s): State<AppState>) -> HttpResponse {
-    dispatch(s, Ok(Request::InstanceDrain { drain: true }), Shape::default()).await
+    dispatch(
+        s,
+        Ok(Request::InstanceDrain { drain: true }),
+        Shape::default(),
+    )
+    .await
 }
 
 async fn instance_undrain(State(s): State<AppState>) -> HttpResponse {
-    dispatch(s, Ok(Request::InstanceDrain { drain: false }), Shape::default()).await
+    dispatch(
+        s,
+        Ok(Request::InstanceDrain { drain: false }),
+        Shape::default(),
+    )
+    .await
 }
 
 #[cfg(test)]

@@ -79,7 +79,10 @@ mod tests {
         assert_eq!(i.state(), InstanceState::Draining);
         assert!(!i.stop_due(t0));
         assert!(i.begin_stop(t0));
-        assert!(!i.begin_stop(t0), "a second signal does not extend the grace");
+        assert!(
+            !i.begin_stop(t0),
+            "a second signal does not extend the grace"
+        );
         assert_eq!(i.state(), InstanceState::Stopping);
         assert!(!i.stop_due(t0 + Duration::from_millis(50)));
         assert!(i.stop_due(t0 + Duration::from_millis(100)));
