@@ -10,7 +10,8 @@ port) it lists the instances that carried it, and counts its RSTs on the client 
 
 Prints a JSON object on stdout:
   subflows: {"10.90.0.2.41901": {"conn": 3, "kind": "first"|"join", "instances": ["gw1"],
-             "rst": 0}, ...}
+             "rst": 0, "answered": true}, ...}   (answered: a SYN/ACK reached the client; joins
+             that no instance passed have conn null)
   totals:   connections, completed, first subflows and joins that stayed on one instance or
             moved, RSTs on each, joins per instance (seen on the server link) and per outcome.
 A subflow "moved" when more than one instance tunnelled its packets (ECMP changed while it ran).
@@ -77,12 +78,20 @@ def main():
     attempts = {"%s.%d" % (src, sport)
                 for src, sport, dst, dport, flags in tuples(os.path.join(a.run, "client-link.pcap"))
                 if flags == "S" and src in SECOND}
+    # Joins that never reached a server (refused by an instance) are subflows too.
+    for key in attempts:
+        sub.setdefault(key, {"conn": None, "kind": "join", "instances": [], "rst": 0,
+                             "established": False})
+    for v in sub.values():
+        v["answered"] = False
     for pcap, client_is_src in (("client-link.pcap", True), ("return-link.pcap", False)):
         for src, sport, dst, dport, flags in tuples(os.path.join(a.run, pcap)):
-            if "R" not in flags:
-                continue
             key = "%s.%d" % ((src, sport) if client_is_src else (dst, dport))
-            if key in sub:
+            if key not in sub:
+                continue
+            if not client_is_src and flags == "S.":
+                sub[key]["answered"] = True
+            if "R" in flags:
                 sub[key]["rst"] += 1
     t = {"connections": len(s["connections"]),
          "completed": sum(1 for c in s["connections"]
@@ -94,9 +103,13 @@ def main():
                    and (len(v["instances"]) > 1) == (state == "moved")]
             t["%s_%s" % (kind, state)] = len(grp)
             t["%s_%s_with_rst" % (kind, state)] = sum(1 for v in grp if v["rst"])
+    # A join the client gives up on (no SYN/ACK: refused by an instance) ends with its own RST.
+    t["rst_on_unanswered_joins"] = sum(v["rst"] for v in sub.values()
+                                       if v["kind"] == "join" and not v["answered"])
     t["joins_established"] = sum(1 for v in sub.values()
                                  if v["kind"] == "join" and v.get("established"))
-    t["joins_reaching_a_server"] = sum(1 for v in sub.values() if v["kind"] == "join")
+    t["joins_reaching_a_server"] = sum(1 for v in sub.values()
+                                       if v["kind"] == "join" and v["conn"] is not None)
     t["joins_sent_by_client"] = len(attempts)
     rst = s["links"]
     t["rst_links"] = {k: rst[k]["rst"] for k in ("client", "server", "return") if k in rst}
