@@ -125,6 +125,13 @@ pub struct VipEntry {
     pub client_port: String,
     /// Names of the member backends.
     pub backends: Vec<String>,
+    /// `[vips.join_ports]`: member name -> a port of the VIP's address whose subflows go to that
+    /// member with no state (stateless MP_JOIN routing; see README "Join routing").
+    #[serde(default)]
+    pub join_ports: std::collections::BTreeMap<String, i64>,
+    /// `"off"` (default), `"join-ports"` (NAT: the gateway announces VIP:join port of the
+    /// connection's backend) or `"backend"` (the backend's own address: joins bypass the gateway).
+    pub announce: Option<String>,
 }
 
 /// A `[vips.dsr]` table.

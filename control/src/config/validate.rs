@@ -7,8 +7,8 @@ use std::collections::HashMap;
 
 use trapeze_core::pipeline::{RateLimit, WorkerConfig};
 use trapeze_core::pool::{
-    Backend, BackendId, BackendState, PoolError, PoolSnapshot, PoolSpec, PortConfig, PortId, VipId,
-    VipSpec,
+    Announce, Backend, BackendId, BackendState, PoolError, PoolSnapshot, PoolSpec, PortConfig,
+    PortId, VipId, VipSpec,
 };
 use trapeze_core::tables::flow_table::{FlowTableConfig, Timeouts};
 use trapeze_core::tables::maglev::{size_is_recommended, MaglevError, DEFAULT_SIZE, MAX_SIZE};
@@ -636,9 +636,40 @@ fn validate_vips(
                 "every member has weight 0: the vip could take no new connection",
             );
         }
+        let mut join_ports = Vec::new();
+        for (name, &jp) in &v.join_ports {
+            let field = format!("{f}.join_ports.{name}");
+            let Some(jp) = ctx.ranged(&field, jp, 1, 65535).map(|p| p as u16) else {
+                continue;
+            };
+            match backend_idx.get(name.as_str()) {
+                Some(&bi) if v.backends.iter().any(|n| n == name) => {
+                    join_ports.push((BackendId(bi as u16), jp));
+                }
+                _ => ctx.err(field, format!("{name:?} is not a member of this vip")),
+            }
+            if Some(jp) == port {
+                ctx.err(
+                    format!("{f}.join_ports.{name}"),
+                    format!("{jp} is the vip's own port"),
+                );
+            }
+        }
+        let announce = match v.announce.as_deref() {
+            None | Some("off") => Some(Announce::Off),
+            Some("join-ports") => Some(Announce::JoinPorts),
+            Some("backend") => Some(Announce::Backend),
+            Some(other) => {
+                ctx.err(
+                    format!("{f}.announce"),
+                    format!("{other:?}: expected \"off\", \"join-ports\" or \"backend\""),
+                );
+                None
+            }
+        };
         let ok = ctx.errors.len() == before;
-        out.push(match (ok, addr, port, client_port, mode) {
-            (true, Some(addr), Some(port), Some(cp), Some(mode)) => Some(VipSpec {
+        out.push(match (ok, addr, port, client_port, mode, announce) {
+            (true, Some(addr), Some(port), Some(cp), Some(mode), Some(announce)) => Some(VipSpec {
                 id: VipId(i as u16),
                 name: v.name.clone(),
                 addr,
@@ -647,6 +678,8 @@ fn validate_vips(
                 mode,
                 backends: members,
                 client_port: PortId(cp as u8),
+                join_ports,
+                announce,
             }),
             _ => None,
         });
@@ -863,6 +896,7 @@ fn pool_error_field(e: &PoolError, file: &ConfigFile) -> String {
         }
         PoolError::SharedBackendEndpoint { vips, .. } => vip(&vips.1),
         PoolError::Dsr { vip: v, .. } => format!("{}.dsr", vip(v)),
+        PoolError::JoinPorts { vip: v, .. } => format!("{}.join_ports", vip(v)),
         PoolError::BadPort(s) | PoolError::UnknownPort(s) | PoolError::IdMismatch(s) => {
             match s.split_once(' ') {
                 Some(("vip", n)) => vip(n),
@@ -885,7 +919,7 @@ fn pool_error_message(e: &PoolError) -> String {
         PoolError::Maglev(vip, MaglevError::SizeTooLarge(size)) => {
             format!("{size} is too large (vip {vip:?})")
         }
-        PoolError::Dsr { reason, .. } => reason.clone(),
+        PoolError::Dsr { reason, .. } | PoolError::JoinPorts { reason, .. } => reason.clone(),
         e => format!("the pool does not build: {e}"),
     }
 }

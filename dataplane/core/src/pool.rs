@@ -122,6 +122,25 @@ pub enum OuterSource {
     },
 }
 
+/// What the gateway itself announces to an MPTCP client once it has learned the connection's keys
+/// (an ADD_ADDR with the HMAC of RFC 8684 §3.4.1, sent as a pure ACK from the VIP).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Announce {
+    /// Nothing: joins are routed by token, or the servers announce their own join ports.
+    #[default]
+    Off,
+    /// The VIP with the join port of the connection's backend: the client's joins reach that
+    /// backend statelessly, on any gateway instance (NAT VIPs; in DSR the servers announce).
+    JoinPorts,
+    /// The backend's own address: the client joins the server directly and the gateway is off
+    /// that subflow's path (it keeps only the first subflow).
+    Backend,
+}
+
+/// The address id of the ADD_ADDR the gateway sends (one announcement per connection). Linux
+/// servers number their own announcements from 1; this one stays clear of them.
+pub const ANNOUNCE_ADDRESS_ID: u8 = 200;
+
 /// Lifecycle state of a backend (see the module table).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum BackendState {
@@ -198,6 +217,10 @@ pub struct Vip {
     pub client_port: PortId,
     /// New-connection table over the members that take new connections.
     pub maglev: MaglevTable,
+    /// Stateless join ports: a subflow to `addr:port_i` goes to backend `i`, sorted by backend.
+    pub join_ports: Vec<(BackendId, u16)>,
+    /// What the gateway announces to MPTCP clients of this VIP.
+    pub announce: Announce,
     /// `backends`, sorted: membership tests for joins.
     members_sorted: Vec<BackendId>,
 }
@@ -207,6 +230,15 @@ impl Vip {
     #[inline]
     pub fn has_member(&self, id: BackendId) -> bool {
         self.members_sorted.binary_search(&id).is_ok()
+    }
+
+    /// The join port of backend `id`, if it has one on this VIP.
+    #[inline]
+    pub fn join_port(&self, id: BackendId) -> Option<u16> {
+        self.join_ports
+            .binary_search_by_key(&id, |&(b, _)| b)
+            .ok()
+            .map(|i| self.join_ports[i].1)
     }
 }
 
@@ -275,6 +307,11 @@ pub struct VipSpec {
     pub backends: Vec<BackendId>,
     /// Client-side port.
     pub client_port: PortId,
+    /// Stateless join ports, `(member, port)`: at most one per member, none equal to `port` or
+    /// to another endpoint of the same address.
+    pub join_ports: Vec<(BackendId, u16)>,
+    /// What the gateway announces to MPTCP clients.
+    pub announce: Announce,
 }
 
 /// Why a pool could not be built. Each names the offending object.
@@ -317,6 +354,14 @@ pub enum PoolError {
         /// What is wrong.
         reason: String,
     },
+    /// A join port that is 0, taken, on a non-member, or an announce setting the VIP cannot
+    /// honour.
+    JoinPorts {
+        /// VIP name.
+        vip: String,
+        /// What is wrong.
+        reason: String,
+    },
     /// A port id used by a backend or VIP that is not configured.
     UnknownPort(String),
     /// The Maglev table could not be built.
@@ -339,6 +384,7 @@ impl fmt::Display for PoolError {
             ),
             Self::BadPort(s) => write!(f, "bad port or protocol: {s}"),
             Self::Dsr { vip, reason } => write!(f, "vip {vip}: dsr: {reason}"),
+            Self::JoinPorts { vip, reason } => write!(f, "vip {vip}: join ports: {reason}"),
             Self::UnknownPort(s) => write!(f, "unknown dataplane port: {s}"),
             Self::Maglev(s, e) => write!(f, "vip {s}: maglev: {e:?}"),
         }
@@ -346,6 +392,65 @@ impl fmt::Display for PoolError {
 }
 
 impl std::error::Error for PoolError {}
+
+/// Validates a VIP's join ports and announce setting; returns the ports sorted by backend.
+fn check_join_ports(
+    v: &VipSpec,
+    members_sorted: &[BackendId],
+    backends: &[Option<Backend>],
+) -> Result<Vec<(BackendId, u16)>, PoolError> {
+    let err = |reason: String| PoolError::JoinPorts {
+        vip: v.name.clone(),
+        reason,
+    };
+    let name = |id: BackendId| {
+        backends
+            .get(id.0 as usize)
+            .and_then(Option::as_ref)
+            .map_or_else(|| format!("#{}", id.0), |b| b.name.clone())
+    };
+    let mut ports = v.join_ports.clone();
+    ports.sort_unstable();
+    for (i, &(bid, port)) in ports.iter().enumerate() {
+        if members_sorted.binary_search(&bid).is_err() {
+            return Err(err(format!("backend {} is not a member", name(bid))));
+        }
+        if port == 0 || port == v.port {
+            return Err(err(format!(
+                "backend {}'s join port {port} must be neither 0 nor the vip's port",
+                name(bid)
+            )));
+        }
+        if i > 0 && ports[i - 1].0 == bid {
+            return Err(err(format!("backend {} has two join ports", name(bid))));
+        }
+        if ports[..i].iter().any(|&(_, p)| p == port) {
+            return Err(err(format!("port {port} is given to two backends")));
+        }
+    }
+    match v.announce {
+        Announce::Off | Announce::Backend => {}
+        Announce::JoinPorts => {
+            if v.mode.dsr().is_some() {
+                return Err(err(
+                    "announce = \"join-ports\" needs a NAT vip: in DSR the server receives the join on the \
+                     join port itself, so it must listen there and announce it (ip mptcp endpoint ... signal port P)"
+                        .into(),
+                ));
+            }
+            if let Some(&b) = members_sorted
+                .iter()
+                .find(|b| ports.binary_search_by_key(*b, |&(x, _)| x).is_err())
+            {
+                return Err(err(format!(
+                    "announce = \"join-ports\" but backend {} has no join port",
+                    name(b)
+                )));
+            }
+        }
+    }
+    Ok(ports)
+}
 
 /// Key of the VIP and reverse maps: the 16-byte address as two words, port and protocol.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -452,7 +557,8 @@ pub struct PoolSnapshot {
     /// VIPs, indexed by [`VipId`].
     pub vips: Vec<Option<Vip>>,
     vip_map: EndpointMap<VipId>,
-    reverse_map: EndpointMap<VipId>,
+    reverse_map: EndpointMap<(VipId, BackendId)>,
+    join_map: EndpointMap<(VipId, BackendId)>,
     fwd: Vec<BackendFwd>,
     vip_addrs: Vec<[u8; 16]>,
     vip_keys: Vec<([u8; 16], u16)>,
@@ -469,6 +575,7 @@ impl PoolSnapshot {
             vips: Vec::new(),
             vip_map: EndpointMap::default(),
             reverse_map: EndpointMap::default(),
+            join_map: EndpointMap::default(),
             fwd: Vec::new(),
             vip_addrs: Vec::new(),
             vip_keys: Vec::new(),
@@ -503,7 +610,8 @@ impl PoolSnapshot {
             }
         }
         let mut vip_map = EndpointMap::default();
-        let mut reverse_map: EndpointMap<VipId> = EndpointMap::default();
+        let mut reverse_map: EndpointMap<(VipId, BackendId)> = EndpointMap::default();
+        let mut join_map: EndpointMap<(VipId, BackendId)> = EndpointMap::default();
         let mut vips = Vec::with_capacity(spec.vips.len());
         for (i, v) in spec.vips.into_iter().enumerate() {
             let Some(v) = v else {
@@ -581,7 +689,7 @@ impl PoolSnapshot {
                 let other = if dsr.is_some() {
                     None
                 } else {
-                    reverse_map.insert(rkey, v.id)
+                    reverse_map.insert(rkey, (v.id, bid)).map(|(o, _)| o)
                 };
                 if let Some(other) = other {
                     if other != v.id {
@@ -610,7 +718,19 @@ impl PoolSnapshot {
                 .map_err(|e| PoolError::Maglev(v.name.clone(), e))?;
             let mut members_sorted = v.backends.clone();
             members_sorted.sort_unstable();
+            let join_ports = check_join_ports(&v, &members_sorted, &spec.backends)?;
+            for &(bid, port) in &join_ports {
+                let jkey = EndpointKey::new(&addr_bytes(v.addr), port, v.proto);
+                if join_map.insert(jkey, (v.id, bid)).is_some() {
+                    return Err(PoolError::JoinPorts {
+                        vip: v.name.clone(),
+                        reason: format!("port {port} is another vip's join port"),
+                    });
+                }
+            }
             vips.push(Some(Vip {
+                join_ports,
+                announce: v.announce,
                 members_sorted,
                 id: v.id,
                 name: v.name,
@@ -667,6 +787,19 @@ impl PoolSnapshot {
                     .chain(p.ipv6.iter().map(|a| addr_bytes(IpAddr::V6(*a))))
             })
             .collect();
+        for (key, &(vip, _)) in &join_map {
+            if let Some(&other) = vip_map.get(key) {
+                let name = |id: VipId| {
+                    vips.get(id.0 as usize)
+                        .and_then(Option::as_ref)
+                        .map_or_else(String::new, |v: &Vip| v.name.clone())
+                };
+                return Err(PoolError::JoinPorts {
+                    vip: name(vip),
+                    reason: format!("a join port is vip {}'s own port", name(other)),
+                });
+            }
+        }
         Ok(Self {
             version: spec.version,
             ports: spec.ports,
@@ -674,6 +807,7 @@ impl PoolSnapshot {
             vips,
             vip_map,
             reverse_map,
+            join_map,
             fwd,
             vip_addrs,
             vip_keys,
@@ -703,10 +837,32 @@ impl PoolSnapshot {
     /// The VIP whose backend answers from `addr:port/proto` (NAT return path).
     #[inline]
     pub fn vip_of_backend(&self, addr: &[u8; 16], port: u16, proto: u8) -> Option<VipId> {
+        self.backend_endpoint(addr, port, proto).map(|(v, _)| v)
+    }
+
+    /// The VIP and the backend that answer from `addr:port/proto` (NAT return path).
+    #[inline]
+    pub fn backend_endpoint(
+        &self,
+        addr: &[u8; 16],
+        port: u16,
+        proto: u8,
+    ) -> Option<(VipId, BackendId)> {
         if self.reverse_map.is_empty() {
             return None;
         }
         self.reverse_map
+            .get(&EndpointKey::new(addr, port, proto))
+            .copied()
+    }
+
+    /// The VIP and backend a stateless join port `addr:port/proto` leads to.
+    #[inline]
+    pub fn join_target(&self, addr: &[u8; 16], port: u16, proto: u8) -> Option<(VipId, BackendId)> {
+        if self.join_map.is_empty() || proto != 6 {
+            return None;
+        }
+        self.join_map
             .get(&EndpointKey::new(addr, port, proto))
             .copied()
     }

@@ -95,6 +95,8 @@ pub fn demo_spec(n: u16) -> PoolSpec {
         mode: ForwardingMode::Nat,
         backends: all.clone(),
         client_port: PortId(0),
+        join_ports: Vec::new(),
+        announce: Default::default(),
     };
     PoolSpec {
         version: 1,
@@ -374,6 +376,8 @@ pub mod capture {
                 mode: ForwardingMode::Nat,
                 backends: vec![BackendId(0)],
                 client_port: PortId(0),
+                join_ports: Vec::new(),
+                announce: Default::default(),
             })
         };
         let spec = PoolSpec {

@@ -484,6 +484,8 @@ impl ControlPlane {
                 mode: v.mode,
                 backends: members,
                 client_port,
+                join_ports: Vec::new(),
+                announce: Default::default(),
             }));
             Ok(())
         })

@@ -222,6 +222,7 @@ pub(crate) fn run(mut cfg: GatewayConfig, args: &GatewaydArgs, log: &Log) -> Res
         probe_replies: &probe_replies,
         board: &board,
         idle_sleep: Duration::from_micros(u64::from(cfg.workers.idle_sleep_us)),
+        mempool: &pool,
     };
     let defaults = default_worker_cpus(&cfg.eal_args, &allowed, workers);
     let placement: Vec<(trapeze_core::pipeline::WorkerConfig, Option<u32>)> = (0..workers)

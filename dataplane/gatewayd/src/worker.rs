@@ -22,7 +22,7 @@ use crossbeam_queue::ArrayQueue;
 use trapeze_core::pipeline::{process, process_burst, Shared, Verdict, Worker, WorkerStats, BURST};
 use trapeze_core::pool::PortId;
 use trapeze_core::Ticks;
-use trapeze_dpdk::{lcore, Eal, Mbuf, MbufBurst, Port, RxQueue, TxQueue};
+use trapeze_dpdk::{lcore, Eal, Mbuf, MbufBurst, Mempool, Port, RxQueue, TxQueue};
 
 use crate::frame::MbufFrame;
 use crate::neighbour::{self, Learned};
@@ -47,6 +47,8 @@ pub(crate) struct Context<'a, 'e> {
     pub(crate) board: &'a StatsBoard,
     /// Sleep after a run of empty polls (zero: yield only).
     pub(crate) idle_sleep: std::time::Duration,
+    /// Mbufs for the frames the workers originate (announcements).
+    pub(crate) mempool: &'a Mempool<'e>,
 }
 
 /// A worker's published counters: pipeline counters, flow-table use, I/O counters.
@@ -262,6 +264,10 @@ pub(crate) fn run(
             }
         }
 
+        if !worker.announcements.is_empty() {
+            send_announcements(cx, &mut worker, &mut tx, &mut txq, &mut io);
+        }
+
         for (pi, b) in tx.iter_mut().enumerate() {
             flush(&mut txq[pi], b, pi, &mut io);
         }
@@ -303,6 +309,29 @@ pub(crate) fn run(
 }
 
 /// Sends, queues for another worker, or frees a decided frame.
+/// Builds and stages the ADD_ADDRs the burst asked for (announce mode): one mbuf each from the
+/// pool, counted as replies. Without an mbuf the announcement is lost; the core sends it again
+/// with a later client packet until the client echoes it.
+#[cold]
+fn send_announcements<'e>(
+    cx: &Context<'_, 'e>,
+    worker: &mut Worker,
+    tx: &mut [MbufBurst<'e>],
+    txq: &mut [TxQueue<'_>],
+    io: &mut IoStats,
+) {
+    for a in worker.announcements.drain() {
+        let Some(mut m) = cx.mempool.alloc() else {
+            io.tx_unsent += 1;
+            continue;
+        };
+        if !m.set_len(a.frame_len()) || a.emit(m.data_mut()).is_none() {
+            continue;
+        }
+        push_tx(tx, txq, a.port, m, TxKind::Reply, io);
+    }
+}
+
 #[inline]
 fn route<'e>(
     cx: &Context<'_, 'e>,

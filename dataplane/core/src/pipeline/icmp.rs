@@ -198,7 +198,9 @@ fn error_to_backend<F: Frame>(cx: &mut Ctx<'_>, frame: &mut F, ip: &Ip) -> Verdi
     }
     // The quoted packet went VIP -> client: its source must be the VIP this error came to.
     let (qsrc, qdst) = (addr_bytes(q.src), addr_bytes(q.dst));
-    if q.protocol != 6 || qsrc != ip.dst || cx.pool.vip_for(&qsrc, q.src_port, 6).is_none() {
+    let known = cx.pool.vip_for(&qsrc, q.src_port, 6).is_some()
+        || cx.pool.join_target(&qsrc, q.src_port, 6).is_some();
+    if q.protocol != 6 || qsrc != ip.dst || !known {
         return Verdict::Drop(DropReason::IcmpNoFlow);
     }
     let owner = steer(&qdst, q.dst_port, cx.w.workers);

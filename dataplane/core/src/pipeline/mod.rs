@@ -62,6 +62,7 @@
 //!   so connections survive a gateway restart; a backend-side source that is not a backend is
 //!   dropped (`not_from_backend`, I7).
 
+pub mod announce;
 pub mod frame;
 pub mod verdict;
 
@@ -173,6 +174,8 @@ pub struct Worker {
     pub flows: FlowTable,
     /// The worker's counters.
     pub stats: WorkerStats,
+    /// ADD_ADDRs to send after this burst (announce mode): the runtime drains them.
+    pub announcements: announce::AnnounceQueue,
     icmp: Bucket,
 }
 
@@ -184,6 +187,7 @@ impl Worker {
             workers: cfg.workers.max(1),
             flows: FlowTable::new(cfg.flows),
             stats: WorkerStats::new(cfg.max_vips, cfg.max_backends),
+            announcements: announce::AnnounceQueue::default(),
             icmp: Bucket::new(cfg.icmp_rate),
         }
     }

@@ -29,7 +29,7 @@ use trapeze_wire::tcp::{self, TcpFlags};
 
 use super::ip::Ip;
 use super::rewrite::{self, End};
-use super::{dsr, flow_ended, icmp, steer, Ctx, DropReason, Event, Frame, Verdict};
+use super::{announce, dsr, flow_ended, icmp, steer, Ctx, DropReason, Event, Frame, Verdict};
 use crate::crypto;
 use crate::flow::{addr_bytes, FlowKey};
 use crate::pool::{BackendId, ForwardingMode, PoolSnapshot, PortId, Vip, VipId};
@@ -50,7 +50,7 @@ pub(super) struct Seg {
 
 impl Seg {
     #[inline]
-    fn has(&self, f: u8) -> bool {
+    pub(super) fn has(&self, f: u8) -> bool {
         self.flags.0 & f != 0
     }
 
@@ -128,14 +128,18 @@ pub(super) fn dispatch<F: Frame>(cx: &mut Ctx<'_>, frame: &mut F, ip: &Ip, seg: 
 pub(super) struct Classified {
     to_vip: bool,
     vip: VipId,
+    /// The backend the packet's endpoint names: towards a stateless join port, that port's
+    /// backend; from a backend, the backend itself. `None` towards the VIP's own port.
+    backend: Option<BackendId>,
     pub(super) key: FlowKey,
     pub(super) hash: u64,
 }
 
-/// Classifies a TCP segment as client -> VIP or backend -> client; `None` when it is neither.
+/// Classifies a TCP segment as client -> VIP (its port or a join port) or backend -> client;
+/// `None` when it is neither.
 #[inline]
 pub(super) fn classify(pool: &PoolSnapshot, ip: &Ip, seg: &Seg) -> Option<Classified> {
-    let (to_vip, vip, key) = if let Some(vip) = pool.vip_for(&ip.dst, seg.dst_port, 6) {
+    let to_vip = |vip, backend| {
         let key = FlowKey {
             src: ip.src,
             dst: ip.dst,
@@ -143,14 +147,19 @@ pub(super) fn classify(pool: &PoolSnapshot, ip: &Ip, seg: &Seg) -> Option<Classi
             dst_port: seg.dst_port,
             proto: 6,
         };
-        (true, vip, key)
+        (true, vip, backend, key)
+    };
+    let (to_vip, vip, backend, key) = if let Some(vip) = pool.vip_for(&ip.dst, seg.dst_port, 6) {
+        to_vip(vip, None)
+    } else if let Some((vip, b)) = pool.join_target(&ip.dst, seg.dst_port, 6) {
+        to_vip(vip, Some(b))
     } else {
         // Traffic a backend sends to the gateway itself (answers to health probes) is not a
         // return path to a client: it is punted.
         if pool.is_gateway_addr(&ip.dst) {
             return None;
         }
-        let vip = pool.vip_of_backend(&ip.src, seg.src_port, 6)?;
+        let (vip, b) = pool.backend_endpoint(&ip.src, seg.src_port, 6)?;
         let (vip_addr, vip_port) = pool.vip_endpoint(vip)?;
         let key = FlowKey {
             src: ip.dst,
@@ -159,11 +168,12 @@ pub(super) fn classify(pool: &PoolSnapshot, ip: &Ip, seg: &Seg) -> Option<Classi
             dst_port: vip_port,
             proto: 6,
         };
-        (false, vip, key)
+        (false, vip, Some(b), key)
     };
     Some(Classified {
         to_vip,
         vip,
+        backend,
         hash: key.hash(),
         key,
     })
@@ -226,11 +236,11 @@ fn client_to_vip<F: Frame>(
     if ip.ttl <= 1 {
         return icmp::time_exceeded(cx, frame, ip);
     }
-    let (key, hash, vip_id) = (c.key, c.hash, c.vip);
+    let (key, hash) = (c.key, c.hash);
     if let Some(idx) = cx.w.flows.lookup(&key, hash) {
-        return established(cx, frame, ip, seg, idx, vip_id, hash);
+        return established(cx, frame, ip, seg, idx, c);
     }
-    new_flow(cx, frame, ip, seg, key, hash, vip_id)
+    new_flow(cx, frame, ip, seg, c)
 }
 
 /// The fast path: a packet of a known flow.
@@ -241,19 +251,19 @@ fn established<F: Frame>(
     ip: &Ip,
     seg: &Seg,
     idx: u32,
-    vip_id: VipId,
-    hash: u64,
+    c: &Classified,
 ) -> Verdict {
+    let hash = c.hash;
     let e = cx.w.flows.entry_mut(idx);
     e.last_seen = cx.now_ms;
-    if seg.has(SYN | FIN | RST) || e.state < FlowState::Established {
+    if seg.has(SYN | FIN | RST) || e.state < FlowState::Established || e.has(flags::ANNOUNCE) {
         let key = e.key;
         if let Some(v) = client_slow_path(cx, frame, ip, seg, idx) {
             return v;
         }
         if cx.w.flows.lookup(&key, hash).is_none() {
             // The slow path ended the flow (a new SYN on a closed 5-tuple): start over.
-            return new_flow(cx, frame, ip, seg, key, hash, vip_id);
+            return new_flow(cx, frame, ip, seg, c);
         }
     }
     let e = cx.w.flows.entry(idx);
@@ -271,6 +281,9 @@ fn client_slow_path<F: Frame>(
     idx: u32,
 ) -> Option<Verdict> {
     let mut e = *cx.w.flows.entry(idx);
+    if e.has(flags::ANNOUNCE) {
+        announce::on_client_segment(cx, frame, ip, seg, &mut e);
+    }
     if seg.has(SYN) {
         if e.state >= FlowState::Closing {
             // T12: a new connection reusing the 5-tuple of a closed one is balanced afresh.
@@ -297,7 +310,7 @@ fn client_slow_path<F: Frame>(
             e.state = FlowState::Established;
             if learns {
                 e.flags |= flags::CONFIRMED;
-                confirm_token(cx, frame, seg, &mut e);
+                confirm_token(cx, frame, ip, seg, &mut e);
             } else if !e.has(flags::MPC_SYN | flags::JOIN) {
                 unexpected_mpc(cx, frame, seg);
             }
@@ -365,7 +378,7 @@ pub(super) fn l4_checksum_ok<F: Frame>(frame: &F, ip: &Ip) -> bool {
 }
 
 /// The client's third ACK (or first data segment) echoes the server key: cross-check it.
-fn confirm_token<F: Frame>(cx: &mut Ctx<'_>, frame: &F, seg: &Seg, e: &mut FlowEntry) {
+fn confirm_token<F: Frame>(cx: &mut Ctx<'_>, frame: &F, ip: &Ip, seg: &Seg, e: &mut FlowEntry) {
     if !e.has(flags::TOKEN_REF) {
         return;
     }
@@ -385,7 +398,12 @@ fn confirm_token<F: Frame>(cx: &mut Ctx<'_>, frame: &F, seg: &Seg, e: &mut FlowE
         }
     };
     match outcome {
-        ConfirmOutcome::Confirmed => cx.w.stats.event(Event::TokenConfirmed),
+        ConfirmOutcome::Confirmed => {
+            cx.w.stats.event(Event::TokenConfirmed);
+            if let Some((client_key, server_key)) = keys {
+                announce::start(cx, frame, ip, e, server_key, client_key);
+            }
+        }
         ConfirmOutcome::KeyMismatch | ConfirmOutcome::Unknown => {
             if keys.is_some() {
                 cx.w.stats.event(Event::MpcKeyMismatch);
@@ -430,10 +448,9 @@ fn new_flow<F: Frame>(
     frame: &mut F,
     ip: &Ip,
     seg: &Seg,
-    key: FlowKey,
-    hash: u64,
-    vip_id: VipId,
+    c: &Classified,
 ) -> Verdict {
+    let (key, hash, vip_id) = (c.key, c.hash, c.vip);
     let Some(vip) = cx.pool.vip(vip_id) else {
         return Verdict::Drop(DropReason::VipGone);
     };
@@ -450,6 +467,9 @@ fn new_flow<F: Frame>(
         ..FlowEntry::default()
     };
     entry.client_mac.copy_from_slice(&frame.data()[6..12]);
+    if let Some(pinned) = c.backend {
+        return join_port(cx, frame, ip, seg, entry, hash, vip, pinned);
+    }
     if is_syn {
         let s = scan(cx, frame, seg);
         if let Some(MpJoin::Syn { receiver_token, .. }) = s.join {
@@ -518,6 +538,55 @@ fn insert(cx: &mut Ctx<'_>, hash: u64, entry: FlowEntry) -> bool {
             false
         }
     }
+}
+
+/// A new subflow (or one whose state was lost) to a stateless join port: it goes to the port's
+/// backend whatever its token, with no lookup, so every gateway instance, restarted or not,
+/// sends it to the same server. A SYN needs the backend to accept joins (active or draining);
+/// later packets follow it while it exists, as established flows do.
+#[allow(clippy::too_many_arguments)]
+fn join_port<F: Frame>(
+    cx: &mut Ctx<'_>,
+    frame: &mut F,
+    ip: &Ip,
+    seg: &Seg,
+    mut entry: FlowEntry,
+    hash: u64,
+    vip: &Vip,
+    backend_id: BackendId,
+) -> Verdict {
+    let is_syn = seg.has(SYN) && !seg.has(ACK);
+    if is_syn {
+        if !cx
+            .pool
+            .backend(backend_id)
+            .is_some_and(|b| b.accepts_joins())
+        {
+            return Verdict::Drop(DropReason::JoinOwnerDown);
+        }
+        // A new connection on a join port (no MP_JOIN) is forwarded to that backend too, as
+        // plain TCP: nothing is learned from it.
+        if scan(cx, frame, seg).join.is_some() {
+            entry.flags |= flags::JOIN;
+        }
+        entry.state = FlowState::SynSent;
+        cx.w.stats.event(Event::JoinPortRouted);
+        if let Some(c) = cx.w.stats.vips.get_mut(vip.id.0 as usize) {
+            c.joins += 1;
+        }
+        if let Some(c) = cx.w.stats.backends.get_mut(backend_id.0 as usize) {
+            c.joins += 1;
+        }
+    } else {
+        cx.w.stats.event(Event::NonSynMiss);
+        entry.state = FlowState::Established;
+        entry.flags |= flags::ADOPTED | flags::JOIN;
+    }
+    entry.backend = backend_id;
+    if is_syn || !seg.has(RST) {
+        insert(cx, hash, entry);
+    }
+    to_backend(cx, frame, ip, backend_id, vip.id, hash)
 }
 
 /// MP_JOIN SYN: route by token to the connection's backend, or refuse.
@@ -630,9 +699,22 @@ fn backend_to_client<F: Frame>(
     if ip.ttl <= 1 {
         return icmp::time_exceeded(cx, frame, ip);
     }
-    let (key, hash, vip_id) = (c.key, c.hash, c.vip);
+    let (mut key, vip_id) = (c.key, c.vip);
+    let mut found = cx.w.flows.lookup(&key, c.hash);
+    if found.is_none() {
+        // A subflow the client opened to this backend's join port: its key has that port.
+        if let Some(jp) = c.backend.and_then(|b| cx.pool.vip(vip_id)?.join_port(b)) {
+            let jkey = FlowKey {
+                dst_port: jp,
+                ..key
+            };
+            if let Some(idx) = cx.w.flows.lookup(&jkey, jkey.hash()) {
+                (key, found) = (jkey, Some(idx));
+            }
+        }
+    }
     let (vip_addr, vip_port) = (key.dst, key.dst_port);
-    let (port_id, mac) = match cx.w.flows.lookup(&key, hash) {
+    let (port_id, mac) = match found {
         Some(idx) => {
             let e = cx.w.flows.entry_mut(idx);
             e.last_seen = cx.now_ms;

@@ -219,6 +219,17 @@ labelled_enum! {
         DsrEncapsulated => "dsr_encapsulated",
         /// DSR: an ICMP fragmentation needed / packet too big was sent to a client.
         DsrTooBigSent => "dsr_too_big_sent",
+        /// A new subflow to a stateless join port went to that port's backend (no state, no
+        /// token lookup: the same on every instance and after a restart).
+        JoinPortRouted => "join_port_routed",
+        /// The gateway sent a client an ADD_ADDR for its connection (announce mode).
+        AnnounceSent => "announce_sent",
+        /// The client echoed the gateway's ADD_ADDR; the echo was absorbed (not forwarded).
+        AnnounceEchoed => "announce_echoed",
+        /// The client never echoed the gateway's ADD_ADDR (sent the maximum number of times).
+        AnnounceUnechoed => "announce_unechoed",
+        /// No room in the worker's announcement queue this burst: sent with a later packet.
+        AnnounceQueueFull => "announce_queue_full",
     }
 }
 

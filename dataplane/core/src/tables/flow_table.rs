@@ -83,6 +83,9 @@ pub mod flags {
     pub const ADOPTED: u8 = 1 << 5;
     /// The third ACK cross-check of the learned token has been done.
     pub const CONFIRMED: u8 = 1 << 6;
+    /// The gateway owes the client an ADD_ADDR (announce mode) until it is echoed: the client's
+    /// packets take the slow path meanwhile.
+    pub const ANNOUNCE: u8 = 1 << 7;
 }
 
 /// One flow, keyed by its client-side 5-tuple (client -> VIP). One cache line.
@@ -108,6 +111,10 @@ pub struct FlowEntry {
     pub state: FlowState,
     /// [`flags`] bits.
     pub flags: u8,
+    /// ADD_ADDRs sent to the client (announce mode).
+    pub announces: u8,
+    /// When the last ADD_ADDR was sent, the low 16 bits of coarse milliseconds.
+    pub announce_ms: u16,
 }
 
 impl FlowEntry {

@@ -1,0 +1,381 @@
+//! Gateway-originated ADD_ADDR: the gateway announces an address to an MPTCP client on behalf of
+//! servers that cannot be configured (a VIP's `announce` setting).
+//!
+//! Once the gateway knows both keys of a connection (NAT: the server's key from its SYN/ACK and
+//! the client's from the third ACK, cross-checked; DSR: both from the third ACK), it can compute
+//! the HMAC that makes an ADD_ADDR acceptable to the client (RFC 8684 §3.4.1: HMAC-SHA256 keyed
+//! with the sender's key, then the receiver's, over the address id, address and port). It sends
+//! the client a pure ACK from the VIP carrying one ADD_ADDR:
+//!
+//! * `join-ports`: the VIP with the join port of the connection's backend. The client's joins
+//!   then reach that backend by the stateless join-port map on any gateway instance, restarted
+//!   or not, and the unmodified server sees them on its own address and port (NAT).
+//! * `backend`: the backend's own address (and port, when it differs from the VIP's). The client
+//!   joins the server directly; the gateway is off that subflow's path and only carries the
+//!   first subflow, which may fail without ending the connection.
+//!
+//! ## The segment
+//!
+//! Sequence number: the acknowledgment number of the client's packet that triggers it (the
+//! client's `rcv_nxt`, so the segment is in window); acknowledgment number: that packet's sequence
+//! number plus its length (never beyond what the client sent). The window is the client's own
+//! advertised window: the client takes it as the server's until the server's next segment, and
+//! at the start of a connection between like stacks the two are of the same size. No timestamps
+//! (Linux checks PAWS only when a segment carries one) and no DSS (an ADD_ADDR on a pure ACK needs
+//! none).
+//!
+//! ## Until the echo
+//!
+//! The client echoes an ADD_ADDR (E = 1, no HMAC). The flow carries [`flags::ANNOUNCE`] until the
+//! echo passes: its packets take the slow path, which looks for the echo, **absorbs** it (the
+//! option becomes NOPs, the checksum is updated; the server never sees an echo of an address it
+//! did not announce) and ends the announcement. Without an echo, the ADD_ADDR is sent again with a
+//! later client packet after [`RESEND_MS`], at most [`MAX_SENDS`] times in all (a segment the
+//! client judged stale, say because server data overtook it, is refreshed with current numbers).
+
+use core::net::IpAddr;
+
+use trapeze_wire::checksum;
+use trapeze_wire::mptcp::AddAddr;
+use trapeze_wire::tcp::TcpFlags;
+
+use super::ip::Ip;
+use super::nat::Seg;
+use super::{Ctx, Event, Frame};
+use crate::crypto;
+use crate::flow::addr_from_bytes;
+use crate::pool::{Announce, Mac, PortId, ANNOUNCE_ADDRESS_ID};
+use crate::tables::flow_table::{flags, FlowEntry};
+
+/// ADD_ADDRs sent per connection at most, the first included.
+pub const MAX_SENDS: u8 = 3;
+/// Minimum time between two sends, milliseconds.
+pub const RESEND_MS: u32 = 200;
+/// Announcements a worker queues per burst; more wait for a later client packet.
+pub const QUEUE_LEN: usize = 64;
+
+/// A pure ACK with one ADD_ADDR, from a VIP to a client: everything the runtime needs to build the
+/// frame ([`Announcement::emit`]) and send it on `port`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Announcement {
+    /// The port to send it on (the client's).
+    pub port: PortId,
+    /// Ethernet source (the port's MAC).
+    pub src_mac: Mac,
+    /// Ethernet destination (the client's next hop).
+    pub dst_mac: Mac,
+    /// The port's 802.1Q VLAN.
+    pub vlan: Option<u16>,
+    /// VIP (key form: IPv4-mapped for IPv4).
+    pub src: [u8; 16],
+    /// Client (key form).
+    pub dst: [u8; 16],
+    /// VIP port.
+    pub src_port: u16,
+    /// Client port.
+    pub dst_port: u16,
+    /// Sequence number.
+    pub seq: u32,
+    /// Acknowledgment number.
+    pub ack: u32,
+    /// Window.
+    pub window: u16,
+    /// The option.
+    pub option: AddAddr,
+}
+
+impl Announcement {
+    fn v6(&self) -> bool {
+        !matches!(addr_from_bytes(self.src), IpAddr::V4(_))
+    }
+
+    fn options_len(&self) -> usize {
+        (self.option.buffer_len() + 3) & !3
+    }
+
+    /// Length of the frame [`Announcement::emit`] writes.
+    pub fn frame_len(&self) -> usize {
+        let l2 = if self.vlan.is_some() { 18 } else { 14 };
+        let l3 = if self.v6() { 40 } else { 20 };
+        l2 + l3 + 20 + self.options_len()
+    }
+
+    /// Writes the frame into `buf`; returns its length, or `None` when `buf` is too short.
+    pub fn emit(&self, buf: &mut [u8]) -> Option<usize> {
+        let len = self.frame_len();
+        let buf = buf.get_mut(..len)?;
+        buf.fill(0);
+        let v6 = self.v6();
+        buf[0..6].copy_from_slice(&self.dst_mac);
+        buf[6..12].copy_from_slice(&self.src_mac);
+        let mut at = 12;
+        if let Some(vid) = self.vlan {
+            buf[12..14].copy_from_slice(&0x8100u16.to_be_bytes());
+            buf[14..16].copy_from_slice(&(vid & 0x0fff).to_be_bytes());
+            at = 16;
+        }
+        let ethertype: u16 = if v6 { 0x86dd } else { 0x0800 };
+        buf[at..at + 2].copy_from_slice(&ethertype.to_be_bytes());
+        let l3 = at + 2;
+        let tcp_len = 20 + self.options_len();
+        let l4 = if v6 {
+            let h = &mut buf[l3..l3 + 40];
+            h[0] = 0x60;
+            h[4..6].copy_from_slice(&(tcp_len as u16).to_be_bytes());
+            h[6] = 6;
+            h[7] = 64;
+            h[8..24].copy_from_slice(&self.src);
+            h[24..40].copy_from_slice(&self.dst);
+            l3 + 40
+        } else {
+            let h = &mut buf[l3..l3 + 20];
+            h[0] = 0x45;
+            h[2..4].copy_from_slice(&((20 + tcp_len) as u16).to_be_bytes());
+            h[6] = 0x40; // DF
+            h[8] = 64;
+            h[9] = 6;
+            h[12..16].copy_from_slice(&self.src[12..]);
+            h[16..20].copy_from_slice(&self.dst[12..]);
+            let c = checksum::finish(checksum::data(h));
+            h[10..12].copy_from_slice(&c.to_be_bytes());
+            l3 + 20
+        };
+        let t = &mut buf[l4..l4 + tcp_len];
+        t[0..2].copy_from_slice(&self.src_port.to_be_bytes());
+        t[2..4].copy_from_slice(&self.dst_port.to_be_bytes());
+        t[4..8].copy_from_slice(&self.seq.to_be_bytes());
+        t[8..12].copy_from_slice(&self.ack.to_be_bytes());
+        t[12] = ((tcp_len / 4) as u8) << 4;
+        t[13] = 0x10; // ACK
+        t[14..16].copy_from_slice(&self.window.to_be_bytes());
+        let opt = &mut t[20..];
+        opt.fill(1); // NOP padding after the option
+        self.option.emit(opt).ok()?;
+        let pseudo = if v6 {
+            checksum::pseudo_header_v6(&self.src, &self.dst, 6, tcp_len as u32)
+        } else {
+            let (mut s, mut d) = ([0u8; 4], [0u8; 4]);
+            s.copy_from_slice(&self.src[12..]);
+            d.copy_from_slice(&self.dst[12..]);
+            checksum::pseudo_header_v4(s, d, 6, tcp_len as u32)
+        };
+        let c = checksum::finish(checksum::combine(&[pseudo, checksum::data(t)]));
+        t[16..18].copy_from_slice(&c.to_be_bytes());
+        Some(len)
+    }
+}
+
+/// A worker's announcements of one burst: a fixed-capacity queue the runtime drains after the
+/// burst (no allocation after construction).
+#[derive(Debug)]
+pub struct AnnounceQueue {
+    items: Vec<Announcement>,
+}
+
+impl Default for AnnounceQueue {
+    fn default() -> Self {
+        Self {
+            items: Vec::with_capacity(QUEUE_LEN),
+        }
+    }
+}
+
+impl AnnounceQueue {
+    fn push(&mut self, a: Announcement) -> bool {
+        if self.items.len() >= QUEUE_LEN {
+            return false;
+        }
+        self.items.push(a);
+        true
+    }
+
+    /// Whether nothing is queued.
+    #[inline]
+    pub fn is_empty(&self) -> bool {
+        self.items.is_empty()
+    }
+
+    /// Takes the queued announcements, oldest first.
+    pub fn drain(&mut self) -> impl Iterator<Item = Announcement> + '_ {
+        self.items.drain(..)
+    }
+}
+
+/// The TCP numbers of a client segment: (seq, ack, window, segment length in sequence space).
+fn numbers<F: Frame>(frame: &F, ip: &Ip) -> (u32, u32, u16, u32) {
+    let d = frame.data();
+    let t = &d[ip.l4..ip.end];
+    let word = |i: usize| u32::from_be_bytes([t[i], t[i + 1], t[i + 2], t[i + 3]]);
+    let hl = ((t[12] >> 4) as usize) * 4;
+    let fin = u32::from(t[13] & 0x01);
+    let len = (t.len().saturating_sub(hl)) as u32 + fin;
+    (word(4), word(8), u16::from_be_bytes([t[14], t[15]]), len)
+}
+
+/// Starts announcing for a connection whose keys were just learned from the client's packet
+/// `frame` (the third ACK). Does nothing unless the flow's VIP announces.
+pub(super) fn start<F: Frame>(
+    cx: &mut Ctx<'_>,
+    frame: &F,
+    ip: &Ip,
+    e: &mut FlowEntry,
+    server_key: u64,
+    client_key: u64,
+) {
+    if cx
+        .pool
+        .vip(e.vip)
+        .is_none_or(|v| v.announce == Announce::Off)
+    {
+        return;
+    }
+    e.flags |= flags::ANNOUNCE;
+    e.announces = 0;
+    send(cx, frame, ip, e, server_key, client_key);
+}
+
+/// Queues one ADD_ADDR for the connection of `e`, numbered from the client's packet `frame`.
+fn send<F: Frame>(
+    cx: &mut Ctx<'_>,
+    frame: &F,
+    ip: &Ip,
+    e: &mut FlowEntry,
+    server_key: u64,
+    client_key: u64,
+) {
+    let Some(vip) = cx.pool.vip(e.vip) else {
+        e.flags &= !flags::ANNOUNCE;
+        return;
+    };
+    let v6 = ip.v6;
+    let announced = match vip.announce {
+        Announce::Off => None,
+        Announce::JoinPorts => vip.join_port(e.backend).map(|p| (vip.addr, Some(p))),
+        Announce::Backend => cx.pool.backend(e.backend).and_then(|b| {
+            let port = (b.port != vip.port).then_some(b.port);
+            b.addr(v6).map(|a| (a, port))
+        }),
+    };
+    let (Some((addr, port)), Some(p)) = (announced, cx.pool.port(PortId(e.client_port))) else {
+        e.flags &= !flags::ANNOUNCE;
+        return;
+    };
+    let (seq, ack, window, len) = numbers(frame, ip);
+    let hmac = crypto::add_addr_hmac(server_key, client_key, ANNOUNCE_ADDRESS_ID, &addr, port);
+    let a = Announcement {
+        port: PortId(e.client_port),
+        src_mac: p.mac,
+        dst_mac: e.client_mac,
+        vlan: p.vlan,
+        src: e.key.dst,
+        dst: e.key.src,
+        src_port: e.key.dst_port,
+        dst_port: e.key.src_port,
+        seq: ack,
+        ack: seq.wrapping_add(len),
+        window,
+        option: AddAddr {
+            echo: false,
+            address_id: ANNOUNCE_ADDRESS_ID,
+            addr,
+            port,
+            truncated_hmac: Some(hmac),
+        },
+    };
+    if !cx.w.announcements.push(a) {
+        cx.w.stats.event(Event::AnnounceQueueFull);
+        return;
+    }
+    e.announces = e.announces.saturating_add(1);
+    e.announce_ms = cx.now_ms as u16;
+    cx.w.stats.event(Event::AnnounceSent);
+}
+
+/// A client packet of a flow that owes an announcement: absorbs the echo, or sends again.
+pub(super) fn on_client_segment<F: Frame>(
+    cx: &mut Ctx<'_>,
+    frame: &mut F,
+    ip: &Ip,
+    seg: &Seg,
+    e: &mut FlowEntry,
+) {
+    if absorb_echo(frame, ip, seg) {
+        e.flags &= !flags::ANNOUNCE;
+        cx.w.stats.event(Event::AnnounceEchoed);
+        return;
+    }
+    let since = (cx.now_ms as u16).wrapping_sub(e.announce_ms) as u32;
+    if since < RESEND_MS || seg.has(TcpFlags::SYN.0 | TcpFlags::RST.0) {
+        return;
+    }
+    if e.announces >= MAX_SENDS {
+        e.flags &= !flags::ANNOUNCE;
+        cx.w.stats.event(Event::AnnounceUnechoed);
+        return;
+    }
+    let keys = cx
+        .shared
+        .tokens
+        .owners(e.token)
+        .as_slice()
+        .iter()
+        .find(|o| o.backend == e.backend && o.conn == e.key)
+        .and_then(|o| Some((o.server_key, o.client_key?)));
+    match keys {
+        Some((server_key, client_key)) if e.has(flags::TOKEN_REF) => {
+            send(cx, frame, ip, e, server_key, client_key);
+        }
+        _ => e.flags &= !flags::ANNOUNCE,
+    }
+}
+
+/// Turns the client's echo of our ADD_ADDR (E = 1, our address id) into NOPs, updating the TCP
+/// checksum. Returns whether there was one.
+fn absorb_echo<F: Frame>(frame: &mut F, ip: &Ip, seg: &Seg) -> bool {
+    let (start, end) = (seg.opt_at, seg.opt_at + seg.opt_len);
+    let data = frame.data();
+    let mut at = start;
+    let mut found = None;
+    while at < end {
+        match data[at] {
+            0 => break,
+            1 => at += 1,
+            _ => {
+                let Some(&len) = data.get(at + 1) else { break };
+                let len = len as usize;
+                if len < 2 || at + len > end {
+                    break;
+                }
+                let o = &data[at..at + len];
+                // Kind 30, subtype ADD_ADDR (3) in the high nibble, E bit, our address id.
+                if o[0] == 30
+                    && len >= 8
+                    && o[2] >> 4 == 3
+                    && o[2] & 1 == 1
+                    && o[3] == ANNOUNCE_ADDRESS_ID
+                {
+                    found = Some((at, len));
+                    break;
+                }
+                at += len;
+            }
+        }
+    }
+    let Some((at, len)) = found else {
+        return false;
+    };
+    // The changed bytes, widened to 16-bit words of the TCP segment (the option may start at an
+    // odd offset): at most 22 bytes of option plus one on each side.
+    let lo = ip.l4 + ((at - ip.l4) & !1);
+    let hi = (ip.l4 + ((at + len - ip.l4 + 1) & !1)).min(ip.end);
+    let mut old = [0u8; 24];
+    let n = hi - lo;
+    old[..n].copy_from_slice(&data[lo..hi]);
+    let buf = frame.data_mut();
+    buf[at..at + len].fill(1);
+    let csum_at = ip.l4 + 16;
+    let c = u16::from_be_bytes([buf[csum_at], buf[csum_at + 1]]);
+    let c = checksum::update_bytes(c, &old[..n], &buf[lo..hi]);
+    buf[csum_at..csum_at + 2].copy_from_slice(&c.to_be_bytes());
+    true
+}

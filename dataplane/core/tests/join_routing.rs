@@ -1,0 +1,511 @@
+//! Stateless join ports and gateway-originated ADD_ADDR (announce modes): join routing that
+//! needs no token, on any instance and after a restart, and the ADD_ADDR frames byte by byte.
+
+use core::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+use trapeze_core::crypto::add_addr_hmac;
+use trapeze_core::pipeline::announce::{Announcement, MAX_SENDS};
+use trapeze_core::pipeline::{
+    process, DropReason, Event, Frame, Shared, VecFrame, Verdict, Worker, WorkerConfig,
+};
+use trapeze_core::pool::{
+    Announce, BackendId, BackendState, Encap, OuterSource, PoolError, PoolSnapshot, PoolSpec,
+    PortId, ANNOUNCE_ADDRESS_ID,
+};
+use trapeze_core::tables::flow_table::FlowTableConfig;
+use trapeze_core::tables::token::TokenTableConfig;
+use trapeze_core::testkit::*;
+use trapeze_core::Ticks;
+use trapeze_wire::mptcp::{AddAddr, MptcpOption, Segment};
+use trapeze_wire::tcp;
+
+const SYN: u8 = 0x02;
+const ACK: u8 = 0x10;
+const SYN_ACK: u8 = 0x12;
+const PSH_ACK: u8 = 0x18;
+
+/// Backend `i`'s join port on every test VIP.
+fn join_port(i: u16) -> u16 {
+    9000 + i
+}
+
+/// One gateway instance: workers, token table, pool.
+struct Gw {
+    workers: Vec<Worker>,
+    shared: Shared,
+    pool: PoolSnapshot,
+    now: Ticks,
+}
+
+impl Gw {
+    fn new(pool: PoolSnapshot, workers: u16) -> Self {
+        Self {
+            workers: (0..workers)
+                .map(|id| {
+                    Worker::new(WorkerConfig {
+                        id,
+                        workers,
+                        flows: FlowTableConfig {
+                            capacity: 4096,
+                            ..Default::default()
+                        },
+                        ..Default::default()
+                    })
+                })
+                .collect(),
+            shared: Shared::new(TokenTableConfig {
+                capacity: 4096,
+                shards: 8,
+            }),
+            pool,
+            now: Ticks::from_secs(1),
+        }
+    }
+
+    fn send_on(&mut self, port: PortId, bytes: &[u8]) -> (Verdict, Vec<u8>) {
+        let mut frame = VecFrame::new(bytes);
+        let mut w = 0usize;
+        for _ in 0..4 {
+            match process(
+                &mut frame,
+                port,
+                self.now,
+                &mut self.workers[w],
+                &self.shared,
+                &self.pool,
+            ) {
+                Verdict::Handoff { worker } => w = worker as usize,
+                v => {
+                    assert!(self.workers.iter().all(|w| w.stats.balanced()));
+                    return (v, frame.data().to_vec());
+                }
+            }
+        }
+        panic!("handoff loop");
+    }
+
+    fn client(&mut self, s: &TcpSpec) -> (Verdict, Vec<u8>) {
+        self.send_on(PortId(0), &s.build())
+    }
+
+    fn backend(&mut self, s: &TcpSpec) -> (Verdict, Vec<u8>) {
+        self.send_on(PortId(1), &s.build())
+    }
+
+    fn events(&self, e: Event) -> u64 {
+        self.workers.iter().map(|w| w.stats.events_of(e)).sum()
+    }
+
+    fn announcements(&mut self) -> Vec<Announcement> {
+        self.workers
+            .iter_mut()
+            .flat_map(|w| w.announcements.drain().collect::<Vec<_>>())
+            .collect()
+    }
+}
+
+fn c4(last: u8) -> IpAddr {
+    IpAddr::V4(Ipv4Addr::new(198, 51, 100, last))
+}
+
+fn c6(last: u16) -> IpAddr {
+    IpAddr::V6(Ipv6Addr::new(0x2001, 0xdb8, 0xc, 0, 0, 0, 0, last))
+}
+
+fn vip_of(client: IpAddr) -> IpAddr {
+    if client.is_ipv6() {
+        VIP6.into()
+    } else {
+        VIP4.into()
+    }
+}
+
+fn backend_addr(i: u16, v6: bool) -> IpAddr {
+    if v6 {
+        backend_v6(i).into()
+    } else {
+        backend_v4(i).into()
+    }
+}
+
+/// The demo NAT pool with join ports 9000 + i on both VIPs, announcing `announce`.
+fn nat_spec(n: u16, announce: Announce) -> PoolSpec {
+    let mut spec = demo_spec(n);
+    for v in spec.vips.iter_mut().flatten() {
+        v.join_ports = (0..n).map(|i| (BackendId(i), join_port(i))).collect();
+        v.announce = announce;
+    }
+    spec
+}
+
+fn nat_pool(n: u16, announce: Announce) -> PoolSnapshot {
+    PoolSnapshot::build(nat_spec(n, announce)).unwrap()
+}
+
+/// The IP header's destination and the TCP destination port of a frame (no VLAN).
+fn dst_of(frame: &[u8]) -> (IpAddr, u16) {
+    if u16::from_be_bytes([frame[12], frame[13]]) == 0x86dd {
+        let mut a = [0u8; 16];
+        a.copy_from_slice(&frame[14 + 24..14 + 40]);
+        let p = u16::from_be_bytes([frame[54 + 2], frame[54 + 3]]);
+        (Ipv6Addr::from(a).into(), p)
+    } else {
+        let a = Ipv4Addr::new(frame[30], frame[31], frame[32], frame[33]);
+        let p = u16::from_be_bytes([frame[34 + 2], frame[34 + 3]]);
+        (a.into(), p)
+    }
+}
+
+fn src_of(frame: &[u8]) -> (IpAddr, u16) {
+    if u16::from_be_bytes([frame[12], frame[13]]) == 0x86dd {
+        let mut a = [0u8; 16];
+        a.copy_from_slice(&frame[14 + 8..14 + 24]);
+        let p = u16::from_be_bytes([frame[54], frame[55]]);
+        (Ipv6Addr::from(a).into(), p)
+    } else {
+        let a = Ipv4Addr::new(frame[26], frame[27], frame[28], frame[29]);
+        let p = u16::from_be_bytes([frame[34], frame[35]]);
+        (a.into(), p)
+    }
+}
+
+/// A client segment to the VIP's join port of backend `b`.
+fn to_join_port(client: IpAddr, port: u16, b: u16, flags: u8) -> TcpSpec {
+    let mut s = TcpSpec::to_vip(client, port, flags);
+    s.dst_port = join_port(b);
+    s
+}
+
+#[test]
+fn a_join_to_a_join_port_reaches_that_backend_on_any_instance_with_no_token() {
+    for client in [c4(10), c6(10)] {
+        let v6 = client.is_ipv6();
+        for b in 0..3u16 {
+            // Two instances that never saw the connection, one with three workers.
+            for workers in [1u16, 3] {
+                let mut g = Gw::new(nat_pool(3, Announce::Off), workers);
+                let syn = to_join_port(client, 41000 + b, b, SYN).with_mptcp(join_syn(0xdead_beef));
+                let (v, out) = g.client(&syn);
+                assert_eq!(v, Verdict::Forward { port: PortId(1) });
+                assert_eq!(dst_of(&out), (backend_addr(b, v6), BACKEND_PORT));
+                assert_eq!(g.events(Event::JoinPortRouted), 1);
+                assert_eq!(g.events(Event::JoinRouted), 0, "no token lookup");
+                // The server's SYN/ACK goes back from the join port, not the VIP's port.
+                let (v, out) = g.backend(&TcpSpec::from_backend(b, client, 41000 + b, SYN_ACK));
+                assert_eq!(v, Verdict::Forward { port: PortId(0) });
+                assert_eq!(src_of(&out), (vip_of(client), join_port(b)));
+                // The VIP's own port is untouched by it: a backend packet of another 5-tuple
+                // still returns from port 80.
+                let (_, out) = g.backend(&TcpSpec::from_backend(b, client, 50000, ACK));
+                assert_eq!(src_of(&out).1, VIP_PORT);
+            }
+        }
+    }
+}
+
+#[test]
+fn a_join_port_subflow_survives_a_restart_its_packets_are_adopted_by_the_port() {
+    let client = c4(11);
+    let mut g = Gw::new(nat_pool(3, Announce::Off), 1);
+    // A mid-stream segment of a subflow the (restarted) gateway never saw.
+    let (v, out) = g.client(&to_join_port(client, 42000, 2, PSH_ACK));
+    assert_eq!(v, Verdict::Forward { port: PortId(1) });
+    assert_eq!(dst_of(&out).0, backend_addr(2, false));
+    assert_eq!(g.events(Event::NonSynMiss), 1);
+    // Adopted: the server's answer now returns from the join port.
+    let (_, out) = g.backend(&TcpSpec::from_backend(2, client, 42000, ACK));
+    assert_eq!(src_of(&out), (vip_of(client), join_port(2)));
+}
+
+#[test]
+fn a_join_port_of_a_backend_that_is_down_refuses_new_subflows_only() {
+    let client = c4(12);
+    let mut spec = nat_spec(3, Announce::Off);
+    let mut g = Gw::new(PoolSnapshot::build(spec.clone()).unwrap(), 1);
+    let (v, _) = g.client(&to_join_port(client, 43000, 1, SYN).with_mptcp(join_syn(1)));
+    assert_eq!(v, Verdict::Forward { port: PortId(1) });
+    if let Some(b) = spec.backends[1].as_mut() {
+        b.state = BackendState::Down;
+    }
+    g.pool = PoolSnapshot::build(spec).unwrap();
+    // The established subflow keeps going; a new one is refused.
+    let (v, _) = g.client(&to_join_port(client, 43000, 1, ACK));
+    assert_eq!(v, Verdict::Forward { port: PortId(1) });
+    let (v, _) = g.client(&to_join_port(client, 43001, 1, SYN).with_mptcp(join_syn(1)));
+    assert_eq!(v, Verdict::Drop(DropReason::JoinOwnerDown));
+}
+
+#[test]
+fn dsr_join_ports_tunnel_the_subflow_unchanged_to_the_ports_backend() {
+    let mut spec = dsr_spec(3, Encap::Ipip, OuterSource::Gateway);
+    for v in spec.vips.iter_mut().flatten() {
+        v.join_ports = (0..3).map(|i| (BackendId(i), join_port(i))).collect();
+    }
+    let mut g = Gw::new(PoolSnapshot::build(spec).unwrap(), 2);
+    let mut syn = to_join_port(c4(13), 44000, 2, SYN).with_mptcp(join_syn(7));
+    syn.dst_port = join_port(2);
+    let (v, out) = g.client(&syn);
+    assert_eq!(v, Verdict::Forward { port: PortId(1) });
+    // Outer destination: backend 2; the inner packet still goes to VIP:join port.
+    assert_eq!(dst_of(&out).0, backend_addr(2, false));
+    let inner = &out[14 + 20..];
+    assert_eq!(&inner[16..20], &VIP4.octets());
+    assert_eq!(u16::from_be_bytes([inner[22], inner[23]]), join_port(2));
+}
+
+#[test]
+fn join_port_configurations_that_cannot_work_are_refused_with_the_reason() {
+    let refused = |f: &dyn Fn(&mut PoolSpec)| {
+        let mut spec = nat_spec(3, Announce::Off);
+        f(&mut spec);
+        match PoolSnapshot::build(spec) {
+            Err(PoolError::JoinPorts { reason, .. }) => reason,
+            other => panic!("expected a join-port error, got {other:?}"),
+        }
+    };
+    assert!(
+        refused(&|s| s.vips[0].as_mut().unwrap().join_ports[0].1 = VIP_PORT).contains("vip's port")
+    );
+    assert!(refused(&|s| {
+        let v = s.vips[0].as_mut().unwrap();
+        v.join_ports[1].1 = v.join_ports[0].1;
+    })
+    .contains("two backends"));
+    assert!(refused(&|s| {
+        let v = s.vips[0].as_mut().unwrap();
+        v.backends.retain(|b| b.0 != 2);
+    })
+    .contains("not a member"));
+    assert!(refused(&|s| {
+        let v = s.vips[0].as_mut().unwrap();
+        v.announce = Announce::JoinPorts;
+        v.join_ports.pop();
+    })
+    .contains("has no join port"));
+    // A join port that is another VIP's endpoint on the same address.
+    assert!(refused(&|s| {
+        let mut other = s.vips[0].clone().unwrap();
+        other.id.0 = 2;
+        other.name = "other".into();
+        other.port = join_port(1);
+        other.join_ports.clear();
+        other.backends.clear();
+        s.vips.push(Some(other));
+    })
+    .contains("own port"));
+    // DSR: the gateway cannot announce join ports (the servers must listen on them).
+    let mut spec = dsr_spec(3, Encap::Ipip, OuterSource::Gateway);
+    for v in spec.vips.iter_mut().flatten() {
+        v.join_ports = (0..3).map(|i| (BackendId(i), join_port(i))).collect();
+        v.announce = Announce::JoinPorts;
+    }
+    assert!(matches!(
+        PoolSnapshot::build(spec),
+        Err(PoolError::JoinPorts { .. })
+    ));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Announcements
+// ---------------------------------------------------------------------------------------------
+
+/// The ADD_ADDR an announcement frame carries, after checking the frame's IP and TCP headers
+/// (checksums included) against the expected endpoints and numbers.
+fn parse_announcement(
+    frame: &[u8],
+    vip: IpAddr,
+    client: IpAddr,
+    cport: u16,
+) -> (u32, u32, AddAddr) {
+    assert_eq!(&frame[0..6], &CLIENT_MAC);
+    assert_eq!(&frame[6..12], &PORT0_MAC);
+    assert_eq!(src_of(frame), (vip, VIP_PORT));
+    assert_eq!(dst_of(frame), (client, cport));
+    let l4 = if client.is_ipv6() { 54 } else { 34 };
+    if !client.is_ipv6() {
+        assert_eq!(trapeze_wire::checksum::data(&frame[14..34]), 0xffff);
+    }
+    let t = tcp::Packet::new_checked(&frame[l4..]).unwrap();
+    assert!(t.verify_checksum(&vip, &client));
+    assert_eq!(t.flags().0, ACK);
+    assert!(t.payload().is_empty());
+    let opts = t.options();
+    let len = opts[1] as usize;
+    assert_eq!(opts[0], 30);
+    assert!(opts[len..].iter().all(|&b| b == 1), "NOP padding");
+    let seg = Segment {
+        syn: false,
+        ack: true,
+        rst: false,
+        has_payload: false,
+    };
+    match MptcpOption::parse(&opts[..len], seg).unwrap() {
+        MptcpOption::AddAddr(a) => (t.seq_number(), t.ack_number(), a),
+        o => panic!("not an ADD_ADDR: {o:?}"),
+    }
+}
+
+/// A NAT MPTCP handshake; returns the backend and the third ACK's (seq, ack).
+fn nat_handshake(g: &mut Gw, client: IpAddr, port: u16, ck: u64, sk: u64) -> u16 {
+    let (v, out) = g.client(&TcpSpec::to_vip(client, port, SYN).with_mptcp(mpc_syn()));
+    assert!(matches!(v, Verdict::Forward { .. }));
+    let b = (0..16)
+        .find(|&i| backend_addr(i, client.is_ipv6()) == dst_of(&out).0)
+        .unwrap();
+    let mut sa = TcpSpec::from_backend(b, client, port, SYN_ACK).with_mptcp(mpc_synack(sk));
+    sa.seq = 5000;
+    sa.ack = 1001;
+    let _ = g.backend(&sa);
+    assert!(
+        g.announcements().is_empty(),
+        "nothing before the keys are confirmed"
+    );
+    let mut a = TcpSpec::to_vip(client, port, ACK).with_mptcp(mpc_ack(ck, sk));
+    a.seq = 1001;
+    a.ack = 5001;
+    let (v, _) = g.client(&a);
+    assert!(matches!(v, Verdict::Forward { .. }));
+    b
+}
+
+/// The client's echo of our ADD_ADDR.
+fn echo_of(a: &AddAddr) -> Vec<u8> {
+    let e = AddAddr {
+        echo: true,
+        truncated_hmac: None,
+        ..*a
+    };
+    let mut b = vec![0u8; e.buffer_len()];
+    e.emit(&mut b).unwrap();
+    b
+}
+
+#[test]
+fn nat_join_port_announcement_carries_the_hmac_of_the_learned_keys_and_its_echo_is_absorbed() {
+    for client in [c4(20), c6(20)] {
+        let (ck, sk) = (0x1111_2222_3333_4444u64, 0x5555_6666_7777_8888u64);
+        let mut g = Gw::new(nat_pool(3, Announce::JoinPorts), 2);
+        let b = nat_handshake(&mut g, client, 45000, ck, sk);
+        let ann = g.announcements();
+        assert_eq!(ann.len(), 1);
+        let mut buf = [0u8; 128];
+        let n = ann[0].emit(&mut buf).unwrap();
+        assert_eq!(n, ann[0].frame_len());
+        let (seq, ack, opt) = parse_announcement(&buf[..n], vip_of(client), client, 45000);
+        assert_eq!(
+            (seq, ack),
+            (5001, 1001),
+            "in the client's window, acking what it sent"
+        );
+        assert_eq!(opt.addr, vip_of(client));
+        assert_eq!(opt.port, Some(join_port(b)));
+        assert_eq!(opt.address_id, ANNOUNCE_ADDRESS_ID);
+        let hmac = add_addr_hmac(
+            sk,
+            ck,
+            ANNOUNCE_ADDRESS_ID,
+            &vip_of(client),
+            Some(join_port(b)),
+        );
+        assert_eq!(opt.truncated_hmac, Some(hmac));
+        assert_eq!(g.events(Event::AnnounceSent), 1);
+
+        // The client echoes it (with a DSS-free pure ACK): the echo is absorbed.
+        let mut e = TcpSpec::to_vip(client, 45000, ACK);
+        e.options = echo_of(&opt);
+        e.seq = 1001;
+        e.ack = 5001;
+        let (v, out) = g.client(&e);
+        assert!(matches!(v, Verdict::Forward { .. }));
+        let l4 = if client.is_ipv6() { 54 } else { 34 };
+        let t = tcp::Packet::new_checked(&out[l4..]).unwrap();
+        assert!(t.options().iter().all(|&b| b == 1), "echo NOPed");
+        assert!(t.verify_checksum(&backend_addr(b, client.is_ipv6()), &client));
+        assert_eq!(g.events(Event::AnnounceEchoed), 1);
+        // Done: later packets announce nothing, even long after.
+        g.now = Ticks::from_secs(5);
+        let _ = g.client(&TcpSpec::to_vip(client, 45000, PSH_ACK));
+        assert!(g.announcements().is_empty());
+        // The join to the announced port lands on the connection's backend.
+        let (_, out) =
+            g.client(&to_join_port(client, 45001, b, SYN).with_mptcp(join_syn(0x0bad_cafe)));
+        assert_eq!(
+            dst_of(&out),
+            (backend_addr(b, client.is_ipv6()), BACKEND_PORT)
+        );
+    }
+}
+
+#[test]
+fn an_unechoed_announcement_is_sent_again_with_fresh_numbers_a_bounded_number_of_times() {
+    let client = c4(21);
+    let mut g = Gw::new(nat_pool(3, Announce::JoinPorts), 1);
+    nat_handshake(&mut g, client, 46000, 1, 2);
+    assert_eq!(g.announcements().len(), 1);
+    // Too soon: nothing.
+    let _ = g.client(&TcpSpec::to_vip(client, 46000, PSH_ACK));
+    assert!(g.announcements().is_empty());
+    let mut t = 1.0;
+    let mut sent = 1;
+    for round in 0..5u32 {
+        t += 0.3;
+        g.now = Ticks((t * 1e9) as u64);
+        let mut d = TcpSpec::to_vip(client, 46000, PSH_ACK);
+        d.seq = 2000 + round * 100;
+        d.ack = 9000 + round;
+        d.payload = vec![0u8; 100];
+        let _ = g.client(&d);
+        for a in g.announcements() {
+            sent += 1;
+            assert_eq!((a.seq, a.ack), (9000 + round, 2100 + round * 100));
+        }
+    }
+    assert_eq!(sent, MAX_SENDS as u64);
+    assert_eq!(g.events(Event::AnnounceUnechoed), 1);
+}
+
+#[test]
+fn backend_mode_announces_the_servers_own_address_in_nat_and_dsr() {
+    // NAT: the backend's address and port (8080, the VIP is on 80).
+    let client = c4(22);
+    let mut g = Gw::new(nat_pool(3, Announce::Backend), 1);
+    let b = nat_handshake(&mut g, client, 47000, 3, 4);
+    let a = g.announcements();
+    assert_eq!(a.len(), 1);
+    assert_eq!(a[0].option.addr, backend_addr(b, false));
+    assert_eq!(a[0].option.port, Some(BACKEND_PORT));
+    assert_eq!(
+        a[0].option.truncated_hmac,
+        Some(add_addr_hmac(
+            4,
+            3,
+            ANNOUNCE_ADDRESS_ID,
+            &backend_addr(b, false),
+            Some(BACKEND_PORT)
+        ))
+    );
+
+    // DSR: keys from the third ACK; the VIP's port is the server's, so no port.
+    let mut spec = dsr_spec(3, Encap::Ipip, OuterSource::Gateway);
+    for v in spec.vips.iter_mut().flatten() {
+        v.announce = Announce::Backend;
+    }
+    let mut g = Gw::new(PoolSnapshot::build(spec).unwrap(), 1);
+    let client = c6(22);
+    let mut s = TcpSpec::to_vip(client, 47001, SYN).with_mptcp(mpc_syn());
+    s.dst_port = BACKEND_PORT;
+    s.seq = 7000;
+    let (_, out) = g.client(&s);
+    let backend = dst_of(&out).0;
+    let mut a = TcpSpec::to_vip(client, 47001, ACK).with_mptcp(mpc_ack(5, 6));
+    a.dst_port = BACKEND_PORT;
+    a.seq = 7001;
+    a.ack = 33;
+    let _ = g.client(&a);
+    let ann = g.announcements();
+    assert_eq!(ann.len(), 1);
+    assert_eq!(ann[0].option.addr, backend);
+    assert_eq!(ann[0].option.port, None);
+    assert_eq!((ann[0].seq, ann[0].ack), (33, 7001));
+    assert_eq!(ann[0].src_port, BACKEND_PORT);
+}
