@@ -26,7 +26,6 @@ import re
 import subprocess
 import sys
 
-SECOND = {"10.90.0.3", "fd90::3"}  # the client's subflow endpoints (multi.sh)
 INNER = re.compile(r"IP6? ([0-9a-f:.]+)\.(\d+) > ([0-9a-f:.]+)\.(\d+): Flags \[([^\]]*)\]")
 
 
@@ -38,13 +37,13 @@ def lines(pcap):
 
 
 def tuples(pcap):
-    """(src, sport, dst, dport, flags) of every TCP segment, the innermost header."""
+    """(src, sport, dst, dport, flags, line) of every TCP segment, the innermost header."""
     for ln in lines(pcap):
         m = None
         for m in INNER.finditer(ln):
             pass
         if m:
-            yield m.group(1), int(m.group(2)), m.group(3), int(m.group(4)), m.group(5)
+            yield m.group(1), int(m.group(2)), m.group(3), int(m.group(4)), m.group(5), ln
 
 
 def main():
@@ -65,7 +64,7 @@ def main():
     join_syns = {}
     for gw in a.instances.split(","):
         seen = set()
-        for src, sport, dst, dport, flags in tuples(
+        for src, sport, dst, dport, flags, _ in tuples(
                 os.path.join(a.run, "server-link-sw-g%s.pcap" % gw[2:])):
             key = "%s.%d" % (src, sport)
             if key in sub:
@@ -74,10 +73,11 @@ def main():
                     join_syns[gw] = join_syns.get(gw, 0) + 1
         for key in sorted(seen):
             sub[key]["instances"].append(gw)
-    # Joins the client sent (from its second address), whether or not an instance passed them.
+    # Joins the client sent (MP_JOIN SYNs), whether or not an instance passed them.
     attempts = {"%s.%d" % (src, sport)
-                for src, sport, dst, dport, flags in tuples(os.path.join(a.run, "client-link.pcap"))
-                if flags == "S" and src in SECOND}
+                for src, sport, dst, dport, flags, ln in tuples(
+                    os.path.join(a.run, "client-link.pcap"))
+                if flags == "S" and " join " in ln}
     # Joins that never reached a server (refused by an instance) are subflows too.
     for key in attempts:
         sub.setdefault(key, {"conn": None, "kind": "join", "instances": [], "rst": 0,
@@ -85,7 +85,7 @@ def main():
     for v in sub.values():
         v["answered"] = False
     for pcap, client_is_src in (("client-link.pcap", True), ("return-link.pcap", False)):
-        for src, sport, dst, dport, flags in tuples(os.path.join(a.run, pcap)):
+        for src, sport, dst, dport, flags, _ in tuples(os.path.join(a.run, pcap)):
             key = "%s.%d" % ((src, sport) if client_is_src else (dst, dport))
             if key not in sub:
                 continue
