@@ -227,6 +227,8 @@ build() {
         nsx "$ns" ip addr add "10.81.$n.2/24" dev "gw$n-c"
         nsx "$ns" ip addr add "fd81:$n::2/64" dev "gw$n-c" nodad
         nsx "$ns" ip link set "gw$n-c" up
+        # The instances' kernels reach each other through the router (token sharing, [cluster]).
+        nsx "$ns" ip route add 10.81.0.0/16 via "10.81.$n.1" dev "gw$n-c"
         nsx "$ns" ip link set "gw$n-s" mtu "$SEG_MTU" up
         nsx "$NS_SW" ip link set "sw-g$n" mtu "$SEG_MTU" master br-tzm up
         # The kernel must leave the VIP traffic (and the daemon's own addresses) to the daemon.
@@ -371,7 +373,14 @@ start_gw() {
     else
         cfg="$(mode_config)"
         [[ -f "$cfg" ]] || die "no configuration $cfg"
-        sed "s/@N@/$n/g" "$cfg" >"$RUN_DIR/$gw.toml"
+        # @N@: the instance number; @PEERS@: the other instances' kernel addresses on port 7946
+        # (token sharing); @RUN@: the run directory (e.g. the cluster secret, written once).
+        local peers="" m
+        for m in 1 2 3; do
+            if ((m != n)); then peers+="${peers:+, }\"10.81.$m.2:7946\""; fi
+        done
+        [[ -s "$RUN_DIR/cluster.key" ]] || head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n' >"$RUN_DIR/cluster.key"
+        sed -e "s/@N@/$n/g" -e "s/@PEERS@/$peers/g" -e "s|@RUN@|$RUN_DIR|g" "$cfg" >"$RUN_DIR/$gw.toml"
         rm -rf "/var/run/dpdk/tzm-$gw"
         : >"$RUN_DIR/$gw.err"
         detached ip netns exec "tzm-$gw" "$BIN" --config "$RUN_DIR/$gw.toml" --no-huge \
@@ -469,7 +478,7 @@ do_down() {
     done
     for gw in "${INSTANCES[@]}"; do rm -rf "/var/run/dpdk/tzm-$gw"; done
     if [[ -d "$RUN_DIR" ]]; then
-        rm -f "$RUN_DIR"/{state,mode,bird.conf,bird.ctl,bird.pid,bird.pid.launch,bird.out,bird.log}
+        rm -f "$RUN_DIR"/{state,mode,cluster.key,bird.conf,bird.ctl,bird.pid,bird.pid.launch,bird.out,bird.log}
         rm -f "$RUN_DIR"/srv?.{jsonl,out,ready,pid} "$RUN_DIR"/srv?-decap.{json,json.tmp,out,ready,pid}
         rm -f "$RUN_DIR"/gw?.{toml,out,err,pid,sock} "$RUN_DIR"/gw?-exabgp.{conf,out,pid}
         rmdir "$RUN_DIR" 2>/dev/null || log "kept $RUN_DIR (it holds other files)"
