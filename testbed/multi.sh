@@ -239,6 +239,11 @@ table inet tzm-guard {
         ip daddr { ${DSR_VIP4[0]}, ${DSR_VIP4[1]}, 10.81.$n.3, 10.91.0.0/24 } counter drop
         ip6 daddr { ${DSR_VIP6[0]}, ${DSR_VIP6[1]}, fd81:$n::3, fd91::/64 } counter drop
     }
+    chain out {
+        type filter hook output priority raw; policy accept;
+        ip saddr { ${DSR_VIP4[0]}, ${DSR_VIP4[1]} } counter drop
+        ip6 saddr { ${DSR_VIP6[0]}, ${DSR_VIP6[1]} } counter drop
+    }
 }
 EOF
     done
