@@ -28,26 +28,29 @@
 # subflows; the token baseline only reports them.
 #
 # Usage (root):
-#   testbed/e2e-multi.sh [--long] [--mode MODE]... [--no-build]
+#   testbed/e2e-multi.sh [--long] [--mode MODE]... [--no-build] [--keep-captures]
 #   TRAPEZE_GATEWAYD / TRAPEZECTL: binaries (default: ${CARGO_TARGET_DIR:-target}/release/...,
 #   built first unless --no-build or these are set).
 # Short form (CI): under 3 minutes. --long: more and longer connections, IPv6 disruption runs,
 # drain and health scenarios.
-# Output: a table per mode on stderr, everything in the directory printed at the end
-# (results.json, each run's transfers.py output and captures, the daemons' logs).
+# Output: a line per scenario on stderr, everything in the directory printed at the end
+# (results.jsonl, each run's transfers.py output, the daemons' logs; the captures of failed runs
+# only, unless --keep-captures: a long form's captures take about 12 GB).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 LONG=0
 BUILD=1
+KEEP=0
 MODES=()
 while (($#)); do
     case "$1" in
         --long) LONG=1 ;;
         --no-build) BUILD=0 ;;
+        --keep-captures) KEEP=1 ;;
         --mode) MODES+=("$2"); shift ;;
         --mode=*) MODES+=("${1#*=}") ;;
-        *) echo "usage: $0 [--long] [--mode MODE]... [--no-build]" >&2; exit 2 ;;
+        *) echo "usage: $0 [--long] [--mode MODE]... [--no-build] [--keep-captures]" >&2; exit 2 ;;
     esac
     shift
 done
@@ -227,7 +230,12 @@ print("[e2e-multi] %-16s %s  conns %d/%d  joins sent %d, at a server %d, establi
 for f in l["fail"]:
     print("[e2e-multi]     FAIL %s" % f)
 PY
-    if ((rc)); then FAILED=1; fi
+    if ((rc)); then
+        FAILED=1
+    elif ((!KEEP)); then
+        # A passed run's captures are large (full frames: ~0.5 GB per long-form run).
+        rm -f "$OUT/$tag"/*.pcap
+    fi
     return 0
 }
 
