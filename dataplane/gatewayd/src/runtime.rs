@@ -306,6 +306,15 @@ pub(crate) fn run(mut cfg: GatewayConfig, args: &GatewaydArgs, log: &Log) -> Res
                     ));
                 }
             }
+            // A worker that ended before the stop (an error) leaves its queues unserved: the
+            // instance withdraws its VIPs and stops after the grace, as on SIGTERM.
+            if handles
+                .iter()
+                .any(|h| h.as_ref().is_ok_and(|h| h.is_finished()))
+                && instance.begin_stop(now)
+            {
+                log.warn("a worker stopped: VIPs withdrawn (instance stopping)");
+            }
             if instance.stop_due(now) {
                 stop.store(true, Ordering::Relaxed);
             }
