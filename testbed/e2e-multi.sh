@@ -4,8 +4,8 @@
 # instances with ExaBGP + `trapezectl bgp-feed`, DSR VIPs, three MPTCP servers).
 #
 # For each join-routing mode (testbed/multi-modes/MODE.env + configs/multi/MODE.toml; default:
-# token and ports; tsync needs the token-sharing branch), with two instances announcing (gw1,
-# gw2; gw3 wired but stopped):
+# token and ports; --mode tsync for token sharing), with two instances announcing (gw1, gw2;
+# gw3 wired but stopped):
 #   steady   MPTCP connections with one join each over IPv4 (dsr-ipip) and IPv6 (dsr-gue). The
 #            first subflow and the join are hashed by ECMP on their own 5-tuples, so they often
 #            cross different instances. Reported: joins sent / established, join SYNs per

@@ -433,7 +433,9 @@ def parse_tcp(frame):
             p["mptcp"] = True
             sub = opt[2] >> 4
             if sub == 0:  # MP_CAPABLE; SYN/ACK carries the server's key
-                p["mpc"] = {"key": opt[4:12].hex() if len(opt) >= 12 else None}
+                p["mpc"] = {"key": opt[4:12].hex() if len(opt) >= 12 else None,
+                            # the third ACK also echoes the receiver's key (join_delay.py)
+                            "peer_key": opt[12:20].hex() if len(opt) >= 20 else None}
             elif sub == 1:  # MP_JOIN; the SYN carries the token
                 p["join"] = {"token": "0x" + opt[4:8].hex() if len(opt) == 12 else None}
             elif sub == 8 and len(opt) >= 4:  # MP_TCPRST: why the sender reset the subflow
@@ -566,10 +568,34 @@ def note_encap(s, p):
     s["encap"][key] = s["encap"].get(key, 0) + 1
 
 
-def ip_packets_from(path, addrs):
+def is_add_addr_ack(f, t):
+    """A pure ACK (no payload) whose options carry an ADD_ADDR that is not an echo: what the
+    gateway itself sends a client in announce mode."""
+    if len(f) < t + 20 or f[t + 13] & 0x3F != 0x10:
+        return False
+    hl = (f[t + 12] >> 4) * 4
+    opts, i = f[t + 20:t + hl], 0
+    if len(f) > t + hl and any(f[t + hl:]):
+        return False
+    while i < len(opts):
+        if opts[i] == 0:
+            break
+        if opts[i] == 1:
+            i += 1
+            continue
+        if i + 1 >= len(opts) or opts[i + 1] < 2:
+            break
+        if opts[i] == 30 and opts[i + 1] >= 8 and opts[i + 2] >> 4 == 3 and not opts[i + 2] & 1:
+            return True
+        i += opts[i + 1]
+    return False
+
+
+def ip_packets_from(path, addrs, announces=None):
     """IP packets (outer header) of a capture from one of addrs: (ICMP / ICMPv6 errors, all
     others). An ICMP error from a VIP would be the gateway's own (e.g. fragmentation needed),
-    not a server's reply."""
+    not a server's reply. With announces (a dict), the gateway's ADD_ADDR pure ACKs are counted
+    there under "add_addr" instead."""
     icmp_err = other = 0
     for _, f in read_pcap(path):
         if len(f) < 14:
@@ -584,6 +610,8 @@ def ip_packets_from(path, addrs):
         if len(f) > t and ((proto == 1 and f[t] in (3, 4, 5, 11, 12))
                            or (proto == 58 and f[t] in (1, 2, 3, 4))):
             icmp_err += 1
+        elif announces is not None and proto == 6 and is_add_addr_ack(f, t):
+            announces["add_addr"] = announces.get("add_addr", 0) + 1
         else:
             other += 1
     return icmp_err, other
@@ -958,7 +986,10 @@ def analyse(a, run, state, out, crecs, srecs, deltas, cpcap, spcap, rpcap=None, 
             est = [sf for sf in srv_subs if sf[1] != peer]
             row["joins_ok"] = (len(est) >= a.expect_joins
                                and row["client_extra_subflows"] >= a.expect_joins)
-            row["joins_on_owner"] = all(j["server"] == owner and j["dport"] == SRV_PORT
+            # A join goes to the service port (token routing; NAT's translated join ports) or,
+            # with --join-ports, to its owner's own join port (DSR keeps the VIP's port).
+            row["joins_on_owner"] = all(j["server"] == owner
+                                        and j["dport"] in (SRV_PORT, a.join_ports.get(owner))
                                         for j in joins)
         conns.append(row)
 
@@ -1064,7 +1095,16 @@ def analyse(a, run, state, out, crecs, srecs, deltas, cpcap, spcap, rpcap=None, 
               "%d/%d server tokens == sha256(server key in the captured SYN/ACK)[:4]%s"
               % (len(srecs) - len(bad_tok), len(srecs),
                  (": mismatches %s" % bad_tok[:3]) if bad_tok else ""))
-        if a.expect_joins > 0:
+        if a.expect_joins > 0 and a.direct_joins:
+            # Off-path joins go from the client straight to the server (tz-rtr), never over the
+            # server link; the servers' subflow lists (joins_established) are the oracle.
+            vip_addr = target(a)[0]
+            direct = sum(1 for r in srecs if any(
+                sf[0][0] != vip_addr for sf in (r.get("subflows") or []) if sf[1] != r["peer"]))
+            check("joins_direct", direct == n,
+                  "%d/%d connections have a join the server took on its own address (from the "
+                  "client straight to the server, off the gateway's path)" % (direct, n))
+        elif a.expect_joins > 0:
             moved = sum(
                 1 for r in conns if any(j["payload_bytes_up"] + j["payload_bytes_down"] > 0
                                         for j in r["joins"]))
@@ -1134,14 +1174,16 @@ def dsr_checks(a, check, crecs, by_conn, token_conn, cap_s, cpcap, spcap, pkt_r,
 
     # (a) the return path: nothing from a VIP on the client link (any protocol), no plain
     # segment from the VIP on the server link, the replies on the return link.
-    icmp_c, from_vip_c = ip_packets_from(cpcap, ALL_VIPS)
+    announced = {}
+    icmp_c, from_vip_c = ip_packets_from(cpcap, ALL_VIPS, announced if a.announced else None)
     from_vip_s = sum(ip_packets_from(spcap, {vip}))
     from_vip_r = sum(1 for p in pkt_r if p["src"] == vip)
     check("dsr_bypass", from_vip_c == 0 and from_vip_s == 0 and from_vip_r > 0,
-          "IP packets from a VIP: client link %d%s, server link %d (plain, from %s); TCP "
+          "IP packets from a VIP: client link %d%s%s, server link %d (plain, from %s); TCP "
           "segments from %s on the return link: %d"
           % (from_vip_c, (" (+%d ICMP errors, the gateway's own)" % icmp_c) if icmp_c else "",
-             from_vip_s, vip, vip, from_vip_r))
+             (" (+%d ADD_ADDR pure ACKs, the gateway's own)" % announced.get("add_addr", 0))
+             if a.announced else "", from_vip_s, vip, vip, from_vip_r))
 
     # (b) encapsulation of every client -> VIP segment on the server link
     local_conn = {tuple(c["local"]): c["conn"] for c in crecs if c.get("local")}
@@ -1156,8 +1198,9 @@ def dsr_checks(a, check, crecs, by_conn, token_conn, cap_s, cpcap, spcap, pkt_r,
     def bad(what, n):
         problems[what] = problems.get(what, 0) + n
 
+    vip_ports = {SRV_PORT} | set(a.join_ports.values())
     for s in cap_s["sessions"]:
-        if s["server"] != [vip, SRV_PORT]:
+        if s["server"][0] != vip or s["server"][1] not in vip_ports:
             continue
         subflows += 1
         conn = (token_conn.get(s["token"]) if s["kind"] == "join"
@@ -1331,11 +1374,23 @@ def main():
                     help="seconds the client keeps a finished connection open before close()")
     ap.add_argument("--settle", type=float, default=1.0, help="capture time after the last close")
     ap.add_argument("--allow-rst", action="store_true", help="do not fail on RSTs")
+    ap.add_argument("--join-ports", default="",
+                    help="srv1=18081,srv2=18082,...: joins may go to the owner's join port")
+    ap.add_argument("--direct-joins", action="store_true",
+                    help="joins go to the servers' own addresses, bypassing the gateway")
+    ap.add_argument("--announced", action="store_true",
+                    help="the gateway sends ADD_ADDRs from the VIP (DSR: allowed on the client "
+                         "link)")
     ap.add_argument("--require-all-servers", action="store_true",
                     help="fail unless every server got at least one connection")
     ap.add_argument("--out", help="artefact directory (default /tmp/tz-testbed-runs/...)")
     ap.add_argument("--run", default="manual", help=argparse.SUPPRESS)
     a = ap.parse_args()
+    try:
+        a.join_ports = {k: int(v) for k, v in
+                        (kv.split("=", 1) for kv in a.join_ports.split(",") if kv)}
+    except ValueError:
+        ap.error("--join-ports: expected srv1=PORT,srv2=PORT,...")
     if a.mode == "_client":
         client_main(a)
         return 0

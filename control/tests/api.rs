@@ -157,6 +157,7 @@ impl Fake {
                 pool_changes: self.pool_changes,
             },
             ports: Vec::new(),
+            cluster: None,
         }
     }
 

@@ -386,10 +386,39 @@ fn bad_configs() -> Vec<(&'static str, String, String)> {
         (
             "unknown backend",
             edit(
-                "client_port = \"client\"\nbackends = [\"srv1\", \"srv2\", \"srv3\"]\n\n# Each",
-                "client_port = \"client\"\nbackends = [\"srv1\", \"srv2\", \"srv4\"]\n\n# Each",
+                "client_port = \"client\"\nbackends = [\"srv1\", \"srv2\", \"srv3\"]\n\n[vips.join_ports]\nsrv1 = 18081\nsrv2 = 18082\nsrv3 = 18083\n",
+                "client_port = \"client\"\nbackends = [\"srv1\", \"srv2\", \"srv4\"]\n\n[vips.join_ports]\nsrv1 = 18081\nsrv2 = 18082\n",
             ),
             "vips[1].backends[2]: unknown backend \"srv4\"",
+        ),
+        (
+            "join port of a non-member",
+            edit(
+                "[vips.join_ports]\nsrv1 = 18081\nsrv2 = 18082\nsrv3 = 18083\n\n[[vips]]                        # VipId 1",
+                "[vips.join_ports]\nsrv1 = 18081\nsrv2 = 18082\nsrv9 = 18083\n\n[[vips]]                        # VipId 1",
+            ),
+            "vips[0].join_ports.srv9: \"srv9\" is not a member of this vip",
+        ),
+        (
+            "join port equal to the vip's port",
+            edit(
+                "srv1 = 18081\nsrv2 = 18082\nsrv3 = 18083\n\n[[vips]]                        # VipId 1",
+                "srv1 = 80\nsrv2 = 18082\nsrv3 = 18083\n\n[[vips]]                        # VipId 1",
+            ),
+            "vips[0].join_ports.srv1: 80 is the vip's own port",
+        ),
+        (
+            "unknown announce mode",
+            edit("name = \"web4\"", "name = \"web4\"\nannounce = \"loudly\""),
+            "vips[0].announce: \"loudly\": expected \"off\", \"join-ports\" or \"backend\"",
+        ),
+        (
+            "gateway-announced join ports on a DSR vip",
+            edit(
+                "name = \"dsr-ipip4\"",
+                "name = \"dsr-ipip4\"\nannounce = \"join-ports\"",
+            ),
+            "vips[2].join_ports: announce = \"join-ports\" needs a NAT vip",
         ),
         (
             "backend listed twice",
@@ -738,8 +767,8 @@ fn cli_check_refuses_bad_configs() {
     let path = write_tmp(
         "unknown-backend.toml",
         &testbed_text().replace(
-            "backends = [\"srv1\", \"srv2\", \"srv3\"]\n\n# Each",
-            "backends = [\"srv1\", \"srv2\", \"srv4\"]\n\n# Each",
+            "backends = [\"srv1\", \"srv2\", \"srv3\"]\n\n[vips.join_ports]\nsrv1 = 18081\nsrv2 = 18082\nsrv3 = 18083\n",
+            "backends = [\"srv1\", \"srv2\", \"srv4\"]\n\n[vips.join_ports]\nsrv1 = 18081\nsrv2 = 18082\n",
         ),
     );
     let (code, out, err) = run(check_bin().arg("--config").arg(&path).arg("--check"));

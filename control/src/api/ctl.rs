@@ -706,6 +706,25 @@ pub fn format_stats(st: &StatsView) -> String {
         "tokens: entries {} capacity {} collisions {} unknown_token_joins {}",
         t.entries, t.capacity, t.collisions, t.unknown_token_joins
     );
+    if let Some(c) = &st.cluster {
+        let _ = writeln!(
+            s,
+            "cluster: sent {} datagrams {} records, received {} datagrams {} records, applied {}, rejected auth {} sequence {} malformed {} unknown_peer {}, remote_tokens {}, propagation n {} mean {} us max {} us",
+            c.datagrams_sent,
+            c.records_sent,
+            c.datagrams_received,
+            c.records_received,
+            c.records_applied,
+            c.rejected_auth,
+            c.rejected_sequence,
+            c.rejected_malformed,
+            c.rejected_unknown_peer,
+            c.remote_tokens,
+            c.delay_count,
+            c.delay_sum_us.checked_div(c.delay_count).unwrap_or(0),
+            c.delay_max_us
+        );
+    }
     let c = &st.control;
     let _ = writeln!(
         s,

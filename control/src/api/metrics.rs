@@ -35,6 +35,12 @@
 //! | `trapeze_token_capacity` | gauge | |
 //! | `trapeze_token_collisions_total` | counter | |
 //! | `trapeze_join_unknown_token_total` | counter | |
+//! | `trapeze_cluster_datagrams_sent_total`, `_records_sent_total`, `_send_errors_total`, `_refreshes_total`, `_datagrams_received_total`, `_records_received_total`, `_records_applied_total`, `_remote_shadowed_total`, `_remote_collisions_total`, `_journal_dropped_total` | counter (with `[cluster]`) | |
+//! | `trapeze_cluster_rejected_total` | counter | `reason` (`auth`, `sequence`, `malformed`, `unknown_peer`) |
+//! | `trapeze_cluster_records_ignored_total` | counter | `reason` (`unknown_backend`, `full`) |
+//! | `trapeze_cluster_remote_tokens` | gauge | |
+//! | `trapeze_cluster_propagation_delay_us_total`, `_propagation_delays_total`, `_propagation_delay_bucket_total` | counter: sum (µs), count, cumulative buckets | `le` (seconds) for the buckets |
+//! | `trapeze_cluster_propagation_delay_max_us` | gauge | |
 //! | `trapeze_control_reloads_total` | counter | `result` (`ok`, `error`) |
 //! | `trapeze_control_pool_changes_total` | counter | |
 //! | `trapeze_control_version` | gauge | |
@@ -53,8 +59,8 @@ use trapeze_core::pipeline::{BackendCounters, DropReason, Event, VipCounters, Wo
 use trapeze_core::pool::{BackendId, ForwardingMode, PoolSnapshot, PortId, VipId};
 
 use super::types::{
-    BackendView, ControlStatsView, DsrBody, Mode, PortStatsView, State, StatsView, TokenStatsView,
-    TrafficView, VipView, WorkerStatsView,
+    BackendView, ClusterStatsView, ControlStatsView, DsrBody, Mode, PortStatsView, State,
+    StatsView, TokenStatsView, TrafficView, VipView, WorkerStatsView,
 };
 
 /// Content type of [`render`]'s output for Prometheus' classic text format (the output is
@@ -130,6 +136,8 @@ pub struct MetricsInput {
     pub control: ControlStatsView,
     /// Per dataplane port, in port order (empty when the daemon does not count them).
     pub ports: Vec<PortStatsView>,
+    /// Token sharing, when configured.
+    pub cluster: Option<ClusterStatsView>,
 }
 
 impl MetricsInput {
@@ -176,6 +184,7 @@ impl MetricsInput {
             tokens,
             control,
             ports: Vec::new(),
+            cluster: None,
         }
     }
 
@@ -296,6 +305,7 @@ impl MetricsInput {
             tokens: self.token_view(),
             control: self.control,
             ports: self.ports.clone(),
+            cluster: self.cluster.map(Box::new),
         }
     }
 }
@@ -604,6 +614,10 @@ fn families(input: &MetricsInput) -> Vec<Family> {
         .with(vec![], tv.unknown_token_joins),
     );
 
+    if let Some(c) = &input.cluster {
+        out.extend(cluster_families(c));
+    }
+
     let c = &input.control;
     out.push(
         Family::counter(
@@ -628,6 +642,113 @@ fn families(input: &MetricsInput) -> Vec<Family> {
         .with(vec![], c.version),
     );
     out
+}
+
+fn cluster_families(c: &ClusterStatsView) -> Vec<Family> {
+    let mut v = vec![
+        Family::counter(
+            "trapeze_cluster_datagrams_sent",
+            "Token-sync datagrams sent to peers.",
+        )
+        .with(vec![], c.datagrams_sent),
+        Family::counter(
+            "trapeze_cluster_records_sent",
+            "Token learns/removals sent (summed over peers).",
+        )
+        .with(vec![], c.records_sent),
+        Family::counter(
+            "trapeze_cluster_send_errors",
+            "Token-sync datagrams the socket refused.",
+        )
+        .with(vec![], c.send_errors),
+        Family::counter(
+            "trapeze_cluster_refreshes",
+            "Full re-announcements of the local tokens.",
+        )
+        .with(vec![], c.refreshes),
+        Family::counter(
+            "trapeze_cluster_datagrams_received",
+            "Token-sync datagrams received.",
+        )
+        .with(vec![], c.datagrams_received),
+        Family::counter(
+            "trapeze_cluster_records_received",
+            "Records in accepted token-sync datagrams.",
+        )
+        .with(vec![], c.records_received),
+        Family::counter(
+            "trapeze_cluster_records_applied",
+            "Remote owners inserted, refreshed or removed.",
+        )
+        .with(vec![], c.records_applied),
+        Family::counter(
+            "trapeze_cluster_rejected",
+            "Token-sync datagrams refused, by reason.",
+        )
+        .with(vec![("reason", "auth".into())], c.rejected_auth)
+        .with(vec![("reason", "sequence".into())], c.rejected_sequence)
+        .with(vec![("reason", "malformed".into())], c.rejected_malformed)
+        .with(
+            vec![("reason", "unknown_peer".into())],
+            c.rejected_unknown_peer,
+        ),
+        Family::counter(
+            "trapeze_cluster_records_ignored",
+            "Remote records not applied, by reason.",
+        )
+        .with(
+            vec![("reason", "unknown_backend".into())],
+            c.unknown_backend,
+        )
+        .with(vec![("reason", "full".into())], c.remote_full),
+        Family::counter(
+            "trapeze_cluster_remote_shadowed",
+            "Remote learns for a token with a local owner (the local owner routes).",
+        )
+        .with(vec![], c.remote_shadowed),
+        Family::counter(
+            "trapeze_cluster_remote_collisions",
+            "Remote learns that made a token's remote owners ambiguous.",
+        )
+        .with(vec![], c.remote_collisions),
+        Family::counter(
+            "trapeze_cluster_journal_dropped",
+            "Local token changes lost because the export journal was full.",
+        )
+        .with(vec![], c.journal_dropped),
+        Family::gauge(
+            "trapeze_cluster_remote_tokens",
+            "Tokens with remote owners.",
+        )
+        .with(vec![], c.remote_tokens),
+        Family::counter(
+            "trapeze_cluster_propagation_delay_us",
+            "Sum of propagation delays (learn on a peer -> applied here), microseconds.",
+        )
+        .with(vec![], c.delay_sum_us),
+        Family::counter(
+            "trapeze_cluster_propagation_delays",
+            "Propagation delays measured.",
+        )
+        .with(vec![], c.delay_count),
+        Family::gauge(
+            "trapeze_cluster_propagation_delay_max_us",
+            "Largest propagation delay measured, microseconds.",
+        )
+        .with(vec![], c.delay_max_us),
+    ];
+    let mut b = Family::counter(
+        "trapeze_cluster_propagation_delay_bucket",
+        "Propagation delays at most `le` seconds (cumulative).",
+    );
+    for (i, &n) in c.delay_buckets.iter().enumerate() {
+        let le = super::types::DELAY_BUCKETS_US
+            .get(i)
+            .map_or_else(|| "+Inf".to_string(), |us| format!("{}", *us as f64 / 1e6));
+        b.push(vec![("le", le)], n);
+    }
+    v.push(b);
+    v
 }
 
 fn port_families(ports: &[PortStatsView]) -> Vec<Family> {
@@ -746,6 +867,49 @@ mod tests {
         assert!(t.contains("\ntrapeze_tokens 4\n"), "{t}");
         assert!(t.contains("# TYPE trapeze_token_collisions counter\n"));
         assert!(t.ends_with("# EOF\n"));
+    }
+
+    #[test]
+    fn renders_cluster_counters_only_when_configured() {
+        let none = render(&MetricsInput::default());
+        assert!(!none.contains("trapeze_cluster_"));
+        assert!(MetricsInput::default().stats_view().cluster.is_none());
+        let input = MetricsInput {
+            cluster: Some(ClusterStatsView {
+                datagrams_sent: 7,
+                rejected_auth: 2,
+                rejected_sequence: 3,
+                remote_tokens: 5,
+                delay_count: 4,
+                delay_sum_us: 1200,
+                delay_max_us: 600,
+                delay_buckets: [0, 1, 2, 4, 4, 4, 4, 4, 4, 4],
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let t = render(&input);
+        assert!(
+            t.contains("\ntrapeze_cluster_datagrams_sent_total 7\n"),
+            "{t}"
+        );
+        assert!(
+            t.contains("trapeze_cluster_rejected_total{reason=\"auth\"} 2\n"),
+            "{t}"
+        );
+        assert!(t.contains("trapeze_cluster_rejected_total{reason=\"sequence\"} 3\n"));
+        assert!(t.contains("\ntrapeze_cluster_remote_tokens 5\n"));
+        assert!(t.contains("\ntrapeze_cluster_propagation_delay_us_total 1200\n"));
+        assert!(t.contains("\ntrapeze_cluster_propagation_delay_max_us 600\n"));
+        assert!(
+            t.contains("trapeze_cluster_propagation_delay_bucket_total{le=\"0.00025\"} 1\n"),
+            "{t}"
+        );
+        assert!(t.contains("trapeze_cluster_propagation_delay_bucket_total{le=\"+Inf\"} 4\n"));
+        let v = input.stats_view();
+        let json = serde_json::to_string(&v).unwrap();
+        let back: StatsView = serde_json::from_str(&json).unwrap();
+        assert_eq!(back.cluster.unwrap().rejected_sequence, 3);
     }
 
     #[test]

@@ -40,6 +40,7 @@ pub use server::{
     DEFAULT_PORT,
 };
 pub use types::{
-    check_version, BackendBody, ControlStatsView, DeviceStatsView, ErrorBody, PortStatsView,
-    ReloadReport, RemoveMode, Request, Response, State, StatsView, StatusView, VipBody, VipView,
+    check_version, BackendBody, ClusterStatsView, ControlStatsView, DeviceStatsView, ErrorBody,
+    PortStatsView, ReloadReport, RemoveMode, Request, Response, State, StatsView, StatusView,
+    VipBody, VipView,
 };

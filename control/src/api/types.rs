@@ -558,6 +558,59 @@ pub struct TokenStatsView {
     pub unknown_token_joins: u64,
 }
 
+/// Upper bounds (µs) of the propagation-delay buckets of [`ClusterStatsView::delay_buckets`]
+/// (the last bucket is everything above the last bound).
+pub const DELAY_BUCKETS_US: [u64; 9] = [
+    100, 250, 500, 1_000, 2_000, 5_000, 10_000, 100_000, 1_000_000,
+];
+
+/// Token sharing between instances (`[cluster]`) in `GET /stats`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct ClusterStatsView {
+    /// Datagrams sent (each to one peer).
+    pub datagrams_sent: u64,
+    /// Records sent (learns and removals, summed over peers).
+    pub records_sent: u64,
+    /// Datagrams the socket refused to send.
+    pub send_errors: u64,
+    /// Full re-announcements of the local tokens.
+    pub refreshes: u64,
+    /// Datagrams received.
+    pub datagrams_received: u64,
+    /// Records in accepted datagrams.
+    pub records_received: u64,
+    /// Records applied (a remote owner inserted, refreshed or removed).
+    pub records_applied: u64,
+    /// Datagrams refused: HMAC did not verify.
+    pub rejected_auth: u64,
+    /// Datagrams refused: (epoch, sequence) not newer than the last one accepted from the peer.
+    pub rejected_sequence: u64,
+    /// Datagrams refused: malformed.
+    pub rejected_malformed: u64,
+    /// Datagrams refused: the source is not a configured peer.
+    pub rejected_unknown_peer: u64,
+    /// Records naming a backend this instance does not have.
+    pub unknown_backend: u64,
+    /// Remote learns refused for lack of room.
+    pub remote_full: u64,
+    /// Remote learns for a token with a local owner (stored, the local owner routes).
+    pub remote_shadowed: u64,
+    /// Remote learns that made a token's remote owners ambiguous.
+    pub remote_collisions: u64,
+    /// Local changes lost because the export journal was full.
+    pub journal_dropped: u64,
+    /// Tokens with remote owners now.
+    pub remote_tokens: u64,
+    /// Propagation delays measured (learn on the sender -> applied here).
+    pub delay_count: u64,
+    /// Their sum, µs.
+    pub delay_sum_us: u64,
+    /// The largest, µs.
+    pub delay_max_us: u64,
+    /// Cumulative counts per bound of [`DELAY_BUCKETS_US`], then the total (`+Inf`).
+    pub delay_buckets: [u64; 10],
+}
+
 /// The control plane's own counters.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct ControlStatsView {
@@ -587,6 +640,9 @@ pub struct StatsView {
     /// Per dataplane port, in port order.
     #[serde(default)]
     pub ports: Vec<PortStatsView>,
+    /// Token sharing, when `[cluster]` is configured.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cluster: Option<Box<ClusterStatsView>>,
 }
 
 /// A dataplane port's counters in `GET /stats`: what the workers did with it (summed over the

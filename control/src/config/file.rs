@@ -34,6 +34,32 @@ pub struct ConfigFile {
     /// `[health]`: active health checks of the backends.
     #[serde(default)]
     pub health: HealthSection,
+    /// `[cluster]`: token sharing with other instances (off when absent).
+    #[serde(default)]
+    pub cluster: Option<ClusterSection>,
+}
+
+/// `[cluster]` (see `super::cluster`).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterSection {
+    /// UDP `address:port` the sync thread binds.
+    pub listen: String,
+    /// The other instances' `address:port`.
+    pub peers: Vec<String>,
+    /// File holding the shared secret.
+    pub secret_file: String,
+    /// Batching delay of local changes, e.g. "1ms", "250us" (default "100us"; the sender polls
+    /// the journal at least every 100 us).
+    pub batch_interval: Option<String>,
+    /// Lifetime of a remote owner without refresh (default "10m").
+    pub remote_timeout: Option<String>,
+    /// Period of the full re-announcement of local tokens (default "60s").
+    pub refresh_interval: Option<String>,
+    /// Tokens with remote owners (default: `tables.token_capacity`).
+    pub remote_capacity: Option<i64>,
+    /// Local changes waiting to be sent (default 65536).
+    pub journal_capacity: Option<i64>,
 }
 
 /// `[health]`.

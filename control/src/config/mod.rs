@@ -17,6 +17,7 @@
 //! finds, each naming its field. It ends by building the pool snapshot (Maglev tables included),
 //! so a configuration that validates is one the dataplane accepts.
 
+pub mod cluster;
 pub mod dsr;
 pub mod error;
 pub mod file;
@@ -177,6 +178,8 @@ pub struct GatewayConfig {
     pub tokens: TokenTableConfig,
     /// Active health checks.
     pub health: HealthSettings,
+    /// Token sharing with other instances (`[cluster]`), when configured.
+    pub cluster: Option<cluster::ClusterSettings>,
     /// Things that are allowed but probably not meant (printed by `--check`).
     pub warnings: Vec<String>,
 }
@@ -331,6 +334,25 @@ impl GatewayConfig {
             Some(l) => writeln!(s, "workers: {} on lcores {l:?}", self.workers.count),
             None => writeln!(s, "workers: {}", self.workers.count),
         };
+        if let Some(c) = &self.cluster {
+            let _ = writeln!(
+                s,
+                "cluster: listen {} peers {} secret {} ({} bytes), batch {:?}, refresh {:?}, remote timeout {:?}, remote capacity {}, journal {}",
+                c.listen,
+                c.peers
+                    .iter()
+                    .map(|p| p.to_string())
+                    .collect::<Vec<_>>()
+                    .join(" "),
+                c.secret_file.display(),
+                c.secret.len(),
+                c.batch_interval,
+                c.refresh_interval,
+                c.remote_timeout,
+                c.remote_capacity,
+                c.journal_capacity
+            );
+        }
         for w in &self.warnings {
             let _ = writeln!(s, "warning: {w}");
         }

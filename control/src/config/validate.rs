@@ -1001,8 +1001,23 @@ pub(super) fn validate(
         icmp_rate: tables.icmp,
     };
     let health = validate_health(&mut ctx, &file.health);
+    let cluster = file.cluster.as_ref().and_then(|c| {
+        match super::cluster::validate(c, tables.tokens.capacity, MAX_TABLE_CAPACITY) {
+            Ok(s) => Some(s),
+            Err(errs) => {
+                for (f, m) in errs {
+                    ctx.err(f, m);
+                }
+                None
+            }
+        }
+    });
+    if !ctx.errors.is_empty() {
+        return Err(ConfigError::Invalid(ctx.errors));
+    }
     Ok(GatewayConfig {
         health,
+        cluster,
         eal_args: eal.args,
         allow_pci: file.eal.allow_pci,
         pci: file.eal.pci.clone(),

@@ -18,6 +18,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod cluster;
 pub mod crypto;
 pub mod flow;
 pub mod pipeline;

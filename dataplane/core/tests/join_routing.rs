@@ -4,7 +4,7 @@
 use core::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use trapeze_core::crypto::add_addr_hmac;
-use trapeze_core::pipeline::announce::{Announcement, MAX_SENDS};
+use trapeze_core::pipeline::announce::{Announcement, MAX_SENDS, WAIT_PACKETS};
 use trapeze_core::pipeline::{
     process, DropReason, Event, Frame, Shared, VecFrame, Verdict, Worker, WorkerConfig,
 };
@@ -368,6 +368,26 @@ fn nat_handshake(g: &mut Gw, client: IpAddr, port: u16, ck: u64, sk: u64) -> u16
     b
 }
 
+/// A client segment acknowledging server data (the server has the connection): the moment the
+/// gateway sends its ADD_ADDR.
+fn acking_server_data(client: IpAddr, port: u16, seq: u32, ack: u32) -> TcpSpec {
+    let mut d = TcpSpec::to_vip(client, port, PSH_ACK);
+    d.seq = seq;
+    d.ack = ack;
+    d.payload = vec![7u8; 100];
+    d
+}
+
+/// Server data on its way to the client (NAT): the moment the gateway sends its ADD_ADDR,
+/// numbered right after it.
+fn server_data(b: u16, client: IpAddr, port: u16, seq: u32, ack: u32) -> TcpSpec {
+    let mut d = TcpSpec::from_backend(b, client, port, PSH_ACK);
+    d.seq = seq;
+    d.ack = ack;
+    d.payload = vec![9u8; 100];
+    d
+}
+
 /// The client's echo of our ADD_ADDR.
 fn echo_of(a: &AddAddr) -> Vec<u8> {
     let e = AddAddr {
@@ -386,6 +406,14 @@ fn nat_join_port_announcement_carries_the_hmac_of_the_learned_keys_and_its_echo_
         let (ck, sk) = (0x1111_2222_3333_4444u64, 0x5555_6666_7777_8888u64);
         let mut g = Gw::new(nat_pool(3, Announce::JoinPorts), 2);
         let b = nat_handshake(&mut g, client, 45000, ck, sk);
+        assert!(
+            g.announcements().is_empty(),
+            "not before the server has the connection"
+        );
+        // NAT: client packets do not start it; the server's first segment does.
+        let _ = g.client(&acking_server_data(client, 45000, 1001, 5001));
+        assert!(g.announcements().is_empty());
+        let _ = g.backend(&server_data(b, client, 45000, 5901, 1101));
         let ann = g.announcements();
         assert_eq!(ann.len(), 1);
         let mut buf = [0u8; 128];
@@ -394,8 +422,8 @@ fn nat_join_port_announcement_carries_the_hmac_of_the_learned_keys_and_its_echo_
         let (seq, ack, opt) = parse_announcement(&buf[..n], vip_of(client), client, 45000);
         assert_eq!(
             (seq, ack),
-            (5001, 1001),
-            "in the client's window, acking what it sent"
+            (6001, 1101),
+            "right after the server's segment, acking what the server acked"
         );
         assert_eq!(opt.addr, vip_of(client));
         assert_eq!(opt.port, Some(join_port(b)));
@@ -413,8 +441,8 @@ fn nat_join_port_announcement_carries_the_hmac_of_the_learned_keys_and_its_echo_
         // The client echoes it (with a DSS-free pure ACK): the echo is absorbed.
         let mut e = TcpSpec::to_vip(client, 45000, ACK);
         e.options = echo_of(&opt);
-        e.seq = 1001;
-        e.ack = 5001;
+        e.seq = 1101;
+        e.ack = 6001;
         let (v, out) = g.client(&e);
         assert!(matches!(v, Verdict::Forward { .. }));
         let l4 = if client.is_ipv6() { 54 } else { 34 };
@@ -440,24 +468,30 @@ fn nat_join_port_announcement_carries_the_hmac_of_the_learned_keys_and_its_echo_
 fn an_unechoed_announcement_is_sent_again_with_fresh_numbers_a_bounded_number_of_times() {
     let client = c4(21);
     let mut g = Gw::new(nat_pool(3, Announce::JoinPorts), 1);
-    nat_handshake(&mut g, client, 46000, 1, 2);
+    let b = nat_handshake(&mut g, client, 46000, 1, 2);
+    let _ = g.backend(&server_data(b, client, 46000, 5001, 1001));
     assert_eq!(g.announcements().len(), 1);
     // Too soon: nothing.
-    let _ = g.client(&TcpSpec::to_vip(client, 46000, PSH_ACK));
+    let _ = g.backend(&server_data(b, client, 46000, 5101, 1001));
     assert!(g.announcements().is_empty());
     let mut t = 1.0;
     let mut sent = 1;
     for round in 0..5u32 {
         t += 0.3;
         g.now = Ticks((t * 1e9) as u64);
-        let mut d = TcpSpec::to_vip(client, 46000, PSH_ACK);
-        d.seq = 2000 + round * 100;
-        d.ack = 9000 + round;
-        d.payload = vec![0u8; 100];
-        let _ = g.client(&d);
+        // Client packets never send it in NAT mode.
+        let _ = g.client(&acking_server_data(client, 46000, 1001, 9000));
+        assert!(g.announcements().is_empty());
+        let _ = g.backend(&server_data(
+            b,
+            client,
+            46000,
+            9000 + round * 100,
+            1001 + round,
+        ));
         for a in g.announcements() {
             sent += 1;
-            assert_eq!((a.seq, a.ack), (9000 + round, 2100 + round * 100));
+            assert_eq!((a.seq, a.ack), (9100 + round * 100, 1001 + round));
         }
     }
     assert_eq!(sent, MAX_SENDS as u64);
@@ -470,6 +504,7 @@ fn backend_mode_announces_the_servers_own_address_in_nat_and_dsr() {
     let client = c4(22);
     let mut g = Gw::new(nat_pool(3, Announce::Backend), 1);
     let b = nat_handshake(&mut g, client, 47000, 3, 4);
+    let _ = g.backend(&server_data(b, client, 47000, 5001, 1001));
     let a = g.announcements();
     assert_eq!(a.len(), 1);
     assert_eq!(a[0].option.addr, backend_addr(b, false));
@@ -502,10 +537,24 @@ fn backend_mode_announces_the_servers_own_address_in_nat_and_dsr() {
     a.seq = 7001;
     a.ack = 33;
     let _ = g.client(&a);
+    // The server has sent nothing yet: after WAIT_PACKETS client packets the ADD_ADDR goes anyway.
+    for i in 1..=u32::from(WAIT_PACKETS) {
+        assert!(g.announcements().is_empty());
+        let mut d = acking_server_data(client, 47001, 7001 + (i - 1) * 100, 33);
+        d.dst_port = BACKEND_PORT;
+        let _ = g.client(&d);
+    }
     let ann = g.announcements();
     assert_eq!(ann.len(), 1);
     assert_eq!(ann[0].option.addr, backend);
     assert_eq!(ann[0].option.port, None);
-    assert_eq!((ann[0].seq, ann[0].ack), (33, 7001));
+    let last = 7001 + (u32::from(WAIT_PACKETS) - 1) * 100;
+    assert_eq!(
+        (ann[0].seq, ann[0].ack),
+        (
+            33 + trapeze_core::pipeline::announce::DSR_SEQ_AHEAD,
+            last + 100
+        )
+    );
     assert_eq!(ann[0].src_port, BACKEND_PORT);
 }

@@ -25,6 +25,8 @@ pub(crate) struct Env<'a> {
     pub(crate) board: &'a StatsBoard,
     pub(crate) ports: &'a [Port<'a>],
     pub(crate) instance: &'a crate::instance::Instance,
+    /// The token-sync counters, when `[cluster]` is configured.
+    pub(crate) cluster: Option<&'a crate::cluster::Counters>,
 }
 
 fn refused(r: Refused) -> Response {
@@ -66,6 +68,7 @@ fn metrics_input(cp: &ControlPlane, env: &Env<'_>) -> MetricsInput {
     };
     let mut input = MetricsInput::from_pool(&env.published.load(), workers, tokens, control);
     input.ports = port_views(cp, env);
+    input.cluster = env.cluster.map(|c| c.view(&env.shared.tokens));
     // Active flows per backend: the workers' gauges, summed.
     for b in &mut input.backends {
         let i = b.id.0 as usize;

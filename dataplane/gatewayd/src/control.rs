@@ -429,6 +429,8 @@ impl ControlPlane {
             pool.backends[id.0 as usize] = None;
             for v in pool.vips.iter_mut().flatten() {
                 v.backends.retain(|&b| b != id);
+                // Its join port goes with it (a later backend may get the port).
+                v.join_ports.retain(|&(b, _)| b != id);
             }
             Ok(())
         })?;
@@ -615,6 +617,11 @@ impl ControlPlane {
                 .backends
                 .iter()
                 .filter_map(|b| map_b.get(b).copied())
+                .collect();
+            v.join_ports = n
+                .join_ports
+                .iter()
+                .filter_map(|(b, p)| Some((*map_b.get(b)?, *p)))
                 .collect();
             vips[id.0 as usize] = Some(v);
         }
@@ -813,7 +820,9 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("tz-reload-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         // Same file without srv2: srv1 and srv3 keep ids 0 and 2.
-        let text = CONFIG.replace("\"srv1\", \"srv2\", \"srv3\"", "\"srv1\", \"srv3\"");
+        let text = CONFIG
+            .replace("\"srv1\", \"srv2\", \"srv3\"", "\"srv1\", \"srv3\"")
+            .replace("srv2 = 18082\n", "");
         let cut = text.find("name = \"srv2\"").unwrap();
         let start = text[..cut].rfind("[[backends]]").unwrap();
         let end = text[cut..]
@@ -828,6 +837,10 @@ mod tests {
         assert_eq!(snap.backend(BackendId(0)).unwrap().name, "srv1");
         assert!(snap.backend(BackendId(1)).is_none());
         assert_eq!(snap.backend(BackendId(2)).unwrap().name, "srv3");
+        // Join ports follow their backends by name, not by position in the file.
+        let web4 = snap.vip(VipId(0)).unwrap();
+        assert_eq!(web4.join_port(BackendId(2)), Some(18083));
+        assert_eq!(web4.join_port(BackendId(1)), None);
         // A broken file: the error is reported, the running pool stays as it is.
         let bad = dir.join("bad.toml");
         std::fs::write(&bad, "this is not toml [").unwrap();

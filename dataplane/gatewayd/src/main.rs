@@ -15,6 +15,8 @@ use trapeze_control::cli::{self, GatewaydArgs, LogLevel};
 #[cfg(not(tz_no_dpdk))]
 mod api;
 #[cfg(not(tz_no_dpdk))]
+mod cluster;
+#[cfg(not(tz_no_dpdk))]
 mod control;
 #[cfg(not(tz_no_dpdk))]
 mod frame;

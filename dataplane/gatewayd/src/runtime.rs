@@ -187,7 +187,10 @@ pub(crate) fn run(mut cfg: GatewayConfig, args: &GatewaydArgs, log: &Log) -> Res
         )
     });
     let published = Published::new(cfg.snapshot().map_err(|e| format!("pool: {e}"))?);
-    let shared = Shared::new(cfg.tokens);
+    let mut shared = Shared::new(cfg.tokens);
+    // Token sharing with other instances (`[cluster]`): journal, remote owners, sync socket.
+    let cluster = crate::cluster::setup(&cfg, &mut shared)?;
+    let cluster_counters = crate::cluster::Counters::default();
     let stop = Arc::new(AtomicBool::new(false));
     // SIGINT/SIGTERM go through the control loop, which first withdraws the instance's VIPs
     // (GET /instance says `stopping`) and forwards during the stop grace (crate::instance).
@@ -289,6 +292,19 @@ pub(crate) fn run(mut cfg: GatewayConfig, args: &GatewaydArgs, log: &Log) -> Res
                     .spawn_scoped(s, move || worker::run(id as u16, cpu, w, cx))
             })
             .collect();
+
+        if let Some((c, sock)) = &cluster {
+            crate::cluster::spawn(
+                s,
+                c,
+                sock,
+                &shared,
+                &published,
+                &stop,
+                &cluster_counters,
+                log,
+            );
+        }
 
         // The control loop.
         let mut last_report = Instant::now();
@@ -400,6 +416,7 @@ pub(crate) fn run(mut cfg: GatewayConfig, args: &GatewaydArgs, log: &Log) -> Res
                     board: &board,
                     ports: &ports,
                     instance: &instance,
+                    cluster: cluster.as_ref().map(|_| &cluster_counters),
                 };
                 let resp = crate::api::dispatch(&mut control, req, &env);
                 trapeze_control::api::answer(&reply, resp);
@@ -473,6 +490,9 @@ pub(crate) fn run(mut cfg: GatewayConfig, args: &GatewaydArgs, log: &Log) -> Res
         }
     }
     print_totals(&total, &io_total, cfg, &ports, &shared);
+    if cluster.is_some() {
+        crate::cluster::print_totals(&cluster_counters, &shared.tokens);
+    }
     if failed.is_empty() {
         Ok(())
     } else {

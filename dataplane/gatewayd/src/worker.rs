@@ -19,6 +19,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use parking_lot::Mutex;
 
 use crossbeam_queue::ArrayQueue;
+use trapeze_core::pipeline::announce::Announcement;
 use trapeze_core::pipeline::{process, process_burst, Shared, Verdict, Worker, WorkerStats, BURST};
 use trapeze_core::pool::PortId;
 use trapeze_core::Ticks;
@@ -259,8 +260,12 @@ pub(crate) fn run(
                 cx.shared,
                 pool,
             );
-            for (f, &v) in frames.drain(..).zip(verdicts.iter()) {
+            for (i, (f, &v)) in frames.drain(..).zip(verdicts.iter()).enumerate() {
                 route(cx, v, port, f, &mut tx, &mut txq, &mut io);
+                // An ADD_ADDR numbered after this frame (a server segment) follows it at once.
+                while let Some(a) = worker.announcements.pop_after(i) {
+                    send_announcement(cx, a, &mut tx, &mut txq, &mut io);
+                }
             }
         }
 
@@ -311,7 +316,7 @@ pub(crate) fn run(
 /// Sends, queues for another worker, or frees a decided frame.
 /// Builds and stages the ADD_ADDRs the burst asked for (announce mode): one mbuf each from the
 /// pool, counted as replies. Without an mbuf the announcement is lost; the core sends it again
-/// with a later client packet until the client echoes it.
+/// until the client echoes it.
 #[cold]
 fn send_announcements<'e>(
     cx: &Context<'_, 'e>,
@@ -321,13 +326,23 @@ fn send_announcements<'e>(
     io: &mut IoStats,
 ) {
     for a in worker.announcements.drain() {
-        let Some(mut m) = cx.mempool.alloc() else {
-            io.tx_unsent += 1;
-            continue;
-        };
-        if !m.set_len(a.frame_len()) || a.emit(m.data_mut()).is_none() {
-            continue;
-        }
+        send_announcement(cx, a, tx, txq, io);
+    }
+}
+
+#[cold]
+fn send_announcement<'e>(
+    cx: &Context<'_, 'e>,
+    a: Announcement,
+    tx: &mut [MbufBurst<'e>],
+    txq: &mut [TxQueue<'_>],
+    io: &mut IoStats,
+) {
+    let Some(mut m) = cx.mempool.alloc() else {
+        io.tx_unsent += 1;
+        return;
+    };
+    if m.set_len(a.frame_len()) && a.emit(m.data_mut()).is_some() {
         push_tx(tx, txq, a.port, m, TxKind::Reply, io);
     }
 }

@@ -16,13 +16,26 @@
 //!
 //! ## The segment
 //!
-//! Sequence number: the acknowledgment number of the client's packet that triggers it (the
-//! client's `rcv_nxt`, so the segment is in window); acknowledgment number: that packet's sequence
-//! number plus its length (never beyond what the client sent). The window is the client's own
-//! advertised window: the client takes it as the server's until the server's next segment, and
-//! at the start of a connection between like stacks the two are of the same size. No timestamps
-//! (Linux checks PAWS only when a segment carries one) and no DSS (an ADD_ADDR on a pure ACK needs
-//! none).
+//! The segment must be in the client's window, or the client drops it without reading its
+//! options:
+//!
+//! * NAT: it follows a server segment the gateway forwards, numbered right after it (sequence
+//!   number = that segment's plus its length; its acknowledgment number and window). It leaves
+//!   after that segment on the same queue, so the client sees it exactly in order.
+//! * DSR (the server's packets never pass): sequence number = [`DSR_SEQ_AHEAD`] past the
+//!   acknowledgment number of the client's packet that triggers it (server data the gateway
+//!   cannot see may overtake it); acknowledgment number = what the client has sent; window = the
+//!   client's own (the client takes it as the server's until the server's next segment). If it
+//!   is refused all the same, it is sent again with fresher numbers.
+//!
+//! No timestamps (Linux checks PAWS only when a segment carries one) and no DSS (an ADD_ADDR on a
+//! pure ACK needs none).
+//!
+//! ## When
+//!
+//! Not with the third ACK itself: the server must have taken the third ACK before the client's
+//! join reaches it, or it resets the join. NAT: with the server's first segment after it. DSR:
+//! with the first client packet that acknowledges server data (see [`start`]).
 //!
 //! ## Until the echo
 //!
@@ -49,6 +62,22 @@ use crate::tables::flow_table::{flags, FlowEntry};
 
 /// ADD_ADDRs sent per connection at most, the first included.
 pub const MAX_SENDS: u8 = 3;
+/// Client packets after the third ACK after which the first ADD_ADDR goes even if the server
+/// has sent no data yet (an upload). Not fewer: the test bed's DSR decapsulator lags enough that
+/// a join sent after 6 client packets still beat the third ACK to the server.
+pub const WAIT_PACKETS: u8 = 32;
+/// DSR: how far past the client's acknowledgment number the ADD_ADDR is numbered. Server data
+/// the gateway cannot see may reach the client first; Linux reads a zero-length segment's
+/// options if its sequence number lies between the last acknowledgment it sent and the end of
+/// its receive window (`tcp_sequence`), and then drops it as it carries no data. Numbered at the
+/// acknowledgment number itself it is stale as soon as the client acknowledges newer data
+/// (measured in the test bed: no ADD_ADDR was taken during bulk transfers); 16 KB ahead it stays
+/// acceptable while less than 16 KB overtakes it, within any receive window of 16 KB or more.
+pub const DSR_SEQ_AHEAD: u32 = 16 * 1024;
+/// `FlowEntry::announces` while waiting for the server: this bit, and the client packets seen
+/// in the bits below it (`announce_ms` then holds the third ACK's acknowledgment number's low
+/// 16 bits). Once sending: the number of ADD_ADDRs sent.
+const WAITING: u8 = 0x80;
 /// Minimum time between two sends, milliseconds.
 pub const RESEND_MS: u32 = 200;
 /// Announcements a worker queues per burst; more wait for a later client packet.
@@ -82,7 +111,13 @@ pub struct Announcement {
     pub window: u16,
     /// The option.
     pub option: AddAddr,
+    /// The index, in its [`process_burst`](super::process_burst) call, of the frame this one
+    /// must follow on the wire (the server segment it is numbered after), or [`AFTER_BURST`].
+    pub after: u16,
 }
+
+/// [`Announcement::after`] of one that may go after the whole burst.
+pub const AFTER_BURST: u16 = u16::MAX;
 
 impl Announcement {
     fn v6(&self) -> bool {
@@ -170,12 +205,15 @@ impl Announcement {
 #[derive(Debug)]
 pub struct AnnounceQueue {
     items: Vec<Announcement>,
+    /// The frame of the burst being decided (set by `process_burst`).
+    pub(super) position: u16,
 }
 
 impl Default for AnnounceQueue {
     fn default() -> Self {
         Self {
             items: Vec::with_capacity(QUEUE_LEN),
+            position: AFTER_BURST,
         }
     }
 }
@@ -199,6 +237,17 @@ impl AnnounceQueue {
     pub fn drain(&mut self) -> impl Iterator<Item = Announcement> + '_ {
         self.items.drain(..)
     }
+
+    /// The oldest queued announcement, if it must follow frame `i` of the burst (or an earlier
+    /// one): the runtime sends each right after its frame.
+    pub fn pop_after(&mut self, i: usize) -> Option<Announcement> {
+        let first = self.items.first()?;
+        if first.after != AFTER_BURST && usize::from(first.after) <= i {
+            Some(self.items.remove(0))
+        } else {
+            None
+        }
+    }
 }
 
 /// The TCP numbers of a client segment: (seq, ack, window, segment length in sequence space).
@@ -212,16 +261,16 @@ fn numbers<F: Frame>(frame: &F, ip: &Ip) -> (u32, u32, u16, u32) {
     (word(4), word(8), u16::from_be_bytes([t[14], t[15]]), len)
 }
 
-/// Starts announcing for a connection whose keys were just learned from the client's packet
-/// `frame` (the third ACK). Does nothing unless the flow's VIP announces.
-pub(super) fn start<F: Frame>(
-    cx: &mut Ctx<'_>,
-    frame: &F,
-    ip: &Ip,
-    e: &mut FlowEntry,
-    server_key: u64,
-    client_key: u64,
-) {
+/// Starts announcing for a connection whose keys were just learned from the client's third ACK
+/// `frame`. Does nothing unless the flow's VIP announces.
+///
+/// The ADD_ADDR is not sent yet: a client that gets it at once may open its join before the
+/// server has taken the third ACK (a DSR tunnel, a slow path), and a server that does not know
+/// the token yet resets the join (`MPJoinNoTokenFound`; seen in the test bed). The flow waits for
+/// proof that the server has the connection: a client packet acknowledging server data (its
+/// acknowledgment number moved past the third ACK's), or failing that [`WAIT_PACKETS`] client
+/// packets.
+pub(super) fn start<F: Frame>(cx: &mut Ctx<'_>, frame: &F, ip: &Ip, e: &mut FlowEntry) {
     if cx
         .pool
         .vip(e.vip)
@@ -229,25 +278,64 @@ pub(super) fn start<F: Frame>(
     {
         return;
     }
+    let (_, ack, _, _) = numbers(frame, ip);
     e.flags |= flags::ANNOUNCE;
-    e.announces = 0;
-    send(cx, frame, ip, e, server_key, client_key);
+    e.announces = WAITING;
+    e.announce_ms = ack as u16;
 }
 
-/// Queues one ADD_ADDR for the connection of `e`, numbered from the client's packet `frame`.
-fn send<F: Frame>(
-    cx: &mut Ctx<'_>,
-    frame: &F,
-    ip: &Ip,
-    e: &mut FlowEntry,
-    server_key: u64,
-    client_key: u64,
-) {
+/// TCP numbers for the ADD_ADDR segment.
+#[derive(Debug, Clone, Copy)]
+struct Numbers {
+    seq: u32,
+    ack: u32,
+    window: u16,
+}
+
+impl Numbers {
+    /// From a server segment passing to the client (NAT): right after it in sequence space,
+    /// acknowledging what the server acknowledges, with the server's own window. The
+    /// announcement leaves after that segment, so it is exactly in order.
+    fn after_server<F: Frame>(frame: &F, ip: &Ip) -> Self {
+        let (seq, ack, window, len) = numbers(frame, ip);
+        Self {
+            seq: seq.wrapping_add(len),
+            ack,
+            window,
+        }
+    }
+
+    /// From a client segment (DSR, where the server's packets never pass): [`DSR_SEQ_AHEAD`]
+    /// past the client's acknowledgment number, what the client has sent, and the client's own
+    /// window.
+    fn from_client<F: Frame>(frame: &F, ip: &Ip) -> Self {
+        let (seq, ack, window, len) = numbers(frame, ip);
+        Self {
+            seq: ack.wrapping_add(DSR_SEQ_AHEAD),
+            ack: seq.wrapping_add(len),
+            window,
+        }
+    }
+}
+
+/// Queues one ADD_ADDR for the connection of `e`.
+fn send(cx: &mut Ctx<'_>, e: &mut FlowEntry, n: Numbers, v6: bool) {
+    let keys = cx
+        .shared
+        .tokens
+        .owners(e.token)
+        .as_slice()
+        .iter()
+        .find(|o| o.backend == e.backend && o.conn == e.key)
+        .and_then(|o| Some((o.server_key, o.client_key?)));
+    let (Some((server_key, client_key)), true) = (keys, e.has(flags::TOKEN_REF)) else {
+        e.flags &= !flags::ANNOUNCE;
+        return;
+    };
     let Some(vip) = cx.pool.vip(e.vip) else {
         e.flags &= !flags::ANNOUNCE;
         return;
     };
-    let v6 = ip.v6;
     let announced = match vip.announce {
         Announce::Off => None,
         Announce::JoinPorts => vip.join_port(e.backend).map(|p| (vip.addr, Some(p))),
@@ -260,7 +348,6 @@ fn send<F: Frame>(
         e.flags &= !flags::ANNOUNCE;
         return;
     };
-    let (seq, ack, window, len) = numbers(frame, ip);
     let hmac = crypto::add_addr_hmac(server_key, client_key, ANNOUNCE_ADDRESS_ID, &addr, port);
     let a = Announcement {
         port: PortId(e.client_port),
@@ -271,9 +358,10 @@ fn send<F: Frame>(
         dst: e.key.src,
         src_port: e.key.dst_port,
         dst_port: e.key.src_port,
-        seq: ack,
-        ack: seq.wrapping_add(len),
-        window,
+        seq: n.seq,
+        ack: n.ack,
+        window: n.window,
+        after: cx.w.announcements.position,
         option: AddAddr {
             echo: false,
             address_id: ANNOUNCE_ADDRESS_ID,
@@ -291,7 +379,22 @@ fn send<F: Frame>(
     cx.w.stats.event(Event::AnnounceSent);
 }
 
-/// A client packet of a flow that owes an announcement: absorbs the echo, or sends again.
+/// Whether a sent announcement is due again; gives up after [`MAX_SENDS`].
+fn resend_due(cx: &mut Ctx<'_>, e: &mut FlowEntry) -> bool {
+    let since = (cx.now_ms as u16).wrapping_sub(e.announce_ms) as u32;
+    if since < RESEND_MS {
+        return false;
+    }
+    if e.announces >= MAX_SENDS {
+        e.flags &= !flags::ANNOUNCE;
+        cx.w.stats.event(Event::AnnounceUnechoed);
+        return false;
+    }
+    true
+}
+
+/// A client packet of a flow that owes an announcement: absorbs the echo; in DSR, also sends
+/// the first ADD_ADDR once the server has the connection, and sends it again.
 pub(super) fn on_client_segment<F: Frame>(
     cx: &mut Ctx<'_>,
     frame: &mut F,
@@ -299,34 +402,52 @@ pub(super) fn on_client_segment<F: Frame>(
     seg: &Seg,
     e: &mut FlowEntry,
 ) {
-    if absorb_echo(frame, ip, seg) {
-        e.flags &= !flags::ANNOUNCE;
-        cx.w.stats.event(Event::AnnounceEchoed);
+    if seg.has(TcpFlags::SYN.0 | TcpFlags::RST.0) {
         return;
     }
-    let since = (cx.now_ms as u16).wrapping_sub(e.announce_ms) as u32;
-    if since < RESEND_MS || seg.has(TcpFlags::SYN.0 | TcpFlags::RST.0) {
-        return;
-    }
-    if e.announces >= MAX_SENDS {
-        e.flags &= !flags::ANNOUNCE;
-        cx.w.stats.event(Event::AnnounceUnechoed);
-        return;
-    }
-    let keys = cx
-        .shared
-        .tokens
-        .owners(e.token)
-        .as_slice()
-        .iter()
-        .find(|o| o.backend == e.backend && o.conn == e.key)
-        .and_then(|o| Some((o.server_key, o.client_key?)));
-    match keys {
-        Some((server_key, client_key)) if e.has(flags::TOKEN_REF) => {
-            send(cx, frame, ip, e, server_key, client_key);
+    let dsr = cx.pool.vip(e.vip).is_some_and(|v| v.mode.dsr().is_some());
+    if e.announces & WAITING != 0 {
+        if !dsr {
+            return; // NAT: the server's next segment starts it
         }
-        _ => e.flags &= !flags::ANNOUNCE,
+        let (_, ack, _, _) = numbers(frame, ip);
+        let seen = (e.announces & !WAITING) + 1;
+        if ack as u16 == e.announce_ms && seen < WAIT_PACKETS {
+            e.announces = WAITING | seen;
+            return;
+        }
+        e.announces = 0;
+    } else {
+        if absorb_echo(frame, ip, seg) {
+            e.flags &= !flags::ANNOUNCE;
+            cx.w.stats.event(Event::AnnounceEchoed);
+            return;
+        }
+        if !dsr || !resend_due(cx, e) {
+            return;
+        }
     }
+    send(cx, e, Numbers::from_client(frame, ip), ip.v6);
+}
+
+/// A server packet (NAT) of a flow that owes an announcement: any segment after the third ACK
+/// proves the server has the connection; the ADD_ADDR follows it, numbered right after it.
+pub(super) fn on_server_segment<F: Frame>(
+    cx: &mut Ctx<'_>,
+    frame: &F,
+    ip: &Ip,
+    seg: &Seg,
+    e: &mut FlowEntry,
+) {
+    if seg.has(TcpFlags::SYN.0 | TcpFlags::RST.0) {
+        return;
+    }
+    if e.announces & WAITING != 0 {
+        e.announces = 0;
+    } else if !resend_due(cx, e) {
+        return;
+    }
+    send(cx, e, Numbers::after_server(frame, ip), ip.v6);
 }
 
 /// Turns the client's echo of our ADD_ADDR (E = 1, our address id) into NOPs, updating the TCP

@@ -355,7 +355,7 @@ pub(super) fn learn_from_client<F: Frame>(
     cx.w.stats.event(ev);
     e.token = token;
     e.flags |= flags::TOKEN_REF | flags::CONFIRMED;
-    super::announce::start(cx, frame, ip, e, server_key, client_key);
+    super::announce::start(cx, frame, ip, e);
     true
 }
 

@@ -316,10 +316,17 @@ pub fn process_burst<F: Frame>(
             }
             core::hint::black_box(worker.flows.warm(&hashes[..n]));
         }
-        for ((f, v), p) in frames.iter_mut().zip(verdicts.iter_mut()).zip(pre) {
+        for (i, ((f, v), p)) in frames
+            .iter_mut()
+            .zip(verdicts.iter_mut())
+            .zip(pre)
+            .enumerate()
+        {
+            worker.announcements.position = i as u16;
             *v = decide(f, p, ingress, port, now, worker, shared, pool);
         }
     }
+    worker.announcements.position = announce::AFTER_BURST;
 }
 
 /// A frame the fast parser read and classified: its IP and TCP facts and its flow key and hash.

@@ -400,9 +400,7 @@ fn confirm_token<F: Frame>(cx: &mut Ctx<'_>, frame: &F, ip: &Ip, seg: &Seg, e: &
     match outcome {
         ConfirmOutcome::Confirmed => {
             cx.w.stats.event(Event::TokenConfirmed);
-            if let Some((client_key, server_key)) = keys {
-                announce::start(cx, frame, ip, e, server_key, client_key);
-            }
+            announce::start(cx, frame, ip, e);
         }
         ConfirmOutcome::KeyMismatch | ConfirmOutcome::Unknown => {
             if keys.is_some() {
@@ -718,7 +716,7 @@ fn backend_to_client<F: Frame>(
         Some(idx) => {
             let e = cx.w.flows.entry_mut(idx);
             e.last_seen = cx.now_ms;
-            if seg.has(SYN | FIN | RST) {
+            if seg.has(SYN | FIN | RST) || e.has(flags::ANNOUNCE) {
                 server_slow_path(cx, frame, ip, seg, idx);
             }
             let e = cx.w.flows.entry(idx);
@@ -754,6 +752,9 @@ fn backend_to_client<F: Frame>(
 /// SYN/ACK (token learning), FIN and RST from the backend.
 fn server_slow_path<F: Frame>(cx: &mut Ctx<'_>, frame: &F, ip: &Ip, seg: &Seg, idx: u32) {
     let mut e = *cx.w.flows.entry(idx);
+    if e.has(flags::ANNOUNCE) {
+        announce::on_server_segment(cx, frame, ip, seg, &mut e);
+    }
     if seg.has(SYN) && seg.has(ACK) {
         if e.state == FlowState::SynSent {
             if e.has(flags::MPC_SYN) && !e.has(flags::JOIN) {

@@ -54,6 +54,25 @@
 //! The table counts nothing but its length: callers count the outcomes ([`LearnOutcome`],
 //! [`JoinRoute`], [`ConfirmOutcome`]) in their own per-worker counters.
 //!
+//! # Remote owners and the export journal (token sharing between instances)
+//!
+//! Several gateway instances behind ECMP each see only some handshakes, but any of them may
+//! receive a join. With [`TokenTable::enable_cluster`] the table:
+//!
+//! * keeps a bounded **export journal** (a lock-free `ArrayQueue` allocated once) of its *local*
+//!   learns and removals, pushed under the shard lock the change already holds: learning happens
+//!   on the handshake, removal on close, expiry or purge, never on the established path. A full
+//!   journal drops the entry and counts it ([`TokenTable::journal_dropped`]); the periodic full
+//!   refresh (the sync thread walks [`TokenTable::for_each_local`]) repairs any loss.
+//! * holds **remote owners** (learned from other instances by the sync thread) in a separate,
+//!   pre-reserved map per shard, under the same lock. A remote owner routes joins but holds no
+//!   subflow reference (`subflow_opened` does not know it, so the join's flow entry takes no
+//!   reference), expires on its own deadline ([`TokenTable::expire_remote`]) unless refreshed,
+//!   and **never overrides a local owner**: [`TokenTable::route_join`] consults the remote map
+//!   only when no local owner exists. Two remote owners of different backends make the token
+//!   ambiguous, as locally. A DSR [`TokenTable::claim`] (first owner wins) is also refused by a
+//!   live remote owner of another backend, so a forged key cannot take a peer's token here.
+//!
 //! # Invariants (checked by the tests after concurrent use)
 //!
 //! * Every token in a map has 1..=[`MAX_OWNERS`] owners, all for distinct backends, and its
@@ -67,6 +86,7 @@ use core::hash::{BuildHasher, Hasher};
 use core::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use core::time::Duration;
 
+use crossbeam_queue::ArrayQueue;
 use crossbeam_utils::CachePadded;
 use parking_lot::RwLock;
 
@@ -77,6 +97,9 @@ use crate::time::Ticks;
 /// The most owners (backends) one token may have at once. A fifth backend learning the token
 /// gets [`LearnOutcome::OwnersFull`] (its joins are refused, its first subflow is unaffected).
 pub const MAX_OWNERS: usize = 4;
+
+/// The most remote owners (backends named by other instances) one token may have at once.
+pub const MAX_REMOTE_OWNERS: usize = 2;
 
 /// Default number of shards.
 pub const DEFAULT_SHARDS: usize = 64;
@@ -203,6 +226,80 @@ impl OwnersSnapshot {
     }
 }
 
+/// What a journal entry reports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum JournalOp {
+    /// `backend` now owns the token (a new connection, or the backend reused the token).
+    Learn,
+    /// `backend` no longer owns the token.
+    Remove,
+}
+
+/// One local change of ownership, for export to the other instances.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct JournalEntry {
+    /// Learn or remove.
+    pub op: JournalOp,
+    /// The token.
+    pub token: u32,
+    /// The local backend (the sync thread translates it into a name for the wire).
+    pub backend: BackendId,
+    /// When it happened (learns; 0 for removals, whose time is not known everywhere).
+    pub at: Ticks,
+}
+
+/// Result of [`TokenTable::learn_remote`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RemoteOutcome {
+    /// A new remote owner (it routes joins unless a local owner exists).
+    Inserted,
+    /// The same remote owner was known: its deadline was pushed back.
+    Refreshed,
+    /// Stored, but a local owner exists: the local one keeps routing the token's joins.
+    ShadowedByLocal,
+    /// Another backend is a remote owner too: the token's remote joins are ambiguous.
+    Collision,
+    /// No room (remote capacity, the shard's share, or [`MAX_REMOTE_OWNERS`]), or no cluster.
+    Full,
+}
+
+/// A remote owner: a backend another instance learned, valid until `expires`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct RemoteOwner {
+    backend: BackendId,
+    expires: Ticks,
+}
+
+/// A token's remote owners (inline: at most [`MAX_REMOTE_OWNERS`]).
+#[derive(Debug, Clone, Copy, Default)]
+struct RemoteHead {
+    len: u8,
+    owners: [RemoteOwner; MAX_REMOTE_OWNERS],
+}
+
+impl RemoteHead {
+    fn as_slice(&self) -> &[RemoteOwner] {
+        &self.owners[..usize::from(self.len).min(MAX_REMOTE_OWNERS)]
+    }
+
+    /// Keeps the owners for which `keep` holds; returns how many went.
+    fn retain(&mut self, mut keep: impl FnMut(&RemoteOwner) -> bool) -> usize {
+        let mut n = 0;
+        let old = usize::from(self.len).min(MAX_REMOTE_OWNERS);
+        for i in 0..old {
+            let o = self.owners[i];
+            if keep(&o) {
+                self.owners[n] = o;
+                n += 1;
+            }
+        }
+        self.len = n as u8;
+        old - n
+    }
+}
+
+type RemoteMap = hashbrown::HashMap<u32, RemoteHead, BuildTokenHasher>;
+
 /// End of a chain / free list.
 const NIL: u32 = u32::MAX;
 
@@ -319,6 +416,10 @@ struct Shard {
     quota: usize,
     recs: Box<[Rec]>,
     free: u32,
+    /// Remote owners (empty and unreserved unless the cluster is enabled).
+    remote: RemoteMap,
+    /// Most tokens with remote owners this shard may hold.
+    remote_quota: usize,
 }
 
 impl Shard {
@@ -336,6 +437,8 @@ impl Shard {
             quota,
             recs: recs.into_boxed_slice(),
             free: if records > 0 { 0 } else { NIL },
+            remote: RemoteMap::with_hasher(BuildTokenHasher),
+            remote_quota: 0,
         }
     }
 
@@ -442,12 +545,32 @@ fn unlink(
     }
 }
 
+/// Join routing by the remote owners alone: owners past their deadline do not count.
+#[inline]
+fn remote_route(remote: &RemoteMap, token: u32, now: Ticks) -> JoinRoute {
+    let Some(h) = remote.get(&token) else {
+        return JoinRoute::Unknown;
+    };
+    let mut live = h.as_slice().iter().filter(|o| o.expires > now);
+    match (live.next(), live.next()) {
+        (None, _) => JoinRoute::Unknown,
+        (Some(o), None) => JoinRoute::Owner(o.backend),
+        (Some(_), Some(_)) => JoinRoute::Ambiguous,
+    }
+}
+
 /// The shared token table (see the module documentation).
 pub struct TokenTable {
     shards: Box<[CachePadded<RwLock<Shard>>]>,
     mask: usize,
     capacity: usize,
     len: CachePadded<AtomicUsize>,
+    /// Tokens with at least one remote owner, and their bound.
+    remote_len: CachePadded<AtomicUsize>,
+    remote_capacity: usize,
+    /// Local changes to export (`None` without a cluster).
+    journal: Option<ArrayQueue<JournalEntry>>,
+    journal_dropped: AtomicU64,
 }
 
 impl fmt::Debug for TokenTable {
@@ -456,6 +579,7 @@ impl fmt::Debug for TokenTable {
             .field("shards", &self.shards.len())
             .field("capacity", &self.capacity)
             .field("len", &self.len())
+            .field("remote_len", &self.remote_len())
             .finish()
     }
 }
@@ -479,7 +603,192 @@ impl TokenTable {
             shards: shards.into_boxed_slice(),
             capacity: cfg.capacity,
             len: CachePadded::new(AtomicUsize::new(0)),
+            remote_len: CachePadded::new(AtomicUsize::new(0)),
+            remote_capacity: 0,
+            journal: None,
+            journal_dropped: AtomicU64::new(0),
         }
+    }
+
+    /// Enables token sharing: reserves room for `remote_capacity` tokens with remote owners
+    /// (each shard's map for twice its share, as for local tokens, so it never reallocates) and
+    /// an export journal of `journal_capacity` entries (at least 1). Called once, before the
+    /// table is shared.
+    pub fn enable_cluster(&mut self, remote_capacity: usize, journal_capacity: usize) {
+        let n = self.shards.len();
+        let share = remote_capacity.div_ceil(n);
+        let quota = if remote_capacity == 0 {
+            0
+        } else {
+            share + (share / 8).max(16)
+        };
+        for s in self.shards.iter_mut() {
+            let shard = s.get_mut();
+            shard.remote = RemoteMap::with_capacity_and_hasher(quota * 2, BuildTokenHasher);
+            shard.remote_quota = quota;
+        }
+        self.remote_capacity = remote_capacity;
+        self.journal = Some(ArrayQueue::new(journal_capacity.max(1)));
+    }
+
+    /// Whether [`Self::enable_cluster`] was called.
+    pub fn cluster_enabled(&self) -> bool {
+        self.journal.is_some()
+    }
+
+    /// Records a local change for export (caller holds the token's shard lock).
+    #[inline]
+    fn journal(&self, op: JournalOp, token: u32, backend: BackendId, at: Ticks) {
+        if let Some(j) = &self.journal {
+            if j.push(JournalEntry {
+                op,
+                token,
+                backend,
+                at,
+            })
+            .is_err()
+            {
+                self.journal_dropped.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// The oldest journal entry not yet taken (the sync thread drains it).
+    pub fn journal_pop(&self) -> Option<JournalEntry> {
+        self.journal.as_ref()?.pop()
+    }
+
+    /// Journal entries lost because the journal was full.
+    pub fn journal_dropped(&self) -> u64 {
+        self.journal_dropped.load(Ordering::Relaxed)
+    }
+
+    /// Calls `f(token, backend, learned_at)` for every local owner, one shard at a time under its
+    /// read lock (housekeeping: the sync thread's periodic full refresh). Keep `f` short.
+    pub fn for_each_local(&self, mut f: impl FnMut(u32, BackendId, Ticks)) {
+        for lock in self.shards.iter() {
+            let shard = lock.read();
+            for (&token, head) in shard.map.iter() {
+                let mut i = head.link.first;
+                while let Some(r) = shard.rec(i) {
+                    f(token, r.backend, r.learned_at);
+                    i = r.next;
+                }
+            }
+        }
+    }
+
+    /// Another instance reports that `backend` owns `token`: record (or refresh) a remote owner
+    /// valid until `now + ttl`. Local owners are never touched.
+    pub fn learn_remote(
+        &self,
+        token: u32,
+        backend: BackendId,
+        now: Ticks,
+        ttl: Duration,
+    ) -> RemoteOutcome {
+        let mut guard = self.shard(token).write();
+        let shard = &mut *guard;
+        let expires = now + ttl;
+        let local = shard.map.contains_key(&token);
+        let outcome = if let Some(h) = shard.remote.get_mut(&token) {
+            let live = usize::from(h.len).min(MAX_REMOTE_OWNERS);
+            if let Some(o) = h.owners[..live].iter_mut().find(|o| o.backend == backend) {
+                o.expires = expires;
+                RemoteOutcome::Refreshed
+            } else {
+                // Expired owners make room first.
+                h.retain(|o| o.expires > now);
+                let live = usize::from(h.len);
+                if live >= MAX_REMOTE_OWNERS {
+                    return RemoteOutcome::Full;
+                }
+                h.owners[live] = RemoteOwner { backend, expires };
+                h.len += 1;
+                if h.len > 1 {
+                    RemoteOutcome::Collision
+                } else {
+                    RemoteOutcome::Inserted
+                }
+            }
+        } else {
+            if shard.remote.len() >= shard.remote_quota {
+                return RemoteOutcome::Full;
+            }
+            let reserved = self
+                .remote_len
+                .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                    (n < self.remote_capacity).then_some(n + 1)
+                })
+                .is_ok();
+            if !reserved {
+                return RemoteOutcome::Full;
+            }
+            let mut h = RemoteHead::default();
+            h.owners[0] = RemoteOwner { backend, expires };
+            h.len = 1;
+            shard.remote.insert(token, h);
+            RemoteOutcome::Inserted
+        };
+        if local && outcome != RemoteOutcome::Refreshed {
+            return RemoteOutcome::ShadowedByLocal;
+        }
+        outcome
+    }
+
+    /// Another instance reports that `backend` no longer owns `token`: its remote owner goes.
+    /// Local owners are never touched. False when there was none.
+    pub fn remove_remote(&self, token: u32, backend: BackendId) -> bool {
+        let mut guard = self.shard(token).write();
+        let shard = &mut *guard;
+        let Some(h) = shard.remote.get_mut(&token) else {
+            return false;
+        };
+        let removed = h.retain(|o| o.backend != backend);
+        if h.len == 0 {
+            shard.remote.remove(&token);
+            self.remote_len.fetch_sub(1, Ordering::AcqRel);
+        }
+        removed > 0
+    }
+
+    /// Removes remote owners whose deadline has passed (`expires <= now`); housekeeping, one
+    /// shard lock at a time. Returns the number removed.
+    pub fn expire_remote(&self, now: Ticks) -> usize {
+        let mut total = 0;
+        for lock in self.shards.iter() {
+            let mut guard = lock.write();
+            let mut gone = 0;
+            guard.remote.retain(|_, h| {
+                total += h.retain(|o| o.expires > now);
+                if h.len == 0 {
+                    gone += 1;
+                }
+                h.len > 0
+            });
+            if gone > 0 {
+                self.remote_len.fetch_sub(gone, Ordering::AcqRel);
+            }
+        }
+        total
+    }
+
+    /// Number of tokens with at least one remote owner (expired ones until
+    /// [`Self::expire_remote`] runs).
+    pub fn remote_len(&self) -> usize {
+        self.remote_len.load(Ordering::Acquire)
+    }
+
+    /// The configured bound of [`Self::remote_len`].
+    pub fn remote_capacity(&self) -> usize {
+        self.remote_capacity
+    }
+
+    /// The backend of `token`'s remote owner that routes joins at `now`, as [`JoinRoute`]
+    /// (ignores local owners; for tests and the API).
+    pub fn route_remote(&self, token: u32, now: Ticks) -> JoinRoute {
+        let shard = self.shard(token).read();
+        remote_route(&shard.remote, token, now)
     }
 
     #[inline]
@@ -498,7 +807,8 @@ impl TokenTable {
     /// client asserts it in its third ACK). First owner wins: when another backend's connection
     /// owns the token the claim is [`LearnOutcome::Refused`] and nothing changes, so a client
     /// that forges a key with a live token (a 2^32 search) can neither take over nor spoil
-    /// another connection's joins. The same backend may replace its own older connection.
+    /// another connection's joins. The same backend may replace its own older connection. With
+    /// a cluster, a live remote owner of another backend refuses the claim as well.
     pub fn claim(&self, token: u32, owner: Owner) -> LearnOutcome {
         self.learn_inner(token, owner, true)
     }
@@ -507,6 +817,17 @@ impl TokenTable {
         let mut guard = self.shard(token).write();
         let shard = &mut *guard;
         let Some(head) = shard.map.get(&token).map(|h| h.link) else {
+            // First owner wins across instances too: a claim for a token that another backend
+            // owns on a peer (a live remote owner) is refused like a local one.
+            if exclusive
+                && shard.remote.get(&token).is_some_and(|h| {
+                    h.as_slice()
+                        .iter()
+                        .any(|o| o.backend != owner.backend && o.expires > owner.learned_at)
+                })
+            {
+                return LearnOutcome::Refused;
+            }
             if shard.map.len() >= shard.quota || shard.free == NIL {
                 return LearnOutcome::TableFull;
             }
@@ -534,6 +855,7 @@ impl TokenTable {
                     joined: AtomicU64::new(0),
                 },
             );
+            self.journal(JournalOp::Learn, token, owner.backend, owner.learned_at);
             return LearnOutcome::Inserted;
         };
         if let Some(i) = shard.find(head.first, owner.backend) {
@@ -551,6 +873,7 @@ impl TokenTable {
                     h.joined.store(0, Ordering::Relaxed); // the stamp was the old connection's
                 }
             }
+            self.journal(JournalOp::Learn, token, owner.backend, owner.learned_at);
             return LearnOutcome::Reused;
         }
         if exclusive {
@@ -576,6 +899,7 @@ impl TokenTable {
         if let Some(h) = shard.map.get_mut(&token) {
             h.link.count += 1;
         }
+        self.journal(JournalOp::Learn, token, owner.backend, owner.learned_at);
         LearnOutcome::Collision
     }
 
@@ -621,7 +945,8 @@ impl TokenTable {
     pub fn route_join(&self, token: u32, now: Ticks) -> JoinRoute {
         let shard = self.shard(token).read();
         match shard.map.get(&token) {
-            None => JoinRoute::Unknown,
+            None if shard.remote.is_empty() => JoinRoute::Unknown,
+            None => remote_route(&shard.remote, token, now),
             Some(h) if h.link.count == 1 => {
                 h.joined.store(now.0, Ordering::Relaxed);
                 JoinRoute::Owner(h.link.backend)
@@ -667,9 +992,12 @@ impl TokenTable {
         rec.subflows = rec.subflows.saturating_sub(1);
         rec.last_seen.store(now.0, Ordering::Relaxed);
         if rec.subflows == 0 {
-            let (_, gone) = shard.remove_where(token, |r, _| r.backend == backend);
+            let (removed, gone) = shard.remove_where(token, |r, _| r.backend == backend);
             if gone {
                 self.len.fetch_sub(1, Ordering::AcqRel);
+            }
+            if removed > 0 {
+                self.journal(JournalOp::Remove, token, backend, Ticks::ZERO);
             }
         }
         true
@@ -682,6 +1010,9 @@ impl TokenTable {
         let (removed, gone) = guard.remove_where(token, |r, _| r.backend == backend);
         if gone {
             self.len.fetch_sub(1, Ordering::AcqRel);
+        }
+        if removed > 0 {
+            self.journal(JournalOp::Remove, token, backend, Ticks::ZERO);
         }
         removed > 0
     }
@@ -709,8 +1040,15 @@ impl TokenTable {
                 map, recs, free, ..
             } = &mut *guard;
             let mut tokens_gone = 0;
-            map.retain(|_, head| {
-                let (removed, alive) = unlink(recs, free, head, &mut drop);
+            map.retain(|&token, head| {
+                let mut exported = |r: &Rec, seen: u64| {
+                    let gone = drop(r, seen);
+                    if gone {
+                        self.journal(JournalOp::Remove, token, r.backend, Ticks::ZERO);
+                    }
+                    gone
+                };
+                let (removed, alive) = unlink(recs, free, head, &mut exported);
                 total += removed;
                 if !alive {
                     tokens_gone += 1;
@@ -1274,6 +1612,266 @@ mod tests {
             PER as usize + 2 * private_left
         );
         assert!(t.is_empty());
+        t.validate();
+    }
+    fn cluster(capacity: usize, remote: usize, journal: usize) -> TokenTable {
+        let mut t = small(capacity, 4);
+        t.enable_cluster(remote, journal);
+        t
+    }
+
+    fn drain(t: &TokenTable) -> Vec<(JournalOp, u32, u16)> {
+        core::iter::from_fn(|| t.journal_pop())
+            .map(|e| (e.op, e.token, e.backend.0))
+            .collect()
+    }
+
+    #[test]
+    fn remote_owner_routes_joins_without_references() {
+        let t = cluster(100, 100, 64);
+        let ttl = Duration::from_secs(10);
+        assert_eq!(t.route_join(5, Ticks(0)), JoinRoute::Unknown);
+        assert_eq!(
+            t.learn_remote(5, BackendId(2), Ticks(0), ttl),
+            RemoteOutcome::Inserted
+        );
+        assert_eq!(t.route_join(5, Ticks(1)), JoinRoute::Owner(BackendId(2)));
+        // No local owner: nothing to take a subflow reference on, nothing local counted.
+        assert!(!t.subflow_opened(5, BackendId(2)));
+        assert!(!t.subflow_closed(5, BackendId(2), Ticks(2)));
+        assert!(
+            !t.remove(5, BackendId(2)),
+            "local removal ignores remote owners"
+        );
+        assert_eq!(t.route_join(5, Ticks(3)), JoinRoute::Owner(BackendId(2)));
+        assert!(t.is_empty());
+        assert_eq!(t.remote_len(), 1);
+        assert!(t.owners(5).is_empty());
+        // Remote learns are never exported again.
+        assert!(drain(&t).is_empty());
+        // Refresh pushes the deadline back.
+        assert_eq!(
+            t.learn_remote(5, BackendId(2), Ticks::from_secs(8), ttl),
+            RemoteOutcome::Refreshed
+        );
+        assert_eq!(
+            t.route_join(5, Ticks::from_secs(15)),
+            JoinRoute::Owner(BackendId(2))
+        );
+        t.validate();
+    }
+
+    #[test]
+    fn remote_owner_never_overrides_a_local_owner() {
+        let t = cluster(100, 100, 64);
+        let ttl = Duration::from_secs(10);
+        t.learn(7, owner(1, 1, 0x11, 0));
+        // Another backend named remotely: stored, but the local owner keeps routing.
+        assert_eq!(
+            t.learn_remote(7, BackendId(3), Ticks(0), ttl),
+            RemoteOutcome::ShadowedByLocal
+        );
+        assert_eq!(t.route_join(7, Ticks(1)), JoinRoute::Owner(BackendId(1)));
+        // The same backend named remotely: still local.
+        assert_eq!(
+            t.learn_remote(7, BackendId(1), Ticks(0), ttl),
+            RemoteOutcome::ShadowedByLocal
+        );
+        assert_eq!(t.owners(7).len(), 1);
+        assert_eq!(t.owners(7).as_slice()[0].subflows, 1, "no reference taken");
+        // Remote removal of the local backend leaves the local owner.
+        assert!(t.remove_remote(7, BackendId(1)));
+        assert_eq!(t.route_join(7, Ticks(2)), JoinRoute::Owner(BackendId(1)));
+        // A local collision stays ambiguous whatever the remote side says.
+        t.learn(7, owner(2, 2, 0x22, 0));
+        assert_eq!(t.route_join(7, Ticks(3)), JoinRoute::Ambiguous);
+        // Once the local owners go, the remaining remote owner routes.
+        assert!(t.remove(7, BackendId(1)));
+        assert!(t.remove(7, BackendId(2)));
+        assert_eq!(t.route_join(7, Ticks(4)), JoinRoute::Owner(BackendId(3)));
+        t.validate();
+    }
+
+    #[test]
+    fn remote_collision_is_ambiguous_and_capacity_is_bounded() {
+        let t = cluster(100, 2, 64);
+        let ttl = Duration::from_secs(10);
+        assert_eq!(
+            t.learn_remote(COLLIDING, BackendId(1), Ticks(0), ttl),
+            RemoteOutcome::Inserted
+        );
+        assert_eq!(
+            t.learn_remote(COLLIDING, BackendId(2), Ticks(0), ttl),
+            RemoteOutcome::Collision
+        );
+        assert_eq!(t.route_join(COLLIDING, Ticks(1)), JoinRoute::Ambiguous);
+        assert_eq!(
+            t.learn_remote(COLLIDING, BackendId(3), Ticks(0), ttl),
+            RemoteOutcome::Full,
+            "MAX_REMOTE_OWNERS"
+        );
+        assert!(t.remove_remote(COLLIDING, BackendId(1)));
+        assert!(!t.remove_remote(COLLIDING, BackendId(1)));
+        assert_eq!(
+            t.route_join(COLLIDING, Ticks(1)),
+            JoinRoute::Owner(BackendId(2))
+        );
+        // Capacity 2 tokens with remote owners.
+        assert_eq!(
+            t.learn_remote(1, BackendId(1), Ticks(0), ttl),
+            RemoteOutcome::Inserted
+        );
+        assert_eq!(
+            t.learn_remote(2, BackendId(1), Ticks(0), ttl),
+            RemoteOutcome::Full
+        );
+        assert_eq!(t.remote_len(), 2);
+        assert!(t.remove_remote(COLLIDING, BackendId(2)));
+        assert_eq!(t.remote_len(), 1);
+        assert_eq!(t.route_join(COLLIDING, Ticks(1)), JoinRoute::Unknown);
+        // Without a cluster nothing remote is accepted.
+        let plain = small(100, 4);
+        assert_eq!(
+            plain.learn_remote(1, BackendId(1), Ticks(0), ttl),
+            RemoteOutcome::Full
+        );
+        assert!(!plain.cluster_enabled());
+    }
+
+    #[test]
+    fn claim_refused_by_a_live_remote_owner_of_another_backend() {
+        let t = cluster(100, 100, 64);
+        let ttl = Duration::from_secs(10);
+        let mut o = owner(2, 1, 0x11, 0);
+        o.learned_at = Ticks::from_secs(1);
+        t.learn_remote(5, BackendId(1), Ticks(0), ttl);
+        // A client on this instance claiming the token for another backend: refused.
+        assert_eq!(t.claim(5, o), LearnOutcome::Refused);
+        assert_eq!(t.route_join(5, Ticks(2)), JoinRoute::Owner(BackendId(1)));
+        // The same backend (the server reused its token): accepted, local from now on.
+        assert_eq!(t.claim(5, owner(1, 2, 0x22, 1)), LearnOutcome::Inserted);
+        // Past the remote owner's deadline another backend may claim a fresh token.
+        t.learn_remote(6, BackendId(1), Ticks(0), ttl);
+        o.learned_at = Ticks::from_secs(11);
+        assert_eq!(t.claim(6, o), LearnOutcome::Inserted);
+        // learn (NAT: the key came from the server) is not exclusive: the local owner routes.
+        t.learn_remote(7, BackendId(1), Ticks(0), ttl);
+        assert_eq!(t.learn(7, owner(2, 3, 0x33, 1)), LearnOutcome::Inserted);
+        assert_eq!(t.route_join(7, Ticks(2)), JoinRoute::Owner(BackendId(2)));
+        t.validate();
+    }
+
+    #[test]
+    fn remote_owners_expire_on_their_own() {
+        let t = cluster(100, 100, 64);
+        let s = Ticks::from_secs;
+        t.learn_remote(1, BackendId(1), s(0), Duration::from_secs(30));
+        t.learn_remote(2, BackendId(1), s(0), Duration::from_secs(60));
+        t.learn_remote(2, BackendId(2), s(0), Duration::from_secs(30));
+        assert_eq!(t.route_join(2, s(10)), JoinRoute::Ambiguous);
+        // Past its deadline an owner stops routing at once, before any housekeeping.
+        assert_eq!(t.route_join(1, s(30)), JoinRoute::Unknown);
+        assert_eq!(t.route_join(2, s(31)), JoinRoute::Owner(BackendId(1)));
+        // Joins do not refresh remote owners; the local idle expiry does not touch them.
+        assert_eq!(t.expire(s(1000), Duration::from_secs(1)), 0);
+        assert_eq!(t.expire_remote(s(31)), 2);
+        assert_eq!(t.remote_len(), 1);
+        // An expired owner makes room for a new one.
+        t.learn_remote(3, BackendId(1), s(0), Duration::from_secs(1));
+        t.learn_remote(3, BackendId(2), s(0), Duration::from_secs(1));
+        assert_eq!(
+            t.learn_remote(3, BackendId(4), s(5), Duration::from_secs(1)),
+            RemoteOutcome::Inserted
+        );
+        assert_eq!(t.route_join(3, s(5)), JoinRoute::Owner(BackendId(4)));
+        assert_eq!(t.expire_remote(s(100)), 2);
+        assert_eq!(t.remote_len(), 0);
+        assert_eq!(t.route_join(2, s(100)), JoinRoute::Unknown);
+    }
+
+    #[test]
+    fn journal_records_local_changes_and_is_bounded() {
+        let t = cluster(100, 100, 8);
+        t.learn(1, owner(1, 1, 0, 5)); // learn
+        t.learn(1, owner(1, 1, 0, 6)); // AlreadyKnown: no entry
+        t.learn(1, owner(2, 2, 0, 7)); // collision: learn
+        t.learn(1, owner(1, 3, 0, 8)); // reused: learn
+        assert!(t.remove(1, BackendId(2)));
+        assert!(!t.remove(1, BackendId(2)), "nothing removed: no entry");
+        t.learn(2, owner(3, 4, 0, 9));
+        assert!(t.subflow_closed(2, BackendId(3), Ticks(10)));
+        t.learn(3, owner(3, 5, 0, 9));
+        assert_eq!(t.remove_backend(BackendId(3)), 1);
+        t.learn(4, owner(1, 6, 0, 0));
+        assert_eq!(t.expire(Ticks::from_secs(100), Duration::from_secs(1)), 2);
+        use JournalOp::{Learn, Remove};
+        let mut got = drain(&t);
+        // Purges walk the shards in their own order: compare the tail as a set.
+        let tail: HashSet<_> = got.split_off(7).into_iter().collect();
+        assert_eq!(
+            got,
+            [
+                (Learn, 1, 1),
+                (Learn, 1, 2),
+                (Learn, 1, 1),
+                (Remove, 1, 2),
+                (Learn, 2, 3),
+                (Remove, 2, 3),
+                (Learn, 3, 3),
+            ]
+        );
+        // 8 entries fit: (Remove, 3, 3) is the 8th; (Learn, 4, 1) and the expiries overflow.
+        assert_eq!(tail, HashSet::from([(Remove, 3, 3)]));
+        assert_eq!(t.journal_dropped(), 3);
+        let e = t.journal_pop();
+        assert!(e.is_none());
+        // The refresh walk sees every local owner.
+        t.learn(9, owner(1, 9, 0, 42));
+        t.learn(9, owner(2, 10, 0, 43));
+        let mut all = Vec::new();
+        t.for_each_local(|tok, b, at| all.push((tok, b.0, at.0)));
+        all.sort_unstable();
+        assert_eq!(all, [(9, 1, 42), (9, 2, 43)]);
+        // The journal entry carries the learn time (for the propagation delay).
+        let e = t.journal_pop().unwrap();
+        assert_eq!(
+            (e.op, e.token, e.backend, e.at),
+            (Learn, 9, BackendId(1), Ticks(42))
+        );
+    }
+
+    #[test]
+    fn concurrent_remote_and_local() {
+        let t = cluster(10_000, 10_000, 1 << 15);
+        let ttl = Duration::from_secs(100);
+        std::thread::scope(|s| {
+            let t = &t;
+            s.spawn(move || {
+                for i in 0..5000u32 {
+                    t.learn(tok(i), owner(1, i, 0, 0));
+                }
+            });
+            s.spawn(move || {
+                for i in 0..5000u32 {
+                    let _ = t.learn_remote(tok(i), BackendId(2), Ticks(0), ttl);
+                    let _ = t.learn_remote(tok(i + 5000), BackendId(2), Ticks(0), ttl);
+                }
+            });
+        });
+        for i in 0..5000u32 {
+            assert_eq!(
+                t.route_join(tok(i), Ticks(1)),
+                JoinRoute::Owner(BackendId(1))
+            );
+            assert_eq!(
+                t.route_join(tok(i + 5000), Ticks(1)),
+                JoinRoute::Owner(BackendId(2))
+            );
+        }
+        assert_eq!(t.remote_len(), 10_000);
+        assert_eq!(drain(&t).len(), 5000);
+        assert_eq!(t.expire_remote(Ticks::from_secs(200)), 10_000);
+        assert_eq!(t.remote_len(), 0);
         t.validate();
     }
 }
