@@ -57,10 +57,15 @@ import mptcp_server as M  # noqa: E402  (MPTCP socket helpers)
 PROBE_PORTS = (61000, 65000)
 
 RUN_DIR = os.environ.get("TZTB_RUN_DIR", "/tmp/tz-testbed")
-NS_CLIENT = "tz-client"
-NS_SWITCH = "tz-sw"
+# Another bed with the same addresses (testbed/multi.sh: several gateway instances) sets the
+# namespace prefix, the gateway namespace, the switch ports to capture as the server link (one
+# capture per port, merged) and the gateways' server-side addresses (DSR outer sources).
+NS_PREFIX = os.environ.get("TZTB_NS_PREFIX", "tz-")
+NS_CLIENT = NS_PREFIX + "client"
+NS_SWITCH = NS_PREFIX + "sw"
+NS_GATEWAY = os.environ.get("TZTB_GW_NS", NS_PREFIX + "gw")
 CLIENT_IF = "cli0"
-SWITCH_GW_PORT = "sw-gw"
+SWITCH_GW_PORTS = os.environ.get("TZTB_SERVER_LINKS", "sw-gw").split(",")
 SERVERS = {
     "srv1": ("10.91.0.11", "fd91::11"),
     "srv2": ("10.91.0.12", "fd91::12"),
@@ -80,12 +85,15 @@ CLIENT_SECOND = {4: "10.90.0.3", 6: "fd90::3"}
 DSR_VIP = {("dsr-ipip", 4): "10.90.100.20", ("dsr-ipip", 6): "fd90:100::20",
            ("dsr-gue", 4): "10.90.100.21", ("dsr-gue", 6): "fd90:100::21"}
 ALL_VIPS = set(VIP.values()) | set(DSR_VIP.values())
-NS_ROUTER = "tz-rtr"
+NS_ROUTER = NS_PREFIX + "rtr"
 RETURN_IF = "cli1"
 GUE_PORT = 6080
 # The outer source the gateway uses: its server-side address (IPIP), or an address hashed from
 # the flow inside these prefixes (GUE), with a hashed UDP source port in GUE_SPORTS.
-GW_SERVER_SIDE = {4: "10.91.0.1", 6: "fd91::1"}
+GW_SERVER_SIDE = {4: {"10.91.0.1"}, 6: {"fd91::1"}}
+for _a in os.environ.get("TZTB_GW_SERVER_SIDE", "").split(","):
+    if _a:
+        GW_SERVER_SIDE[6 if ":" in _a else 4].add(_a)
 GUE_SRC_NET = {4: ipaddress.ip_network("10.91.1.0/24"), 6: ipaddress.ip_network("fd91:1::/64")}
 GUE_SPORTS = (49152, 65535)
 DECAP_KINDS = ("ipip4", "ipip6", "gue4", "gue6")
@@ -254,6 +262,35 @@ def read_pcap(path):
         off += 16
         yield sec + frac / (1e9 if nano else 1e6), data[off:off + incl]
         off += incl
+
+
+def merge_pcaps(paths, dst):
+    """Merges captures of the same link type (tcpdump's, same byte order and resolution) into
+    one, records ordered by time (a stable sort: a port's own order is kept)."""
+    header, recs = None, []
+    for i, path in enumerate(paths):
+        try:
+            with open(path, "rb") as f:
+                data = f.read()
+        except OSError:
+            continue
+        if len(data) < 24:
+            continue
+        e = "<" if struct.unpack_from("<I", data, 0)[0] in (0xA1B2C3D4, 0xA1B23C4D) else ">"
+        header = header or data[:24]
+        off = 24
+        while off + 16 <= len(data):
+            sec, frac, incl, _ = struct.unpack_from(e + "IIII", data, off)
+            end = off + 16 + incl
+            if end > len(data):
+                break
+            recs.append((sec, frac, i, data[off:end]))
+            off = end
+    recs.sort(key=lambda r: (r[0], r[1]))
+    with open(dst, "wb") as f:
+        f.write(header or struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 262144, 1))
+        for r in recs:
+            f.write(r[3])
 
 
 def inet_sum(data):
@@ -715,7 +752,7 @@ def nstat_delta(before, after):
 
 def bed_state(dsr=False):
     ns = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout.split()
-    need = [NS_CLIENT, NS_SWITCH, "tz-gw"] + ["tz-" + s for s in SERVERS]
+    need = [NS_CLIENT, NS_SWITCH, NS_GATEWAY] + [NS_PREFIX + s for s in SERVERS]
     if dsr:
         need.append(NS_ROUTER)
     missing = [n for n in need if n not in ns]
@@ -820,11 +857,18 @@ def main_run(a):
     rpcap = os.path.join(out, "return-link.pcap") if dsr else None
 
     offsets = {s: log_size(s) for s in SERVERS}
-    ns_all = {"client": NS_CLIENT, **{s: "tz-" + s for s in SERVERS}}
+    ns_all = {"client": NS_CLIENT, **{s: NS_PREFIX + s for s in SERVERS}}
     before = {k: nstat(ns) for k, ns in ns_all.items()}
     decap_before = decap_counters() if dsr else None
-    caps = [start_tcpdump(NS_CLIENT, CLIENT_IF, cpcap, os.path.join(out, "tcpdump-client.log")),
-            start_tcpdump(NS_SWITCH, SWITCH_GW_PORT, spcap, os.path.join(out, "tcpdump-server.log"))]
+    caps = [start_tcpdump(NS_CLIENT, CLIENT_IF, cpcap, os.path.join(out, "tcpdump-client.log"))]
+    if len(SWITCH_GW_PORTS) == 1:
+        caps.append(start_tcpdump(NS_SWITCH, SWITCH_GW_PORTS[0], spcap,
+                                  os.path.join(out, "tcpdump-server.log")))
+        spcaps = []
+    else:
+        spcaps = [os.path.join(out, "server-link-%s.pcap" % d) for d in SWITCH_GW_PORTS]
+        caps += [start_tcpdump(NS_SWITCH, d, p, os.path.join(out, "tcpdump-server-%s.log" % d))
+                 for d, p in zip(SWITCH_GW_PORTS, spcaps)]
     if dsr:
         caps.append(start_tcpdump(NS_CLIENT, RETURN_IF, rpcap,
                                   os.path.join(out, "tcpdump-return.log")))
@@ -853,6 +897,8 @@ def main_run(a):
     finally:
         for c in caps:
             stop(c)
+    if spcaps:
+        merge_pcaps(spcaps, spcap)
     elapsed = time.time() - t0
     srecs = server_records(offsets, run)
     after = {k: nstat(ns) for k, ns in ns_all.items()}
@@ -1179,8 +1225,8 @@ def dsr_checks(a, check, crecs, by_conn, token_conn, cap_s, cpcap, spcap, pkt_r,
                 bad("outer destination is not the owner", n)
             flow_outer.add((osrc, usport))
             if not gue:
-                if osrc != GW_SERVER_SIDE[fam]:
-                    bad("outer source is not %s" % GW_SERVER_SIDE[fam], n)
+                if osrc not in GW_SERVER_SIDE[fam]:
+                    bad("outer source is not %s" % " or ".join(sorted(GW_SERVER_SIDE[fam])), n)
                 continue
             a_src = ipaddress.ip_address(osrc)
             net = GUE_SRC_NET[fam]

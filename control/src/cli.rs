@@ -2,6 +2,7 @@
 //!
 //! ```text
 //! trapeze-gatewayd --config PATH [--check] [--no-huge] [--workers N] [--log-level LEVEL]
+//!                  [--api ADDR] [--stop-grace-ms MS]
 //! ```
 //!
 //! `--check` loads and validates the configuration, prints a summary (ports, VIPs with their
@@ -68,6 +69,11 @@ pub struct GatewaydArgs {
     /// Where the control API listens: `127.0.0.1:PORT`, `unix:/path`, or `off`.
     #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:9180")]
     pub api: String,
+    /// On SIGTERM/SIGINT, first mark the instance `stopping` (GET /instance: the BGP feeder
+    /// withdraws its VIPs) and keep forwarding this many milliseconds, so that the routers move
+    /// the traffic away before the daemon exits. A second signal during the grace stops at once.
+    #[arg(long, value_name = "MS", default_value_t = 0)]
+    pub stop_grace_ms: u64,
 }
 
 impl GatewaydArgs {

@@ -13,6 +13,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use trapeze_control::api::ctl::{http_request, ApiTarget, HttpReply};
+use trapeze_control::api::instance::{AnnounceView, InstanceState, InstanceView};
 use trapeze_control::api::types::{
     check_version, AppliedBody, BackendView, ErrorBody, Mode, Protocol, ReloadReport, State,
     StatsView, StatusView, VipView,
@@ -33,6 +34,7 @@ struct Fake {
     reloads_error: u64,
     pool_changes: u64,
     last_reload: Option<ReloadReport>,
+    instance_draining: bool,
 }
 
 fn backend(name: &str, last: u8, weight: u32) -> BackendView {
@@ -76,6 +78,7 @@ impl Fake {
             reloads_error: 0,
             pool_changes: 0,
             last_reload: None,
+            instance_draining: false,
         }
     }
 
@@ -323,6 +326,33 @@ impl Fake {
                 config_path: Some("/etc/trapeze.toml".into()),
                 last_reload: self.last_reload.clone(),
             }),
+            Request::Instance | Request::InstanceDrain { .. } => {
+                if let Request::InstanceDrain { drain } = req {
+                    self.instance_draining = drain;
+                }
+                Response::Instance(InstanceView {
+                    state: if self.instance_draining {
+                        InstanceState::Draining
+                    } else {
+                        InstanceState::Serving
+                    },
+                    stop_grace_ms: 2000,
+                    stop_in_ms: None,
+                    vips: self
+                        .vips
+                        .iter()
+                        .map(|v| AnnounceView {
+                            name: v.name.clone(),
+                            address: v.address,
+                            port: v.port,
+                            serving: v
+                                .backends
+                                .iter()
+                                .any(|b| b.state == State::Active && b.weight > 0),
+                        })
+                        .collect(),
+                })
+            }
         }
     }
 }
@@ -1303,4 +1333,63 @@ fn render_is_well_formed_and_deterministic() {
     let empty = render(&MetricsInput::default());
     assert!(empty.contains("# TYPE trapeze_tokens gauge\ntrapeze_tokens 0\n"));
     assert!(empty.ends_with("# EOF\n"));
+}
+
+// ---------------------------------------------------------------- the instance and bgp-feed
+
+#[test]
+fn instance_drain_and_the_bgp_feeder() {
+    use std::io::{BufRead, BufReader};
+    use std::process::Stdio;
+
+    let h = Harness::tcp();
+    let r = h.call("GET", "/instance", None);
+    assert_eq!(r.status, 200, "{}", r.text());
+    let v: InstanceView = serde_json::from_slice(&r.body).unwrap();
+    assert_eq!(v.state, InstanceState::Serving);
+    assert_eq!(v.announce(&[]).len(), 1);
+
+    // The feeder announces the VIP, withdraws it when the instance drains, when the VIP has no
+    // serving backend, and when the API is gone.
+    let mut feed = Command::new(env!("CARGO_BIN_EXE_trapezectl"))
+        .args(["--api", &h.url(), "bgp-feed", "--next-hop4", "10.81.1.2"])
+        .args(["--neighbor4", "10.81.1.1", "--interval-ms", "20"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(feed.stdout.take().unwrap()).lines();
+    let mut next = || lines.next().unwrap().unwrap();
+    let announce = "neighbor 10.81.1.1 announce route 10.0.0.10/32 next-hop 10.81.1.2";
+    let withdraw = "neighbor 10.81.1.1 withdraw route 10.0.0.10/32 next-hop 10.81.1.2";
+    assert_eq!(next(), announce);
+
+    let out = ctl(&h.url(), &["instance-drain"]);
+    assert_eq!(out.0, Some(0), "{out:?}");
+    assert!(out.1.starts_with("state: draining"), "{}", out.1);
+    assert!(out.1.contains("withdrawn"), "{}", out.1);
+    assert_eq!(next(), withdraw);
+    let out = ctl(&h.url(), &["instance-undrain"]);
+    assert_eq!(out.0, Some(0), "{out:?}");
+    assert_eq!(next(), announce);
+
+    for b in ["srv1", "srv2"] {
+        assert_eq!(ctl(&h.url(), &["drain", b]).0, Some(0));
+    }
+    assert_eq!(next(), withdraw, "no backend takes new connections");
+    assert_eq!(ctl(&h.url(), &["undrain", "srv2"]).0, Some(0));
+    assert_eq!(next(), announce);
+
+    drop(h); // the API is gone (the daemon died)
+    assert_eq!(next(), withdraw);
+    drop(feed.stdin.take()); // ExaBGP gone: the feeder ends
+    let t0 = Instant::now();
+    while feed.try_wait().unwrap().is_none() {
+        assert!(
+            t0.elapsed() < Duration::from_secs(5),
+            "bgp-feed did not exit"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
 }

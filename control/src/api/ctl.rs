@@ -16,6 +16,9 @@
 //!   set-weight NAME W
 //!   reload [PATH]
 //!   stats | metrics | status
+//!   instance | instance-drain | instance-undrain
+//!   bgp-feed [--next-hop4 A] [--next-hop6 A] [--neighbor4 A] [--neighbor6 A]
+//!            [--interval-ms MS] [--fail-after N] [--vip NAME]...   (run by ExaBGP)
 //! ```
 //!
 //! Every change takes `--if-version V` (applied only if the configuration is at version `V`).
@@ -212,6 +215,38 @@ pub enum Cmd {
     Metrics,
     /// Version, last reload, uptime.
     Status,
+    /// The instance's announcement state: serving, draining or stopping, and which VIPs serve.
+    Instance,
+    /// Withdraw this instance's VIPs from BGP (forwarding goes on: ECMP moves the flows away).
+    InstanceDrain,
+    /// Announce this instance's VIPs again.
+    InstanceUndrain,
+    /// Run under ExaBGP (`process` ... `run trapezectl --api ... bgp-feed ...`): poll the
+    /// instance and print ExaBGP announce/withdraw lines whenever what should be announced
+    /// changes; withdraw everything when the API is gone (the daemon died).
+    BgpFeed {
+        /// Next hop of the IPv4 VIPs (IPv4 VIPs are not announced without it).
+        #[arg(long, value_name = "ADDR")]
+        next_hop4: Option<IpAddr>,
+        /// Next hop of the IPv6 VIPs.
+        #[arg(long, value_name = "ADDR")]
+        next_hop6: Option<IpAddr>,
+        /// Send IPv4 routes to this BGP neighbour only (default: every neighbour).
+        #[arg(long, value_name = "ADDR")]
+        neighbor4: Option<IpAddr>,
+        /// Send IPv6 routes to this BGP neighbour only.
+        #[arg(long, value_name = "ADDR")]
+        neighbor6: Option<IpAddr>,
+        /// Poll period in milliseconds.
+        #[arg(long, value_name = "MS", default_value_t = 200)]
+        interval_ms: u64,
+        /// Failed polls in a row before withdrawing (a refused connection withdraws at once).
+        #[arg(long, value_name = "N", default_value_t = 3)]
+        fail_after: u32,
+        /// Announce only these VIPs (by name; repeat; default: all).
+        #[arg(long = "vip", value_name = "NAME")]
+        vips: Vec<String>,
+    },
 }
 
 /// Where the API is.
@@ -579,6 +614,9 @@ pub fn request_of(cmd: &Cmd) -> (&'static str, String, Option<String>, Option<u6
         Cmd::Stats => ("GET", "/stats".into(), None, None),
         Cmd::Metrics => ("GET", "/metrics".into(), None, None),
         Cmd::Status => ("GET", "/status".into(), None, None),
+        Cmd::Instance | Cmd::BgpFeed { .. } => ("GET", "/instance".into(), None, None),
+        Cmd::InstanceDrain => ("POST", "/instance/drain".into(), None, None),
+        Cmd::InstanceUndrain => ("POST", "/instance/undrain".into(), None, None),
     }
 }
 
@@ -798,6 +836,27 @@ pub fn run(args: &CtlArgs, out: &mut dyn Write, err: &mut dyn Write) -> u8 {
             return EXIT_USAGE;
         }
     };
+    if let Cmd::BgpFeed {
+        next_hop4,
+        next_hop6,
+        neighbor4,
+        neighbor6,
+        interval_ms,
+        fail_after,
+        vips,
+    } = &args.cmd
+    {
+        let o = super::instance::FeedOptions {
+            next_hop4: *next_hop4,
+            next_hop6: *next_hop6,
+            neighbor4: *neighbor4,
+            neighbor6: *neighbor6,
+            interval: Duration::from_millis((*interval_ms).max(10)),
+            fail_after: *fail_after,
+            only: vips.clone(),
+        };
+        return super::instance::feed(&target, &o, out, err);
+    }
     let (method, path, body, if_match) = request_of(&args.cmd);
     let timeout = Duration::from_secs(args.timeout.max(1));
     let reply = match http_request(
@@ -836,6 +895,10 @@ pub fn run(args: &CtlArgs, out: &mut dyn Write, err: &mut dyn Write) -> u8 {
             Cmd::Show { .. } => decode::<VipView>(&reply).map(|v| format_vips(&[v])),
             Cmd::Stats => decode::<StatsView>(&reply).map(|s| format_stats(&s)),
             Cmd::Status => decode::<StatusView>(&reply).map(|s| format_status(&s)),
+            Cmd::Instance | Cmd::InstanceDrain | Cmd::InstanceUndrain => {
+                decode::<super::instance::InstanceView>(&reply)
+                    .map(|v| super::instance::format_instance(&v))
+            }
             _ => decode::<AppliedBody>(&reply).map(|a| format!("ok: version {}\n", a.version)),
         }
     };

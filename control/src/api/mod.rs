@@ -27,6 +27,7 @@
 //! thread (`control/tests/api.rs`).
 
 pub mod ctl;
+pub mod instance;
 pub mod metrics;
 pub mod server;
 pub mod types;

@@ -381,6 +381,21 @@ pub const ROUTES: &[(&str, &str, &str)] = &[
     ),
     ("GET", "/metrics", "Prometheus / OpenMetrics text"),
     ("GET", "/status", "version, last reload, uptime"),
+    (
+        "GET",
+        "/instance",
+        "the instance's announcement state (serving, draining, stopping) and which VIPs serve",
+    ),
+    (
+        "POST",
+        "/instance/drain",
+        "withdraw this instance's VIPs (forwarding goes on)",
+    ),
+    (
+        "POST",
+        "/instance/undrain",
+        "announce this instance's VIPs again",
+    ),
 ];
 
 fn router(state: AppState) -> Router {
@@ -397,6 +412,9 @@ fn router(state: AppState) -> Router {
         .route("/stats", get(stats))
         .route("/metrics", get(metrics))
         .route("/status", get(status))
+        .route("/instance", get(instance))
+        .route("/instance/drain", post(instance_drain))
+        .route("/instance/undrain", post(instance_undrain))
         .fallback(no_route)
         .method_not_allowed_fallback(wrong_method)
         .with_state(state)
@@ -474,6 +492,7 @@ fn to_http(resp: Response, shape: Shape) -> HttpResponse {
             version,
         ),
         Response::Stats(s) => json_response(200, &s),
+        Response::Instance(i) => json_response(200, &i),
         Response::Status(s) => {
             let v = s.version;
             etag(json_response(200, &s), v)
@@ -930,6 +949,28 @@ async fn metrics(State(s): State<AppState>, headers: HeaderMap) -> HttpResponse 
 
 async fn status(State(s): State<AppState>) -> HttpResponse {
     dispatch(s, Ok(Request::Status), Shape::default()).await
+}
+
+async fn instance(State(s): State<AppState>) -> HttpResponse {
+    dispatch(s, Ok(Request::Instance), Shape::default()).await
+}
+
+async fn instance_drain(State(s): State<AppState>) -> HttpResponse {
+    dispatch(
+        s,
+        Ok(Request::InstanceDrain { drain: true }),
+        Shape::default(),
+    )
+    .await
+}
+
+async fn instance_undrain(State(s): State<AppState>) -> HttpResponse {
+    dispatch(
+        s,
+        Ok(Request::InstanceDrain { drain: false }),
+        Shape::default(),
+    )
+    .await
 }
 
 #[cfg(test)]

@@ -381,6 +381,15 @@ pub enum Request {
     Metrics,
     /// `GET /status` -> [`Response::Status`].
     Status,
+    /// `GET /instance` -> [`Response::Instance`]: what the BGP feeder announces.
+    Instance,
+    /// `POST /instance/drain` (`true`) or `/instance/undrain` -> [`Response::Instance`]: the
+    /// instance's VIPs are withdrawn (or announced again); forwarding is unchanged, so flows
+    /// that still arrive are served while the routers move them away.
+    InstanceDrain {
+        /// Drain (`true`) or undrain.
+        drain: bool,
+    },
 }
 
 impl Request {
@@ -388,7 +397,13 @@ impl Request {
     pub fn is_change(&self) -> bool {
         !matches!(
             self,
-            Self::ListVips | Self::GetVip { .. } | Self::Stats | Self::Metrics | Self::Status
+            Self::ListVips
+                | Self::GetVip { .. }
+                | Self::Stats
+                | Self::Metrics
+                | Self::Status
+                | Self::Instance
+                | Self::InstanceDrain { .. }
         )
     }
 
@@ -403,9 +418,13 @@ impl Request {
             | Self::Undrain { if_version, .. }
             | Self::SetWeight { if_version, .. }
             | Self::Reload { if_version, .. } => *if_version,
-            Self::ListVips | Self::GetVip { .. } | Self::Stats | Self::Metrics | Self::Status => {
-                None
-            }
+            Self::ListVips
+            | Self::GetVip { .. }
+            | Self::Stats
+            | Self::Metrics
+            | Self::Status
+            | Self::Instance
+            | Self::InstanceDrain { .. } => None,
         }
     }
 
@@ -425,6 +444,9 @@ impl Request {
             Self::Stats => "stats",
             Self::Metrics => "metrics",
             Self::Status => "status",
+            Self::Instance => "instance",
+            Self::InstanceDrain { drain: true } => "instance_drain",
+            Self::InstanceDrain { drain: false } => "instance_undrain",
         }
     }
 }
@@ -822,6 +844,8 @@ pub enum Response {
     Metrics(String),
     /// Daemon status.
     Status(StatusView),
+    /// The instance's announcement state.
+    Instance(super::instance::InstanceView),
     /// Refused: nothing changed.
     Error {
         /// HTTP status (4xx, or 503).

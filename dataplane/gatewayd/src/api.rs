@@ -24,6 +24,7 @@ pub(crate) struct Env<'a> {
     pub(crate) shared: &'a Shared,
     pub(crate) board: &'a StatsBoard,
     pub(crate) ports: &'a [Port<'a>],
+    pub(crate) instance: &'a crate::instance::Instance,
     /// The token-sync counters, when `[cluster]` is configured.
     pub(crate) cluster: Option<&'a crate::cluster::Counters>,
 }
@@ -139,6 +140,15 @@ pub(crate) fn dispatch(cp: &mut ControlPlane, req: Request, env: &Env<'_>) -> Re
                     .map_or_else(|| Response::not_found("vip", &name), Response::Vip),
                 _ => Response::Vips(views),
             };
+        }
+        Request::Instance | Request::InstanceDrain { .. } => {
+            if let Request::InstanceDrain { drain } = req {
+                env.instance.set_draining(drain);
+            }
+            let view = env
+                .instance
+                .view(&env.published.load(), std::time::Instant::now());
+            return Response::Instance(view);
         }
         Request::Stats => return Response::Stats(metrics_input(cp, env).stats_view()),
         Request::Metrics => return Response::Metrics(api::render(&metrics_input(cp, env))),

@@ -23,6 +23,8 @@ mod frame;
 #[cfg(not(tz_no_dpdk))]
 mod health;
 #[cfg(not(tz_no_dpdk))]
+mod instance;
+#[cfg(not(tz_no_dpdk))]
 mod neighbour;
 #[cfg(not(tz_no_dpdk))]
 mod publish;

@@ -192,10 +192,14 @@ pub(crate) fn run(mut cfg: GatewayConfig, args: &GatewaydArgs, log: &Log) -> Res
     let cluster = crate::cluster::setup(&cfg, &mut shared)?;
     let cluster_counters = crate::cluster::Counters::default();
     let stop = Arc::new(AtomicBool::new(false));
+    // SIGINT/SIGTERM go through the control loop, which first withdraws the instance's VIPs
+    // (GET /instance says `stopping`) and forwards during the stop grace (crate::instance).
+    let term = Arc::new(AtomicBool::new(false));
     for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
-        signal_hook::flag::register(sig, Arc::clone(&stop))
+        signal_hook::flag::register(sig, Arc::clone(&term))
             .map_err(|e| format!("signal handler: {e}"))?;
     }
+    let instance = crate::instance::Instance::new(Duration::from_millis(args.stop_grace_ms));
     let reload = Arc::new(AtomicBool::new(false));
     signal_hook::flag::register(signal_hook::consts::SIGHUP, Arc::clone(&reload))
         .map_err(|e| format!("signal handler: {e}"))?;
@@ -307,6 +311,29 @@ pub(crate) fn run(mut cfg: GatewayConfig, args: &GatewaydArgs, log: &Log) -> Res
         let mut transitions = Vec::new();
         while !stop.load(Ordering::Relaxed) {
             let now = Instant::now();
+            if term.swap(false, Ordering::Relaxed) {
+                if !instance.begin_stop(now) {
+                    log.info("second stop signal: stopping now");
+                    stop.store(true, Ordering::Relaxed);
+                } else if !instance.grace().is_zero() {
+                    log.info(format!(
+                        "stop signal: VIPs withdrawn (instance stopping), forwarding for {} ms more",
+                        instance.grace().as_millis()
+                    ));
+                }
+            }
+            // A worker that ended before the stop (an error) leaves its queues unserved: the
+            // instance withdraws its VIPs and stops after the grace, as on SIGTERM.
+            if handles
+                .iter()
+                .any(|h| h.as_ref().is_ok_and(|h| h.is_finished()))
+                && instance.begin_stop(now)
+            {
+                log.warn("a worker stopped: VIPs withdrawn (instance stopping)");
+            }
+            if instance.stop_due(now) {
+                stop.store(true, Ordering::Relaxed);
+            }
             let mut pool_changed = false;
 
             // Neighbours learned from punted replies.
@@ -388,6 +415,7 @@ pub(crate) fn run(mut cfg: GatewayConfig, args: &GatewaydArgs, log: &Log) -> Res
                     shared: &shared,
                     board: &board,
                     ports: &ports,
+                    instance: &instance,
                     cluster: cluster.as_ref().map(|_| &cluster_counters),
                 };
                 let resp = crate::api::dispatch(&mut control, req, &env);
