@@ -48,10 +48,10 @@ TRAPEZE_NO_DPDK=1 CARGO_TARGET_DIR=target/no-dpdk cargo check --workspace --all-
 step "tests"
 cargo test --workspace --locked
 
-step "end to end: the daemon between real Linux MPTCP clients and servers (network namespaces), its control plane, DSR, join routing without tokens, token collisions, token sharing between instances, the anycast experiment (short)"
+step "end to end: the daemon between real Linux MPTCP clients and servers (network namespaces), its control plane, DSR, join routing without tokens, token collisions, token sharing between instances, several instances behind ECMP with BGP, the anycast experiment (short)"
 if [ "$(id -u)" -eq 0 ]; then
   missing=()
-  for tool in tcpdump:tcpdump ethtool:ethtool nft:nftables ip:iproute2 flock:util-linux; do
+  for tool in tcpdump:tcpdump ethtool:ethtool nft:nftables ip:iproute2 flock:util-linux bird:bird2 exabgp:exabgp; do
     command -v "${tool%%:*}" >/dev/null || missing+=("${tool##*:}")
   done
   if [ ${#missing[@]} -gt 0 ]; then
@@ -64,6 +64,7 @@ if [ "$(id -u)" -eq 0 ]; then
   testbed/e2e-joins.sh
   testbed/e2e-collide.sh
   testbed/e2e-tsync.sh
+  testbed/e2e-multi.sh --mode token --mode ports --mode tsync
   testbed/anycast-compare.sh --short --build
   step "system benchmark, smoke run (1-s trials; the figures are not for quoting: benches/system/run.sh writes those)"
   benches/system/run.sh --quick --out target/tzbench/RESULTS-quick.md
