@@ -16,8 +16,9 @@
 #      the client's joins there reach the connection's server (NAT to its port 8080), the
 #      client's echo is absorbed. IPv4 and IPv6.
 #   4. Off the path (DSR, `announce = "backend"`): the gateway announces the server's own address,
-#      the client joins the server directly (through tz-rtr), and the gateway is stopped
-#      mid-transfer: every transfer completes over the direct subflows, no RST.
+#      the client joins the server directly (through tz-rtr) and is asked (MP_PRIO) to keep the
+#      subflow through the gateway as a backup; then the gateway is stopped mid-transfer: every
+#      transfer completes over the direct subflows, no RST.
 # Every run passes every harness check (digests, joins on the owner by the servers' own records
 # and MPJoinNoTokenFound 0, no fallback, RSTs) plus the gateway counters named above.
 #
@@ -86,7 +87,8 @@ def events(st):
 eb, ea = events(b), events(a)
 d = {k: ea.get(k, 0) - eb.get(k, 0) for k in ea}
 names = ("join_port_routed", "join_routed", "announce_sent", "announce_echoed",
-         "announce_unechoed", "token_learned", "token_learned_from_client", "nonsyn_miss")
+         "announce_unechoed", "prio_backup_sent", "token_learned", "token_learned_from_client",
+         "nonsyn_miss", "dsr_encapsulated")
 print("    gateway: " + ", ".join("%s +%d" % (k, d.get(k, 0)) for k in names), file=sys.stderr)
 ok = True
 for expr in sys.argv[3:]:
@@ -221,7 +223,8 @@ start_gateway "$OUT/announce-backend.toml" gw-offpath --api "unix:$SOCK"
 stats "$OUT/s4a.json"
 run offpath-v4 -4 --vip dsr-ipip -n 8 --direct-joins --announced
 stats "$OUT/s4b.json"
-counters "$OUT/s4a.json" "$OUT/s4b.json" "announce_sent >= 8" "announce_echoed >= 8"
+counters "$OUT/s4a.json" "$OUT/s4b.json" "announce_sent >= 8" "announce_echoed >= 8" \
+  "prio_backup_sent >= 8"
 t0=$(date +%s.%N)
 (
   sleep 1

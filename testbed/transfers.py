@@ -569,8 +569,8 @@ def note_encap(s, p):
 
 
 def is_add_addr_ack(f, t):
-    """A pure ACK (no payload) whose options carry an ADD_ADDR that is not an echo: what the
-    gateway itself sends a client in announce mode."""
+    """A pure ACK (no payload) whose options carry an ADD_ADDR that is not an echo, or an
+    MP_PRIO: what the gateway itself sends a client in announce mode."""
     if len(f) < t + 20 or f[t + 13] & 0x3F != 0x10:
         return False
     hl = (f[t + 12] >> 4) * 4
@@ -587,6 +587,8 @@ def is_add_addr_ack(f, t):
             break
         if opts[i] == 30 and opts[i + 1] >= 8 and opts[i + 2] >> 4 == 3 and not opts[i + 2] & 1:
             return True
+        if opts[i] == 30 and opts[i + 1] == 3 and opts[i + 2] >> 4 == 5:
+            return True  # MP_PRIO: the gateway's off-path request to keep its subflow as backup
         i += opts[i + 1]
     return False
 
@@ -1182,7 +1184,7 @@ def dsr_checks(a, check, crecs, by_conn, token_conn, cap_s, cpcap, spcap, pkt_r,
           "IP packets from a VIP: client link %d%s%s, server link %d (plain, from %s); TCP "
           "segments from %s on the return link: %d"
           % (from_vip_c, (" (+%d ICMP errors, the gateway's own)" % icmp_c) if icmp_c else "",
-             (" (+%d ADD_ADDR pure ACKs, the gateway's own)" % announced.get("add_addr", 0))
+             (" (+%d ADD_ADDR / MP_PRIO pure ACKs, the gateway's own)" % announced.get("add_addr", 0))
              if a.announced else "", from_vip_s, vip, vip, from_vip_r))
 
     # (b) encapsulation of every client -> VIP segment on the server link

@@ -4,7 +4,7 @@
 use core::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use trapeze_core::crypto::add_addr_hmac;
-use trapeze_core::pipeline::announce::{Announcement, MAX_SENDS, WAIT_PACKETS};
+use trapeze_core::pipeline::announce::{AnnounceOption, Announcement, MAX_SENDS, WAIT_PACKETS};
 use trapeze_core::pipeline::{
     process, DropReason, Event, Frame, Shared, VecFrame, Verdict, Worker, WorkerConfig,
 };
@@ -507,10 +507,10 @@ fn backend_mode_announces_the_servers_own_address_in_nat_and_dsr() {
     let _ = g.backend(&server_data(b, client, 47000, 5001, 1001));
     let a = g.announcements();
     assert_eq!(a.len(), 1);
-    assert_eq!(a[0].option.addr, backend_addr(b, false));
-    assert_eq!(a[0].option.port, Some(BACKEND_PORT));
+    assert_eq!(a[0].option.add_addr().unwrap().addr, backend_addr(b, false));
+    assert_eq!(a[0].option.add_addr().unwrap().port, Some(BACKEND_PORT));
     assert_eq!(
-        a[0].option.truncated_hmac,
+        a[0].option.add_addr().unwrap().truncated_hmac,
         Some(add_addr_hmac(
             4,
             3,
@@ -546,8 +546,8 @@ fn backend_mode_announces_the_servers_own_address_in_nat_and_dsr() {
     }
     let ann = g.announcements();
     assert_eq!(ann.len(), 1);
-    assert_eq!(ann[0].option.addr, backend);
-    assert_eq!(ann[0].option.port, None);
+    assert_eq!(ann[0].option.add_addr().unwrap().addr, backend);
+    assert_eq!(ann[0].option.add_addr().unwrap().port, None);
     let last = 7001 + (u32::from(WAIT_PACKETS) - 1) * 100;
     assert_eq!(
         (ann[0].seq, ann[0].ack),
@@ -557,4 +557,74 @@ fn backend_mode_announces_the_servers_own_address_in_nat_and_dsr() {
         )
     );
     assert_eq!(ann[0].src_port, BACKEND_PORT);
+}
+
+#[test]
+fn off_path_mode_asks_the_client_to_keep_the_gateway_subflow_as_a_backup_once_it_took_the_address()
+{
+    // NAT: the echo is absorbed; the MP_PRIO follows the server's next segment.
+    let client = c4(23);
+    let mut g = Gw::new(nat_pool(3, Announce::Backend), 1);
+    let b = nat_handshake(&mut g, client, 48000, 7, 8);
+    let _ = g.backend(&server_data(b, client, 48000, 5001, 1001));
+    let a = g.announcements();
+    let opt = *a[0].option.add_addr().unwrap();
+    let mut e = TcpSpec::to_vip(client, 48000, ACK);
+    e.options = echo_of(&opt);
+    e.seq = 1001;
+    e.ack = 5101;
+    let _ = g.client(&e);
+    assert!(g.announcements().is_empty());
+    let _ = g.backend(&server_data(b, client, 48000, 5101, 1001));
+    let a = g.announcements();
+    assert_eq!(a.len(), 1);
+    assert_eq!(a[0].option, AnnounceOption::Backup);
+    assert_eq!((a[0].seq, a[0].ack), (5201, 1001));
+    let mut buf = [0u8; 128];
+    let n = a[0].emit(&mut buf).unwrap();
+    let t = tcp::Packet::new_checked(&buf[34..n]).unwrap();
+    assert!(t.verify_checksum(&vip_of(client), &client));
+    // Kind 30, length 3, subtype MP_PRIO (5) with B set, then NOP padding.
+    assert_eq!(&t.options()[..4], &[30, 3, 0x51, 1]);
+    assert_eq!(g.events(Event::PrioBackupSent), 1);
+    // Nothing more afterwards.
+    g.now = Ticks::from_secs(9);
+    let _ = g.backend(&server_data(b, client, 48000, 5201, 1001));
+    let _ = g.client(&acking_server_data(client, 48000, 1001, 5301));
+    assert!(g.announcements().is_empty());
+
+    // DSR: it goes at once, from the echo's own numbers.
+    let mut spec = dsr_spec(3, Encap::Ipip, OuterSource::Gateway);
+    for v in spec.vips.iter_mut().flatten() {
+        v.announce = Announce::Backend;
+    }
+    let mut g = Gw::new(PoolSnapshot::build(spec).unwrap(), 1);
+    let client = c4(24);
+    let mut s = TcpSpec::to_vip(client, 48001, SYN).with_mptcp(mpc_syn());
+    s.dst_port = BACKEND_PORT;
+    s.seq = 100;
+    let _ = g.client(&s);
+    let mut a = TcpSpec::to_vip(client, 48001, ACK).with_mptcp(mpc_ack(9, 10));
+    a.dst_port = BACKEND_PORT;
+    a.seq = 101;
+    a.ack = 1;
+    let _ = g.client(&a);
+    let mut d = acking_server_data(client, 48001, 101, 501);
+    d.dst_port = BACKEND_PORT;
+    let _ = g.client(&d);
+    let ann = g.announcements();
+    let opt = *ann[0].option.add_addr().unwrap();
+    let mut e = TcpSpec::to_vip(client, 48001, ACK);
+    e.dst_port = BACKEND_PORT;
+    e.options = echo_of(&opt);
+    e.seq = 201;
+    e.ack = 901;
+    let _ = g.client(&e);
+    let ann = g.announcements();
+    assert_eq!(ann.len(), 1);
+    assert_eq!(ann[0].option, AnnounceOption::Backup);
+    assert_eq!(
+        (ann[0].seq, ann[0].ack),
+        (901 + trapeze_core::pipeline::announce::DSR_SEQ_AHEAD, 201)
+    );
 }

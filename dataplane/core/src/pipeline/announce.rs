@@ -31,6 +31,13 @@
 //! No timestamps (Linux checks PAWS only when a segment carries one) and no DSS (an ADD_ADDR on a
 //! pure ACK needs none).
 //!
+//! ## Off the path: MP_PRIO
+//!
+//! In `backend` mode, once the client has echoed the ADD_ADDR, the gateway also sends MP_PRIO
+//! with B = 1 on the first subflow (RFC 8684 §3.3.8): the client then treats the subflow through
+//! the gateway as a backup and sends on its direct subflow to the server; the gateway carries
+//! little more than the first subflow's acknowledgments (NAT: also the server's side of it).
+//!
 //! ## When
 //!
 //! Not with the third ACK itself: the server must have taken the third ACK before the client's
@@ -49,7 +56,7 @@
 use core::net::IpAddr;
 
 use trapeze_wire::checksum;
-use trapeze_wire::mptcp::AddAddr;
+use trapeze_wire::mptcp::{AddAddr, MpPrio};
 use trapeze_wire::tcp::TcpFlags;
 
 use super::ip::Ip;
@@ -78,6 +85,9 @@ pub const DSR_SEQ_AHEAD: u32 = 16 * 1024;
 /// in the bits below it (`announce_ms` then holds the third ACK's acknowledgment number's low
 /// 16 bits). Once sending: the number of ADD_ADDRs sent.
 const WAITING: u8 = 0x80;
+/// `FlowEntry::announces` in NAT off-path mode once the echo came: the MP_PRIO goes with the
+/// server's next segment.
+const PRIO_DUE: u8 = 0x40;
 /// Minimum time between two sends, milliseconds.
 pub const RESEND_MS: u32 = 200;
 /// Announcements a worker queues per burst; more wait for a later client packet.
@@ -110,10 +120,45 @@ pub struct Announcement {
     /// Window.
     pub window: u16,
     /// The option.
-    pub option: AddAddr,
+    pub option: AnnounceOption,
     /// The index, in its [`process_burst`](super::process_burst) call, of the frame this one
     /// must follow on the wire (the server segment it is numbered after), or [`AFTER_BURST`].
     pub after: u16,
+}
+
+/// The MPTCP option an [`Announcement`] carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AnnounceOption {
+    /// The address announced (with its HMAC).
+    AddAddr(AddAddr),
+    /// MP_PRIO with B = 1 (off-path mode, once the client took the ADD_ADDR): the client should
+    /// treat the subflow it arrives on, the one through the gateway, as a backup and send on
+    /// its direct subflow instead.
+    Backup,
+}
+
+impl AnnounceOption {
+    fn buffer_len(&self) -> usize {
+        match self {
+            Self::AddAddr(a) => a.buffer_len(),
+            Self::Backup => MpPrio { backup: true }.buffer_len(),
+        }
+    }
+
+    fn emit(&self, buf: &mut [u8]) -> Option<()> {
+        match self {
+            Self::AddAddr(a) => a.emit(buf).ok().map(|_| ()),
+            Self::Backup => MpPrio { backup: true }.emit(buf).ok().map(|_| ()),
+        }
+    }
+
+    /// The ADD_ADDR, if this is one.
+    pub fn add_addr(&self) -> Option<&AddAddr> {
+        match self {
+            Self::AddAddr(a) => Some(a),
+            Self::Backup => None,
+        }
+    }
 }
 
 /// [`Announcement::after`] of one that may go after the whole burst.
@@ -185,7 +230,7 @@ impl Announcement {
         t[14..16].copy_from_slice(&self.window.to_be_bytes());
         let opt = &mut t[20..];
         opt.fill(1); // NOP padding after the option
-        self.option.emit(opt).ok()?;
+        self.option.emit(opt)?;
         let pseudo = if v6 {
             checksum::pseudo_header_v6(&self.src, &self.dst, 6, tcp_len as u32)
         } else {
@@ -344,11 +389,33 @@ fn send(cx: &mut Ctx<'_>, e: &mut FlowEntry, n: Numbers, v6: bool) {
             b.addr(v6).map(|a| (a, port))
         }),
     };
-    let (Some((addr, port)), Some(p)) = (announced, cx.pool.port(PortId(e.client_port))) else {
+    let Some((addr, port)) = announced else {
         e.flags &= !flags::ANNOUNCE;
         return;
     };
     let hmac = crypto::add_addr_hmac(server_key, client_key, ANNOUNCE_ADDRESS_ID, &addr, port);
+    let option = AnnounceOption::AddAddr(AddAddr {
+        echo: false,
+        address_id: ANNOUNCE_ADDRESS_ID,
+        addr,
+        port,
+        truncated_hmac: Some(hmac),
+    });
+    if !queue(cx, e, n, option) {
+        cx.w.stats.event(Event::AnnounceQueueFull);
+        return;
+    }
+    e.announces = e.announces.saturating_add(1);
+    e.announce_ms = cx.now_ms as u16;
+    cx.w.stats.event(Event::AnnounceSent);
+}
+
+/// Queues a pure ACK from the VIP to the client of `e` carrying `option`; false when the queue
+/// is full or the client port is gone.
+fn queue(cx: &mut Ctx<'_>, e: &FlowEntry, n: Numbers, option: AnnounceOption) -> bool {
+    let Some(p) = cx.pool.port(PortId(e.client_port)) else {
+        return false;
+    };
     let a = Announcement {
         port: PortId(e.client_port),
         src_mac: p.mac,
@@ -362,21 +429,20 @@ fn send(cx: &mut Ctx<'_>, e: &mut FlowEntry, n: Numbers, v6: bool) {
         ack: n.ack,
         window: n.window,
         after: cx.w.announcements.position,
-        option: AddAddr {
-            echo: false,
-            address_id: ANNOUNCE_ADDRESS_ID,
-            addr,
-            port,
-            truncated_hmac: Some(hmac),
-        },
+        option,
     };
-    if !cx.w.announcements.push(a) {
+    cx.w.announcements.push(a)
+}
+
+/// Off-path mode, once the client took the ADD_ADDR: MP_PRIO (backup) on the first subflow, so
+/// that the client sends on its direct subflow and the gateway carries (nearly) nothing more.
+fn send_backup(cx: &mut Ctx<'_>, e: &mut FlowEntry, n: Numbers) {
+    e.flags &= !flags::ANNOUNCE;
+    if queue(cx, e, n, AnnounceOption::Backup) {
+        cx.w.stats.event(Event::PrioBackupSent);
+    } else {
         cx.w.stats.event(Event::AnnounceQueueFull);
-        return;
     }
-    e.announces = e.announces.saturating_add(1);
-    e.announce_ms = cx.now_ms as u16;
-    cx.w.stats.event(Event::AnnounceSent);
 }
 
 /// Whether a sent announcement is due again; gives up after [`MAX_SENDS`].
@@ -418,9 +484,22 @@ pub(super) fn on_client_segment<F: Frame>(
         }
         e.announces = 0;
     } else {
+        if e.announces == PRIO_DUE {
+            return; // NAT: the MP_PRIO follows the server's next segment
+        }
         if absorb_echo(frame, ip, seg) {
-            e.flags &= !flags::ANNOUNCE;
             cx.w.stats.event(Event::AnnounceEchoed);
+            let off_path = cx
+                .pool
+                .vip(e.vip)
+                .is_some_and(|v| v.announce == Announce::Backend);
+            if !off_path {
+                e.flags &= !flags::ANNOUNCE;
+            } else if dsr {
+                send_backup(cx, e, Numbers::from_client(frame, ip));
+            } else {
+                e.announces = PRIO_DUE;
+            }
             return;
         }
         if !dsr || !resend_due(cx, e) {
@@ -440,6 +519,10 @@ pub(super) fn on_server_segment<F: Frame>(
     e: &mut FlowEntry,
 ) {
     if seg.has(TcpFlags::SYN.0 | TcpFlags::RST.0) {
+        return;
+    }
+    if e.announces == PRIO_DUE {
+        send_backup(cx, e, Numbers::after_server(frame, ip));
         return;
     }
     if e.announces & WAITING != 0 {

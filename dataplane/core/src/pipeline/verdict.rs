@@ -230,6 +230,9 @@ labelled_enum! {
         AnnounceUnechoed => "announce_unechoed",
         /// No room in the worker's announcement queue this burst: sent with a later packet.
         AnnounceQueueFull => "announce_queue_full",
+        /// Off-path mode: the client was asked (MP_PRIO, B = 1) to keep the subflow through the
+        /// gateway as a backup.
+        PrioBackupSent => "prio_backup_sent",
     }
 }
 
