@@ -42,7 +42,7 @@
 //!
 //! Not with the third ACK itself: the server must have taken the third ACK before the client's
 //! join reaches it, or it resets the join. NAT: with the server's first segment after it. DSR:
-//! with the first client packet that acknowledges server data (see [`start`]).
+//! with the first client packet that acknowledges server data (see `start`).
 //!
 //! ## Until the echo
 //!
