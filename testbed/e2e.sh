@@ -26,6 +26,7 @@ cleanup() {
   stop_gateway || true
   testbed/netns.sh down >/dev/null 2>&1 || true
   rm -rf /var/run/dpdk/trapeze-testbed /var/run/dpdk/trapeze-testbed2
+  rm -f /dev/hugepages/trapeze-testbedmap_* /dev/hugepages/trapeze-testbed2map_*
 }
 trap cleanup EXIT
 
