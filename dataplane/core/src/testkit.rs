@@ -9,10 +9,16 @@ use trapeze_wire::ip::IpProtocol;
 use trapeze_wire::mptcp::{MpCapable, MpJoin, MpcFlags};
 use trapeze_wire::{ipv4, ipv6, tcp};
 
+use crate::pipeline::{
+    process, DropReason, Event, Frame, Shared, VecFrame, Verdict, Worker, WorkerConfig,
+};
 use crate::pool::{
     Backend, BackendId, BackendState, Dsr, Encap, ForwardingMode, OuterSource, PoolSnapshot,
     PoolSpec, PortConfig, PortId, VipId, VipSpec,
 };
+use crate::tables::flow_table::FlowTableConfig;
+use crate::tables::token::TokenTableConfig;
+use crate::time::Ticks;
 
 /// MAC of the client in the demo topology.
 pub const CLIENT_MAC: [u8; 6] = [0x02, 0, 0, 0, 0xc1, 0x01];
@@ -417,5 +423,83 @@ pub mod capture {
             maglev_size: 0,
         };
         PoolSnapshot::build(spec).unwrap_or_else(|e| panic!("capture pool: {e}"))
+    }
+}
+
+/// One gateway instance for scenario tests (quinn's `Pair` idea): `workers` workers with small
+/// flow tables, one token table, one pool, and the clock in the test's hands. A frame is decided
+/// by worker 0 first and follows handoffs, as the runtime's would.
+#[derive(Debug)]
+pub struct Gateway {
+    /// The workers.
+    pub workers: Vec<Worker>,
+    /// State shared by the workers.
+    pub shared: Shared,
+    /// The pool.
+    pub pool: PoolSnapshot,
+    /// The time given to `process`.
+    pub now: Ticks,
+}
+
+impl Gateway {
+    /// `workers` workers (4096 flows each), a 4096-entry token table, the clock at 1 s.
+    pub fn new(pool: PoolSnapshot, workers: u16) -> Self {
+        Self {
+            workers: (0..workers)
+                .map(|id| {
+                    Worker::new(WorkerConfig {
+                        id,
+                        workers,
+                        flows: FlowTableConfig {
+                            capacity: 4096,
+                            ..Default::default()
+                        },
+                        ..Default::default()
+                    })
+                })
+                .collect(),
+            shared: Shared::new(TokenTableConfig {
+                capacity: 4096,
+                shards: 8,
+            }),
+            pool,
+            now: Ticks::from_secs(1),
+        }
+    }
+
+    /// Decides one frame arriving on `port`: the verdict, the frame as it would leave, and the
+    /// worker that decided. Panics on a handoff loop.
+    pub fn send(&mut self, port: PortId, bytes: &[u8]) -> (Verdict, Vec<u8>, usize) {
+        let mut frame = VecFrame::new(bytes);
+        let mut w = 0usize;
+        for _ in 0..4 {
+            match process(
+                &mut frame,
+                port,
+                self.now,
+                &mut self.workers[w],
+                &self.shared,
+                &self.pool,
+            ) {
+                Verdict::Handoff { worker } => w = worker as usize,
+                v => return (v, frame.data().to_vec(), w),
+            }
+        }
+        panic!("handoff loop");
+    }
+
+    /// Whether every worker's counters balance (one terminal counter per frame).
+    pub fn balanced(&self) -> bool {
+        self.workers.iter().all(|w| w.stats.balanced())
+    }
+
+    /// An event summed over the workers.
+    pub fn events(&self, e: Event) -> u64 {
+        self.workers.iter().map(|w| w.stats.events_of(e)).sum()
+    }
+
+    /// A drop reason summed over the workers.
+    pub fn drops(&self, r: DropReason) -> u64 {
+        self.workers.iter().map(|w| w.stats.drops_of(r)).sum()
     }
 }

@@ -5,12 +5,8 @@ use core::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use trapeze_core::crypto::token_from_key;
 use trapeze_core::flow::addr_bytes;
-use trapeze_core::pipeline::{
-    process, DropReason, Event, Frame, Shared, VecFrame, Verdict, Worker, WorkerConfig,
-};
+use trapeze_core::pipeline::{process, DropReason, Event, Frame, VecFrame, Verdict};
 use trapeze_core::pool::{Encap, OuterSource, PoolSnapshot, PortId};
-use trapeze_core::tables::flow_table::FlowTableConfig;
-use trapeze_core::tables::token::TokenTableConfig;
 use trapeze_core::testkit::*;
 use trapeze_core::Ticks;
 use trapeze_wire::{checksum, ipv4, ipv6, tcp, udp};
@@ -36,62 +32,31 @@ fn hashed6() -> OuterSource {
     }
 }
 
-struct Gw {
-    workers: Vec<Worker>,
-    shared: Shared,
-    pool: PoolSnapshot,
-    now: Ticks,
+/// A gateway whose client port is 0 (`testkit::Gateway`); every frame's counters must balance.
+struct Gw(Gateway);
+
+impl core::ops::Deref for Gw {
+    type Target = Gateway;
+    fn deref(&self) -> &Gateway {
+        &self.0
+    }
+}
+
+impl core::ops::DerefMut for Gw {
+    fn deref_mut(&mut self) -> &mut Gateway {
+        &mut self.0
+    }
 }
 
 impl Gw {
     fn new(pool: PoolSnapshot, workers: u16) -> Self {
-        Self {
-            workers: (0..workers)
-                .map(|id| {
-                    Worker::new(WorkerConfig {
-                        id,
-                        workers,
-                        flows: FlowTableConfig {
-                            capacity: 4096,
-                            ..Default::default()
-                        },
-                        ..Default::default()
-                    })
-                })
-                .collect(),
-            shared: Shared::new(TokenTableConfig {
-                capacity: 4096,
-                shards: 8,
-            }),
-            pool,
-            now: Ticks::from_secs(1),
-        }
+        Self(Gateway::new(pool, workers))
     }
 
     fn send(&mut self, bytes: &[u8]) -> (Verdict, Vec<u8>) {
-        let mut frame = VecFrame::new(bytes);
-        let mut w = 0usize;
-        for _ in 0..4 {
-            match process(
-                &mut frame,
-                PortId(0),
-                self.now,
-                &mut self.workers[w],
-                &self.shared,
-                &self.pool,
-            ) {
-                Verdict::Handoff { worker } => w = worker as usize,
-                v => {
-                    assert!(self.workers.iter().all(|w| w.stats.balanced()));
-                    return (v, frame.data().to_vec());
-                }
-            }
-        }
-        panic!("handoff loop");
-    }
-
-    fn events(&self, e: Event) -> u64 {
-        self.workers.iter().map(|w| w.stats.events_of(e)).sum()
+        let (v, out, _) = self.0.send(PortId(0), bytes);
+        assert!(self.balanced());
+        (v, out)
     }
 }
 
@@ -624,10 +589,10 @@ fn nat_return_packets_are_counted_per_vip() {
     let v = process(
         &mut frame,
         PortId(1),
-        g.now,
-        &mut g.workers[0],
-        &g.shared,
-        &g.pool,
+        g.0.now,
+        &mut g.0.workers[0],
+        &g.0.shared,
+        &g.0.pool,
     );
     assert_eq!(v, Verdict::Forward { port: PortId(0) });
     let c = g.workers[0].stats.vips[0];
@@ -662,7 +627,7 @@ fn a_replayed_connection_keeps_its_token_references_balanced() {
         };
         let expire = |g: &mut Gw| {
             g.now = Ticks(g.now.0 + 60_000_000_000);
-            g.workers[0].housekeeping(g.now, &g.shared, 1 << 16);
+            g.0.workers[0].housekeeping(g.0.now, &g.0.shared, 1 << 16);
         };
         let b = dsr_handshake(&mut g, client, 41000, 0xc11e, key);
         let routed = Verdict::Forward {

@@ -5,15 +5,11 @@ use core::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use trapeze_core::crypto::add_addr_hmac;
 use trapeze_core::pipeline::announce::{AnnounceOption, Announcement, MAX_SENDS, WAIT_PACKETS};
-use trapeze_core::pipeline::{
-    process, DropReason, Event, Frame, Shared, VecFrame, Verdict, Worker, WorkerConfig,
-};
+use trapeze_core::pipeline::{DropReason, Event, Verdict};
 use trapeze_core::pool::{
     Announce, BackendId, BackendState, Encap, OuterSource, PoolError, PoolSnapshot, PoolSpec,
     PortId, ANNOUNCE_ADDRESS_ID,
 };
-use trapeze_core::tables::flow_table::FlowTableConfig;
-use trapeze_core::tables::token::TokenTableConfig;
 use trapeze_core::testkit::*;
 use trapeze_core::Ticks;
 use trapeze_wire::mptcp::{AddAddr, MptcpOption, Segment};
@@ -29,59 +25,31 @@ fn join_port(i: u16) -> u16 {
     9000 + i
 }
 
-/// One gateway instance: workers, token table, pool.
-struct Gw {
-    workers: Vec<Worker>,
-    shared: Shared,
-    pool: PoolSnapshot,
-    now: Ticks,
+/// One gateway instance (`testkit::Gateway`); every frame's counters must balance.
+struct Gw(Gateway);
+
+impl core::ops::Deref for Gw {
+    type Target = Gateway;
+    fn deref(&self) -> &Gateway {
+        &self.0
+    }
+}
+
+impl core::ops::DerefMut for Gw {
+    fn deref_mut(&mut self) -> &mut Gateway {
+        &mut self.0
+    }
 }
 
 impl Gw {
     fn new(pool: PoolSnapshot, workers: u16) -> Self {
-        Self {
-            workers: (0..workers)
-                .map(|id| {
-                    Worker::new(WorkerConfig {
-                        id,
-                        workers,
-                        flows: FlowTableConfig {
-                            capacity: 4096,
-                            ..Default::default()
-                        },
-                        ..Default::default()
-                    })
-                })
-                .collect(),
-            shared: Shared::new(TokenTableConfig {
-                capacity: 4096,
-                shards: 8,
-            }),
-            pool,
-            now: Ticks::from_secs(1),
-        }
+        Self(Gateway::new(pool, workers))
     }
 
     fn send_on(&mut self, port: PortId, bytes: &[u8]) -> (Verdict, Vec<u8>) {
-        let mut frame = VecFrame::new(bytes);
-        let mut w = 0usize;
-        for _ in 0..4 {
-            match process(
-                &mut frame,
-                port,
-                self.now,
-                &mut self.workers[w],
-                &self.shared,
-                &self.pool,
-            ) {
-                Verdict::Handoff { worker } => w = worker as usize,
-                v => {
-                    assert!(self.workers.iter().all(|w| w.stats.balanced()));
-                    return (v, frame.data().to_vec());
-                }
-            }
-        }
-        panic!("handoff loop");
+        let (v, out, _) = self.0.send(port, bytes);
+        assert!(self.balanced());
+        (v, out)
     }
 
     fn client(&mut self, s: &TcpSpec) -> (Verdict, Vec<u8>) {
@@ -90,10 +58,6 @@ impl Gw {
 
     fn backend(&mut self, s: &TcpSpec) -> (Verdict, Vec<u8>) {
         self.send_on(PortId(1), &s.build())
-    }
-
-    fn events(&self, e: Event) -> u64 {
-        self.workers.iter().map(|w| w.stats.events_of(e)).sum()
     }
 
     fn announcements(&mut self) -> Vec<Announcement> {

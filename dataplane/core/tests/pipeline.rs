@@ -5,14 +5,9 @@ use core::net::{IpAddr, Ipv4Addr};
 
 use trapeze_core::crypto::token_from_key;
 use trapeze_core::flow::addr_bytes;
-use trapeze_core::pipeline::{
-    process, steer, DropReason, Event, Frame, Shared, VecFrame, Verdict, Worker, WorkerConfig,
-};
+use trapeze_core::pipeline::{process, steer, DropReason, Event, Frame, VecFrame, Verdict};
 use trapeze_core::pool::{BackendId, BackendState, PoolSnapshot, PortId};
-use trapeze_core::tables::flow_table::FlowTableConfig;
-use trapeze_core::tables::token::TokenTableConfig;
 use trapeze_core::testkit::*;
-use trapeze_core::Ticks;
 use trapeze_wire::{checksum, ipv4, ipv6, tcp};
 
 const SYN: u8 = 0x02;
@@ -22,12 +17,20 @@ const FIN_ACK: u8 = 0x11;
 const RST: u8 = 0x04;
 
 /// N workers, one shared token table, one pool; packets go to the worker that owns their flow,
-/// as the runtime's handoff would do.
-struct Sim {
-    workers: Vec<Worker>,
-    shared: Shared,
-    pool: PoolSnapshot,
-    now: Ticks,
+/// as the runtime's handoff would do (`testkit::Gateway`).
+struct Sim(Gateway);
+
+impl core::ops::Deref for Sim {
+    type Target = Gateway;
+    fn deref(&self) -> &Gateway {
+        &self.0
+    }
+}
+
+impl core::ops::DerefMut for Sim {
+    fn deref_mut(&mut self) -> &mut Gateway {
+        &mut self.0
+    }
 }
 
 impl Sim {
@@ -36,62 +39,17 @@ impl Sim {
     }
 
     fn with_pool(workers: u16, pool: PoolSnapshot) -> Self {
-        let workers = (0..workers)
-            .map(|id| {
-                Worker::new(WorkerConfig {
-                    id,
-                    workers,
-                    flows: FlowTableConfig {
-                        capacity: 4096,
-                        ..Default::default()
-                    },
-                    ..Default::default()
-                })
-            })
-            .collect();
-        Self {
-            workers,
-            shared: Shared::new(TokenTableConfig {
-                capacity: 4096,
-                shards: 8,
-            }),
-            pool,
-            now: Ticks::from_secs(1),
-        }
+        Self(Gateway::new(pool, workers))
     }
 
     /// Processes one frame arriving on `port`, starting at worker 0 and following handoffs.
     /// Returns the verdict, the frame as it would leave, and the worker that decided.
     fn send(&mut self, bytes: &[u8], port: u8) -> (Verdict, Vec<u8>, usize) {
-        let mut frame = VecFrame::new(bytes);
-        let mut w = 0usize;
-        for _ in 0..4 {
-            let v = process(
-                &mut frame,
-                PortId(port),
-                self.now,
-                &mut self.workers[w],
-                &self.shared,
-                &self.pool,
-            );
-            match v {
-                Verdict::Handoff { worker } => w = worker as usize,
-                v => return (v, frame.data().to_vec(), w),
-            }
-        }
-        panic!("handoff loop");
+        self.0.send(PortId(port), bytes)
     }
 
     fn stats_balanced(&self) -> bool {
-        self.workers.iter().all(|w| w.stats.balanced())
-    }
-
-    fn events(&self, e: Event) -> u64 {
-        self.workers.iter().map(|w| w.stats.events_of(e)).sum()
-    }
-
-    fn drops(&self, r: DropReason) -> u64 {
-        self.workers.iter().map(|w| w.stats.drops_of(r)).sum()
+        self.balanced()
     }
 }
 
@@ -451,7 +409,7 @@ fn tokens_go_when_the_last_subflow_is_reclaimed() {
     }
     assert_eq!(sim.shared.tokens.len(), 1);
     sim.now = sim.now + core::time::Duration::from_secs(60);
-    let n = sim.workers[0].housekeeping(sim.now, &sim.shared, usize::MAX);
+    let n = sim.0.workers[0].housekeeping(sim.0.now, &sim.0.shared, usize::MAX);
     assert_eq!(n, 2);
     assert_eq!(
         sim.shared.tokens.len(),
@@ -493,7 +451,7 @@ fn a_replayed_connection_keeps_its_token_while_its_new_first_subflow_lives() {
         let _ = sim.send(&TcpSpec::to_vip(c, p, FIN_ACK).build(), 0);
         let _ = sim.send(&TcpSpec::from_backend(b, c, p, FIN_ACK).build(), 1);
         sim.now = sim.now + core::time::Duration::from_secs(60);
-        let _ = sim.workers[0].housekeeping(sim.now, &sim.shared, usize::MAX);
+        let _ = sim.0.workers[0].housekeeping(sim.0.now, &sim.0.shared, usize::MAX);
     };
     join(&mut sim, 46000);
     assert_eq!(subflows(&sim), 2);
@@ -662,10 +620,10 @@ fn burst_processing_decides_exactly_like_one_at_a_time() {
         let v = process(
             &mut frame,
             PortId(*port),
-            one.now,
-            &mut one.workers[0],
-            &one.shared,
-            &one.pool,
+            one.0.now,
+            &mut one.0.workers[0],
+            &one.0.shared,
+            &one.0.pool,
         );
         expected.push((v, frame.data().to_vec()));
     }
@@ -685,10 +643,10 @@ fn burst_processing_decides_exactly_like_one_at_a_time() {
             &mut frames,
             &mut verdicts,
             PortId(port),
-            burst.now,
-            &mut burst.workers[0],
-            &burst.shared,
-            &burst.pool,
+            burst.0.now,
+            &mut burst.0.workers[0],
+            &burst.0.shared,
+            &burst.0.pool,
         );
         got.extend(
             verdicts

@@ -331,15 +331,7 @@ pub(super) fn learn_from_client<F: Frame>(
         return false;
     }
     let token = crypto::token_from_key(server_key);
-    let owner = Owner {
-        backend: e.backend,
-        conn: e.key,
-        server_key,
-        client_key: Some(client_key),
-        learned_at: cx.now,
-        last_seen: cx.now,
-        subflows: 1,
-    };
+    let owner = Owner::new(e.backend, e.key, server_key, Some(client_key), cx.now);
     e.token = 0;
     let ev = match cx.shared.tokens.claim(token, owner) {
         // AlreadyKnown: the table counted this entry as one more reference.

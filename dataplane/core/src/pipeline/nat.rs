@@ -809,15 +809,7 @@ fn learn_token<F: Frame>(
         return false;
     }
     let token = crypto::token_from_key(server_key);
-    let owner = Owner {
-        backend: e.backend,
-        conn: e.key,
-        server_key,
-        client_key: None,
-        learned_at: cx.now,
-        last_seen: cx.now,
-        subflows: 1,
-    };
+    let owner = Owner::new(e.backend, e.key, server_key, None, cx.now);
     let ev = match cx.shared.tokens.learn(token, owner) {
         // AlreadyKnown: the table counted this entry as one more reference.
         LearnOutcome::Inserted | LearnOutcome::AlreadyKnown => Event::TokenLearned,

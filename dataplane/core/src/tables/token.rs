@@ -146,6 +146,27 @@ pub struct Owner {
     pub subflows: u16,
 }
 
+impl Owner {
+    /// The owner a connection's first subflow makes, learned at `now` with one subflow.
+    pub fn new(
+        backend: BackendId,
+        conn: FlowKey,
+        server_key: u64,
+        client_key: Option<u64>,
+        now: Ticks,
+    ) -> Self {
+        Self {
+            backend,
+            conn,
+            server_key,
+            client_key,
+            learned_at: now,
+            last_seen: now,
+            subflows: 1,
+        }
+    }
+}
+
 /// Result of [`TokenTable::learn`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LearnOutcome {
