@@ -149,17 +149,15 @@ pub(super) fn classify(pool: &PoolSnapshot, ip: &Ip, seg: &Seg) -> Option<Classi
         };
         (true, vip, backend, key)
     };
+    // Order: the VIP's own port, the NAT return path, then join ports, so that a return packet
+    // pays no join-port lookup (a join port's subflow pays one more than the VIP's port).
     let (to_vip, vip, backend, key) = if let Some(vip) = pool.vip_for(&ip.dst, seg.dst_port, 6) {
         to_vip(vip, None)
-    } else if let Some((vip, b)) = pool.join_target(&ip.dst, seg.dst_port, 6) {
-        to_vip(vip, Some(b))
-    } else {
+    } else if pool.is_gateway_addr(&ip.dst) {
         // Traffic a backend sends to the gateway itself (answers to health probes) is not a
         // return path to a client: it is punted.
-        if pool.is_gateway_addr(&ip.dst) {
-            return None;
-        }
-        let (vip, b) = pool.backend_endpoint(&ip.src, seg.src_port, 6)?;
+        return None;
+    } else if let Some((vip, b)) = pool.backend_endpoint(&ip.src, seg.src_port, 6) {
         let (vip_addr, vip_port) = pool.vip_endpoint(vip)?;
         let key = FlowKey {
             src: ip.dst,
@@ -169,6 +167,9 @@ pub(super) fn classify(pool: &PoolSnapshot, ip: &Ip, seg: &Seg) -> Option<Classi
             proto: 6,
         };
         (false, vip, Some(b), key)
+    } else {
+        let (vip, b) = pool.join_target(&ip.dst, seg.dst_port, 6)?;
+        to_vip(vip, Some(b))
     };
     Some(Classified {
         to_vip,
