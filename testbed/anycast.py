@@ -425,7 +425,7 @@ def main_run(a):
     before = {k: T.nstat(ns) for k, ns in ns_all.items()}
     offsets = {s: T.log_size(s) for s in SERVERS}
     caps = [start_capture(T.NS_CLIENT, T.CLIENT_IF, cpcap, os.path.join(out, "tcpdump-client.log")),
-            start_capture(T.NS_SWITCH, T.SWITCH_GW_PORT, spcap,
+            start_capture(T.NS_SWITCH, T.SWITCH_GW_PORTS[0], spcap,
                           os.path.join(out, "tcpdump-server.log"))]
     t0 = time.time() + 1.0  # the client starts its connections at t0
     flaps = []
