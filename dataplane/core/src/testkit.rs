@@ -488,6 +488,39 @@ impl Gateway {
         panic!("handoff loop");
     }
 
+    /// [`Gateway::send`] on port 0 (the demo topology's client side), asserting that every
+    /// worker's counters still balance.
+    pub fn from_client(&mut self, bytes: &[u8]) -> (Verdict, Vec<u8>) {
+        let (v, out, _) = self.send(PortId(0), bytes);
+        assert!(self.balanced(), "counters out of balance after {v:?}");
+        (v, out)
+    }
+
+    /// [`Gateway::send`] on port 1 (the backends' side), asserting balanced counters.
+    pub fn from_backend(&mut self, bytes: &[u8]) -> (Verdict, Vec<u8>) {
+        let (v, out, _) = self.send(PortId(1), bytes);
+        assert!(self.balanced(), "counters out of balance after {v:?}");
+        (v, out)
+    }
+
+    /// [`Gateway::from_client`] of a built segment.
+    pub fn client(&mut self, s: &TcpSpec) -> (Verdict, Vec<u8>) {
+        self.from_client(&s.build())
+    }
+
+    /// [`Gateway::from_backend`] of a built segment.
+    pub fn backend(&mut self, s: &TcpSpec) -> (Verdict, Vec<u8>) {
+        self.from_backend(&s.build())
+    }
+
+    /// The announcements every worker queued (announce mode), oldest first per worker.
+    pub fn announcements(&mut self) -> Vec<crate::pipeline::announce::Announcement> {
+        self.workers
+            .iter_mut()
+            .flat_map(|w| w.announcements.drain().collect::<Vec<_>>())
+            .collect()
+    }
+
     /// Whether every worker's counters balance (one terminal counter per frame).
     pub fn balanced(&self) -> bool {
         self.workers.iter().all(|w| w.stats.balanced())

@@ -32,33 +32,8 @@ fn hashed6() -> OuterSource {
     }
 }
 
-/// A gateway whose client port is 0 (`testkit::Gateway`); every frame's counters must balance.
-struct Gw(Gateway);
-
-impl core::ops::Deref for Gw {
-    type Target = Gateway;
-    fn deref(&self) -> &Gateway {
-        &self.0
-    }
-}
-
-impl core::ops::DerefMut for Gw {
-    fn deref_mut(&mut self) -> &mut Gateway {
-        &mut self.0
-    }
-}
-
-impl Gw {
-    fn new(pool: PoolSnapshot, workers: u16) -> Self {
-        Self(Gateway::new(pool, workers))
-    }
-
-    fn send(&mut self, bytes: &[u8]) -> (Verdict, Vec<u8>) {
-        let (v, out, _) = self.0.send(PortId(0), bytes);
-        assert!(self.balanced());
-        (v, out)
-    }
-}
+/// A gateway whose client port is 0; every frame's counters must balance.
+type Gw = Gateway;
 
 /// A DSR pool with only the VIP of `client`'s family (a hashed outer source is per family).
 fn pool_for(n: u16, client: IpAddr, encap: Encap, outer: OuterSource) -> PoolSnapshot {
@@ -188,7 +163,7 @@ fn ipip_v4_and_v6_wrap_the_packet_in_the_headroom() {
         let mut s = to_dsr_vip(client, 40000, SYN).with_mptcp(mpc_syn());
         s.ttl = 33;
         let input = s.build();
-        let (v, out) = g.send(&input);
+        let (v, out) = g.from_client(&input);
         assert_eq!(v, Verdict::Forward { port: PortId(1) });
         let t = untunnel(&out);
         let b = g.workers[0].flows.iter().next().expect("flow").1.backend;
@@ -220,7 +195,7 @@ fn gue_hashes_source_address_and_port_per_flow_and_checksums_ipv6() {
         for port in 41000..41016 {
             let mut s = to_dsr_vip(client, port, SYN);
             let first = s.build();
-            let (v, out) = g.send(&first);
+            let (v, out) = g.from_client(&first);
             assert!(matches!(v, Verdict::Forward { .. }));
             let t = untunnel(&out);
             assert_inner_is(&first, &t.inner);
@@ -241,7 +216,7 @@ fn gue_hashes_source_address_and_port_per_flow_and_checksums_ipv6() {
             s.seq = 1001;
             s.payload = vec![0x5a; 333];
             let data = s.build();
-            let (_, out2) = g.send(&data);
+            let (_, out2) = g.from_client(&data);
             let t2 = untunnel(&out2);
             assert_inner_is(&data, &t2.inner);
             assert_eq!((t2.outer_src, t2.udp), (t.outer_src, t.udp));
@@ -259,7 +234,7 @@ fn padding_is_trimmed_and_a_vlan_egress_is_tagged() {
     let mut input = to_dsr_vip(c4(3), 40001, SYN).build();
     let ip_len = input.len() - 14;
     input.resize(60, 0xee); // Ethernet padding
-    let (v, out) = g.send(&input);
+    let (v, out) = g.from_client(&input);
     assert_eq!(v, Verdict::Forward { port: PortId(1) });
     assert_eq!(&out[12..16], &[0x81, 0x00, 0x00, 42]);
     // Untag to reuse the checker.
@@ -287,12 +262,12 @@ fn oversize_packets_get_fragmentation_needed_or_packet_too_big() {
         let mut s = to_dsr_vip(client, 42000, PSH_ACK);
         // Exactly at the limit: forwarded; one byte more: refused.
         s.payload = vec![1; 1500 - overhead - hdr];
-        let (v, out) = g.send(&s.build());
+        let (v, out) = g.from_client(&s.build());
         assert!(matches!(v, Verdict::Forward { .. }), "{encap:?} {client}");
         assert_eq!(out.len(), 14 + 1500);
         s.payload.push(1);
         let big = s.build();
-        let (v, out) = g.send(&big);
+        let (v, out) = g.from_client(&big);
         assert_eq!(v, Verdict::Reply { port: PortId(0) }, "{encap:?} {client}");
         assert_eq!(g.events(Event::DsrTooBigSent), 1);
         let mtu = (1500 - overhead) as u16;
@@ -341,7 +316,7 @@ fn oversize_packets_get_fragmentation_needed_or_packet_too_big() {
         h
     }));
     f[24..26].copy_from_slice(&c.to_be_bytes());
-    assert_eq!(g.send(&f).0, Verdict::Drop(DropReason::DsrTooBig));
+    assert_eq!(g.from_client(&f).0, Verdict::Drop(DropReason::DsrTooBig));
 }
 
 /// The MP_CAPABLE handshake as a DSR gateway sees it: SYN, then the client's third ACK with both
@@ -350,13 +325,13 @@ fn oversize_packets_get_fragmentation_needed_or_packet_too_big() {
 fn dsr_handshake(g: &mut Gw, client: IpAddr, port: u16, client_key: u64, server_key: u64) -> u16 {
     let mut s = to_dsr_vip(client, port, SYN).with_mptcp(mpc_syn());
     s.seq = 7000;
-    let (v, out) = g.send(&s.build());
+    let (v, out) = g.from_client(&s.build());
     assert!(matches!(v, Verdict::Forward { .. }));
     let backend = backend_of(&untunnel(&out).outer_dst);
     let mut a = to_dsr_vip(client, port, ACK).with_mptcp(mpc_ack(client_key, server_key));
     a.seq = 7001;
     a.ack = 1;
-    let (v, out) = g.send(&a.build());
+    let (v, out) = g.from_client(&a.build());
     assert!(matches!(v, Verdict::Forward { .. }));
     assert_eq!(backend_of(&untunnel(&out).outer_dst), backend);
     backend
@@ -369,7 +344,7 @@ fn backend_of(a: &IpAddr) -> u16 {
 }
 
 fn join(g: &mut Gw, client: IpAddr, port: u16, token: u32) -> Verdict {
-    let (v, out) = g.send(
+    let (v, out) = g.from_client(
         &to_dsr_vip(client, port, SYN)
             .with_mptcp(join_syn(token))
             .build(),
@@ -418,11 +393,11 @@ fn a_third_ack_out_of_sequence_teaches_nothing_and_the_real_one_still_does() {
     let client = c4(30);
     let mut s = to_dsr_vip(client, 46000, SYN).with_mptcp(mpc_syn());
     s.seq = 9000;
-    let _ = g.send(&s.build());
+    let _ = g.from_client(&s.build());
     // An injected ACK with a guessed sequence number and the attacker's key.
     let mut forged = to_dsr_vip(client, 46000, ACK).with_mptcp(mpc_ack(1, 0xbad));
     forged.seq = 1234;
-    let (v, _) = g.send(&forged.build());
+    let (v, _) = g.from_client(&forged.build());
     assert!(
         matches!(v, Verdict::Forward { .. }),
         "still forwarded: the server judges it"
@@ -435,7 +410,7 @@ fn a_third_ack_out_of_sequence_teaches_nothing_and_the_real_one_still_does() {
     // The genuine third ACK afterwards is learned.
     let mut a = to_dsr_vip(client, 46000, ACK).with_mptcp(mpc_ack(2, 0x600d));
     a.seq = 9001;
-    let _ = g.send(&a.build());
+    let _ = g.from_client(&a.build());
     assert_eq!(g.events(Event::TokenLearnedFromClient), 1);
     assert!(matches!(
         join(&mut g, c4(31), 46002, token_from_key(0x600d)),
@@ -445,7 +420,7 @@ fn a_third_ack_out_of_sequence_teaches_nothing_and_the_real_one_still_does() {
     let mut later = to_dsr_vip(client, 46000, PSH_ACK).with_mptcp(mpc_ack(2, 0xbad2));
     later.seq = 9001;
     later.payload = vec![1; 10];
-    let _ = g.send(&later.build());
+    let _ = g.from_client(&later.build());
     assert_eq!(
         join(&mut g, c4(31), 46003, token_from_key(0xbad2)),
         Verdict::Drop(DropReason::JoinNoToken)
@@ -453,15 +428,15 @@ fn a_third_ack_out_of_sequence_teaches_nothing_and_the_real_one_still_does() {
     // A corrupted third ACK is not learned either (T14), and the flow waits for the next one.
     let mut s = to_dsr_vip(client, 46100, SYN).with_mptcp(mpc_syn());
     s.seq = 100;
-    let _ = g.send(&s.build());
+    let _ = g.from_client(&s.build());
     let mut a = to_dsr_vip(client, 46100, ACK).with_mptcp(mpc_ack(3, 0x7777));
     a.seq = 101;
     let mut bad = a.build();
     let n = bad.len();
     bad[n - 1] ^= 0xff; // option byte: checksum now wrong
-    let _ = g.send(&bad);
+    let _ = g.from_client(&bad);
     assert_eq!(g.events(Event::BadL4ChecksumNotLearned), 1);
-    let _ = g.send(&a.build());
+    let _ = g.from_client(&a.build());
     assert_eq!(g.events(Event::TokenLearnedFromClient), 2);
 }
 
@@ -477,12 +452,12 @@ fn a_client_cannot_take_over_or_spoil_another_connections_token() {
     for port in 48000..48100 {
         let mut s = to_dsr_vip(c4(66), port, SYN).with_mptcp(mpc_syn());
         s.seq = 1;
-        let (_, out) = g.send(&s.build());
+        let (_, out) = g.from_client(&s.build());
         let b = backend_of(&untunnel(&out).outer_dst);
         if b != victim {
             let mut a = to_dsr_vip(c4(66), port, ACK).with_mptcp(mpc_ack(0xbbbb, 0xe658));
             a.seq = 2;
-            let _ = g.send(&a.build());
+            let _ = g.from_client(&a.build());
             attacker = Some(b);
             break;
         }
@@ -505,7 +480,7 @@ fn a_client_cannot_take_over_or_spoil_another_connections_token() {
 fn icmp_errors_about_a_dsr_flow_are_tunnelled_to_its_backend() {
     let client = c4(50);
     let mut g = Gw::new(pool_for(3, client, GUE, hashed4()), 1);
-    let (_, out) = g.send(&to_dsr_vip(client, 43000, SYN).build());
+    let (_, out) = g.from_client(&to_dsr_vip(client, 43000, SYN).build());
     let backend = untunnel(&out).outer_dst;
     // A router on the way to the client says the server's packet (VIP -> client) is too big.
     let IpAddr::V4(cl) = client else {
@@ -545,7 +520,7 @@ fn icmp_errors_about_a_dsr_flow_are_tunnelled_to_its_backend() {
     }
     .emit(&mut ipv4::Packet::new_unchecked(&mut f[14..34]));
     f.extend_from_slice(&icmp);
-    let (v, out) = g.send(&f);
+    let (v, out) = g.from_client(&f);
     assert_eq!(v, Verdict::Forward { port: PortId(1) });
     let t = untunnel(&out);
     assert_eq!(t.outer_dst, backend);
@@ -583,16 +558,16 @@ fn dsr_vips_are_validated() {
 fn nat_return_packets_are_counted_per_vip() {
     let mut g = Gw::new(demo_pool(2), 1);
     let client = c4(60);
-    let _ = g.send(&TcpSpec::to_vip(client, 44000, SYN).build());
+    let _ = g.from_client(&TcpSpec::to_vip(client, 44000, SYN).build());
     let b = g.workers[0].flows.iter().next().unwrap().1.backend.0;
     let mut frame = VecFrame::new(&TcpSpec::from_backend(b, client, 44000, 0x12).build());
     let v = process(
         &mut frame,
         PortId(1),
-        g.0.now,
-        &mut g.0.workers[0],
-        &g.0.shared,
-        &g.0.pool,
+        g.now,
+        &mut g.workers[0],
+        &g.shared,
+        &g.pool,
     );
     assert_eq!(v, Verdict::Forward { port: PortId(0) });
     let c = g.workers[0].stats.vips[0];
@@ -623,11 +598,11 @@ fn a_replayed_connection_keeps_its_token_references_balanced() {
         let rst = |g: &mut Gw, from: IpAddr, port: u16| {
             let mut r = to_dsr_vip(from, port, RST);
             r.seq = 9000;
-            let _ = g.send(&r.build());
+            let _ = g.from_client(&r.build());
         };
         let expire = |g: &mut Gw| {
             g.now = Ticks(g.now.0 + 60_000_000_000);
-            g.0.workers[0].housekeeping(g.0.now, &g.0.shared, 1 << 16);
+            g.workers[0].housekeeping(g.now, &g.shared, 1 << 16);
         };
         let b = dsr_handshake(&mut g, client, 41000, 0xc11e, key);
         let routed = Verdict::Forward {
@@ -637,7 +612,7 @@ fn a_replayed_connection_keeps_its_token_references_balanced() {
         let mut ack = to_dsr_vip(other, 51000, ACK);
         ack.seq = 1;
         ack.ack = 1;
-        let _ = g.send(&ack.build()); // the join is established
+        let _ = g.from_client(&ack.build()); // the join is established
         assert_eq!(subflows(&g), 2);
         // The first subflow ends; the join holds the token.
         rst(&mut g, client, 41000);

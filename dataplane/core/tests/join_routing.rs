@@ -4,7 +4,7 @@
 use core::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use trapeze_core::crypto::add_addr_hmac;
-use trapeze_core::pipeline::announce::{AnnounceOption, Announcement, MAX_SENDS, WAIT_PACKETS};
+use trapeze_core::pipeline::announce::{AnnounceOption, MAX_SENDS, WAIT_PACKETS};
 use trapeze_core::pipeline::{DropReason, Event, Verdict};
 use trapeze_core::pool::{
     Announce, BackendId, BackendState, Encap, OuterSource, PoolError, PoolSnapshot, PoolSpec,
@@ -25,48 +25,8 @@ fn join_port(i: u16) -> u16 {
     9000 + i
 }
 
-/// One gateway instance (`testkit::Gateway`); every frame's counters must balance.
-struct Gw(Gateway);
-
-impl core::ops::Deref for Gw {
-    type Target = Gateway;
-    fn deref(&self) -> &Gateway {
-        &self.0
-    }
-}
-
-impl core::ops::DerefMut for Gw {
-    fn deref_mut(&mut self) -> &mut Gateway {
-        &mut self.0
-    }
-}
-
-impl Gw {
-    fn new(pool: PoolSnapshot, workers: u16) -> Self {
-        Self(Gateway::new(pool, workers))
-    }
-
-    fn send_on(&mut self, port: PortId, bytes: &[u8]) -> (Verdict, Vec<u8>) {
-        let (v, out, _) = self.0.send(port, bytes);
-        assert!(self.balanced());
-        (v, out)
-    }
-
-    fn client(&mut self, s: &TcpSpec) -> (Verdict, Vec<u8>) {
-        self.send_on(PortId(0), &s.build())
-    }
-
-    fn backend(&mut self, s: &TcpSpec) -> (Verdict, Vec<u8>) {
-        self.send_on(PortId(1), &s.build())
-    }
-
-    fn announcements(&mut self) -> Vec<Announcement> {
-        self.workers
-            .iter_mut()
-            .flat_map(|w| w.announcements.drain().collect::<Vec<_>>())
-            .collect()
-    }
-}
+/// One gateway instance; every frame's counters must balance.
+type Gw = Gateway;
 
 fn c4(last: u8) -> IpAddr {
     IpAddr::V4(Ipv4Addr::new(198, 51, 100, last))
