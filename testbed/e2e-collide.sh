@@ -169,17 +169,6 @@ stats stats0
 
 # Real Linux MPTCP connections (other tokens) next to the colliding ones.
 FAILED=0
-run() {
-  local tag=$1
-  shift
-  if transfers "$OUT/$tag.json" "$OUT/$tag.txt" "$@"; then
-    log "$tag: PASS ($(grep -E '^  RSTs' "$OUT/$tag.txt" | sed 's/^ *//'))"
-  else
-    log "$tag FAILED (transfers.py $*):"
-    grep -E "FAIL|RSTs" "$OUT/$tag.txt" >&2 || true
-    FAILED=1
-  fi
-}
 # wait_event NAME N: until the gateway's counter NAME (events or drops) reaches N (5 s at most).
 count() {
   python3 -c 'import json, sys
@@ -213,7 +202,7 @@ log "NAT: both colliding connections established"
 sleep 1.5 # the path manager's joins and their first retransmission
 stats stats1
 log "NAT: join_token_ambiguous $(count join_token_ambiguous stats1), token_collision $(count token_collision stats1)"
-run nat4 -4 -n "$N" --out "$OUT/nat4"
+run nat4 -4 -n "$N" --out "$OUT/nat4" || FAILED=1
 
 # One owner goes (MP_FASTCLOSE): the other connection's join must now reach its server.
 nstat_client() { ip netns exec tz-client nstat -asz | awk '!/^#/ && NF >= 2 { printf "%s\"%s\": %s", (n++ ? ", " : "{"), $1, $2 } END { print "}" }' >"$OUT/$1.json"; }
@@ -240,7 +229,7 @@ ip netns exec tz-client python3 "$PEER" dsr-client --vip 10.90.100.20 --port 808
 nstat_servers nstat1
 stats stats4
 log "DSR: crafted claims and joins done"
-run dsr4 -4 --vip dsr-ipip -n "$N" --out "$OUT/dsr4"
+run dsr4 -4 --vip dsr-ipip -n "$N" --out "$OUT/dsr4" || FAILED=1
 sleep 0.3
 stats stats5
 kill -TERM "$RESP_PID" "$CAP1" "$CAP2"

@@ -69,17 +69,8 @@ trap cleanup EXIT
 # stats FILE: GET /stats as JSON (trapezectl prints the API's answer as it is with --json).
 stats() { "$CTL" --api "unix:$SOCK" --json stats >"$1"; }
 
-# run TAG ARGS...: one harness run; its JSON summary and report are kept.
-run() {
-  local tag=$1
-  shift
-  if ! transfers "$OUT/$tag.json" "$OUT/$tag.txt" "$@"; then
-    log "$tag FAILED (transfers.py $*):"
-    grep -E "FAIL|RSTs|decapsulators|DSR" "$OUT/$tag.txt" >&2 || true
-    return 1
-  fi
-  log "$tag: PASS ($(grep -E '^  decapsulators|^  RSTs' "$OUT/$tag.txt" | sed 's/^ *//' | paste -sd ';' -))"
-}
+# run TAG ARGS... (gateway.sh): on success, quote the decapsulators' and the RST lines.
+RUN_SUMMARY='^  decapsulators|^  RSTs'
 
 # check_stats dsr|nat BEFORE AFTER: the gateway's own counters between two GET /stats.
 #  dsr: the DSR VIPs' `to_client_packets` stay 0, and the client port's `tx_forwarded` does not

@@ -100,16 +100,19 @@ sys.exit(0 if ok else 1)
 PY
 }
 
-# run TAG ARGS...: one harness run (testbed/transfers.py); its JSON and report are kept.
-run() {
-  local tag=$1
-  shift
-  if ! transfers "$OUT/$tag.json" "$OUT/$tag.txt" "$@"; then
-    log "$tag FAILED (transfers.py $*):"
-    grep -E "FAIL|RSTs" "$OUT/$tag.txt" >&2 || true
-    return 1
-  fi
-  log "$tag: PASS ($(grep -E '^  \[PASS\] (joins_on_owner|no_token_found|joins_direct)' "$OUT/$tag.txt" | sed 's/^ *\[PASS\] *//' | paste -sd ';' -))"
+# run TAG ARGS... (gateway.sh): on success, quote the join checks.
+RUN_SUMMARY='^  \[PASS\] (joins_on_owner|no_token_found|joins_direct)'
+
+# stop_after SECONDS STAMP: in the background, SIGTERM the daemon after SECONDS and write the time
+# it was gone to STAMP; STOPPER is that job's PID.
+stop_after() {
+  (
+    sleep "$1"
+    kill -TERM "$GW_PID"
+    while kill -0 "$GW_PID" 2>/dev/null; do sleep 0.05; done
+    date +%s.%N >"$2"
+  ) &
+  STOPPER=$!
 }
 
 # servers_announce VIP: servers that announce their join port of VIP (on their lo) themselves;
@@ -166,18 +169,12 @@ counters "$OUT/s1a.json" "$OUT/s1b.json" "join_port_routed >= 2 * $N" "join_rout
 #    Nothing of the old instance's state survives: the first subflows' packets are adopted by
 #    Maglev, the joins' by their ports.
 t0=$(date +%s.%N)
-(
-  sleep 1
-  kill -TERM "$GW_PID"
-  while kill -0 "$GW_PID" 2>/dev/null; do sleep 0.05; done
-  date +%s.%N >"$OUT/restart-stopped"
-) &
-restarter=$!
+stop_after 1 "$OUT/restart-stopped"
 transfers "$OUT/ports-restart.json" "$OUT/ports-restart.txt" -4 --vip dsr-ipip -n 8 \
   --join-ports "$JOIN_PORTS" --size-kb 2048 --chunk-kb 16 --pause-ms 10 --stagger-ms 10 \
   --timeout 30 &
 xfer=$!
-wait "$restarter"
+wait "$STOPPER"
 wait "$GW_PID" 2>/dev/null || true
 GW_PID=
 start_gateway "$CONFIG" gw-ports-2 --api "unix:$SOCK"
@@ -227,17 +224,11 @@ stats "$OUT/s4b.json"
 counters "$OUT/s4a.json" "$OUT/s4b.json" "announce_sent >= 8" "announce_echoed >= 8" \
   "prio_backup_sent >= 8"
 t0=$(date +%s.%N)
-(
-  sleep 1
-  kill -TERM "$GW_PID"
-  while kill -0 "$GW_PID" 2>/dev/null; do sleep 0.05; done
-  date +%s.%N >"$OUT/offpath-stopped"
-) &
-stopper=$!
+stop_after 1 "$OUT/offpath-stopped"
 run offpath-gateway-stopped -4 --vip dsr-ipip -n 8 --direct-joins --announced \
   --size-kb 2048 --chunk-kb 16 --pause-ms 10 --stagger-ms 10 --timeout 30
 t1=$(date +%s.%N)
-wait "$stopper"
+wait "$STOPPER"
 wait "$GW_PID" 2>/dev/null || true
 GW_PID=
 python3 - "$t0" "$(cat "$OUT/offpath-stopped")" "$t1" <<'PY'

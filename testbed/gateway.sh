@@ -1,5 +1,6 @@
-# Sourced by the end-to-end scripts (e2e.sh, e2e-dsr.sh): the test-bed lock and the daemon's
-# start and stop. The caller sets BIN (the daemon), OUT (its artefact directory) and log().
+# Sourced by the end-to-end scripts (e2e.sh, e2e-dsr.sh, e2e-joins.sh, e2e-collide.sh): the
+# test-bed lock, the daemon's start and stop, and a harness run. The caller sets BIN (the
+# daemon), OUT (its artefact directory) and log().
 
 # One user of the test bed at a time: its namespace names are fixed (tz-*). The lock is held on
 # fd 9 until the script exits.
@@ -68,4 +69,19 @@ transfers() {
     testbed/transfers.py "$@" >"$json" 2>"$report" && return 0
   fi
   return 1
+}
+
+# run TAG ARGS...: one harness run through `transfers`, kept as $OUT/TAG.json and $OUT/TAG.txt.
+# On success it logs PASS with the report lines matching $RUN_SUMMARY (set by the caller); on
+# failure, the failed checks and the RST line, and returns 1.
+RUN_SUMMARY='^  RSTs'
+run() {
+  local tag=$1
+  shift
+  if ! transfers "$OUT/$tag.json" "$OUT/$tag.txt" "$@"; then
+    log "$tag FAILED (transfers.py $*):"
+    grep -E "FAIL|RSTs|decapsulators" "$OUT/$tag.txt" >&2 || true
+    return 1
+  fi
+  log "$tag: PASS ($(grep -E "$RUN_SUMMARY" "$OUT/$tag.txt" | sed -E 's/^ *(\[PASS\] *)?//' | paste -sd ';' -))"
 }
