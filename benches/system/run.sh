@@ -196,12 +196,19 @@ run_one() {
     fi
     local load_before; load_before=$(cut -d' ' -f1-3 /proc/loadavg)
     local lg_cmd="trapeze-loadgen $* --trial-secs $TRIAL --steps $STEPS --label $name -- ${eal[*]}"
-    local res
-    if res=$("$LG" "$@" --trial-secs "$TRIAL" --steps "$STEPS" --label "$name" -- "${eal[@]}" 2> "$LOGS/$name.loadgen.log"); then
-        :
-    else
-        res="result label=$name failed=1"
-        tail -5 "$LOGS/$name.loadgen.log" >&2
+    local res rc=0
+    res=$("$LG" "$@" --trial-secs "$TRIAL" --steps "$STEPS" --label "$name" -- "${eal[@]}" 2> "$LOGS/$name.loadgen.log") || rc=$?
+    if [ "$rc" -ne 0 ]; then
+        if [ "$dut" = self ] && [[ "$res" == "result label=$name "* ]]; then
+            # DPDK 22.11's memif PMD with both ends of a link in one process sometimes crashes
+            # while closing them (rte_free "Invalid memory", then SIGSEGV: 2 of 20 runs here),
+            # after the measurement was printed. The figure stands; the exit status is kept.
+            res="$res teardown_exit=$rc"
+            log "$name: the generator exited $rc in DPDK's memif teardown, after its result"
+        else
+            res="result label=$name failed=1"
+            tail -5 "$LOGS/$name.loadgen.log" >&2
+        fi
     fi
     local load_after; load_after=$(cut -d' ' -f1-3 /proc/loadavg)
     if [ -n "$DUT" ]; then stop_dut "$DUT"; fi
