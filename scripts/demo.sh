@@ -14,15 +14,9 @@ cd "$(dirname "$0")/.."
 exec 9>/tmp/tz-testbed.lock
 flock -w 900 9 || { echo "the test bed is busy (another run holds /tmp/tz-testbed.lock)" >&2; exit 1; }
 
-need_apt=()
-command -v cc >/dev/null || need_apt+=(build-essential)
-command -v pkg-config >/dev/null || need_apt+=(pkg-config)
-
 if [ "${1:-}" = replay ]; then
   shift
-  if [ ${#need_apt[@]} -gt 0 ]; then
-    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_apt[@]}"
-  fi
+  scripts/deps.sh core   # the replay needs no DPDK: a C toolchain is enough
   exec cargo run --release --locked -q -p trapeze-core --example replay -- "$@"
 fi
 
@@ -31,12 +25,7 @@ if [ "$(id -u)" -ne 0 ]; then
   echo "(or ./scripts/demo.sh replay, which needs neither)" >&2
   exit 1
 fi
-pkg-config --exists libdpdk 2>/dev/null || need_apt+=(libdpdk-dev dpdk-dev)
-ls /usr/lib/llvm-*/lib/libclang*.so* >/dev/null 2>&1 || need_apt+=(libclang-dev)
-for tool in tcpdump ethtool; do command -v "$tool" >/dev/null || need_apt+=("$tool"); done
-if [ ${#need_apt[@]} -gt 0 ]; then
-  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_apt[@]}"
-fi
+scripts/deps.sh build e2e
 [ "$(cat /proc/sys/vm/nr_hugepages)" -ge 256 ] || echo 256 > /proc/sys/vm/nr_hugepages
 mkdir -p /dev/hugepages
 mountpoint -q /dev/hugepages || mount -t hugetlbfs nodev /dev/hugepages

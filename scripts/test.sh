@@ -4,19 +4,12 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# Debian packages: a C toolchain, DPDK 22.11 with its PMDs, libclang for bindgen.
-need_apt=()
-command -v cc >/dev/null || need_apt+=(build-essential)
-command -v pkg-config >/dev/null || need_apt+=(pkg-config)
-pkg-config --exists libdpdk 2>/dev/null || need_apt+=(libdpdk-dev dpdk-dev)
-ls /usr/lib/llvm-*/lib/libclang*.so* >/dev/null 2>&1 || need_apt+=(libclang-dev)
-if [ ${#need_apt[@]} -gt 0 ]; then
-  if [ "$(id -u)" -ne 0 ]; then
-    echo "missing packages: ${need_apt[*]} (run as root, or install them)" >&2
-    exit 1
-  fi
-  apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_apt[@]}"
+# Debian packages (scripts/deps.sh is the one list; it checks them by name with dpkg). The
+# end-to-end tools need root to run at all, so they are installed only then.
+if [ "$(id -u)" -eq 0 ]; then
+  scripts/deps.sh build e2e checks
+else
+  scripts/deps.sh build
 fi
 
 # Hugepages for the DPDK tests (they also run with --no-huge where hugepages are not the point).
@@ -50,14 +43,6 @@ cargo test --workspace --locked
 
 step "end to end: the daemon between real Linux MPTCP clients and servers (network namespaces), its control plane, DSR, join routing without tokens, token collisions, token sharing between instances, several instances behind ECMP with BGP, the anycast experiment (short)"
 if [ "$(id -u)" -eq 0 ]; then
-  missing=()
-  for tool in tcpdump:tcpdump ethtool:ethtool nft:nftables ip:iproute2 flock:util-linux bird:bird2 exabgp:exabgp; do
-    command -v "${tool%%:*}" >/dev/null || missing+=("${tool##*:}")
-  done
-  if [ ${#missing[@]} -gt 0 ]; then
-    apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}"
-  fi
   testbed/e2e.sh
   testbed/e2e-control.sh
   testbed/e2e-dsr.sh

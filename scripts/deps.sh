@@ -1,0 +1,86 @@
+#!/usr/bin/env bash
+# The one place that knows which Debian packages trapeze needs. scripts/test.sh, scripts/demo.sh
+# and docker/Dockerfile all call it, so a fresh machine and the image's build stage install the
+# same things.
+#
+#   scripts/deps.sh [--print] GROUP...
+#
+# Groups:
+#   core    the forwarding core alone (no DPDK): a C toolchain and pkg-config
+#   build   compile the workspace: C toolchain, pkg-config, DPDK 22.11 (headers, PMDs, testpmd),
+#           libclang for bindgen
+#   e2e     the test bed: namespaces and veths, captures, nftables, BIRD 2 and ExaBGP, the
+#           Python the harness runs on
+#   checks  the test command's other tools: shellcheck, valgrind (instruction budgets),
+#           mmdebstrap (the container base), dpkg-dev
+#   python  a virtualenv at target/pyenv with the PyPI tools the test command runs (ruff,
+#           schemathesis); needs the network once, never at test time
+#
+# Every package is checked by name with dpkg-query, never by looking for files it would install:
+# a look-alike file (libclang-cpp14's libclang-cpp.so.14 matching libclang*.so*) once made the
+# check pass on a machine that could not build.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+print=0
+if [ "${1:-}" = --print ]; then print=1; shift; fi
+
+packages_of() {
+  case "$1" in
+    core) echo build-essential pkg-config ;;
+    build) echo build-essential pkg-config libdpdk-dev dpdk-dev libclang-dev ;;
+    e2e) echo iproute2 ethtool tcpdump nftables util-linux procps bird2 exabgp python3 python3-venv ;;
+    checks) echo shellcheck valgrind mmdebstrap dpkg-dev ;;
+    python) echo python3 python3-venv ;;
+    *) echo "deps.sh: unknown group '$1' (core, build, e2e, checks, python)" >&2; return 1 ;;
+  esac
+}
+
+installed() {
+  [ "$(dpkg-query -W -f='${Status}' "$1" 2>/dev/null)" = "install ok installed" ]
+}
+
+[ $# -gt 0 ] || set -- build
+wanted=()
+for group in "$@"; do
+  read -r -a pkgs <<<"$(packages_of "$group")"
+  wanted+=("${pkgs[@]}")
+done
+
+if [ "$print" = 1 ]; then
+  printf '%s\n' "${wanted[@]}" | sort -u
+  exit 0
+fi
+
+missing=()
+for p in "${wanted[@]}"; do
+  installed "$p" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  if [ "$(id -u)" -ne 0 ]; then
+    echo "missing Debian packages: ${missing[*]} (run as root, or install them)" >&2
+    exit 1
+  fi
+  echo "installing: ${missing[*]}" >&2
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+  for p in "${missing[@]}"; do
+    installed "$p" || { echo "deps.sh: $p did not install" >&2; exit 1; }
+  done
+fi
+
+for group in "$@"; do
+  if [ "$group" = python ]; then
+    # The PyPI tools, pinned, in a virtualenv of the project's own (the system Python stays
+    # untouched). Re-created when the pins change.
+    venv=target/pyenv
+    pins="ruff==0.17.5 schemathesis==4.32.5"
+    if [ "$(cat "$venv/.pins" 2>/dev/null)" != "$pins" ]; then
+      rm -rf "$venv"
+      /usr/bin/python3 -m venv "$venv"
+      # shellcheck disable=SC2086  # the pins are words
+      "$venv/bin/pip" install -q --disable-pip-version-check $pins
+      echo "$pins" >"$venv/.pins"
+    fi
+  fi
+done
