@@ -36,11 +36,37 @@ use crate::tables::maglev::{MaglevBackend, MaglevError, MaglevTable, DEFAULT_SIZ
 /// A backend's identity, stable for its whole life in the pool: the control plane never reuses
 /// an id while a flow or token entry may still name it. Also the index of the backend in
 /// [`PoolSnapshot::backends`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    Default,
+    bytemuck::Pod,
+    bytemuck::Zeroable,
+)]
+#[repr(transparent)]
 pub struct BackendId(pub u16);
 
 /// A VIP's identity, stable like [`BackendId`]; the index in [`PoolSnapshot::vips`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    Default,
+    bytemuck::Pod,
+    bytemuck::Zeroable,
+)]
+#[repr(transparent)]
 pub struct VipId(pub u16);
 
 /// A dataplane port (DPDK port id).

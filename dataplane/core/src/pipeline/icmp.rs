@@ -214,7 +214,8 @@ fn error_to_backend<F: Frame>(cx: &mut Ctx<'_>, frame: &mut F, ip: &Ip) -> Verdi
         dst_port: q.src_port,
         proto: 6,
     };
-    let Some(idx) = cx.w.flows.lookup(&key, key.hash()) else {
+    let hash = cx.w.flows.hash(&key);
+    let Some(idx) = cx.w.flows.lookup(&key, hash) else {
         return Verdict::Drop(DropReason::IcmpNoFlow);
     };
     let (backend_id, vip_id) = {
@@ -228,7 +229,7 @@ fn error_to_backend<F: Frame>(cx: &mut Ctx<'_>, frame: &mut F, ip: &Ip) -> Verdi
         if ip.ttl <= 1 {
             return Verdict::Drop(DropReason::TtlExpired);
         }
-        let v = super::dsr::encapsulate(cx, frame, ip, backend_id, vip_id, &d, key.hash());
+        let v = super::dsr::encapsulate(cx, frame, ip, backend_id, vip_id, &d, hash);
         if matches!(v, Verdict::Forward { .. }) {
             cx.w.stats.event(Event::IcmpForwarded);
         }

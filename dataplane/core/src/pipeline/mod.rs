@@ -78,7 +78,7 @@ pub use verdict::{BackendCounters, DropReason, Event, Verdict, VipCounters, Work
 use trapeze_wire::arp;
 use trapeze_wire::ethernet::{self, EtherType};
 
-use crate::flow::fmix;
+use crate::flow::{fmix, FlowSecret};
 use crate::pool::{PoolSnapshot, PortConfig, PortId};
 use crate::tables::flow_table::{flags, FlowEntry, FlowTable, FlowTableConfig};
 use crate::tables::token::{TokenTable, TokenTableConfig};
@@ -182,10 +182,16 @@ pub struct Worker {
 impl Worker {
     /// A worker with all its memory allocated up front.
     pub fn new(cfg: WorkerConfig) -> Self {
+        Self::with_flows(cfg, FlowTable::new(cfg.flows))
+    }
+
+    /// A worker around a flow table built elsewhere (the daemon's, in its state file);
+    /// `cfg.flows` is then unused.
+    pub fn with_flows(cfg: WorkerConfig, flows: FlowTable) -> Self {
         Self {
             id: cfg.id,
             workers: cfg.workers.max(1),
-            flows: FlowTable::new(cfg.flows),
+            flows,
             stats: WorkerStats::new(cfg.max_vips, cfg.max_backends),
             announcements: announce::AnnounceQueue::default(),
             icmp: Bucket::new(cfg.icmp_rate),
@@ -277,7 +283,7 @@ pub fn process<F: Frame>(
     let port = pool.port(ingress);
     let pre = port
         .filter(|p| p.vlan.is_none())
-        .and_then(|_| fast_classify(frame.data(), pool));
+        .and_then(|_| fast_classify(frame.data(), pool, worker.flows.secret()));
     decide(frame, pre, ingress, port, now, worker, shared, pool)
 }
 
@@ -307,8 +313,9 @@ pub fn process_burst<F: Frame>(
         if fast {
             let mut hashes = [0u64; BURST];
             let mut n = 0;
+            let secret = worker.flows.secret();
             for (p, f) in pre.iter_mut().zip(frames.iter()) {
-                *p = fast_classify(f.data(), pool);
+                *p = fast_classify(f.data(), pool, secret);
                 if let Some(p) = p {
                     hashes[n] = p.2.hash;
                     n += 1;
@@ -333,9 +340,9 @@ pub fn process_burst<F: Frame>(
 type Pre = (ip::Ip, nat::Seg, nat::Classified);
 
 #[inline]
-fn fast_classify(data: &[u8], pool: &PoolSnapshot) -> Option<Pre> {
+fn fast_classify(data: &[u8], pool: &PoolSnapshot, secret: FlowSecret) -> Option<Pre> {
     let (ip, seg) = ip::fast_parse(data)?;
-    let c = nat::classify(pool, &ip, &seg)?;
+    let c = nat::classify(pool, secret, &ip, &seg)?;
     Some((ip, seg, c))
 }
 

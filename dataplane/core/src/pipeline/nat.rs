@@ -31,7 +31,7 @@ use super::ip::Ip;
 use super::rewrite::{self, End};
 use super::{announce, dsr, flow_ended, icmp, steer, Ctx, DropReason, Event, Frame, Verdict};
 use crate::crypto;
-use crate::flow::{addr_bytes, FlowKey};
+use crate::flow::{addr_bytes, FlowKey, FlowSecret};
 use crate::pool::{BackendId, ForwardingMode, PoolSnapshot, PortId, Vip, VipId};
 use crate::tables::flow_table::{flags, FlowEntry, FlowState, Insert};
 use crate::tables::token::{ConfirmOutcome, JoinRoute, LearnOutcome, Owner};
@@ -115,7 +115,7 @@ pub(super) fn bad_flags(f: u8) -> bool {
 /// gateway itself, or nowhere.
 #[inline]
 pub(super) fn dispatch<F: Frame>(cx: &mut Ctx<'_>, frame: &mut F, ip: &Ip, seg: &Seg) -> Verdict {
-    match classify(cx.pool, ip, seg) {
+    match classify(cx.pool, cx.w.flows.secret(), ip, seg) {
         Some(c) => forward(cx, frame, ip, seg, &c),
         None if cx.pool.is_own_addr(cx.ingress, &ip.dst) => Verdict::Punt,
         None => Verdict::Drop(super::ip::no_vip(cx)),
@@ -123,7 +123,8 @@ pub(super) fn dispatch<F: Frame>(cx: &mut Ctx<'_>, frame: &mut F, ip: &Ip, seg: 
 }
 
 /// Which way a VIP packet goes, with the key of its flow (always the client-side 5-tuple) and
-/// that key's hash: computed once, used for the flow table and for Maglev.
+/// that key's flow-table hash (keyed with the table's secret): computed once. A new flow also
+/// takes the fixed hash, for Maglev.
 #[derive(Debug, Clone, Copy)]
 pub(super) struct Classified {
     to_vip: bool,
@@ -138,7 +139,12 @@ pub(super) struct Classified {
 /// Classifies a TCP segment as client -> VIP (its port or a join port) or backend -> client;
 /// `None` when it is neither.
 #[inline]
-pub(super) fn classify(pool: &PoolSnapshot, ip: &Ip, seg: &Seg) -> Option<Classified> {
+pub(super) fn classify(
+    pool: &PoolSnapshot,
+    secret: FlowSecret,
+    ip: &Ip,
+    seg: &Seg,
+) -> Option<Classified> {
     let to_vip = |vip, backend| {
         let key = FlowKey {
             src: ip.src,
@@ -175,7 +181,7 @@ pub(super) fn classify(pool: &PoolSnapshot, ip: &Ip, seg: &Seg) -> Option<Classi
         to_vip,
         vip,
         backend,
-        hash: key.hash(),
+        hash: key.keyed_hash(secret),
         key,
     })
 }
@@ -489,7 +495,7 @@ fn new_flow<F: Frame>(
         entry.state = FlowState::Established;
         entry.flags |= flags::ADOPTED;
     }
-    let Some(backend) = vip.maglev.lookup(hash) else {
+    let Some(backend) = vip.maglev.lookup(key.hash()) else {
         return Verdict::Drop(DropReason::NoBackend);
     };
     entry.backend = backend;
@@ -707,7 +713,7 @@ fn backend_to_client<F: Frame>(
                 dst_port: jp,
                 ..key
             };
-            if let Some(idx) = cx.w.flows.lookup(&jkey, jkey.hash()) {
+            if let Some(idx) = cx.w.flows.lookup(&jkey, cx.w.flows.hash(&jkey)) {
                 (key, found) = (jkey, Some(idx));
             }
         }
