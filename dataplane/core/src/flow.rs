@@ -14,7 +14,7 @@ use core::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 /// IPv4 addresses are stored IPv4-mapped (`::ffff:a.b.c.d`) so one key type covers both families.
 ///
 /// Plain old data (`bytemuck::Pod`: no padding, every bit pattern valid), so that keys can live
-/// in table memory shared with a previous process (`crate::state`); `proto` is 16 bits wide
+/// in table memory shared with a previous process ([`crate::state`]); `proto` is 16 bits wide
 /// for that reason (an 8-bit field would leave a padding byte).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, bytemuck::Pod, bytemuck::Zeroable)]
 #[repr(C)]

@@ -31,7 +31,7 @@
 //!
 //! The tag array and the entries are [`TableMem`]: on the heap ([`FlowTable::new`]), or a section
 //! of the daemon's state file ([`FlowTable::with_memory`]), which outlives the process so that a
-//! restarted daemon finds its flows (`crate::state`). Entries are plain old data for that
+//! restarted daemon finds its flows ([`crate::state`]). Entries are plain old data for that
 //! reason. Stores are ordered so that memory left by a process killed at any instruction is
 //! either a valid table or repairable by [`FlowTable::repair`]: an insert writes the entry
 //! before its tag, a removal clears the tag first (compiler fences order them; a killed process
@@ -569,6 +569,18 @@ impl FlowTable {
         self.len = r.kept;
         self.sweep_cursor = 0;
         r
+    }
+
+    /// Calls `f` on every occupied entry, mutably (housekeeping: a walk of the whole table).
+    /// `f` must not change an entry's key.
+    pub fn for_each_mut(&mut self, mut f: impl FnMut(&mut FlowEntry)) {
+        for b in 0..self.tags.len() {
+            for way in 0..WAYS {
+                if self.tags[b][way] != 0 {
+                    f(&mut self.entries[b * WAYS + way]);
+                }
+            }
+        }
     }
 
     /// Iterates over occupied entries (for tests and the control plane's flow dumps; not for the

@@ -1,6 +1,6 @@
 //! Where a table's memory comes from: a section of a mapped state file, or the heap.
 //!
-//! The runtime maps the state file (hugetlbfs or `/dev/shm`, see `crate::state`) and hands
+//! The runtime maps the state file (hugetlbfs or `/dev/shm`, see [`crate::state`]) and hands
 //! the core plain memory: `&'static mut [T]` slices of plain-old-data records
 //! (`bytemuck::Pod`: no padding, no pointer, every bit pattern a valid value), which the core
 //! validates before it trusts them. Tests, benches and replays allocate on the heap instead.

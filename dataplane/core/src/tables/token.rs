@@ -425,7 +425,7 @@ struct Link {
 }
 
 /// An owner record in a shard's pool: plain old data, so that the pool can live in the daemon's
-/// state file and survive the process (`crate::state`). A record holds its token, which is the
+/// state file and survive the process ([`crate::state`]). A record holds its token, which is the
 /// first 32 bits of SHA-256 of its server key: a record validates itself
 /// ([`TokenTable::with_records`]).
 #[derive(Debug, Clone, Copy, Default, bytemuck::Pod, bytemuck::Zeroable)]
@@ -483,6 +483,16 @@ impl Rec {
 
     fn has(&self, flag: u16) -> bool {
         self.flags & flag != 0
+    }
+
+    /// Whether the record holds an owner (rather than being free).
+    pub fn in_use(&self) -> bool {
+        self.has(rec_flags::IN_USE)
+    }
+
+    /// The token the record says it belongs to (validated by [`TokenTable::with_records`]).
+    pub fn token(&self) -> u32 {
+        self.token
     }
 
     fn owner(&self, joined: u64) -> Owner {
@@ -879,6 +889,31 @@ impl TokenTable {
             }
         }
         removed
+    }
+
+    /// Corrects every local owner's `learned_at` and `last_seen` with `fix` (re-attach
+    /// housekeeping: stamps of another boot, or in the future). Returns the number of stamps
+    /// changed.
+    pub fn restamp(&self, mut fix: impl FnMut(Ticks) -> Ticks) -> usize {
+        let mut n = 0;
+        for lock in self.shards.iter() {
+            let mut guard = lock.write();
+            let Shard { map, recs, .. } = &mut *guard;
+            for head in map.values() {
+                let mut i = head.link.first;
+                while let Some(r) = recs.get_mut(i as usize) {
+                    for t in [&mut r.learned_at, &mut r.last_seen] {
+                        let fixed = fix(Ticks(*t)).0;
+                        if fixed != *t {
+                            *t = fixed;
+                            n += 1;
+                        }
+                    }
+                    i = r.next;
+                }
+            }
+        }
+        n
     }
 
     /// Gives the record pools back, one per shard (for a re-attach in tests, or a copy into a
