@@ -34,9 +34,8 @@ use trapeze_core::cluster::{Batch, Op, Receiver, Record, Reject, FLAG_REFRESH};
 use trapeze_core::pipeline::Shared;
 use trapeze_core::pool::BackendId;
 use trapeze_core::tables::token::{JournalOp, RemoteOutcome, TokenTable};
-use trapeze_core::time::Ticks;
-use trapeze_dpdk::lcore;
 
+use crate::clock::Clock;
 use crate::publish::Published;
 use crate::Log;
 
@@ -180,17 +179,6 @@ fn unix_us() -> u64 {
         .map_or(0, |d| d.as_micros() as u64)
 }
 
-/// The workers' clock (TSC), so that journal stamps and remote deadlines compare.
-struct Clock {
-    hz: u64,
-}
-
-impl Clock {
-    fn now(&self) -> Ticks {
-        Ticks((lcore::tsc() as u128 * 1_000_000_000 / self.hz.max(1) as u128) as u64)
-    }
-}
-
 struct Sender<'a> {
     cfg: &'a ClusterSettings,
     socket: &'a UdpSocket,
@@ -244,9 +232,7 @@ fn run(
     log: &Log,
 ) {
     let tokens = &shared.tokens;
-    let clock = Clock {
-        hz: lcore::tsc_hz(),
-    };
+    let clock = Clock::new();
     log.info(format!(
         "cluster: token sync on {} with {} peer(s), batch {:?}, remote timeout {:?}",
         cfg.listen,
@@ -309,9 +295,7 @@ fn receive(
     counters: &Counters,
     log: &Log,
 ) {
-    let clock = Clock {
-        hz: lcore::tsc_hz(),
-    };
+    let clock = Clock::new();
     // The timeout only bounds how long a stop waits.
     if let Err(e) = socket.set_read_timeout(Some(Duration::from_millis(100))) {
         log.warn(format!("cluster: socket timeout: {e}"));

@@ -15,6 +15,8 @@ use trapeze_control::cli::{self, GatewaydArgs, LogLevel};
 #[cfg(not(tz_no_dpdk))]
 mod api;
 #[cfg(not(tz_no_dpdk))]
+mod clock;
+#[cfg(not(tz_no_dpdk))]
 mod cluster;
 #[cfg(not(tz_no_dpdk))]
 mod control;
@@ -30,6 +32,8 @@ mod neighbour;
 mod publish;
 #[cfg(not(tz_no_dpdk))]
 mod runtime;
+#[cfg(not(tz_no_dpdk))]
+mod state;
 #[cfg(not(tz_no_dpdk))]
 mod worker;
 

@@ -2,12 +2,14 @@
 //!
 //! ```text
 //! EAL init (--no-pci and vdevs from the config) -> mempool -> ports (one RX/TX queue per
-//! worker, promiscuous, started) -> pool snapshot with the ports' MACs -> workers (scoped
-//! threads, pinned, registered as lcores) -> control loop on the main thread:
+//! worker, promiscuous, started) -> the tables from the state file (re-attached, or new; the
+//! pool takes the file's ids: crate::state) -> pool snapshot with the ports' MACs -> workers
+//! (scoped threads, pinned, registered as lcores) -> control loop on the main thread:
 //!     neighbours learned from punted frames -> backend MACs -> new snapshot published
 //!     ARP/NDP requests for unresolved backends (retried every 500 ms), sent by worker 0
 //!     counters every 10 s (debug)
-//! SIGINT/SIGTERM -> workers stop, flush TX -> final counters -> ports closed -> EAL cleanup
+//! SIGINT/SIGTERM -> workers stop, flush TX -> final counters -> state file marked clean ->
+//! ports closed -> EAL cleanup
 //! ```
 
 use std::net::IpAddr;
@@ -149,6 +151,15 @@ pub(crate) fn run(mut cfg: GatewayConfig, args: &GatewaydArgs, log: &Log) -> Res
         ports.push(port);
     }
 
+    // The tables: re-attached from the state file, or new; the pool takes the file's ids.
+    let crate::state::Tables {
+        flows,
+        tokens,
+        pool: seeded,
+        mut keeper,
+    } = crate::state::open(&cfg, workers, log)?;
+    cfg.pool = seeded;
+
     let port_settings = cfg.ports.clone();
     let next_hop = |port: PortId, addr: IpAddr| {
         port_settings
@@ -187,7 +198,7 @@ pub(crate) fn run(mut cfg: GatewayConfig, args: &GatewaydArgs, log: &Log) -> Res
         )
     });
     let published = Published::new(cfg.snapshot().map_err(|e| format!("pool: {e}"))?);
-    let mut shared = Shared::new(cfg.tokens);
+    let mut shared = Shared { tokens };
     // Token sharing with other instances (`[cluster]`): journal, remote owners, sync socket.
     let cluster = crate::cluster::setup(&cfg, &mut shared)?;
     let cluster_counters = crate::cluster::Counters::default();
@@ -283,9 +294,10 @@ pub(crate) fn run(mut cfg: GatewayConfig, args: &GatewaydArgs, log: &Log) -> Res
     let results = std::thread::scope(|s| {
         let handles: Vec<_> = placement
             .into_iter()
+            .zip(flows)
             .enumerate()
-            .map(|(id, (wcfg, cpu))| {
-                let w = Worker::new(wcfg);
+            .map(|(id, ((wcfg, cpu), flows))| {
+                let w = Worker::with_flows(wcfg, flows);
                 let cx = &cx;
                 std::thread::Builder::new()
                     .name(format!("tz-worker-{id}"))
@@ -445,6 +457,10 @@ pub(crate) fn run(mut cfg: GatewayConfig, args: &GatewaydArgs, log: &Log) -> Res
                     h.sync(&control.cfg.pool);
                 }
             }
+            // The state file follows the pool's identities (new backends, changed addresses).
+            if let Some(k) = keeper.as_mut() {
+                k.pool_changed(&control.cfg.pool, log);
+            }
 
             if now.duration_since(last_report) > Duration::from_secs(10) {
                 last_report = now;
@@ -490,6 +506,9 @@ pub(crate) fn run(mut cfg: GatewayConfig, args: &GatewaydArgs, log: &Log) -> Res
         }
     }
     print_totals(&total, &io_total, cfg, &ports, &shared);
+    if let (Some(k), true) = (keeper.as_mut(), failed.is_empty()) {
+        k.stopped(log);
+    }
     if cluster.is_some() {
         crate::cluster::print_totals(&cluster_counters, &shared.tokens);
     }
