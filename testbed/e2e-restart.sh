@@ -11,11 +11,14 @@
 #   3. kill -9, and a backend added while the daemon was down: srv4 (a static MAC, no server
 #      behind it) inserted first in the file, so every backend's position shifts;
 #   4. SIGTERM (a planned stop, marked clean), restarted with 2 workers instead of 1: the entries
-#      are carried over into a new file and move to the worker that owns them now.
+#      are carried over into a new file and move to the worker that owns them now;
+#   5. kill -9 before any join: the client's second address is added only once the new daemon
+#      runs, so every join is routed by a token the old daemon learned (join_routed 6).
 # Every run passes every harness check (0 failed, 0 RST on both links, every join on its
 # connection's server by the servers' own subflow lists, the servers' MPJoinNoTokenFound 0,
-# digests), and the new daemon says it re-attached (or carried over) the 12 flows and 6 tokens
-# and never adopted a flow (nonsyn_miss 0) nor rewrote a return packet statelessly.
+# digests), and the new daemon says it re-attached (or carried over) every flow (12; 6 in run 5)
+# and the 6 tokens, and never adopted a flow (nonsyn_miss 0) nor rewrote a return packet
+# statelessly.
 # The clients keep the kernel's default MPTCP limits: token routing needs nothing from them.
 #
 # Usage (root): testbed/e2e-restart.sh   (builds the daemon and trapezectl first, as e2e-joins.sh)
@@ -65,11 +68,11 @@ PY
 
 stats() { "$CTL" --api "unix:$SOCK" --json stats >"$1"; }
 
-# check_gateway STATS LOG HOW: the new daemon's counters and its state report.
+# check_gateway STATS LOG HOW FLOWS JOINS: the new daemon's counters and its state report.
 check_gateway() {
   python3 - "$@" <<'PY'
 import json, re, sys
-stats, err, how = sys.argv[1:]
+stats, err, how, want_flows, want_joins = sys.argv[1:]
 ev = {}
 for w in json.load(open(stats))["workers"]:
     for k, v in (w.get("events") or {}).items():
@@ -81,22 +84,30 @@ print("    new daemon: %s" % line.split("state: ", 1)[-1].strip(), file=sys.stde
 print("    new daemon's events: nonsyn_miss %d, return_stateless %d, join_routed %d"
       % (ev.get("nonsyn_miss", 0), ev.get("return_stateless", 0), ev.get("join_routed", 0)),
       file=sys.stderr)
-ok = (how in line and flows == 12 and tokens == 6 and ev.get("nonsyn_miss", 0) == 0
-      and ev.get("return_stateless", 0) == 0)
+ok = (how in line and flows == int(want_flows) and tokens == 6
+      and ev.get("nonsyn_miss", 0) == 0 and ev.get("return_stateless", 0) == 0
+      and ev.get("join_routed", 0) == int(want_joins))
 sys.exit(0 if ok else 1)
 PY
 }
 
 # restart_run TAG CONFIG1 CONFIG2 SIGNAL HOW: the transfers, CONFIG1's daemon killed with SIGNAL
-# 10 s in, CONFIG2's started 1 s later; HOW is what its state report must say.
+# 10 s in, CONFIG2's started 1 s later; HOW is what its state report must say. LATE_JOINS=1: the
+# client's second address comes only after the restart.
+LATE_JOINS=0
 restart_run() {
   local tag=$1 config1=$2 config2=$3 sig=$4 how=$5
+  local flows=12 joins=0 late=()
+  if [ "$LATE_JOINS" = 1 ]; then
+    flows=6 joins=6 late=(--expect-joins 0)
+    second_address delete
+  fi
   forget_state
   start_gateway "$config1" "$tag-before" --api "unix:$SOCK"
   local t0 killed started
   t0=$(date +%s.%N)
   transfers "$OUT/$tag.json" "$OUT/$tag.txt" -4 -n 6 --parallel 6 --stagger-ms 20 \
-    --size-kb 10240 --chunk-kb 16 --pause-ms 30 --timeout 40 &
+    --size-kb 10240 --chunk-kb 16 --pause-ms 30 --timeout 40 "${late[@]}" &
   local xfer=$!
   sleep 10
   kill "-$sig" "$GW_PID"
@@ -108,6 +119,10 @@ restart_run() {
   ip netns exec tz-gw "$BIN" --config "$config2" --api "unix:$SOCK" >"$GW_OUT" 2>"$GW_ERR" &
   GW_PID=$!
   started=$(date +%s.%N)
+  if [ "$LATE_JOINS" = 1 ]; then
+    for _ in $(seq 1 50); do grep -q "every backend is resolved" "$GW_ERR" && break; sleep 0.1; done
+    second_address add # the client's path manager now opens a join on every connection
+  fi
   if ! wait "$xfer"; then
     log "$tag FAILED:"
     grep -E "FAIL|RSTs" "$OUT/$tag.txt" >&2 || true
@@ -115,7 +130,20 @@ restart_run() {
     return 1
   fi
   stats "$OUT/$tag-stats.json"
-  if ! check_gateway "$OUT/$tag-stats.json" "$GW_ERR" "$how"; then
+  if [ "$LATE_JOINS" = 1 ] && ! python3 - "$OUT/$tag.json" <<'PY'
+import json, sys
+d = json.load(open(sys.argv[1]))
+est = sum(s["joins_established"] for s in d["per_server"].values())
+owner = d["checks"].get("joins_on_owner", {}).get("ok")
+print("    joins opened after the restart: %d established, on their owner: %s" % (est, owner),
+      file=sys.stderr)
+sys.exit(0 if est == 6 and owner else 1)
+PY
+  then
+    log "$tag FAILED: the joins opened after the restart did not all reach their server"
+    return 1
+  fi
+  if ! check_gateway "$OUT/$tag-stats.json" "$GW_ERR" "$how" "$flows" "$joins"; then
     log "$tag FAILED: the new daemon did not re-attach every flow and token, or adopted flows"
     cat "$GW_ERR" >&2
     return 1
@@ -132,6 +160,17 @@ PY
   log "$tag: PASS ($(grep -E "^  RSTs|joins_on_owner|no_token_found" "$OUT/$tag.txt" \
     | sed -E 's/^ *(\[PASS\] *)?//' | paste -sd ';' -))"
   stop_gateway
+}
+
+# second_address add|delete: the client's subflow endpoint (its second IPv4 address), as
+# netns.sh sets it up.
+second_address() {
+  if [ "$1" = add ]; then
+    ip netns exec tz-client ip mptcp endpoint add 10.90.0.3 subflow
+  else
+    ip netns exec tz-client ip mptcp endpoint delete id "$(ip netns exec tz-client ip mptcp \
+      endpoint show | awk '$1 == "10.90.0.3" {for (i = 1; i < NF; i++) if ($i == "id") print $(i + 1)}')"
+  fi
 }
 
 testbed/netns.sh up >/dev/null
@@ -164,5 +203,8 @@ restart_run sigterm-1to2workers "$OUT/shared-1.toml" "$OUT/shared-2.toml" TERM "
 grep -q "previous stop clean" "$OUT/sigterm-1to2workers-after.err" \
   || { log "the planned stop was not marked clean"; exit 1; }
 
+LATE_JOINS=1 restart_run kill9-late-joins configs/testbed.toml configs/testbed.toml KILL \
+  "re-attached"
+
 log "artefacts in $OUT"
-echo "e2e-restart: 4 runs passed (kill -9 with 1 and 2 workers, kill -9 with a backend added while down, SIGTERM and 1 -> 2 workers)"
+echo "e2e-restart: 5 runs passed (kill -9 with 1 and 2 workers, kill -9 with a backend added while down, SIGTERM and 1 -> 2 workers, joins opened after a kill -9 routed by the restored tokens)"
