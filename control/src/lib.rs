@@ -15,4 +15,11 @@
 
 pub mod api;
 pub mod cli;
+pub mod cluster;
 pub mod config;
+pub mod health;
+pub mod instance;
+pub mod log;
+pub mod neighbour;
+pub mod pool;
+pub mod publish;

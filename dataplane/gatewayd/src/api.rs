@@ -14,8 +14,11 @@ use trapeze_core::pipeline::Shared;
 use trapeze_core::pool::{BackendState, PortId};
 use trapeze_dpdk::Port;
 
-use crate::control::{ControlPlane, NewBackend, NewVip, Refused};
-use crate::publish::Published;
+use trapeze_control::cluster::Counters as ClusterCounters;
+use trapeze_control::instance::Instance;
+use trapeze_control::pool::{NewBackend, NewVip, PoolManager, Refused};
+use trapeze_control::publish::Published;
+
 use crate::worker::{IoStats, StatsBoard};
 
 /// What a request needs besides the control plane.
@@ -24,9 +27,9 @@ pub(crate) struct Env<'a> {
     pub(crate) shared: &'a Shared,
     pub(crate) board: &'a StatsBoard,
     pub(crate) ports: &'a [Port<'a>],
-    pub(crate) instance: &'a crate::instance::Instance,
+    pub(crate) instance: &'a Instance,
     /// The token-sync counters, when `[cluster]` is configured.
-    pub(crate) cluster: Option<&'a crate::cluster::Counters>,
+    pub(crate) cluster: Option<&'a ClusterCounters>,
 }
 
 fn refused(r: Refused) -> Response {
@@ -40,7 +43,7 @@ fn applied(r: Result<u64, Refused>) -> Response {
     }
 }
 
-fn metrics_input(cp: &ControlPlane, env: &Env<'_>) -> MetricsInput {
+fn metrics_input(cp: &PoolManager, env: &Env<'_>) -> MetricsInput {
     let workers = env
         .board
         .slots
@@ -85,7 +88,7 @@ fn metrics_input(cp: &ControlPlane, env: &Env<'_>) -> MetricsInput {
 }
 
 /// The ports' counters: the workers' per-port counters summed, and the devices' own.
-fn port_views(cp: &ControlPlane, env: &Env<'_>) -> Vec<PortStatsView> {
+fn port_views(cp: &PoolManager, env: &Env<'_>) -> Vec<PortStatsView> {
     let mut io = IoStats::new(env.ports.len());
     for s in &env.board.slots {
         io.add(&s.lock().io);
@@ -124,7 +127,7 @@ fn port_views(cp: &ControlPlane, env: &Env<'_>) -> Vec<PortStatsView> {
 }
 
 /// Answers one request.
-pub(crate) fn dispatch(cp: &mut ControlPlane, req: Request, env: &Env<'_>) -> Response {
+pub(crate) fn dispatch(cp: &mut PoolManager, req: Request, env: &Env<'_>) -> Response {
     let change = req.is_change();
     let r = match req {
         Request::ListVips | Request::GetVip { .. } => {

@@ -23,12 +23,15 @@ use trapeze_core::pipeline::{DropReason, Event, Shared, Worker, WorkerStats};
 use trapeze_core::pool::{BackendId, PortId};
 use trapeze_dpdk::{errno, Eal, Mempool, Port, PortConfig};
 
-use crate::control::ControlPlane;
-use crate::health::{HealthChecker, HealthConfig, ProbeSource};
-use crate::neighbour::{PortAddrs, Resolver};
-use crate::publish::Published;
+use trapeze_control::cluster;
+use trapeze_control::health::{HealthChecker, HealthConfig, ProbeSource};
+use trapeze_control::instance::Instance;
+use trapeze_control::log::Log;
+use trapeze_control::neighbour::{PortAddrs, Resolver};
+use trapeze_control::pool::PoolManager;
+use trapeze_control::publish::Published;
+
 use crate::worker::{self, Context, IoStats, StatsBoard};
-use crate::Log;
 
 /// Mbufs in the pool: enough for every descriptor of every queue plus bursts in flight.
 fn mbuf_count(cfg: &GatewayConfig, workers: u16) -> u32 {
@@ -189,8 +192,10 @@ pub(crate) fn run(mut cfg: GatewayConfig, args: &GatewaydArgs, log: &Log) -> Res
     let published = Published::new(cfg.snapshot().map_err(|e| format!("pool: {e}"))?);
     let mut shared = Shared::new(cfg.tokens);
     // Token sharing with other instances (`[cluster]`): journal, remote owners, sync socket.
-    let cluster = crate::cluster::setup(&cfg, &mut shared)?;
-    let cluster_counters = crate::cluster::Counters::default();
+    let cluster = cluster::setup(&cfg, &mut shared)?;
+    let cluster_counters = cluster::Counters::default();
+    let tsc_clock = worker::Clock::new();
+    let tsc = move || tsc_clock.now();
     let stop = Arc::new(AtomicBool::new(false));
     // SIGINT/SIGTERM go through the control loop, which first withdraws the instance's VIPs
     // (GET /instance says `stopping`) and forwards during the stop grace (crate::instance).
@@ -199,7 +204,7 @@ pub(crate) fn run(mut cfg: GatewayConfig, args: &GatewaydArgs, log: &Log) -> Res
         signal_hook::flag::register(sig, Arc::clone(&term))
             .map_err(|e| format!("signal handler: {e}"))?;
     }
-    let instance = crate::instance::Instance::new(Duration::from_millis(args.stop_grace_ms));
+    let instance = Instance::new(Duration::from_millis(args.stop_grace_ms));
     let reload = Arc::new(AtomicBool::new(false));
     signal_hook::flag::register(signal_hook::consts::SIGHUP, Arc::clone(&reload))
         .map_err(|e| format!("signal handler: {e}"))?;
@@ -247,7 +252,7 @@ pub(crate) fn run(mut cfg: GatewayConfig, args: &GatewaydArgs, log: &Log) -> Res
         }
     ));
     let (max_vips, max_backends) = (cfg.worker.max_vips, cfg.worker.max_backends);
-    let mut control = ControlPlane::new(cfg, args.overrides(), args.config.clone());
+    let mut control = PoolManager::new(cfg, args.overrides(), args.config.clone());
     // The API thread: parses and forwards requests; a failure there never stops forwarding.
     let (api_tx, api_rx) = std::sync::mpsc::sync_channel(64);
     let _api = if args.api == "off" {
@@ -294,7 +299,7 @@ pub(crate) fn run(mut cfg: GatewayConfig, args: &GatewaydArgs, log: &Log) -> Res
             .collect();
 
         if let Some((c, sock)) = &cluster {
-            crate::cluster::spawn(
+            cluster::spawn(
                 s,
                 c,
                 sock,
@@ -302,6 +307,7 @@ pub(crate) fn run(mut cfg: GatewayConfig, args: &GatewaydArgs, log: &Log) -> Res
                 &published,
                 &stop,
                 &cluster_counters,
+                &tsc,
                 log,
             );
         }
@@ -491,7 +497,7 @@ pub(crate) fn run(mut cfg: GatewayConfig, args: &GatewaydArgs, log: &Log) -> Res
     }
     print_totals(&total, &io_total, cfg, &ports, &shared);
     if cluster.is_some() {
-        crate::cluster::print_totals(&cluster_counters, &shared.tokens);
+        cluster::print_totals(&cluster_counters, &shared.tokens);
     }
     if failed.is_empty() {
         Ok(())

@@ -25,9 +25,11 @@ use trapeze_core::pool::PortId;
 use trapeze_core::Ticks;
 use trapeze_dpdk::{lcore, Eal, Mbuf, MbufBurst, Mempool, Port, RxQueue, TxQueue};
 
+use trapeze_control::health::{self, ProbeReply};
+use trapeze_control::neighbour::{self, Learned};
+use trapeze_control::publish::{Published, Reader};
+
 use crate::frame::MbufFrame;
-use crate::neighbour::{self, Learned};
-use crate::publish::{Published, Reader};
 
 /// What every worker shares.
 pub(crate) struct Context<'a, 'e> {
@@ -43,7 +45,7 @@ pub(crate) struct Context<'a, 'e> {
     /// Neighbours read from punted frames, for the control thread.
     pub(crate) learned: &'a ArrayQueue<Learned>,
     /// Answers to health probes read from punted frames, for the control thread.
-    pub(crate) probe_replies: &'a ArrayQueue<crate::health::ProbeReply>,
+    pub(crate) probe_replies: &'a ArrayQueue<ProbeReply>,
     /// Where each worker publishes its counters for the control thread, every 64 loops.
     pub(crate) board: &'a StatsBoard,
     /// Sleep after a run of empty polls (zero: yield only).
@@ -167,12 +169,19 @@ enum TxKind {
 const IDLE_POLLS_BEFORE_YIELD: u32 = 1024;
 
 /// Converts the TSC into the core's ticks.
-struct Clock {
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Clock {
     hz: u64,
 }
 
 impl Clock {
-    fn now(&self) -> Ticks {
+    pub(crate) fn new() -> Self {
+        Self {
+            hz: lcore::tsc_hz(),
+        }
+    }
+
+    pub(crate) fn now(&self) -> Ticks {
         Ticks((lcore::tsc() as u128 * 1_000_000_000 / self.hz.max(1) as u128) as u64)
     }
 }
@@ -194,9 +203,7 @@ pub(crate) fn run(
         rxq.push(p.rx_queue(id).map_err(|e| format!("worker {id}: {e}"))?);
         txq.push(p.tx_queue(id).map_err(|e| format!("worker {id}: {e}"))?);
     }
-    let clock = Clock {
-        hz: lcore::tsc_hz(),
-    };
+    let clock = Clock::new();
     let mut reader = Reader::new(cx.published);
     let mut io = IoStats::new(cx.ports.len());
     let mut rx = MbufBurst::new();
@@ -370,7 +377,7 @@ fn route<'e>(
         Verdict::Punt => {
             if let Some(l) = neighbour::learn(ingress, f.0.data()) {
                 let _ = cx.learned.push(l);
-            } else if let Some((_, _, _, r)) = crate::health::reply(f.0.data()) {
+            } else if let Some((_, _, _, r)) = health::reply(f.0.data()) {
                 let _ = cx.probe_replies.push(r);
             }
         }

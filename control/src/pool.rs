@@ -1,4 +1,4 @@
-//! The control plane's state and the pool changes it applies.
+//! The running pool and the changes applied to it ([`PoolManager`]).
 //!
 //! Every change follows one path: check the expected version (if given), apply the change to a
 //! copy of the pool spec, **build the snapshot** (which validates everything, Maglev tables
@@ -21,23 +21,23 @@
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::time::{Duration, Instant};
 
-use trapeze_control::config::{self, GatewayConfig, Overrides};
 use trapeze_core::pipeline::Shared;
 use trapeze_core::pool::{
     Backend, BackendId, BackendState, ForwardingMode, PoolSnapshot, PoolSpec, PortId, VipId,
     VipSpec,
 };
 
+use crate::config::{self, GatewayConfig, Overrides};
 use crate::publish::Published;
 
 /// Default time a graceful removal waits for the backend's flows to end.
-pub(crate) const GRACEFUL_REMOVE_DEADLINE: Duration = Duration::from_secs(60);
+pub const GRACEFUL_REMOVE_DEADLINE: Duration = Duration::from_secs(60);
 
 /// Why a request changed nothing: an HTTP-like status and a reason for the operator.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct Refused {
-    pub(crate) status: u16,
-    pub(crate) reason: String,
+pub struct Refused {
+    pub status: u16,
+    pub reason: String,
 }
 
 impl Refused {
@@ -59,7 +59,7 @@ impl Refused {
             reason: reason.into(),
         }
     }
-    pub(crate) fn invalid(reason: impl Into<String>) -> Self {
+    pub fn invalid(reason: impl Into<String>) -> Self {
         Self {
             status: 422,
             reason: reason.into(),
@@ -69,66 +69,62 @@ impl Refused {
 
 /// A backend as a request describes it.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct NewBackend {
-    pub(crate) name: String,
-    pub(crate) ipv4: Option<Ipv4Addr>,
-    pub(crate) ipv6: Option<Ipv6Addr>,
-    pub(crate) port: u16,
-    pub(crate) weight: u32,
+pub struct NewBackend {
+    pub name: String,
+    pub ipv4: Option<Ipv4Addr>,
+    pub ipv6: Option<Ipv6Addr>,
+    pub port: u16,
+    pub weight: u32,
     /// Egress port by name; `None`: the port of the VIP's other backends, or the only port.
-    pub(crate) egress: Option<String>,
-    pub(crate) mac: Option<[u8; 6]>,
+    pub egress: Option<String>,
+    pub mac: Option<[u8; 6]>,
 }
 
 /// A VIP as a request describes it.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct NewVip {
-    pub(crate) name: String,
-    pub(crate) addr: IpAddr,
-    pub(crate) port: u16,
+pub struct NewVip {
+    pub name: String,
+    pub addr: IpAddr,
+    pub port: u16,
     /// Forwarding mode.
-    pub(crate) mode: ForwardingMode,
+    pub mode: ForwardingMode,
     /// Client-side port by name; `None`: the first port.
-    pub(crate) client_port: Option<String>,
-    pub(crate) backends: Vec<String>,
+    pub client_port: Option<String>,
+    pub backends: Vec<String>,
     /// Stateless join ports by member name.
-    pub(crate) join_ports: std::collections::BTreeMap<String, u16>,
+    pub join_ports: std::collections::BTreeMap<String, u16>,
     /// What the gateway announces.
-    pub(crate) announce: trapeze_core::pool::Announce,
+    pub announce: trapeze_core::pool::Announce,
 }
 
 /// Counters of the control plane itself.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub(crate) struct ControlCounters {
-    pub(crate) reloads_ok: u64,
-    pub(crate) reloads_failed: u64,
-    pub(crate) pool_changes: u64,
-    pub(crate) refused: u64,
+pub struct ControlCounters {
+    pub reloads_ok: u64,
+    pub reloads_failed: u64,
+    pub pool_changes: u64,
+    pub refused: u64,
 }
 
-/// The control plane's state: the running configuration and what happened to it.
+/// The running configuration and what happened to it: owned by the control thread.
 #[derive(Debug)]
-pub(crate) struct ControlPlane {
-    pub(crate) cfg: GatewayConfig,
-    pub(crate) overrides: Overrides,
-    pub(crate) config_path: std::path::PathBuf,
-    pub(crate) counters: ControlCounters,
+pub struct PoolManager {
+    pub cfg: GatewayConfig,
+    pub overrides: Overrides,
+    pub config_path: std::path::PathBuf,
+    pub counters: ControlCounters,
     /// The outcome of the last reload: `Ok(version)` or the error.
-    pub(crate) last_reload: Option<Result<u64, String>>,
+    pub last_reload: Option<Result<u64, String>>,
     /// Backends to remove (hard) when their drain deadline passes.
     deadlines: Vec<(BackendId, Instant)>,
     /// Backends failing their health checks: published as `Down` whatever their configured
     /// state (which `cfg.pool` keeps, so an operator's drain survives a health flap).
     health_down: Vec<BackendId>,
-    pub(crate) started: Instant,
+    pub started: Instant,
 }
 
-impl ControlPlane {
-    pub(crate) fn new(
-        cfg: GatewayConfig,
-        overrides: Overrides,
-        config_path: std::path::PathBuf,
-    ) -> Self {
+impl PoolManager {
+    pub fn new(cfg: GatewayConfig, overrides: Overrides, config_path: std::path::PathBuf) -> Self {
         Self {
             cfg,
             overrides,
@@ -142,7 +138,7 @@ impl ControlPlane {
     }
 
     /// The running version.
-    pub(crate) fn version(&self) -> u64 {
+    pub fn version(&self) -> u64 {
         self.cfg.pool.version
     }
 
@@ -179,7 +175,7 @@ impl ControlPlane {
 
     /// The common path of every change (see the module documentation).
     /// Counts the outcome of a change request (the dispatcher calls it once per request).
-    pub(crate) fn outcome<T>(&mut self, r: &Result<T, Refused>) {
+    pub fn outcome<T>(&mut self, r: &Result<T, Refused>) {
         match r {
             Ok(_) => self.counters.pool_changes += 1,
             Err(_) => self.counters.refused += 1,
@@ -223,7 +219,7 @@ impl ControlPlane {
 
     /// A change the gateway makes itself (resolved MACs): the same validation and publication,
     /// not counted as an operator's change.
-    pub(crate) fn internal_change(
+    pub fn internal_change(
         &mut self,
         published: &Published,
         f: impl FnOnce(&mut PoolSpec),
@@ -235,7 +231,7 @@ impl ControlPlane {
     }
 
     /// Records a backend's health (from the health checker) and republishes when it changed.
-    pub(crate) fn set_health(
+    pub fn set_health(
         &mut self,
         id: BackendId,
         up: bool,
@@ -263,7 +259,7 @@ impl ControlPlane {
     }
 
     /// Adds a backend to a VIP (a new one, or one that already serves other VIPs).
-    pub(crate) fn add_backend(
+    pub fn add_backend(
         &mut self,
         vip: &str,
         b: NewBackend,
@@ -364,7 +360,7 @@ impl ControlPlane {
     }
 
     /// Sets a backend's state (drain / undrain / down from health checks).
-    pub(crate) fn set_state(
+    pub fn set_state(
         &mut self,
         name: &str,
         state: BackendState,
@@ -387,7 +383,7 @@ impl ControlPlane {
     }
 
     /// Sets a backend's weight.
-    pub(crate) fn set_weight(
+    pub fn set_weight(
         &mut self,
         name: &str,
         weight: u32,
@@ -411,7 +407,7 @@ impl ControlPlane {
 
     /// Removes a backend: `hard` at once (its tokens purged), otherwise drain then remove after
     /// [`GRACEFUL_REMOVE_DEADLINE`].
-    pub(crate) fn remove_backend(
+    pub fn remove_backend(
         &mut self,
         name: &str,
         hard: bool,
@@ -444,7 +440,7 @@ impl ControlPlane {
     }
 
     /// Adds a VIP.
-    pub(crate) fn add_vip(
+    pub fn add_vip(
         &mut self,
         v: NewVip,
         if_version: Option<u64>,
@@ -503,7 +499,7 @@ impl ControlPlane {
     }
 
     /// Removes a VIP (its flows' packets are then dropped and counted as `vip_gone`).
-    pub(crate) fn remove_vip(
+    pub fn remove_vip(
         &mut self,
         name: &str,
         if_version: Option<u64>,
@@ -518,7 +514,7 @@ impl ControlPlane {
 
     /// Reloads the configuration file: validated, matched to the running pool by name (ids stay),
     /// applied atomically; on any error the running pool is untouched and the error reported.
-    pub(crate) fn reload(
+    pub fn reload(
         &mut self,
         path: Option<&std::path::Path>,
         published: &Published,
@@ -548,7 +544,7 @@ impl ControlPlane {
         shared: &Shared,
     ) -> Result<u64, Refused> {
         let new = config::load(path, &self.overrides)
-            .map_err(|e| Refused::invalid(trapeze_control::cli::error_report(path, &e)))?;
+            .map_err(|e| Refused::invalid(crate::cli::error_report(path, &e)))?;
         if new.ports.len() != self.cfg.ports.len()
             || new
                 .ports
@@ -654,12 +650,7 @@ impl ControlPlane {
     }
 
     /// Removes drained backends whose deadline passed. Returns their names.
-    pub(crate) fn tick(
-        &mut self,
-        now: Instant,
-        published: &Published,
-        shared: &Shared,
-    ) -> Vec<String> {
+    pub fn tick(&mut self, now: Instant, published: &Published, shared: &Shared) -> Vec<String> {
         let due: Vec<BackendId> = self
             .deadlines
             .iter()
@@ -695,9 +686,9 @@ mod tests {
     use trapeze_core::tables::token::{Owner, TokenTableConfig};
     use trapeze_core::{FlowKey, Ticks};
 
-    const CONFIG: &str = include_str!("../../../configs/testbed.toml");
+    const CONFIG: &str = include_str!("../../configs/testbed.toml");
 
-    fn setup() -> (ControlPlane, Published, Shared) {
+    fn setup() -> (PoolManager, Published, Shared) {
         let cfg = config::from_toml(CONFIG, &Overrides::default()).expect("testbed config");
         let published = Published::new(cfg.snapshot().unwrap());
         let shared = Shared::new(TokenTableConfig {
@@ -705,7 +696,7 @@ mod tests {
             shards: 1,
         });
         (
-            ControlPlane::new(cfg, Overrides::default(), "configs/testbed.toml".into()),
+            PoolManager::new(cfg, Overrides::default(), "configs/testbed.toml".into()),
             published,
             shared,
         )

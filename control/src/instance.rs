@@ -6,17 +6,19 @@
 use std::cell::Cell;
 use std::time::{Duration, Instant};
 
-use trapeze_control::api::instance::{InstanceState, InstanceView};
 use trapeze_core::pool::PoolSnapshot;
 
-pub(crate) struct Instance {
+use crate::api::instance::{InstanceState, InstanceView};
+
+#[derive(Debug)]
+pub struct Instance {
     draining: Cell<bool>,
     stop_at: Cell<Option<Instant>>,
     grace: Duration,
 }
 
 impl Instance {
-    pub(crate) fn new(grace: Duration) -> Self {
+    pub fn new(grace: Duration) -> Self {
         Self {
             draining: Cell::new(false),
             stop_at: Cell::new(None),
@@ -24,7 +26,7 @@ impl Instance {
         }
     }
 
-    pub(crate) fn state(&self) -> InstanceState {
+    pub fn state(&self) -> InstanceState {
         if self.stop_at.get().is_some() {
             InstanceState::Stopping
         } else if self.draining.get() {
@@ -34,16 +36,16 @@ impl Instance {
         }
     }
 
-    pub(crate) fn set_draining(&self, d: bool) {
+    pub fn set_draining(&self, d: bool) {
         self.draining.set(d);
     }
 
-    pub(crate) fn grace(&self) -> Duration {
+    pub fn grace(&self) -> Duration {
         self.grace
     }
 
     /// A stop signal arrived at `now`: the first one starts the grace period (returns `true`).
-    pub(crate) fn begin_stop(&self, now: Instant) -> bool {
+    pub fn begin_stop(&self, now: Instant) -> bool {
         if self.stop_at.get().is_some() {
             return false;
         }
@@ -52,11 +54,11 @@ impl Instance {
     }
 
     /// The grace period is over.
-    pub(crate) fn stop_due(&self, now: Instant) -> bool {
+    pub fn stop_due(&self, now: Instant) -> bool {
         self.stop_at.get().is_some_and(|t| now >= t)
     }
 
-    pub(crate) fn view(&self, pool: &PoolSnapshot, now: Instant) -> InstanceView {
+    pub fn view(&self, pool: &PoolSnapshot, now: Instant) -> InstanceView {
         InstanceView::from_pool(
             pool,
             self.state(),

@@ -11,13 +11,13 @@ use trapeze_core::pool::PoolSnapshot;
 
 /// The current snapshot and its version.
 #[derive(Debug)]
-pub(crate) struct Published {
+pub struct Published {
     version: AtomicU64,
     current: RwLock<Arc<PoolSnapshot>>,
 }
 
 impl Published {
-    pub(crate) fn new(first: PoolSnapshot) -> Self {
+    pub fn new(first: PoolSnapshot) -> Self {
         Self {
             version: AtomicU64::new(1),
             current: RwLock::new(Arc::new(first)),
@@ -25,33 +25,33 @@ impl Published {
     }
 
     /// Replaces the snapshot (control thread).
-    pub(crate) fn publish(&self, next: PoolSnapshot) {
+    pub fn publish(&self, next: PoolSnapshot) {
         *self.current.write() = Arc::new(next);
         self.version.fetch_add(1, Ordering::Release);
     }
 
     /// The version of the current snapshot.
     #[inline]
-    pub(crate) fn version(&self) -> u64 {
+    pub fn version(&self) -> u64 {
         self.version.load(Ordering::Acquire)
     }
 
     /// The current snapshot.
-    pub(crate) fn load(&self) -> Arc<PoolSnapshot> {
+    pub fn load(&self) -> Arc<PoolSnapshot> {
         self.current.read().clone()
     }
 }
 
 /// A worker's view: its snapshot and the version it has.
 #[derive(Debug)]
-pub(crate) struct Reader<'a> {
+pub struct Reader<'a> {
     published: &'a Published,
     version: u64,
-    pub(crate) pool: Arc<PoolSnapshot>,
+    pub pool: Arc<PoolSnapshot>,
 }
 
 impl<'a> Reader<'a> {
-    pub(crate) fn new(published: &'a Published) -> Self {
+    pub fn new(published: &'a Published) -> Self {
         let version = published.version();
         Self {
             published,
@@ -62,7 +62,7 @@ impl<'a> Reader<'a> {
 
     /// Picks up a newer snapshot if there is one (once per burst).
     #[inline]
-    pub(crate) fn refresh(&mut self) {
+    pub fn refresh(&mut self) {
         let v = self.published.version();
         if v != self.version {
             self.pool = self.published.load();
