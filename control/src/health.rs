@@ -18,6 +18,8 @@ use trapeze_wire::ip::IpProtocol;
 use trapeze_wire::tcp::{self, TcpFlags};
 use trapeze_wire::{ipv4, ipv6};
 
+use crate::dataplane::PortAddrs;
+
 /// Probe timing and thresholds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct HealthConfig {
@@ -116,15 +118,6 @@ struct Target {
     seq: u32,
 }
 
-/// The gateway's side of a port, as probes need it.
-#[derive(Debug, Clone)]
-pub struct ProbeSource {
-    pub mac: Mac,
-    pub vlan: Option<u16>,
-    pub ipv4: Option<std::net::Ipv4Addr>,
-    pub ipv6: Option<std::net::Ipv6Addr>,
-}
-
 /// A change of a backend's health.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Transition {
@@ -219,7 +212,7 @@ impl HealthChecker {
     pub fn due(
         &mut self,
         now: Instant,
-        sources: &[ProbeSource],
+        sources: &[PortAddrs],
         mac_of: impl Fn(BackendId) -> Option<Mac>,
         transitions: &mut Vec<Transition>,
     ) -> Vec<(PortId, Vec<u8>)> {
@@ -271,7 +264,7 @@ impl HealthChecker {
     pub fn reset_for(
         &self,
         r: &ProbeReply,
-        sources: &[ProbeSource],
+        sources: &[PortAddrs],
         mac_of: impl Fn(BackendId) -> Option<Mac>,
     ) -> Option<(PortId, Vec<u8>)> {
         let t = self.targets.iter().find(|t| t.id == r.backend)?;
@@ -302,7 +295,7 @@ impl HealthChecker {
 /// A bare TCP segment (no options, no payload) from the port's address to `dst`.
 #[allow(clippy::too_many_arguments)]
 fn segment(
-    src: &ProbeSource,
+    src: &PortAddrs,
     dst_mac: Mac,
     dst: IpAddr,
     sport: u16,
@@ -375,15 +368,15 @@ mod tests {
     use std::net::Ipv4Addr;
     use trapeze_core::testkit::demo_spec;
 
-    fn sources() -> Vec<ProbeSource> {
+    fn sources() -> Vec<PortAddrs> {
         vec![
-            ProbeSource {
+            PortAddrs {
                 mac: [2, 0, 0, 0, 0, 1],
                 vlan: None,
                 ipv4: Some(Ipv4Addr::new(10, 0, 0, 1)),
                 ipv6: None,
             },
-            ProbeSource {
+            PortAddrs {
                 mac: [2, 0, 0, 0, 0, 2],
                 vlan: None,
                 ipv4: Some(Ipv4Addr::new(10, 1, 0, 1)),
@@ -396,7 +389,7 @@ mod tests {
     fn answer_to(probe: &[u8], flags: TcpFlags) -> Vec<u8> {
         let ip = ipv4::Packet::new_checked(&probe[14..]).unwrap();
         let t = tcp::Packet::new_checked(&probe[34..]).unwrap();
-        let src = ProbeSource {
+        let src = PortAddrs {
             mac: [2, 0, 0, 0xbe, 0, 0],
             vlan: None,
             ipv4: Some(ip.dst_addr()),

@@ -11,6 +11,8 @@ use trapeze_wire::ethernet::{self, EtherType, MacAddr, VlanTci};
 use trapeze_wire::ip::IpProtocol;
 use trapeze_wire::{arp, icmpv6, ipv6};
 
+use crate::dataplane::PortAddrs;
+
 /// A neighbour learned from a punted frame.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Learned {
@@ -80,15 +82,6 @@ struct Entry {
 #[derive(Debug)]
 pub struct Resolver {
     entries: Vec<Entry>,
-}
-
-/// The gateway's own addresses and MAC on a port, as requests need them.
-#[derive(Debug, Clone)]
-pub struct PortAddrs {
-    pub mac: Mac,
-    pub vlan: Option<u16>,
-    pub ipv4: Option<Ipv4Addr>,
-    pub ipv6: Option<Ipv6Addr>,
 }
 
 impl Resolver {

@@ -14,7 +14,7 @@ use trapeze_control::cli::{self, GatewaydArgs};
 use trapeze_control::log::Log;
 
 #[cfg(not(tz_no_dpdk))]
-mod api;
+mod dataplane;
 #[cfg(not(tz_no_dpdk))]
 mod frame;
 #[cfg(not(tz_no_dpdk))]
