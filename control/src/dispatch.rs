@@ -34,7 +34,10 @@ pub struct Env<'a> {
 }
 
 fn refused(r: Refused) -> Response {
-    Response::error(r.status, r.reason)
+    match r.field {
+        Some(field) if r.status == 422 => Response::invalid(field, r.reason),
+        _ => Response::error(r.status, r.reason),
+    }
 }
 
 fn applied(r: Result<u64, Refused>) -> Response {
@@ -177,7 +180,7 @@ pub fn dispatch(cp: &mut PoolManager, req: Request, env: &Env<'_>) -> Response {
                     if_version,
                     env.published,
                 ),
-                Err((field, msg)) => Err(Refused::invalid(format!("{field}: {msg}"))),
+                Err((field, msg)) => Err(Refused::invalid_field(field, format!("{field}: {msg}"))),
             }
         }
         Request::RemoveVip { name, if_version } => cp.remove_vip(&name, if_version, env.published),

@@ -253,11 +253,7 @@ impl<D: Dataplane> ControlThread<D> {
                 Ok(v) => self
                     .log
                     .info(format!("configuration reloaded; pool version {v}")),
-                Err(e) => self.log.warn(format!(
-                    "reload refused, version {} keeps serving: {}",
-                    self.pool.version(),
-                    e.reason
-                )),
+                Err(e) => self.log.warn(e.reason),
             }
             pool_changed = true;
         }
