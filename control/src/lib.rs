@@ -25,4 +25,5 @@ pub mod log;
 pub mod neighbour;
 pub mod pool;
 pub mod publish;
+pub mod testkit;
 pub mod thread;
