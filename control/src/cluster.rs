@@ -466,4 +466,4 @@ fn refresh(
 }
 
 /// Records a refresh round sends at most (about 23 datagrams of 1400 bytes with short names).
-const REFRESH_CHUNK: usize = 1024;
+pub const REFRESH_CHUNK: usize = 1024;

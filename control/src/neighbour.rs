@@ -63,10 +63,10 @@ pub fn learn(port: PortId, frame: &[u8]) -> Option<Learned> {
     }
 }
 
-/// How often an unresolved neighbour is asked again, and how long an answer is trusted before it
-/// is refreshed.
-const RETRY: Duration = Duration::from_millis(500);
-const REFRESH: Duration = Duration::from_secs(60);
+/// How often an unresolved neighbour is asked again.
+pub const RETRY: Duration = Duration::from_millis(500);
+/// How long an answer is trusted before it is refreshed.
+pub const REFRESH: Duration = Duration::from_secs(60);
 
 #[derive(Debug, Clone)]
 struct Entry {
