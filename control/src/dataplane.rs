@@ -90,3 +90,23 @@ impl PortAddrs {
             .collect()
     }
 }
+
+/// The two ports of the core's demo topology (`trapeze_core::testkit::demo_spec`), for tests.
+#[cfg(test)]
+pub(crate) fn demo_ports() -> Vec<PortAddrs> {
+    use std::net::Ipv4Addr;
+    vec![
+        PortAddrs {
+            mac: [2, 0, 0, 0, 0, 1],
+            vlan: None,
+            ipv4: Some(Ipv4Addr::new(10, 0, 0, 1)),
+            ipv6: None,
+        },
+        PortAddrs {
+            mac: [2, 0, 0, 0, 0, 2],
+            vlan: None,
+            ipv4: Some(Ipv4Addr::new(10, 1, 0, 1)),
+            ipv6: Some(std::net::Ipv6Addr::new(0xfd00, 1, 0, 0, 0, 0, 0, 1)),
+        },
+    ]
+}

@@ -365,24 +365,10 @@ fn segment(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::net::Ipv4Addr;
     use trapeze_core::testkit::demo_spec;
 
     fn sources() -> Vec<PortAddrs> {
-        vec![
-            PortAddrs {
-                mac: [2, 0, 0, 0, 0, 1],
-                vlan: None,
-                ipv4: Some(Ipv4Addr::new(10, 0, 0, 1)),
-                ipv6: None,
-            },
-            PortAddrs {
-                mac: [2, 0, 0, 0, 0, 2],
-                vlan: None,
-                ipv4: Some(Ipv4Addr::new(10, 1, 0, 1)),
-                ipv6: None,
-            },
-        ]
+        crate::dataplane::demo_ports()
     }
 
     /// The backend's answer to a probe frame: SYN/ACK or RST, as its stack would send.

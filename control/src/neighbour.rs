@@ -280,20 +280,7 @@ mod tests {
     use trapeze_core::testkit::demo_spec;
 
     fn ports() -> Vec<PortAddrs> {
-        vec![
-            PortAddrs {
-                mac: [2, 0, 0, 0, 0, 1],
-                vlan: None,
-                ipv4: Some(Ipv4Addr::new(10, 0, 0, 1)),
-                ipv6: None,
-            },
-            PortAddrs {
-                mac: [2, 0, 0, 0, 0, 2],
-                vlan: None,
-                ipv4: Some(Ipv4Addr::new(10, 1, 0, 1)),
-                ipv6: Some("fd00:1::1".parse().unwrap()),
-            },
-        ]
+        crate::dataplane::demo_ports()
     }
 
     #[test]
