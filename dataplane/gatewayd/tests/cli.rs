@@ -648,6 +648,16 @@ mod runtime {
         }
     }
 
+    impl Drop for Daemon {
+        /// A test that fails half-way leaves nothing running.
+        fn drop(&mut self) {
+            if let Ok(None) = self.child.try_wait() {
+                let _ = self.child.kill();
+                let _ = self.child.wait();
+            }
+        }
+    }
+
     /// Issue 12, defect 1: this drain panicked the control thread, and from then on the daemon
     /// ignored SIGTERM. It is refused; the daemon goes on answering and stops on SIGTERM.
     #[test]
