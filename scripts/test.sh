@@ -43,9 +43,15 @@ target/pyenv/bin/ruff check .
 step "clippy (all targets, warnings are errors)"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 
-step "the core builds without DPDK and depends on nothing of the runtime"
-if cargo tree -p trapeze-core -e normal --locked | grep -qi dpdk; then
-  echo "trapeze-core must not depend on DPDK" >&2
+step "the core and the control plane build without DPDK; the core depends on nothing above it"
+for crate in trapeze-core trapeze-control; do
+  if cargo tree -p "$crate" -e normal --locked | grep -qi dpdk; then
+    echo "$crate must not depend on DPDK" >&2
+    exit 1
+  fi
+done
+if cargo tree -p trapeze-core -e normal --locked | grep -q trapeze-control; then
+  echo "trapeze-core must not depend on trapeze-control" >&2
   exit 1
 fi
 
