@@ -23,6 +23,8 @@ use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use trapeze_control::config::GatewayConfig;
+use trapeze_control::log::Log;
+use trapeze_control::publish::Published;
 use trapeze_core::flow::FlowSecret;
 use trapeze_core::pool::PoolSpec;
 use trapeze_core::state::{self, Env, Refusal, Restored, StateFile, Want};
@@ -30,8 +32,6 @@ use trapeze_core::tables::flow_table::FlowTable;
 use trapeze_core::tables::token::TokenTable;
 use trapeze_core::Ticks;
 use trapeze_dpdk::mapping::{self, MapError, MappedFile};
-
-use crate::Log;
 
 /// Where hugetlbfs is expected.
 const HUGE_DIR: &str = "/dev/hugepages";
@@ -61,14 +61,14 @@ pub(crate) struct Keeper {
 }
 
 impl Keeper {
-    /// Records the identities of `pool` when its version changed (a cheap check: call it after
-    /// every round of changes, and before a change is published when one can).
-    pub(crate) fn pool_changed(&mut self, pool: &PoolSpec, log: &Log) {
-        if pool.version == self.recorded {
+    /// Records the identities of the published pool when it changed (one atomic load
+    /// otherwise): the supervising thread calls it every round (10 ms).
+    pub(crate) fn pool_changed(&mut self, published: &Published, log: &Log) {
+        if published.version() == self.recorded {
             return;
         }
-        self.recorded = pool.version;
-        let unrecorded = self.file.record(pool);
+        self.recorded = published.version();
+        let unrecorded = self.file.record(&published.load());
         if unrecorded > 0 && !self.warned {
             self.warned = true;
             log.warn(format!(
@@ -267,7 +267,6 @@ fn finish(r: Restored, lock: MappedFile, path: PathBuf, want: &Want, log: &Log) 
         file,
         ..
     } = r;
-    let recorded = pool.version;
     Tables {
         flows,
         tokens,
@@ -276,7 +275,8 @@ fn finish(r: Restored, lock: MappedFile, path: PathBuf, want: &Want, log: &Log) 
             file,
             _lock: lock,
             path,
-            recorded,
+            // The first publication is version 1 of `Published`: recorded by the next round.
+            recorded: 0,
             warned: false,
         }),
     }

@@ -11,8 +11,9 @@
 //! ```
 //!
 //! Worker `i` owns RX and TX queue `i` of every port. A frame whose flow another worker owns is
-//! passed to that worker's inbox (`Verdict::Handoff`). Frames punted by the pipeline are read for
-//! neighbour information and freed. Nothing here allocates after start.
+//! passed to that worker's inbox (`Verdict::Handoff`). Frames punted by the pipeline (answers
+//! addressed to the gateway) are queued for the control thread, which reads and frees them.
+//! Nothing here allocates after start.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -24,9 +25,9 @@ use trapeze_core::pipeline::{process, process_burst, Shared, Verdict, Worker, Wo
 use trapeze_core::pool::PortId;
 use trapeze_dpdk::{lcore, Eal, Mbuf, MbufBurst, Mempool, Port, RxQueue, TxQueue};
 
+use trapeze_control::publish::{Published, Reader};
+
 use crate::frame::MbufFrame;
-use crate::neighbour::{self, Learned};
-use crate::publish::{Published, Reader};
 
 /// What every worker shares.
 pub(crate) struct Context<'a, 'e> {
@@ -37,12 +38,10 @@ pub(crate) struct Context<'a, 'e> {
     pub(crate) stop: &'a AtomicBool,
     /// One inbox per worker: frames handed over by the others, with their ingress port.
     pub(crate) inboxes: &'a [ArrayQueue<(PortId, Mbuf<'e>)>],
-    /// Frames the control thread wants sent (ARP/NDP requests), drained by worker 0.
+    /// Frames the control thread wants sent (ARP/NDP requests, probes), drained by worker 0.
     pub(crate) control_tx: &'a ArrayQueue<(PortId, Mbuf<'e>)>,
-    /// Neighbours read from punted frames, for the control thread.
-    pub(crate) learned: &'a ArrayQueue<Learned>,
-    /// Answers to health probes read from punted frames, for the control thread.
-    pub(crate) probe_replies: &'a ArrayQueue<crate::health::ProbeReply>,
+    /// Frames the pipeline punted, with their ingress port, for the control thread.
+    pub(crate) punted: &'a ArrayQueue<(PortId, Mbuf<'e>)>,
     /// Where each worker publishes its counters for the control thread, every 64 loops.
     pub(crate) board: &'a StatsBoard,
     /// Sleep after a run of empty polls (zero: yield only).
@@ -97,6 +96,8 @@ pub(crate) struct IoStats {
     pub(crate) multiseg: u64,
     /// Handoffs dropped because the owner's inbox was full.
     pub(crate) handoff_full: u64,
+    /// Punted frames dropped because the control thread's queue was full.
+    pub(crate) punt_full: u64,
     /// Per port (sized once at start: nothing grows on the packet path).
     pub(crate) ports: Vec<PortIo>,
 }
@@ -116,6 +117,7 @@ impl IoStats {
         self.tx_unsent += o.tx_unsent;
         self.multiseg += o.multiseg;
         self.handoff_full += o.handoff_full;
+        self.punt_full += o.punt_full;
         if self.ports.len() < o.ports.len() {
             self.ports.resize(o.ports.len(), PortIo::default());
         }
@@ -193,7 +195,7 @@ pub(crate) fn run(
     let mut idle: u32 = 0;
 
     while !cx.stop.load(Ordering::Relaxed) {
-        reader.refresh();
+        reader.refresh(cx.published);
         let pool = &*reader.pool;
         let now = clock.now();
 
@@ -354,10 +356,8 @@ fn route<'e>(
             }
         }
         Verdict::Punt => {
-            if let Some(l) = neighbour::learn(ingress, f.0.data()) {
-                let _ = cx.learned.push(l);
-            } else if let Some((_, _, _, r)) = crate::health::reply(f.0.data()) {
-                let _ = cx.probe_replies.push(r);
+            if cx.punted.push((ingress, f.0)).is_err() {
+                io.punt_full += 1; // the frame is freed here
             }
         }
         Verdict::Drop(_) => {}

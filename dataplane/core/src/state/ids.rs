@@ -14,7 +14,7 @@
 
 use core::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-use crate::pool::{Backend, BackendId, PoolSpec, VipId, VipSpec};
+use crate::pool::{Backend, BackendId, PoolSpec, Vip, VipId, VipSpec};
 
 /// The longest name an identity record holds (the configuration's limit).
 pub const NAME_MAX: usize = 64;
@@ -60,6 +60,16 @@ pub struct VipIdent {
 impl VipIdent {
     /// The identity of `v`.
     pub fn of(v: &VipSpec) -> Self {
+        Self {
+            name: v.name.clone(),
+            addr: v.addr,
+            port: v.port,
+            proto: v.proto,
+        }
+    }
+
+    /// The identity of a published VIP.
+    pub fn of_vip(v: &Vip) -> Self {
         Self {
             name: v.name.clone(),
             addr: v.addr,

@@ -70,7 +70,7 @@ use sha2::{Digest, Sha256};
 
 use crate::flow::{hash_words_seeded, FlowSecret};
 use crate::pipeline::steer;
-use crate::pool::{BackendId, PoolSpec, VipId};
+use crate::pool::{BackendId, PoolSnapshot, PoolSpec, VipId};
 use crate::tables::flow_table::{flags, FlowEntry, FlowTable, FlowTableConfig, WAYS};
 use crate::tables::mem::TableMem;
 use crate::tables::token::{OwnerRecord, Rebuilt, TokenGeometry, TokenTable, TokenTableConfig};
@@ -897,39 +897,68 @@ impl fmt::Debug for StateFile {
 }
 
 impl StateFile {
-    /// Records the identity of every backend and VIP of `pool` whose record differs (a new id,
-    /// or an id whose backend changed address). Ids of removed backends keep their last
-    /// identity: ids are never reused, and one that comes back with the same identity gets its
-    /// id back. Returns the number of ids the file has no slot for (their flows will not
-    /// survive a restart). Control thread, after each pool change.
-    pub fn record(&mut self, pool: &PoolSpec) -> usize {
+    /// Records the identity of every backend and VIP of the published `pool` whose record
+    /// differs (a new id, or an id whose backend changed address). Ids of removed backends keep
+    /// their last identity: ids are never reused, and one that comes back with the same identity
+    /// gets its id back. Returns the number of ids the file has no slot for (their flows will not
+    /// survive a restart). After each publication.
+    pub fn record(&mut self, pool: &PoolSnapshot) -> usize {
+        self.record_ids(
+            pool.backends
+                .iter()
+                .flatten()
+                .map(|b| (b.id, BackendIdent::of(b))),
+            pool.vips
+                .iter()
+                .flatten()
+                .map(|v| (v.id, VipIdent::of_vip(v))),
+            pool.version,
+        )
+    }
+
+    /// [`Self::record`] for a pool not yet built (the configured one, at start).
+    fn record_spec(&mut self, spec: &PoolSpec) -> usize {
+        self.record_ids(
+            spec.backends
+                .iter()
+                .flatten()
+                .map(|b| (b.id, BackendIdent::of(b))),
+            spec.vips.iter().flatten().map(|v| (v.id, VipIdent::of(v))),
+            spec.version,
+        )
+    }
+
+    fn record_ids(
+        &mut self,
+        backends: impl Iterator<Item = (BackendId, BackendIdent)>,
+        vips: impl Iterator<Item = (VipId, VipIdent)>,
+        version: u64,
+    ) -> usize {
         let mut unrecorded = 0;
-        for b in pool.backends.iter().flatten() {
-            let id = BackendIdent::of(b);
+        for (id, ident) in backends {
             match (
-                self.backends.get_mut(b.id.0 as usize),
-                BackendRecord::encode(&id),
+                self.backends.get_mut(id.0 as usize),
+                BackendRecord::encode(&ident),
             ) {
                 (Some(slot), Some(r)) => {
-                    if slot.decode().as_ref() != Some(&id) {
+                    if slot.decode().as_ref() != Some(&ident) {
                         write_record(slot, &r);
                     }
                 }
                 _ => unrecorded += 1,
             }
         }
-        for v in pool.vips.iter().flatten() {
-            let id = VipIdent::of(v);
-            match (self.vips.get_mut(v.id.0 as usize), VipRecord::encode(&id)) {
+        for (id, ident) in vips {
+            match (self.vips.get_mut(id.0 as usize), VipRecord::encode(&ident)) {
                 (Some(slot), Some(r)) => {
-                    if slot.decode().as_ref() != Some(&id) {
+                    if slot.decode().as_ref() != Some(&ident) {
                         write_record(slot, &r);
                     }
                 }
                 _ => unrecorded += 1,
             }
         }
-        self.status.pool_version = pool.version;
+        self.status.pool_version = version;
         unrecorded
     }
 
@@ -1266,7 +1295,7 @@ fn build(sec: Sections, want: &Want, env: &Env, pool: &PoolSpec, mode: Mode) -> 
             }
         }
     }
-    file.record(&seeded.spec);
+    file.record_spec(&seeded.spec);
     Restored {
         flows: tables,
         tokens,
