@@ -48,7 +48,7 @@ use crate::tables::maglev::{MaglevBackend, MaglevError, MaglevTable, DEFAULT_SIZ
     Default,
     bytemuck::Pod,
     bytemuck::Zeroable,
-)]
+)] // plain old data: flow entries hold it
 #[repr(transparent)]
 pub struct BackendId(pub u16);
 
@@ -65,7 +65,7 @@ pub struct BackendId(pub u16);
     Default,
     bytemuck::Pod,
     bytemuck::Zeroable,
-)]
+)] // plain old data: flow entries hold it
 #[repr(transparent)]
 pub struct VipId(pub u16);
 

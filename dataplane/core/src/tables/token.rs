@@ -861,34 +861,12 @@ impl TokenTable {
     /// and removes the owners that none references (their connection ended, or its entries
     /// went, while no process was there to release them). Re-attach housekeeping: takes every
     /// shard's write lock in turn. Returns the number of owners removed.
-    pub fn recount(&self, mut refs: impl FnMut(u32, BackendId) -> u16) -> usize {
-        let mut removed = 0;
-        for lock in self.shards.iter() {
-            let mut guard = lock.write();
-            let Shard {
-                map, recs, free, ..
-            } = &mut *guard;
-            let mut tokens_gone = 0;
-            map.retain(|&token, head| {
-                let mut drop = |r: &Rec, _| refs(token, r.backend) == 0;
-                let (n, alive) = unlink(recs, free, head, &mut drop);
-                removed += n;
-                if alive {
-                    let mut i = head.link.first;
-                    while let Some(r) = recs.get_mut(i as usize) {
-                        r.subflows = refs(token, r.backend);
-                        i = r.next;
-                    }
-                } else {
-                    tokens_gone += 1;
-                }
-                alive
-            });
-            if tokens_gone > 0 {
-                self.len.fetch_sub(tokens_gone, Ordering::AcqRel);
-            }
-        }
-        removed
+    pub fn recount(&self, refs: impl Fn(u32, BackendId) -> u16) -> usize {
+        self.walk(
+            false,
+            |token, r, _| refs(token, r.backend) == 0,
+            |token, r| r.subflows = refs(token, r.backend),
+        )
     }
 
     /// Corrects every local owner's `learned_at` and `last_seen` with `fix` (re-attach
@@ -896,23 +874,17 @@ impl TokenTable {
     /// changed.
     pub fn restamp(&self, mut fix: impl FnMut(Ticks) -> Ticks) -> usize {
         let mut n = 0;
-        for lock in self.shards.iter() {
-            let mut guard = lock.write();
-            let Shard { map, recs, .. } = &mut *guard;
-            for head in map.values() {
-                let mut i = head.link.first;
-                while let Some(r) = recs.get_mut(i as usize) {
-                    for t in [&mut r.learned_at, &mut r.last_seen] {
-                        let fixed = fix(Ticks(*t)).0;
-                        if fixed != *t {
-                            *t = fixed;
-                            n += 1;
-                        }
-                    }
-                    i = r.next;
+        self.walk(
+            false,
+            |_, _, _| false,
+            |_, r| {
+                for t in [&mut r.learned_at, &mut r.last_seen] {
+                    let fixed = fix(Ticks(*t)).0;
+                    n += usize::from(fixed != *t);
+                    *t = fixed;
                 }
-            }
-        }
+            },
+        );
         n
     }
 
@@ -1374,6 +1346,18 @@ impl TokenTable {
     }
 
     fn purge(&self, mut drop: impl FnMut(&Rec, u64) -> bool) -> usize {
+        self.walk(true, |_, r, seen| drop(r, seen), |_, _| {})
+    }
+
+    /// Walks every local owner, one shard write lock at a time: `drop(token, record, effective
+    /// last_seen)` removes it (journalled as a removal when `journal`), then `kept(token,
+    /// record)` sees each one that stays. Returns the number removed.
+    fn walk(
+        &self,
+        journal: bool,
+        mut drop: impl FnMut(u32, &Rec, u64) -> bool,
+        mut kept: impl FnMut(u32, &mut Rec),
+    ) -> usize {
         let mut total = 0;
         for lock in self.shards.iter() {
             let mut guard = lock.write();
@@ -1382,16 +1366,22 @@ impl TokenTable {
             } = &mut *guard;
             let mut tokens_gone = 0;
             map.retain(|&token, head| {
-                let mut exported = |r: &Rec, seen: u64| {
-                    let gone = drop(r, seen);
-                    if gone {
+                let mut decide = |r: &Rec, seen: u64| {
+                    let gone = drop(token, r, seen);
+                    if gone && journal {
                         self.journal(JournalOp::Remove, token, r.backend, Ticks::ZERO);
                     }
                     gone
                 };
-                let (removed, alive) = unlink(recs, free, head, &mut exported);
+                let (removed, alive) = unlink(recs, free, head, &mut decide);
                 total += removed;
-                if !alive {
+                if alive {
+                    let mut i = head.link.first;
+                    while let Some(r) = recs.get_mut(i as usize) {
+                        kept(token, r);
+                        i = r.next;
+                    }
+                } else {
                     tokens_gone += 1;
                 }
                 alive
