@@ -7,9 +7,9 @@ cd "$(dirname "$0")/.."
 # Debian packages (scripts/deps.sh is the one list; it checks them by name with dpkg). The
 # end-to-end tools need root to run at all, so they are installed only then.
 if [ "$(id -u)" -eq 0 ]; then
-  scripts/deps.sh build e2e checks
+  scripts/deps.sh build e2e checks python
 else
-  scripts/deps.sh build
+  scripts/deps.sh build checks python
 fi
 
 # Hugepages for the DPDK tests (they also run with --no-huge where hugepages are not the point).
@@ -26,12 +26,32 @@ step() { printf '\n== %s\n' "$*"; }
 step "format"
 cargo fmt --all -- --check
 
+step "shellcheck (every shell script) and ruff (every Python file; ruff.toml)"
+# Shell scripts: *.sh, the test bed's sourced mode files, and anything with a sh/bash shebang.
+mapfile -t shell_scripts < <(
+  git ls-files -- . ':!dataplane/fuzz/corpus' | while IFS= read -r f; do
+    case "$f" in
+      *.sh | testbed/multi-modes/*.env) echo "$f" ;;
+      *) [ -f "$f" ] && head -n1 "$f" | grep -qE '^#!.*[/ ](ba)?sh$' && echo "$f" ;;
+    esac
+  done
+)
+shellcheck -x "${shell_scripts[@]}"
+echo "shellcheck: ${#shell_scripts[@]} scripts clean"
+target/pyenv/bin/ruff check .
+
 step "clippy (all targets, warnings are errors)"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 
-step "the core builds without DPDK and depends on nothing of the runtime"
-if cargo tree -p trapeze-core -e normal --locked | grep -qi dpdk; then
-  echo "trapeze-core must not depend on DPDK" >&2
+step "the core and the control plane build without DPDK; the core depends on nothing above it"
+for crate in trapeze-core trapeze-control; do
+  if cargo tree -p "$crate" -e normal --locked | grep -qi dpdk; then
+    echo "$crate must not depend on DPDK" >&2
+    exit 1
+  fi
+done
+if cargo tree -p trapeze-core -e normal --locked | grep -q trapeze-control; then
+  echo "trapeze-core must not depend on trapeze-control" >&2
   exit 1
 fi
 

@@ -39,6 +39,7 @@ import argparse
 import hashlib
 import json
 import os
+import pathlib
 import random
 import shlex
 import socket
@@ -51,8 +52,8 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
 sys.path.insert(0, HERE)
-import mptcp_server as M  # noqa: E402  (MPTCP socket helpers)
-import transfers as T  # noqa: E402  (bed constants, captures, pcap parsing, nstat)
+import mptcp_server as M  # MPTCP socket helpers
+import transfers as T  # bed constants, captures, pcap parsing, nstat
 
 SERVERS = list(T.SERVERS)
 # The gateway's own health probes (half-open SYN, SYN/ACK, RST from the gateway's server-side
@@ -255,10 +256,10 @@ CAP_FILTER = ("(tcp[tcpflags] & (tcp-syn|tcp-fin|tcp-rst) != 0) or "
 
 
 def start_capture(ns, dev, path, logpath):
-    log = open(logpath, "w")
-    proc = subprocess.Popen(["ip", "netns", "exec", ns, "tcpdump", "-i", dev, "-s", "256", "-U",
-                             "-nn", "-Z", "root", "-w", path, CAP_FILTER],
-                            stdout=subprocess.DEVNULL, stderr=log)
+    with open(logpath, "w") as log:  # tcpdump holds its own copy of the descriptor
+        proc = subprocess.Popen(["ip", "netns", "exec", ns, "tcpdump", "-i", dev, "-s", "256",
+                                 "-U", "-nn", "-Z", "root", "-w", path, CAP_FILTER],
+                                stdout=subprocess.DEVNULL, stderr=log)
     for _ in range(100):
         with open(logpath) as f:
             if "listening on" in f.read():
@@ -267,7 +268,8 @@ def start_capture(ns, dev, path, logpath):
             break
         time.sleep(0.05)
     T.stop(proc)
-    raise SystemExit("tcpdump on %s/%s did not start: %s" % (ns, dev, open(logpath).read()))
+    raise SystemExit("tcpdump on %s/%s did not start: %s"
+                     % (ns, dev, pathlib.Path(logpath).read_text()))
 
 
 def count_rst_tcpdump(path):
@@ -275,7 +277,8 @@ def count_rst_tcpdump(path):
     expr = ("((tcp[tcpflags] & tcp-rst != 0) or (ip6 and ip6[6] == 6 and ip6[53] & 4 != 0)) and "
             "not ((src host 10.91.0.1 or src host fd91::1) and src portrange %d-%d)"
             % (PROBE_PORTS[0], PROBE_PORTS[1] - 1))
-    out = subprocess.run(["tcpdump", "-r", path, "-nn", expr], capture_output=True, text=True)
+    out = subprocess.run(["tcpdump", "-r", path, "-nn", expr], capture_output=True, text=True,
+                         check=False)
     if out.returncode != 0:
         raise SystemExit("tcpdump -r %s: %s" % (path, out.stderr.strip()))
     return len([ln for ln in out.stdout.splitlines() if ln.strip()])
@@ -287,7 +290,7 @@ def bed_fingerprint():
     fp = [T.bed_state()]
     for s in SERVERS:
         try:
-            fp.append(open(os.path.join(T.RUN_DIR, s + ".pid")).read().strip())
+            fp.append(pathlib.Path(T.RUN_DIR, s + ".pid").read_text().strip())
         except OSError:
             fp.append(None)
     return fp
@@ -373,7 +376,8 @@ def run_cmd(tmpl, server, pool):
     cmd = tmpl.format(server=server, pool=" ".join(pool))
     t = time.time()
     try:
-        cp = subprocess.run(cmd, shell=True, capture_output=True, text=True, timeout=15)
+        cp = subprocess.run(cmd, shell=True, capture_output=True, text=True, timeout=15,
+                            check=False)
         rc, out = cp.returncode, (cp.stdout + cp.stderr).strip()
     except subprocess.TimeoutExpired:
         rc, out = -1, "timed out after 15 s"
@@ -431,7 +435,7 @@ def main_run(a):
     flaps = []
     pool = list(SERVERS)
     out_now = []
-    client_out = open(os.path.join(out, "client.json"), "w+")
+    client_out = open(os.path.join(out, "client.json"), "w+")  # noqa: SIM115  (closed below, once read)
     try:
         cmd = ["ip", "netns", "exec", T.NS_CLIENT, sys.executable, os.path.abspath(__file__),
                "_client", "--run", run, "--t0", repr(t0), "--family", str(a.family),
@@ -478,7 +482,7 @@ def main_run(a):
             raise SystemExit("client failed (rc=%d)" % rc)
         time.sleep(a.settle)
     finally:
-        for srv in list(out_now):  # never leave a server out of the pool
+        for srv in out_now:  # never leave a server out of the pool
             pool.append(srv)
             pool.sort()
             log("restoring %s: rc=%d" % (srv, run_cmd(a.return_cmd, srv, pool)["rc"]))
@@ -634,11 +638,10 @@ def write_csv(res, path):
                 % ",".join("conn%d_MBps" % i for i in range(n)))
         rc = res["rsts"]["client_link"]
         rs = res["rsts"]["server_link"]
-        for i in th["seconds"]:
-            f.write("%d,%.4f,%d,%d,%d,%s\n" % (
-                i, th["total_MBps"][i], th["in_flap"][i],
-                sum(1 for x in rc if i <= x["t"] < i + 1), sum(1 for x in rs if i <= x["t"] < i + 1),
-                ",".join("%.4f" % sl[i] for sl in th["per_slot_MBps"])))
+        f.writelines("%d,%.4f,%d,%d,%d,%s\n" % (
+            i, th["total_MBps"][i], th["in_flap"][i],
+            sum(1 for x in rc if i <= x["t"] < i + 1), sum(1 for x in rs if i <= x["t"] < i + 1),
+            ",".join("%.4f" % sl[i] for sl in th["per_slot_MBps"])) for i in th["seconds"])
 
 
 def describe(res):

@@ -35,6 +35,7 @@ import hmac
 import http.client
 import json
 import os
+import pathlib
 import random
 import select
 import signal
@@ -683,7 +684,7 @@ def verify(a):
     """The verdict of an e2e-collide.sh run. Snapshots of GET /stats: stats0 (start), stats1
     (both NAT owners live, joins sent), stats2 (after the release of fake1's connection), stats3
     (NAT client gone), stats4 (after the DSR claims and joins), stats5 (end)."""
-    ld = lambda f: json.load(open(os.path.join(a.out, f)))
+    ld = lambda f: json.loads(pathlib.Path(a.out, f).read_text())
     st = [ld("stats%d.json" % i) for i in range(6)]
     resp, nat, dsr = ld("responder.json"), ld("nat-client.json"), ld("dsr-client.json")
     n0, n1 = ld("nstat0.json"), ld("nstat1.json")
@@ -725,7 +726,7 @@ def verify(a):
     amb = d(0, 5, "join_token_ambiguous")
     check(len(cli_joins) >= 2 and all(j[3] == tok for j in cli_joins),
           "NAT: the Linux client sent %d MP_JOIN SYNs to %s, tokens %s (want >= 2, all %s)"
-          % (len(cli_joins), a.nat_vip, sorted(set(j[3] for j in cli_joins)), tok))
+          % (len(cli_joins), a.nat_vip, sorted({j[3] for j in cli_joins}), tok))
     check(amb + len(srv_joins) == len(cli_joins) and len(srv_joins) == len(resp["join_syns"]),
           "NAT: every MP_JOIN SYN on the client link (%d) was refused as ambiguous (+%d) or, "
           "after the release, forwarded (%d on the server link, %d at the responder)"
@@ -738,7 +739,7 @@ def verify(a):
     check(d(1, 2, "fastclose") >= 1 and rel.get("released") == "fake1"
           and late and all(j["backend"] == "fake2" for j in late),
           "NAT: after fake1's connection ended (fastclose +%d), its MP_JOIN SYNs reached %s "
-          "(want fake2 only)" % (d(1, 2, "fastclose"), sorted(set(j["backend"] for j in late))))
+          "(want fake2 only)" % (d(1, 2, "fastclose"), sorted({j["backend"] for j in late})))
     if not a.wrong_owner:
         check(f2.get("established_subflows") == 2 and len(est) == 1
               and est[0]["backend"] == "fake2" and resp["join_hmac_failures"] == 0,

@@ -258,7 +258,7 @@ class Decap:
                         break
                     try:
                         self.handle(kind, data)
-                    except Exception as e:  # never die on input
+                    except Exception as e:  # noqa: BLE001  (never die on input: count it)
                         self.bad("exception_" + type(e).__name__)
             if want_dump:
                 want_dump.clear()

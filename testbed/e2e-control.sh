@@ -141,9 +141,16 @@ ctl set-weight srv2 1 >/dev/null
 
 log "4. bad requests change nothing"
 v=$(ctl status | awk '/^version:/{print $2}')
-! ctl set-weight nosuch 3 2>"$OUT/e1" && grep -q "404\|unknown backend" "$OUT/e1"
-! ctl set-weight srv1 3 --if-version 999999 2>"$OUT/e2" && grep -q "409\|version" "$OUT/e2"
-! ctl add-backend web6 bad4 --ipv4 10.91.0.99 --port 8080 2>"$OUT/e3"
+# refused ERRFILE PATTERN ARGS...: `trapezectl ARGS` must fail, its error matching PATTERN.
+refused() {
+  local err=$1 pat=$2
+  shift 2
+  if ctl "$@" 2>"$err"; then log "trapezectl $* was accepted"; exit 1; fi
+  grep -q "$pat" "$err" || { log "trapezectl $*: unexpected error: $(cat "$err")"; exit 1; }
+}
+refused "$OUT/e1" "404\|unknown backend" set-weight nosuch 3
+refused "$OUT/e2" "409\|version" set-weight srv1 3 --if-version 999999
+refused "$OUT/e3" "." add-backend web6 bad4 --ipv4 10.91.0.99 --port 8080
 [ "$(ctl status | awk '/^version:/{print $2}')" = "$v" ] || { log "a refused request changed the version"; exit 1; }
 
 log "5. restart with the same pool (SIGKILL, start again): single-path flows survive"

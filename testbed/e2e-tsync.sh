@@ -53,7 +53,7 @@ fail() { log "FAIL: $*"; exit 1; }
 
 NSES=(tzs-client tzs-sw tzs-gwa tzs-gwb tzs-rtr tzs-srv1 tzs-srv2 tzs-srv3)
 PIDS=()
-GWA_PID= GWB_PID=
+GWA_PID='' GWB_PID=''
 
 cleanup() {
   local rc=$? p
@@ -154,7 +154,7 @@ for s in 1 2 3; do
     [ -e "$OUT/srv$s.ready" ] && [ -e "$OUT/srv$s-decap.ready" ] && break
     sleep 0.1
   done
-  [ -e "$OUT/srv$s.ready" ] && [ -e "$OUT/srv$s-decap.ready" ] || fail "server srv$s not ready"
+  { [ -e "$OUT/srv$s.ready" ] && [ -e "$OUT/srv$s-decap.ready" ]; } || fail "server srv$s not ready"
   nsx tzs-srv$s sysctl -qw net.ipv4.conf.dsr0.rp_filter=0 net.ipv4.conf.all.rp_filter=0
 done
 log "topology up; servers and decapsulators running"
@@ -244,7 +244,7 @@ config gwb gb-c gb-s 10.90.1.1 10.91.0.2 10.99.0.2:7946 '"10.99.0.1:7946", "10.9
 # start_gw a|b TAG CONFIG
 start_gw() {
   local g=$1 tag=$2 cfg=$3 pid
-  ip netns exec tzs-gw$g "$BIN" --config "$cfg" --no-huge --api "unix:$OUT/gw$g.sock" \
+  ip netns exec "tzs-gw$g" "$BIN" --config "$cfg" --no-huge --api "unix:$OUT/gw$g.sock" \
     >"$OUT/$tag.out" 2>"$OUT/$tag.err" &
   pid=$!
   if [ "$g" = a ]; then GWA_PID=$pid; else GWB_PID=$pid; fi
@@ -260,7 +260,7 @@ stop_gws() {
   local p
   for p in $GWA_PID $GWB_PID; do kill -TERM "$p" 2>/dev/null || true; done
   for p in $GWA_PID $GWB_PID; do wait "$p" || fail "a gateway exited with $?"; done
-  GWA_PID= GWB_PID=
+  GWA_PID='' GWB_PID=''
 }
 stats() { "$CTL" --api "unix:$OUT/gw$1.sock" --json stats >"$2"; }
 nstat_all() {

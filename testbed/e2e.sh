@@ -33,10 +33,11 @@ trap cleanup EXIT
 run_suite() {
   local config=$1 tag=$2
   start_gateway "$config" "$tag"
-  local run
+  local run words
   for run in "v4-mptcp -4" "v6-mptcp -6" "v4-tcp -4 --proto tcp --require-all-servers" \
     "v6-tcp -6 --proto tcp --require-all-servers"; do
-    set -- $run
+    read -r -a words <<<"$run"
+    set -- "${words[@]}"
     local name=$1
     shift
     local ok=0

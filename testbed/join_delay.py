@@ -21,7 +21,7 @@ import os
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from transfers import load_pcap, merge_links, token_of_key  # noqa: E402
+from transfers import load_pcap, merge_links, token_of_key
 
 
 def analyse(paths):
@@ -44,7 +44,7 @@ def analyse(paths):
 def pct(v, q):
     if not v:
         return None
-    return v[min(len(v) - 1, int(round(q * (len(v) - 1))))]
+    return v[min(len(v) - 1, round(q * (len(v) - 1)))]
 
 
 def main():

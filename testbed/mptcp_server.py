@@ -154,10 +154,9 @@ class Server:
 
     def log(self, rec):
         line = json.dumps(rec, sort_keys=True) + "\n"
-        with self.log_lock:
-            with open(self.args.log, "a") as f:
-                f.write(line)
-                f.flush()
+        with self.log_lock, open(self.args.log, "a") as f:
+            f.write(line)
+            f.flush()
 
     def handle(self, conn, peer):
         args = self.args

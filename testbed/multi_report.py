@@ -22,6 +22,7 @@ dsr-ipip VIPs).
 import argparse
 import json
 import os
+import pathlib
 import re
 import subprocess
 import sys
@@ -32,7 +33,8 @@ INNER = re.compile(r"IP6? ([0-9a-f:.]+)\.(\d+) > ([0-9a-f:.]+)\.(\d+): Flags \[(
 def lines(pcap):
     if not os.path.exists(pcap):
         return []
-    out = subprocess.run(["tcpdump", "-nn", "-r", pcap], capture_output=True, text=True).stdout
+    out = subprocess.run(["tcpdump", "-nn", "-r", pcap], capture_output=True, text=True,
+                         check=False).stdout
     return out.splitlines()
 
 
@@ -51,7 +53,7 @@ def main():
     ap.add_argument("run")
     ap.add_argument("--instances", default="gw1,gw2,gw3")
     a = ap.parse_args()
-    s = json.load(open(os.path.join(a.run, "summary.json")))
+    s = json.loads(pathlib.Path(a.run, "summary.json").read_text())
     sub = {}
     for c in s["connections"]:
         if c.get("client"):

@@ -40,6 +40,7 @@ import hashlib
 import ipaddress
 import json
 import os
+import pathlib
 import random
 import signal
 import socket
@@ -51,7 +52,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import mptcp_server as M  # noqa: E402  (MPTCP socket helpers)
+import mptcp_server as M  # MPTCP socket helpers
 
 # Source ports of trapeze's health probes (dataplane/gatewayd/src/health.rs): 61000..65000.
 PROBE_PORTS = (61000, 65000)
@@ -289,8 +290,7 @@ def merge_pcaps(paths, dst):
     recs.sort(key=lambda r: (r[0], r[1]))
     with open(dst, "wb") as f:
         f.write(header or struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 262144, 1))
-        for r in recs:
-            f.write(r[3])
+        f.writelines(r[3] for r in recs)
 
 
 def inet_sum(data):
@@ -330,7 +330,7 @@ def open_encap(frame, o, et):
     h = ip_header(frame, o, et)
     if h is None:
         return None
-    proto, src, dst, t, end = h
+    proto, src, dst, t, _end = h
     fam = 4 if et == 0x0800 else 6
     outer = {"kind": None, "src": src, "dst": dst, "sport": None, "udp_csum": None,
              "variant": None}
@@ -453,7 +453,8 @@ def count_rst_tcpdump(path):
     # (40-byte header, no extension headers in this bed).
     expr = ("((tcp[tcpflags] & tcp-rst != 0) or (ip6 and ip6[6] == 6 and ip6[53] & 4 != 0))"
             " and not portrange %d-%d" % (PROBE_PORTS[0], PROBE_PORTS[1] - 1))
-    out = subprocess.run(["tcpdump", "-r", path, "-nn", expr], capture_output=True, text=True)
+    out = subprocess.run(["tcpdump", "-r", path, "-nn", expr], capture_output=True, text=True,
+                         check=False)
     if out.returncode != 0:
         raise SystemExit("tcpdump -r %s: %s" % (path, out.stderr.strip()))
     return len([ln for ln in out.stdout.splitlines() if ln.strip()])
@@ -640,7 +641,7 @@ def write_decap_pcap(src, dst):
                 f = f[:12] + struct.pack("!H", iet) + f[inner:end]
                 n += 1
             sec = int(ts)
-            usec = int(round((ts - sec) * 1e6))
+            usec = round((ts - sec) * 1e6)
             # microsecond pcap of the same byte order
             out.write(struct.pack(e + "IIII", sec, min(usec, 999999), len(f), len(f)))
             out.write(f)
@@ -701,10 +702,10 @@ def endpoint_resets(cap_c, cap_s, dsr=False):
 
 
 def start_tcpdump(ns, dev, path, logpath):
-    log = open(logpath, "w")
-    proc = subprocess.Popen(["ip", "netns", "exec", ns, "tcpdump", "-i", dev, "-s", "0", "-U",
-                             "-nn", "-Z", "root", "-w", path], stdout=subprocess.DEVNULL,
-                            stderr=log)
+    with open(logpath, "w") as log:  # tcpdump holds its own copy of the descriptor
+        proc = subprocess.Popen(["ip", "netns", "exec", ns, "tcpdump", "-i", dev, "-s", "0",
+                                 "-U", "-nn", "-Z", "root", "-w", path],
+                                stdout=subprocess.DEVNULL, stderr=log)
     for _ in range(100):
         with open(logpath) as f:
             if "listening on" in f.read():
@@ -713,7 +714,8 @@ def start_tcpdump(ns, dev, path, logpath):
             break
         time.sleep(0.05)
     proc.terminate()
-    raise SystemExit("tcpdump on %s/%s did not start: %s" % (ns, dev, open(logpath).read()))
+    raise SystemExit("tcpdump on %s/%s did not start: %s"
+                     % (ns, dev, pathlib.Path(logpath).read_text()))
 
 
 def stop(proc):
@@ -753,7 +755,8 @@ def nstat_delta(before, after):
 
 
 def bed_state(dsr=False):
-    ns = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout.split()
+    ns = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True,
+                        check=False).stdout.split()
     need = [NS_CLIENT, NS_SWITCH, NS_GATEWAY] + [NS_PREFIX + s for s in SERVERS]
     if dsr:
         need.append(NS_ROUTER)
@@ -762,7 +765,7 @@ def bed_state(dsr=False):
         raise SystemExit("test bed not up (missing %s): run testbed/netns.sh up" % " ".join(missing))
     for s in SERVERS:
         try:
-            pid = int(open(os.path.join(RUN_DIR, s + ".pid")).read())
+            pid = int(pathlib.Path(RUN_DIR, s + ".pid").read_text())
             os.kill(pid, 0)
         except (OSError, ValueError):
             raise SystemExit("server %s is not running: run testbed/netns.sh up" % s)
@@ -778,7 +781,7 @@ def bed_state(dsr=False):
 def decap_pid(s):
     """PID of server s's DSR decapsulator (dsr_decap.py), or None."""
     try:
-        pid = int(open(os.path.join(RUN_DIR, s + "-decap.pid")).read())
+        pid = int(pathlib.Path(RUN_DIR, s + "-decap.pid").read_text())
         with open("/proc/%d/cmdline" % pid, "rb") as f:
             if b"dsr_decap.py" not in f.read():
                 return None
@@ -884,7 +887,7 @@ def main_run(a):
                "--chunk-kb", str(a.chunk_kb), "--pause-ms", str(a.pause_ms),
                "--stagger-ms", str(a.stagger_ms), "--timeout", str(a.timeout),
                "--linger", str(a.linger), "--vip", a.vip]
-        cp = subprocess.run(cmd, capture_output=True, text=True)
+        cp = subprocess.run(cmd, capture_output=True, text=True, check=False)
         if cp.returncode != 0:
             raise SystemExit("client failed (rc=%d): %s" % (cp.returncode, cp.stderr[-2000:]))
         crecs = json.loads(cp.stdout)

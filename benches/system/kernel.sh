@@ -147,12 +147,14 @@ gateway_off() {
     for _ in $(seq 150); do kill -0 "$GWPID" 2>/dev/null || break; sleep 0.1; done
     if kill -0 "$GWPID" 2>/dev/null; then
         echo "the gateway did not stop within 15 s of SIGINT; killed" >&2
+        local last
+        last=$(tail -3 "$LOGS/kernel-gateway.log" 2>/dev/null || true)
         {
             echo "not stopped 15 s after SIGINT; its threads (name state wchan utime):"
             for t in /proc/"$GWPID"/task/*; do
                 echo "  $(cat "$t/comm") $(awk '{print $3, $14}' "$t/stat") $(cat "$t/wchan")"
             done
-            tail -3 "$LOGS/kernel-gateway.log"
+            echo "$last"
         } >> "$LOGS/kernel-gateway.log" 2>/dev/null || true
         kill -KILL "$GWPID" 2>/dev/null || true
     fi
@@ -196,7 +198,7 @@ PY
 # Wait (up to TZB_QUIET_WAIT s, default 600) for the CPUs to be under 10% busy over 2 s.
 quiet_wait=${TZB_QUIET_WAIT:-600}
 while [ "$quiet_wait" -gt 0 ]; do
-    a=($(head -1 /proc/stat)); sleep 2; b=($(head -1 /proc/stat))
+    read -r -a a </proc/stat; sleep 2; read -r -a b </proc/stat
     idle=$(( b[4] + b[5] - a[4] - a[5] )); total=0
     for i in 1 2 3 4 5 6 7 8; do total=$(( total + b[i] - a[i] )); done
     busy=$(( 100 * (total - idle) / (total > 0 ? total : 1) ))

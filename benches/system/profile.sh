@@ -19,8 +19,8 @@ TARGET=${CARGO_TARGET_DIR:-$ROOT/target}
 rm -rf "$RUN" "$OUTDIR"; mkdir -p "$RUN" "$OUTDIR"
 PIDS=()
 cleanup() {
-    for p in "${PIDS[@]:-}"; do [ -n "$p" ] && kill "$p" 2>/dev/null || true; done
-    for p in "${PIDS[@]:-}"; do [ -n "$p" ] && wait "$p" 2>/dev/null || true; done
+    for p in "${PIDS[@]:-}"; do if [ -n "$p" ]; then kill "$p" 2>/dev/null || true; fi; done
+    for p in "${PIDS[@]:-}"; do if [ -n "$p" ]; then wait "$p" 2>/dev/null || true; fi; done
     rm -rf "$RUN"
     rm -f /dev/hugepages/tzbench-lgprof* /dev/hugepages/tzbench-prof*
     rm -rf /var/run/dpdk/tzbench-lgprof /var/run/dpdk/tzbench-prof

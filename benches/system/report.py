@@ -4,6 +4,7 @@
 import argparse
 import datetime
 import os
+import pathlib
 import platform
 import subprocess
 
@@ -59,7 +60,7 @@ def main():
     root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     try:
         rev = subprocess.run(["git", "-C", root, "rev-parse", "--short", "HEAD"],
-                             capture_output=True, text=True).stdout.strip()
+                             capture_output=True, text=True, check=False).stdout.strip()
     except OSError:
         rev = "?"
     cpu = "?"
@@ -91,7 +92,7 @@ def main():
     L.append("# System benchmark results")
     L.append("")
     L.append(f"Written by `benches/system/run.sh{' --quick' if a.mode == 'quick' else ''}` "
-             f"on {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC, "
+             f"on {datetime.datetime.now(datetime.UTC):%Y-%m-%d %H:%M} UTC, "
              f"commit {rev}; {os.cpu_count()} vCPUs ({cpu}), kernel {platform.release()}. "
              f"Mode: **{a.mode}**{' (smoke test: short trials, not for quoting)' if a.mode == 'quick' else ''}.")
     L.append("")
@@ -164,7 +165,7 @@ def main():
     kernel = os.path.join(os.path.dirname(a.results), "kernel.txt")
     kratio = None
     if os.path.exists(kernel):
-        for line in open(kernel):
+        for line in pathlib.Path(kernel).read_text().splitlines():
             if line.startswith("summary ratio"):
                 kv = dict(p.split("=", 1) for p in line.split()[2:])
                 kratio = float(kv["pkts_per_cpu_s"])
@@ -189,7 +190,7 @@ def main():
     if os.path.exists(kernel):
         L.append("## Against the kernel (`benches/system/kernel.sh`)")
         L.append("")
-        lines = open(kernel).read().splitlines()
+        lines = pathlib.Path(kernel).read_text().splitlines()
         head = [x for x in lines if x.startswith("#")]
         if head:
             L.append(f"Run: `{head[0].lstrip('# ')}`. Rounds alternate the order (A/B, then B/A).")

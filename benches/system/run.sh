@@ -57,10 +57,10 @@ log() { echo "== $*" >&2; }
 
 cleanup() {
     for p in "${PIDS[@]:-}"; do
-        [ -n "$p" ] && kill "$p" 2>/dev/null || true
+        if [ -n "$p" ]; then kill "$p" 2>/dev/null || true; fi
     done
     for p in "${PIDS[@]:-}"; do
-        [ -n "$p" ] && wait "$p" 2>/dev/null || true
+        if [ -n "$p" ]; then wait "$p" 2>/dev/null || true; fi
     done
     rm -rf "$RUN"
     # Our DPDK processes have ended: their hugepage files and runtime directories go too.
@@ -158,7 +158,7 @@ start_gateway() {
 # CPU busy fraction (percent, both CPUs) over 2 s, from /proc/stat.
 busy_pct() {
     local a b
-    a=($(head -1 /proc/stat)); sleep 2; b=($(head -1 /proc/stat))
+    read -r -a a </proc/stat; sleep 2; read -r -a b </proc/stat
     local idle=$(( (b[4] + b[5]) - (a[4] + a[5]) )) total=0 i
     for i in 1 2 3 4 5 6 7 8; do total=$(( total + b[i] - a[i] )); done
     echo $(( total > 0 ? 100 * (total - idle) / total : 0 ))

@@ -340,8 +340,7 @@ capture() {
     PIDS+=("$!")
     ip netns exec "$NS_NAT" tcpdump -i nats0 -s 0 -U -nn -Z root -w "$spcap" tcp 2>"$WORK/tcpdump-s.log" &
     PIDS+=("$!")
-    local i
-    for i in $(seq 50); do
+    for _ in $(seq 50); do
         grep -q listening "$WORK/tcpdump-c.log" && grep -q listening "$WORK/tcpdump-s.log" && break
         sleep 0.1
     done
@@ -350,7 +349,7 @@ capture() {
     ip netns exec "$NS_SRV" "$PY" "$WORK/server.py" "$fam" "$proto" "$srvbind" "$SRV_PORT" "$WORK/ready" &
     local spid=$!
     PIDS+=("$spid")
-    for i in $(seq 50); do [[ -e "$WORK/ready" ]] && break; sleep 0.1; done
+    for _ in $(seq 50); do [[ -e "$WORK/ready" ]] && break; sleep 0.1; done
 
     # In the join captures, once the join is up, the client marks its primary address "backup"
     # (MP_PRIO on the first subflow), so the rest of the data in both directions moves to the

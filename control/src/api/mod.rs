@@ -23,8 +23,9 @@
 //! # Ok::<(), std::io::Error>(())
 //! ```
 //!
-//! The server needs nothing from DPDK, so all of it is tested here against a stand-in control
-//! thread (`control/tests/api.rs`).
+//! The daemon's control thread is [`crate::thread::ControlThread`], which answers with
+//! [`crate::dispatch`]; `control/tests/api.rs` runs the server against it, over the
+//! dataplane stand-in of [`crate::testkit`].
 
 pub mod ctl;
 pub mod instance;

@@ -470,6 +470,15 @@ pub fn check_version(if_version: Option<u64>, current: u64) -> Option<Response> 
     }
 }
 
+/// The reason of a `409`: the request expected version `expected`, the configuration is at
+/// version `current`.
+pub fn version_conflict_reason(expected: u64, current: u64) -> String {
+    format!(
+        "version conflict: the request expects version {expected}, the configuration is at \
+         version {current}"
+    )
+}
+
 /// A backend as `GET /vips` shows it, with its counters summed over the workers.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BackendView {
@@ -880,10 +889,7 @@ impl Response {
     /// `409 Conflict`: the request expected version `expected`, the configuration is at
     /// `current`.
     pub fn version_conflict(expected: u64, current: u64) -> Self {
-        Self::error(
-            409,
-            format!("version conflict: the request expects version {expected}, the configuration is at version {current}"),
-        )
+        Self::error(409, version_conflict_reason(expected, current))
     }
 
     /// `422 Unprocessable Entity`: validation refused `field`.

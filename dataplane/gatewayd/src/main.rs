@@ -10,54 +10,17 @@
 
 use std::process::ExitCode;
 
-use trapeze_control::cli::{self, GatewaydArgs, LogLevel};
+use trapeze_control::cli::{self, GatewaydArgs};
+use trapeze_control::log::Log;
 
 #[cfg(not(tz_no_dpdk))]
-mod api;
-#[cfg(not(tz_no_dpdk))]
-mod cluster;
-#[cfg(not(tz_no_dpdk))]
-mod control;
+mod dataplane;
 #[cfg(not(tz_no_dpdk))]
 mod frame;
-#[cfg(not(tz_no_dpdk))]
-mod health;
-#[cfg(not(tz_no_dpdk))]
-mod instance;
-#[cfg(not(tz_no_dpdk))]
-mod neighbour;
-#[cfg(not(tz_no_dpdk))]
-mod publish;
 #[cfg(not(tz_no_dpdk))]
 mod runtime;
 #[cfg(not(tz_no_dpdk))]
 mod worker;
-
-/// Minimal leveled logging to stderr (the daemon's output is a handful of lines).
-pub(crate) struct Log {
-    level: LogLevel,
-}
-
-impl Log {
-    pub(crate) fn enabled(&self, l: LogLevel) -> bool {
-        (l as u8) <= (self.level as u8)
-    }
-    pub(crate) fn info(&self, msg: impl std::fmt::Display) {
-        if self.enabled(LogLevel::Info) {
-            eprintln!("trapeze-gatewayd: {msg}");
-        }
-    }
-    pub(crate) fn warn(&self, msg: impl std::fmt::Display) {
-        if self.enabled(LogLevel::Warn) {
-            eprintln!("trapeze-gatewayd: warning: {msg}");
-        }
-    }
-    pub(crate) fn debug(&self, msg: impl std::fmt::Display) {
-        if self.enabled(LogLevel::Debug) {
-            eprintln!("trapeze-gatewayd: {msg}");
-        }
-    }
-}
 
 fn main() -> ExitCode {
     let args: GatewaydArgs = match cli::parse_args("trapeze-gatewayd", std::env::args_os()) {
@@ -75,9 +38,7 @@ fn main() -> ExitCode {
             return ExitCode::from(cli::EXIT_INVALID);
         }
     };
-    let log = Log {
-        level: args.log_level,
-    };
+    let log = Log::new(args.log_level);
     for w in &cfg.warnings {
         log.warn(w);
     }

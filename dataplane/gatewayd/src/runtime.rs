@@ -1,13 +1,14 @@
-//! Start-up, the control loop and shutdown of the daemon.
+//! Start-up, supervision and shutdown of the daemon.
 //!
 //! ```text
 //! EAL init (--no-pci and vdevs from the config) -> mempool -> ports (one RX/TX queue per
 //! worker, promiscuous, started) -> pool snapshot with the ports' MACs -> workers (scoped
-//! threads, pinned, registered as lcores) -> control loop on the main thread:
-//!     neighbours learned from punted frames -> backend MACs -> new snapshot published
-//!     ARP/NDP requests for unresolved backends (retried every 500 ms), sent by worker 0
-//!     counters every 10 s (debug)
-//! SIGINT/SIGTERM -> workers stop, flush TX -> final counters -> ports closed -> EAL cleanup
+//! threads, pinned, registered as lcores) -> the control thread (trapeze_control::thread, over
+//! this crate's DpdkDataplane) -> the main thread supervises:
+//!     SIGINT/SIGTERM -> instance stopping -> stop grace -> stop
+//!     a worker's death -> instance stopping; the control thread's death -> forwarding goes on
+//! stop -> workers stop, flush TX -> control thread (waited for 1 s at most) -> final counters
+//!      -> ports closed -> EAL cleanup
 //! ```
 
 use std::net::IpAddr;
@@ -20,15 +21,18 @@ use trapeze_control::cli::GatewaydArgs;
 use trapeze_control::config::units::{eal_option_values, parse_core_list};
 use trapeze_control::config::GatewayConfig;
 use trapeze_core::pipeline::{DropReason, Event, Shared, Worker, WorkerStats};
-use trapeze_core::pool::{BackendId, PortId};
+use trapeze_core::pool::PoolSnapshot;
 use trapeze_dpdk::{errno, Eal, Mempool, Port, PortConfig};
 
-use crate::control::ControlPlane;
-use crate::health::{HealthChecker, HealthConfig, ProbeSource};
-use crate::neighbour::{PortAddrs, Resolver};
-use crate::publish::Published;
+use trapeze_control::cluster;
+use trapeze_control::config::units::format_mac;
+use trapeze_control::instance::Instance;
+use trapeze_control::log::Log;
+use trapeze_control::publish::Published;
+use trapeze_control::thread::{ControlThread, Links};
+
+use crate::dataplane::DpdkDataplane;
 use crate::worker::{self, Context, IoStats, StatsBoard};
-use crate::Log;
 
 /// Mbufs in the pool: enough for every descriptor of every queue plus bursts in flight.
 fn mbuf_count(cfg: &GatewayConfig, workers: u16) -> u32 {
@@ -143,70 +147,38 @@ pub(crate) fn run(mut cfg: GatewayConfig, args: &GatewaydArgs, log: &Log) -> Res
             p.id.0,
             p.name,
             p.device,
-            fmt_mac(&cfg.pool.ports[p.id.0 as usize].mac),
+            format_mac(&cfg.pool.ports[p.id.0 as usize].mac),
             offloads.rss_hf
         ));
         ports.push(port);
     }
 
-    let port_settings = cfg.ports.clone();
-    let next_hop = |port: PortId, addr: IpAddr| {
-        port_settings
-            .get(port.0 as usize)
-            .and_then(|p| p.next_hop(addr))
-    };
-    let mut resolver = Resolver::new(&cfg.pool, next_hop);
-    let port_addrs: Vec<PortAddrs> = cfg
-        .ports
-        .iter()
-        .map(|p| PortAddrs {
-            mac: cfg.pool.ports[p.id.0 as usize].mac,
-            vlan: p.vlan,
-            ipv4: p.ipv4.first().map(|a| a.addr),
-            ipv6: p.ipv6.first().map(|a| a.addr),
-        })
-        .collect();
-    let probe_sources: Vec<ProbeSource> = port_addrs
-        .iter()
-        .map(|p| ProbeSource {
-            mac: p.mac,
-            vlan: p.vlan,
-            ipv4: p.ipv4,
-            ipv6: p.ipv6,
-        })
-        .collect();
-    let mut health = cfg.health.enabled.then(|| {
-        HealthChecker::new(
-            HealthConfig {
-                interval: cfg.health.interval,
-                timeout: cfg.health.timeout,
-                rise: cfg.health.rise,
-                fall: cfg.health.fall,
-            },
-            &cfg.pool,
-        )
-    });
-    let published = Published::new(cfg.snapshot().map_err(|e| format!("pool: {e}"))?);
+    let published = Arc::new(Published::new(
+        cfg.snapshot().map_err(|e| format!("pool: {e}"))?,
+    ));
     let mut shared = Shared::new(cfg.tokens);
     // Token sharing with other instances (`[cluster]`): journal, remote owners, sync socket.
-    let cluster = crate::cluster::setup(&cfg, &mut shared)?;
-    let cluster_counters = crate::cluster::Counters::default();
-    let stop = Arc::new(AtomicBool::new(false));
-    // SIGINT/SIGTERM go through the control loop, which first withdraws the instance's VIPs
-    // (GET /instance says `stopping`) and forwards during the stop grace (crate::instance).
+    let cluster = cluster::setup(&cfg, &mut shared)?;
+    let shared = Arc::new(shared);
+    let cluster_counters = Arc::new(cluster::Counters::default());
+    let tsc_clock = worker::Clock::new();
+    let tsc = move || tsc_clock.now();
+    let stop = AtomicBool::new(false);
+    // SIGINT/SIGTERM are handled here, on the main thread, not by the control thread (which a
+    // request may keep busy): the instance first withdraws its VIPs (GET /instance says
+    // `stopping`) and forwards during the stop grace, then everything stops.
     let term = Arc::new(AtomicBool::new(false));
     for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
         signal_hook::flag::register(sig, Arc::clone(&term))
             .map_err(|e| format!("signal handler: {e}"))?;
     }
-    let instance = crate::instance::Instance::new(Duration::from_millis(args.stop_grace_ms));
+    let instance = Arc::new(Instance::new(Duration::from_millis(args.stop_grace_ms)));
     let reload = Arc::new(AtomicBool::new(false));
     signal_hook::flag::register(signal_hook::consts::SIGHUP, Arc::clone(&reload))
         .map_err(|e| format!("signal handler: {e}"))?;
     let inboxes: Vec<ArrayQueue<_>> = (0..workers).map(|_| ArrayQueue::new(1024)).collect();
     let control_tx = ArrayQueue::new(1024);
-    let learned = ArrayQueue::new(256);
-    let probe_replies = ArrayQueue::new(1024);
+    let punted = ArrayQueue::new(1024);
     let board = StatsBoard::new(
         workers as usize,
         ports.len(),
@@ -221,8 +193,7 @@ pub(crate) fn run(mut cfg: GatewayConfig, args: &GatewaydArgs, log: &Log) -> Res
         stop: &stop,
         inboxes: &inboxes,
         control_tx: &control_tx,
-        learned: &learned,
-        probe_replies: &probe_replies,
+        punted: &punted,
         board: &board,
         idle_sleep: Duration::from_micros(u64::from(cfg.workers.idle_sleep_us)),
         mempool: &pool,
@@ -246,8 +217,11 @@ pub(crate) fn run(mut cfg: GatewayConfig, args: &GatewaydArgs, log: &Log) -> Res
             " (default: after the main lcore, which keeps the control thread)"
         }
     ));
-    let (max_vips, max_backends) = (cfg.worker.max_vips, cfg.worker.max_backends);
-    let mut control = ControlPlane::new(cfg, args.overrides(), args.config.clone());
+    let totals = Totals {
+        max_vips: cfg.worker.max_vips,
+        max_backends: cfg.worker.max_backends,
+        port_names: cfg.ports.iter().map(|p| p.name.clone()).collect(),
+    };
     // The API thread: parses and forwards requests; a failure there never stops forwarding.
     let (api_tx, api_rx) = std::sync::mpsc::sync_channel(64);
     let _api = if args.api == "off" {
@@ -269,16 +243,28 @@ pub(crate) fn run(mut cfg: GatewayConfig, args: &GatewaydArgs, log: &Log) -> Res
             }
         }
     };
+    let control = ControlThread::new(
+        cfg,
+        args.overrides(),
+        args.config.clone(),
+        DpdkDataplane {
+            mempool: &pool,
+            ports: &ports,
+            control_tx: &control_tx,
+            punted: &punted,
+            board: &board,
+        },
+        Links {
+            published: Arc::clone(&published),
+            shared: Arc::clone(&shared),
+            instance: Arc::clone(&instance),
+            cluster: cluster.as_ref().map(|_| Arc::clone(&cluster_counters)),
+            requests: api_rx,
+            reload,
+        },
+        *log,
+    );
     log.info("forwarding; stop with SIGINT or SIGTERM, reload with SIGHUP");
-
-    let send = |port: PortId, bytes: &[u8]| {
-        if let Some(mut m) = pool.alloc() {
-            if m.set_len(bytes.len()) {
-                m.data_mut().copy_from_slice(bytes);
-                let _ = control_tx.push((port, m));
-            }
-        }
-    };
 
     let results = std::thread::scope(|s| {
         let handles: Vec<_> = placement
@@ -294,7 +280,7 @@ pub(crate) fn run(mut cfg: GatewayConfig, args: &GatewaydArgs, log: &Log) -> Res
             .collect();
 
         if let Some((c, sock)) = &cluster {
-            crate::cluster::spawn(
+            cluster::spawn(
                 s,
                 c,
                 sock,
@@ -302,167 +288,31 @@ pub(crate) fn run(mut cfg: GatewayConfig, args: &GatewaydArgs, log: &Log) -> Res
                 &published,
                 &stop,
                 &cluster_counters,
+                &tsc,
                 log,
             );
         }
 
-        // The control loop.
-        let mut last_report = Instant::now();
-        let mut transitions = Vec::new();
-        while !stop.load(Ordering::Relaxed) {
-            let now = Instant::now();
-            if term.swap(false, Ordering::Relaxed) {
-                if !instance.begin_stop(now) {
-                    log.info("second stop signal: stopping now");
-                    stop.store(true, Ordering::Relaxed);
-                } else if !instance.grace().is_zero() {
-                    log.info(format!(
-                        "stop signal: VIPs withdrawn (instance stopping), forwarding for {} ms more",
-                        instance.grace().as_millis()
-                    ));
-                }
-            }
-            // A worker that ended before the stop (an error) leaves its queues unserved: the
-            // instance withdraws its VIPs and stops after the grace, as on SIGTERM.
-            if handles
-                .iter()
-                .any(|h| h.as_ref().is_ok_and(|h| h.is_finished()))
-                && instance.begin_stop(now)
-            {
-                log.warn("a worker stopped: VIPs withdrawn (instance stopping)");
-            }
-            if instance.stop_due(now) {
-                stop.store(true, Ordering::Relaxed);
-            }
-            let mut pool_changed = false;
-
-            // Neighbours learned from punted replies.
-            let mut resolved = false;
-            while let Some(l) = learned.pop() {
-                if resolver.learned(&l, now) {
-                    log.info(format!("neighbour {} is {}", l.addr, fmt_mac(&l.mac)));
-                    resolved = true;
-                }
-            }
-            if resolved || resolver.needs_apply(&control.cfg.pool) {
-                match control.internal_change(&published, |p| resolver.apply(p)) {
-                    Ok(_) if resolver.all_resolved() && resolved => {
-                        log.info("every backend is resolved")
-                    }
-                    Ok(_) => {}
-                    Err(e) => log.warn(format!("pool update refused: {}", e.reason)),
-                }
-            }
-            for (port, bytes) in resolver.due(now, &port_addrs) {
-                send(port, &bytes);
-            }
-
-            // Health checks.
-            if let Some(h) = health.as_mut() {
-                while let Some(r) = probe_replies.pop() {
-                    if r.ok {
-                        if let Some((port, rst)) = h.reset_for(&r, &probe_sources, |id| {
-                            control
-                                .cfg
-                                .pool
-                                .backends
-                                .get(id.0 as usize)
-                                .and_then(Option::as_ref)
-                                .and_then(|b| b.mac)
-                        }) {
-                            send(port, &rst);
-                        }
-                    }
-                    if let Some(t) = h.answer(&r) {
-                        transitions.push(t);
-                    }
-                }
-                let macs = |id: BackendId| {
-                    control
-                        .cfg
-                        .pool
-                        .backends
-                        .get(id.0 as usize)
-                        .and_then(Option::as_ref)
-                        .and_then(|b| b.mac)
-                };
-                for (port, bytes) in h.due(now, &probe_sources, macs, &mut transitions) {
-                    send(port, &bytes);
-                }
-            }
-            for t in transitions.drain(..) {
-                let name = control
-                    .cfg
-                    .pool
-                    .backends
-                    .get(t.backend.0 as usize)
-                    .and_then(Option::as_ref)
-                    .map_or_else(|| format!("#{}", t.backend.0), |b| b.name.clone());
-                match control.set_health(t.backend, t.up, &published) {
-                    Ok(v) => log.info(format!(
-                        "backend {name} is {} (health checks); pool version {v}",
-                        if t.up { "up" } else { "DOWN" }
-                    )),
-                    Err(e) => log.warn(format!("health change of {name} refused: {}", e.reason)),
-                }
-            }
-
-            // API requests, one at a time.
-            while let Ok((req, reply)) = api_rx.try_recv() {
-                let change = req.is_change();
-                let env = crate::api::Env {
-                    published: &published,
-                    shared: &shared,
-                    board: &board,
-                    ports: &ports,
-                    instance: &instance,
-                    cluster: cluster.as_ref().map(|_| &cluster_counters),
-                };
-                let resp = crate::api::dispatch(&mut control, req, &env);
-                trapeze_control::api::answer(&reply, resp);
-                pool_changed |= change;
-            }
-
-            // Drain deadlines, and reloads (SIGHUP).
-            for gone in control.tick(now, &published, &shared) {
-                log.info(format!("backend {gone} removed (drain deadline passed)"));
-                pool_changed = true;
-            }
-            if reload.swap(false, Ordering::Relaxed) {
-                match control.reload(None, &published, &shared) {
-                    Ok(v) => log.info(format!("configuration reloaded; pool version {v}")),
-                    Err(e) => log.warn(format!(
-                        "reload refused, version {} keeps serving: {}",
-                        control.version(),
-                        e.reason
-                    )),
-                }
-                pool_changed = true;
-            }
-            if pool_changed {
-                resolver.sync(&control.cfg.pool, next_hop);
-                if let Some(h) = health.as_mut() {
-                    h.sync(&control.cfg.pool);
-                }
-            }
-
-            if now.duration_since(last_report) > Duration::from_secs(10) {
-                last_report = now;
-                for (i, slot) in board.slots.iter().enumerate() {
-                    let r = slot.lock();
-                    log.debug(format!(
-                        "worker {i}: rx {} sent {} dropped {} flows {}",
-                        r.io.rx,
-                        r.stats.forwarded + r.stats.replied,
-                        r.stats.dropped(),
-                        r.flows
-                    ));
-                }
-            }
-            std::thread::sleep(Duration::from_millis(10));
+        // The control thread inherits this thread's CPU (the main lcore), as before the split.
+        let stop_ref = &stop;
+        let control = std::thread::Builder::new()
+            .name("tz-control".into())
+            .spawn_scoped(s, move || control.run(stop_ref));
+        if let Err(e) = &control {
+            log.warn(format!("control thread not started: {e}"));
         }
+
+        supervise(
+            &stop,
+            &term,
+            &instance,
+            &handles,
+            control.as_ref().ok(),
+            log,
+        );
+
         log.info("stopping");
-        handles
+        let results: Vec<_> = handles
             .into_iter()
             .map(|h| match h {
                 Ok(h) => h
@@ -470,41 +320,129 @@ pub(crate) fn run(mut cfg: GatewayConfig, args: &GatewaydArgs, log: &Log) -> Res
                     .unwrap_or_else(|_| Err("worker panicked".to_string())),
                 Err(e) => Err(format!("worker thread: {e}")),
             })
-            .collect::<Vec<_>>()
-    });
-    // Frames still queued for the control thread go back to the pool.
-    while control_tx.pop().is_some() {}
-
-    let cfg = &control.cfg;
-    let mut total = WorkerStats::new(max_vips, max_backends);
-    let mut io_total = IoStats::new(ports.len());
-    let mut failed = Vec::new();
-    for (i, r) in results.into_iter().enumerate() {
-        match r {
-            Ok((w, io)) => {
-                print_worker(i, &w, &io);
-                total.merge(&w.stats);
-                io_total.add(&io);
+            .collect();
+        // The workers are stopped. A control thread stuck in a request must not hold the exit
+        // (the scope would wait for it forever): report, and leave without it.
+        if let Ok(c) = control {
+            let since = Instant::now();
+            while !c.is_finished() && since.elapsed() < CONTROL_STOP_WAIT {
+                std::thread::sleep(Duration::from_millis(10));
             }
-            Err(e) => failed.push(format!("worker {i}: {e}")),
+            if !c.is_finished() {
+                log.warn(format!(
+                    "the control thread did not stop within {} ms (busy with a request): \
+                     exiting without it",
+                    CONTROL_STOP_WAIT.as_millis()
+                ));
+                let r = totals.print(results, &published.load(), &ports, &shared);
+                if cluster.is_some() {
+                    cluster::print_totals(&cluster_counters, &shared.tokens);
+                }
+                std::process::exit(if r.is_ok() { 0 } else { 1 });
+            }
         }
-    }
-    print_totals(&total, &io_total, cfg, &ports, &shared);
+        results
+    });
+    // Frames still queued for or by the control thread go back to the pool.
+    while control_tx.pop().is_some() {}
+    while punted.pop().is_some() {}
+
+    let r = totals.print(results, &published.load(), &ports, &shared);
     if cluster.is_some() {
-        crate::cluster::print_totals(&cluster_counters, &shared.tokens);
+        cluster::print_totals(&cluster_counters, &shared.tokens);
     }
-    if failed.is_empty() {
-        Ok(())
-    } else {
-        Err(failed.join("; "))
+    r
+}
+
+/// How long a stop waits for the control thread once the workers have stopped.
+const CONTROL_STOP_WAIT: Duration = Duration::from_secs(1);
+
+/// The main thread's loop until the stop: stop signals and the stop grace, the workers' and the
+/// control thread's deaths. It never waits for the control thread, so a stop signal is always
+/// honoured.
+fn supervise<T, C>(
+    stop: &AtomicBool,
+    term: &AtomicBool,
+    instance: &Instance,
+    workers: &[std::io::Result<std::thread::ScopedJoinHandle<'_, T>>],
+    control: Option<&std::thread::ScopedJoinHandle<'_, C>>,
+    log: &Log,
+) {
+    let mut control_gone = false;
+    while !stop.load(Ordering::Relaxed) {
+        let now = Instant::now();
+        if term.swap(false, Ordering::Relaxed) {
+            if !instance.begin_stop(now) {
+                log.info("second stop signal: stopping now");
+                stop.store(true, Ordering::Relaxed);
+            } else if !instance.grace().is_zero() {
+                log.info(format!(
+                    "stop signal: VIPs withdrawn (instance stopping), forwarding for {} ms more",
+                    instance.grace().as_millis()
+                ));
+            }
+        }
+        // A worker that ended before the stop (an error) leaves its queues unserved: the
+        // instance withdraws its VIPs and stops after the grace, as on SIGTERM.
+        if workers
+            .iter()
+            .any(|h| h.as_ref().is_ok_and(|h| h.is_finished()))
+            && instance.begin_stop(now)
+        {
+            log.warn("a worker stopped: VIPs withdrawn (instance stopping)");
+        }
+        // A control thread that ended before the stop (it panicked) leaves the last published
+        // pool serving: forwarding goes on, the API answers 503, a stop signal still stops.
+        if !control_gone && control.is_none_or(|c| c.is_finished()) {
+            control_gone = true;
+            log.warn(
+                "the control thread is not running: forwarding goes on with the last pool; \
+                 the API answers 503",
+            );
+        }
+        if instance.stop_due(now) {
+            stop.store(true, Ordering::Relaxed);
+        }
+        std::thread::sleep(Duration::from_millis(10));
     }
 }
 
-fn fmt_mac(m: &[u8; 6]) -> String {
-    format!(
-        "{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}",
-        m[0], m[1], m[2], m[3], m[4], m[5]
-    )
+/// What the final report needs besides the counters.
+struct Totals {
+    max_vips: usize,
+    max_backends: usize,
+    port_names: Vec<String>,
+}
+
+impl Totals {
+    /// Prints every worker's counters and the totals; the workers' errors, if any.
+    fn print(
+        &self,
+        results: Vec<Result<(Worker, IoStats), String>>,
+        pool: &PoolSnapshot,
+        ports: &[Port<'_>],
+        shared: &Shared,
+    ) -> Result<(), String> {
+        let mut total = WorkerStats::new(self.max_vips, self.max_backends);
+        let mut io_total = IoStats::new(ports.len());
+        let mut failed = Vec::new();
+        for (i, r) in results.into_iter().enumerate() {
+            match r {
+                Ok((w, io)) => {
+                    print_worker(i, &w, &io);
+                    total.merge(&w.stats);
+                    io_total.add(&io);
+                }
+                Err(e) => failed.push(format!("worker {i}: {e}")),
+            }
+        }
+        print_totals(&total, &io_total, pool, &self.port_names, ports, shared);
+        if failed.is_empty() {
+            Ok(())
+        } else {
+            Err(failed.join("; "))
+        }
+    }
 }
 
 /// The CPUs the process may run on (`Cpus_allowed_list` of /proc/self/status), or 0..n from
@@ -585,19 +523,21 @@ fn print_worker(i: usize, w: &Worker, io: &IoStats) {
 fn print_totals(
     s: &WorkerStats,
     io: &IoStats,
-    cfg: &GatewayConfig,
+    pool: &PoolSnapshot,
+    port_names: &[String],
     ports: &[Port<'_>],
     shared: &Shared,
 ) {
     println!(
-        "total: rx {} tx {} forwarded {} replied {} punted {} dropped {} handoff_full {}",
+        "total: rx {} tx {} forwarded {} replied {} punted {} dropped {} handoff_full {} punt_full {}",
         io.rx,
         io.tx,
         s.forwarded,
         s.replied,
         s.punted,
         s.dropped(),
-        io.handoff_full
+        io.handoff_full,
+        io.punt_full
     );
     for r in DropReason::ALL {
         if s.drops_of(*r) > 0 {
@@ -609,7 +549,7 @@ fn print_totals(
             println!("event {} {}", e.name(), s.events_of(*e));
         }
     }
-    for b in cfg.pool.backends.iter().flatten() {
+    for b in pool.backends.iter().flatten() {
         let c = s.backends.get(b.id.0 as usize).copied().unwrap_or_default();
         let addr = b.ipv4.map(IpAddr::V4).or(b.ipv6.map(IpAddr::V6));
         println!(
@@ -620,7 +560,7 @@ fn print_totals(
     println!("tokens {}", shared.tokens.len());
     for (i, p) in ports.iter().enumerate() {
         let c = io.ports.get(i).copied().unwrap_or_default();
-        let name = cfg.ports.get(i).map_or("?", |p| p.name.as_str());
+        let name = port_names.get(i).map_or("?", String::as_str);
         print!(
             "port {i} {name}: rx {} tx {} tx_forwarded {} tx_replies {} tx_control {} tx_unsent {}",
             c.rx, c.tx, c.forwarded, c.replies, c.control, c.tx_unsent

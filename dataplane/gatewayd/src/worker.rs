@@ -11,8 +11,9 @@
 //! ```
 //!
 //! Worker `i` owns RX and TX queue `i` of every port. A frame whose flow another worker owns is
-//! passed to that worker's inbox (`Verdict::Handoff`). Frames punted by the pipeline are read for
-//! neighbour information and freed. Nothing here allocates after start.
+//! passed to that worker's inbox (`Verdict::Handoff`). Frames punted by the pipeline (answers
+//! addressed to the gateway) are queued for the control thread, which reads and frees them.
+//! Nothing here allocates after start.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -25,9 +26,9 @@ use trapeze_core::pool::PortId;
 use trapeze_core::Ticks;
 use trapeze_dpdk::{lcore, Eal, Mbuf, MbufBurst, Mempool, Port, RxQueue, TxQueue};
 
+use trapeze_control::publish::{Published, Reader};
+
 use crate::frame::MbufFrame;
-use crate::neighbour::{self, Learned};
-use crate::publish::{Published, Reader};
 
 /// What every worker shares.
 pub(crate) struct Context<'a, 'e> {
@@ -38,12 +39,10 @@ pub(crate) struct Context<'a, 'e> {
     pub(crate) stop: &'a AtomicBool,
     /// One inbox per worker: frames handed over by the others, with their ingress port.
     pub(crate) inboxes: &'a [ArrayQueue<(PortId, Mbuf<'e>)>],
-    /// Frames the control thread wants sent (ARP/NDP requests), drained by worker 0.
+    /// Frames the control thread wants sent (ARP/NDP requests, probes), drained by worker 0.
     pub(crate) control_tx: &'a ArrayQueue<(PortId, Mbuf<'e>)>,
-    /// Neighbours read from punted frames, for the control thread.
-    pub(crate) learned: &'a ArrayQueue<Learned>,
-    /// Answers to health probes read from punted frames, for the control thread.
-    pub(crate) probe_replies: &'a ArrayQueue<crate::health::ProbeReply>,
+    /// Frames the pipeline punted, with their ingress port, for the control thread.
+    pub(crate) punted: &'a ArrayQueue<(PortId, Mbuf<'e>)>,
     /// Where each worker publishes its counters for the control thread, every 64 loops.
     pub(crate) board: &'a StatsBoard,
     /// Sleep after a run of empty polls (zero: yield only).
@@ -98,6 +97,8 @@ pub(crate) struct IoStats {
     pub(crate) multiseg: u64,
     /// Handoffs dropped because the owner's inbox was full.
     pub(crate) handoff_full: u64,
+    /// Punted frames dropped because the control thread's queue was full.
+    pub(crate) punt_full: u64,
     /// Per port (sized once at start: nothing grows on the packet path).
     pub(crate) ports: Vec<PortIo>,
 }
@@ -117,6 +118,7 @@ impl IoStats {
         self.tx_unsent += o.tx_unsent;
         self.multiseg += o.multiseg;
         self.handoff_full += o.handoff_full;
+        self.punt_full += o.punt_full;
         if self.ports.len() < o.ports.len() {
             self.ports.resize(o.ports.len(), PortIo::default());
         }
@@ -167,12 +169,19 @@ enum TxKind {
 const IDLE_POLLS_BEFORE_YIELD: u32 = 1024;
 
 /// Converts the TSC into the core's ticks.
-struct Clock {
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Clock {
     hz: u64,
 }
 
 impl Clock {
-    fn now(&self) -> Ticks {
+    pub(crate) fn new() -> Self {
+        Self {
+            hz: lcore::tsc_hz(),
+        }
+    }
+
+    pub(crate) fn now(&self) -> Ticks {
         Ticks((lcore::tsc() as u128 * 1_000_000_000 / self.hz.max(1) as u128) as u64)
     }
 }
@@ -194,9 +203,7 @@ pub(crate) fn run(
         rxq.push(p.rx_queue(id).map_err(|e| format!("worker {id}: {e}"))?);
         txq.push(p.tx_queue(id).map_err(|e| format!("worker {id}: {e}"))?);
     }
-    let clock = Clock {
-        hz: lcore::tsc_hz(),
-    };
+    let clock = Clock::new();
     let mut reader = Reader::new(cx.published);
     let mut io = IoStats::new(cx.ports.len());
     let mut rx = MbufBurst::new();
@@ -207,7 +214,7 @@ pub(crate) fn run(
     let mut idle: u32 = 0;
 
     while !cx.stop.load(Ordering::Relaxed) {
-        reader.refresh();
+        reader.refresh(cx.published);
         let pool = &*reader.pool;
         let now = clock.now();
 
@@ -368,10 +375,8 @@ fn route<'e>(
             }
         }
         Verdict::Punt => {
-            if let Some(l) = neighbour::learn(ingress, f.0.data()) {
-                let _ = cx.learned.push(l);
-            } else if let Some((_, _, _, r)) = crate::health::reply(f.0.data()) {
-                let _ = cx.probe_replies.push(r);
+            if cx.punted.push((ingress, f.0)).is_err() {
+                io.punt_full += 1; // the frame is freed here
             }
         }
         Verdict::Drop(_) => {}

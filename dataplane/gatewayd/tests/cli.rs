@@ -560,4 +560,155 @@ mod runtime {
         let left = processes_mentioning(&s.prefix);
         assert!(left.is_empty(), "left running: {left:?}");
     }
+
+    /// The daemon of `scratch`'s good configuration with its API on a Unix socket of the
+    /// scratch directory, started and forwarding.
+    struct Daemon {
+        child: std::process::Child,
+        api: trapeze_control::api::ctl::ApiTarget,
+        err: PathBuf,
+        out: PathBuf,
+    }
+
+    impl Daemon {
+        fn start(s: &Scratch) -> Self {
+            let cfg = s.config(&good_config(s));
+            let sock = s.dir.join("api.sock");
+            let (out, err) = (s.dir.join("stdout"), s.dir.join("stderr"));
+            let child = Command::new(env!("CARGO_BIN_EXE_trapeze-gatewayd"))
+                .args(["--config", path_str(&cfg)])
+                .arg("--api")
+                .arg(format!("unix:{}", path_str(&sock)))
+                .stdin(Stdio::null())
+                .stdout(std::fs::File::create(&out).expect("stdout file"))
+                .stderr(std::fs::File::create(&err).expect("stderr file"))
+                .spawn()
+                .expect("start trapeze-gatewayd");
+            let mut d = Self {
+                child,
+                api: trapeze_control::api::ctl::ApiTarget::Unix(sock),
+                err,
+                out,
+            };
+            let start = Instant::now();
+            while !d
+                .stderr()
+                .contains("forwarding; stop with SIGINT or SIGTERM")
+            {
+                if let Some(st) = d.child.try_wait().expect("try_wait") {
+                    panic!("exited early ({st}): {}", d.stderr());
+                }
+                assert!(start.elapsed() < TIMEOUT, "did not start: {}", d.stderr());
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            d
+        }
+
+        fn stderr(&self) -> String {
+            std::fs::read_to_string(&self.err).unwrap_or_default()
+        }
+
+        /// An API exchange: status and body.
+        fn call(&self, method: &str, path: &str, body: Option<&str>) -> (u16, String) {
+            let r = trapeze_control::api::ctl::http_request(
+                &self.api,
+                method,
+                path,
+                body.map(str::as_bytes),
+                None,
+                Duration::from_secs(10),
+            )
+            .expect("HTTP exchange");
+            (r.status, r.text())
+        }
+
+        /// SIGTERM; the exit status and stdout once it exits (a hang fails the test).
+        fn terminate(mut self) -> (ExitStatus, String) {
+            let kill = Command::new("kill")
+                .args(["-TERM", &self.child.id().to_string()])
+                .status()
+                .expect("kill");
+            assert!(kill.success());
+            let start = Instant::now();
+            let status = loop {
+                if let Some(st) = self.child.try_wait().expect("try_wait") {
+                    break st;
+                }
+                if start.elapsed() > TIMEOUT {
+                    let _ = self.child.kill();
+                    let _ = self.child.wait();
+                    panic!("no exit after SIGTERM: {}", self.stderr());
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            };
+            (
+                status,
+                std::fs::read_to_string(&self.out).unwrap_or_default(),
+            )
+        }
+    }
+
+    impl Drop for Daemon {
+        /// A test that fails half-way leaves nothing running.
+        fn drop(&mut self) {
+            if let Ok(None) = self.child.try_wait() {
+                let _ = self.child.kill();
+                let _ = self.child.wait();
+            }
+        }
+    }
+
+    /// Issue 12, defect 1: this drain panicked the control thread, and from then on the daemon
+    /// ignored SIGTERM. It is refused; the daemon goes on answering and stops on SIGTERM.
+    #[test]
+    fn a_drain_deadline_past_the_end_of_the_clock_is_refused_and_sigterm_still_stops() {
+        let s = Scratch::new("drainmax");
+        let d = Daemon::start(&s);
+        let (code, body) = d.call(
+            "POST",
+            "/backends/srv/drain",
+            Some(r#"{"deadline_s":18446744073709551615}"#),
+        );
+        assert_eq!(code, 422, "{body}");
+        let (code, body) = d.call("GET", "/vips/web4", None);
+        assert_eq!(code, 200, "{body}");
+        let compact: String = body.split_whitespace().collect();
+        assert!(
+            compact.contains(r#""state":"active""#),
+            "not half-applied: {body}"
+        );
+        let (status, stdout) = d.terminate();
+        assert!(status.success(), "{status}: {stdout}");
+        assert!(stdout.contains("total: rx 0"), "{stdout}");
+        let left = processes_mentioning(&s.prefix);
+        assert!(left.is_empty(), "left running: {left:?}");
+    }
+
+    /// A request that blocks the control thread (a reload of a FIFO nobody writes: the open
+    /// never returns) does not hold a stop: SIGTERM is handled by the main thread, the workers
+    /// stop, the counters are printed, and the daemon exits without the control thread.
+    #[test]
+    fn a_control_thread_stuck_in_a_request_does_not_hold_sigterm() {
+        let s = Scratch::new("stuck");
+        let fifo = s.dir.join("reload.fifo");
+        let made = Command::new("mkfifo").arg(&fifo).status().expect("mkfifo");
+        assert!(made.success());
+        let d = Daemon::start(&s);
+        let body = format!(r#"{{"path":"{}"}}"#, path_str(&fifo));
+        let (code, _) = d.call("POST", "/reload", Some(&body));
+        assert_eq!(code, 503, "the control thread cannot answer");
+        let (status, stdout) = d.terminate();
+        assert!(status.success(), "{status}: {stdout}");
+        assert!(
+            stdout.contains("total: rx 0"),
+            "the counters are printed: {stdout}"
+        );
+        let stderr = std::fs::read_to_string(s.dir.join("stderr")).unwrap_or_default();
+        assert!(
+            stderr.contains("the control thread did not stop"),
+            "{stderr}"
+        );
+        let left = processes_mentioning(&s.prefix);
+        assert!(left.is_empty(), "left running: {left:?}");
+    }
 }

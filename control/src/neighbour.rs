@@ -11,17 +11,19 @@ use trapeze_wire::ethernet::{self, EtherType, MacAddr, VlanTci};
 use trapeze_wire::ip::IpProtocol;
 use trapeze_wire::{arp, icmpv6, ipv6};
 
+use crate::dataplane::PortAddrs;
+
 /// A neighbour learned from a punted frame.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct Learned {
-    pub(crate) port: PortId,
-    pub(crate) addr: IpAddr,
-    pub(crate) mac: Mac,
+pub struct Learned {
+    pub port: PortId,
+    pub addr: IpAddr,
+    pub mac: Mac,
 }
 
 /// Reads a neighbour from a frame the pipeline punted: an ARP reply, or a neighbour
 /// advertisement with a target link-layer address (or its Ethernet source).
-pub(crate) fn learn(port: PortId, frame: &[u8]) -> Option<Learned> {
+pub fn learn(port: PortId, frame: &[u8]) -> Option<Learned> {
     let l2 = ethernet::parse_l2(frame).ok()?;
     let body = frame.get(l2.header_len..)?;
     match l2.ethertype {
@@ -61,10 +63,10 @@ pub(crate) fn learn(port: PortId, frame: &[u8]) -> Option<Learned> {
     }
 }
 
-/// How often an unresolved neighbour is asked again, and how long an answer is trusted before it
-/// is refreshed.
-const RETRY: Duration = Duration::from_millis(500);
-const REFRESH: Duration = Duration::from_secs(60);
+/// How often an unresolved neighbour is asked again.
+pub const RETRY: Duration = Duration::from_millis(500);
+/// How long an answer is trusted before it is refreshed.
+pub const REFRESH: Duration = Duration::from_secs(60);
 
 #[derive(Debug, Clone)]
 struct Entry {
@@ -78,17 +80,8 @@ struct Entry {
 
 /// The backends to resolve, their state, and the requests to send.
 #[derive(Debug)]
-pub(crate) struct Resolver {
+pub struct Resolver {
     entries: Vec<Entry>,
-}
-
-/// The gateway's own addresses and MAC on a port, as requests need them.
-#[derive(Debug, Clone)]
-pub(crate) struct PortAddrs {
-    pub(crate) mac: Mac,
-    pub(crate) vlan: Option<u16>,
-    pub(crate) ipv4: Option<Ipv4Addr>,
-    pub(crate) ipv6: Option<Ipv6Addr>,
 }
 
 impl Resolver {
@@ -96,10 +89,7 @@ impl Resolver {
     /// host, one MAC: either answer serves both families). `next_hop(port, addr)` names the
     /// neighbour to ask: the backend itself when on-link, else the port's gateway (backends
     /// behind one router then share its answer).
-    pub(crate) fn new(
-        pool: &PoolSpec,
-        next_hop: impl Fn(PortId, IpAddr) -> Option<IpAddr>,
-    ) -> Self {
+    pub fn new(pool: &PoolSpec, next_hop: impl Fn(PortId, IpAddr) -> Option<IpAddr>) -> Self {
         let mut r = Self {
             entries: Vec::new(),
         };
@@ -110,11 +100,7 @@ impl Resolver {
     /// Follows pool changes: backends added without a static MAC are resolved, removed ones are
     /// forgotten; resolved entries keep their MAC (so does a backend whose record was replaced
     /// by a reload).
-    pub(crate) fn sync(
-        &mut self,
-        pool: &PoolSpec,
-        next_hop: impl Fn(PortId, IpAddr) -> Option<IpAddr>,
-    ) {
+    pub fn sync(&mut self, pool: &PoolSpec, next_hop: impl Fn(PortId, IpAddr) -> Option<IpAddr>) {
         self.entries.retain(|e| {
             pool.backends
                 .get(e.backend)
@@ -151,7 +137,7 @@ impl Resolver {
 
     /// Whether `pool` lacks a MAC this resolver knows (a backend added behind a resolved next
     /// hop, or replaced by a reload).
-    pub(crate) fn needs_apply(&self, pool: &PoolSpec) -> bool {
+    pub fn needs_apply(&self, pool: &PoolSpec) -> bool {
         self.entries.iter().any(|e| {
             e.mac.is_some()
                 && pool
@@ -163,7 +149,7 @@ impl Resolver {
     }
 
     /// Records a learned neighbour; returns true when a backend's MAC changed.
-    pub(crate) fn learned(&mut self, l: &Learned, now: Instant) -> bool {
+    pub fn learned(&mut self, l: &Learned, now: Instant) -> bool {
         let mut changed = false;
         for e in self
             .entries
@@ -180,7 +166,7 @@ impl Resolver {
     }
 
     /// Writes the resolved MACs into the pool spec.
-    pub(crate) fn apply(&self, pool: &mut PoolSpec) {
+    pub fn apply(&self, pool: &mut PoolSpec) {
         for e in &self.entries {
             if let Some(Some(b)) = pool.backends.get_mut(e.backend) {
                 b.mac = e.mac;
@@ -189,13 +175,13 @@ impl Resolver {
     }
 
     /// Whether every backend is resolved.
-    pub(crate) fn all_resolved(&self) -> bool {
+    pub fn all_resolved(&self) -> bool {
         self.entries.iter().all(|e| e.mac.is_some())
     }
 
     /// The requests due at `now`: unresolved entries every [`RETRY`], resolved ones when their
     /// answer is older than [`REFRESH`] (the old MAC keeps serving meanwhile).
-    pub(crate) fn due(&mut self, now: Instant, ports: &[PortAddrs]) -> Vec<(PortId, Vec<u8>)> {
+    pub fn due(&mut self, now: Instant, ports: &[PortAddrs]) -> Vec<(PortId, Vec<u8>)> {
         let mut out = Vec::new();
         for e in &mut self.entries {
             let stale = e
@@ -294,20 +280,7 @@ mod tests {
     use trapeze_core::testkit::demo_spec;
 
     fn ports() -> Vec<PortAddrs> {
-        vec![
-            PortAddrs {
-                mac: [2, 0, 0, 0, 0, 1],
-                vlan: None,
-                ipv4: Some(Ipv4Addr::new(10, 0, 0, 1)),
-                ipv6: None,
-            },
-            PortAddrs {
-                mac: [2, 0, 0, 0, 0, 2],
-                vlan: None,
-                ipv4: Some(Ipv4Addr::new(10, 1, 0, 1)),
-                ipv6: Some("fd00:1::1".parse().unwrap()),
-            },
-        ]
+        crate::dataplane::demo_ports()
     }
 
     #[test]

@@ -26,23 +26,22 @@ use std::net::{SocketAddr, UdpSocket};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use trapeze_control::api::types::DELAY_BUCKETS_US;
-use trapeze_control::api::ClusterStatsView;
-use trapeze_control::config::cluster::ClusterSettings;
-use trapeze_control::config::GatewayConfig;
 use trapeze_core::cluster::{Batch, Op, Receiver, Record, Reject, FLAG_REFRESH};
 use trapeze_core::pipeline::Shared;
 use trapeze_core::pool::BackendId;
 use trapeze_core::tables::token::{JournalOp, RemoteOutcome, TokenTable};
 use trapeze_core::time::Ticks;
-use trapeze_dpdk::lcore;
 
+use crate::api::types::DELAY_BUCKETS_US;
+use crate::api::ClusterStatsView;
+use crate::config::cluster::ClusterSettings;
+use crate::config::GatewayConfig;
+use crate::log::Log;
 use crate::publish::Published;
-use crate::Log;
 
 /// The thread's counters, read by the control thread for the API and metrics.
 #[derive(Debug, Default)]
-pub(crate) struct Counters {
+pub struct Counters {
     datagrams_sent: AtomicU64,
     records_sent: AtomicU64,
     send_errors: AtomicU64,
@@ -70,7 +69,7 @@ fn add(c: &AtomicU64, n: u64) {
 
 impl Counters {
     /// The counters as the API shows them.
-    pub(crate) fn view(&self, tokens: &TokenTable) -> ClusterStatsView {
+    pub fn view(&self, tokens: &TokenTable) -> ClusterStatsView {
         let g = |c: &AtomicU64| c.load(Ordering::Relaxed);
         let mut buckets = [0u64; 10];
         for (b, c) in buckets.iter_mut().zip(&self.delay_buckets) {
@@ -116,7 +115,7 @@ impl Counters {
 
 /// With `[cluster]`: enables the token table's journal and remote owners and binds the sync
 /// socket (before the workers start, so a bad address fails the start).
-pub(crate) fn setup(
+pub fn setup(
     cfg: &GatewayConfig,
     shared: &mut Shared,
 ) -> Result<Option<(ClusterSettings, UdpSocket)>, String> {
@@ -133,7 +132,7 @@ pub(crate) fn setup(
 
 /// Starts the sync threads in the runtime's scope.
 #[allow(clippy::too_many_arguments)]
-pub(crate) fn spawn<'scope, 'env: 'scope>(
+pub fn spawn<'scope, 'env: 'scope>(
     s: &'scope std::thread::Scope<'scope, 'env>,
     cfg: &'env ClusterSettings,
     socket: &'env UdpSocket,
@@ -141,12 +140,13 @@ pub(crate) fn spawn<'scope, 'env: 'scope>(
     published: &'env Published,
     stop: &'env AtomicBool,
     counters: &'env Counters,
+    clock: &'env Clock,
     log: &'env Log,
 ) {
     if let Err(e) = std::thread::Builder::new()
         .name("tz-cluster".into())
         .spawn_scoped(s, move || {
-            run(cfg, socket, shared, published, stop, counters, log)
+            run(cfg, socket, shared, published, stop, counters, clock, log)
         })
     {
         log.warn(format!("cluster thread not started: {e}"));
@@ -154,7 +154,7 @@ pub(crate) fn spawn<'scope, 'env: 'scope>(
 }
 
 /// The shutdown summary line.
-pub(crate) fn print_totals(counters: &Counters, tokens: &TokenTable) {
+pub fn print_totals(counters: &Counters, tokens: &TokenTable) {
     let v = counters.view(tokens);
     println!(
         "cluster sent {} datagrams ({} records) received {} ({} records, {} applied) rejected auth {} sequence {} malformed {} unknown-peer {} remote tokens {} delay n {} mean {} us max {} us",
@@ -180,16 +180,9 @@ fn unix_us() -> u64 {
         .map_or(0, |d| d.as_micros() as u64)
 }
 
-/// The workers' clock (TSC), so that journal stamps and remote deadlines compare.
-struct Clock {
-    hz: u64,
-}
-
-impl Clock {
-    fn now(&self) -> Ticks {
-        Ticks((lcore::tsc() as u128 * 1_000_000_000 / self.hz.max(1) as u128) as u64)
-    }
-}
+/// The workers' clock, so that journal stamps and remote deadlines compare (the daemon's is the
+/// TSC, as the workers read it).
+pub type Clock = dyn Fn() -> Ticks + Sync;
 
 struct Sender<'a> {
     cfg: &'a ClusterSettings,
@@ -234,6 +227,7 @@ impl Sender<'_> {
 /// journal drains: `nanosleep` is precise to tens of µs, where a socket timeout would be rounded
 /// up to the kernel's jiffies, 4 ms at HZ=250), a second one receives (blocked in `recv`, so a
 /// peer's datagram is applied as soon as it arrives).
+#[allow(clippy::too_many_arguments)]
 fn run(
     cfg: &ClusterSettings,
     socket: &UdpSocket,
@@ -241,12 +235,10 @@ fn run(
     published: &Published,
     stop: &AtomicBool,
     counters: &Counters,
+    clock: &Clock,
     log: &Log,
 ) {
     let tokens = &shared.tokens;
-    let clock = Clock {
-        hz: lcore::tsc_hz(),
-    };
     log.info(format!(
         "cluster: token sync on {} with {} peer(s), batch {:?}, remote timeout {:?}",
         cfg.listen,
@@ -258,7 +250,7 @@ fn run(
         let rx = std::thread::Builder::new()
             .name("tz-cluster-rx".into())
             .spawn_scoped(s, || {
-                receive(cfg, socket, tokens, published, stop, counters, log)
+                receive(cfg, socket, tokens, published, stop, counters, clock, log)
             });
         if let Err(e) = rx {
             log.warn(format!("cluster: receive thread not started: {e}"));
@@ -278,7 +270,7 @@ fn run(
         let mut refreshing: Vec<(u32, BackendId)> = Vec::new();
         while !stop.load(Ordering::Relaxed) {
             std::thread::sleep(pause);
-            flush(&mut tx, tokens, published, &clock);
+            flush(&mut tx, tokens, published, clock);
             let now = Instant::now();
             if now >= next_refresh && refreshing.is_empty() {
                 next_refresh = now + cfg.refresh_interval;
@@ -291,15 +283,16 @@ fn run(
             }
             if now >= next_expire {
                 next_expire = now + Duration::from_secs(1);
-                tokens.expire_remote(clock.now());
+                tokens.expire_remote(clock());
             }
         }
         // Last changes before stopping.
-        flush(&mut tx, tokens, published, &clock);
+        flush(&mut tx, tokens, published, clock);
     });
 }
 
 /// The receive loop: peers' datagrams become remote owners.
+#[allow(clippy::too_many_arguments)]
 fn receive(
     cfg: &ClusterSettings,
     socket: &UdpSocket,
@@ -307,11 +300,9 @@ fn receive(
     published: &Published,
     stop: &AtomicBool,
     counters: &Counters,
+    clock: &Clock,
     log: &Log,
 ) {
-    let clock = Clock {
-        hz: lcore::tsc_hz(),
-    };
     // The timeout only bounds how long a stop waits.
     if let Err(e) = socket.set_read_timeout(Some(Duration::from_millis(100))) {
         log.warn(format!("cluster: socket timeout: {e}"));
@@ -372,7 +363,7 @@ fn receive(
                 .map(|b| (b.name.clone(), b.id))
                 .collect();
         }
-        let now = clock.now();
+        let now = clock();
         let now_us = unix_us();
         for r in a.records() {
             add(&counters.records_received, 1);
@@ -414,7 +405,7 @@ fn flush(tx: &mut Sender<'_>, tokens: &TokenTable, published: &Published, clock:
         return;
     };
     let pool = published.load();
-    let now = clock.now();
+    let now = clock();
     let now_us = unix_us();
     let mut next = Some(first);
     while let Some(e) = next {
@@ -475,4 +466,4 @@ fn refresh(
 }
 
 /// Records a refresh round sends at most (about 23 datagrams of 1400 bytes with short names).
-const REFRESH_CHUNK: usize = 1024;
+pub const REFRESH_CHUNK: usize = 1024;

@@ -1,4 +1,4 @@
-//! The control plane's state and the pool changes it applies.
+//! The running pool and the changes applied to it ([`PoolManager`]).
 //!
 //! Every change follows one path: check the expected version (if given), apply the change to a
 //! copy of the pool spec, **build the snapshot** (which validates everything, Maglev tables
@@ -21,114 +21,126 @@
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::time::{Duration, Instant};
 
-use trapeze_control::config::{self, GatewayConfig, Overrides};
 use trapeze_core::pipeline::Shared;
 use trapeze_core::pool::{
     Backend, BackendId, BackendState, ForwardingMode, PoolSnapshot, PoolSpec, PortId, VipId,
     VipSpec,
 };
 
+use crate::api::types::version_conflict_reason;
+use crate::config::{self, GatewayConfig, Overrides};
 use crate::publish::Published;
 
 /// Default time a graceful removal waits for the backend's flows to end.
-pub(crate) const GRACEFUL_REMOVE_DEADLINE: Duration = Duration::from_secs(60);
+pub const GRACEFUL_REMOVE_DEADLINE: Duration = Duration::from_secs(60);
 
-/// Why a request changed nothing: an HTTP-like status and a reason for the operator.
+/// Why a request changed nothing: an HTTP-like status (`docs/API.md`: 404 unknown name, 409
+/// version conflict, 422 refused by validation), a reason for the operator, and the request's
+/// field at fault when there is one.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct Refused {
-    pub(crate) status: u16,
-    pub(crate) reason: String,
+pub struct Refused {
+    /// 404, 409 or 422.
+    pub status: u16,
+    /// What is wrong, for the operator.
+    pub reason: String,
+    /// The field of the request (or of the reloaded file) at fault.
+    pub field: Option<String>,
 }
 
 impl Refused {
-    fn bad(reason: impl Into<String>) -> Self {
-        Self {
-            status: 400,
-            reason: reason.into(),
-        }
-    }
     fn not_found(what: &str, name: &str) -> Self {
         Self {
             status: 404,
             reason: format!("no {what} named {name:?}"),
+            field: None,
         }
     }
-    fn conflict(reason: impl Into<String>) -> Self {
+
+    fn conflict(expected: u64, current: u64) -> Self {
         Self {
             status: 409,
-            reason: reason.into(),
+            reason: version_conflict_reason(expected, current),
+            field: None,
         }
     }
-    pub(crate) fn invalid(reason: impl Into<String>) -> Self {
+
+    /// Refused by validation (422).
+    pub fn invalid(reason: impl Into<String>) -> Self {
         Self {
             status: 422,
             reason: reason.into(),
+            field: None,
+        }
+    }
+
+    /// Refused by validation (422), naming the field at fault.
+    pub fn invalid_field(field: impl Into<String>, reason: impl Into<String>) -> Self {
+        Self {
+            status: 422,
+            reason: reason.into(),
+            field: Some(field.into()),
         }
     }
 }
 
 /// A backend as a request describes it.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct NewBackend {
-    pub(crate) name: String,
-    pub(crate) ipv4: Option<Ipv4Addr>,
-    pub(crate) ipv6: Option<Ipv6Addr>,
-    pub(crate) port: u16,
-    pub(crate) weight: u32,
+pub struct NewBackend {
+    pub name: String,
+    pub ipv4: Option<Ipv4Addr>,
+    pub ipv6: Option<Ipv6Addr>,
+    pub port: u16,
+    pub weight: u32,
     /// Egress port by name; `None`: the port of the VIP's other backends, or the only port.
-    pub(crate) egress: Option<String>,
-    pub(crate) mac: Option<[u8; 6]>,
+    pub egress: Option<String>,
+    pub mac: Option<[u8; 6]>,
 }
 
 /// A VIP as a request describes it.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct NewVip {
-    pub(crate) name: String,
-    pub(crate) addr: IpAddr,
-    pub(crate) port: u16,
+pub struct NewVip {
+    pub name: String,
+    pub addr: IpAddr,
+    pub port: u16,
     /// Forwarding mode.
-    pub(crate) mode: ForwardingMode,
+    pub mode: ForwardingMode,
     /// Client-side port by name; `None`: the first port.
-    pub(crate) client_port: Option<String>,
-    pub(crate) backends: Vec<String>,
+    pub client_port: Option<String>,
+    pub backends: Vec<String>,
     /// Stateless join ports by member name.
-    pub(crate) join_ports: std::collections::BTreeMap<String, u16>,
+    pub join_ports: std::collections::BTreeMap<String, u16>,
     /// What the gateway announces.
-    pub(crate) announce: trapeze_core::pool::Announce,
+    pub announce: trapeze_core::pool::Announce,
 }
 
 /// Counters of the control plane itself.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub(crate) struct ControlCounters {
-    pub(crate) reloads_ok: u64,
-    pub(crate) reloads_failed: u64,
-    pub(crate) pool_changes: u64,
-    pub(crate) refused: u64,
+pub struct ControlCounters {
+    pub reloads_ok: u64,
+    pub reloads_failed: u64,
+    pub pool_changes: u64,
+    pub refused: u64,
 }
 
-/// The control plane's state: the running configuration and what happened to it.
+/// The running configuration and what happened to it: owned by the control thread.
 #[derive(Debug)]
-pub(crate) struct ControlPlane {
-    pub(crate) cfg: GatewayConfig,
-    pub(crate) overrides: Overrides,
-    pub(crate) config_path: std::path::PathBuf,
-    pub(crate) counters: ControlCounters,
+pub struct PoolManager {
+    pub cfg: GatewayConfig,
+    pub overrides: Overrides,
+    pub config_path: std::path::PathBuf,
+    pub counters: ControlCounters,
     /// The outcome of the last reload: `Ok(version)` or the error.
-    pub(crate) last_reload: Option<Result<u64, String>>,
+    pub last_reload: Option<Result<u64, String>>,
     /// Backends to remove (hard) when their drain deadline passes.
     deadlines: Vec<(BackendId, Instant)>,
     /// Backends failing their health checks: published as `Down` whatever their configured
     /// state (which `cfg.pool` keeps, so an operator's drain survives a health flap).
     health_down: Vec<BackendId>,
-    pub(crate) started: Instant,
+    pub started: Instant,
 }
 
-impl ControlPlane {
-    pub(crate) fn new(
-        cfg: GatewayConfig,
-        overrides: Overrides,
-        config_path: std::path::PathBuf,
-    ) -> Self {
+impl PoolManager {
+    pub fn new(cfg: GatewayConfig, overrides: Overrides, config_path: std::path::PathBuf) -> Self {
         Self {
             cfg,
             overrides,
@@ -142,7 +154,7 @@ impl ControlPlane {
     }
 
     /// The running version.
-    pub(crate) fn version(&self) -> u64 {
+    pub fn version(&self) -> u64 {
         self.cfg.pool.version
     }
 
@@ -179,7 +191,7 @@ impl ControlPlane {
 
     /// The common path of every change (see the module documentation).
     /// Counts the outcome of a change request (the dispatcher calls it once per request).
-    pub(crate) fn outcome<T>(&mut self, r: &Result<T, Refused>) {
+    pub fn outcome<T>(&mut self, r: &Result<T, Refused>) {
         match r {
             Ok(_) => self.counters.pool_changes += 1,
             Err(_) => self.counters.refused += 1,
@@ -194,10 +206,7 @@ impl ControlPlane {
     ) -> Result<u64, Refused> {
         if let Some(v) = if_version {
             if v != self.version() {
-                return Err(Refused::conflict(format!(
-                    "version {v} expected, the running version is {}",
-                    self.version()
-                )));
+                return Err(Refused::conflict(v, self.version()));
             }
         }
         let mut next = self.cfg.pool.clone();
@@ -223,7 +232,7 @@ impl ControlPlane {
 
     /// A change the gateway makes itself (resolved MACs): the same validation and publication,
     /// not counted as an operator's change.
-    pub(crate) fn internal_change(
+    pub fn internal_change(
         &mut self,
         published: &Published,
         f: impl FnOnce(&mut PoolSpec),
@@ -235,7 +244,7 @@ impl ControlPlane {
     }
 
     /// Records a backend's health (from the health checker) and republishes when it changed.
-    pub(crate) fn set_health(
+    pub fn set_health(
         &mut self,
         id: BackendId,
         up: bool,
@@ -263,7 +272,7 @@ impl ControlPlane {
     }
 
     /// Adds a backend to a VIP (a new one, or one that already serves other VIPs).
-    pub(crate) fn add_backend(
+    pub fn add_backend(
         &mut self,
         vip: &str,
         b: NewBackend,
@@ -272,17 +281,19 @@ impl ControlPlane {
     ) -> Result<u64, Refused> {
         let vip_id = self.vip_id(vip)?;
         if b.ipv4.is_none() && b.ipv6.is_none() {
-            return Err(Refused::bad("a backend needs an IPv4 or an IPv6 address"));
+            return Err(Refused::invalid_field(
+                "ipv4",
+                "a backend needs an IPv4 or an IPv6 address",
+            ));
         }
         if b.port == 0 {
-            return Err(Refused::bad("port 0"));
+            return Err(Refused::invalid_field("port", "port 0"));
         }
         if b.weight > config::MAX_WEIGHT {
-            return Err(Refused::bad(format!(
-                "weight {} is above {}",
-                b.weight,
-                config::MAX_WEIGHT
-            )));
+            return Err(Refused::invalid_field(
+                "weight",
+                format!("weight {} is above {}", b.weight, config::MAX_WEIGHT),
+            ));
         }
         let existing = self
             .cfg
@@ -306,10 +317,10 @@ impl ControlPlane {
             let id = match existing {
                 Some(x) => {
                     if x.ipv4 != b.ipv4 || x.ipv6 != b.ipv6 || x.port != b.port {
-                        return Err(Refused::conflict(format!(
-                            "backend {:?} exists with other addresses or port",
-                            b.name
-                        )));
+                        return Err(Refused::invalid_field(
+                            "name",
+                            format!("backend {:?} exists with other addresses or port", b.name),
+                        ));
                     }
                     x.id
                 }
@@ -336,10 +347,10 @@ impl ControlPlane {
                 .as_mut()
                 .ok_or_else(|| Refused::not_found("vip", vip))?;
             if v.backends.contains(&id) {
-                return Err(Refused::conflict(format!(
-                    "{:?} already serves {vip:?}",
-                    b.name
-                )));
+                return Err(Refused::invalid_field(
+                    "name",
+                    format!("{:?} already serves {vip:?}", b.name),
+                ));
             }
             v.backends.push(id);
             Ok(())
@@ -364,7 +375,7 @@ impl ControlPlane {
     }
 
     /// Sets a backend's state (drain / undrain / down from health checks).
-    pub(crate) fn set_state(
+    pub fn set_state(
         &mut self,
         name: &str,
         state: BackendState,
@@ -373,6 +384,19 @@ impl ControlPlane {
         published: &Published,
     ) -> Result<u64, Refused> {
         let id = self.backend_id(name)?;
+        // Checked before anything changes: a deadline past the end of the clock is refused
+        // (it used to panic after the drain was published, half-applied).
+        let due = match (state, deadline) {
+            (BackendState::Draining, Some(d)) => {
+                Some(Instant::now().checked_add(d).ok_or_else(|| {
+                    Refused::invalid_field(
+                        "deadline_s",
+                        format!("a deadline of {} s is too far away", d.as_secs()),
+                    )
+                })?)
+            }
+            _ => None,
+        };
         let v = self.change(if_version, published, |pool| {
             if let Some(Some(b)) = pool.backends.get_mut(id.0 as usize) {
                 b.state = state;
@@ -380,14 +404,14 @@ impl ControlPlane {
             Ok(())
         })?;
         self.deadlines.retain(|(b, _)| *b != id);
-        if let (BackendState::Draining, Some(d)) = (state, deadline) {
-            self.deadlines.push((id, Instant::now() + d));
+        if let Some(t) = due {
+            self.deadlines.push((id, t));
         }
         Ok(v)
     }
 
     /// Sets a backend's weight.
-    pub(crate) fn set_weight(
+    pub fn set_weight(
         &mut self,
         name: &str,
         weight: u32,
@@ -395,10 +419,10 @@ impl ControlPlane {
         published: &Published,
     ) -> Result<u64, Refused> {
         if weight > config::MAX_WEIGHT {
-            return Err(Refused::bad(format!(
-                "weight {weight} is above {}",
-                config::MAX_WEIGHT
-            )));
+            return Err(Refused::invalid_field(
+                "weight",
+                format!("weight {weight} is above {}", config::MAX_WEIGHT),
+            ));
         }
         let id = self.backend_id(name)?;
         self.change(if_version, published, |pool| {
@@ -411,7 +435,7 @@ impl ControlPlane {
 
     /// Removes a backend: `hard` at once (its tokens purged), otherwise drain then remove after
     /// [`GRACEFUL_REMOVE_DEADLINE`].
-    pub(crate) fn remove_backend(
+    pub fn remove_backend(
         &mut self,
         name: &str,
         hard: bool,
@@ -444,7 +468,7 @@ impl ControlPlane {
     }
 
     /// Adds a VIP.
-    pub(crate) fn add_vip(
+    pub fn add_vip(
         &mut self,
         v: NewVip,
         if_version: Option<u64>,
@@ -458,10 +482,10 @@ impl ControlPlane {
             .flatten()
             .any(|x| x.name == v.name)
         {
-            return Err(Refused::conflict(format!(
-                "a vip named {:?} exists",
-                v.name
-            )));
+            return Err(Refused::invalid_field(
+                "name",
+                format!("a vip named {:?} exists", v.name),
+            ));
         }
         let client_port = match &v.client_port {
             Some(p) => self.port_id(p)?,
@@ -472,15 +496,21 @@ impl ControlPlane {
                 .map(|p| p.id)
                 .ok_or_else(|| Refused::invalid("no port"))?,
         };
+        // Members are named in the body: an unknown one is a refused body (422), not a 404.
+        let member = |field: String, n: &str| {
+            self.backend_id(n)
+                .map_err(|_| Refused::invalid_field(field, format!("unknown backend {n:?}")))
+        };
         let members = v
             .backends
             .iter()
-            .map(|n| self.backend_id(n))
+            .enumerate()
+            .map(|(i, n)| member(format!("backends[{i}]"), n))
             .collect::<Result<Vec<_>, _>>()?;
         let join_ports = v
             .join_ports
             .iter()
-            .map(|(n, &p)| Ok((self.backend_id(n)?, p)))
+            .map(|(n, &p)| Ok((member(format!("join_ports.{n}"), n)?, p)))
             .collect::<Result<Vec<_>, Refused>>()?;
         self.change(if_version, published, |pool| {
             let id = VipId(
@@ -503,7 +533,7 @@ impl ControlPlane {
     }
 
     /// Removes a VIP (its flows' packets are then dropped and counted as `vip_gone`).
-    pub(crate) fn remove_vip(
+    pub fn remove_vip(
         &mut self,
         name: &str,
         if_version: Option<u64>,
@@ -518,7 +548,7 @@ impl ControlPlane {
 
     /// Reloads the configuration file: validated, matched to the running pool by name (ids stay),
     /// applied atomically; on any error the running pool is untouched and the error reported.
-    pub(crate) fn reload(
+    pub fn reload(
         &mut self,
         path: Option<&std::path::Path>,
         published: &Published,
@@ -528,17 +558,23 @@ impl ControlPlane {
             .map(std::path::Path::to_path_buf)
             .unwrap_or_else(|| self.config_path.clone());
         let result = self.try_reload(&path, published, shared);
-        match &result {
+        match result {
             Ok(v) => {
                 self.counters.reloads_ok += 1;
-                self.last_reload = Some(Ok(*v));
+                self.last_reload = Some(Ok(v));
+                Ok(v)
             }
-            Err(e) => {
+            Err(mut e) => {
                 self.counters.reloads_failed += 1;
                 self.last_reload = Some(Err(e.reason.clone()));
+                e.reason = format!(
+                    "reload refused: {}; version {} keeps serving",
+                    e.reason,
+                    self.version()
+                );
+                Err(e)
             }
         }
-        result
     }
 
     fn try_reload(
@@ -547,8 +583,11 @@ impl ControlPlane {
         published: &Published,
         shared: &Shared,
     ) -> Result<u64, Refused> {
-        let new = config::load(path, &self.overrides)
-            .map_err(|e| Refused::invalid(trapeze_control::cli::error_report(path, &e)))?;
+        let new = config::load(path, &self.overrides).map_err(|e| Refused {
+            status: 422,
+            reason: crate::cli::error_report(path, &e),
+            field: e.fields().first().map(|f| f.to_string()),
+        })?;
         if new.ports.len() != self.cfg.ports.len()
             || new
                 .ports
@@ -654,12 +693,7 @@ impl ControlPlane {
     }
 
     /// Removes drained backends whose deadline passed. Returns their names.
-    pub(crate) fn tick(
-        &mut self,
-        now: Instant,
-        published: &Published,
-        shared: &Shared,
-    ) -> Vec<String> {
+    pub fn tick(&mut self, now: Instant, published: &Published, shared: &Shared) -> Vec<String> {
         let due: Vec<BackendId> = self
             .deadlines
             .iter()
@@ -695,9 +729,9 @@ mod tests {
     use trapeze_core::tables::token::{Owner, TokenTableConfig};
     use trapeze_core::{FlowKey, Ticks};
 
-    const CONFIG: &str = include_str!("../../../configs/testbed.toml");
+    const CONFIG: &str = include_str!("../../configs/testbed.toml");
 
-    fn setup() -> (ControlPlane, Published, Shared) {
+    fn setup() -> (PoolManager, Published, Shared) {
         let cfg = config::from_toml(CONFIG, &Overrides::default()).expect("testbed config");
         let published = Published::new(cfg.snapshot().unwrap());
         let shared = Shared::new(TokenTableConfig {
@@ -705,7 +739,7 @@ mod tests {
             shards: 1,
         });
         (
-            ControlPlane::new(cfg, Overrides::default(), "configs/testbed.toml".into()),
+            PoolManager::new(cfg, Overrides::default(), "configs/testbed.toml".into()),
             published,
             shared,
         )
@@ -768,10 +802,15 @@ mod tests {
         );
         assert_eq!(published.load().maglev_fingerprint(), fp);
         assert_eq!(cp.version(), before.version);
-        // Version conflicts are refused.
+        // Version conflicts are refused, with the API's one message for them.
         let r = cp.set_weight("srv1", 5, Some(cp.version() + 7), &published);
         cp.outcome(&r);
-        assert_eq!(r.unwrap_err().status, 409);
+        let e = r.unwrap_err();
+        assert_eq!(e.status, 409);
+        assert_eq!(
+            e.reason,
+            version_conflict_reason(cp.version() + 7, cp.version())
+        );
         // Unknown names: 404.
         let r = cp.set_weight("nope", 5, None, &published);
         cp.outcome(&r);
@@ -857,9 +896,92 @@ mod tests {
         let e = cp.reload(Some(&bad), &published, &shared).unwrap_err();
         assert_eq!(e.status, 422);
         assert!(e.reason.contains("bad.toml"), "{}", e.reason);
+        assert!(
+            e.reason.ends_with(&format!("; version {v} keeps serving")),
+            "the answer names the version still serving: {}",
+            e.reason
+        );
         assert!(std::sync::Arc::ptr_eq(&before, &published.load()));
-        assert_eq!(cp.last_reload, Some(Err(e.reason)));
-        assert_eq!((cp.counters.reloads_ok, cp.counters.reloads_failed), (1, 1));
+        let Some(Err(last)) = &cp.last_reload else {
+            panic!("{:?}", cp.last_reload)
+        };
+        assert_eq!(
+            e.reason,
+            format!("reload refused: {last}; version {v} keeps serving")
+        );
+        // A file that parses but does not validate names the field at fault.
+        let port0 = dir.join("port0.toml");
+        std::fs::write(&port0, CONFIG.replacen("port = 80", "port = 0", 1)).unwrap();
+        let e = cp.reload(Some(&port0), &published, &shared).unwrap_err();
+        assert_eq!(
+            (e.status, e.field.as_deref()),
+            (422, Some("vips[0].port")),
+            "{e:?}"
+        );
+        assert_eq!((cp.counters.reloads_ok, cp.counters.reloads_failed), (1, 2));
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// Issue 12, defect 1: `POST /backends/srv2/drain {"deadline_s":18446744073709551615}`
+    /// panicked the control thread ("overflow when adding duration to instant") after the drain
+    /// was published. It is refused before anything changes.
+    #[test]
+    fn a_drain_deadline_past_the_end_of_the_clock_is_refused_and_changes_nothing() {
+        let (mut cp, published, _) = setup();
+        let before = published.load();
+        let e = cp
+            .set_state(
+                "srv2",
+                BackendState::Draining,
+                Some(Duration::from_secs(u64::MAX)),
+                None,
+                &published,
+            )
+            .unwrap_err();
+        assert_eq!((e.status, e.field.as_deref()), (422, Some("deadline_s")));
+        assert!(std::sync::Arc::ptr_eq(&before, &published.load()));
+        assert_eq!(
+            cp.cfg.pool.backends[1].as_ref().unwrap().state,
+            BackendState::Active,
+            "not half-applied"
+        );
+        assert_eq!(cp.version(), before.version);
+        // The longest deadline the clock holds still works.
+        cp.set_state(
+            "srv2",
+            BackendState::Draining,
+            Some(Duration::from_secs(u64::from(u32::MAX))),
+            None,
+            &published,
+        )
+        .unwrap();
+    }
+
+    #[test]
+    fn unknown_and_duplicate_names_in_a_body_are_refused_naming_the_field() {
+        let (mut cp, published, _) = setup();
+        let vip = |name: &str, backends: &[&str]| NewVip {
+            name: name.into(),
+            addr: "10.90.100.99".parse().unwrap(),
+            port: 80,
+            mode: ForwardingMode::Nat,
+            client_port: None,
+            backends: backends.iter().map(|b| b.to_string()).collect(),
+            join_ports: Default::default(),
+            announce: Default::default(),
+        };
+        let e = cp
+            .add_vip(vip("v", &["srv1", "ghost"]), None, &published)
+            .unwrap_err();
+        assert_eq!((e.status, e.field.as_deref()), (422, Some("backends[1]")));
+        let e = cp
+            .add_vip(vip("web4", &["srv1"]), None, &published)
+            .unwrap_err();
+        assert_eq!((e.status, e.field.as_deref()), (422, Some("name")));
+        let e = cp
+            .add_backend("web4", nb("srv1", 11), None, &published)
+            .unwrap_err();
+        assert_eq!((e.status, e.field.as_deref()), (422, Some("name")), "{e:?}");
+        assert_eq!(cp.version(), 1, "nothing changed");
     }
 }

@@ -1,36 +1,43 @@
-//! The daemon's side of the control API: requests from the API thread
-//! (`trapeze_control::api::serve`) are answered here, on the control thread, one at a time, so
-//! changes are serialised. The API thread only parses and forwards; if it fails, forwarding goes
-//! on and the control loop simply receives nothing.
+//! The control thread's answers to API requests (`crate::api::serve` forwards them here, one at
+//! a time, so changes are serialised). The API thread only parses and forwards; if it fails,
+//! forwarding goes on and the control thread simply receives nothing.
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use trapeze_control::api::types::Mode;
-use trapeze_control::api::{
-    self, ControlStatsView, DeviceStatsView, MetricsInput, PortStatsView, ReloadReport, RemoveMode,
-    Request, Response, StatusView, TokenSample, WorkerSample,
-};
 use trapeze_core::pipeline::Shared;
 use trapeze_core::pool::{BackendState, PortId};
-use trapeze_dpdk::Port;
 
-use crate::control::{ControlPlane, NewBackend, NewVip, Refused};
+use crate::api::types::Mode;
+use crate::api::{
+    self, ControlStatsView, MetricsInput, PortStatsView, ReloadReport, RemoveMode, Request,
+    Response, StatusView, TokenSample,
+};
+use crate::cluster::Counters as ClusterCounters;
+use crate::dataplane::{Dataplane, PortCounters};
+use crate::instance::Instance;
+use crate::pool::{NewBackend, NewVip, PoolManager, Refused};
 use crate::publish::Published;
-use crate::worker::{IoStats, StatsBoard};
 
-/// What a request needs besides the control plane.
-pub(crate) struct Env<'a> {
-    pub(crate) published: &'a Published,
-    pub(crate) shared: &'a Shared,
-    pub(crate) board: &'a StatsBoard,
-    pub(crate) ports: &'a [Port<'a>],
-    pub(crate) instance: &'a crate::instance::Instance,
+/// What a request needs besides the pool manager.
+#[allow(missing_debug_implementations)]
+pub struct Env<'a> {
+    /// The serving pool.
+    pub published: &'a Published,
+    /// The token table.
+    pub shared: &'a Shared,
+    /// The counters come from here.
+    pub dataplane: &'a dyn Dataplane,
+    /// The instance's announcement state.
+    pub instance: &'a Instance,
     /// The token-sync counters, when `[cluster]` is configured.
-    pub(crate) cluster: Option<&'a crate::cluster::Counters>,
+    pub cluster: Option<&'a ClusterCounters>,
 }
 
 fn refused(r: Refused) -> Response {
-    Response::error(r.status, r.reason)
+    match r.field {
+        Some(field) if r.status == 422 => Response::invalid(field, r.reason),
+        _ => Response::error(r.status, r.reason),
+    }
 }
 
 fn applied(r: Result<u64, Refused>) -> Response {
@@ -40,22 +47,8 @@ fn applied(r: Result<u64, Refused>) -> Response {
     }
 }
 
-fn metrics_input(cp: &ControlPlane, env: &Env<'_>) -> MetricsInput {
-    let workers = env
-        .board
-        .slots
-        .iter()
-        .map(|s| {
-            let r = s.lock();
-            WorkerSample {
-                rx: r.io.rx,
-                tx: r.io.tx,
-                flows: r.flows as u64,
-                flow_capacity: r.flow_capacity as u64,
-                stats: r.stats.clone(),
-            }
-        })
-        .collect();
+fn metrics_input(cp: &PoolManager, env: &Env<'_>) -> MetricsInput {
+    let counters = env.dataplane.counters();
     let tokens = TokenSample {
         entries: env.shared.tokens.len() as u64,
         capacity: env.shared.tokens.capacity() as u64,
@@ -66,8 +59,9 @@ fn metrics_input(cp: &ControlPlane, env: &Env<'_>) -> MetricsInput {
         reloads_error: cp.counters.reloads_failed,
         pool_changes: cp.counters.pool_changes,
     };
-    let mut input = MetricsInput::from_pool(&env.published.load(), workers, tokens, control);
-    input.ports = port_views(cp, env);
+    let mut input =
+        MetricsInput::from_pool(&env.published.load(), counters.workers, tokens, control);
+    input.ports = port_views(cp, &counters.ports);
     input.cluster = env.cluster.map(|c| c.view(&env.shared.tokens));
     // Active flows per backend: the workers' gauges, summed.
     for b in &mut input.backends {
@@ -84,47 +78,31 @@ fn metrics_input(cp: &ControlPlane, env: &Env<'_>) -> MetricsInput {
     input
 }
 
-/// The ports' counters: the workers' per-port counters summed, and the devices' own.
-fn port_views(cp: &ControlPlane, env: &Env<'_>) -> Vec<PortStatsView> {
-    let mut io = IoStats::new(env.ports.len());
-    for s in &env.board.slots {
-        io.add(&s.lock().io);
-    }
-    env.ports
+/// The ports' counters, named.
+fn port_views(cp: &PoolManager, ports: &[PortCounters]) -> Vec<PortStatsView> {
+    ports
         .iter()
         .enumerate()
-        .map(|(i, p)| {
-            let c = io.ports.get(i).copied().unwrap_or_default();
-            PortStatsView {
-                name: cp
-                    .cfg
-                    .ports
-                    .get(i)
-                    .map(|p| p.name.clone())
-                    .unwrap_or_default(),
-                rx_packets: c.rx,
-                tx_packets: c.tx,
-                tx_unsent: c.tx_unsent,
-                tx_forwarded: c.forwarded,
-                tx_replies: c.replies,
-                tx_control: c.control,
-                device: p.stats().ok().map(|d| DeviceStatsView {
-                    rx_packets: d.ipackets,
-                    tx_packets: d.opackets,
-                    rx_bytes: d.ibytes,
-                    tx_bytes: d.obytes,
-                    rx_missed: d.imissed,
-                    rx_errors: d.ierrors,
-                    tx_errors: d.oerrors,
-                    rx_nombuf: d.rx_nombuf,
-                }),
-            }
+        .map(|(i, c)| PortStatsView {
+            name: cp
+                .cfg
+                .ports
+                .get(i)
+                .map(|p| p.name.clone())
+                .unwrap_or_default(),
+            rx_packets: c.rx,
+            tx_packets: c.tx,
+            tx_unsent: c.tx_unsent,
+            tx_forwarded: c.forwarded,
+            tx_replies: c.replies,
+            tx_control: c.control,
+            device: c.device,
         })
         .collect()
 }
 
 /// Answers one request.
-pub(crate) fn dispatch(cp: &mut ControlPlane, req: Request, env: &Env<'_>) -> Response {
+pub fn dispatch(cp: &mut PoolManager, req: Request, env: &Env<'_>) -> Response {
     let change = req.is_change();
     let r = match req {
         Request::ListVips | Request::GetVip { .. } => {
@@ -170,7 +148,7 @@ pub(crate) fn dispatch(cp: &mut ControlPlane, req: Request, env: &Env<'_>) -> Re
                 version: cp.version(),
                 last_good_version: last_good,
                 uptime_s: cp.started.elapsed().as_secs(),
-                workers: env.board.slots.len() as u64,
+                workers: u64::from(cp.cfg.workers.count.max(1)),
                 config_path: Some(cp.config_path.display().to_string()),
                 last_reload,
             });
@@ -187,7 +165,7 @@ pub(crate) fn dispatch(cp: &mut ControlPlane, req: Request, env: &Env<'_>) -> Re
                     d.outer_source.as_deref(),
                 )
             });
-            match trapeze_control::config::dsr::forwarding_mode(spec.address, mode, dsr) {
+            match crate::config::dsr::forwarding_mode(spec.address, mode, dsr) {
                 Ok(mode) => cp.add_vip(
                     NewVip {
                         name: spec.name,
@@ -202,7 +180,7 @@ pub(crate) fn dispatch(cp: &mut ControlPlane, req: Request, env: &Env<'_>) -> Re
                     if_version,
                     env.published,
                 ),
-                Err((field, msg)) => Err(Refused::invalid(format!("{field}: {msg}"))),
+                Err((field, msg)) => Err(Refused::invalid_field(field, format!("{field}: {msg}"))),
             }
         }
         Request::RemoveVip { name, if_version } => cp.remove_vip(&name, if_version, env.published),

@@ -18,13 +18,15 @@ use trapeze_wire::ip::IpProtocol;
 use trapeze_wire::tcp::{self, TcpFlags};
 use trapeze_wire::{ipv4, ipv6};
 
+use crate::dataplane::PortAddrs;
+
 /// Probe timing and thresholds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct HealthConfig {
-    pub(crate) interval: Duration,
-    pub(crate) timeout: Duration,
-    pub(crate) rise: u32,
-    pub(crate) fall: u32,
+pub struct HealthConfig {
+    pub interval: Duration,
+    pub timeout: Duration,
+    pub rise: u32,
+    pub fall: u32,
 }
 
 impl Default for HealthConfig {
@@ -44,16 +46,16 @@ const PROBE_PORTS: u16 = 4_000;
 
 /// An answer to a probe, read from a punted frame.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct ProbeReply {
-    pub(crate) backend: BackendId,
-    pub(crate) ok: bool,
+pub struct ProbeReply {
+    pub backend: BackendId,
+    pub ok: bool,
     /// For a SYN/ACK: the sequence number the reset must carry (its acknowledgement number).
-    pub(crate) ack: u32,
+    pub ack: u32,
 }
 
 /// Reads a probe answer from a frame the pipeline punted (TCP from a backend to one of the
 /// gateway's probe ports).
-pub(crate) fn reply(frame: &[u8]) -> Option<(IpAddr, u16, u16, ProbeReply)> {
+pub fn reply(frame: &[u8]) -> Option<(IpAddr, u16, u16, ProbeReply)> {
     let l2 = ethernet::parse_l2(frame).ok()?;
     let body = frame.get(l2.header_len..)?;
     let (src, seg) = match l2.ethertype {
@@ -116,25 +118,16 @@ struct Target {
     seq: u32,
 }
 
-/// The gateway's side of a port, as probes need it.
-#[derive(Debug, Clone)]
-pub(crate) struct ProbeSource {
-    pub(crate) mac: Mac,
-    pub(crate) vlan: Option<u16>,
-    pub(crate) ipv4: Option<std::net::Ipv4Addr>,
-    pub(crate) ipv6: Option<std::net::Ipv6Addr>,
-}
-
 /// A change of a backend's health.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct Transition {
-    pub(crate) backend: BackendId,
-    pub(crate) up: bool,
+pub struct Transition {
+    pub backend: BackendId,
+    pub up: bool,
 }
 
 /// Probes every backend and keeps its health.
 #[derive(Debug)]
-pub(crate) struct HealthChecker {
+pub struct HealthChecker {
     cfg: HealthConfig,
     targets: Vec<Target>,
     last_round: Option<Instant>,
@@ -143,7 +136,7 @@ pub(crate) struct HealthChecker {
 impl HealthChecker {
     /// Every backend of the pool, initially healthy (a backend proves itself sick, so that a
     /// gateway starting up does not refuse everything until the first probes return).
-    pub(crate) fn new(cfg: HealthConfig, pool: &PoolSpec) -> Self {
+    pub fn new(cfg: HealthConfig, pool: &PoolSpec) -> Self {
         let mut h = Self {
             cfg,
             targets: Vec::new(),
@@ -154,7 +147,7 @@ impl HealthChecker {
     }
 
     /// Follows pool changes: new backends are probed, removed ones forgotten.
-    pub(crate) fn sync(&mut self, pool: &PoolSpec) {
+    pub fn sync(&mut self, pool: &PoolSpec) {
         self.targets.retain(|t| {
             pool.backends
                 .get(t.id.0 as usize)
@@ -182,7 +175,7 @@ impl HealthChecker {
     }
 
     /// Records an answer; returns a transition when the backend changes state.
-    pub(crate) fn answer(&mut self, r: &ProbeReply) -> Option<Transition> {
+    pub fn answer(&mut self, r: &ProbeReply) -> Option<Transition> {
         let t = self.targets.iter_mut().find(|t| t.id == r.backend)?;
         t.sent_at?;
         t.sent_at = None;
@@ -216,10 +209,10 @@ impl HealthChecker {
 
     /// Times out unanswered probes and, once per interval, returns the probes to send:
     /// `(port, frame)` for each backend whose next hop MAC is known (`mac_of`).
-    pub(crate) fn due(
+    pub fn due(
         &mut self,
         now: Instant,
-        sources: &[ProbeSource],
+        sources: &[PortAddrs],
         mac_of: impl Fn(BackendId) -> Option<Mac>,
         transitions: &mut Vec<Transition>,
     ) -> Vec<(PortId, Vec<u8>)> {
@@ -268,10 +261,10 @@ impl HealthChecker {
     }
 
     /// The reset that closes the half-open connection a successful probe left on the backend.
-    pub(crate) fn reset_for(
+    pub fn reset_for(
         &self,
         r: &ProbeReply,
-        sources: &[ProbeSource],
+        sources: &[PortAddrs],
         mac_of: impl Fn(BackendId) -> Option<Mac>,
     ) -> Option<(PortId, Vec<u8>)> {
         let t = self.targets.iter().find(|t| t.id == r.backend)?;
@@ -291,7 +284,7 @@ impl HealthChecker {
 
     /// Whether a backend is currently considered healthy.
     #[cfg(test)]
-    pub(crate) fn is_up(&self, id: BackendId) -> bool {
+    pub fn is_up(&self, id: BackendId) -> bool {
         self.targets
             .iter()
             .find(|t| t.id == id)
@@ -302,7 +295,7 @@ impl HealthChecker {
 /// A bare TCP segment (no options, no payload) from the port's address to `dst`.
 #[allow(clippy::too_many_arguments)]
 fn segment(
-    src: &ProbeSource,
+    src: &PortAddrs,
     dst_mac: Mac,
     dst: IpAddr,
     sport: u16,
@@ -372,31 +365,17 @@ fn segment(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::net::Ipv4Addr;
     use trapeze_core::testkit::demo_spec;
 
-    fn sources() -> Vec<ProbeSource> {
-        vec![
-            ProbeSource {
-                mac: [2, 0, 0, 0, 0, 1],
-                vlan: None,
-                ipv4: Some(Ipv4Addr::new(10, 0, 0, 1)),
-                ipv6: None,
-            },
-            ProbeSource {
-                mac: [2, 0, 0, 0, 0, 2],
-                vlan: None,
-                ipv4: Some(Ipv4Addr::new(10, 1, 0, 1)),
-                ipv6: None,
-            },
-        ]
+    fn sources() -> Vec<PortAddrs> {
+        crate::dataplane::demo_ports()
     }
 
     /// The backend's answer to a probe frame: SYN/ACK or RST, as its stack would send.
     fn answer_to(probe: &[u8], flags: TcpFlags) -> Vec<u8> {
         let ip = ipv4::Packet::new_checked(&probe[14..]).unwrap();
         let t = tcp::Packet::new_checked(&probe[34..]).unwrap();
-        let src = ProbeSource {
+        let src = PortAddrs {
             mac: [2, 0, 0, 0xbe, 0, 0],
             vlan: None,
             ipv4: Some(ip.dst_addr()),
