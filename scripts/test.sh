@@ -55,6 +55,9 @@ if cargo tree -p trapeze-core -e normal --locked | grep -q trapeze-control; then
   exit 1
 fi
 
+step "the packet pipeline is a one-way graph: no module imports one above it"
+python3 scripts/check_pipeline_dag.py --self-test
+
 step "the workspace also builds without DPDK (TRAPEZE_NO_DPDK=1)"
 TRAPEZE_NO_DPDK=1 CARGO_TARGET_DIR=target/no-dpdk cargo check --workspace --all-targets --locked --quiet
 

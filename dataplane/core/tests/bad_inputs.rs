@@ -132,7 +132,7 @@ impl Sim {
     }
 
     fn flow_states(&self) -> Vec<FlowState> {
-        self.w.flows.iter().map(|(_, e)| e.state).collect()
+        self.w.flows.iter().map(|(_, e)| e.state()).collect()
     }
 
     fn set_pool(&mut self, spec: PoolSpec) {
@@ -1378,7 +1378,7 @@ fn t10_non_syn_without_state() {
         .w
         .flows
         .iter()
-        .all(|(_, e)| e.state == FlowState::Established));
+        .all(|(_, e)| e.state() == FlowState::Established));
     // A RST without state is forwarded but not adopted.
     sim.expect(
         &TcpSpec::to_vip(c4(1), 5000, RST | ACK).build(),

@@ -1,5 +1,10 @@
 //! The packet buffer the pipeline works on, abstracted so the core needs no DPDK: the runtime
-//! implements [`Frame`] for its mbuf type, tests and benches use [`VecFrame`].
+//! implements [`Frame`] for its mbuf type, tests and benches use [`VecFrame`]. Also the two edits
+//! of the Ethernet header every outgoing frame gets (`set_macs`, `retag`).
+
+use trapeze_wire::field::{read_u16, write_u16};
+
+use crate::pool::Mac;
 
 /// A contiguous frame with headroom and tailroom (a single-segment DPDK mbuf is one).
 pub trait Frame {
@@ -92,6 +97,45 @@ impl Frame for VecFrame {
         }
         self.end = self.start + len;
         true
+    }
+}
+
+/// Sets source and destination MACs.
+#[inline]
+pub(crate) fn set_macs(buf: &mut [u8], src: &Mac, dst: &Mac) {
+    buf[0..6].copy_from_slice(dst);
+    buf[6..12].copy_from_slice(src);
+}
+
+/// Puts the frame's 802.1Q framing in line with the egress port: sets the VID when both sides
+/// are tagged, inserts or strips the 4-byte tag when they differ. `l2_len` is the ingress header
+/// length (18 when the frame carries a tag, priority tags included). Returns false when the
+/// frame has no headroom for a tag.
+#[inline]
+pub(crate) fn retag<F: Frame>(frame: &mut F, l2_len: usize, egress_vlan: Option<u16>) -> bool {
+    let tagged = l2_len == 18;
+    match (tagged, egress_vlan) {
+        (false, None) => true,
+        (true, Some(vid)) => {
+            let buf = frame.data_mut();
+            let tci = (read_u16(buf, 14) & 0xf000) | (vid & 0x0fff);
+            write_u16(buf, 14, tci);
+            true
+        }
+        (true, None) => {
+            frame.data_mut().copy_within(0..12, 4);
+            frame.adj(4)
+        }
+        (false, Some(vid)) => {
+            if !frame.prepend(4) {
+                return false;
+            }
+            let buf = frame.data_mut();
+            buf.copy_within(4..16, 0);
+            write_u16(buf, 12, 0x8100);
+            write_u16(buf, 14, vid & 0x0fff);
+            true
+        }
     }
 }
 

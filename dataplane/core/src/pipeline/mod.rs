@@ -9,15 +9,38 @@
 //! ## The walk of a packet
 //!
 //! ```text
-//! Ethernet (+802.1Q) ──ARP──────────────> reply for our addresses and VIPs, punt replies
-//!        │
-//!        └─IPv4 / IPv6 checks (lengths, checksum, fragments, source routes, martians)
-//!              ├─TCP to a VIP ──────────> flow hit: NAT to the flow's backend (fast path)
-//!              │                          SYN: MP_JOIN? token table : Maglev -> new flow
-//!              │                          other miss: Maglev, adopted (state was lost)
-//!              ├─TCP from a backend ────> NAT back to the VIP; learns MPTCP tokens (SYN/ACK)
-//!              ├─ICMP/ICMPv6 ───────────> echo and NDP replies; errors follow the quoted flow
-//!              └─anything else ─────────> drop with a reason, or punt if it is for us
+//! parse::fast ─ common TCP? ─> classify::tcp ─ a VIP's? ─> flow::forward ─> egress ─> Verdict
+//!    │ no (or not classified)                                  │ TTL out, DSR too big
+//!    v                                                         └──────────> reply
+//! parse::ethernet ──ARP───────────────────────────────────────> reply::arp
+//!    └─ parse::ip (lengths, checksum, fragments, source routes, martians)
+//!         └─ classify::upper ──TCP─> parse::tcp ─> classify::tcp ─> flow::forward ─> egress
+//!                             ├─ICMP─> classify::icmp ─ echo, NDP ───────────> reply
+//!                             │                       └ error about a flow ──> flow ─> egress
+//!                             └─anything else ─> drop with a reason, or punt if it is for us
+//! ```
+//!
+//! ## Layers
+//!
+//! The modules form a one-way graph, top to bottom; each uses only the layers below its own
+//! (`scripts/check_pipeline_dag.py`, run by the test command, checks the imports). Modules on
+//! one line are independent of each other.
+//!
+//! ```text
+//! (this file)       process, process_burst: strings the layers together along the walk
+//! flow              a VIP's TCP segments: the state machine (flow::state), new flows (Maglev,
+//!                   join ports), MPTCP (flow::mptcp: learn, confirm, route join, fastclose, in
+//!                   NAT and DSR), announcing (flow::announcing), housekeeping
+//! egress            the way out: NAT rewrite (egress::nat), DSR tunnel (egress::dsr), ICMP
+//!                   errors to a flow's backend; MACs, VLAN tag, per-VIP/backend counters
+//! reply, classify   what the gateway answers itself (ARP, NDP, ICMP echo, ICMP errors to the
+//!                   sender); what a packet is for, from the pool alone (direction, VIP, flow key
+//!                   and its hash)
+//! parse, context    the headers, read once and checked (fast parser, full walk, checksums);
+//!                   the worker, the shared tables, the per-frame Ctx, steer
+//! announce, verdict, frame
+//!                   the outputs (ADD_ADDR frames and their queue; verdicts and counters) and
+//!                   the frame
 //! ```
 //!
 //! Every frame moves exactly one terminal counter (forwarded, replied, punted, handed off, or one
@@ -66,217 +89,25 @@ pub mod announce;
 pub mod frame;
 pub mod verdict;
 
-mod dsr;
-mod icmp;
-mod ip;
-mod nat;
-mod rewrite;
+mod classify;
+mod context;
+mod egress;
+mod flow;
+mod parse;
+mod reply;
 
+pub use context::{steer, RateLimit, Shared, Worker, WorkerConfig};
 pub use frame::{Frame, VecFrame};
 pub use verdict::{BackendCounters, DropReason, Event, Verdict, VipCounters, WorkerStats};
 
-use trapeze_wire::arp;
-use trapeze_wire::ethernet::{self, EtherType};
+use trapeze_wire::ethernet::EtherType;
 
-use crate::flow::{fmix, FlowSecret};
+use self::classify::{Classified, Icmp, Upper};
+use self::context::Ctx;
+use self::parse::{Headers, Ip};
+use crate::flow::FlowSecret;
 use crate::pool::{PoolSnapshot, PortConfig, PortId};
-use crate::tables::flow_table::{flags, FlowEntry, FlowTable, FlowTableConfig};
-use crate::tables::token::{TokenTable, TokenTableConfig};
 use crate::time::Ticks;
-
-/// A token bucket for generated packets (ICMP errors and echo replies), per worker.
-#[derive(Debug, Clone, Copy)]
-pub struct RateLimit {
-    /// Sustained rate, per second.
-    pub per_sec: u32,
-    /// Burst size.
-    pub burst: u32,
-}
-
-impl Default for RateLimit {
-    fn default() -> Self {
-        Self {
-            per_sec: 1000,
-            burst: 100,
-        }
-    }
-}
-
-#[derive(Debug, Clone, Copy)]
-struct Bucket {
-    limit: RateLimit,
-    tokens: u32,
-    last: Ticks,
-}
-
-impl Bucket {
-    fn new(limit: RateLimit) -> Self {
-        Self {
-            limit,
-            tokens: limit.burst,
-            last: Ticks::ZERO,
-        }
-    }
-
-    fn take(&mut self, now: Ticks) -> bool {
-        let elapsed = now.0.saturating_sub(self.last.0);
-        let refill = (elapsed as u128 * self.limit.per_sec as u128 / 1_000_000_000) as u64;
-        if refill > 0 {
-            self.tokens = (self.tokens as u64 + refill).min(self.limit.burst as u64) as u32;
-            self.last = now;
-        }
-        if self.tokens == 0 {
-            return false;
-        }
-        self.tokens -= 1;
-        true
-    }
-}
-
-/// Configuration of one worker.
-#[derive(Debug, Clone, Copy)]
-pub struct WorkerConfig {
-    /// This worker's index.
-    pub id: u16,
-    /// Number of workers (flows are owned by `steer(client) % workers`).
-    pub workers: u16,
-    /// Flow table size and timeouts.
-    pub flows: FlowTableConfig,
-    /// Highest VIP id + 1 that gets counters.
-    pub max_vips: usize,
-    /// Highest backend id + 1 that gets counters.
-    pub max_backends: usize,
-    /// Rate of generated ICMP messages and echo replies.
-    pub icmp_rate: RateLimit,
-}
-
-impl Default for WorkerConfig {
-    fn default() -> Self {
-        Self {
-            id: 0,
-            workers: 1,
-            flows: FlowTableConfig::default(),
-            max_vips: 256,
-            max_backends: 4096,
-            icmp_rate: RateLimit::default(),
-        }
-    }
-}
-
-/// State owned by one worker: touched by that worker's thread only.
-#[derive(Debug)]
-pub struct Worker {
-    /// This worker's index.
-    pub id: u16,
-    /// Number of workers.
-    pub workers: u16,
-    /// The worker's flow table.
-    pub flows: FlowTable,
-    /// The worker's counters.
-    pub stats: WorkerStats,
-    /// ADD_ADDRs to send after this burst (announce mode): the runtime drains them.
-    pub announcements: announce::AnnounceQueue,
-    icmp: Bucket,
-}
-
-impl Worker {
-    /// A worker with all its memory allocated up front.
-    pub fn new(cfg: WorkerConfig) -> Self {
-        Self::with_flows(cfg, FlowTable::new(cfg.flows))
-    }
-
-    /// A worker around a flow table built elsewhere (the daemon's, in its state file);
-    /// `cfg.flows` is then unused. The flows it already holds count in the backends'
-    /// active-flow gauges.
-    pub fn with_flows(cfg: WorkerConfig, flows: FlowTable) -> Self {
-        let mut stats = WorkerStats::new(cfg.max_vips, cfg.max_backends);
-        for (_, e) in flows.iter() {
-            if let Some(c) = stats.backends.get_mut(e.backend.0 as usize) {
-                c.active_flows += 1;
-            }
-        }
-        Self {
-            id: cfg.id,
-            workers: cfg.workers.max(1),
-            flows,
-            stats,
-            announcements: announce::AnnounceQueue::default(),
-            icmp: Bucket::new(cfg.icmp_rate),
-        }
-    }
-
-    /// Housekeeping between bursts: reclaims expired flows in `buckets` buckets of the flow table
-    /// and releases the token references they held. Returns the number of flows reclaimed.
-    pub fn housekeeping(&mut self, now: Ticks, shared: &Shared, buckets: usize) -> usize {
-        let stats = &mut self.stats;
-        self.flows.sweep(now.coarse_ms(), buckets, |e| {
-            flow_ended(e, shared, now, stats)
-        })
-    }
-}
-
-/// State shared by all workers.
-///
-/// Token entries end with their connection's last subflow (each worker releases the references
-/// of the flows it reclaims in [`Worker::housekeeping`]) or on MP_FASTCLOSE; the idle timeout is
-/// the backstop for connections whose subflow entries were lost: the control thread calls
-/// [`TokenTable::expire`] on `tokens` periodically.
-#[derive(Debug)]
-pub struct Shared {
-    /// The token table.
-    pub tokens: TokenTable,
-}
-
-impl Shared {
-    /// Shared state with a token table of the given size.
-    pub fn new(tokens: TokenTableConfig) -> Self {
-        Self {
-            tokens: TokenTable::new(tokens),
-        }
-    }
-}
-
-/// Book-keeping of a flow that ends (reclaimed, evicted, or replaced by a new connection on its
-/// 5-tuple): its backend's active-flow gauge, and the token subflow reference it holds.
-fn flow_ended(e: &FlowEntry, shared: &Shared, now: Ticks, stats: &mut WorkerStats) {
-    if let Some(c) = stats.backends.get_mut(e.backend.0 as usize) {
-        c.active_flows = c.active_flows.saturating_sub(1);
-    }
-    if e.has(flags::TOKEN_REF) {
-        shared.tokens.subflow_closed(e.token, e.backend, now);
-        stats.event(Event::TokenReleased);
-    }
-}
-
-/// The worker that owns flows of a client endpoint: a fixed function of the client's address and
-/// port, which both directions of a NATed flow carry.
-#[inline]
-pub fn steer(client_addr: &[u8; 16], client_port: u16, workers: u16) -> u16 {
-    if workers <= 1 {
-        return 0;
-    }
-    let mut lo = [0u8; 8];
-    let mut hi = [0u8; 8];
-    lo.copy_from_slice(&client_addr[8..]);
-    hi.copy_from_slice(&client_addr[..8]);
-    let x = u64::from_le_bytes(lo)
-        ^ u64::from_le_bytes(hi).rotate_left(17)
-        ^ ((client_port as u64) << 48);
-    (fmix(x) % workers as u64) as u16
-}
-
-/// Everything a stage needs, bundled so stage signatures stay short.
-pub(crate) struct Ctx<'a> {
-    pub(crate) w: &'a mut Worker,
-    pub(crate) shared: &'a Shared,
-    pub(crate) pool: &'a PoolSnapshot,
-    pub(crate) now: Ticks,
-    pub(crate) now_ms: u32,
-    pub(crate) ingress: PortId,
-    pub(crate) port: &'a PortConfig,
-    /// Ingress Ethernet header length (14, or 18 with a VLAN tag).
-    pub(crate) l2_len: usize,
-}
 
 /// Decides one frame (see the module documentation).
 pub fn process<F: Frame>(
@@ -291,7 +122,16 @@ pub fn process<F: Frame>(
     let pre = port
         .filter(|p| p.vlan.is_none())
         .and_then(|_| fast_classify(frame.data(), pool, worker.flows.secret()));
-    decide(frame, pre, ingress, port, now, worker, shared, pool)
+    decide(
+        frame,
+        pre.as_ref(),
+        ingress,
+        port,
+        now,
+        worker,
+        shared,
+        pool,
+    )
 }
 
 /// The most frames [`process_burst`] looks ahead over (the DPDK burst size).
@@ -316,7 +156,7 @@ pub fn process_burst<F: Frame>(
     let port = pool.port(ingress);
     let fast = port.is_some_and(|p| p.vlan.is_none());
     for (frames, verdicts) in frames.chunks_mut(BURST).zip(verdicts.chunks_mut(BURST)) {
-        let mut pre: [Option<Pre>; BURST] = [None; BURST];
+        let mut pre: [Option<Classified>; BURST] = [None; BURST];
         if fast {
             let mut hashes = [0u64; BURST];
             let mut n = 0;
@@ -324,7 +164,7 @@ pub fn process_burst<F: Frame>(
             for (p, f) in pre.iter_mut().zip(frames.iter()) {
                 *p = fast_classify(f.data(), pool, secret);
                 if let Some(p) = p {
-                    hashes[n] = p.2.hash;
+                    hashes[n] = p.hash;
                     n += 1;
                 }
             }
@@ -333,33 +173,29 @@ pub fn process_burst<F: Frame>(
         for (i, ((f, v), p)) in frames
             .iter_mut()
             .zip(verdicts.iter_mut())
-            .zip(pre)
+            .zip(pre.iter())
             .enumerate()
         {
             worker.announcements.position = i as u16;
-            *v = decide(f, p, ingress, port, now, worker, shared, pool);
+            *v = decide(f, p.as_ref(), ingress, port, now, worker, shared, pool);
         }
     }
     worker.announcements.position = announce::AFTER_BURST;
 }
 
-/// A frame the fast parser read and classified: its IP and TCP facts and its flow key and hash.
-type Pre = (ip::Ip, nat::Seg, nat::Classified);
-
+/// The common case in one go: the fast parser, then the classification of a VIP's segment.
 #[inline]
-fn fast_classify(data: &[u8], pool: &PoolSnapshot, secret: FlowSecret) -> Option<Pre> {
-    let (ip, seg) = ip::fast_parse(data)?;
-    let c = nat::classify(pool, secret, &ip, &seg)?;
-    Some((ip, seg, c))
+fn fast_classify(data: &[u8], pool: &PoolSnapshot, secret: FlowSecret) -> Option<Classified> {
+    classify::tcp(pool, secret, &parse::fast(data)?)
 }
 
-/// Decides one frame, already pre-classified by the fast parser or not. `port` is the ingress
+/// Decides one frame, already classified by [`fast_classify`] or not. `port` is the ingress
 /// port's configuration, looked up once by the caller (`None`: a port the pool does not know).
 #[inline]
 #[allow(clippy::too_many_arguments)]
 fn decide<F: Frame>(
     frame: &mut F,
-    pre: Option<Pre>,
+    pre: Option<&Classified>,
     ingress: PortId,
     port: Option<&PortConfig>,
     now: Ticks,
@@ -384,77 +220,67 @@ fn decide<F: Frame>(
         l2_len: 14,
     };
     let v = match pre {
-        Some((ip, seg, c)) => nat::forward(&mut cx, frame, &ip, &seg, &c),
-        None => ethernet_stage(&mut cx, frame),
+        Some(p) => flow::forward(&mut cx, frame, p),
+        None => full_walk(&mut cx, frame),
     };
     cx.w.stats.verdict(&v);
     v
 }
 
-fn ethernet_stage<F: Frame>(cx: &mut Ctx<'_>, frame: &mut F) -> Verdict {
-    let l2 = match ethernet::parse_l2(frame.data()) {
+/// The full walk: Ethernet, then ARP or IP.
+fn full_walk<F: Frame>(cx: &mut Ctx<'_>, frame: &mut F) -> Verdict {
+    let l2 = match parse::ethernet(frame.data()) {
         Ok(l2) => l2,
-        Err(trapeze_wire::Error::Unsupported) => return Verdict::Drop(DropReason::VlanUnexpected),
-        Err(_) => return Verdict::Drop(DropReason::Runt),
+        Err(r) => return Verdict::Drop(r),
     };
-    // A priority tag (VID 0) counts as untagged.
-    let vid = l2.vlan.map(|t| t.vid).filter(|&v| v != 0);
-    if vid != cx.port.vlan {
+    if l2.vid != cx.port.vlan {
         return Verdict::Drop(DropReason::VlanUnexpected);
     }
     cx.l2_len = l2.header_len;
     match l2.ethertype {
-        EtherType::IPV4 | EtherType::IPV6 => ip::stage(
-            cx,
-            frame,
-            l2.ethertype == EtherType::IPV6,
-            l2.dst.is_multicast(),
-        ),
-        EtherType::ARP => arp_stage(cx, frame),
+        EtherType::IPV4 | EtherType::IPV6 => {
+            let v6 = l2.ethertype == EtherType::IPV6;
+            let ip = match parse::ip(frame.data(), cx.l2_len, v6, &mut cx.w.stats) {
+                Ok(ip) => ip,
+                Err(r) => return Verdict::Drop(r),
+            };
+            match classify::upper(cx.pool, cx.ingress, &ip, l2.multicast) {
+                Upper::Tcp => tcp(cx, frame, ip),
+                Upper::Icmp => icmp(cx, frame, &ip, l2.multicast),
+                Upper::Done(v) => v,
+            }
+        }
+        EtherType::ARP => reply::arp(cx, frame),
         _ => Verdict::Drop(DropReason::UnknownEthertype),
     }
 }
 
-/// ARP: answer requests for our addresses and VIPs; punt replies (neighbour learning is the
-/// runtime's) unless they would poison it; drop the rest.
-///
-/// A reply (gratuitous or not) that claims one of the gateway's addresses or VIPs, or a backend's
-/// address on a port other than that backend's egress port, is dropped as `arp_spoof` (L5): the
-/// runtime never learns a neighbour from it. Requests are answered, never learned from.
-fn arp_stage<F: Frame>(cx: &mut Ctx<'_>, frame: &mut F) -> Verdict {
-    let l2_len = cx.l2_len;
-    let buf = frame.data_mut();
-    let Ok(mut pkt) = arp::Packet::new_checked(&mut buf[l2_len..]) else {
-        return Verdict::Drop(DropReason::ArpBad);
+/// A TCP segment off the full walk.
+fn tcp<F: Frame>(cx: &mut Ctx<'_>, frame: &mut F, ip: Ip) -> Verdict {
+    let seg = match parse::tcp(frame.data(), &ip) {
+        Ok(seg) => seg,
+        Err(r) => return Verdict::Drop(r),
     };
-    match pkt.operation() {
-        arp::Operation::Request => {
-            let target = crate::flow::v4_mapped(pkt.target_protocol_addr());
-            if !(cx.pool.is_own_addr(cx.ingress, &target) || cx.pool.is_vip_addr(&target)) {
-                return Verdict::Drop(DropReason::ArpNotOurs);
+    match classify::tcp(cx.pool, cx.w.flows.secret(), &Headers { ip, seg }) {
+        Some(p) => flow::forward(cx, frame, &p),
+        None => classify::not_for_a_vip(cx.pool, cx.ingress, &ip),
+    }
+}
+
+/// An ICMP or ICMPv6 message.
+fn icmp<F: Frame>(cx: &mut Ctx<'_>, frame: &mut F, ip: &Ip, l2_multicast: bool) -> Verdict {
+    match classify::icmp(cx.pool, cx.ingress, frame.data(), ip, l2_multicast) {
+        Icmp::Echo { reply_type } => reply::echo(cx, frame, ip, reply_type),
+        Icmp::NeighbourSolicitation => reply::neighbour_advert(cx, frame, ip),
+        Icmp::Error { small_mtu } => {
+            if small_mtu {
+                cx.w.stats.event(Event::IcmpSmallMtu);
             }
-            let mac = ethernet::MacAddr(cx.port.mac);
-            let requester = pkt.source_hardware_addr();
-            arp::make_reply_in_place(&mut pkt, mac);
-            rewrite::set_macs(buf, &cx.port.mac, &requester.0);
-            Verdict::Reply { port: cx.ingress }
-        }
-        arp::Operation::Reply => {
-            let sender = crate::flow::v4_mapped(pkt.source_protocol_addr());
-            let p = cx.pool;
-            let ours = p.ports.iter().any(|port| p.is_own_addr(port.id, &sender))
-                || p.is_vip_addr(&sender);
-            let wrong_port = || {
-                p.backends.iter().flatten().any(|b| {
-                    b.ipv4.map(|a| a.octets()) == Some(pkt.source_protocol_addr())
-                        && b.egress != cx.ingress
-                })
-            };
-            if ours || wrong_port() {
-                return Verdict::Drop(DropReason::ArpSpoof);
+            match classify::quoted(cx.pool, cx.w.flows.secret(), frame.data(), ip) {
+                Ok(q) => flow::icmp_error(cx, frame, ip, &q),
+                Err(r) => Verdict::Drop(r),
             }
-            Verdict::Punt
         }
-        _ => Verdict::Drop(DropReason::ArpBad),
+        Icmp::Done(v) => v,
     }
 }

@@ -3,7 +3,7 @@
 //! [`DropReason`] and [`Event`] double as metric labels: every variant has a stable snake_case
 //! name ([`DropReason::name`], [`Event::name`]) that the metrics endpoint exports.
 
-use crate::pool::PortId;
+use crate::pool::{BackendId, PortId, VipId};
 
 /// The decision for one frame. The frame has been rewritten in place when the verdict sends it.
 #[must_use]
@@ -351,6 +351,19 @@ impl WorkerStats {
             Verdict::Drop(r) => self.drops[*r as usize] += 1,
             Verdict::Punt => self.punted += 1,
             Verdict::Handoff { .. } => self.handed_off += 1,
+        }
+    }
+
+    /// Counts a packet of `bytes` (IP length) sent towards a backend of a VIP.
+    #[inline]
+    pub fn count_to_backend(&mut self, vip: VipId, backend: BackendId, bytes: u64) {
+        if let Some(c) = self.vips.get_mut(vip.0 as usize) {
+            c.packets += 1;
+            c.bytes += bytes;
+        }
+        if let Some(c) = self.backends.get_mut(backend.0 as usize) {
+            c.packets += 1;
+            c.bytes += bytes;
         }
     }
 

@@ -71,7 +71,7 @@ use sha2::{Digest, Sha256};
 use crate::flow::{hash_words_seeded, FlowSecret};
 use crate::pipeline::steer;
 use crate::pool::{BackendId, PoolSnapshot, PoolSpec, VipId};
-use crate::tables::flow_table::{flags, FlowEntry, FlowTable, FlowTableConfig, WAYS};
+use crate::tables::flow_table::{flags, FlowEntry, FlowState, FlowTable, FlowTableConfig, WAYS};
 use crate::tables::mem::TableMem;
 use crate::tables::token::{OwnerRecord, Rebuilt, TokenGeometry, TokenTable, TokenTableConfig};
 use crate::time::{coarse_elapsed, Ticks};
@@ -1136,7 +1136,7 @@ fn build(sec: Sections, want: &Want, env: &Env, pool: &PoolSpec, mode: Mode) -> 
     // removed backend or VIP.
     let mut restamped = 0;
     let mut flow_ok = |e: &mut FlowEntry| -> Option<bool> {
-        if !e.state.is_valid() || e.key.proto != 6 {
+        if FlowState::from_u8(e.state).is_none() || e.key.proto != 6 {
             return None;
         }
         if !seeded.keeps_backend(e.backend) || !seeded.keeps_vip(e.vip) {

@@ -70,53 +70,21 @@ impl Default for Timeouts {
 
 /// TCP state of a flow as the gateway tracks it (enough to pick a timeout and to know when the
 /// handshake carries MPTCP keys).
-///
-/// A byte with named values rather than an enum: entries live in memory a previous process may
-/// have left in any state, where an enum with an invalid discriminant would be undefined
-/// behaviour. [`FlowState::is_valid`] tells the five values from the rest.
-#[derive(
-    Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, bytemuck::Pod, bytemuck::Zeroable,
-)]
-#[repr(transparent)]
-pub struct FlowState(pub u8);
-
-#[allow(non_upper_case_globals)] // named like the enum variants they stand for
-impl FlowState {
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default)]
+#[repr(u8)]
+pub enum FlowState {
     /// Client SYN forwarded; no answer from the backend yet.
-    pub const SynSent: Self = Self(0);
+    #[default]
+    SynSent = 0,
     /// The backend answered with SYN/ACK; the client's third ACK is due.
-    pub const SynAckSeen: Self = Self(1);
+    SynAckSeen = 1,
     /// Handshake complete (or the flow was adopted mid-stream).
-    pub const Established: Self = Self(2);
+    Established = 2,
     /// A FIN was seen (one direction closing).
-    pub const Closing: Self = Self(3);
+    Closing = 3,
     /// RST seen, or FINs seen both ways: kept briefly so stragglers still reach the backend
     /// (RFC 5961: a spoofed RST must not make later packets re-hash).
-    pub const Closed: Self = Self(4);
-
-    /// Whether this is one of the five states.
-    #[inline]
-    pub fn is_valid(self) -> bool {
-        self.0 <= Self::Closed.0
-    }
-
-    /// The state's name.
-    pub fn name(self) -> &'static str {
-        match self.0 {
-            0 => "SynSent",
-            1 => "SynAckSeen",
-            2 => "Established",
-            3 => "Closing",
-            4 => "Closed",
-            _ => "Invalid",
-        }
-    }
-}
-
-impl core::fmt::Debug for FlowState {
-    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        f.write_str(self.name())
-    }
+    Closed = 4,
 }
 
 /// Flag bits of a flow entry.
@@ -140,8 +108,10 @@ pub mod flags {
     pub const ANNOUNCE: u8 = 1 << 7;
 }
 
-/// One flow, keyed by its client-side 5-tuple (client -> VIP). One cache line, plain old data
-/// (the state file holds entries as they are: no padding, every byte pattern a value).
+/// One flow, keyed by its client-side 5-tuple (client -> VIP). One cache line of plain old data
+/// (`bytemuck::Pod`: integers and byte arrays, no padding): any bytes form a valid entry, so a
+/// table can live in memory the process did not write itself (the state file); a state byte
+/// that names no state reads as [`FlowState::Closed`].
 #[derive(Debug, Clone, Copy, Default, bytemuck::Pod, bytemuck::Zeroable)]
 #[repr(C, align(64))]
 pub struct FlowEntry {
@@ -151,25 +121,44 @@ pub struct FlowEntry {
     pub backend: BackendId,
     /// The VIP the flow was opened on.
     pub vip: VipId,
-    /// When the last ADD_ADDR was sent, the low 16 bits of coarse milliseconds.
-    pub announce_ms: u16,
-    /// The connection token, when [`flags::TOKEN_REF`] is set. While a DSR MPTCP flow is
-    /// half-open (no token yet): the sequence number its first segment after the SYN must carry.
+    /// The port the client's packets arrive on (the return path leaves there).
+    pub client_port: u8,
+    /// TCP state, a [`FlowState`] as a byte: read it with [`FlowEntry::state`].
+    pub state: u8,
+    /// The connection token, when [`flags::TOKEN_REF`] is set.
     pub token: u32,
     /// Last packet seen, coarse milliseconds.
     pub last_seen: u32,
     /// Client-side next hop: the source MAC of the client's SYN.
     pub client_mac: [u8; 6],
-    /// The port the client's packets arrive on (the return path leaves there).
-    pub client_port: u8,
-    /// TCP state.
-    pub state: FlowState,
     /// [`flags`] bits.
     pub flags: u8,
     /// ADD_ADDRs sent to the client (announce mode).
     pub announces: u8,
-    /// Unused (zero): the entry is exactly one cache line with no padding.
-    pub spare: [u8; 2],
+    /// What the flow's pending step waits for. Two phases that never overlap own it (the
+    /// pipeline's flow state machine, `pipeline::flow::state`, lists them):
+    /// * a half-open DSR MPTCP flow (`SynSent`, no [`flags::TOKEN_REF`]): the sequence number
+    ///   that the client's first segment after the SYN must carry, the one segment the
+    ///   connection's keys are learned from;
+    /// * announce mode ([`flags::ANNOUNCE`]), which starts once the keys are known: the low 16
+    ///   bits of the third ACK's acknowledgment number while the gateway waits for the server
+    ///   (DSR), then those of the coarse time of the last ADD_ADDR.
+    pub pending: u32,
+}
+
+impl FlowState {
+    /// The state a byte stands for, if any.
+    #[inline]
+    pub const fn from_u8(b: u8) -> Option<Self> {
+        Some(match b {
+            0 => Self::SynSent,
+            1 => Self::SynAckSeen,
+            2 => Self::Established,
+            3 => Self::Closing,
+            4 => Self::Closed,
+            _ => return None,
+        })
+    }
 }
 
 impl FlowEntry {
@@ -179,13 +168,26 @@ impl FlowEntry {
         self.flags & flag != 0
     }
 
+    /// The TCP state; a byte that is no [`FlowState`] reads as [`FlowState::Closed`] (the entry
+    /// expires at the closing timeout, and a new SYN on its 5-tuple is balanced afresh).
+    #[inline]
+    pub fn state(&self) -> FlowState {
+        FlowState::from_u8(self.state).unwrap_or(FlowState::Closed)
+    }
+
+    /// Sets the TCP state.
+    #[inline]
+    pub fn set_state(&mut self, s: FlowState) {
+        self.state = s as u8;
+    }
+
     /// The idle timeout that applies in the entry's state.
     #[inline]
     pub fn timeout_ms(&self, t: &Timeouts) -> u32 {
-        match self.state {
+        match self.state() {
             FlowState::SynSent | FlowState::SynAckSeen => t.half_open_ms,
             FlowState::Established => t.established_ms,
-            _ => t.closing_ms,
+            FlowState::Closing | FlowState::Closed => t.closing_ms,
         }
     }
 
@@ -446,7 +448,7 @@ impl FlowTable {
                 }
                 continue;
             }
-            if e.state <= FlowState::SynAckSeen {
+            if e.state() <= FlowState::SynAckSeen {
                 let age = coarse_elapsed(now_ms, e.last_seen);
                 if oldest_half_open.is_none_or(|(_, a)| age > a) {
                     oldest_half_open = Some((way, age));
@@ -614,7 +616,7 @@ mod tests {
     fn entry(k: FlowKey, state: FlowState) -> FlowEntry {
         FlowEntry {
             key: k,
-            state,
+            state: state as u8,
             ..Default::default()
         }
     }
@@ -754,7 +756,7 @@ mod tests {
         let t = Timeouts::default();
         let e = FlowEntry {
             last_seen: u32::MAX - 10,
-            state: FlowState::Established,
+            state: FlowState::Established as u8,
             ..Default::default()
         };
         assert!(!e.expired(5, &t));
@@ -893,6 +895,20 @@ mod tests {
             TableMem::zeroed(3 * WAYS),
         )
         .is_err());
+    }
+
+    #[test]
+    fn any_state_byte_reads_as_a_state() {
+        for b in 0..=u8::MAX {
+            let e = FlowEntry {
+                state: b,
+                ..Default::default()
+            };
+            match FlowState::from_u8(b) {
+                Some(s) => assert_eq!((e.state(), s as u8), (s, b)),
+                None => assert_eq!(e.state(), FlowState::Closed),
+            }
+        }
     }
 
     #[test]

@@ -1,9 +1,9 @@
-//! In-place header rewrites: MACs, NAT of an address and port with incremental checksums
-//! (RFC 1624), TTL / hop limit, and the 802.1Q tag on the way out.
+//! NAT: the in-place rewrite of one end's address and port, with incremental checksums
+//! (RFC 1624), and the TTL / hop limit.
 //!
-//! Offsets come from [`super::ip::Ip`], which the IP stage validated, so every index here is in
-//! bounds. MPTCP option bytes are never touched: NAT changes IP addresses and ports only, which
-//! the DSS checksum does not cover (RFC 8684 §3.3).
+//! Offsets come from [`Ip`], which the parser validated, so every index here is in bounds. MPTCP
+//! option bytes are never touched: NAT changes IP addresses and ports only, which the DSS
+//! checksum does not cover (RFC 8684 §3.3).
 //!
 //! ## Checksums
 //!
@@ -12,22 +12,11 @@
 //! TTL word. The sum of `~m + m'` over the changed words is computed once and applied to both
 //! checksums. The property tests check the result against a full recompute.
 
-use trapeze_wire::field::{read_u16, write_u16};
-
-use super::ip::Ip;
-use super::Frame;
-use crate::pool::Mac;
-
-/// Sets source and destination MACs.
-#[inline]
-pub(super) fn set_macs(buf: &mut [u8], src: &Mac, dst: &Mac) {
-    buf[0..6].copy_from_slice(dst);
-    buf[6..12].copy_from_slice(src);
-}
+use crate::pipeline::parse::Ip;
 
 /// Which end of the packet NAT rewrites.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum End {
+pub(crate) enum End {
     /// Destination address and port (client -> backend).
     Dst,
     /// Source address and port (backend -> client).
@@ -62,7 +51,7 @@ fn apply(checksum: u16, delta: u32) -> u16 {
 /// Rewrites one end's address (16-byte key form; IPv4-mapped for IPv4) and TCP port, decrements
 /// the TTL / hop limit, and fixes the IPv4 header and TCP checksums incrementally.
 #[inline]
-pub(super) fn nat_tcp(buf: &mut [u8], ip: &Ip, end: End, addr: &[u8; 16], port: u16) {
+pub(crate) fn nat_tcp(buf: &mut [u8], ip: &Ip, end: End, addr: &[u8; 16], port: u16) {
     let (head, tail) = buf.split_at_mut(ip.l4);
     let Some(tcp) = tail.first_chunk_mut::<20>() else {
         return;
@@ -105,38 +94,6 @@ pub(super) fn nat_tcp(buf: &mut [u8], ip: &Ip, end: End, addr: &[u8; 16], port: 
     tcp[port_at..port_at + 2].copy_from_slice(&port.to_be_bytes());
     let c = apply(u16::from_be_bytes([tcp[16], tcp[17]]), tcp_delta);
     tcp[16..18].copy_from_slice(&c.to_be_bytes());
-}
-
-/// Puts the frame's 802.1Q framing in line with the egress port: sets the VID when both sides
-/// are tagged, inserts or strips the 4-byte tag when they differ. `l2_len` is the ingress header
-/// length (18 when the frame carries a tag, priority tags included). Returns false when the
-/// frame has no headroom for a tag.
-#[inline]
-pub(super) fn retag<F: Frame>(frame: &mut F, l2_len: usize, egress_vlan: Option<u16>) -> bool {
-    let tagged = l2_len == 18;
-    match (tagged, egress_vlan) {
-        (false, None) => true,
-        (true, Some(vid)) => {
-            let buf = frame.data_mut();
-            let tci = (read_u16(buf, 14) & 0xf000) | (vid & 0x0fff);
-            write_u16(buf, 14, tci);
-            true
-        }
-        (true, None) => {
-            frame.data_mut().copy_within(0..12, 4);
-            frame.adj(4)
-        }
-        (false, Some(vid)) => {
-            if !frame.prepend(4) {
-                return false;
-            }
-            let buf = frame.data_mut();
-            buf.copy_within(4..16, 0);
-            write_u16(buf, 12, 0x8100);
-            write_u16(buf, 14, vid & 0x0fff);
-            true
-        }
-    }
 }
 
 #[cfg(test)]

@@ -1,6 +1,7 @@
-//! Direct server return: a DSR VIP's packets go to their backend inside a tunnel, and the backend
-//! (which holds the VIP on a loopback) answers the client directly. The gateway carries only the
-//! client -> server direction.
+//! DSR: a DSR VIP's packets go to their backend inside a tunnel, and the backend (which holds
+//! the VIP on a loopback) answers the client directly. The gateway carries only the client ->
+//! server direction. (How such a flow's MPTCP keys are learned without the server's packets is
+//! the flow layer's: `pipeline/flow/mptcp.rs`.)
 //!
 //! ## Encapsulation
 //!
@@ -28,68 +29,24 @@
 //!   tunnel overhead, rate-limited, and the packet is dropped (`dsr_too_big`). IPv4 without DF is
 //!   dropped (`dsr_too_big`): the gateway does not fragment.
 //!
-//! ## MPTCP without the server's packets
-//!
-//! In NAT mode the token comes from the backend's SYN/ACK, the trusted side. In DSR the gateway
-//! never sees the server's packets: the first MPTCP packet with the server's key is the client's
-//! MP_CAPABLE third ACK (or, if that was lost, its first data segment), which carries both keys.
-//! A client can put any key there, so learning is tightened:
-//!
-//! 1. Only from the first segment after the SYN: its sequence number must be the SYN's + 1 (plus
-//!    any Fast Open data; the flow entry keeps it while the handshake runs), and only while the
-//!    flow is half-open. A segment with another sequence number is counted and leaves the flow
-//!    half-open, so an off-path attacker can neither inject a key into someone else's handshake
-//!    nor close its learning window without guessing the client's initial sequence number.
-//! 2. Only from a segment whose TCP checksum verifies (T14), with both keys present.
-//! 3. **First owner wins** ([`TokenTable::claim`](crate::tables::token::TokenTable::claim)): a
-//!    token already owned by another backend's connection is refused and counted
-//!    (`token_claim_refused`). A client that searches a key whose token matches a live
-//!    connection's (2^32 SHA-256 evaluations) can neither steal that connection's joins nor make
-//!    its token ambiguous; it can only spoil its own joins, which then follow the first owner.
-//!
-//! A genuine collision (two servers picking keys with equal tokens, ~1e-4 per million live
-//! connections) therefore keeps the first connection's joins working and sends the second's to
-//! the first owner. That server knows the token, so it answers with its own connection's HMAC;
-//! the client rejects it (`MPJoinSynAckHMacFailure`) and resets that join (measured through the
-//! daemon by `testbed/e2e-collide.sh --wrong-owner`). The second connection goes on over its
-//! first subflow.
 
 use trapeze_wire::checksum;
 use trapeze_wire::field::write_u16;
 use trapeze_wire::gue;
 use trapeze_wire::ip::IpProtocol;
 
-use super::icmp::{self, SenderError};
-use super::ip::Ip;
-use super::nat::{l4_checksum_ok, scan, Seg};
-use super::{Ctx, DropReason, Event, Frame, Verdict};
-use crate::crypto;
 use crate::flow::addr_bytes;
+use crate::pipeline::context::Ctx;
+use crate::pipeline::frame::Frame;
+use crate::pipeline::parse::Ip;
+use crate::pipeline::reply::{self, SenderError};
+use crate::pipeline::verdict::{DropReason, Event, Verdict};
 use crate::pool::{BackendId, Dsr, Encap, OuterSource, VipId};
-use crate::tables::flow_table::{flags, FlowEntry};
-use crate::tables::token::{LearnOutcome, Owner};
-
-/// The TCP sequence number of a validated segment.
-#[inline]
-pub(super) fn tcp_seq<F: Frame>(frame: &F, ip: &Ip) -> u32 {
-    let d = frame.data();
-    u32::from_be_bytes([d[ip.l4 + 4], d[ip.l4 + 5], d[ip.l4 + 6], d[ip.l4 + 7]])
-}
-
-/// The sequence number of the segment that follows a SYN: the SYN's + 1 + its payload (TCP Fast
-/// Open puts data in the SYN).
-#[inline]
-pub(super) fn seq_after_syn<F: Frame>(frame: &F, ip: &Ip) -> u32 {
-    let d = frame.data();
-    let hl = ((d[ip.l4 + 12] >> 4) as usize) * 4;
-    let payload = ip.end.saturating_sub(ip.l4 + hl) as u32;
-    tcp_seq(frame, ip).wrapping_add(1).wrapping_add(payload)
-}
 
 /// Encapsulates a client's packet (or an ICMP error about one of the VIP's flows) to its backend.
 /// The caller checked the TTL (> 1) and owns the flow.
 #[allow(clippy::too_many_arguments)]
-pub(super) fn encapsulate<F: Frame>(
+pub(crate) fn encapsulate<F: Frame>(
     cx: &mut Ctx<'_>,
     frame: &mut F,
     ip: &Ip,
@@ -131,7 +88,7 @@ pub(super) fn encapsulate<F: Frame>(
             return Verdict::Drop(DropReason::DsrTooBig);
         }
         let mtu = (b.egress_mtu as usize).saturating_sub(overhead) as u16;
-        return icmp::error_to_sender(cx, frame, ip, SenderError::TooBig { mtu });
+        return reply::error_to_sender(cx, frame, ip, SenderError::TooBig { mtu });
     }
     let (egress, egress_mac, vlan) = (b.egress, b.egress_mac, b.egress_vlan);
 
@@ -241,17 +198,9 @@ pub(super) fn encapsulate<F: Frame>(
         }
     }
 
-    let stats = &mut cx.w.stats;
-    stats.event(Event::DsrEncapsulated);
-    let bytes = inner_len as u64;
-    if let Some(c) = stats.vips.get_mut(vip_id.0 as usize) {
-        c.packets += 1;
-        c.bytes += bytes;
-    }
-    if let Some(c) = stats.backends.get_mut(backend_id.0 as usize) {
-        c.packets += 1;
-        c.bytes += bytes;
-    }
+    cx.w.stats.event(Event::DsrEncapsulated);
+    cx.w.stats
+        .count_to_backend(vip_id, backend_id, inner_len as u64);
     Verdict::Forward { port: egress }
 }
 
@@ -294,63 +243,6 @@ fn hashed_source(prefix: &[u8; 16], len: u8, v6: bool, hash: u64) -> [u8; 16] {
         out[12..].copy_from_slice(&(base | host).to_be_bytes());
         out
     }
-}
-
-/// The client's MP_CAPABLE third ACK (or first data segment) on a half-open DSR flow: learn the
-/// token from the keys it carries, under the rules in the module documentation. `e.token` holds
-/// the sequence number expected after the SYN until a token replaces it. Returns false, changing
-/// nothing, when the segment is not that one (an injected or reordered segment must not end the
-/// learning window) or its checksum fails (the endpoint discards it too; the retransmission is
-/// judged); the flow then stays half-open.
-pub(super) fn learn_from_client<F: Frame>(
-    cx: &mut Ctx<'_>,
-    frame: &F,
-    ip: &Ip,
-    seg: &Seg,
-    e: &mut FlowEntry,
-) -> bool {
-    if tcp_seq(frame, ip) != e.token {
-        cx.w.stats.event(Event::MpcAckOutOfSequence);
-        return false;
-    }
-    let s = scan(cx, frame, seg);
-    let Some(capable) = s.capable else {
-        // RFC 8684 §3.1: no MP_CAPABLE in the third ACK: the connection is plain TCP.
-        cx.w.stats.event(Event::MpcFallback);
-        e.flags &= !flags::MPC_SYN;
-        e.token = 0;
-        return true;
-    };
-    let (Some(client_key), Some(server_key)) = (capable.sender_key, capable.receiver_key) else {
-        cx.w.stats.event(Event::MpcFallback);
-        e.token = 0;
-        return true;
-    };
-    if !l4_checksum_ok(frame, ip) {
-        cx.w.stats.event(Event::BadL4ChecksumNotLearned);
-        return false;
-    }
-    let token = crypto::token_from_key(server_key);
-    let owner = Owner::new(e.backend, e.key, server_key, Some(client_key), cx.now);
-    e.token = 0;
-    let ev = match cx.shared.tokens.claim(token, owner) {
-        // AlreadyKnown: the table counted this entry as one more reference.
-        LearnOutcome::Inserted | LearnOutcome::AlreadyKnown => Event::TokenLearnedFromClient,
-        LearnOutcome::Reused => Event::TokenReused,
-        LearnOutcome::Refused | LearnOutcome::Collision => {
-            cx.w.stats.event(Event::TokenClaimRefused);
-            return true;
-        }
-        LearnOutcome::TableFull | LearnOutcome::OwnersFull => {
-            cx.w.stats.event(Event::TokenTableFull);
-            return true;
-        }
-    };
-    cx.w.stats.event(ev);
-    e.token = token;
-    e.flags |= flags::TOKEN_REF | flags::CONFIRMED;
-    super::announce::start(cx, frame, ip, e);
-    true
 }
 
 #[cfg(test)]

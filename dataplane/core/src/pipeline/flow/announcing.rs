@@ -1,0 +1,367 @@
+//! Announcing: when the gateway sends its ADD_ADDR to an MPTCP client on behalf of servers that
+//! cannot be configured (a VIP's `announce` setting), how the segment is numbered, and the
+//! client's echo. The frames themselves and the queue are `pipeline::announce`'s.
+//!
+//! Once the gateway knows both keys of a connection (NAT: the server's key from its SYN/ACK and
+//! the client's from the third ACK, cross-checked; DSR: both from the third ACK), it can compute
+//! the HMAC that makes an ADD_ADDR acceptable to the client (RFC 8684 §3.4.1: HMAC-SHA256 keyed
+//! with the sender's key, then the receiver's, over the address id, address and port). It sends
+//! the client a pure ACK from the VIP carrying one ADD_ADDR:
+//!
+//! * `join-ports`: the VIP with the join port of the connection's backend. The client's joins
+//!   then reach that backend by the stateless join-port map on any gateway instance, restarted
+//!   or not, and the unmodified server sees them on its own address and port (NAT).
+//! * `backend`: the backend's own address (and port, when it differs from the VIP's). The client
+//!   joins the server directly; the gateway is off that subflow's path and only carries the
+//!   first subflow, which may fail without ending the connection.
+//!
+//! ## The segment
+//!
+//! The segment must be in the client's window, or the client drops it without reading its
+//! options:
+//!
+//! * NAT: it follows a server segment the gateway forwards, numbered right after it (sequence
+//!   number = that segment's plus its length; its acknowledgment number and window). It leaves
+//!   after that segment on the same queue, so the client sees it exactly in order.
+//! * DSR (the server's packets never pass): sequence number = [`DSR_SEQ_AHEAD`] past the
+//!   acknowledgment number of the client's packet that triggers it (server data the gateway
+//!   cannot see may overtake it); acknowledgment number = what the client has sent; window = the
+//!   client's own (the client takes it as the server's until the server's next segment). If it
+//!   is refused all the same, it is sent again with fresher numbers.
+//!
+//! No timestamps (Linux checks PAWS only when a segment carries one) and no DSS (an ADD_ADDR on a
+//! pure ACK needs none).
+//!
+//! ## Off the path: MP_PRIO
+//!
+//! In `backend` mode, once the client has echoed the ADD_ADDR, the gateway also sends MP_PRIO
+//! with B = 1 on the first subflow (RFC 8684 §3.3.8): the client then treats the subflow through
+//! the gateway as a backup and sends on its direct subflow to the server; the gateway carries
+//! little more than the first subflow's acknowledgments (NAT: also the server's side of it).
+//!
+//! ## When
+//!
+//! Not with the third ACK itself: the server must have taken the third ACK before the client's
+//! join reaches it, or it resets the join. NAT: with the server's first segment after it. DSR:
+//! with the first client packet that acknowledges server data (see `start`).
+//!
+//! ## Until the echo
+//!
+//! The client echoes an ADD_ADDR (E = 1, no HMAC). The flow carries [`flags::ANNOUNCE`] until the
+//! echo passes: its packets take the slow path, which looks for the echo, **absorbs** it (the
+//! option becomes NOPs, the checksum is updated; the server never sees an echo of an address it
+//! did not announce) and ends the announcement. Without an echo, the ADD_ADDR is sent again with a
+//! later client packet after [`RESEND_MS`], at most [`MAX_SENDS`] times in all (a segment the
+//! client judged stale, say because server data overtook it, is refreshed with current numbers).
+
+use trapeze_wire::checksum;
+use trapeze_wire::mptcp::AddAddr;
+use trapeze_wire::tcp::TcpFlags;
+
+use crate::crypto;
+use crate::pipeline::announce::{
+    AnnounceOption, Announcement, DSR_SEQ_AHEAD, MAX_SENDS, RESEND_MS, WAIT_PACKETS,
+};
+use crate::pipeline::context::Ctx;
+use crate::pipeline::frame::Frame;
+use crate::pipeline::parse::{Ip, Seg, TcpNumbers};
+use crate::pipeline::verdict::Event;
+use crate::pool::{Announce, PortId, ANNOUNCE_ADDRESS_ID};
+use crate::tables::flow_table::{flags, FlowEntry};
+
+/// `FlowEntry::announces` while waiting for the server: this bit, and the client packets seen
+/// in the bits below it (`FlowEntry::pending` then holds the third ACK's acknowledgment
+/// number's low 16 bits). Once sending: the number of ADD_ADDRs sent.
+const WAITING: u8 = 0x80;
+/// `FlowEntry::announces` in NAT off-path mode once the echo came: the MP_PRIO goes with the
+/// server's next segment.
+const PRIO_DUE: u8 = 0x40;
+
+/// The 16-bit reference announcing keeps in [`FlowEntry::pending`]: the third ACK's
+/// acknowledgment number while waiting for the server, then the time of the last send.
+#[inline]
+fn reference(e: &FlowEntry) -> u16 {
+    e.pending as u16
+}
+
+#[inline]
+fn set_reference(e: &mut FlowEntry, v: u16) {
+    e.pending = u32::from(v);
+}
+
+/// Starts announcing for a connection whose keys were just learned from the client's third ACK
+/// (its numbers `t`). Does nothing unless the flow's VIP announces.
+///
+/// The ADD_ADDR is not sent yet: a client that gets it at once may open its join before the
+/// server has taken the third ACK (a DSR tunnel, a slow path), and a server that does not know
+/// the token yet resets the join (`MPJoinNoTokenFound`; seen in the test bed). The flow waits for
+/// proof that the server has the connection: a client packet acknowledging server data (its
+/// acknowledgment number moved past the third ACK's), or failing that [`WAIT_PACKETS`] client
+/// packets.
+pub(crate) fn start(cx: &mut Ctx<'_>, t: &TcpNumbers, e: &mut FlowEntry) {
+    if cx
+        .pool
+        .vip(e.vip)
+        .is_none_or(|v| v.announce == Announce::Off)
+    {
+        return;
+    }
+    let ack = t.ack;
+    e.flags |= flags::ANNOUNCE;
+    e.announces = WAITING;
+    set_reference(e, ack as u16);
+}
+
+/// TCP numbers for the ADD_ADDR segment.
+#[derive(Debug, Clone, Copy)]
+struct Numbers {
+    seq: u32,
+    ack: u32,
+    window: u16,
+}
+
+impl Numbers {
+    /// From a server segment passing to the client (NAT): right after it in sequence space,
+    /// acknowledging what the server acknowledges, with the server's own window. The
+    /// announcement leaves after that segment, so it is exactly in order.
+    fn after_server(t: &TcpNumbers) -> Self {
+        Self {
+            seq: t.seq.wrapping_add(t.len),
+            ack: t.ack,
+            window: t.window,
+        }
+    }
+
+    /// From a client segment (DSR, where the server's packets never pass): [`DSR_SEQ_AHEAD`]
+    /// past the client's acknowledgment number, what the client has sent, and the client's own
+    /// window.
+    fn from_client(t: &TcpNumbers) -> Self {
+        Self {
+            seq: t.ack.wrapping_add(DSR_SEQ_AHEAD),
+            ack: t.seq.wrapping_add(t.len),
+            window: t.window,
+        }
+    }
+}
+
+/// Queues one ADD_ADDR for the connection of `e`.
+fn send(cx: &mut Ctx<'_>, e: &mut FlowEntry, n: Numbers, v6: bool) {
+    let keys = cx
+        .shared
+        .tokens
+        .owners(e.token)
+        .as_slice()
+        .iter()
+        .find(|o| o.backend == e.backend && o.conn == e.key)
+        .and_then(|o| Some((o.server_key, o.client_key?)));
+    let (Some((server_key, client_key)), true) = (keys, e.has(flags::TOKEN_REF)) else {
+        e.flags &= !flags::ANNOUNCE;
+        return;
+    };
+    let Some(vip) = cx.pool.vip(e.vip) else {
+        e.flags &= !flags::ANNOUNCE;
+        return;
+    };
+    let announced = match vip.announce {
+        Announce::Off => None,
+        Announce::JoinPorts => vip.join_port(e.backend).map(|p| (vip.addr, Some(p))),
+        Announce::Backend => cx.pool.backend(e.backend).and_then(|b| {
+            let port = (b.port != vip.port).then_some(b.port);
+            b.addr(v6).map(|a| (a, port))
+        }),
+    };
+    let Some((addr, port)) = announced else {
+        e.flags &= !flags::ANNOUNCE;
+        return;
+    };
+    let hmac = crypto::add_addr_hmac(server_key, client_key, ANNOUNCE_ADDRESS_ID, &addr, port);
+    let option = AnnounceOption::AddAddr(AddAddr {
+        echo: false,
+        address_id: ANNOUNCE_ADDRESS_ID,
+        addr,
+        port,
+        truncated_hmac: Some(hmac),
+    });
+    if !queue(cx, e, n, option) {
+        cx.w.stats.event(Event::AnnounceQueueFull);
+        return;
+    }
+    e.announces = e.announces.saturating_add(1);
+    set_reference(e, cx.now_ms as u16);
+    cx.w.stats.event(Event::AnnounceSent);
+}
+
+/// Queues a pure ACK from the VIP to the client of `e` carrying `option`; false when the queue
+/// is full or the client port is gone.
+fn queue(cx: &mut Ctx<'_>, e: &FlowEntry, n: Numbers, option: AnnounceOption) -> bool {
+    let Some(p) = cx.pool.port(PortId(e.client_port)) else {
+        return false;
+    };
+    let a = Announcement {
+        port: PortId(e.client_port),
+        src_mac: p.mac,
+        dst_mac: e.client_mac,
+        vlan: p.vlan,
+        src: e.key.dst,
+        dst: e.key.src,
+        src_port: e.key.dst_port,
+        dst_port: e.key.src_port,
+        seq: n.seq,
+        ack: n.ack,
+        window: n.window,
+        after: cx.w.announcements.position,
+        option,
+    };
+    cx.w.announcements.push(a)
+}
+
+/// Off-path mode, once the client took the ADD_ADDR: MP_PRIO (backup) on the first subflow, so
+/// that the client sends on its direct subflow and the gateway carries (nearly) nothing more.
+fn send_backup(cx: &mut Ctx<'_>, e: &mut FlowEntry, n: Numbers) {
+    e.flags &= !flags::ANNOUNCE;
+    if queue(cx, e, n, AnnounceOption::Backup) {
+        cx.w.stats.event(Event::PrioBackupSent);
+    } else {
+        cx.w.stats.event(Event::AnnounceQueueFull);
+    }
+}
+
+/// Whether a sent announcement is due again; gives up after [`MAX_SENDS`].
+fn resend_due(cx: &mut Ctx<'_>, e: &mut FlowEntry) -> bool {
+    let since = (cx.now_ms as u16).wrapping_sub(reference(e)) as u32;
+    if since < RESEND_MS {
+        return false;
+    }
+    if e.announces >= MAX_SENDS {
+        e.flags &= !flags::ANNOUNCE;
+        cx.w.stats.event(Event::AnnounceUnechoed);
+        return false;
+    }
+    true
+}
+
+/// A client packet (its numbers `t`) of a flow that owes an announcement: absorbs the echo; in
+/// DSR, also sends the first ADD_ADDR once the server has the connection, and sends it again.
+pub(crate) fn on_client_segment<F: Frame>(
+    cx: &mut Ctx<'_>,
+    frame: &mut F,
+    ip: &Ip,
+    seg: &Seg,
+    t: &TcpNumbers,
+    e: &mut FlowEntry,
+) {
+    if seg.has(TcpFlags::SYN.0 | TcpFlags::RST.0) {
+        return;
+    }
+    let dsr = cx.pool.vip(e.vip).is_some_and(|v| v.mode.dsr().is_some());
+    if e.announces & WAITING != 0 {
+        if !dsr {
+            return; // NAT: the server's next segment starts it
+        }
+        let seen = (e.announces & !WAITING) + 1;
+        if t.ack as u16 == reference(e) && seen < WAIT_PACKETS {
+            e.announces = WAITING | seen;
+            return;
+        }
+        e.announces = 0;
+    } else {
+        if e.announces == PRIO_DUE {
+            return; // NAT: the MP_PRIO follows the server's next segment
+        }
+        if absorb_echo(frame, ip, seg) {
+            cx.w.stats.event(Event::AnnounceEchoed);
+            let off_path = cx
+                .pool
+                .vip(e.vip)
+                .is_some_and(|v| v.announce == Announce::Backend);
+            if !off_path {
+                e.flags &= !flags::ANNOUNCE;
+            } else if dsr {
+                send_backup(cx, e, Numbers::from_client(t));
+            } else {
+                e.announces = PRIO_DUE;
+            }
+            return;
+        }
+        if !dsr || !resend_due(cx, e) {
+            return;
+        }
+    }
+    send(cx, e, Numbers::from_client(t), ip.v6);
+}
+
+/// A server packet (NAT; its numbers `t`) of a flow that owes an announcement: any segment
+/// after the third ACK proves the server has the connection; the ADD_ADDR follows it, numbered
+/// right after it.
+pub(crate) fn on_server_segment(
+    cx: &mut Ctx<'_>,
+    ip: &Ip,
+    seg: &Seg,
+    t: &TcpNumbers,
+    e: &mut FlowEntry,
+) {
+    if seg.has(TcpFlags::SYN.0 | TcpFlags::RST.0) {
+        return;
+    }
+    if e.announces == PRIO_DUE {
+        send_backup(cx, e, Numbers::after_server(t));
+        return;
+    }
+    if e.announces & WAITING != 0 {
+        e.announces = 0;
+    } else if !resend_due(cx, e) {
+        return;
+    }
+    send(cx, e, Numbers::after_server(t), ip.v6);
+}
+
+/// Turns the client's echo of our ADD_ADDR (E = 1, our address id) into NOPs, updating the TCP
+/// checksum. Returns whether there was one.
+fn absorb_echo<F: Frame>(frame: &mut F, ip: &Ip, seg: &Seg) -> bool {
+    let (start, end) = (seg.opt_at, seg.opt_at + seg.opt_len);
+    let data = frame.data();
+    let mut at = start;
+    let mut found = None;
+    while at < end {
+        match data[at] {
+            0 => break,
+            1 => at += 1,
+            _ => {
+                let Some(&len) = data.get(at + 1) else { break };
+                let len = len as usize;
+                if len < 2 || at + len > end {
+                    break;
+                }
+                let o = &data[at..at + len];
+                // Kind 30, subtype ADD_ADDR (3) in the high nibble, E bit, our address id.
+                if o[0] == 30
+                    && len >= 8
+                    && o[2] >> 4 == 3
+                    && o[2] & 1 == 1
+                    && o[3] == ANNOUNCE_ADDRESS_ID
+                {
+                    found = Some((at, len));
+                    break;
+                }
+                at += len;
+            }
+        }
+    }
+    let Some((at, len)) = found else {
+        return false;
+    };
+    // The changed bytes, widened to 16-bit words of the TCP segment (the option may start at an
+    // odd offset): at most 22 bytes of option plus one on each side.
+    let lo = ip.l4 + ((at - ip.l4) & !1);
+    let hi = (ip.l4 + ((at + len - ip.l4 + 1) & !1)).min(ip.end);
+    let mut old = [0u8; 24];
+    let n = hi - lo;
+    old[..n].copy_from_slice(&data[lo..hi]);
+    let buf = frame.data_mut();
+    buf[at..at + len].fill(1);
+    let csum_at = ip.l4 + 16;
+    let c = u16::from_be_bytes([buf[csum_at], buf[csum_at + 1]]);
+    let c = checksum::update_bytes(c, &old[..n], &buf[lo..hi]);
+    buf[csum_at..csum_at + 2].copy_from_slice(&c.to_be_bytes());
+    true
+}

@@ -1,0 +1,477 @@
+//! Flow: the TCP segments of a VIP's flows. The worker's flow table pins an established flow to
+//! its backend; Maglev picks the backend of a new connection; the token table routes an MP_JOIN
+//! subflow to the backend of its connection. What a segment means to its flow (the state machine,
+//! [`state`]), what the MPTCP handshake teaches ([`mptcp`]) and what the gateway announces
+//! (`announcing`) are decided here; [`egress`] then sends the packet on its way.
+//!
+//! With several workers, a flow belongs to `steer(client address, port)`; a packet that RSS
+//! delivered elsewhere is handed over.
+//!
+//! ```text
+//! client -> VIP:     owner? -> TTL -> flow hit: established (slow path for SYN/FIN/RST, the
+//!                                     handshake, an announcement) -> egress::to_backend
+//!                                  miss: join port | MP_JOIN (token) | SYN (Maglev) | adopt
+//! backend -> client: owner? -> TTL -> flow hit (or its join-port key): the server's side of the
+//!                                     handshake and teardown -> egress::to_client
+//!                                  miss: stateless return
+//! ICMP error:        owner? -> the quoted flow -> egress::icmp_error
+//! ```
+
+mod announcing;
+mod mptcp;
+mod state;
+
+use trapeze_wire::tcp::TcpFlags;
+
+use self::mptcp::Syn;
+use self::state::{Input, Next};
+use crate::flow::FlowKey;
+use crate::pipeline::classify::{Classified, Direction, Quoted};
+use crate::pipeline::context::{Ctx, Shared, Worker};
+use crate::pipeline::egress::{self, ClientSide};
+use crate::pipeline::frame::Frame;
+use crate::pipeline::parse::{self, Ip, Seg, TcpNumbers};
+use crate::pipeline::reply;
+use crate::pipeline::verdict::{DropReason, Event, Verdict, WorkerStats};
+use crate::pool::{BackendId, PortId, Vip, VipId};
+use crate::tables::flow_table::{flags, FlowEntry, FlowState, Insert};
+use crate::time::Ticks;
+
+const SYN: u8 = TcpFlags::SYN.0;
+const ACK: u8 = TcpFlags::ACK.0;
+const FIN: u8 = TcpFlags::FIN.0;
+const RST: u8 = TcpFlags::RST.0;
+
+/// Forwards a classified segment.
+#[inline]
+pub(crate) fn forward<F: Frame>(cx: &mut Ctx<'_>, frame: &mut F, p: &Classified) -> Verdict {
+    match p.dir {
+        Direction::ToVip => client_to_vip(cx, frame, p),
+        Direction::FromBackend => backend_to_client(cx, frame, p),
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Client -> VIP
+// ---------------------------------------------------------------------------------------------
+
+fn client_to_vip<F: Frame>(cx: &mut Ctx<'_>, frame: &mut F, p: &Classified) -> Verdict {
+    if let Some(worker) = cx.handoff(&p.ip.src, p.seg.src_port) {
+        return Verdict::Handoff { worker };
+    }
+    if p.ip.ttl <= 1 {
+        return reply::time_exceeded(cx, frame, &p.ip);
+    }
+    if let Some(idx) = cx.w.flows.lookup(&p.key, p.hash) {
+        return established(cx, frame, p, idx);
+    }
+    new_flow(cx, frame, p)
+}
+
+/// The fast path: a packet of a known flow.
+#[inline]
+fn established<F: Frame>(cx: &mut Ctx<'_>, frame: &mut F, p: &Classified, idx: u32) -> Verdict {
+    let e = cx.w.flows.entry_mut(idx);
+    e.last_seen = cx.now_ms;
+    let slow =
+        p.seg.has(SYN | FIN | RST) || e.state() < FlowState::Established || e.has(flags::ANNOUNCE);
+    if slow && client_slow_path(cx, frame, p, idx) == Slow::Reopened {
+        return new_flow(cx, frame, p);
+    }
+    let e = cx.w.flows.entry(idx);
+    let (backend, vip) = (e.backend, e.vip);
+    egress::to_backend(cx, frame, &p.ip, backend, vip, p.hash)
+}
+
+/// What a slow path did to the flow.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Slow {
+    /// The flow goes on.
+    Kept,
+    /// The flow ended: the packet (a SYN on a closed 5-tuple) opens a new one.
+    Reopened,
+}
+
+/// Handshake, teardown and MPTCP bookkeeping on the client side.
+fn client_slow_path<F: Frame>(cx: &mut Ctx<'_>, frame: &mut F, p: &Classified, idx: u32) -> Slow {
+    let (ip, seg) = (&p.ip, &p.seg);
+    let t = parse::numbers(frame.data(), ip);
+    let mut e = *cx.w.flows.entry(idx);
+    if e.has(flags::ANNOUNCE) {
+        announcing::on_client_segment(cx, frame, ip, seg, &t, &mut e);
+    }
+    if seg.has(SYN) {
+        if state::next(e.state(), Input::ClientSyn) == Next::Reopen {
+            // T12: a new connection reusing the 5-tuple of a closed one is balanced afresh.
+            if let Some(old) = cx.w.flows.remove(idx) {
+                flow_ended(&old, cx.shared, cx.now, &mut cx.w.stats);
+            }
+            cx.w.stats.event(Event::SynReuse);
+            return Slow::Reopened;
+        }
+        // T11: a retransmitted SYN keeps its backend; a half-open DSR flow takes the sequence
+        // number its keys must come with from it.
+        cx.w.stats.event(Event::SynRetransmit);
+        if e.state() == FlowState::SynSent && !e.has(flags::TOKEN_REF) && is_dsr(cx, e.vip) {
+            cx.w.flows.entry_mut(idx).pending = t.after_syn();
+        }
+        return Slow::Kept;
+    }
+    if seg.has(ACK) && handshake_ack(cx, frame, ip, seg, &t, &mut e) {
+        step(&mut e, Input::HandshakeAck);
+    }
+    if seg.has(RST | FIN) {
+        teardown(cx, frame, seg, &mut e, true);
+    }
+    *cx.w.flows.entry_mut(idx) = e;
+    Slow::Kept
+}
+
+/// A client ACK while the handshake runs: whether it completes the handshake as far as the
+/// gateway can tell (with what MPTCP learns from it on the way).
+fn handshake_ack<F: Frame>(
+    cx: &mut Ctx<'_>,
+    frame: &F,
+    ip: &Ip,
+    seg: &Seg,
+    t: &TcpNumbers,
+    e: &mut FlowEntry,
+) -> bool {
+    match e.state() {
+        FlowState::SynAckSeen => mptcp::third_ack(cx, frame, ip, seg, t, e),
+        FlowState::SynSent if is_dsr(cx, e.vip) => mptcp::dsr_first_ack(cx, frame, ip, seg, t, e),
+        // NAT, the SYN/ACK not seen (it went another way): adopted as established, nothing is
+        // learned. A join waits for its SYN/ACK.
+        FlowState::SynSent if !e.has(flags::JOIN) => {
+            if !e.has(flags::MPC_SYN) {
+                mptcp::unexpected_mpc(cx, frame, seg);
+            }
+            true
+        }
+        _ => false,
+    }
+}
+
+/// A RST or FIN from the client or the backend: MP_FASTCLOSE may end the connection's token, the
+/// side's FIN is recorded, and the state machine moves.
+fn teardown<F: Frame>(
+    cx: &mut Ctx<'_>,
+    frame: &F,
+    seg: &Seg,
+    e: &mut FlowEntry,
+    from_client: bool,
+) {
+    if e.has(flags::TOKEN_REF) {
+        mptcp::fastclose(cx, frame, seg, e, from_client);
+    }
+    let input = if seg.has(RST) {
+        Input::Rst
+    } else {
+        let (this_side, other_side) = if from_client {
+            (flags::CLIENT_FIN, flags::SERVER_FIN)
+        } else {
+            (flags::SERVER_FIN, flags::CLIENT_FIN)
+        };
+        e.flags |= this_side;
+        Input::Fin {
+            other_side_fin: e.has(other_side),
+        }
+    };
+    step(e, input);
+}
+
+/// Applies one input of the state machine to an entry.
+#[inline]
+fn step(e: &mut FlowEntry, input: Input) {
+    if let Next::To(s) = state::next(e.state(), input) {
+        e.set_state(s);
+    }
+}
+
+/// A packet of a 5-tuple the worker has no state for.
+fn new_flow<F: Frame>(cx: &mut Ctx<'_>, frame: &mut F, p: &Classified) -> Verdict {
+    let (ip, seg) = (&p.ip, &p.seg);
+    let Some(vip) = cx.pool.vip(p.vip) else {
+        return Verdict::Drop(DropReason::VipGone);
+    };
+    // RFC 1812 §5.3.7: a packet claiming to come from one of our VIPs is spoofed. Checked before
+    // any state is created (an established flow's source was checked when it began).
+    if cx.pool.is_vip_addr(&ip.src) {
+        return Verdict::Drop(DropReason::MartianSource);
+    }
+    let is_syn = seg.has(SYN) && !seg.has(ACK);
+    let mut entry = FlowEntry {
+        key: p.key,
+        vip: p.vip,
+        client_port: cx.ingress.0,
+        ..FlowEntry::default()
+    };
+    entry.client_mac.copy_from_slice(&frame.data()[6..12]);
+    if let Some(pinned) = p.backend {
+        return join_port(cx, frame, p, entry, vip, pinned);
+    }
+    if is_syn {
+        match mptcp::syn(cx, frame, seg) {
+            Syn::Join { token } => return join(cx, frame, p, token, entry, vip),
+            Syn::Capable => {
+                entry.flags |= flags::MPC_SYN;
+                if vip.mode.dsr().is_some() {
+                    // DSR learns from the first segment after the SYN: remember where it starts.
+                    entry.pending = parse::numbers(frame.data(), ip).after_syn();
+                }
+            }
+            Syn::Plain => {}
+        }
+    } else {
+        // T10: state was lost (restart, eviction, ECMP move): Maglev decides, as it did for the
+        // SYN if the pool is unchanged. RSTs are forwarded but never adopted.
+        cx.w.stats.event(Event::NonSynMiss);
+        entry.flags |= flags::ADOPTED;
+    }
+    entry.set_state(state::first(is_syn));
+    // Maglev takes the fixed hash, the same on every instance (the flow table's is keyed).
+    let Some(backend) = vip.maglev.lookup(p.key.hash()) else {
+        return Verdict::Drop(DropReason::NoBackend);
+    };
+    entry.backend = backend;
+    if is_syn || !seg.has(RST) {
+        insert(cx, p.hash, entry);
+    }
+    if is_syn {
+        cx.w.stats.event(Event::NewFlow);
+        if let Some(c) = cx.w.stats.vips.get_mut(p.vip.0 as usize) {
+            c.new_conns += 1;
+        }
+        if let Some(c) = cx.w.stats.backends.get_mut(backend.0 as usize) {
+            c.new_conns += 1;
+        }
+    }
+    egress::to_backend(cx, frame, ip, backend, p.vip, p.hash)
+}
+
+/// Whether a VIP forwards in DSR mode (slow path only).
+fn is_dsr(cx: &Ctx<'_>, vip: VipId) -> bool {
+    cx.pool.vip(vip).is_some_and(|v| v.mode.dsr().is_some())
+}
+
+/// Inserts a flow; a full bucket means stateless forwarding. Returns whether it was stored.
+fn insert(cx: &mut Ctx<'_>, hash: u64, entry: FlowEntry) -> bool {
+    match cx.w.flows.insert(hash, entry, cx.now_ms) {
+        Insert::Inserted {
+            evicted,
+            evicted_live,
+            ..
+        } => {
+            if let Some(c) = cx.w.stats.backends.get_mut(entry.backend.0 as usize) {
+                c.active_flows += 1;
+            }
+            if let Some(old) = evicted {
+                flow_ended(&old, cx.shared, cx.now, &mut cx.w.stats);
+                if evicted_live {
+                    cx.w.stats.event(Event::HalfOpenEvicted);
+                }
+            }
+            true
+        }
+        Insert::Full => {
+            cx.w.stats.event(Event::FlowTableFull);
+            false
+        }
+    }
+}
+
+/// A new subflow (or one whose state was lost) to a stateless join port: it goes to the port's
+/// backend whatever its token, with no lookup, so every gateway instance, restarted or not,
+/// sends it to the same server. A SYN needs the backend to accept joins (active or draining);
+/// later packets follow it while it exists, as established flows do.
+fn join_port<F: Frame>(
+    cx: &mut Ctx<'_>,
+    frame: &mut F,
+    p: &Classified,
+    mut entry: FlowEntry,
+    vip: &Vip,
+    backend_id: BackendId,
+) -> Verdict {
+    let seg = &p.seg;
+    let is_syn = seg.has(SYN) && !seg.has(ACK);
+    if is_syn {
+        if !cx
+            .pool
+            .backend(backend_id)
+            .is_some_and(|b| b.accepts_joins())
+        {
+            return Verdict::Drop(DropReason::JoinOwnerDown);
+        }
+        // A new connection on a join port (no MP_JOIN) is forwarded to that backend too, as
+        // plain TCP: nothing is learned from it.
+        if matches!(mptcp::syn(cx, frame, seg), Syn::Join { .. }) {
+            entry.flags |= flags::JOIN;
+        }
+        cx.w.stats.event(Event::JoinPortRouted);
+        if let Some(c) = cx.w.stats.vips.get_mut(vip.id.0 as usize) {
+            c.joins += 1;
+        }
+        if let Some(c) = cx.w.stats.backends.get_mut(backend_id.0 as usize) {
+            c.joins += 1;
+        }
+    } else {
+        cx.w.stats.event(Event::NonSynMiss);
+        entry.flags |= flags::ADOPTED | flags::JOIN;
+    }
+    entry.set_state(state::first(is_syn));
+    entry.backend = backend_id;
+    if is_syn || !seg.has(RST) {
+        insert(cx, p.hash, entry);
+    }
+    egress::to_backend(cx, frame, &p.ip, backend_id, vip.id, p.hash)
+}
+
+/// MP_JOIN SYN: route by token to the connection's backend, or refuse.
+fn join<F: Frame>(
+    cx: &mut Ctx<'_>,
+    frame: &mut F,
+    p: &Classified,
+    token: u32,
+    mut entry: FlowEntry,
+    vip: &Vip,
+) -> Verdict {
+    let backend_id = match mptcp::route_join(cx, &p.ip, token, vip) {
+        Ok(b) => b,
+        Err(r) => return Verdict::Drop(r),
+    };
+    entry.backend = backend_id;
+    entry.set_state(state::first(true));
+    entry.token = token;
+    entry.flags |= flags::JOIN | flags::TOKEN_REF;
+    if insert(cx, p.hash, entry) && !cx.shared.tokens.subflow_opened(token, backend_id) {
+        // The owner vanished between route and open (a concurrent close): hold no reference.
+        if let Some(i) = cx.w.flows.lookup(&entry.key, p.hash) {
+            cx.w.flows.entry_mut(i).flags &= !flags::TOKEN_REF;
+        }
+    }
+    cx.w.stats.event(Event::JoinRouted);
+    if let Some(c) = cx.w.stats.vips.get_mut(vip.id.0 as usize) {
+        c.joins += 1;
+    }
+    if let Some(c) = cx.w.stats.backends.get_mut(backend_id.0 as usize) {
+        c.joins += 1;
+    }
+    egress::to_backend(cx, frame, &p.ip, backend_id, vip.id, p.hash)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Backend -> client
+// ---------------------------------------------------------------------------------------------
+
+fn backend_to_client<F: Frame>(cx: &mut Ctx<'_>, frame: &mut F, p: &Classified) -> Verdict {
+    if let Some(worker) = cx.handoff(&p.ip.dst, p.seg.dst_port) {
+        return Verdict::Handoff { worker };
+    }
+    if p.ip.ttl <= 1 {
+        return reply::time_exceeded(cx, frame, &p.ip);
+    }
+    let mut key = p.key;
+    let mut found = cx.w.flows.lookup(&key, p.hash);
+    if found.is_none() {
+        // A subflow the client opened to this backend's join port: its key has that port.
+        if let Some(jp) = p.backend.and_then(|b| cx.pool.vip(p.vip)?.join_port(b)) {
+            let jkey = FlowKey {
+                dst_port: jp,
+                ..key
+            };
+            if let Some(idx) = cx.w.flows.lookup(&jkey, cx.w.flows.hash(&jkey)) {
+                (key, found) = (jkey, Some(idx));
+            }
+        }
+    }
+    let to = match found {
+        Some(idx) => {
+            let e = cx.w.flows.entry_mut(idx);
+            e.last_seen = cx.now_ms;
+            if p.seg.has(SYN | FIN | RST) || e.has(flags::ANNOUNCE) {
+                server_slow_path(cx, frame, &p.ip, &p.seg, idx);
+            }
+            let e = cx.w.flows.entry(idx);
+            ClientSide {
+                port: PortId(e.client_port),
+                mac: e.client_mac,
+            }
+        }
+        None => {
+            cx.w.stats.event(Event::ReturnStateless);
+            let Some(port) = cx.pool.vip(p.vip).map(|v| v.client_port) else {
+                return Verdict::Drop(DropReason::VipGone);
+            };
+            let Some(mac) = cx.pool.port(port).and_then(|p| p.gateway_mac) else {
+                return Verdict::Drop(DropReason::NoNeighbour);
+            };
+            ClientSide { port, mac }
+        }
+    };
+    egress::to_client(cx, frame, &p.ip, p.vip, &key.dst, key.dst_port, to)
+}
+
+/// SYN/ACK (token learning), FIN and RST from the backend.
+fn server_slow_path<F: Frame>(cx: &mut Ctx<'_>, frame: &F, ip: &Ip, seg: &Seg, idx: u32) {
+    let mut e = *cx.w.flows.entry(idx);
+    if e.has(flags::ANNOUNCE) {
+        let t = parse::numbers(frame.data(), ip);
+        announcing::on_server_segment(cx, ip, seg, &t, &mut e);
+    }
+    if seg.has(SYN) && seg.has(ACK) {
+        // A corrupted SYN/ACK of an MPTCP connection leaves the flow waiting for the
+        // retransmission (T14).
+        if e.state() == FlowState::SynSent && mptcp::server_syn_ack(cx, frame, ip, seg, &mut e) {
+            step(&mut e, Input::ServerSynAck);
+        }
+    } else if seg.has(RST | FIN) {
+        teardown(cx, frame, seg, &mut e, false);
+    }
+    *cx.w.flows.entry_mut(idx) = e;
+}
+
+// ---------------------------------------------------------------------------------------------
+// ICMP errors, and the end of a flow
+// ---------------------------------------------------------------------------------------------
+
+/// An ICMP error quoting one of our flows (catalogue I1) follows that flow to its backend. It
+/// never creates flow state.
+pub(crate) fn icmp_error<F: Frame>(
+    cx: &mut Ctx<'_>,
+    frame: &mut F,
+    ip: &Ip,
+    q: &Quoted,
+) -> Verdict {
+    if let Some(worker) = cx.handoff(&q.key.src, q.key.src_port) {
+        return Verdict::Handoff { worker };
+    }
+    let Some(idx) = cx.w.flows.lookup(&q.key, q.hash) else {
+        return Verdict::Drop(DropReason::IcmpNoFlow);
+    };
+    let e = cx.w.flows.entry(idx);
+    let (backend, vip) = (e.backend, e.vip);
+    egress::icmp_error(cx, frame, ip, q, backend, vip)
+}
+
+/// Book-keeping of a flow that ends (reclaimed, evicted, or replaced by a new connection on its
+/// 5-tuple): its backend's active-flow gauge, and the token subflow reference it holds.
+fn flow_ended(e: &FlowEntry, shared: &Shared, now: Ticks, stats: &mut WorkerStats) {
+    if let Some(c) = stats.backends.get_mut(e.backend.0 as usize) {
+        c.active_flows = c.active_flows.saturating_sub(1);
+    }
+    if e.has(flags::TOKEN_REF) {
+        shared.tokens.subflow_closed(e.token, e.backend, now);
+        stats.event(Event::TokenReleased);
+    }
+}
+
+impl Worker {
+    /// Housekeeping between bursts: reclaims expired flows in `buckets` buckets of the flow table
+    /// and releases the token references they held. Returns the number of flows reclaimed.
+    pub fn housekeeping(&mut self, now: Ticks, shared: &Shared, buckets: usize) -> usize {
+        let stats = &mut self.stats;
+        self.flows.sweep(now.coarse_ms(), buckets, |e| {
+            flow_ended(e, shared, now, stats)
+        })
+    }
+}

@@ -1,0 +1,388 @@
+//! MPTCP (RFC 8684): what the gateway learns from a connection's handshake, and how it routes the
+//! connection's joins. Both forwarding modes learn here, under the rules of each.
+//!
+//! ## NAT: the server's key, from the trusted side
+//!
+//! * Client SYN with a valid MP_CAPABLE (v1): the flow is marked; nothing is learned yet.
+//! * Backend SYN/ACK with MP_CAPABLE: the server's key is read **from the trusted side** (only
+//!   a configured backend's packets reach this code), its token computed (SHA-256) and entered
+//!   in the token table, owned by this backend and this connection.
+//! * Client third ACK (or first data segment): its MP_CAPABLE echoes the server's key as the
+//!   receiver key. Equal: the token is confirmed. Different: the token is dropped (a client can
+//!   only spoil its own joins). No MP_CAPABLE: the connection fell back to TCP; the token goes.
+//!
+//! ## Joins and the end of a connection
+//!
+//! * MP_JOIN SYN: the token names the backend. Unknown or ambiguous (two backends' connections
+//!   share it): dropped and counted, no state. Its owner down or removed: refused.
+//! * The token stays while any subflow of its connection lives: each flow entry holding it counts
+//!   as a reference; MP_FASTCLOSE with the right key ends it at once; the idle timeout is the
+//!   backstop.
+//!
+//! ## DSR: both keys from the client, without the server's packets
+//!
+//! In NAT mode the token comes from the backend's SYN/ACK, the trusted side. In DSR the gateway
+//! never sees the server's packets: the first MPTCP packet with the server's key is the client's
+//! MP_CAPABLE third ACK (or, if that was lost, its first data segment), which carries both keys.
+//! A client can put any key there, so learning is tightened:
+//!
+//! 1. Only from the first segment after the SYN: its sequence number must be the SYN's + 1 (plus
+//!    any Fast Open data; the flow entry keeps it in `pending` while the handshake runs), and only while the
+//!    flow is half-open. A segment with another sequence number is counted and leaves the flow
+//!    half-open, so an off-path attacker can neither inject a key into someone else's handshake
+//!    nor close its learning window without guessing the client's initial sequence number.
+//! 2. Only from a segment whose TCP checksum verifies (T14), with both keys present.
+//! 3. **First owner wins** ([`TokenTable::claim`](crate::tables::token::TokenTable::claim)): a
+//!    token already owned by another backend's connection is refused and counted
+//!    (`token_claim_refused`). A client that searches a key whose token matches a live
+//!    connection's (2^32 SHA-256 evaluations) can neither steal that connection's joins nor make
+//!    its token ambiguous; it can only spoil its own joins, which then follow the first owner.
+//!
+//! A genuine collision (two servers picking keys with equal tokens, ~1e-4 per million live
+//! connections) therefore keeps the first connection's joins working and sends the second's to
+//! the first owner. That server knows the token, so it answers with its own connection's HMAC;
+//! the client rejects it (`MPJoinSynAckHMacFailure`) and resets that join (measured through the
+//! daemon by `testbed/e2e-collide.sh --wrong-owner`). The second connection goes on over its
+//! first subflow.
+
+use trapeze_wire::mptcp::{self, MpJoin, MptcpError, MptcpSummary};
+
+use super::announcing;
+use crate::crypto;
+use crate::flow::addr_bytes;
+use crate::pipeline::context::Ctx;
+use crate::pipeline::frame::Frame;
+use crate::pipeline::parse::{self, Ip, Seg, TcpNumbers};
+use crate::pipeline::verdict::{DropReason, Event};
+use crate::pool::{BackendId, ForwardingMode, Vip};
+use crate::tables::flow_table::{flags, FlowEntry};
+use crate::tables::token::{ConfirmOutcome, JoinRoute, LearnOutcome, Owner};
+
+/// NAT: the backend's SYN/ACK on a half-open flow. Returns whether it moves the handshake on
+/// (false: a corrupted SYN/ACK of an MPTCP connection; the flow waits for the retransmission).
+pub(super) fn server_syn_ack<F: Frame>(
+    cx: &mut Ctx<'_>,
+    frame: &F,
+    ip: &Ip,
+    seg: &Seg,
+    e: &mut FlowEntry,
+) -> bool {
+    first_subflow_learns(cx, frame, seg, e, |cx, e| {
+        learn_token(cx, frame, ip, seg, e)
+    })
+}
+
+/// NAT: the client's third ACK, after the backend's SYN/ACK. Returns whether it completes the
+/// handshake (false: a corrupted third ACK of an MPTCP connection, T14: it neither confirms nor
+/// drops the token; the endpoint discards it too, and the retransmission is judged instead).
+pub(super) fn third_ack<F: Frame>(
+    cx: &mut Ctx<'_>,
+    frame: &F,
+    ip: &Ip,
+    seg: &Seg,
+    t: &TcpNumbers,
+    e: &mut FlowEntry,
+) -> bool {
+    let learns = e.has(flags::MPC_SYN) && !e.has(flags::CONFIRMED);
+    if learns && e.has(flags::TOKEN_REF) && !parse::tcp_checksum_ok(frame.data(), ip) {
+        cx.w.stats.event(Event::BadL4ChecksumNotLearned);
+        return false;
+    }
+    if learns {
+        e.flags |= flags::CONFIRMED;
+        confirm_token(cx, frame, seg, t, e);
+    } else if !e.has(flags::MPC_SYN | flags::JOIN) {
+        unexpected_mpc(cx, frame, seg);
+    }
+    true
+}
+
+/// DSR: the client's first ACK. The SYN/ACK went straight to the client, so this ACK completes
+/// the handshake as far as the gateway can tell, and an MPTCP connection's keys are learned from
+/// it. Returns whether it completes the handshake (false: not the segment the keys may come
+/// from, or a corrupted one; the flow stays half-open).
+pub(super) fn dsr_first_ack<F: Frame>(
+    cx: &mut Ctx<'_>,
+    frame: &F,
+    ip: &Ip,
+    seg: &Seg,
+    t: &TcpNumbers,
+    e: &mut FlowEntry,
+) -> bool {
+    first_subflow_learns(cx, frame, seg, e, |cx, e| {
+        learn_from_client(cx, frame, ip, seg, t, e)
+    })
+}
+
+/// The handshake step at which an MPTCP connection's first subflow learns its keys (`learn`,
+/// whose answer is the step's); any other flow takes the step as it is, counting an MP_CAPABLE
+/// its SYN did not have (M7).
+fn first_subflow_learns<F: Frame>(
+    cx: &mut Ctx<'_>,
+    frame: &F,
+    seg: &Seg,
+    e: &mut FlowEntry,
+    learn: impl FnOnce(&mut Ctx<'_>, &mut FlowEntry) -> bool,
+) -> bool {
+    if e.has(flags::MPC_SYN) && !e.has(flags::JOIN) {
+        return learn(cx, e);
+    }
+    if !e.has(flags::MPC_SYN | flags::JOIN) {
+        unexpected_mpc(cx, frame, seg);
+    }
+    true
+}
+
+/// What an opening SYN (no ACK) asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Syn {
+    /// MP_JOIN: a new subflow of the connection with this token.
+    Join {
+        /// The receiver's token.
+        token: u32,
+    },
+    /// MP_CAPABLE (v1): a new MPTCP connection; its keys may be learned.
+    Capable,
+    /// Plain TCP (or MPTCP options that do not count).
+    Plain,
+}
+
+/// Reads what an opening SYN asks for.
+pub(super) fn syn<F: Frame>(cx: &mut Ctx<'_>, frame: &F, seg: &Seg) -> Syn {
+    let s = scan(cx, frame, seg);
+    if let Some(MpJoin::Syn { receiver_token, .. }) = s.join {
+        Syn::Join {
+            token: receiver_token,
+        }
+    } else if s.capable.is_some() {
+        Syn::Capable
+    } else {
+        Syn::Plain
+    }
+}
+
+/// MP_JOIN SYN: the backend that owns the token's connection, or why the join is refused. The
+/// owner must take joins, be reachable in this packet's family and serve this VIP, or (NAT) the
+/// return path could not be mapped back.
+pub(super) fn route_join(
+    cx: &Ctx<'_>,
+    ip: &Ip,
+    token: u32,
+    vip: &Vip,
+) -> Result<BackendId, DropReason> {
+    let backend_id = match cx.shared.tokens.route_join(token, cx.now) {
+        JoinRoute::Owner(b) => b,
+        JoinRoute::Unknown => return Err(DropReason::JoinNoToken),
+        JoinRoute::Ambiguous => return Err(DropReason::JoinTokenAmbiguous),
+    };
+    let Some(backend) = cx.pool.backend(backend_id).filter(|b| b.accepts_joins()) else {
+        return Err(DropReason::JoinOwnerDown);
+    };
+    let reachable = backend.addr(ip.v6).is_some_and(|a| match vip.mode {
+        ForwardingMode::Nat => {
+            cx.pool.vip_of_backend(&addr_bytes(a), backend.port, 6) == Some(vip.id)
+        }
+        ForwardingMode::Dsr(_) => vip.has_member(backend_id),
+    });
+    if !reachable {
+        return Err(DropReason::JoinNoPath);
+    }
+    Ok(backend_id)
+}
+
+/// The backend's SYN/ACK carries its key: learn the token (see the module documentation).
+/// Returns false, learning nothing, when the segment's checksum fails (T14).
+fn learn_token<F: Frame>(
+    cx: &mut Ctx<'_>,
+    frame: &F,
+    ip: &Ip,
+    seg: &Seg,
+    e: &mut FlowEntry,
+) -> bool {
+    let s = scan(cx, frame, seg);
+    let Some(server_key) = s.capable.and_then(|c| c.sender_key) else {
+        // The server declined MPTCP: plain TCP from here on.
+        e.flags &= !flags::MPC_SYN;
+        return true;
+    };
+    // T14: never learn from a segment whose checksum fails.
+    if !parse::tcp_checksum_ok(frame.data(), ip) {
+        cx.w.stats.event(Event::BadL4ChecksumNotLearned);
+        return false;
+    }
+    let token = crypto::token_from_key(server_key);
+    let owner = Owner::new(e.backend, e.key, server_key, None, cx.now);
+    let ev = match cx.shared.tokens.learn(token, owner) {
+        // AlreadyKnown: the table counted this entry as one more reference.
+        LearnOutcome::Inserted | LearnOutcome::AlreadyKnown => Event::TokenLearned,
+        LearnOutcome::Collision => Event::TokenCollision,
+        LearnOutcome::Reused => Event::TokenReused,
+        LearnOutcome::TableFull | LearnOutcome::OwnersFull | LearnOutcome::Refused => {
+            cx.w.stats.event(Event::TokenTableFull);
+            return true;
+        }
+    };
+    cx.w.stats.event(ev);
+    e.token = token;
+    e.flags |= flags::TOKEN_REF;
+    true
+}
+
+/// The client's third ACK (or first data segment) echoes the server key: cross-check it.
+fn confirm_token<F: Frame>(
+    cx: &mut Ctx<'_>,
+    frame: &F,
+    seg: &Seg,
+    t: &TcpNumbers,
+    e: &mut FlowEntry,
+) {
+    if !e.has(flags::TOKEN_REF) {
+        return;
+    }
+    let s = scan(cx, frame, seg);
+    let keys = s
+        .capable
+        .and_then(|c| Some((c.sender_key?, c.receiver_key?)));
+    let outcome = match keys {
+        Some((client_key, server_key)) => cx
+            .shared
+            .tokens
+            .confirm(e.token, e.backend, &e.key, server_key, client_key, cx.now),
+        None => {
+            // RFC 8684 §3.1: without MP_CAPABLE in the third ACK the connection is plain TCP.
+            cx.w.stats.event(Event::MpcFallback);
+            ConfirmOutcome::KeyMismatch
+        }
+    };
+    match outcome {
+        ConfirmOutcome::Confirmed => {
+            cx.w.stats.event(Event::TokenConfirmed);
+            announcing::start(cx, t, e);
+        }
+        ConfirmOutcome::KeyMismatch | ConfirmOutcome::Unknown => {
+            if keys.is_some() {
+                cx.w.stats.event(Event::MpcKeyMismatch);
+            }
+            cx.shared.tokens.remove(e.token, e.backend);
+            e.flags &= !flags::TOKEN_REF;
+        }
+    }
+}
+
+/// The client's MP_CAPABLE third ACK (or first data segment) on a half-open DSR flow: learn the
+/// token from the keys it carries, under the rules in the module documentation (`e.pending`
+/// holds the sequence number expected after the SYN). Returns false, changing nothing, when the
+/// segment is not that one (an injected or reordered segment must not end the learning window)
+/// or its checksum fails (the endpoint discards it too; the retransmission is judged); the flow
+/// then stays half-open.
+fn learn_from_client<F: Frame>(
+    cx: &mut Ctx<'_>,
+    frame: &F,
+    ip: &Ip,
+    seg: &Seg,
+    t: &TcpNumbers,
+    e: &mut FlowEntry,
+) -> bool {
+    if t.seq != e.pending {
+        cx.w.stats.event(Event::MpcAckOutOfSequence);
+        return false;
+    }
+    let s = scan(cx, frame, seg);
+    let Some(capable) = s.capable else {
+        // RFC 8684 §3.1: no MP_CAPABLE in the third ACK: the connection is plain TCP.
+        cx.w.stats.event(Event::MpcFallback);
+        e.flags &= !flags::MPC_SYN;
+        e.pending = 0;
+        return true;
+    };
+    let (Some(client_key), Some(server_key)) = (capable.sender_key, capable.receiver_key) else {
+        cx.w.stats.event(Event::MpcFallback);
+        e.pending = 0;
+        return true;
+    };
+    if !parse::tcp_checksum_ok(frame.data(), ip) {
+        cx.w.stats.event(Event::BadL4ChecksumNotLearned);
+        return false;
+    }
+    let token = crypto::token_from_key(server_key);
+    let owner = Owner::new(e.backend, e.key, server_key, Some(client_key), cx.now);
+    e.pending = 0;
+    let ev = match cx.shared.tokens.claim(token, owner) {
+        // AlreadyKnown: the table counted this entry as one more reference.
+        LearnOutcome::Inserted | LearnOutcome::AlreadyKnown => Event::TokenLearnedFromClient,
+        LearnOutcome::Reused => Event::TokenReused,
+        LearnOutcome::Refused | LearnOutcome::Collision => {
+            cx.w.stats.event(Event::TokenClaimRefused);
+            return true;
+        }
+        LearnOutcome::TableFull | LearnOutcome::OwnersFull => {
+            cx.w.stats.event(Event::TokenTableFull);
+            return true;
+        }
+    };
+    cx.w.stats.event(ev);
+    e.token = token;
+    e.flags |= flags::TOKEN_REF | flags::CONFIRMED;
+    announcing::start(cx, t, e);
+    true
+}
+
+/// MP_FASTCLOSE (RFC 8684 §3.5) carries the receiver's key: from the client that is the server
+/// key, from the server the client key. With the right key the connection's token goes now.
+pub(super) fn fastclose<F: Frame>(
+    cx: &mut Ctx<'_>,
+    frame: &F,
+    seg: &Seg,
+    e: &mut FlowEntry,
+    from_client: bool,
+) {
+    let s = scan(cx, frame, seg);
+    let Some(fc) = s.fastclose else { return };
+    let known = cx.shared.tokens.owners(e.token).as_slice().iter().any(|o| {
+        o.backend == e.backend
+            && if from_client {
+                o.server_key == fc.receiver_key
+            } else {
+                o.client_key == Some(fc.receiver_key)
+            }
+    });
+    if known {
+        cx.shared.tokens.remove(e.token, e.backend);
+        e.flags &= !flags::TOKEN_REF;
+        cx.w.stats.event(Event::FastClose);
+    } else {
+        cx.w.stats.event(Event::FastCloseBadKey);
+    }
+}
+
+/// M7: MP_CAPABLE in the handshake of a flow whose SYN had none. Nothing is learned from it (a
+/// client cannot plant keys, a server cannot upgrade a plain connection); it is counted. Runs
+/// once per connection at most (the third ACK, the SYN/ACK), never on the established path.
+pub(super) fn unexpected_mpc<F: Frame>(cx: &mut Ctx<'_>, frame: &F, seg: &Seg) {
+    if seg.opt_len > 0 && scan(cx, frame, seg).capable.is_some() {
+        cx.w.stats.event(Event::MpcUnexpected);
+    }
+}
+
+/// The MPTCP options of this segment, counted into the worker's events.
+fn scan<F: Frame>(cx: &mut Ctx<'_>, frame: &F, seg: &Seg) -> MptcpSummary {
+    let s = mptcp::scan(
+        &frame.data()[seg.opt_at..seg.opt_at + seg.opt_len],
+        seg.segment(),
+    );
+    if s.ignored > 0 {
+        let e = if s.last_error == Some(MptcpError::Version0) {
+            Event::MpcVersion0
+        } else {
+            Event::MptcpOptionIgnored
+        };
+        cx.w.stats.event(e);
+    }
+    if s.conflict {
+        cx.w.stats.event(Event::MptcpConflict);
+    }
+    if s.tcp_options_malformed {
+        cx.w.stats.event(Event::TcpOptionMalformed);
+    }
+    s
+}
