@@ -38,7 +38,7 @@ cleanup() {
   if [ -n "$GW" ]; then kill -TERM "$GW" 2>/dev/null || true; wait "$GW" 2>/dev/null || true; fi
   testbed/netns.sh down >/dev/null 2>&1 || true
   rm -rf /var/run/dpdk/trapeze-testbed
-  rm -f /dev/hugepages/trapeze-testbedmap_*
+  rm -f /dev/hugepages/trapeze-testbedmap_* /dev/{hugepages,shm}/trapeze-testbed.tzstate
 }
 trap cleanup EXIT
 

@@ -110,7 +110,7 @@ cleanup() {
   stop_gateway || true
   testbed/netns.sh down >/dev/null 2>&1 || true
   rm -rf /var/run/dpdk/trapeze-testbed
-  rm -f /dev/hugepages/trapeze-testbedmap_*
+  rm -f /dev/hugepages/trapeze-testbedmap_* /dev/{hugepages,shm}/trapeze-testbed.tzstate
 }
 trap cleanup EXIT
 

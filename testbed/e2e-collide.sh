@@ -86,7 +86,7 @@ cleanup() {
   ip netns del "$NS_RESP" 2>/dev/null || true
   if [ -n "$LOCKED" ]; then testbed/netns.sh down >/dev/null 2>&1 || true; fi
   rm -rf "/var/run/dpdk/$PREFIX"
-  rm -f /dev/hugepages/"$PREFIX"map_* 2>/dev/null || true
+  rm -f /dev/hugepages/"$PREFIX"map_* /dev/{hugepages,shm}/"$PREFIX".tzstate 2>/dev/null || true
 }
 trap cleanup EXIT
 trap 'exit 130' INT

@@ -37,7 +37,7 @@ cleanup() {
   ip netns exec tz-srv3 nft delete table inet tzblock 2>/dev/null || true
   testbed/netns.sh down >/dev/null 2>&1 || true
   rm -rf /var/run/dpdk/trapeze-testbed
-  rm -f /dev/hugepages/trapeze-testbedmap_*
+  rm -f /dev/hugepages/trapeze-testbedmap_* /dev/{hugepages,shm}/trapeze-testbed.tzstate
 }
 trap cleanup EXIT
 

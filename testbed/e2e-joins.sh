@@ -9,7 +9,8 @@
 #      IPv4 IPIP and IPv6 IPv6-in-IPv6: every join on its connection's server, the gateway routed
 #      them by port (`join_port_routed`) and never by token (`join_routed` 0).
 #   2. The same across a gateway restart: long transfers, the daemon stopped and a new one started
-#      mid-transfer (no state survives); every connection completes with no RST, and new
+#      mid-transfer without its state file (join ports need no state; e2e-restart.sh tests the
+#      state file); every connection completes with no RST, and new
 #      connections with joins work on the new instance.
 #   3. The gateway announces for unmodified servers (NAT, `announce = "join-ports"`): once it has
 #      both keys it sends the client an ADD_ADDR of VIP:1808N with the HMAC of the learned keys;
@@ -46,7 +47,7 @@ cleanup() {
   stop_gateway || true
   testbed/netns.sh down >/dev/null 2>&1 || true
   rm -rf /var/run/dpdk/trapeze-testbed
-  rm -f /dev/hugepages/trapeze-testbedmap_*
+  rm -f /dev/hugepages/trapeze-testbedmap_* /dev/{hugepages,shm}/trapeze-testbed.tzstate
 }
 trap cleanup EXIT
 
@@ -166,8 +167,8 @@ stats "$OUT/s1b.json"
 counters "$OUT/s1a.json" "$OUT/s1b.json" "join_port_routed >= 2 * $N" "join_routed == 0"
 
 # 2. A restart mid-transfer: paced 2 MB transfers; 1 s in, this daemon stops and a new one starts.
-#    Nothing of the old instance's state survives: the first subflows' packets are adopted by
-#    Maglev, the joins' by their ports.
+#    Its state file is removed in between, so nothing of the old instance's state survives: the
+#    first subflows' packets are adopted by Maglev, the joins' by their ports.
 t0=$(date +%s.%N)
 stop_after 1 "$OUT/restart-stopped"
 transfers "$OUT/ports-restart.json" "$OUT/ports-restart.txt" -4 --vip dsr-ipip -n 8 \
@@ -177,6 +178,7 @@ xfer=$!
 wait "$STOPPER"
 wait "$GW_PID" 2>/dev/null || true
 GW_PID=
+rm -f /dev/{hugepages,shm}/trapeze-testbed.tzstate
 start_gateway "$CONFIG" gw-ports-2 --api "unix:$SOCK"
 date +%s.%N >"$OUT/restart-started"
 if ! wait "$xfer"; then

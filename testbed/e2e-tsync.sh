@@ -63,7 +63,7 @@ cleanup() {
   for p in "${PIDS[@]}"; do kill -TERM "$p" 2>/dev/null; done
   for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null; done
   for n in "${NSES[@]}"; do ip netns del "$n" 2>/dev/null; done
-  rm -f /dev/hugepages/tzs-gw*map_* 2>/dev/null
+  rm -f /dev/hugepages/tzs-gw*map_* /dev/{hugepages,shm}/tzs-gw*.tzstate 2>/dev/null
   rm -rf /var/run/dpdk/tzs-gwa /var/run/dpdk/tzs-gwb 2>/dev/null
   log "artefacts in $OUT (exit $rc)"
 }

@@ -26,7 +26,8 @@ cleanup() {
   stop_gateway || true
   testbed/netns.sh down >/dev/null 2>&1 || true
   rm -rf /var/run/dpdk/trapeze-testbed /var/run/dpdk/trapeze-testbed2
-  rm -f /dev/hugepages/trapeze-testbedmap_* /dev/hugepages/trapeze-testbed2map_*
+  rm -f /dev/hugepages/trapeze-testbedmap_* /dev/hugepages/trapeze-testbed2map_* \
+    /dev/{hugepages,shm}/trapeze-testbed{,2}.tzstate
 }
 trap cleanup EXIT
 

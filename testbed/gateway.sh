@@ -1,7 +1,7 @@
 # shellcheck shell=bash
-# Sourced by the end-to-end scripts (e2e.sh, e2e-dsr.sh, e2e-joins.sh, e2e-collide.sh): the
-# test-bed lock, the daemon's start and stop, and a harness run. The caller sets BIN (the
-# daemon), OUT (its artefact directory) and log().
+# Sourced by the end-to-end scripts (e2e.sh, e2e-dsr.sh, e2e-joins.sh, e2e-restart.sh,
+# e2e-collide.sh): the test-bed lock, the daemon's start and stop, and a harness run. The caller
+# sets BIN (the daemon), OUT (its artefact directory) and log().
 
 # One user of the test bed at a time: its namespace names are fixed (tz-*). The lock is held on
 # fd 9 until the script exits.

@@ -481,7 +481,10 @@ do_down() {
         for p in $(ip netns pids "$ns" 2>/dev/null); do kill -KILL "$p" 2>/dev/null || true; done
         ip netns del "$ns"
     done
-    for gw in "${INSTANCES[@]}"; do rm -rf "/var/run/dpdk/tzm-$gw"; done
+    for gw in "${INSTANCES[@]}"; do
+        rm -rf "/var/run/dpdk/tzm-$gw"
+        rm -f "/dev/hugepages/tzm-$gw.tzstate" "/dev/shm/tzm-$gw.tzstate" # [state] files
+    done
     if [[ -d "$RUN_DIR" ]]; then
         rm -f "$RUN_DIR"/{state,mode,cluster.key,bird.conf,bird.ctl,bird.pid,bird.pid.launch,bird.out,bird.log}
         rm -f "$RUN_DIR"/srv?.{jsonl,out,ready,pid} "$RUN_DIR"/srv?-decap.{json,json.tmp,out,ready,pid}

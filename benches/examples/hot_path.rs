@@ -1,5 +1,6 @@
 //! Runs one packet class in a loop, for profilers (`valgrind --tool=callgrind`, `perf`):
 //! `cargo run --release -p trapeze-benches --example hot_path -- established 10000 100`.
+//! Classes: `established`, `established-burst`, `syn`, `learn`.
 
 use std::hint::black_box;
 
@@ -35,6 +36,19 @@ fn main() {
             println!(
                 "{:.1} ns/packet",
                 t.as_nanos() as f64 / (flows * rounds) as f64
+            );
+        }
+        "syn" => {
+            // New connections: miss, Maglev, insert. Each round first forgets the flows
+            // (outside the timing), so every SYN is new.
+            let mut total = std::time::Duration::ZERO;
+            for _ in 0..rounds {
+                bench.forget_clients(0, flows);
+                total += bench.time_frames(&syns, &order, flows as u64);
+            }
+            println!(
+                "{:.1} ns/SYN",
+                total.as_nanos() as f64 / (flows * rounds) as f64
             );
         }
         "learn" => {

@@ -183,7 +183,7 @@ impl Bench {
     pub fn forget_clients(&mut self, start: usize, n: usize) {
         for i in start..start + n {
             let key = FlowKey::new(client(i), port(i), VIP4.into(), VIP_PORT, 6);
-            if let Some(idx) = self.worker.flows.lookup(&key, key.hash()) {
+            if let Some(idx) = self.worker.flows.lookup(&key, self.worker.flows.hash(&key)) {
                 self.worker.flows.remove(idx);
             }
         }

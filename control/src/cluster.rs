@@ -180,8 +180,8 @@ fn unix_us() -> u64 {
         .map_or(0, |d| d.as_micros() as u64)
 }
 
-/// The workers' clock, so that journal stamps and remote deadlines compare (the daemon's is the
-/// TSC, as the workers read it).
+/// The workers' clock, so that journal stamps and remote deadlines compare (the daemon's:
+/// CLOCK_MONOTONIC's timeline counted with the TSC, as the workers read it).
 pub type Clock = dyn Fn() -> Ticks + Sync;
 
 struct Sender<'a> {

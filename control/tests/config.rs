@@ -160,6 +160,27 @@ fn example_covers_the_optional_keys() {
     assert_eq!(cfg.worker.workers, 2);
     assert_eq!(cfg.worker.icmp_rate.per_sec, 1000);
     assert_eq!(cfg.tokens.shards, 64);
+    assert!(cfg.state.persist);
+    assert_eq!(
+        cfg.state.path.as_deref(),
+        Some(Path::new("/dev/hugepages/trapeze-example.tzstate"))
+    );
+}
+
+#[test]
+fn state_defaults_follow_the_file_prefix() {
+    let cfg = config::load(&configs_dir().join("testbed.toml"), &Overrides::default()).unwrap();
+    assert!(cfg.state.persist);
+    assert_eq!(cfg.state.path, None);
+    assert_eq!(cfg.state.default_name, "trapeze-testbed.tzstate");
+    assert!(cfg.summary().contains(
+        "state: kept in /dev/hugepages/trapeze-testbed.tzstate (or /dev/shm/trapeze-testbed.tzstate)"
+    ));
+    let off = load_text(&format!("{}\n[state]\npersist = false\n", testbed_text())).unwrap();
+    assert!(!off.state.persist);
+    assert!(off.summary().contains("state: not kept across restarts"));
+    let no_prefix = load_text(&edit("\"--file-prefix=trapeze-testbed\",", "")).unwrap();
+    assert_eq!(no_prefix.state.default_name, "rte.tzstate");
 }
 
 #[test]
@@ -624,6 +645,21 @@ fn bad_configs() -> Vec<(&'static str, String, String)> {
             "bad name",
             edit("name = \"srv1\"", "name = \"srv 1\""),
             "backends[0].name: \"srv 1\" is not a valid name",
+        ),
+        (
+            "relative state path",
+            format!("{}\n[state]\npath = \"gw.tzstate\"\n", testbed_text()),
+            "state.path: \"gw.tzstate\" is not an absolute path to a file",
+        ),
+        (
+            "state path to a directory",
+            format!("{}\n[state]\npath = \"/dev/shm/\"\n", testbed_text()),
+            "state.path: \"/dev/shm/\" is not an absolute path to a file",
+        ),
+        (
+            "unknown state key",
+            format!("{}\n[state]\nkeep = true\n", testbed_text()),
+            "state.keep: unknown field `keep`, expected `persist` or `path`",
         ),
     ];
     cases

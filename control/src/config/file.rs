@@ -37,6 +37,20 @@ pub struct ConfigFile {
     /// `[cluster]`: token sharing with other instances (off when absent).
     #[serde(default)]
     pub cluster: Option<ClusterSection>,
+    /// `[state]`: the state file that keeps the tables across restarts.
+    #[serde(default)]
+    pub state: StateSection,
+}
+
+/// `[state]`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StateSection {
+    /// Keep the flow and token tables across restarts (default true).
+    pub persist: Option<bool>,
+    /// The state file, an absolute path (default: `<eal --file-prefix>.tzstate` in
+    /// /dev/hugepages, or /dev/shm without hugetlbfs).
+    pub path: Option<String>,
 }
 
 /// `[cluster]` (see `super::cluster`).

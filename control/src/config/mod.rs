@@ -156,6 +156,32 @@ impl Default for HealthSettings {
     }
 }
 
+/// Where the tables live (`[state]`): a file that outlives the daemon, so that a restart (a
+/// crash, `kill -9`, a planned stop) re-attaches to its flows and tokens.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StateSettings {
+    /// Keep the tables across restarts. Off: they are still in huge pages when there are enough
+    /// free, but in anonymous memory that dies with the process.
+    pub persist: bool,
+    /// The state file as configured; `None`: [`Self::default_name`] in the runtime's choice of
+    /// directory (`/dev/hugepages` when it is hugetlbfs, else `/dev/shm`).
+    pub path: Option<std::path::PathBuf>,
+    /// The default file name: the EAL `--file-prefix` (unique per DPDK process on a machine)
+    /// with `.tzstate`.
+    pub default_name: String,
+}
+
+impl StateSettings {
+    /// The default file name for the EAL arguments `eal_args`.
+    pub fn name_for(eal_args: &[String]) -> String {
+        let prefix = units::eal_option_values(eal_args, "--file-prefix", None)
+            .last()
+            .map_or("rte", |(_, v)| *v)
+            .to_string();
+        format!("{prefix}.tzstate")
+    }
+}
+
 /// A validated configuration, in the core's types.
 #[derive(Debug, Clone)]
 pub struct GatewayConfig {
@@ -180,6 +206,8 @@ pub struct GatewayConfig {
     pub health: HealthSettings,
     /// Token sharing with other instances (`[cluster]`), when configured.
     pub cluster: Option<cluster::ClusterSettings>,
+    /// The state file (`[state]`).
+    pub state: StateSettings,
     /// Things that are allowed but probably not meant (printed by `--check`).
     pub warnings: Vec<String>,
 }
@@ -334,6 +362,18 @@ impl GatewayConfig {
             Some(l) => writeln!(s, "workers: {} on lcores {l:?}", self.workers.count),
             None => writeln!(s, "workers: {}", self.workers.count),
         };
+        let _ = writeln!(
+            s,
+            "state: {}",
+            match (&self.state.persist, &self.state.path) {
+                (false, _) => "not kept across restarts (persist = false)".to_string(),
+                (true, Some(p)) => format!("kept in {}", p.display()),
+                (true, None) => format!(
+                    "kept in /dev/hugepages/{0} (or /dev/shm/{0})",
+                    self.state.default_name
+                ),
+            }
+        );
         if let Some(c) = &self.cluster {
             let _ = writeln!(
                 s,

@@ -1001,6 +1001,7 @@ pub(super) fn validate(
         icmp_rate: tables.icmp,
     };
     let health = validate_health(&mut ctx, &file.health);
+    let state = validate_state(&mut ctx, &file.state, &eal.args);
     let cluster = file.cluster.as_ref().and_then(|c| {
         match super::cluster::validate(c, tables.tokens.capacity, MAX_TABLE_CAPACITY) {
             Ok(s) => Some(s),
@@ -1018,6 +1019,7 @@ pub(super) fn validate(
     Ok(GatewayConfig {
         health,
         cluster,
+        state,
         eal_args: eal.args,
         allow_pci: file.eal.allow_pci,
         pci: file.eal.pci.clone(),
@@ -1028,6 +1030,36 @@ pub(super) fn validate(
         tokens: tables.tokens,
         warnings: ctx.warnings,
     })
+}
+
+/// `[state]`: an absolute path to a file (not a directory), when given.
+fn validate_state(
+    ctx: &mut Ctx,
+    st: &super::file::StateSection,
+    eal_args: &[String],
+) -> super::StateSettings {
+    let path = st.path.as_ref().and_then(|p| {
+        let path = std::path::PathBuf::from(p);
+        let ok = path.is_absolute()
+            && !p.ends_with('/')
+            && path.file_name().is_some_and(|n| n != "." && n != "..");
+        if ok {
+            Some(path)
+        } else {
+            ctx.err(
+                "state.path",
+                format!(
+                    "{p:?} is not an absolute path to a file (e.g. \"/dev/hugepages/gw1.tzstate\")"
+                ),
+            );
+            None
+        }
+    });
+    super::StateSettings {
+        persist: st.persist.unwrap_or(true),
+        path,
+        default_name: super::StateSettings::name_for(eal_args),
+    }
 }
 
 /// `[health]`: durations parse, the timeout is shorter than the interval, thresholds 1..=100.

@@ -5,13 +5,18 @@
 //! standard library's per-process random hasher: two gateways behind ECMP, or one gateway before
 //! and after a restart, must send a given new flow to the same backend (Maglev §3.4).
 //!
-//! The same 64-bit value serves both the flow-table bucket and the Maglev slot, so a packet is
-//! hashed once.
+//! The flow-table bucket is hashed the same way with a secret seed instead ([`FlowSecret`]), so
+//! that nobody can aim flows at one bucket; an established flow's packet is hashed once (keyed),
+//! and only a new flow also takes the fixed hash, for Maglev.
 
 use core::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 /// IPv4 addresses are stored IPv4-mapped (`::ffff:a.b.c.d`) so one key type covers both families.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+///
+/// Plain old data (`bytemuck::Pod`: no padding, every bit pattern valid), so that keys can live
+/// in table memory shared with a previous process ([`crate::state`]); `proto` is 16 bits wide
+/// for that reason (an 8-bit field would leave a padding byte).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, bytemuck::Pod, bytemuck::Zeroable)]
 #[repr(C)]
 pub struct FlowKey {
     /// Source address (IPv4-mapped for IPv4).
@@ -23,7 +28,7 @@ pub struct FlowKey {
     /// Destination port (host order).
     pub dst_port: u16,
     /// IP protocol number (6 for TCP).
-    pub proto: u8,
+    pub proto: u16,
 }
 
 const V4_MAPPED_PREFIX: [u8; 12] = [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff];
@@ -64,7 +69,7 @@ impl FlowKey {
             dst: addr_bytes(dst),
             src_port,
             dst_port,
-            proto,
+            proto: u16::from(proto),
         }
     }
 
@@ -96,9 +101,24 @@ impl FlowKey {
         addr_from_bytes(self.dst)
     }
 
-    /// The fixed-seed 64-bit hash of this key (see the module documentation).
+    /// The fixed-seed 64-bit hash of this key (see the module documentation): Maglev's, the same
+    /// on every instance.
     #[inline]
     pub fn hash(&self) -> u64 {
+        hash_words(&self.words())
+    }
+
+    /// The key hashed with a secret seed: the flow-table bucket index (see [`FlowSecret`]).
+    #[inline]
+    pub fn keyed_hash(&self, secret: FlowSecret) -> u64 {
+        // The secret is the initial state itself (the fixed hash starts from its seed mixed
+        // with the word count): no instruction more than the fixed hash.
+        mix_words(secret.0, &self.words())
+    }
+
+    /// The key as the five little-endian words both hashes mix.
+    #[inline]
+    fn words(&self) -> [u64; 5] {
         let w = |b: &[u8; 16], i: usize| {
             u64::from_le_bytes([
                 b[i],
@@ -113,13 +133,47 @@ impl FlowKey {
         };
         let tail =
             (self.src_port as u64) | ((self.dst_port as u64) << 16) | ((self.proto as u64) << 32);
-        hash_words(&[
+        [
             w(&self.src, 0),
             w(&self.src, 8),
             w(&self.dst, 0),
             w(&self.dst, 8),
             tail,
-        ])
+        ]
+    }
+}
+
+/// The secret seed of the flow-table bucket index.
+///
+/// The fixed hash ([`FlowKey::hash`]) is public: anyone can compute it, and since every round of
+/// it is invertible, a sender who controls 64 bits of its source (an IPv6 /64) can make any
+/// number of keys with the *same* 64-bit fixed hash. Were the bucket taken from it, a flood
+/// could aim every flow at one bucket of 8 slots and keep new flows of that bucket out of the
+/// table. The bucket therefore comes from [`FlowKey::keyed_hash`], the same mixing seeded with a
+/// random per-table secret (fresh on a cold start, kept in the state file across restarts so
+/// that a re-attached table still finds its flows): without the secret, the bucket of a key
+/// cannot be predicted. It is not a cryptographic MAC, and it does not need to be: nothing is
+/// authenticated by it, and it costs exactly what the fixed hash costs. Maglev keeps the fixed
+/// hash, so that every instance picks the same backend for a new flow.
+#[derive(Clone, Copy, PartialEq, Eq, Default, bytemuck::Pod, bytemuck::Zeroable)]
+#[repr(transparent)]
+pub struct FlowSecret(pub u64);
+
+impl FlowSecret {
+    /// The secret of heap-allocated tables (tests, benches, replays): fixed, so that their runs
+    /// are reproducible. The daemon always draws a random one.
+    pub const FIXED: Self = Self(0x7472_6170_657a_6532); // "trapeze2"
+
+    /// The one secret that is not: with it, [`FlowKey::keyed_hash`] is the public fixed hash
+    /// ([`FlowKey::hash`]), i.e. the flow table as it was before its buckets were keyed. For
+    /// tests that show why they are.
+    pub const PUBLIC: Self = Self(FLOW_HASH_SEED ^ 5u64.wrapping_mul(K1));
+}
+
+impl core::fmt::Debug for FlowSecret {
+    /// Never prints the secret.
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str("FlowSecret(..)")
     }
 }
 
@@ -138,7 +192,12 @@ pub fn hash_words(words: &[u64]) -> u64 {
 /// [`hash_words`] with an explicit seed (Maglev uses two more seeds for its permutations).
 #[inline]
 pub fn hash_words_seeded(seed: u64, words: &[u64]) -> u64 {
-    let mut h = seed ^ (words.len() as u64).wrapping_mul(K1);
+    mix_words(seed ^ (words.len() as u64).wrapping_mul(K1), words)
+}
+
+/// The rounds of [`hash_words_seeded`] from the initial state `h`, then the finaliser.
+#[inline]
+fn mix_words(mut h: u64, words: &[u64]) -> u64 {
     for &w in words {
         h = (h ^ w).wrapping_mul(K1).rotate_left(31);
     }
@@ -173,6 +232,21 @@ mod tests {
         assert_eq!(k.hash(), GOLDEN);
     }
     const GOLDEN: u64 = 0x544d_a994_b826_2456;
+
+    #[test]
+    fn keyed_hash_is_the_fixed_hash_seeded_by_the_secret() {
+        let k = FlowKey::new(
+            "192.0.2.1".parse().unwrap(),
+            40000,
+            "198.51.100.10".parse().unwrap(),
+            80,
+            6,
+        );
+        assert_eq!(k.keyed_hash(FlowSecret::PUBLIC), GOLDEN);
+        assert_ne!(k.keyed_hash(FlowSecret::FIXED), GOLDEN);
+        assert_ne!(k.keyed_hash(FlowSecret(1)), k.keyed_hash(FlowSecret(2)));
+        assert_eq!(format!("{:?}", FlowSecret(42)), "FlowSecret(..)");
+    }
 
     #[test]
     fn reversed_twice_is_identity() {

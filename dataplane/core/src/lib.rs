@@ -15,6 +15,8 @@
 //! * [`pool`]: the immutable pool snapshot (VIPs, backends, Maglev tables) the control plane
 //!   publishes and workers pick up between bursts.
 //! * [`pipeline`]: `process(frame, now, ...) -> Verdict`.
+//! * [`state`]: the state file that keeps the tables across restarts: its layout, validation
+//!   and re-attachment, and the backend and VIP identities.
 
 #![forbid(unsafe_code)]
 
@@ -23,6 +25,7 @@ pub mod crypto;
 pub mod flow;
 pub mod pipeline;
 pub mod pool;
+pub mod state;
 pub mod tables;
 pub mod testkit;
 pub mod time;

@@ -37,10 +37,14 @@ use crate::tables::maglev::{MaglevBackend, MaglevError, MaglevTable, DEFAULT_SIZ
 /// an id while a flow or token entry may still name it. Also the index of the backend in
 /// [`PoolSnapshot::backends`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+#[repr(transparent)]
+#[derive(bytemuck::Pod, bytemuck::Zeroable)] // plain old data: flow entries hold it
 pub struct BackendId(pub u16);
 
 /// A VIP's identity, stable like [`BackendId`]; the index in [`PoolSnapshot::vips`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+#[repr(transparent)]
+#[derive(bytemuck::Pod, bytemuck::Zeroable)] // plain old data: flow entries hold it
 pub struct VipId(pub u16);
 
 /// A dataplane port (DPDK port id).

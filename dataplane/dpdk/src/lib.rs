@@ -1,8 +1,10 @@
 //! # trapeze-dpdk: the DPDK runtime's only door to C
 //!
 //! A thin, safe layer over DPDK 22.11 LTS (Debian's `libdpdk-dev`): the EAL, packet-buffer
-//! pools, ethdev ports with their RX/TX queues, mbufs, lcores and the TSC. It is the one crate of
-//! trapeze allowed to contain `unsafe`; everything it exports is safe. It does not depend on
+//! pools, ethdev ports with their RX/TX queues, mbufs, lcores and the TSC; and the memory that
+//! outlives the process ([`mapping`]: the locked, mapped state file that holds the gateway's
+//! tables, on hugetlbfs when it can be; the monotonic clock they are stamped with). It is the one
+//! crate of trapeze allowed to contain `unsafe`; everything it exports is safe. It does not depend on
 //! `trapeze-core` (the daemon wraps [`Mbuf`] in a newtype implementing the core's `Frame`).
 //!
 //! ## How it is built
@@ -56,9 +58,11 @@
 #![cfg(target_os = "linux")]
 
 /// Whether this build links DPDK. `false` when the build script found no DPDK 22.11 (or
-/// `TRAPEZE_NO_DPDK=1` was set): the crate is then empty, so the rest of the workspace still
-/// builds and tests on a machine without DPDK.
+/// `TRAPEZE_NO_DPDK=1` was set): the crate then holds [`mapping`] only, so the rest of the
+/// workspace still builds and tests on a machine without DPDK.
 pub const AVAILABLE: bool = cfg!(not(tz_no_dpdk));
+
+pub mod mapping;
 
 #[cfg(not(tz_no_dpdk))]
 mod eal;

@@ -14,11 +14,15 @@ use trapeze_control::cli::{self, GatewaydArgs};
 use trapeze_control::log::Log;
 
 #[cfg(not(tz_no_dpdk))]
+mod clock;
+#[cfg(not(tz_no_dpdk))]
 mod dataplane;
 #[cfg(not(tz_no_dpdk))]
 mod frame;
 #[cfg(not(tz_no_dpdk))]
 mod runtime;
+#[cfg(not(tz_no_dpdk))]
+mod state;
 #[cfg(not(tz_no_dpdk))]
 mod worker;
 

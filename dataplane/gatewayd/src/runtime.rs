@@ -2,13 +2,15 @@
 //!
 //! ```text
 //! EAL init (--no-pci and vdevs from the config) -> mempool -> ports (one RX/TX queue per
-//! worker, promiscuous, started) -> pool snapshot with the ports' MACs -> workers (scoped
-//! threads, pinned, registered as lcores) -> the control thread (trapeze_control::thread, over
-//! this crate's DpdkDataplane) -> the main thread supervises:
+//! worker, promiscuous, started) -> the tables from the state file (re-attached, or new; the
+//! pool takes the file's ids: crate::state) -> pool snapshot with the ports' MACs -> workers
+//! (scoped threads, pinned, registered as lcores) -> the control thread
+//! (trapeze_control::thread, over this crate's DpdkDataplane) -> the main thread supervises:
 //!     SIGINT/SIGTERM -> instance stopping -> stop grace -> stop
 //!     a worker's death -> instance stopping; the control thread's death -> forwarding goes on
+//!     each published pool's identities -> the state file
 //! stop -> workers stop, flush TX -> control thread (waited for 1 s at most) -> final counters
-//!      -> ports closed -> EAL cleanup
+//!      -> state file marked clean -> ports closed -> EAL cleanup
 //! ```
 
 use std::net::IpAddr;
@@ -153,16 +155,25 @@ pub(crate) fn run(mut cfg: GatewayConfig, args: &GatewaydArgs, log: &Log) -> Res
         ports.push(port);
     }
 
+    // The tables: re-attached from the state file, or new; the pool takes the file's ids.
+    let crate::state::Tables {
+        flows,
+        tokens,
+        pool: seeded,
+        mut keeper,
+    } = crate::state::open(&cfg, workers, log)?;
+    cfg.pool = seeded;
+
     let published = Arc::new(Published::new(
         cfg.snapshot().map_err(|e| format!("pool: {e}"))?,
     ));
-    let mut shared = Shared::new(cfg.tokens);
+    let mut shared = Shared { tokens };
     // Token sharing with other instances (`[cluster]`): journal, remote owners, sync socket.
     let cluster = cluster::setup(&cfg, &mut shared)?;
     let shared = Arc::new(shared);
     let cluster_counters = Arc::new(cluster::Counters::default());
-    let tsc_clock = worker::Clock::new();
-    let tsc = move || tsc_clock.now();
+    let clock = crate::clock::Clock::new();
+    let tsc = move || clock.now();
     let stop = AtomicBool::new(false);
     // SIGINT/SIGTERM are handled here, on the main thread, not by the control thread (which a
     // request may keep busy): the instance first withdraws its VIPs (GET /instance says
@@ -269,9 +280,10 @@ pub(crate) fn run(mut cfg: GatewayConfig, args: &GatewaydArgs, log: &Log) -> Res
     let results = std::thread::scope(|s| {
         let handles: Vec<_> = placement
             .into_iter()
+            .zip(flows)
             .enumerate()
-            .map(|(id, (wcfg, cpu))| {
-                let w = Worker::new(wcfg);
+            .map(|(id, ((wcfg, cpu), flows))| {
+                let w = Worker::with_flows(wcfg, flows);
                 let cx = &cx;
                 std::thread::Builder::new()
                     .name(format!("tz-worker-{id}"))
@@ -309,6 +321,12 @@ pub(crate) fn run(mut cfg: GatewayConfig, args: &GatewaydArgs, log: &Log) -> Res
             &handles,
             control.as_ref().ok(),
             log,
+            // The state file follows the identities of each published pool.
+            || {
+                if let Some(k) = keeper.as_mut() {
+                    k.pool_changed(&published, log);
+                }
+            },
         );
 
         log.info("stopping");
@@ -321,6 +339,10 @@ pub(crate) fn run(mut cfg: GatewayConfig, args: &GatewaydArgs, log: &Log) -> Res
                 Err(e) => Err(format!("worker thread: {e}")),
             })
             .collect();
+        // Nothing writes the tables any more: the state file is ready for the next start.
+        if let (Some(k), true) = (keeper.as_mut(), results.iter().all(Result::is_ok)) {
+            k.stopped(log);
+        }
         // The workers are stopped. A control thread stuck in a request must not hold the exit
         // (the scope would wait for it forever): report, and leave without it.
         if let Ok(c) = control {
@@ -367,6 +389,7 @@ fn supervise<T, C>(
     workers: &[std::io::Result<std::thread::ScopedJoinHandle<'_, T>>],
     control: Option<&std::thread::ScopedJoinHandle<'_, C>>,
     log: &Log,
+    mut each_round: impl FnMut(),
 ) {
     let mut control_gone = false;
     while !stop.load(Ordering::Relaxed) {
@@ -403,6 +426,7 @@ fn supervise<T, C>(
         if instance.stop_due(now) {
             stop.store(true, Ordering::Relaxed);
         }
+        each_round();
         std::thread::sleep(Duration::from_millis(10));
     }
 }

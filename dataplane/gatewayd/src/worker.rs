@@ -23,7 +23,6 @@ use crossbeam_queue::ArrayQueue;
 use trapeze_core::pipeline::announce::Announcement;
 use trapeze_core::pipeline::{process, process_burst, Shared, Verdict, Worker, WorkerStats, BURST};
 use trapeze_core::pool::PortId;
-use trapeze_core::Ticks;
 use trapeze_dpdk::{lcore, Eal, Mbuf, MbufBurst, Mempool, Port, RxQueue, TxQueue};
 
 use trapeze_control::publish::{Published, Reader};
@@ -168,24 +167,6 @@ enum TxKind {
 /// Empty polls in a row after which the worker yields its CPU on each further empty poll.
 const IDLE_POLLS_BEFORE_YIELD: u32 = 1024;
 
-/// Converts the TSC into the core's ticks.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct Clock {
-    hz: u64,
-}
-
-impl Clock {
-    pub(crate) fn new() -> Self {
-        Self {
-            hz: lcore::tsc_hz(),
-        }
-    }
-
-    pub(crate) fn now(&self) -> Ticks {
-        Ticks((lcore::tsc() as u128 * 1_000_000_000 / self.hz.max(1) as u128) as u64)
-    }
-}
-
 /// Runs worker `id` until `stop` is set; returns its counters.
 pub(crate) fn run(
     id: u16,
@@ -203,7 +184,7 @@ pub(crate) fn run(
         rxq.push(p.rx_queue(id).map_err(|e| format!("worker {id}: {e}"))?);
         txq.push(p.tx_queue(id).map_err(|e| format!("worker {id}: {e}"))?);
     }
-    let clock = Clock::new();
+    let clock = crate::clock::Clock::new();
     let mut reader = Reader::new(cx.published);
     let mut io = IoStats::new(cx.ports.len());
     let mut rx = MbufBurst::new();

@@ -14,7 +14,8 @@ const TIMEOUT: Duration = Duration::from_secs(30);
 
 /// A fresh directory under /tmp for one case, and the DPDK file prefix of that case (both named
 /// `tz-cli-<case>-<pid>`; the configuration file carries the name too, so the daemon's command
-/// line shows it). Dropping it removes the directory and DPDK's runtime directory of the prefix.
+/// line shows it). Dropping it removes the directory, DPDK's runtime directory of the prefix and
+/// the daemon's state file.
 struct Scratch {
     dir: PathBuf,
     prefix: String,
@@ -45,6 +46,10 @@ impl Drop for Scratch {
         let _ = std::fs::remove_dir_all(&self.dir);
         for d in runtime_dirs(&self.prefix) {
             let _ = std::fs::remove_dir_all(d);
+        }
+        // The state file a started daemon keeps for its next start ([state]).
+        for dir in ["/dev/hugepages", "/dev/shm"] {
+            let _ = std::fs::remove_file(Path::new(dir).join(format!("{}.tzstate", self.prefix)));
         }
     }
 }
@@ -572,7 +577,12 @@ mod runtime {
 
     impl Daemon {
         fn start(s: &Scratch) -> Self {
-            let cfg = s.config(&good_config(s));
+            Self::start_with(s, "")
+        }
+
+        /// [`Daemon::start`] with `extra` appended to the configuration.
+        fn start_with(s: &Scratch, extra: &str) -> Self {
+            let cfg = s.config(&(good_config(s) + extra));
             let sock = s.dir.join("api.sock");
             let (out, err) = (s.dir.join("stdout"), s.dir.join("stderr"));
             let child = Command::new(env!("CARGO_BIN_EXE_trapeze-gatewayd"))
@@ -656,6 +666,48 @@ mod runtime {
                 let _ = self.child.wait();
             }
         }
+    }
+
+    /// The state file ([state]): a second daemon on a file a live one holds is refused, naming
+    /// the lock, and the first goes on; after its SIGTERM the next start re-attaches the file
+    /// (a clean stop, generation 2).
+    #[test]
+    fn a_state_file_is_locked_while_its_daemon_runs_and_re_attached_after() {
+        let a = Scratch::new("state-a");
+        let b = Scratch::new("state-b");
+        let state = format!(
+            "\n[state]\npath = \"{}\"\n",
+            a.dir.join("gw.tzstate").display()
+        );
+        let d = Daemon::start_with(&a, &state);
+        assert!(
+            d.stderr().contains("): cold start (generation 1)"),
+            "{}",
+            d.stderr()
+        );
+        let cfg = b.config(&(good_config(&b) + &state));
+        expect_error(
+            &b,
+            &["--config", path_str(&cfg)],
+            1,
+            &[
+                "trapeze-gatewayd: error: state: ",
+                "locked by another process",
+            ],
+        );
+        let (code, body) = d.call("GET", "/vips/web4", None);
+        assert_eq!(code, 200, "the first daemon goes on: {body}");
+        let (status, _) = d.terminate();
+        assert!(status.success());
+        let d = Daemon::start_with(&a, &state);
+        let err = d.stderr();
+        assert!(
+            err.contains("re-attached (generation 2; the previous daemon")
+                && err.contains("stopped cleanly"),
+            "{err}"
+        );
+        let (status, _) = d.terminate();
+        assert!(status.success());
     }
 
     /// Issue 12, defect 1: this drain panicked the control thread, and from then on the daemon

@@ -182,6 +182,10 @@ impl Drop for Run {
         for d in runtime_dirs(&self.prefix) {
             let _ = std::fs::remove_dir_all(d);
         }
+        // The state file the daemon keeps for its next start ([state]).
+        for dir in ["/dev/hugepages", "/dev/shm"] {
+            let _ = std::fs::remove_file(Path::new(dir).join(format!("{}.tzstate", self.prefix)));
+        }
     }
 }
 

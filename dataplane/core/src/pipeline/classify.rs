@@ -8,14 +8,15 @@
 //! A TCP packet is *client -> VIP* when its destination is a VIP endpoint, *backend -> client*
 //! when its source is a backend endpoint (the pool's reverse map). Both directions name the same
 //! flow, keyed by the client-side 5-tuple, so the return path finds the state the forward path
-//! created; its hash is computed here, once, and serves the flow table and Maglev.
+//! created; its flow-table hash (keyed with the table's secret, `FlowSecret`) is computed here,
+//! once. A new flow also takes the fixed hash, for Maglev.
 
 use trapeze_wire::field::read_u16;
 use trapeze_wire::ip::{parse_quoted_v4, parse_quoted_v6, IpProtocol};
 
 use super::parse::{self, Headers, Ip, Seg, ICMP_HEADER_LEN};
 use super::verdict::{DropReason, Verdict};
-use crate::flow::{addr_bytes, FlowKey};
+use crate::flow::{addr_bytes, FlowKey, FlowSecret};
 use crate::pool::{BackendId, PoolSnapshot, PortId, VipId};
 
 /// Which way a VIP's packet goes.
@@ -28,7 +29,7 @@ pub(crate) enum Direction {
 }
 
 /// A TCP segment of a VIP's flow: its headers, its direction, and the key of its flow (always the
-/// client-side 5-tuple) with that key's hash, computed once for the flow table and Maglev.
+/// client-side 5-tuple) with that key's flow-table hash under `secret`, computed once.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Classified {
     pub(crate) ip: Ip,
@@ -45,7 +46,7 @@ pub(crate) struct Classified {
 /// Classifies a TCP segment as client -> VIP (its port or a join port) or backend -> client;
 /// `None` when it is neither ([`not_for_a_vip`] then says what becomes of it).
 #[inline]
-pub(crate) fn tcp(pool: &PoolSnapshot, h: &Headers) -> Option<Classified> {
+pub(crate) fn tcp(pool: &PoolSnapshot, secret: FlowSecret, h: &Headers) -> Option<Classified> {
     let (ip, seg) = (&h.ip, &h.seg);
     let client_side = FlowKey {
         src: ip.src,
@@ -82,7 +83,7 @@ pub(crate) fn tcp(pool: &PoolSnapshot, h: &Headers) -> Option<Classified> {
         dir,
         vip,
         backend,
-        hash: key.hash(),
+        hash: key.keyed_hash(secret),
         key,
     })
 }
@@ -233,7 +234,12 @@ pub(crate) struct Quoted {
 
 /// Reads the packet an ICMP error quotes (I1–I3). The error must have come to the VIP the quote
 /// was sent from, about TCP.
-pub(crate) fn quoted(pool: &PoolSnapshot, data: &[u8], ip: &Ip) -> Result<Quoted, DropReason> {
+pub(crate) fn quoted(
+    pool: &PoolSnapshot,
+    secret: FlowSecret,
+    data: &[u8],
+    ip: &Ip,
+) -> Result<Quoted, DropReason> {
     let quote_at = ip.l4 + ICMP_HEADER_LEN;
     let quote = &data[quote_at..ip.end];
     let q = if ip.v6 {
@@ -263,7 +269,7 @@ pub(crate) fn quoted(pool: &PoolSnapshot, data: &[u8], ip: &Ip) -> Result<Quoted
     };
     Ok(Quoted {
         key,
-        hash: key.hash(),
+        hash: key.keyed_hash(secret),
         l3: quote_at,
         l4: quote_at + q.l4_offset,
     })

@@ -114,11 +114,24 @@ pub struct Worker {
 impl Worker {
     /// A worker with all its memory allocated up front.
     pub fn new(cfg: WorkerConfig) -> Self {
+        Self::with_flows(cfg, FlowTable::new(cfg.flows))
+    }
+
+    /// A worker around a flow table built elsewhere (the daemon's, in its state file);
+    /// `cfg.flows` is then unused. The flows it already holds count in the backends'
+    /// active-flow gauges.
+    pub fn with_flows(cfg: WorkerConfig, flows: FlowTable) -> Self {
+        let mut stats = WorkerStats::new(cfg.max_vips, cfg.max_backends);
+        for (_, e) in flows.iter() {
+            if let Some(c) = stats.backends.get_mut(e.backend.0 as usize) {
+                c.active_flows += 1;
+            }
+        }
         Self {
             id: cfg.id,
             workers: cfg.workers.max(1),
-            flows: FlowTable::new(cfg.flows),
-            stats: WorkerStats::new(cfg.max_vips, cfg.max_backends),
+            flows,
+            stats,
             announcements: AnnounceQueue::default(),
             icmp: Bucket::new(cfg.icmp_rate),
         }

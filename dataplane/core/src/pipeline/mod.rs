@@ -105,6 +105,7 @@ use trapeze_wire::ethernet::EtherType;
 use self::classify::{Classified, Icmp, Upper};
 use self::context::Ctx;
 use self::parse::{Headers, Ip};
+use crate::flow::FlowSecret;
 use crate::pool::{PoolSnapshot, PortConfig, PortId};
 use crate::time::Ticks;
 
@@ -120,7 +121,7 @@ pub fn process<F: Frame>(
     let port = pool.port(ingress);
     let pre = port
         .filter(|p| p.vlan.is_none())
-        .and_then(|_| fast_classify(frame.data(), pool));
+        .and_then(|_| fast_classify(frame.data(), pool, worker.flows.secret()));
     decide(
         frame,
         pre.as_ref(),
@@ -159,8 +160,9 @@ pub fn process_burst<F: Frame>(
         if fast {
             let mut hashes = [0u64; BURST];
             let mut n = 0;
+            let secret = worker.flows.secret();
             for (p, f) in pre.iter_mut().zip(frames.iter()) {
-                *p = fast_classify(f.data(), pool);
+                *p = fast_classify(f.data(), pool, secret);
                 if let Some(p) = p {
                     hashes[n] = p.hash;
                     n += 1;
@@ -183,8 +185,8 @@ pub fn process_burst<F: Frame>(
 
 /// The common case in one go: the fast parser, then the classification of a VIP's segment.
 #[inline]
-fn fast_classify(data: &[u8], pool: &PoolSnapshot) -> Option<Classified> {
-    classify::tcp(pool, &parse::fast(data)?)
+fn fast_classify(data: &[u8], pool: &PoolSnapshot, secret: FlowSecret) -> Option<Classified> {
+    classify::tcp(pool, secret, &parse::fast(data)?)
 }
 
 /// Decides one frame, already classified by [`fast_classify`] or not. `port` is the ingress
@@ -259,7 +261,7 @@ fn tcp<F: Frame>(cx: &mut Ctx<'_>, frame: &mut F, ip: Ip) -> Verdict {
         Ok(seg) => seg,
         Err(r) => return Verdict::Drop(r),
     };
-    match classify::tcp(cx.pool, &Headers { ip, seg }) {
+    match classify::tcp(cx.pool, cx.w.flows.secret(), &Headers { ip, seg }) {
         Some(p) => flow::forward(cx, frame, &p),
         None => classify::not_for_a_vip(cx.pool, cx.ingress, &ip),
     }
@@ -274,7 +276,7 @@ fn icmp<F: Frame>(cx: &mut Ctx<'_>, frame: &mut F, ip: &Ip, l2_multicast: bool) 
             if small_mtu {
                 cx.w.stats.event(Event::IcmpSmallMtu);
             }
-            match classify::quoted(cx.pool, frame.data(), ip) {
+            match classify::quoted(cx.pool, cx.w.flows.secret(), frame.data(), ip) {
                 Ok(q) => flow::icmp_error(cx, frame, ip, &q),
                 Err(r) => Verdict::Drop(r),
             }

@@ -19,9 +19,29 @@
 //!
 //! Evicted entries are handed back to the caller, who releases what they reference (a token
 //! subflow count).
+//!
+//! ## Keyed buckets
+//!
+//! The bucket of a key comes from [`FlowKey::keyed_hash`] with the table's [`FlowSecret`], not
+//! from the public fixed hash Maglev uses, so that nobody can aim a flood at one bucket (see
+//! [`FlowSecret`]). Callers hash a key once with [`FlowTable::hash`] and pass that value to
+//! [`FlowTable::lookup`] and [`FlowTable::insert`].
+//!
+//! ## Memory
+//!
+//! The tag array and the entries are [`TableMem`]: on the heap ([`FlowTable::new`]), or a section
+//! of the daemon's state file ([`FlowTable::with_memory`]), which outlives the process so that a
+//! restarted daemon finds its flows ([`crate::state`]). Entries are plain old data for that
+//! reason. Stores are ordered so that memory left by a process killed at any instruction is
+//! either a valid table or repairable by [`FlowTable::repair`]: an insert writes the entry
+//! before its tag, a removal clears the tag first (compiler fences order them; a killed process
+//! loses no store it has made).
 
-use crate::flow::FlowKey;
+use core::sync::atomic::{compiler_fence, Ordering};
+
+use crate::flow::{FlowKey, FlowSecret};
 use crate::pool::{BackendId, VipId};
+use crate::tables::mem::TableMem;
 use crate::time::coarse_elapsed;
 
 /// Slots per bucket.
@@ -88,11 +108,11 @@ pub mod flags {
     pub const ANNOUNCE: u8 = 1 << 7;
 }
 
-/// One flow, keyed by its client-side 5-tuple (client -> VIP). One cache line of plain data
-/// (integers and byte arrays): any bytes form a valid entry, so a table can live in memory the
-/// process did not write itself; a state byte that names no state reads as
-/// [`FlowState::Closed`].
-#[derive(Debug, Clone, Copy, Default)]
+/// One flow, keyed by its client-side 5-tuple (client -> VIP). One cache line of plain old data
+/// (`bytemuck::Pod`: integers and byte arrays, no padding): any bytes form a valid entry, so a
+/// table can live in memory the process did not write itself (the state file); a state byte
+/// that names no state reads as [`FlowState::Closed`].
+#[derive(Debug, Clone, Copy, Default, bytemuck::Pod, bytemuck::Zeroable)]
 #[repr(C, align(64))]
 pub struct FlowEntry {
     /// Client -> VIP 5-tuple.
@@ -216,8 +236,9 @@ impl Default for FlowTableConfig {
 /// The per-worker flow table (see the module documentation).
 #[derive(Debug)]
 pub struct FlowTable {
-    tags: Box<[[u32; WAYS]]>,
-    entries: Box<[FlowEntry]>,
+    tags: TableMem<[u32; WAYS]>,
+    entries: TableMem<FlowEntry>,
+    secret: FlowSecret,
     mask: usize,
     len: usize,
     timeouts: Timeouts,
@@ -230,18 +251,101 @@ fn tag_of(hash: u64) -> u32 {
     ((hash >> 32) as u32) | 1
 }
 
+/// Why [`FlowTable::with_memory`] refused its memory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BadGeometry {
+    /// Buckets of tags given (a power of two is needed).
+    pub buckets: usize,
+    /// Entries given ([`WAYS`] per bucket are needed).
+    pub entries: usize,
+}
+
+impl core::fmt::Display for BadGeometry {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        write!(
+            f,
+            "{} buckets of tags and {} entries: a power of two of buckets and {WAYS} entries per bucket are needed",
+            self.buckets, self.entries
+        )
+    }
+}
+
+/// What [`FlowTable::repair`] did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Repair {
+    /// Entries kept.
+    pub kept: usize,
+    /// Slots cleared because they were not a consistent entry (tag not the key's under this
+    /// table's secret, or not in the key's bucket).
+    pub invalid: usize,
+    /// Consistent entries the caller's policy dropped.
+    pub dropped: usize,
+}
+
 impl FlowTable {
-    /// Allocates the whole table. Nothing allocates afterwards.
+    /// Buckets a table of `capacity` flows has: a power of two, at least 1.
+    pub fn buckets_for(capacity: usize) -> usize {
+        capacity.div_ceil(WAYS).max(1).next_power_of_two()
+    }
+
+    /// Allocates the whole table on the heap, keyed with [`FlowSecret::FIXED`] (tests, benches,
+    /// replays). Nothing allocates afterwards.
     pub fn new(cfg: FlowTableConfig) -> Self {
-        let buckets = cfg.capacity.div_ceil(WAYS).max(1).next_power_of_two();
-        Self {
-            tags: vec![[0u32; WAYS]; buckets].into_boxed_slice(),
-            entries: vec![FlowEntry::default(); buckets * WAYS].into_boxed_slice(),
+        let buckets = Self::buckets_for(cfg.capacity);
+        let table = Self::with_memory(
+            cfg,
+            FlowSecret::FIXED,
+            TableMem::zeroed(buckets),
+            TableMem::zeroed(buckets * WAYS),
+        );
+        // The sizes were computed just above, so the memory fits.
+        table.unwrap_or_else(|_| unreachable!("heap memory of the right size"))
+    }
+
+    /// A table over memory the caller provides (a section of the state file): `tags` holds a
+    /// power of two of buckets, `entries` [`WAYS`] per bucket. The memory is taken as it is:
+    /// zeroed memory is an empty table; memory a previous process left must go through
+    /// [`repair`](Self::repair) before use. `cfg.capacity` is ignored (the memory decides).
+    pub fn with_memory(
+        cfg: FlowTableConfig,
+        secret: FlowSecret,
+        tags: TableMem<[u32; WAYS]>,
+        entries: TableMem<FlowEntry>,
+    ) -> Result<Self, BadGeometry> {
+        let buckets = tags.len();
+        if !buckets.is_power_of_two() || entries.len() != buckets * WAYS {
+            return Err(BadGeometry {
+                buckets,
+                entries: entries.len(),
+            });
+        }
+        let len = tags.iter().flatten().filter(|&&t| t != 0).count();
+        Ok(Self {
+            tags,
+            entries,
+            secret,
             mask: buckets - 1,
-            len: 0,
+            len,
             timeouts: cfg.timeouts,
             sweep_cursor: 0,
-        }
+        })
+    }
+
+    /// Gives the table's memory back (for a re-attach in tests, or a copy into a new layout).
+    pub fn into_memory(self) -> (TableMem<[u32; WAYS]>, TableMem<FlowEntry>) {
+        (self.tags, self.entries)
+    }
+
+    /// The bucket-index hash of `key` under this table's secret: what [`lookup`](Self::lookup)
+    /// and [`insert`](Self::insert) take.
+    #[inline]
+    pub fn hash(&self, key: &FlowKey) -> u64 {
+        key.keyed_hash(self.secret)
+    }
+
+    /// The table's secret (for a table that must find the same buckets: the state file).
+    pub fn secret(&self) -> FlowSecret {
+        self.secret
     }
 
     /// Number of slots.
@@ -269,7 +373,7 @@ impl FlowTable {
         (hash as usize) & self.mask
     }
 
-    /// Finds the entry of `key`, whose [`FlowKey::hash`] is `hash`.
+    /// Finds the entry of `key`, whose [`hash`](Self::hash) is `hash`.
     #[inline]
     pub fn lookup(&self, key: &FlowKey, hash: u64) -> Option<u32> {
         let b = self.bucket(hash);
@@ -324,8 +428,8 @@ impl FlowTable {
         &mut self.entries[index as usize]
     }
 
-    /// Inserts `entry` (whose key hashes to `hash`) at `now_ms`. The caller has checked that the
-    /// key is not present.
+    /// Inserts `entry` (whose key's [`hash`](Self::hash) is `hash`) at `now_ms`. The caller has
+    /// checked that the key is not present.
     pub fn insert(&mut self, hash: u64, mut entry: FlowEntry, now_ms: u32) -> Insert {
         let b = self.bucket(hash);
         let base = b * WAYS;
@@ -365,6 +469,9 @@ impl FlowTable {
         };
         entry.last_seen = now_ms;
         self.entries[i] = entry;
+        // The entry before its tag: a process killed in between leaves a tag that does not match
+        // the entry's key, which `repair` clears.
+        compiler_fence(Ordering::Release);
         self.tags[b][way] = tag_of(hash);
         Insert::Inserted {
             index: i as u32,
@@ -414,6 +521,68 @@ impl FlowTable {
     /// Number of buckets (one full sweep is this many bucket visits).
     pub fn buckets(&self) -> usize {
         self.tags.len()
+    }
+
+    /// Makes memory a previous process left (possibly killed at any instruction, possibly
+    /// corrupted) a valid table: every occupied slot whose tag is not its key's under this
+    /// table's secret, in the key's bucket, is cleared; `keep` then decides on each consistent
+    /// entry (it may also correct it, e.g. restamp its `last_seen`). Returns what was done.
+    /// Housekeeping: walks the whole table.
+    pub fn repair(&mut self, mut keep: impl FnMut(&mut FlowEntry) -> bool) -> Repair {
+        let mut r = Repair::default();
+        for b in 0..self.tags.len() {
+            for way in 0..WAYS {
+                let tag = self.tags[b][way];
+                if tag == 0 {
+                    continue;
+                }
+                let i = b * WAYS + way;
+                let h = self.entries[i].key.keyed_hash(self.secret);
+                if tag_of(h) != tag || self.bucket(h) != b {
+                    self.tags[b][way] = 0;
+                    r.invalid += 1;
+                } else if keep(&mut self.entries[i]) {
+                    r.kept += 1;
+                } else {
+                    self.tags[b][way] = 0;
+                    r.dropped += 1;
+                }
+            }
+        }
+        // Two slots of one bucket with the same key (a crash between re-inserting a key and
+        // removing its old slot cannot make one today, but memory can hold anything): keep the
+        // first, so that lookups stay unambiguous.
+        for b in 0..self.tags.len() {
+            for way in 1..WAYS {
+                if self.tags[b][way] == 0 {
+                    continue;
+                }
+                let key = self.entries[b * WAYS + way].key;
+                let dup = (0..way).any(|w| {
+                    self.tags[b][w] == self.tags[b][way] && self.entries[b * WAYS + w].key == key
+                });
+                if dup {
+                    self.tags[b][way] = 0;
+                    r.kept -= 1;
+                    r.invalid += 1;
+                }
+            }
+        }
+        self.len = r.kept;
+        self.sweep_cursor = 0;
+        r
+    }
+
+    /// Calls `f` on every occupied entry, mutably (housekeeping: a walk of the whole table).
+    /// `f` must not change an entry's key.
+    pub fn for_each_mut(&mut self, mut f: impl FnMut(&mut FlowEntry)) {
+        for b in 0..self.tags.len() {
+            for way in 0..WAYS {
+                if self.tags[b][way] != 0 {
+                    f(&mut self.entries[b * WAYS + way]);
+                }
+            }
+        }
     }
 
     /// Iterates over occupied entries (for tests and the control plane's flow dumps; not for the
@@ -467,7 +636,7 @@ mod tests {
     fn insert_lookup_remove() {
         let mut t = small();
         let k = key(1);
-        let h = k.hash();
+        let h = t.hash(&k);
         assert_eq!(t.lookup(&k, h), None);
         let Insert::Inserted { index, evicted, .. } = t.insert(h, entry(k, FlowState::SynSent), 5)
         else {
@@ -487,7 +656,7 @@ mod tests {
     fn same_bucket_keys(t: &FlowTable, n: usize) -> Vec<FlowKey> {
         (0..100_000u32)
             .map(key)
-            .filter(|k| (k.hash() as usize) & t.mask == 0)
+            .filter(|k| (t.hash(k) as usize) & t.mask == 0)
             .take(n)
             .collect()
     }
@@ -498,17 +667,21 @@ mod tests {
         let keys = same_bucket_keys(&t, WAYS + 1);
         for k in &keys[..WAYS] {
             assert!(matches!(
-                t.insert(k.hash(), entry(*k, FlowState::Established), 0),
+                t.insert(t.hash(k), entry(*k, FlowState::Established), 0),
                 Insert::Inserted { .. }
             ));
         }
         assert!(matches!(
-            t.insert(keys[WAYS].hash(), entry(keys[WAYS], FlowState::SynSent), 1),
+            t.insert(
+                t.hash(&keys[WAYS]),
+                entry(keys[WAYS], FlowState::SynSent),
+                1
+            ),
             Insert::Full
         ));
         for k in &keys[..WAYS] {
             assert!(
-                t.lookup(k, k.hash()).is_some(),
+                t.lookup(k, t.hash(k)).is_some(),
                 "an established flow was evicted"
             );
         }
@@ -525,7 +698,7 @@ mod tests {
                 FlowState::Established
             };
             assert!(matches!(
-                t.insert(k.hash(), entry(*k, st), i as u32),
+                t.insert(t.hash(k), entry(*k, st), i as u32),
                 Insert::Inserted { .. }
             ));
         }
@@ -533,7 +706,11 @@ mod tests {
             evicted,
             evicted_live,
             ..
-        } = t.insert(keys[WAYS].hash(), entry(keys[WAYS], FlowState::SynSent), 50)
+        } = t.insert(
+            t.hash(&keys[WAYS]),
+            entry(keys[WAYS], FlowState::SynSent),
+            50,
+        )
         else {
             panic!("expected an eviction")
         };
@@ -550,7 +727,7 @@ mod tests {
         let mut t = small();
         let keys = same_bucket_keys(&t, WAYS + 1);
         for k in &keys[..WAYS] {
-            let _ = t.insert(k.hash(), entry(*k, FlowState::Established), 0);
+            let _ = t.insert(t.hash(k), entry(*k, FlowState::Established), 0);
         }
         // 1001 ms later every established entry has expired: a new flow takes a slot.
         let Insert::Inserted {
@@ -558,7 +735,7 @@ mod tests {
             evicted_live,
             ..
         } = t.insert(
-            keys[WAYS].hash(),
+            t.hash(&keys[WAYS]),
             entry(keys[WAYS], FlowState::SynSent),
             1001,
         )
@@ -591,6 +768,135 @@ mod tests {
         assert_eq!(core::mem::size_of::<FlowEntry>(), 64);
     }
 
+    /// 64 established flows whose public fixed hash names one bucket (a sender who controls its
+    /// source can make any number: the fixed hash is invertible), then a victim of that bucket.
+    fn flood(secret: FlowSecret) -> (usize, bool) {
+        let cfg = FlowTableConfig {
+            capacity: 4096,
+            timeouts: Timeouts::default(),
+        };
+        let buckets = FlowTable::buckets_for(cfg.capacity) as u64;
+        let mut keys = (0..1_000_000u32)
+            .map(key)
+            .filter(|k| k.hash() % buckets == 3)
+            .take(65);
+        let victim = keys.next().unwrap();
+        let flood: Vec<FlowKey> = keys.collect();
+        assert_eq!(flood.len(), 64);
+        let mut t = FlowTable::with_memory(
+            cfg,
+            secret,
+            TableMem::zeroed(buckets as usize),
+            TableMem::zeroed(buckets as usize * WAYS),
+        )
+        .unwrap();
+        let stored = flood
+            .iter()
+            .filter(|k| {
+                let h = t.hash(k);
+                matches!(
+                    t.insert(h, entry(**k, FlowState::Established), 0),
+                    Insert::Inserted { .. }
+                )
+            })
+            .count();
+        let h = t.hash(&victim);
+        let victim_in = matches!(
+            t.insert(h, entry(victim, FlowState::SynSent), 1),
+            Insert::Inserted { .. }
+        );
+        (stored, victim_in)
+    }
+
+    #[test]
+    fn a_flood_of_one_public_bucket_has_no_effect_on_keyed_buckets() {
+        // The old index (the public hash): 8 of the 64 flows fill the bucket, the rest and the
+        // victim are refused (they would be forwarded statelessly, MPTCP keys not learned).
+        assert_eq!(flood(FlowSecret::PUBLIC), (WAYS, false));
+        // Keyed: every flow and the victim find a slot, whatever the secret.
+        for secret in [
+            FlowSecret::FIXED,
+            FlowSecret(1),
+            FlowSecret(0xdead_beef_0bad_f00d),
+        ] {
+            assert_eq!(flood(secret), (64, true), "{secret:?}");
+        }
+    }
+
+    #[test]
+    fn repair_clears_inconsistent_slots_and_applies_the_policy() {
+        let mut t = small();
+        let keys: Vec<FlowKey> = (0..20).map(key).collect();
+        for k in &keys {
+            let h = t.hash(k);
+            let _ = t.insert(h, entry(*k, FlowState::Established), 0);
+        }
+        assert_eq!(t.len(), 20);
+        let (mut tags, mut entries) = t.into_memory();
+        // A slot whose entry is not its tag's (a write cut short), one in the wrong bucket, and
+        // garbage in a free slot's entry (harmless: the tag says free).
+        let used: Vec<usize> = (0..entries.len())
+            .filter(|&i| tags[i / WAYS][i % WAYS] != 0)
+            .collect();
+        entries[used[0]].key.src_port ^= 1;
+        let (b, w) = (used[1] / WAYS, used[1] % WAYS);
+        let other = (b + 1) % tags.len();
+        let free = (0..WAYS).find(|&w| tags[other][w] == 0).unwrap();
+        tags[other][free] = tags[b][w];
+        entries[other * WAYS + free] = entries[used[1]];
+        tags[b][w] = 0;
+        let spare = (0..entries.len())
+            .find(|&i| tags[i / WAYS][i % WAYS] == 0)
+            .unwrap();
+        entries[spare] = entry(key(999), FlowState::Established);
+        let mut t =
+            FlowTable::with_memory(FlowTableConfig::default(), FlowSecret::FIXED, tags, entries)
+                .unwrap();
+        // Drop one consistent entry by policy, restamp the others.
+        let r = t.repair(|e| {
+            e.last_seen = 77;
+            e.key != keys[5]
+        });
+        assert_eq!(
+            r,
+            Repair {
+                kept: 17,
+                invalid: 2,
+                dropped: 1
+            }
+        );
+        assert_eq!(t.len(), 17);
+        assert!(t.iter().all(|(_, e)| e.last_seen == 77));
+        assert!(t.lookup(&keys[5], t.hash(&keys[5])).is_none());
+        // A table keyed with another secret finds nothing consistent.
+        let (tags, entries) = t.into_memory();
+        let mut t =
+            FlowTable::with_memory(FlowTableConfig::default(), FlowSecret(9), tags, entries)
+                .unwrap();
+        assert_eq!(t.repair(|_| true).kept, 0);
+        assert!(t.is_empty());
+    }
+
+    #[test]
+    fn memory_of_the_wrong_shape_is_refused() {
+        let cfg = FlowTableConfig::default();
+        let e = FlowTable::with_memory(
+            cfg,
+            FlowSecret::FIXED,
+            TableMem::zeroed(3),
+            TableMem::zeroed(3 * WAYS),
+        )
+        .unwrap_err();
+        assert_eq!(e.buckets, 3);
+        assert!(FlowTable::with_memory(
+            cfg,
+            FlowSecret::FIXED,
+            TableMem::zeroed(4),
+            TableMem::zeroed(3 * WAYS),
+        )
+        .is_err());
+    }
+
     #[test]
     fn any_state_byte_reads_as_a_state() {
         for b in 0..=u8::MAX {
@@ -612,7 +918,8 @@ mod tests {
         let mut stored = 0;
         for i in 0..10_000 {
             let k = key(i);
-            if let Insert::Inserted { .. } = t.insert(k.hash(), entry(k, FlowState::Established), 0)
+            if let Insert::Inserted { .. } =
+                t.insert(t.hash(&k), entry(k, FlowState::Established), 0)
             {
                 stored += 1;
             }

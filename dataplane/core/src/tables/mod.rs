@@ -8,4 +8,5 @@
 
 pub mod flow_table;
 pub mod maglev;
+pub mod mem;
 pub mod token;

@@ -29,11 +29,19 @@
 //!   carries the owner count, the first owner's backend and that owner's last-join stamp, so a
 //!   join is answered *and* stamped from the bucket alone: one cache miss, and the read-lock
 //!   release (a locked RMW, which waits for earlier stores) never waits on a second line.
-//! * Owner records (80 bytes) live in a per-shard pool (a boxed slice with a free list) and a
-//!   token's owners are chained through it. An inline `[Option<Owner>; 4]` per token (the
-//!   first idea) costs ≈ 400 bytes a bucket, ≈ 800 MB at 1M tokens once hashbrown's slack is
-//!   counted, for collisions that concern 0.01 % of tokens; the chained pool costs ≈ 200 bytes a
-//!   token of capacity (≈ 105 MB of buckets + ≈ 100 MB of records for 1M).
+//! * Owner records ([`OwnerRecord`], 88 bytes) live in a per-shard pool (a [`TableMem`] slice
+//!   with a free list) and a token's owners are chained through it. An inline
+//!   `[Option<Owner>; 4]` per token (the first idea) costs ≈ 400 bytes a bucket, ≈ 800 MB at 1M
+//!   tokens once hashbrown's slack is counted, for collisions that concern 0.01 % of tokens; the
+//!   chained pool costs ≈ 210 bytes a token of capacity (≈ 105 MB of buckets + ≈ 110 MB of
+//!   records for 1M).
+//! * The records are plain old data and each carries its token, so the pools can live in the
+//!   daemon's state file and outlive the process, and every record validates itself (its token
+//!   is SHA-256 of its server key). The maps are an index on the heap, rebuilt from the records
+//!   when a restarted daemon re-attaches them ([`TokenTable::with_records`]), and the subflow
+//!   counts are recomputed from the flow entries that reference each owner
+//!   ([`TokenTable::recount`]). Remote owners are not kept: the peers' periodic refresh
+//!   restores them.
 //! * The map is created with room for **twice** the shard's token quota. hashbrown never
 //!   allocates while its item count stays at most half its capacity: churn leaves tombstones, and
 //!   when they use up the free buckets it rehashes *in place* as long as `items ≤ capacity / 2`
@@ -77,21 +85,24 @@
 //!
 //! * Every token in a map has 1..=[`MAX_OWNERS`] owners, all for distinct backends, and its
 //!   `Head` holds the true count and the first owner's backend.
-//! * Records are either on exactly one token's chain or on the shard's free list.
+//! * Records are either on exactly one token's chain (and marked in use) or on the shard's free
+//!   list (and not).
 //! * `len()` = the number of tokens in all maps ≤ `capacity`.
 //! * No operation allocates, panics or blocks on anything but one shard lock at a time.
 
 use core::fmt;
 use core::hash::{BuildHasher, Hasher};
-use core::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use core::sync::atomic::{compiler_fence, AtomicU64, AtomicUsize, Ordering};
 use core::time::Duration;
 
 use crossbeam_queue::ArrayQueue;
 use crossbeam_utils::CachePadded;
 use parking_lot::RwLock;
 
+use crate::crypto;
 use crate::flow::FlowKey;
 use crate::pool::BackendId;
+use crate::tables::mem::TableMem;
 use crate::time::Ticks;
 
 /// The most owners (backends) one token may have at once. A fifth backend learning the token
@@ -125,6 +136,71 @@ impl Default for TokenTableConfig {
             shards: DEFAULT_SHARDS,
         }
     }
+}
+
+/// How a [`TokenTable`] of a given [`TokenTableConfig`] is cut: what its memory holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TokenGeometry {
+    /// Lock shards (a power of two).
+    pub shards: usize,
+    /// Most tokens a shard holds.
+    pub quota: usize,
+    /// Owner records per shard.
+    pub records_per_shard: usize,
+}
+
+impl TokenGeometry {
+    /// The geometry of a table of `cfg` (see the module documentation for the sizing).
+    pub fn of(cfg: TokenTableConfig) -> Self {
+        let shards = cfg.shards.clamp(1, MAX_SHARDS).next_power_of_two();
+        let share = cfg.capacity.div_ceil(shards);
+        let quota = if cfg.capacity == 0 {
+            0
+        } else {
+            share + (share / 8).max(16)
+        };
+        let records_per_shard = if quota == 0 { 0 } else { quota + quota / 8 + 8 };
+        Self {
+            shards,
+            quota,
+            records_per_shard,
+        }
+    }
+}
+
+/// Why [`TokenTable::with_records`] refused its memory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BadTokenGeometry {
+    /// What the configuration needs.
+    pub want: TokenGeometry,
+    /// Record pools given.
+    pub shards: usize,
+    /// Records in the first pool.
+    pub records: usize,
+}
+
+impl fmt::Display for BadTokenGeometry {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{} record pools of {} records given, {} of {} needed",
+            self.shards, self.records, self.want.shards, self.want.records_per_shard
+        )
+    }
+}
+
+/// What [`TokenTable::with_records`] found.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Rebuilt {
+    /// Tokens restored.
+    pub tokens: usize,
+    /// Owners restored.
+    pub owners: usize,
+    /// Records in use that did not validate, or that the caller's policy dropped, or a second
+    /// record of one backend for one token: cleared.
+    pub invalid: usize,
+    /// Valid owners beyond a shard's quota or the capacity: cleared.
+    pub no_room: usize,
 }
 
 /// One owner of a token: the backend that chose it and the connection it belongs to.
@@ -348,32 +424,75 @@ struct Link {
     count: u8,
 }
 
-/// An owner record in a shard's pool.
-#[derive(Debug, Default)]
-struct Rec {
-    conn: FlowKey,
-    backend: BackendId,
-    subflows: u16,
-    has_client_key: bool,
-    /// Next record of the chain, or of the free list.
-    next: u32,
+/// An owner record in a shard's pool: plain old data, so that the pool can live in the daemon's
+/// state file and survive the process ([`crate::state`]). A record holds its token, which is the
+/// first 32 bits of SHA-256 of its server key: a record validates itself
+/// ([`TokenTable::with_records`]).
+#[derive(Debug, Clone, Copy, Default, bytemuck::Pod, bytemuck::Zeroable)]
+#[repr(C)]
+pub struct OwnerRecord {
     server_key: u64,
     client_key: u64,
-    learned_at: Ticks,
-    /// Ticks; atomic so that joins can touch it under the read lock.
-    last_seen: AtomicU64,
+    learned_at: u64,
+    /// Ticks. Written under the shard's write lock only (joins stamp the map's `Head`).
+    last_seen: u64,
+    token: u32,
+    /// Next record of the chain, or of the free list.
+    next: u32,
+    backend: BackendId,
+    subflows: u16,
+    /// [`rec_flags`] bits.
+    flags: u16,
+    conn: FlowKey,
+    spare: [u8; 4],
 }
 
+/// Flag bits of an [`OwnerRecord`].
+mod rec_flags {
+    /// The record is an owner (on a chain), not free. Set last when a record is filled and
+    /// cleared first when it is refilled, so that a process killed in between leaves a record
+    /// that is free, or whole.
+    pub(super) const IN_USE: u16 = 1 << 0;
+    /// `client_key` holds the confirmed client key (set after the key is written).
+    pub(super) const HAS_CLIENT_KEY: u16 = 1 << 1;
+}
+
+type Rec = OwnerRecord;
+
 impl Rec {
-    fn fill(&mut self, o: &Owner) {
+    /// Fills a record that is not in use (or takes it out of use first) and marks it in use.
+    fn fill(&mut self, token: u32, o: &Owner) {
+        self.flags = 0;
+        compiler_fence(Ordering::Release);
+        self.token = token;
         self.conn = o.conn;
         self.backend = o.backend;
         self.subflows = o.subflows.max(1);
-        self.has_client_key = o.client_key.is_some();
         self.server_key = o.server_key;
         self.client_key = o.client_key.unwrap_or(0);
-        self.learned_at = o.learned_at;
-        self.last_seen.store(o.last_seen.0, Ordering::Relaxed);
+        self.learned_at = o.learned_at.0;
+        self.last_seen = o.last_seen.0;
+        compiler_fence(Ordering::Release);
+        self.flags = rec_flags::IN_USE
+            | if o.client_key.is_some() {
+                rec_flags::HAS_CLIENT_KEY
+            } else {
+                0
+            };
+    }
+
+    fn has(&self, flag: u16) -> bool {
+        self.flags & flag != 0
+    }
+
+    /// Whether the record holds an owner (rather than being free).
+    pub fn in_use(&self) -> bool {
+        self.has(rec_flags::IN_USE)
+    }
+
+    /// The token the record says it belongs to (validated by [`TokenTable::with_records`]).
+    pub fn token(&self) -> u32 {
+        self.token
     }
 
     fn owner(&self, joined: u64) -> Owner {
@@ -381,9 +500,11 @@ impl Rec {
             backend: self.backend,
             conn: self.conn,
             server_key: self.server_key,
-            client_key: self.has_client_key.then_some(self.client_key),
-            learned_at: self.learned_at,
-            last_seen: Ticks(self.last_seen.load(Ordering::Relaxed).max(joined)),
+            client_key: self
+                .has(rec_flags::HAS_CLIENT_KEY)
+                .then_some(self.client_key),
+            learned_at: Ticks(self.learned_at),
+            last_seen: Ticks(self.last_seen.max(joined)),
             subflows: self.subflows,
         }
     }
@@ -435,7 +556,7 @@ struct Shard {
     map: Map,
     /// Most tokens this shard may hold (the map is reserved for twice as many).
     quota: usize,
-    recs: Box<[Rec]>,
+    recs: TableMem<Rec>,
     free: u32,
     /// Remote owners (empty and unreserved unless the cluster is enabled).
     remote: RemoteMap,
@@ -444,31 +565,41 @@ struct Shard {
 }
 
 impl Shard {
-    fn new(quota: usize, records: usize) -> Self {
-        let mut recs: Vec<Rec> = Vec::with_capacity(records);
-        for i in 0..records {
-            let next = if i + 1 < records { (i + 1) as u32 } else { NIL };
-            recs.push(Rec {
-                next,
-                ..Rec::default()
-            });
+    /// A shard over `recs`, whose records are all free (see [`TokenTable::with_records`] for
+    /// records that are not).
+    fn new(quota: usize, mut recs: TableMem<Rec>) -> Self {
+        for r in recs.iter_mut() {
+            r.flags = 0;
         }
-        Self {
+        let mut shard = Self {
             map: Map::with_capacity_and_hasher(quota.saturating_mul(2), BuildTokenHasher),
             quota,
-            recs: recs.into_boxed_slice(),
-            free: if records > 0 { 0 } else { NIL },
+            recs,
+            free: NIL,
             remote: RemoteMap::with_hasher(BuildTokenHasher),
             remote_quota: 0,
+        };
+        shard.link_free();
+        shard
+    }
+
+    /// Chains every record not in use into the free list (lowest index first).
+    fn link_free(&mut self) {
+        self.free = NIL;
+        for i in (0..self.recs.len()).rev() {
+            if !self.recs[i].has(rec_flags::IN_USE) {
+                self.recs[i].next = self.free;
+                self.free = i as u32;
+            }
         }
     }
 
-    fn alloc(&mut self, o: &Owner) -> Option<u32> {
+    fn alloc(&mut self, token: u32, o: &Owner) -> Option<u32> {
         let i = self.free;
         let rec = self.recs.get_mut(i as usize)?;
         self.free = rec.next;
-        rec.fill(o);
         rec.next = NIL;
+        rec.fill(token, o);
         Some(i)
     }
 
@@ -525,12 +656,13 @@ fn unlink(
     let mut i = old_first;
     while let Some(r) = recs.get(i as usize) {
         let next = r.next;
-        let mut seen = r.last_seen.load(Ordering::Relaxed);
+        let mut seen = r.last_seen;
         if i == old_first {
             seen = seen.max(joined);
         }
         if drop(r, seen) {
             if let Some(r) = recs.get_mut(i as usize) {
+                r.flags = 0;
                 r.next = *free;
             }
             *free = i;
@@ -608,16 +740,173 @@ impl fmt::Debug for TokenTable {
 impl TokenTable {
     /// A table with all its memory reserved (see the module documentation for the sizing).
     pub fn new(cfg: TokenTableConfig) -> Self {
-        let shards = cfg.shards.clamp(1, MAX_SHARDS).next_power_of_two();
-        let share = cfg.capacity.div_ceil(shards);
-        let quota = if cfg.capacity == 0 {
-            0
-        } else {
-            share + (share / 8).max(16)
-        };
-        let records = if quota == 0 { 0 } else { quota + quota / 8 + 8 };
-        let shards: Vec<CachePadded<RwLock<Shard>>> = (0..shards)
-            .map(|_| CachePadded::new(RwLock::new(Shard::new(quota, records))))
+        let g = TokenGeometry::of(cfg);
+        let recs = (0..g.shards)
+            .map(|_| TableMem::zeroed(g.records_per_shard))
+            .collect();
+        Self::over(cfg, g, recs)
+    }
+
+    /// A table over record pools built elsewhere (the state file's): `recs` holds one pool of
+    /// [`TokenGeometry::records_per_shard`] records per shard. Records that are free are taken
+    /// as such. A record in use is kept when it validates: its token is
+    /// [`crypto::token_from_key`] of its server key and belongs to its shard, `keep(token,
+    /// owner)` agrees (the backend still exists...), and its token has room (at most
+    /// [`MAX_OWNERS`] owners, one per backend, the newest kept; the shard's quota and the
+    /// capacity). Everything else is cleared. Chains and free lists are rebuilt; the hashbrown
+    /// maps (heap) are filled from the records. Subflow counts are kept as found: see
+    /// [`Self::recount`].
+    pub fn with_records(
+        cfg: TokenTableConfig,
+        recs: Vec<TableMem<OwnerRecord>>,
+        mut keep: impl FnMut(u32, &Owner) -> bool,
+    ) -> Result<(Self, Rebuilt), BadTokenGeometry> {
+        let g = TokenGeometry::of(cfg);
+        if recs.len() != g.shards || recs.iter().any(|r| r.len() != g.records_per_shard) {
+            return Err(BadTokenGeometry {
+                want: g,
+                shards: recs.len(),
+                records: recs.first().map_or(0, |r| r.len()),
+            });
+        }
+        let mut report = Rebuilt::default();
+        let mut valid: Vec<(u32, u64, u32)> = Vec::new(); // (token, learned_at, index)
+        let mut tables = Vec::with_capacity(g.shards);
+        let mut total = 0usize;
+        for (si, mut mem) in recs.into_iter().enumerate() {
+            valid.clear();
+            for (i, r) in mem.iter_mut().enumerate() {
+                if !r.has(rec_flags::IN_USE) {
+                    continue;
+                }
+                let ok = crypto::token_from_key(r.server_key) == r.token
+                    && r.token as usize & (g.shards - 1) == si
+                    && r.subflows >= 1
+                    && keep(r.token, &r.owner(0));
+                if ok {
+                    valid.push((r.token, r.learned_at, i as u32));
+                } else {
+                    r.flags = 0;
+                    report.invalid += 1;
+                }
+            }
+            // Oldest first: a token's chain keeps the order of learning.
+            valid.sort_unstable_by_key(|&(t, at, i)| (t, at, i));
+            let mut shard = Shard {
+                map: Map::with_capacity_and_hasher(g.quota.saturating_mul(2), BuildTokenHasher),
+                quota: g.quota,
+                recs: mem,
+                free: NIL,
+                remote: RemoteMap::with_hasher(BuildTokenHasher),
+                remote_quota: 0,
+            };
+            let mut at = 0;
+            while at < valid.len() {
+                let token = valid[at].0;
+                let end = at + valid[at..].iter().take_while(|v| v.0 == token).count();
+                // One record per backend: the newest (a server reuses a token only after its
+                // old connection is gone).
+                let mut chain: Vec<u32> = Vec::with_capacity(end - at);
+                for &(_, _, i) in valid[at..end].iter().rev() {
+                    let b = shard.recs[i as usize].backend;
+                    if chain.iter().any(|&c| shard.recs[c as usize].backend == b)
+                        || chain.len() >= MAX_OWNERS
+                    {
+                        shard.recs[i as usize].flags = 0;
+                        report.invalid += 1;
+                    } else {
+                        chain.push(i);
+                    }
+                }
+                chain.reverse();
+                if shard.map.len() >= shard.quota || total >= cfg.capacity {
+                    for &i in &chain {
+                        shard.recs[i as usize].flags = 0;
+                    }
+                    report.no_room += chain.len();
+                } else {
+                    for w in chain.windows(2) {
+                        shard.recs[w[0] as usize].next = w[1];
+                    }
+                    let last = chain[chain.len() - 1];
+                    shard.recs[last as usize].next = NIL;
+                    let first = chain[0];
+                    shard.map.insert(
+                        token,
+                        Head {
+                            link: Link {
+                                first,
+                                backend: shard.recs[first as usize].backend,
+                                count: chain.len() as u8,
+                            },
+                            joined: AtomicU64::new(0),
+                        },
+                    );
+                    report.owners += chain.len();
+                    total += 1;
+                }
+                at = end;
+            }
+            shard.link_free();
+            tables.push(shard);
+        }
+        let mut t = Self::from_shards(cfg, tables);
+        t.len = CachePadded::new(AtomicUsize::new(total));
+        report.tokens = total;
+        Ok((t, report))
+    }
+
+    /// Sets every local owner's subflow count to the number of flow entries that reference it
+    /// (`refs(token, backend)`: entries with [`crate::tables::flow_table::flags::TOKEN_REF`]),
+    /// and removes the owners that none references (their connection ended, or its entries
+    /// went, while no process was there to release them). Re-attach housekeeping: takes every
+    /// shard's write lock in turn. Returns the number of owners removed.
+    pub fn recount(&self, refs: impl Fn(u32, BackendId) -> u16) -> usize {
+        self.walk(
+            false,
+            |token, r, _| refs(token, r.backend) == 0,
+            |token, r| r.subflows = refs(token, r.backend),
+        )
+    }
+
+    /// Corrects every local owner's `learned_at` and `last_seen` with `fix` (re-attach
+    /// housekeeping: stamps of another boot, or in the future). Returns the number of stamps
+    /// changed.
+    pub fn restamp(&self, mut fix: impl FnMut(Ticks) -> Ticks) -> usize {
+        let mut n = 0;
+        self.walk(
+            false,
+            |_, _, _| false,
+            |_, r| {
+                for t in [&mut r.learned_at, &mut r.last_seen] {
+                    let fixed = fix(Ticks(*t)).0;
+                    n += usize::from(fixed != *t);
+                    *t = fixed;
+                }
+            },
+        );
+        n
+    }
+
+    /// Gives the record pools back, one per shard (for a re-attach in tests, or a copy into a
+    /// new layout). Remote owners are dropped.
+    pub fn into_records(self) -> Vec<TableMem<OwnerRecord>> {
+        self.shards
+            .into_vec()
+            .into_iter()
+            .map(|s| s.into_inner().into_inner().recs)
+            .collect()
+    }
+
+    fn over(cfg: TokenTableConfig, g: TokenGeometry, recs: Vec<TableMem<Rec>>) -> Self {
+        let shards = recs.into_iter().map(|r| Shard::new(g.quota, r)).collect();
+        Self::from_shards(cfg, shards)
+    }
+
+    fn from_shards(cfg: TokenTableConfig, shards: Vec<Shard>) -> Self {
+        let shards: Vec<CachePadded<RwLock<Shard>>> = shards
+            .into_iter()
+            .map(|s| CachePadded::new(RwLock::new(s)))
             .collect();
         Self {
             mask: shards.len() - 1,
@@ -692,7 +981,7 @@ impl TokenTable {
             for (&token, head) in shard.map.iter() {
                 let mut i = head.link.first;
                 while let Some(r) = shard.rec(i) {
-                    f(token, r.backend, r.learned_at);
+                    f(token, r.backend, Ticks(r.learned_at));
                     i = r.next;
                 }
             }
@@ -861,7 +1150,7 @@ impl TokenTable {
             if !reserved {
                 return LearnOutcome::TableFull;
             }
-            let Some(i) = shard.alloc(&owner) else {
+            let Some(i) = shard.alloc(token, &owner) else {
                 self.len.fetch_sub(1, Ordering::AcqRel);
                 return LearnOutcome::TableFull;
             };
@@ -884,11 +1173,11 @@ impl TokenTable {
                 return LearnOutcome::TableFull;
             };
             if rec.conn == owner.conn {
-                rec.last_seen.store(owner.last_seen.0, Ordering::Relaxed);
+                rec.last_seen = owner.last_seen.0;
                 rec.subflows = rec.subflows.saturating_add(1);
                 return LearnOutcome::AlreadyKnown;
             }
-            rec.fill(&owner); // keeps `next`: the record stays where it is in the chain
+            rec.fill(token, &owner); // keeps `next`: the record stays where it is in the chain
             if i == head.first {
                 if let Some(h) = shard.map.get(&token) {
                     h.joined.store(0, Ordering::Relaxed); // the stamp was the old connection's
@@ -903,7 +1192,7 @@ impl TokenTable {
         if usize::from(head.count) >= MAX_OWNERS {
             return LearnOutcome::OwnersFull;
         }
-        let Some(i) = shard.alloc(&owner) else {
+        let Some(i) = shard.alloc(token, &owner) else {
             return LearnOutcome::TableFull;
         };
         // Append at the end of the chain (the head stays the oldest owner).
@@ -950,12 +1239,15 @@ impl TokenTable {
         if rec.conn != *conn {
             return ConfirmOutcome::Unknown;
         }
-        if rec.server_key != server_key || (rec.has_client_key && rec.client_key != client_key) {
+        if rec.server_key != server_key
+            || (rec.has(rec_flags::HAS_CLIENT_KEY) && rec.client_key != client_key)
+        {
             return ConfirmOutcome::KeyMismatch;
         }
-        rec.has_client_key = true;
         rec.client_key = client_key;
-        rec.last_seen.store(now.0, Ordering::Relaxed);
+        compiler_fence(Ordering::Release); // the key before the flag that vouches for it
+        rec.flags |= rec_flags::HAS_CLIENT_KEY;
+        rec.last_seen = now.0;
         ConfirmOutcome::Confirmed
     }
 
@@ -1011,7 +1303,7 @@ impl TokenTable {
             return false;
         };
         rec.subflows = rec.subflows.saturating_sub(1);
-        rec.last_seen.store(now.0, Ordering::Relaxed);
+        rec.last_seen = now.0;
         if rec.subflows == 0 {
             let (removed, gone) = shard.remove_where(token, |r, _| r.backend == backend);
             if gone {
@@ -1054,6 +1346,18 @@ impl TokenTable {
     }
 
     fn purge(&self, mut drop: impl FnMut(&Rec, u64) -> bool) -> usize {
+        self.walk(true, |_, r, seen| drop(r, seen), |_, _| {})
+    }
+
+    /// Walks every local owner, one shard write lock at a time: `drop(token, record, effective
+    /// last_seen)` removes it (journalled as a removal when `journal`), then `kept(token,
+    /// record)` sees each one that stays. Returns the number removed.
+    fn walk(
+        &self,
+        journal: bool,
+        mut drop: impl FnMut(u32, &Rec, u64) -> bool,
+        mut kept: impl FnMut(u32, &mut Rec),
+    ) -> usize {
         let mut total = 0;
         for lock in self.shards.iter() {
             let mut guard = lock.write();
@@ -1062,16 +1366,22 @@ impl TokenTable {
             } = &mut *guard;
             let mut tokens_gone = 0;
             map.retain(|&token, head| {
-                let mut exported = |r: &Rec, seen: u64| {
-                    let gone = drop(r, seen);
-                    if gone {
+                let mut decide = |r: &Rec, seen: u64| {
+                    let gone = drop(token, r, seen);
+                    if gone && journal {
                         self.journal(JournalOp::Remove, token, r.backend, Ticks::ZERO);
                     }
                     gone
                 };
-                let (removed, alive) = unlink(recs, free, head, &mut exported);
+                let (removed, alive) = unlink(recs, free, head, &mut decide);
                 total += removed;
-                if !alive {
+                if alive {
+                    let mut i = head.link.first;
+                    while let Some(r) = recs.get_mut(i as usize) {
+                        kept(token, r);
+                        i = r.next;
+                    }
+                } else {
                     tokens_gone += 1;
                 }
                 alive
@@ -1185,6 +1495,8 @@ mod tests {
                     while i != NIL {
                         let r = shard.rec(i).expect("chain index in bounds");
                         assert!(on_chain.insert(i), "record on two chains or a cycle");
+                        assert!(r.has(rec_flags::IN_USE), "record on a chain is in use");
+                        assert_eq!(r.token, token);
                         assert!(backends.insert(r.backend), "two records for one backend");
                         assert!(r.subflows >= 1);
                         if n == 0 {
@@ -1201,6 +1513,10 @@ mod tests {
                 let mut i = shard.free;
                 while i != NIL {
                     assert!(!on_chain.contains(&i), "record both free and used");
+                    assert!(
+                        !shard.rec(i).expect("free index").has(rec_flags::IN_USE),
+                        "free record marked in use"
+                    );
                     free += 1;
                     i = shard.rec(i).expect("free index in bounds").next;
                 }
@@ -1222,8 +1538,115 @@ mod tests {
     #[test]
     fn layout_sizes() {
         // The sizes the module documentation's memory figures are based on.
-        assert_eq!(core::mem::size_of::<Rec>(), 80);
+        assert_eq!(core::mem::size_of::<Rec>(), 88);
         assert_eq!(core::mem::size_of::<(u32, Head)>(), 24);
+    }
+
+    /// A connection whose server key is `k`: its real token, an owner on `backend`.
+    fn real(backend: u16, k: u64) -> (u32, Owner) {
+        let mut o = owner(backend, k as u32, k, k);
+        o.client_key = Some(!k);
+        (crypto::token_from_key(k), o)
+    }
+
+    #[test]
+    fn records_survive_a_rebuild_and_validate_themselves() {
+        let cfg = TokenTableConfig {
+            capacity: 1000,
+            shards: 8,
+        };
+        let t = TokenTable::new(cfg);
+        for k in 1..=300u64 {
+            let (tok, o) = real((k % 3) as u16, k);
+            assert_eq!(t.learn(tok, o), LearnOutcome::Inserted);
+        }
+        // A collision: the same token for backend 7 (a forged record, as a crash could leave).
+        let (tok4, o4) = real(1, 4);
+        assert_eq!(
+            t.learn(
+                tok4,
+                Owner {
+                    backend: BackendId(7),
+                    ..o4
+                }
+            ),
+            LearnOutcome::Collision
+        );
+        assert_eq!(t.validate(), 301);
+        let mut recs = t.into_records();
+        // Damage: a record whose key no longer gives its token, one moved to another shard.
+        let used = |r: &OwnerRecord| r.has(rec_flags::IN_USE);
+        let i = recs[0].iter().position(used).unwrap();
+        recs[0][i].server_key ^= 1;
+        let victim = recs[1][recs[1].iter().position(used).unwrap()];
+        let j = recs[2].iter().position(|r| !used(r)).unwrap();
+        recs[2][j] = victim;
+        let (t, report) = TokenTable::with_records(cfg, recs, |_, o| o.backend != BackendId(2))
+            .expect("same geometry");
+        // 100 owners of backend 2 dropped by the policy, the damaged one, the misplaced copy.
+        assert_eq!(report.invalid, 102);
+        assert_eq!(report.owners, 200);
+        assert_eq!(t.validate(), 200);
+        for k in 1..=300u64 {
+            let (tok, o) = real((k % 3) as u16, k);
+            let route = t.route_join(tok, Ticks(0));
+            if k == 4 && t.owners(tok).len() == 2 {
+                assert_eq!(route, JoinRoute::Ambiguous, "both owners kept");
+            } else if o.backend == BackendId(2) || t.owners(tok).get(o.backend).is_none() {
+                assert_eq!(route, JoinRoute::Unknown);
+            } else {
+                assert_eq!(route, JoinRoute::Owner(o.backend));
+                assert_eq!(t.owners(tok).as_slice()[0].client_key, Some(!k));
+            }
+        }
+        // The table works on: learn, close.
+        let (tok, o) = real(0, 999);
+        assert_eq!(t.learn(tok, o), LearnOutcome::Inserted);
+        assert!(t.subflow_closed(tok, BackendId(0), Ticks(1)));
+        t.validate();
+    }
+
+    #[test]
+    fn recount_sets_subflows_from_references_and_drops_orphans() {
+        let cfg = TokenTableConfig {
+            capacity: 100,
+            shards: 4,
+        };
+        let t = TokenTable::new(cfg);
+        let (a, oa) = real(1, 11);
+        let (b, ob) = real(2, 22);
+        t.learn(a, oa);
+        t.learn(b, ob);
+        t.learn(
+            a,
+            Owner {
+                backend: BackendId(3),
+                ..oa
+            },
+        );
+        let refs = |tok: u32, be: BackendId| match (tok == a, be.0) {
+            (true, 1) => 3,
+            (true, 3) => 0,
+            _ => 0,
+        };
+        assert_eq!(t.recount(refs), 2, "(a, 3) and (b, 2) have no flow left");
+        assert_eq!(t.len(), 1);
+        assert_eq!(t.owners(a).as_slice()[0].subflows, 3);
+        assert_eq!(t.route_join(a, Ticks(0)), JoinRoute::Owner(BackendId(1)));
+        assert_eq!(t.route_join(b, Ticks(0)), JoinRoute::Unknown);
+        t.validate();
+    }
+
+    #[test]
+    fn records_of_another_geometry_are_refused() {
+        let t = small(1000, 8);
+        let recs = t.into_records();
+        let cfg = TokenTableConfig {
+            capacity: 1000,
+            shards: 16,
+        };
+        let e = TokenTable::with_records(cfg, recs, |_, _| true).unwrap_err();
+        assert_eq!((e.shards, e.want.shards), (8, 16));
     }
 
     #[test]

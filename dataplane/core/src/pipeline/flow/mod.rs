@@ -229,7 +229,8 @@ fn new_flow<F: Frame>(cx: &mut Ctx<'_>, frame: &mut F, p: &Classified) -> Verdic
         entry.flags |= flags::ADOPTED;
     }
     entry.set_state(state::first(is_syn));
-    let Some(backend) = vip.maglev.lookup(p.hash) else {
+    // Maglev takes the fixed hash, the same on every instance (the flow table's is keyed).
+    let Some(backend) = vip.maglev.lookup(p.key.hash()) else {
         return Verdict::Drop(DropReason::NoBackend);
     };
     entry.backend = backend;
@@ -378,7 +379,7 @@ fn backend_to_client<F: Frame>(cx: &mut Ctx<'_>, frame: &mut F, p: &Classified) 
                 dst_port: jp,
                 ..key
             };
-            if let Some(idx) = cx.w.flows.lookup(&jkey, jkey.hash()) {
+            if let Some(idx) = cx.w.flows.lookup(&jkey, cx.w.flows.hash(&jkey)) {
                 (key, found) = (jkey, Some(idx));
             }
         }
