@@ -2,7 +2,7 @@
 //! a time, so changes are serialised). The API thread only parses and forwards; if it fails,
 //! forwarding goes on and the control thread simply receives nothing.
 
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::UNIX_EPOCH;
 
 use trapeze_core::pipeline::Shared;
 use trapeze_core::pool::{BackendState, PortId};
@@ -42,7 +42,10 @@ fn refused(r: Refused) -> Response {
 
 fn applied(r: Result<u64, Refused>) -> Response {
     match r {
-        Ok(version) => Response::Applied { version },
+        Ok(version) => Response::Applied {
+            version,
+            warning: None,
+        },
         Err(e) => refused(e),
     }
 }
@@ -131,18 +134,17 @@ pub fn dispatch(cp: &mut PoolManager, req: Request, env: &Env<'_>) -> Response {
         Request::Stats => return Response::Stats(metrics_input(cp, env).stats_view()),
         Request::Metrics => return Response::Metrics(api::render(&metrics_input(cp, env))),
         Request::Status => {
-            let last_good = match &cp.last_reload {
+            let last_good = match cp.last_reload.as_ref().map(|r| &r.result) {
                 Some(Ok(v)) => *v,
                 _ => cp.version(),
             };
             let last_reload = cp.last_reload.as_ref().map(|r| ReloadReport {
-                ok: r.is_ok(),
-                path: cp.config_path.display().to_string(),
-                unix_time_s: SystemTime::now()
-                    .duration_since(UNIX_EPOCH)
-                    .map_or(0, |d| d.as_secs()),
+                ok: r.result.is_ok(),
+                path: r.path.display().to_string(),
+                unix_time_s: r.at.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs()),
                 version: cp.version(),
-                error: r.as_ref().err().cloned(),
+                error: r.result.as_ref().err().cloned(),
+                warning: r.warning.clone(),
             });
             return Response::Status(StatusView {
                 version: cp.version(),
@@ -242,11 +244,19 @@ pub fn dispatch(cp: &mut PoolManager, req: Request, env: &Env<'_>) -> Response {
             if let Some(v) = if_version.filter(|&v| v != cp.version()) {
                 return Response::version_conflict(v, cp.version());
             }
-            cp.reload(
+            let r = cp.reload(
                 path.as_deref().map(std::path::Path::new),
                 env.published,
                 env.shared,
-            )
+            );
+            cp.outcome(&r);
+            return match r {
+                Ok(r) => Response::Applied {
+                    version: r.version,
+                    warning: r.warning,
+                },
+                Err(e) => refused(e),
+            };
         }
     };
     if change {

@@ -122,6 +122,29 @@ pub struct ControlCounters {
     pub refused: u64,
 }
 
+/// A reload that was applied.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reloaded {
+    /// The version now serving.
+    pub version: u64,
+    /// Something the operator should know: a change that takes effect only at the next start
+    /// (`[eal]`).
+    pub warning: Option<String>,
+}
+
+/// What the last reload did, for `GET /status`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReloadRecord {
+    /// `Ok(version)` or why it was refused.
+    pub result: Result<u64, String>,
+    /// The file actually read.
+    pub path: std::path::PathBuf,
+    /// When it happened.
+    pub at: std::time::SystemTime,
+    /// The warning of an applied reload.
+    pub warning: Option<String>,
+}
+
 /// The running configuration and what happened to it: owned by the control thread.
 #[derive(Debug)]
 pub struct PoolManager {
@@ -129,8 +152,8 @@ pub struct PoolManager {
     pub overrides: Overrides,
     pub config_path: std::path::PathBuf,
     pub counters: ControlCounters,
-    /// The outcome of the last reload: `Ok(version)` or the error.
-    pub last_reload: Option<Result<u64, String>>,
+    /// The outcome of the last reload.
+    pub last_reload: Option<ReloadRecord>,
     /// Backends to remove (hard) when their drain deadline passes.
     deadlines: Vec<(BackendId, Instant)>,
     /// Backends failing their health checks: published as `Down` whatever their configured
@@ -553,20 +576,29 @@ impl PoolManager {
         path: Option<&std::path::Path>,
         published: &Published,
         shared: &Shared,
-    ) -> Result<u64, Refused> {
+    ) -> Result<Reloaded, Refused> {
         let path = path
             .map(std::path::Path::to_path_buf)
             .unwrap_or_else(|| self.config_path.clone());
         let result = self.try_reload(&path, published, shared);
+        let mut record = ReloadRecord {
+            result: Err(String::new()),
+            path,
+            at: std::time::SystemTime::now(),
+            warning: None,
+        };
         match result {
-            Ok(v) => {
+            Ok(r) => {
                 self.counters.reloads_ok += 1;
-                self.last_reload = Some(Ok(v));
-                Ok(v)
+                record.result = Ok(r.version);
+                record.warning.clone_from(&r.warning);
+                self.last_reload = Some(record);
+                Ok(r)
             }
             Err(mut e) => {
                 self.counters.reloads_failed += 1;
-                self.last_reload = Some(Err(e.reason.clone()));
+                record.result = Err(e.reason.clone());
+                self.last_reload = Some(record);
                 e.reason = format!(
                     "reload refused: {}; version {} keeps serving",
                     e.reason,
@@ -582,7 +614,7 @@ impl PoolManager {
         path: &std::path::Path,
         published: &Published,
         shared: &Shared,
-    ) -> Result<u64, Refused> {
+    ) -> Result<Reloaded, Refused> {
         let new = config::load(path, &self.overrides).map_err(|e| Refused {
             status: 422,
             reason: crate::cli::error_report(path, &e),
@@ -689,7 +721,18 @@ impl PoolManager {
         for id in removed {
             shared.tokens.remove_backend(id);
         }
-        Ok(v)
+        let warning = (new.eal_args != self.cfg.eal_args
+            || new.allow_pci != self.cfg.allow_pci
+            || new.pci != self.cfg.pci)
+            .then(|| {
+                "[eal] changed: the EAL is set up once, so the new [eal] takes effect at the next \
+                 start (the running daemon keeps its EAL arguments)"
+                    .to_string()
+            });
+        Ok(Reloaded {
+            version: v,
+            warning,
+        })
     }
 
     /// Removes drained backends whose deadline passed. Returns their names.
@@ -879,7 +922,7 @@ mod tests {
         let without = format!("{}{}", &text[..start], &text[end..]);
         let good = dir.join("good.toml");
         std::fs::write(&good, &without).unwrap();
-        let v = cp.reload(Some(&good), &published, &shared).unwrap();
+        let v = cp.reload(Some(&good), &published, &shared).unwrap().version;
         let snap = published.load();
         assert_eq!(snap.version, v);
         assert_eq!(snap.backend(BackendId(0)).unwrap().name, "srv1");
@@ -902,7 +945,7 @@ mod tests {
             e.reason
         );
         assert!(std::sync::Arc::ptr_eq(&before, &published.load()));
-        let Some(Err(last)) = &cp.last_reload else {
+        let Some(Err(last)) = cp.last_reload.as_ref().map(|r| &r.result) else {
             panic!("{:?}", cp.last_reload)
         };
         assert_eq!(

@@ -238,6 +238,12 @@ impl<D: Dataplane> ControlThread<D> {
                 cluster: self.links.cluster.as_deref(),
             };
             let resp = dispatch(&mut self.pool, req, &env);
+            if let api::Response::Applied {
+                warning: Some(w), ..
+            } = &resp
+            {
+                self.log.warn(w.clone());
+            }
             api::answer(&reply, resp);
             pool_changed |= change;
         }
@@ -250,9 +256,15 @@ impl<D: Dataplane> ControlThread<D> {
         }
         if self.links.reload.swap(false, Ordering::Relaxed) {
             match self.pool.reload(None, published, shared) {
-                Ok(v) => self
-                    .log
-                    .info(format!("configuration reloaded; pool version {v}")),
+                Ok(r) => {
+                    self.log.info(format!(
+                        "configuration reloaded; pool version {}",
+                        r.version
+                    ));
+                    if let Some(w) = r.warning {
+                        self.log.warn(w);
+                    }
+                }
                 Err(e) => self.log.warn(e.reason),
             }
             pool_changed = true;

@@ -1624,3 +1624,69 @@ fn instance_drain_and_the_bgp_feeder() {
         std::thread::sleep(Duration::from_millis(10));
     }
 }
+
+/// Issue 12, defect 7: duplicate JSON keys were accepted (the last one won); `/status` showed
+/// the time of the query and the startup file for the last reload; a reload changing `[eal]`
+/// answered 200 without a word.
+#[test]
+fn duplicate_keys_reload_report_and_the_eal_warning() {
+    let h = Harness::quiet();
+    let v = h.version();
+    let r = h.call(
+        "PUT",
+        "/backends/srv1/weight",
+        Some(r#"{"weight":1,"weight":65535}"#),
+    );
+    assert_eq!(r.status, 400, "{}", r.text());
+    assert!(
+        error_of(&r).reason.contains("duplicate key"),
+        "{}",
+        r.text()
+    );
+    assert_eq!(h.version(), v, "nothing changed");
+
+    // A reload of another file with another [eal]: applied, with a warning, and /status names
+    // that file and the time of the reload (not of the query).
+    let other = h.dir.join("other.toml");
+    std::fs::write(
+        &other,
+        quiet_config().replace("--file-prefix=tzc-api", "--file-prefix=tzc-api2"),
+    )
+    .unwrap();
+    let before = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let body = format!(r#"{{"path":{:?}}}"#, other.display().to_string());
+    let r = h.call("POST", "/reload", Some(&body));
+    assert_eq!(r.status, 200, "{}", r.text());
+    let applied: AppliedBody = serde_json::from_slice(&r.body).unwrap();
+    assert_eq!(applied.version, v + 1);
+    assert!(
+        applied.warning.as_deref().unwrap_or("").contains("[eal]"),
+        "{}",
+        r.text()
+    );
+    std::thread::sleep(Duration::from_millis(2100));
+    let last = h.status().last_reload.unwrap();
+    assert!(last.ok);
+    assert_eq!(last.path, other.display().to_string());
+    let after = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    assert!(
+        (before..after.saturating_sub(1)).contains(&last.unix_time_s),
+        "the reload's time {} is not between {before} and the query's {after} - 2",
+        last.unix_time_s
+    );
+    assert!(last.warning.is_some());
+    // The running EAL's arguments are still the first file's: the same warning again, and none
+    // for the startup file.
+    let r = h.call("POST", "/reload", Some(&body));
+    let applied: AppliedBody = serde_json::from_slice(&r.body).unwrap();
+    assert!(applied.warning.is_some(), "{}", r.text());
+    let r = h.call("POST", "/reload", None);
+    let applied: AppliedBody = serde_json::from_slice(&r.body).unwrap();
+    assert_eq!(applied.warning, None, "{}", r.text());
+}

@@ -484,10 +484,10 @@ fn to_http(resp: Response, shape: Shape) -> HttpResponse {
         } => error_response(status, reason, field),
         Response::Vips(v) => json_response(200, &v),
         Response::Vip(v) => json_response(200, &v),
-        Response::Applied { version } => etag(
+        Response::Applied { version, warning } => etag(
             json_response(
                 if shape.created { 201 } else { 200 },
-                &AppliedBody { version },
+                &AppliedBody { version, warning },
             ),
             version,
         ),
@@ -631,7 +631,7 @@ fn parse_body<T: DeserializeOwned>(
     } else {
         &bytes
     };
-    let mut value: serde_json::Value = serde_json::from_slice(text)
+    let mut value: serde_json::Value = super::strict_json::parse(text)
         .map_err(|e| ErrorBody::bad_request(format!("malformed JSON: {e}")))?;
     let serde_json::Value::Object(map) = &mut value else {
         return Err(ErrorBody::bad_request("the body must be a JSON object"));
@@ -1045,6 +1045,7 @@ mod tests {
             r#"{"weight":"x"}"#,
             r#"{"weight":1,"x":2}"#,
             r#"{"weight":1,"if_version":-1}"#,
+            r#"{"weight":1,"weight":2}"#,
         ] {
             let e = parse_body::<WeightBody>(ok(bad), false).unwrap_err();
             assert_eq!(e.status, 400, "{bad}");

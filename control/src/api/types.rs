@@ -460,7 +460,7 @@ impl Request {
 ///     if let Some(conflict) = check_version(req.if_version(), current) {
 ///         return conflict;
 ///     }
-///     Response::Applied { version: current + 1 }
+///     Response::Applied { version: current + 1, warning: None }
 /// }
 /// ```
 pub fn check_version(if_version: Option<u64>, current: u64) -> Option<Response> {
@@ -756,15 +756,18 @@ pub struct DeviceStatsView {
 pub struct ReloadReport {
     /// Whether it was applied.
     pub ok: bool,
-    /// The file loaded.
+    /// The file the reload read (the one named by `POST /reload`, or the configured file).
     pub path: String,
-    /// Seconds since the Unix epoch.
+    /// When the reload happened, in seconds since the Unix epoch.
     pub unix_time_s: u64,
     /// The version serving after it (the new one, or the last good one on error).
     pub version: u64,
     /// Why it was refused (every problem, one per line).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// The warning of an applied reload (`[eal]` changed: it takes effect at the next start).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub warning: Option<String>,
 }
 
 /// `GET /status`.
@@ -846,6 +849,10 @@ pub enum Response {
     Applied {
         /// New version.
         version: u64,
+        /// Something the operator should know about the change (a reload that changed
+        /// `[eal]`, which takes effect at the next start).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        warning: Option<String>,
     },
     /// Counters.
     Stats(StatsView),
@@ -936,11 +943,15 @@ impl Response {
     }
 }
 
-/// The body of a successful change (`{"version": N}`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+/// The body of a successful change (`{"version": N}`, and a `warning` when there is one).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AppliedBody {
     /// The version now serving.
     pub version: u64,
+    /// Something the operator should know (a reload that changed `[eal]`: it takes effect at
+    /// the next start).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub warning: Option<String>,
 }
 
 #[cfg(test)]
