@@ -2,7 +2,7 @@
 //!
 //! ```text
 //! trapeze-gatewayd --config PATH [--check] [--no-huge] [--workers N] [--log-level LEVEL]
-//!                  [--api ADDR] [--stop-grace-ms MS]
+//!                  [--api ADDR] [--stop-grace-ms MS] [--reload-dir DIR]
 //! ```
 //!
 //! `--check` loads and validates the configuration, prints a summary (ports, VIPs with their
@@ -74,6 +74,10 @@ pub struct GatewaydArgs {
     /// the traffic away before the daemon exits. A second signal during the grace stops at once.
     #[arg(long, value_name = "MS", default_value_t = 0)]
     pub stop_grace_ms: u64,
+    /// Besides the configuration file, `POST /reload {"path": ...}` may read regular files under
+    /// this directory (symbolic links resolved); without it, only the configuration file.
+    #[arg(long, value_name = "DIR")]
+    pub reload_dir: Option<PathBuf>,
 }
 
 impl GatewaydArgs {
@@ -82,6 +86,7 @@ impl GatewaydArgs {
         Overrides {
             no_huge: self.no_huge,
             workers: self.workers,
+            reload_dir: self.reload_dir.clone(),
         }
     }
 
@@ -186,7 +191,8 @@ mod tests {
             a.overrides(),
             Overrides {
                 no_huge: true,
-                workers: Some(4)
+                workers: Some(4),
+                reload_dir: None,
             }
         );
         let d = parse_args("trapeze-gatewayd", ["t", "-c", "y.toml"]).unwrap();

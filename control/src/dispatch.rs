@@ -36,7 +36,12 @@ pub struct Env<'a> {
 fn refused(r: Refused) -> Response {
     match r.field {
         Some(field) if r.status == 422 => Response::invalid(field, r.reason),
-        _ => Response::error(r.status, r.reason),
+        Some(field) => Response::Error {
+            status: r.status,
+            reason: r.reason,
+            field: Some(field),
+        },
+        None => Response::error(r.status, r.reason),
     }
 }
 

@@ -160,6 +160,8 @@ pub struct PoolManager {
     /// state (which `cfg.pool` keeps, so an operator's drain survives a health flap).
     health_down: Vec<BackendId>,
     pub started: Instant,
+    /// Reads the reloaded files (one stuck read at most).
+    reader: config::read::ConfigReader,
 }
 
 impl PoolManager {
@@ -173,6 +175,7 @@ impl PoolManager {
             deadlines: Vec::new(),
             health_down: Vec::new(),
             started: Instant::now(),
+            reader: config::read::ConfigReader::default(),
         }
     }
 
@@ -577,10 +580,16 @@ impl PoolManager {
         published: &Published,
         shared: &Shared,
     ) -> Result<Reloaded, Refused> {
-        let path = path
-            .map(std::path::Path::to_path_buf)
-            .unwrap_or_else(|| self.config_path.clone());
-        let result = self.try_reload(&path, published, shared);
+        let (path, result) = match self.reload_path(path) {
+            Ok(p) => {
+                let r = self.try_reload(&p, published, shared);
+                (p, r)
+            }
+            Err(e) => (
+                path.map_or_else(|| self.config_path.clone(), Into::into),
+                Err(e),
+            ),
+        };
         let mut record = ReloadRecord {
             result: Err(String::new()),
             path,
@@ -609,13 +618,72 @@ impl PoolManager {
         }
     }
 
+    /// The file a reload may read: the configured file when none is named or the configured
+    /// file is named; otherwise a file under `--reload-dir` (a relative path is taken from
+    /// there), after resolving symbolic links, so that a link pointing out of the directory is
+    /// refused too. `403` for anything else.
+    fn reload_path(&self, asked: Option<&std::path::Path>) -> Result<std::path::PathBuf, Refused> {
+        let Some(asked) = asked else {
+            return Ok(self.config_path.clone());
+        };
+        if asked == self.config_path {
+            return Ok(self.config_path.clone());
+        }
+        let forbidden = |why: String| Refused {
+            status: 403,
+            reason: why,
+            field: Some("path".into()),
+        };
+        let Some(dir) = &self.overrides.reload_dir else {
+            return Err(forbidden(format!(
+                "{}: a reload reads only the configured file {} (start the daemon with \
+                 --reload-dir DIR to allow files under DIR)",
+                asked.display(),
+                self.config_path.display()
+            )));
+        };
+        let joined = dir.join(asked);
+        let unreadable = |e: std::io::Error| Refused {
+            status: 422,
+            reason: format!("{}: {e}", joined.display()),
+            field: Some("path".into()),
+        };
+        let real_dir = dir.canonicalize().map_err(unreadable)?;
+        let real = joined.canonicalize().map_err(unreadable)?;
+        if !real.starts_with(&real_dir) || real == real_dir {
+            return Err(forbidden(format!(
+                "{}: not a file under the reload directory {} (symbolic links resolved: {})",
+                asked.display(),
+                dir.display(),
+                real.display()
+            )));
+        }
+        Ok(real)
+    }
+
     fn try_reload(
         &mut self,
         path: &std::path::Path,
         published: &Published,
         shared: &Shared,
     ) -> Result<Reloaded, Refused> {
-        let new = config::load(path, &self.overrides).map_err(|e| Refused {
+        let text = self
+            .reader
+            .read(
+                path,
+                config::read::MAX_CONFIG_BYTES,
+                config::read::READ_TIMEOUT,
+            )
+            .map_err(|e| Refused {
+                status: if e == config::read::ReadError::Busy {
+                    429
+                } else {
+                    422
+                },
+                reason: format!("{}: {e}", path.display()),
+                field: Some("path".into()),
+            })?;
+        let new = config::from_toml(&text, &self.overrides).map_err(|e| Refused {
             status: 422,
             reason: crate::cli::error_report(path, &e),
             field: e.fields().first().map(|f| f.to_string()),
@@ -908,8 +976,9 @@ mod tests {
     #[test]
     fn reload_matches_by_name_and_a_bad_file_changes_nothing() {
         let (mut cp, published, shared) = setup();
-        let dir = std::env::temp_dir().join(format!("tz-reload-{}", std::process::id()));
+        let dir = std::env::temp_dir().join(format!("tzc-reload-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
+        cp.overrides.reload_dir = Some(dir.clone());
         // Same file without srv2: srv1 and srv3 keep ids 0 and 2.
         let text = CONFIG
             .replace("\"srv1\", \"srv2\", \"srv3\"", "\"srv1\", \"srv3\"")

@@ -168,7 +168,10 @@ impl Harness {
         let api = serve_with(bind, tx, ServeOptions::default()).expect("bind");
         let control = ControlThread::new(
             cfg,
-            Overrides::default(),
+            Overrides {
+                reload_dir: Some(dir.clone()),
+                ..Overrides::default()
+            },
             path,
             net.clone(),
             Links {
@@ -1689,4 +1692,77 @@ fn duplicate_keys_reload_report_and_the_eal_warning() {
     let r = h.call("POST", "/reload", None);
     let applied: AppliedBody = serde_json::from_slice(&r.body).unwrap();
     assert_eq!(applied.warning, None, "{}", r.text());
+}
+
+/// Issue 12, defect 2: `POST /reload {"path":"/dev/zero"}` had the daemon OOM-killed and a FIFO
+/// blocked the control thread for good. A reload reads the configured file or a regular file
+/// under `--reload-dir` (here the harness's directory), of at most 1 MiB: everything else is a
+/// 4xx with a reason, and nothing changes.
+#[test]
+fn reload_reads_only_regular_files_of_bounded_size_under_the_reload_dir() {
+    let h = Harness::quiet();
+    let v = h.version();
+    let fifo = h.dir.join("reload.fifo");
+    assert!(Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap()
+        .success());
+    let big = h.dir.join("big.toml");
+    std::fs::write(&big, quiet_config() + &"#".repeat(1 << 20)).unwrap();
+    let outside = std::env::temp_dir().join(format!("tzc-outside-{}.toml", std::process::id()));
+    std::fs::write(&outside, quiet_config()).unwrap();
+    let link = h.dir.join("link.toml");
+    std::os::unix::fs::symlink(&outside, &link).unwrap();
+    let sub = h.dir.join("sub");
+    std::fs::create_dir(&sub).unwrap();
+    let zero_link = h.dir.join("zero.toml");
+    std::os::unix::fs::symlink("/dev/zero", &zero_link).unwrap();
+    let cases: [(&str, u16, &str); 9] = [
+        ("/dev/zero", 403, "not a file under the reload directory"),
+        (fifo.to_str().unwrap(), 422, "not a regular file (a FIFO)"),
+        ("reload.fifo", 422, "not a regular file (a FIFO)"),
+        (
+            sub.to_str().unwrap(),
+            422,
+            "not a regular file (a directory)",
+        ),
+        (h.dir.to_str().unwrap(), 403, "not a file under"),
+        (
+            big.to_str().unwrap(),
+            422,
+            "larger than the limit of 1048576 bytes",
+        ),
+        (outside.to_str().unwrap(), 403, "not a file under"),
+        ("link.toml", 403, "not a file under"),
+        ("../../etc/passwd", 403, "not a file under"),
+    ];
+    for (path, status, reason) in cases {
+        let body = serde_json::json!({ "path": path }).to_string();
+        let r = h.call("POST", "/reload", Some(&body));
+        assert_eq!(r.status, status, "{path}: {}", r.text());
+        let e = error_of(&r);
+        assert!(e.reason.contains(reason), "{path}: {}", e.reason);
+        assert_eq!(e.field.as_deref(), Some("path"), "{path}");
+    }
+    let body = serde_json::json!({ "path": zero_link }).to_string();
+    assert_eq!(h.call("POST", "/reload", Some(&body)).status, 403);
+    assert_eq!(h.version(), v, "nothing was applied");
+    let st = h.status();
+    let last = st.last_reload.unwrap();
+    assert!(!last.ok);
+    // A file under the directory, by a relative name: applied.
+    std::fs::write(h.dir.join("next.toml"), quiet_config()).unwrap();
+    let r = h.call("POST", "/reload", Some(r#"{"path":"next.toml"}"#));
+    assert_eq!(version_of(&r), v + 1);
+    assert_eq!(
+        h.status().last_reload.unwrap().path,
+        h.dir
+            .canonicalize()
+            .unwrap()
+            .join("next.toml")
+            .display()
+            .to_string()
+    );
+    let _ = std::fs::remove_file(&outside);
 }

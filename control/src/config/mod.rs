@@ -21,6 +21,7 @@ pub mod cluster;
 pub mod dsr;
 pub mod error;
 pub mod file;
+pub mod read;
 pub mod units;
 mod validate;
 
@@ -52,6 +53,9 @@ pub struct Overrides {
     pub no_huge: bool,
     /// Replace `workers.count`.
     pub workers: Option<u16>,
+    /// `--reload-dir`: besides the configured file, `POST /reload` may read files under this
+    /// directory (and nothing else).
+    pub reload_dir: Option<std::path::PathBuf>,
 }
 
 /// A dataplane port as the runtime sets it up.
@@ -441,7 +445,7 @@ pub fn from_toml(text: &str, overrides: &Overrides) -> Result<GatewayConfig, Con
 
 /// Reads, parses and validates the configuration file at `path`.
 pub fn load(path: &Path, overrides: &Overrides) -> Result<GatewayConfig, ConfigError> {
-    let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Io {
+    let text = read::read_config(path).map_err(|e| ConfigError::Io {
         path: path.to_path_buf(),
         message: e.to_string(),
     })?;
