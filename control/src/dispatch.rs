@@ -2,6 +2,8 @@
 //! a time, so changes are serialised). The API thread only parses and forwards; if it fails,
 //! forwarding goes on and the control thread simply receives nothing.
 
+#![warn(clippy::arithmetic_side_effects)]
+
 use std::time::UNIX_EPOCH;
 
 use trapeze_core::pipeline::Shared;

@@ -18,6 +18,8 @@
 //!   (joins for its connections are refused: `join_no_token`), new connections go elsewhere.
 //! * **graceful remove**: drain, then hard remove after the drain deadline (default 60 s).
 
+#![warn(clippy::arithmetic_side_effects)]
+
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::time::{Duration, Instant};
 
@@ -219,8 +221,8 @@ impl PoolManager {
     /// Counts the outcome of a change request (the dispatcher calls it once per request).
     pub fn outcome<T>(&mut self, r: &Result<T, Refused>) {
         match r {
-            Ok(_) => self.counters.pool_changes += 1,
-            Err(_) => self.counters.refused += 1,
+            Ok(_) => self.counters.pool_changes = self.counters.pool_changes.saturating_add(1),
+            Err(_) => self.counters.refused = self.counters.refused.saturating_add(1),
         }
     }
 
@@ -237,7 +239,13 @@ impl PoolManager {
         }
         let mut next = self.cfg.pool.clone();
         f(&mut next)?;
-        next.version = self.version() + 1;
+        // The same rules as the configuration file, over the whole candidate pool.
+        config::rules::check_pool(&self.cfg.ports, &next)
+            .map_err(|(field, reason)| Refused::invalid_field(field, reason))?;
+        next.version = self
+            .version()
+            .checked_add(1)
+            .ok_or_else(|| Refused::invalid("the configuration version is at its maximum"))?;
         let snapshot = PoolSnapshot::build(self.effective(&next))
             .map_err(|e| Refused::invalid(e.to_string()))?;
         self.cfg.pool = next;
@@ -312,15 +320,8 @@ impl PoolManager {
                 "a backend needs an IPv4 or an IPv6 address",
             ));
         }
-        if b.port == 0 {
-            return Err(Refused::invalid_field("port", "port 0"));
-        }
-        if b.weight > config::MAX_WEIGHT {
-            return Err(Refused::invalid_field(
-                "weight",
-                format!("weight {} is above {}", b.weight, config::MAX_WEIGHT),
-            ));
-        }
+        config::rules::service_port(b.port).map_err(|e| Refused::invalid_field("port", e))?;
+        config::rules::weight(b.weight).map_err(|e| Refused::invalid_field("weight", e))?;
         let existing = self
             .cfg
             .pool
@@ -414,6 +415,8 @@ impl PoolManager {
         // (it used to panic after the drain was published, half-applied).
         let due = match (state, deadline) {
             (BackendState::Draining, Some(d)) => {
+                config::rules::drain_deadline(d.as_secs())
+                    .map_err(|e| Refused::invalid_field("deadline_s", e))?;
                 Some(Instant::now().checked_add(d).ok_or_else(|| {
                     Refused::invalid_field(
                         "deadline_s",
@@ -522,6 +525,8 @@ impl PoolManager {
                 .map(|p| p.id)
                 .ok_or_else(|| Refused::invalid("no port"))?,
         };
+        config::rules::vip_members(v.backends.len())
+            .map_err(|e| Refused::invalid_field("backends", e))?;
         // Members are named in the body: an unknown one is a refused body (422), not a 404.
         let member = |field: String, n: &str| {
             self.backend_id(n)
@@ -598,14 +603,14 @@ impl PoolManager {
         };
         match result {
             Ok(r) => {
-                self.counters.reloads_ok += 1;
+                self.counters.reloads_ok = self.counters.reloads_ok.saturating_add(1);
                 record.result = Ok(r.version);
                 record.warning.clone_from(&r.warning);
                 self.last_reload = Some(record);
                 Ok(r)
             }
             Err(mut e) => {
-                self.counters.reloads_failed += 1;
+                self.counters.reloads_failed = self.counters.reloads_failed.saturating_add(1);
                 record.result = Err(e.reason.clone());
                 self.last_reload = Some(record);
                 e.reason = format!(
@@ -1058,11 +1063,21 @@ mod tests {
             "not half-applied"
         );
         assert_eq!(cp.version(), before.version);
-        // The longest deadline the clock holds still works.
+        // The longest deadline of the documented range works (one second more does not).
+        let e = cp
+            .set_state(
+                "srv2",
+                BackendState::Draining,
+                Some(Duration::from_secs(config::rules::MAX_DRAIN_DEADLINE_S + 1)),
+                None,
+                &published,
+            )
+            .unwrap_err();
+        assert_eq!((e.status, e.field.as_deref()), (422, Some("deadline_s")));
         cp.set_state(
             "srv2",
             BackendState::Draining,
-            Some(Duration::from_secs(u64::from(u32::MAX))),
+            Some(Duration::from_secs(config::rules::MAX_DRAIN_DEADLINE_S)),
             None,
             &published,
         )

@@ -1766,3 +1766,66 @@ fn reload_reads_only_regular_files_of_bounded_size_under_the_reload_dir() {
     );
     let _ = std::fs::remove_file(&outside);
 }
+
+/// Issue 12, defect 3: backends and VIPs added by the API skipped the address checks of the
+/// configuration file. They now share its rules (`config::rules`): each of these is a 422
+/// naming the field, and the pool is unchanged (same version, same VIPs).
+#[test]
+fn api_changes_follow_the_configuration_files_address_rules() {
+    let h = Harness::quiet();
+    let v = h.version();
+    let before = vips(&h);
+    let backend =
+        |ipv4: &str| serde_json::json!({"name": "bad", "ipv4": ipv4, "port": 8080}).to_string();
+    for (addr, reason) in [
+        ("0.0.0.0", "unspecified"),
+        ("255.255.255.255", "broadcast"),
+        ("224.0.0.5", "multicast"),
+        ("127.0.0.1", "loopback"),
+        ("10.1.0.254", "the gateway's own address"),
+    ] {
+        let r = h.call("POST", "/vips/web/backends", Some(&backend(addr)));
+        assert_eq!(r.status, 422, "{addr}: {}", r.text());
+        let e = error_of(&r);
+        assert_eq!(e.field.as_deref(), Some("ipv4"), "{addr}");
+        assert!(e.reason.contains(reason), "{addr}: {}", e.reason);
+    }
+    let r = h.call(
+        "POST",
+        "/vips/web/backends",
+        Some(r#"{"name":"bad","ipv6":"::ffff:10.1.0.9","port":8080}"#),
+    );
+    assert_eq!(r.status, 422, "{}", r.text());
+    assert!(error_of(&r).reason.contains("IPv4-mapped"));
+    let vip = |addr: &str, backends: &[&str]| {
+        serde_json::json!({"name": "v2", "address": addr, "port": 81, "backends": backends})
+            .to_string()
+    };
+    for (addr, members, field) in [
+        ("0.0.0.0", &["srv1"][..], "address"),
+        ("255.255.255.255", &["srv1"][..], "address"),
+        ("ff02::1", &["srv1"][..], "address"),
+        ("::1", &["srv1"][..], "address"),
+        ("10.0.0.1", &["srv1"][..], "address"),
+        ("10.0.0.11", &[][..], "backends"),
+    ] {
+        let r = h.call("POST", "/vips", Some(&vip(addr, members)));
+        assert_eq!(r.status, 422, "{addr}: {}", r.text());
+        assert_eq!(error_of(&r).field.as_deref(), Some(field), "{addr}");
+    }
+    // Ranges of request values (docs/API.md): a drain deadline over 7 days, a weight over 65535.
+    let r = h.call(
+        "POST",
+        "/backends/srv2/drain",
+        Some(r#"{"deadline_s":604801}"#),
+    );
+    assert_eq!(r.status, 422, "{}", r.text());
+    assert_eq!(error_of(&r).field.as_deref(), Some("deadline_s"));
+    let r = h.call("PUT", "/backends/srv1/weight", Some(r#"{"weight":65536}"#));
+    assert_eq!(r.status, 422, "{}", r.text());
+    assert_eq!(h.version(), v, "nothing was applied");
+    assert_eq!(vips(&h), before);
+    // A good one still goes through.
+    let r = h.call("POST", "/vips/web/backends", Some(&backend("10.1.0.3")));
+    assert_eq!(version_of(&r), v + 1);
+}

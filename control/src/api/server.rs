@@ -28,6 +28,8 @@
 //! channel needs a capacity of at least 1 (e.g. 64): with a rendezvous channel every
 //! `try_send` would fail unless the control thread happened to be blocked in `recv`.
 
+#![warn(clippy::arithmetic_side_effects)]
+
 use core::fmt;
 use core::future::IntoFuture;
 use core::str::FromStr;
@@ -53,8 +55,8 @@ use super::types::{
     check_name, AppliedBody, BackendBody, DrainBody, EmptyBody, ErrorBody, ReloadBody, RemoveMode,
     Request, Response, VipBody, WeightBody,
 };
+use crate::config::rules;
 use crate::config::units::parse_mac;
-use crate::config::MAX_WEIGHT;
 
 /// Default TCP port of the API (`127.0.0.1:9180`).
 pub const DEFAULT_PORT: u16 = 9180;
@@ -525,7 +527,9 @@ async fn ask(state: &AppState, req: Request) -> Response {
             return Response::unavailable("the control thread is not running")
         }
     }
-    let deadline = tokio::time::Instant::now() + state.timeout;
+    let now = tokio::time::Instant::now();
+    // The reply timeout is the server's own setting (2 s by default), not a request's value.
+    let deadline = now.checked_add(state.timeout).unwrap_or(now);
     let mut pause = Duration::from_micros(100);
     loop {
         match rx.try_recv() {
@@ -541,8 +545,8 @@ async fn ask(state: &AppState, req: Request) -> Response {
                         state.timeout.as_millis()
                     ));
                 }
-                tokio::time::sleep(pause.min(deadline - now)).await;
-                pause = (pause * 2).min(Duration::from_millis(5));
+                tokio::time::sleep(pause.min(deadline.saturating_duration_since(now))).await;
+                pause = pause.saturating_mul(2).min(Duration::from_millis(5));
             }
         }
     }
@@ -656,13 +660,7 @@ fn parse_body<T: DeserializeOwned>(
 }
 
 fn check_weight(weight: u32) -> Result<(), ErrorBody> {
-    if weight > MAX_WEIGHT {
-        return Err(ErrorBody::invalid(
-            "weight",
-            format!("weight {weight} is above the maximum {MAX_WEIGHT}"),
-        ));
-    }
-    Ok(())
+    rules::weight(weight).map_err(|e| ErrorBody::invalid("weight", e))
 }
 
 // ---- handlers ----
@@ -777,9 +775,7 @@ async fn add_backend(
         if let Some(m) = &backend.mac {
             parse_mac(m).map_err(|e| ErrorBody::invalid("mac", e))?;
         }
-        if backend.port == 0 {
-            return Err(ErrorBody::invalid("port", "port 0 is not a service port"));
-        }
+        rules::service_port(backend.port).map_err(|e| ErrorBody::invalid("port", e))?;
         check_weight(backend.weight)?;
         let if_version = merge_versions(if_match(&headers)?, v)?;
         Ok(Request::AddBackend {
@@ -862,6 +858,9 @@ async fn drain(
     let req = (|| {
         let name = path_name(p)?;
         let (b, v) = parse_body::<DrainBody>(body, true)?;
+        if let Some(d) = b.deadline_s {
+            rules::drain_deadline(d).map_err(|e| ErrorBody::invalid("deadline_s", e))?;
+        }
         let if_version = merge_versions(if_match(&headers)?, v)?;
         Ok(Request::Drain {
             name,

@@ -22,6 +22,7 @@ pub mod dsr;
 pub mod error;
 pub mod file;
 pub mod read;
+pub mod rules;
 pub mod units;
 mod validate;
 
@@ -38,8 +39,8 @@ pub use units::{Ipv4Prefix, Ipv6Prefix};
 
 /// Default RX/TX descriptors per queue.
 pub const DEFAULT_QUEUE_SIZE: u16 = 1024;
-/// Largest Maglev weight accepted.
-pub const MAX_WEIGHT: u32 = 65_535;
+/// Largest Maglev weight accepted ([`rules::MAX_WEIGHT`]).
+pub const MAX_WEIGHT: u32 = rules::MAX_WEIGHT;
 /// Largest number of workers accepted.
 pub const MAX_WORKERS: u16 = 256;
 /// Largest per-worker flow capacity or token capacity accepted (2²⁶: about 4.5 GB of flow table
