@@ -3,6 +3,7 @@
 //! ```text
 //! trapeze-gatewayd --config PATH [--check] [--no-huge] [--workers N] [--log-level LEVEL]
 //!                  [--api ADDR] [--stop-grace-ms MS] [--reload-dir DIR]
+//!                  [--api-token-file FILE]
 //! ```
 //!
 //! `--check` loads and validates the configuration, prints a summary (ports, VIPs with their
@@ -78,6 +79,11 @@ pub struct GatewaydArgs {
     /// this directory (symbolic links resolved); without it, only the configuration file.
     #[arg(long, value_name = "DIR")]
     pub reload_dir: Option<PathBuf>,
+    /// A file whose first line is the API's bearer token (at least 16 characters): every request
+    /// must then carry `Authorization: Bearer TOKEN`. Required when `--api` is a TCP address
+    /// that is not loopback (the daemon refuses to start without it).
+    #[arg(long, value_name = "FILE")]
+    pub api_token_file: Option<PathBuf>,
 }
 
 impl GatewaydArgs {

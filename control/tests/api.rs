@@ -147,6 +147,11 @@ impl Harness {
     /// devices' MACs set as the runtime sets them; ready (every backend resolved) when it
     /// returns.
     fn with_config(bind: BindAddr, text: &str) -> Self {
+        Self::with_options(bind, text, ServeOptions::default())
+    }
+
+    /// [`Harness::with_config`] with the API server's options.
+    fn with_options(bind: BindAddr, text: &str, opts: ServeOptions) -> Self {
         static N: AtomicU32 = AtomicU32::new(0);
         let dir = std::env::temp_dir().join(format!(
             "tzc-api-{}-{}",
@@ -165,7 +170,7 @@ impl Harness {
         let instance = Arc::new(Instance::new(Duration::from_millis(2000)));
         let net = Net::new(&cfg, Arc::clone(&published), Arc::clone(&shared));
         let (tx, rx) = mpsc::sync_channel::<ControlMsg>(16);
-        let api = serve_with(bind, tx, ServeOptions::default()).expect("bind");
+        let api = serve_with(bind, tx, opts).expect("bind");
         let control = ControlThread::new(
             cfg,
             Overrides {
@@ -456,7 +461,7 @@ fn metrics_content_negotiation() {
     };
     let raw = raw_exchange(
         a,
-        b"GET /metrics HTTP/1.1\r\nHost: x\r\nAccept: application/openmetrics-text; version=1.0.0\r\nConnection: close\r\n\r\n",
+        b"GET /metrics HTTP/1.1\r\nHost: localhost\r\nAccept: application/openmetrics-text; version=1.0.0\r\nConnection: close\r\n\r\n",
     );
     let r = trapeze_control::api::ctl::parse_reply(&raw).unwrap();
     assert_eq!(r.status, 200);
@@ -838,7 +843,7 @@ fn http_raw_if_match(h: &Harness, v: &str) -> HttpReply {
     };
     let body = r#"{"weight":3}"#;
     let req = format!(
-        "PUT /backends/srv1/weight HTTP/1.1\r\nHost: x\r\nIf-Match: {v}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        "PUT /backends/srv1/weight HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nIf-Match: {v}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
         body.len()
     );
     trapeze_control::api::ctl::parse_reply(&raw_exchange(*a, req.as_bytes())).unwrap()
@@ -921,7 +926,7 @@ fn oversize_body_is_413() {
     };
     let big = format!(r#"{{"weight":1,"pad":"{}"}}"#, "x".repeat(100 * 1024));
     let req = format!(
-        "PUT /backends/srv1/weight HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{big}",
+        "PUT /backends/srv1/weight HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{big}",
         big.len()
     );
     let r = trapeze_control::api::ctl::parse_reply(&raw_exchange(*a, req.as_bytes())).unwrap();
@@ -1828,4 +1833,213 @@ fn api_changes_follow_the_configuration_files_address_rules() {
     // A good one still goes through.
     let r = h.call("POST", "/vips/web/backends", Some(&backend("10.1.0.3")));
     assert_eq!(version_of(&r), v + 1);
+}
+
+fn raw(h: &Harness, req: &str) -> (u16, String) {
+    let BindAddr::Tcp(a) = h.api().local_addr() else {
+        panic!("TCP")
+    };
+    let bytes = raw_exchange(*a, req.as_bytes());
+    let text = String::from_utf8_lossy(&bytes).into_owned();
+    let status = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    (status, text)
+}
+
+/// Issue 12, defect 4: a `text/plain` POST with `Origin: http://evil` drained a backend, and a
+/// foreign `Host` was accepted. Now: a foreign Origin or Host is a 403, a body that is not JSON
+/// a 415, before anything reaches the control thread; the backend stays active.
+#[test]
+fn cross_site_requests_and_foreign_hosts_are_refused() {
+    let h = Harness::quiet();
+    let v = h.version();
+    let port = match h.api().local_addr() {
+        BindAddr::Tcp(a) => a.port(),
+        BindAddr::Unix(_) => unreachable!(),
+    };
+    let drain = |host: &str, extra: &str| {
+        format!(
+            "POST /backends/srv2/drain HTTP/1.1\r\nHost: {host}\r\n{extra}Content-Length: 2\r\nConnection: close\r\n\r\n{{}}"
+        )
+    };
+    let cases = [
+        (
+            drain(
+                &format!("127.0.0.1:{port}"),
+                "Content-Type: text/plain\r\nOrigin: http://evil\r\n",
+            ),
+            403,
+            "Origin",
+        ),
+        (
+            drain(&format!("127.0.0.1:{port}"), "Content-Type: text/plain\r\n"),
+            415,
+            "application/json",
+        ),
+        (
+            drain(&format!("127.0.0.1:{port}"), ""),
+            415,
+            "application/json",
+        ),
+        (
+            drain(
+                &format!("127.0.0.1:{port}"),
+                "Content-Type: application/json\r\nOrigin: http://localhost:8000\r\n",
+            ),
+            403,
+            "Origin",
+        ),
+        (
+            drain(
+                &format!("127.0.0.1:{port}"),
+                "Content-Type: application/json\r\nOrigin: null\r\n",
+            ),
+            403,
+            "Origin",
+        ),
+        (
+            drain("evil.example:80", "Content-Type: application/json\r\n"),
+            403,
+            "Host",
+        ),
+        (
+            drain("rebind.attacker.test", "Content-Type: application/json\r\n"),
+            403,
+            "Host",
+        ),
+    ];
+    for (req, status, needle) in &cases {
+        let (got, text) = raw(&h, req);
+        assert_eq!(got, *status, "{req}\n{text}");
+        assert!(text.contains(needle), "{text}");
+    }
+    assert_eq!(h.version(), v, "nothing changed");
+    assert_eq!(state_of(&h, "srv2"), Some(State::Active));
+    // The API's own origin, with JSON: applied.
+    let (got, text) = raw(
+        &h,
+        &drain(
+            &format!("127.0.0.1:{port}"),
+            &format!("Content-Type: application/json; charset=utf-8\r\nOrigin: http://127.0.0.1:{port}\r\n"),
+        ),
+    );
+    assert_eq!(got, 200, "{text}");
+    assert_eq!(state_of(&h, "srv2"), Some(State::Draining));
+}
+
+/// The bearer token: required on every route when configured (401 with `WWW-Authenticate`),
+/// accepted when right; and a non-loopback address without a token is refused at start.
+#[test]
+fn the_bearer_token_is_required_when_configured() {
+    let token = "0123456789abcdef-secret";
+    let h = Harness::with_options(
+        BindAddr::Tcp(sock("127.0.0.1:0")),
+        &quiet_config(),
+        ServeOptions {
+            token: Some(token.into()),
+            ..ServeOptions::default()
+        },
+    );
+    let (got, text) = raw(
+        &h,
+        "GET /status HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n",
+    );
+    assert_eq!(got, 401, "{text}");
+    assert!(
+        text.to_ascii_lowercase()
+            .contains("www-authenticate: bearer"),
+        "{text}"
+    );
+    let (got, _) = raw(&h, "GET /status HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer wrong-token-0123456\r\nConnection: close\r\n\r\n");
+    assert_eq!(got, 401);
+    let (got, text) = raw(
+        &h,
+        &format!("GET /status HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer {token}\r\nConnection: close\r\n\r\n"),
+    );
+    assert_eq!(got, 200, "{text}");
+    let (tx, _rx) = mpsc::sync_channel::<ControlMsg>(1);
+    let e = serve_with(
+        BindAddr::Tcp(sock("0.0.0.0:0")),
+        tx,
+        ServeOptions::default(),
+    )
+    .unwrap_err();
+    assert_eq!(e.kind(), std::io::ErrorKind::InvalidInput);
+    assert!(e.to_string().contains("--api-token-file"), "{e}");
+}
+
+/// Issue 12, defect 5: slow-header connections stayed open 70 s and ~1000 idle connections
+/// made the API time out. A connection that has not sent its headers within the header
+/// timeout is closed, and connections over the limit are closed at once, so 1000 idle ones
+/// cost the server at most `max_connections` descriptors and the API keeps answering (a reload
+/// too, which opens a file).
+#[test]
+fn slow_headers_and_idle_connections_are_closed() {
+    use std::io::{Read, Write};
+    let h = Harness::with_options(
+        BindAddr::Tcp(sock("127.0.0.1:0")),
+        &quiet_config(),
+        ServeOptions {
+            header_timeout: Duration::from_millis(300),
+            idle_timeout: Duration::from_millis(600),
+            max_connections: 16,
+            ..ServeOptions::default()
+        },
+    );
+    let BindAddr::Tcp(a) = *h.api().local_addr() else {
+        unreachable!()
+    };
+    // Slow headers: half a request line, then nothing. The server closes the connection.
+    let mut slow = std::net::TcpStream::connect(a).unwrap();
+    slow.write_all(b"GET /status HTTP/1.1\r\nHost: loc")
+        .unwrap();
+    slow.set_read_timeout(Some(HANG)).unwrap();
+    let mut buf = Vec::new();
+    let n = slow.read_to_end(&mut buf);
+    assert!(
+        n.is_ok() || matches!(&n, Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset),
+        "the server closed the connection (EOF), not the hang detector: {n:?}"
+    );
+    // 1000 idle connections: the API still answers, and a reload still reads its file.
+    let idle: Vec<std::net::TcpStream> = (0..1000)
+        .map(|_| std::net::TcpStream::connect(a).unwrap())
+        .collect();
+    // While the limit's worth of them holds every slot (at most the header timeout), new
+    // connections are closed at once: a client retries.
+    let call = |method: &str, path: &str| {
+        let t0 = Instant::now();
+        loop {
+            match http_request(
+                &h.target(),
+                method,
+                path,
+                None,
+                None,
+                Duration::from_secs(5),
+            ) {
+                Ok(r) => return r,
+                Err(e) => assert!(t0.elapsed() < HANG, "{method} {path}: {e}"),
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    };
+    let r = call("GET", "/status");
+    assert_eq!(r.status, 200, "{}", r.text());
+    let v: StatusView = serde_json::from_slice(&r.body).unwrap();
+    let r = call("POST", "/reload");
+    assert_eq!(version_of(&r), v.version + 1);
+    // And each of them is closed by the server (over the limit at once, the others idle).
+    for mut c in idle {
+        c.set_read_timeout(Some(HANG)).unwrap();
+        let mut b = [0u8; 64];
+        let n = c.read(&mut b);
+        assert!(
+            matches!(n, Ok(0))
+                || matches!(&n, Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset),
+            "{n:?}"
+        );
+    }
 }

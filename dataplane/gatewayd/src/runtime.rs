@@ -238,16 +238,27 @@ pub(crate) fn run(mut cfg: GatewayConfig, args: &GatewaydArgs, log: &Log) -> Res
     let _api = if args.api == "off" {
         None
     } else {
-        match args
+        let bind = args
             .api
             .parse::<trapeze_control::api::BindAddr>()
-            .map_err(|e| e.to_string())
-            .and_then(|b| trapeze_control::api::serve(b, api_tx).map_err(|e| e.to_string()))
-        {
+            .map_err(|e| format!("--api: {e}"))?;
+        let token = args
+            .api_token_file
+            .as_deref()
+            .map(trapeze_control::api::server::read_token_file)
+            .transpose()
+            .map_err(|e| format!("--api-token-file: {e}"))?;
+        let opts = trapeze_control::api::ServeOptions {
+            token,
+            ..Default::default()
+        };
+        match trapeze_control::api::serve_with(bind, api_tx, opts) {
             Ok(h) => {
                 log.info(format!("control API on {}", args.api));
                 Some(h)
             }
+            // No token on a non-loopback address: the daemon does not start.
+            Err(e) if e.kind() == std::io::ErrorKind::InvalidInput => return Err(e.to_string()),
             Err(e) => {
                 log.warn(format!("control API not started ({}): {e}", args.api));
                 None

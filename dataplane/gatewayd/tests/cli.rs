@@ -483,6 +483,35 @@ mod runtime {
         );
     }
 
+    /// Issue 12, defect 4: nothing warned when the API was bound to a non-loopback address, and
+    /// it had no authentication. Without `--api-token-file` such a daemon does not start.
+    #[test]
+    fn a_non_loopback_api_without_a_token_does_not_start() {
+        let s = Scratch::new("notoken");
+        let cfg = s.config(&good_config(&s));
+        expect_error(
+            &s,
+            &["--config", path_str(&cfg), "--api", "0.0.0.0:0"],
+            1,
+            &["needs a bearer token", "--api-token-file"],
+        );
+        let short = s.dir.join("short.token");
+        std::fs::write(&short, "tooshort\n").unwrap();
+        expect_error(
+            &s,
+            &[
+                "--config",
+                path_str(&cfg),
+                "--api",
+                "0.0.0.0:0",
+                "--api-token-file",
+                path_str(&short),
+            ],
+            1,
+            &["--api-token-file", "at least 16"],
+        );
+    }
+
     /// Hugepages wanted (no --no-huge) but the hugepage directory is an ordinary empty
     /// directory, not a hugetlbfs mount.
     #[test]
