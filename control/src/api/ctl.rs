@@ -762,7 +762,7 @@ pub fn format_stats(st: &StatsView) -> String {
     if let Some(c) = &st.cluster {
         let _ = writeln!(
             s,
-            "cluster: sent {} datagrams {} records, received {} datagrams {} records, applied {}, rejected auth {} sequence {} malformed {} unknown_peer {}, remote_tokens {}, propagation n {} mean {} us max {} us",
+            "cluster: sent {} datagrams {} records, received {} datagrams {} records, applied {}, rejected auth {} sequence {} malformed {} unknown_peer {} epoch {}, sessions {}, remote_tokens {}, propagation n {} mean {} us max {} us",
             c.datagrams_sent,
             c.records_sent,
             c.datagrams_received,
@@ -772,6 +772,8 @@ pub fn format_stats(st: &StatsView) -> String {
             c.rejected_sequence,
             c.rejected_malformed,
             c.rejected_unknown_peer,
+            c.rejected_epoch,
+            c.sessions,
             c.remote_tokens,
             c.delay_count,
             c.delay_sum_us.checked_div(c.delay_count).unwrap_or(0),

@@ -697,7 +697,13 @@ fn cluster_families(c: &ClusterStatsView) -> Vec<Family> {
         .with(
             vec![("reason", "unknown_peer".into())],
             c.rejected_unknown_peer,
-        ),
+        )
+        .with(vec![("reason", "epoch".into())], c.rejected_epoch),
+        Family::counter(
+            "trapeze_cluster_sessions",
+            "Token-sync sessions opened (a peer's epoch confirmed by a challenge and response).",
+        )
+        .with(vec![], c.sessions),
         Family::counter(
             "trapeze_cluster_records_ignored",
             "Remote records not applied, by reason.",

@@ -644,6 +644,13 @@ pub struct ClusterStatsView {
     pub rejected_malformed: u64,
     /// Datagrams refused: the source is not a configured peer.
     pub rejected_unknown_peer: u64,
+    /// Datagrams refused: authentic, but of an epoch not confirmed by a hello (a restarted
+    /// peer before its session opened, or a dead process's datagram replayed).
+    #[serde(default)]
+    pub rejected_epoch: u64,
+    /// Sessions opened (a peer's epoch confirmed by a challenge and response).
+    #[serde(default)]
+    pub sessions: u64,
     /// Records naming a backend this instance does not have.
     pub unknown_backend: u64,
     /// Remote learns refused for lack of room.
