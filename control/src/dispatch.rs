@@ -68,6 +68,7 @@ fn metrics_input(cp: &PoolManager, env: &Env<'_>) -> MetricsInput {
         reloads_ok: cp.counters.reloads_ok,
         reloads_error: cp.counters.reloads_failed,
         pool_changes: cp.counters.pool_changes,
+        watchdog_stalls: cp.counters.watchdog_stalls,
     };
     let mut input =
         MetricsInput::from_pool(&env.published.load(), counters.workers, tokens, control);

@@ -122,6 +122,8 @@ pub struct ControlCounters {
     pub reloads_failed: u64,
     pub pool_changes: u64,
     pub refused: u64,
+    /// Workers found stalled by the watchdog.
+    pub watchdog_stalls: u64,
 }
 
 /// A reload that was applied.

@@ -8,6 +8,7 @@
 //!     ARP/NDP requests for unresolved backends (every 500 ms), health probes (every interval)
 //!     API requests (at most 64), one at a time          -> dispatch -> published
 //!     drain deadlines, SIGHUP reload                     -> published
+//!     the workers' heartbeats (the watchdog)             -> instance stopping on a stall
 //!     retired snapshots no reader holds any more         -> freed here
 //! ```
 //!
@@ -67,6 +68,8 @@ pub struct Links {
     pub requests: Receiver<ControlMsg>,
     /// Set (by SIGHUP) to reload the configuration file.
     pub reload: Arc<AtomicBool>,
+    /// The workers' heartbeats, for the watchdog (`None`: no watchdog).
+    pub heartbeats: Option<Arc<crate::watchdog::Heartbeats>>,
 }
 
 /// The control thread's state (see the module documentation).
@@ -83,6 +86,7 @@ pub struct ControlThread<D> {
     transitions: Vec<Transition>,
     last_report: Instant,
     unsent: u64,
+    watchdog: Option<crate::watchdog::Watchdog>,
 }
 
 impl<D: Dataplane> ControlThread<D> {
@@ -110,6 +114,10 @@ impl<D: Dataplane> ControlThread<D> {
             )
         });
         let ports = PortAddrs::of(&cfg);
+        let watchdog = match (&links.heartbeats, cfg.workers.watchdog) {
+            (Some(h), Some(t)) => Some(crate::watchdog::Watchdog::new(t, h.len(), Instant::now())),
+            _ => None,
+        };
         Self {
             pool: PoolManager::new(cfg, overrides, config_path),
             resolver,
@@ -122,6 +130,7 @@ impl<D: Dataplane> ControlThread<D> {
             transitions: Vec::new(),
             last_report: Instant::now(),
             unsent: 0,
+            watchdog,
         }
     }
 
@@ -276,6 +285,27 @@ impl<D: Dataplane> ControlThread<D> {
             if let Some(h) = self.health.as_mut() {
                 h.sync(&cfg.pool);
             }
+        }
+
+        // The workers' heartbeats.
+        if let (Some(w), Some(h)) = (self.watchdog.as_mut(), self.links.heartbeats.as_deref()) {
+            for e in w.check(h, now) {
+                match e {
+                    crate::watchdog::Event::Stalled(i, quiet) => {
+                        self.links.instance.mark_stalled();
+                        self.log.warn(format!(
+                            "watchdog: worker {i} made no progress for {} ms; the instance is \
+                             stopping (its VIPs are withdrawn) until a restart",
+                            quiet.as_millis()
+                        ));
+                    }
+                    crate::watchdog::Event::Resumed(i) => self.log.warn(format!(
+                        "watchdog: worker {i} moves again; the instance stays stopping until a \
+                         restart"
+                    )),
+                }
+            }
+            self.pool.counters.watchdog_stalls = w.stalls();
         }
 
         if now.duration_since(self.last_report) > REPORT_EVERY {

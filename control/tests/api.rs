@@ -186,6 +186,7 @@ impl Harness {
                 cluster: None,
                 requests: rx,
                 reload: Arc::new(AtomicBool::new(false)),
+                heartbeats: None,
             },
             Log::new(LogLevel::Error),
         );

@@ -43,6 +43,7 @@
 //! | `trapeze_cluster_propagation_delay_max_us` | gauge | |
 //! | `trapeze_control_reloads_total` | counter | `result` (`ok`, `error`) |
 //! | `trapeze_control_pool_changes_total` | counter | |
+//! | `trapeze_control_watchdog_stalls_total` | counter | |
 //! | `trapeze_control_version` | gauge | |
 //!
 //! Backend counters are labelled by backend only: a backend's counters are per backend, not
@@ -639,6 +640,13 @@ fn families(input: &MetricsInput) -> Vec<Family> {
             "Pool changes applied (API changes and reloads).",
         )
         .with(vec![], c.pool_changes),
+    );
+    out.push(
+        Family::counter(
+            "trapeze_control_watchdog_stalls",
+            "Forwarding workers found stalled by the watchdog (the instance turned stopping).",
+        )
+        .with(vec![], c.watchdog_stalls),
     );
     out.push(
         Family::gauge(

@@ -684,6 +684,9 @@ pub struct ControlStatsView {
     pub reloads_error: u64,
     /// Pool changes applied (API changes and reloads).
     pub pool_changes: u64,
+    /// Workers the watchdog found stalled (each stall once).
+    #[serde(default)]
+    pub watchdog_stalls: u64,
 }
 
 /// `GET /stats`.

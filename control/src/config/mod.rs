@@ -132,6 +132,8 @@ pub struct WorkerPlacement {
     pub lcores: Option<Vec<u32>>,
     /// Microseconds a worker sleeps after a run of empty polls (0: busy polling).
     pub idle_sleep_us: u32,
+    /// A worker stalled this long turns the instance `stopping` (`None`: no watchdog).
+    pub watchdog: Option<std::time::Duration>,
 }
 
 /// Active health checks (`[health]`).

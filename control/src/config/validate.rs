@@ -864,10 +864,29 @@ fn validate_workers(
             0
         }
     };
+    let watchdog = match w.watchdog.as_deref() {
+        None => Some(crate::watchdog::DEFAULT_TIMEOUT),
+        Some(s) => match units::parse_duration_ms(s) {
+            Ok(0) => None,
+            Ok(ms) if (100..=600_000).contains(&ms) => Some(std::time::Duration::from_millis(ms)),
+            Ok(ms) => {
+                ctx.err(
+                    "workers.watchdog",
+                    format!("{ms} ms is out of range (\"0\" to disable, or 100ms to 10min)"),
+                );
+                None
+            }
+            Err(e) => {
+                ctx.err("workers.watchdog", e);
+                None
+            }
+        },
+    };
     WorkerPlacement {
         count,
         lcores,
         idle_sleep_us,
+        watchdog,
     }
 }
 

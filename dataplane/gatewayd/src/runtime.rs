@@ -187,6 +187,14 @@ pub(crate) fn run(mut cfg: GatewayConfig, args: &GatewaydArgs, log: &Log) -> Res
     let reload = Arc::new(AtomicBool::new(false));
     signal_hook::flag::register(signal_hook::consts::SIGHUP, Arc::clone(&reload))
         .map_err(|e| format!("signal handler: {e}"))?;
+    #[cfg(feature = "fault-injection")]
+    signal_hook::flag::register(
+        signal_hook::consts::SIGUSR1,
+        Arc::clone(&crate::worker::STALL),
+    )
+    .map_err(|e| format!("signal handler: {e}"))?;
+    // The workers' heartbeats, checked by the control thread (the watchdog).
+    let heartbeats = Arc::new(trapeze_control::watchdog::Heartbeats::new(workers as usize));
     let inboxes: Vec<ArrayQueue<_>> = (0..workers).map(|_| ArrayQueue::new(1024)).collect();
     let control_tx = ArrayQueue::new(1024);
     let punted = ArrayQueue::new(1024);
@@ -206,6 +214,7 @@ pub(crate) fn run(mut cfg: GatewayConfig, args: &GatewaydArgs, log: &Log) -> Res
         control_tx: &control_tx,
         punted: &punted,
         board: &board,
+        heartbeats: &heartbeats,
         idle_sleep: Duration::from_micros(u64::from(cfg.workers.idle_sleep_us)),
         mempool: &pool,
     };
@@ -283,6 +292,7 @@ pub(crate) fn run(mut cfg: GatewayConfig, args: &GatewaydArgs, log: &Log) -> Res
             cluster: cluster.as_ref().map(|_| Arc::clone(&cluster_counters)),
             requests: api_rx,
             reload,
+            heartbeats: Some(Arc::clone(&heartbeats)),
         },
         *log,
     );
