@@ -464,12 +464,34 @@ fn metrics_content_negotiation() {
         a,
         b"GET /metrics HTTP/1.1\r\nHost: localhost\r\nAccept: application/openmetrics-text; version=1.0.0\r\nConnection: close\r\n\r\n",
     );
-    let r = trapeze_control::api::ctl::parse_reply(&raw).unwrap();
+    let r = parse_reply(&raw).unwrap();
     assert_eq!(r.status, 200);
     assert!(r
         .content_type
         .unwrap()
         .starts_with("application/openmetrics-text"));
+}
+
+/// Parses the answer of a raw exchange (the tests that send hand-made requests on purpose) with
+/// `httparse`: status, `Content-Type`, and the body after the headers (the server's answers carry
+/// a `Content-Length` and the connection closes after them).
+fn parse_reply(raw: &[u8]) -> Result<HttpReply, String> {
+    let mut headers = [httparse::EMPTY_HEADER; 32];
+    let mut resp = httparse::Response::new(&mut headers);
+    let n = match resp.parse(raw).map_err(|e| e.to_string())? {
+        httparse::Status::Complete(n) => n,
+        httparse::Status::Partial => return Err("incomplete answer".into()),
+    };
+    let content_type = resp
+        .headers
+        .iter()
+        .find(|h| h.name.eq_ignore_ascii_case("content-type"))
+        .map(|h| String::from_utf8_lossy(h.value).into_owned());
+    Ok(HttpReply {
+        status: resp.code.ok_or("no status")?,
+        content_type,
+        body: raw[n..].to_vec(),
+    })
 }
 
 fn raw_exchange(a: SocketAddr, req: &[u8]) -> Vec<u8> {
@@ -847,7 +869,7 @@ fn http_raw_if_match(h: &Harness, v: &str) -> HttpReply {
         "PUT /backends/srv1/weight HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nIf-Match: {v}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
         body.len()
     );
-    trapeze_control::api::ctl::parse_reply(&raw_exchange(*a, req.as_bytes())).unwrap()
+    parse_reply(&raw_exchange(*a, req.as_bytes())).unwrap()
 }
 
 #[test]
@@ -930,7 +952,7 @@ fn oversize_body_is_413() {
         "PUT /backends/srv1/weight HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{big}",
         big.len()
     );
-    let r = trapeze_control::api::ctl::parse_reply(&raw_exchange(*a, req.as_bytes())).unwrap();
+    let r = parse_reply(&raw_exchange(*a, req.as_bytes())).unwrap();
     assert_eq!(r.status, 413, "{}", r.text());
     assert_eq!(error_of(&r).status, 413);
     // Also through the client (the server may answer before reading it all).
@@ -1961,6 +1983,21 @@ fn the_bearer_token_is_required_when_configured() {
         &format!("GET /status HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer {token}\r\nConnection: close\r\n\r\n"),
     );
     assert_eq!(got, 200, "{text}");
+    // trapezectl (hyper's client) with and without the token file.
+    let file = h.dir.join("api.token");
+    std::fs::write(&file, format!("{token}\n")).unwrap();
+    let out = ctl(&h.url(), &["status"]);
+    assert_eq!(out.0, Some(1), "{out:?}");
+    assert!(
+        out.2.contains("401") || out.2.contains("bearer token"),
+        "{out:?}"
+    );
+    let out = ctl(
+        &h.url(),
+        &["--api-token-file", file.to_str().unwrap(), "status"],
+    );
+    assert_eq!(out.0, Some(0), "{out:?}");
+    assert!(out.1.contains("version"), "{out:?}");
     let (tx, _rx) = mpsc::sync_channel::<ControlMsg>(1);
     let e = serve_with(
         BindAddr::Tcp(sock("0.0.0.0:0")),
