@@ -121,7 +121,7 @@ pub fn process<F: Frame>(
     let port = pool.port(ingress);
     let pre = port
         .filter(|p| p.vlan.is_none())
-        .and_then(|_| fast_classify(frame.data(), pool, worker.flows.secret()));
+        .and_then(|p| fast_classify(frame.data(), &p.mac, pool, worker.flows.secret()));
     decide(
         frame,
         pre.as_ref(),
@@ -154,15 +154,15 @@ pub fn process_burst<F: Frame>(
     pool: &PoolSnapshot,
 ) {
     let port = pool.port(ingress);
-    let fast = port.is_some_and(|p| p.vlan.is_none());
+    let fast = port.filter(|p| p.vlan.is_none()).map(|p| p.mac);
     for (frames, verdicts) in frames.chunks_mut(BURST).zip(verdicts.chunks_mut(BURST)) {
         let mut pre: [Option<Classified>; BURST] = [None; BURST];
-        if fast {
+        if let Some(mac) = &fast {
             let mut hashes = [0u64; BURST];
             let mut n = 0;
             let secret = worker.flows.secret();
             for (p, f) in pre.iter_mut().zip(frames.iter()) {
-                *p = fast_classify(f.data(), pool, secret);
+                *p = fast_classify(f.data(), mac, pool, secret);
                 if let Some(p) = p {
                     hashes[n] = p.hash;
                     n += 1;
@@ -185,8 +185,13 @@ pub fn process_burst<F: Frame>(
 
 /// The common case in one go: the fast parser, then the classification of a VIP's segment.
 #[inline]
-fn fast_classify(data: &[u8], pool: &PoolSnapshot, secret: FlowSecret) -> Option<Classified> {
-    classify::tcp(pool, secret, &parse::fast(data)?)
+fn fast_classify(
+    data: &[u8],
+    mac: &[u8; 6],
+    pool: &PoolSnapshot,
+    secret: FlowSecret,
+) -> Option<Classified> {
+    classify::tcp(pool, secret, &parse::fast(data, mac)?)
 }
 
 /// Decides one frame, already classified by [`fast_classify`] or not. `port` is the ingress
@@ -233,6 +238,12 @@ fn full_walk<F: Frame>(cx: &mut Ctx<'_>, frame: &mut F) -> Verdict {
         Ok(l2) => l2,
         Err(r) => return Verdict::Drop(r),
     };
+    // The destination MAC: ours, or a group address (judged below: broadcast for ARP, the
+    // multicast of neighbour discovery for ICMPv6, nothing else). A unicast frame for another
+    // host (a promiscuous port, a switch flooding an unknown MAC) is not forwarded or answered.
+    if !l2.multicast && l2.dst != cx.port.mac {
+        return Verdict::Drop(DropReason::L2NotOurs);
+    }
     if l2.vid != cx.port.vlan {
         return Verdict::Drop(DropReason::VlanUnexpected);
     }
@@ -250,6 +261,7 @@ fn full_walk<F: Frame>(cx: &mut Ctx<'_>, frame: &mut F) -> Verdict {
                 Upper::Done(v) => v,
             }
         }
+        EtherType::ARP if l2.multicast && !l2.broadcast => Verdict::Drop(DropReason::L2Multicast),
         EtherType::ARP => reply::arp(cx, frame),
         _ => Verdict::Drop(DropReason::UnknownEthertype),
     }

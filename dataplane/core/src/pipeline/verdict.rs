@@ -69,8 +69,12 @@ labelled_enum! {
         /// ARP reply claiming the gateway's own address or a VIP, or a backend's address on a
         /// port other than the backend's: not punted, so never learned (L5, no cache poisoning).
         ArpSpoof => "arp_spoof",
-        /// IP to a broadcast/multicast MAC (L9).
+        /// IP to a broadcast/multicast MAC other than neighbour discovery's, or ARP to a multicast
+        /// MAC other than broadcast (L9).
         L2Multicast => "l2_multicast",
+        /// Unicast frame for another MAC than the ingress port's (a promiscuous port, a switch
+        /// flooding an unknown destination): neither forwarded nor answered.
+        L2NotOurs => "l2_not_ours",
         /// IP version field does not match the EtherType (4a, 6a).
         IpBadVersion => "ip_bad_version",
         /// IPv4 IHL < 5 (4b).
@@ -203,6 +207,9 @@ labelled_enum! {
         TimeExceededSent => "time_exceeded_sent",
         /// IPv4 packet with options (forwarded).
         Ipv4Options => "ipv4_options",
+        /// IPv4 record-route or timestamp options overwritten with NOPs, so that no backend
+        /// address reaches a client through them (and no client learns the path inside).
+        Ipv4OptionsBlanked => "ipv4_options_blanked",
         /// TCP checksum wrong on a packet the gateway would learn from: not learned (T14).
         BadL4ChecksumNotLearned => "bad_l4_csum_not_learned",
         /// DSR: a token was learned from the client's MP_CAPABLE third ACK (or first data
