@@ -66,8 +66,15 @@
 //! * **Multi-segment frames** (L8): [`Frame`] is contiguous; the runtime linearises or drops
 //!   chained mbufs before calling [`process`]. Every header read is bounds-checked against the
 //!   contiguous data, so a cut-off frame is dropped by a length check.
+//! * **Destination MAC** (L9, L10): the ingress port's own, broadcast (ARP) or neighbour
+//!   discovery's multicast (ICMPv6); a unicast frame for another MAC is dropped (`l2_not_ours`),
+//!   other group addresses too (`l2_multicast`).
 //! * **IPv4 options** (4c): parsed by IHL and forwarded (`ipv4_options` event); LSRR/SSRR are
-//!   dropped (`source_route`).
+//!   dropped (`source_route`). Record-route and timestamp options are overwritten with NOPs
+//!   on the way out (`ipv4_options_blanked`): a backend echoes a record route with its own
+//!   address in it, which must not reach the client. Blanked, not dropped (the options are
+//!   otherwise harmless, and `ping -R` keeps working), and not cut out (the header keeps its
+//!   length, so nothing else in the frame moves).
 //! * **Fragments** (4h, 6f, 6g): dropped (`frag_drop`); no reassembly and no MSS clamping. An IPv6
 //!   atomic fragment (offset 0, M = 0, RFC 6946; 6h) is a whole packet and is forwarded.
 //! * **Not TCP to a VIP** (4k): dropped (`not_tcp`); to the gateway's own address: punted.
