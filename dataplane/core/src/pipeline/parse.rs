@@ -115,10 +115,15 @@ pub(crate) fn fast(d: &[u8], mac: &[u8; 6]) -> Option<Headers> {
             {
                 return None;
             }
-            let mut sum = 0u32;
-            for i in 0..10 {
-                sum += u16::from_be_bytes([h[14 + 2 * i], h[15 + 2 * i]]) as u32;
+            // The header checksum, summed in 32-bit words (the one's-complement sum of the
+            // 16-bit words is the folded sum of the 32-bit ones): 5 additions instead of 10.
+            let mut sum = 0u64;
+            for i in 0..5 {
+                let w = [h[14 + 4 * i], h[15 + 4 * i], h[16 + 4 * i], h[17 + 4 * i]];
+                sum += u64::from(u32::from_be_bytes(w));
             }
+            sum = (sum & 0xffff_ffff) + (sum >> 32);
+            sum = (sum & 0xffff) + (sum >> 16);
             sum = (sum & 0xffff) + (sum >> 16);
             sum = (sum & 0xffff) + (sum >> 16);
             if sum != 0xffff {
