@@ -70,8 +70,8 @@
 //!   discovery's multicast (ICMPv6); a unicast frame for another MAC is dropped (`l2_not_ours`),
 //!   other group addresses too (`l2_multicast`).
 //! * **IPv4 options** (4c): parsed by IHL and forwarded (`ipv4_options` event); LSRR/SSRR are
-//!   dropped (`source_route`). Record-route and timestamp options are overwritten with NOPs
-//!   on the way out (`ipv4_options_blanked`): a backend echoes a record route with its own
+//!   dropped (`source_route`). Record-route and timestamp options of a VIP's segments (both
+//!   directions) are overwritten with NOPs (`ipv4_options_blanked`): a backend echoes a record route with its own
 //!   address in it, which must not reach the client. Blanked, not dropped (the options are
 //!   otherwise harmless, and `ping -R` keeps working), and not cut out (the header keeps its
 //!   length, so nothing else in the frame moves).
@@ -281,7 +281,19 @@ fn tcp<F: Frame>(cx: &mut Ctx<'_>, frame: &mut F, ip: Ip) -> Verdict {
         Err(r) => return Verdict::Drop(r),
     };
     match classify::tcp(cx.pool, cx.w.flows.secret(), &Headers { ip, seg }) {
-        Some(p) => flow::forward(cx, frame, &p),
+        Some(p) => {
+            // A VIP's segment with IPv4 options (never the fast path's): record route and
+            // timestamp are blanked, so that a backend's address recorded in them never reaches
+            // a client. Not in a frame handed to another worker, which must leave unchanged
+            // (that worker blanks them); `key.src` is the client side in both directions.
+            if ip.l4 != ip.l3 + 20
+                && cx.handoff(&p.key.src, p.key.src_port).is_none()
+                && parse::blank_address_options(frame.data_mut(), &ip)
+            {
+                cx.w.stats.event(Event::Ipv4OptionsBlanked);
+            }
+            flow::forward(cx, frame, &p)
+        }
         None => classify::not_for_a_vip(cx.pool, cx.ingress, &ip),
     }
 }

@@ -20,7 +20,7 @@ use crate::flow::addr_bytes;
 use crate::pipeline::classify::Quoted;
 use crate::pipeline::context::Ctx;
 use crate::pipeline::frame::{retag, set_macs, Frame};
-use crate::pipeline::parse::{self, Ip};
+use crate::pipeline::parse::Ip;
 use crate::pipeline::verdict::{DropReason, Event, Verdict};
 use crate::pool::{BackendId, Mac, PortId, VipId};
 
@@ -35,7 +35,6 @@ pub(crate) fn to_backend<F: Frame>(
     vip_id: VipId,
     hash: u64,
 ) -> Verdict {
-    blank_address_options(cx, frame, ip);
     if let Some(d) = cx.pool.vip(vip_id).and_then(|v| v.mode.dsr()) {
         let d = *d;
         return dsr::encapsulate(cx, frame, ip, backend_id, vip_id, &d, hash);
@@ -60,20 +59,6 @@ pub(crate) fn to_backend<F: Frame>(
     Verdict::Forward { port: b.egress }
 }
 
-/// IPv4 record-route and timestamp options of a packet that leaves through a rewrite are
-/// overwritten with NOPs (`parse::blank_address_options`; counted), so that a backend's
-/// address recorded in them never reaches a client. Only a packet with options (never the
-/// fast path's) pays more than one comparison.
-#[inline]
-fn blank_address_options<F: Frame>(cx: &mut Ctx<'_>, frame: &mut F, ip: &Ip) {
-    if ip.l4 != ip.l3 + ipv4::HEADER_LEN
-        && !ip.v6
-        && parse::blank_address_options(frame.data_mut(), ip)
-    {
-        cx.w.stats.event(Event::Ipv4OptionsBlanked);
-    }
-}
-
 /// Where a packet back to a client leaves: the client's port and next hop, from the flow entry,
 /// or the port's configured gateway for a packet without state.
 #[derive(Debug, Clone, Copy)]
@@ -96,7 +81,6 @@ pub(crate) fn to_client<F: Frame>(
     let Some(port) = cx.pool.port(to.port) else {
         return Verdict::Drop(DropReason::NoNeighbour);
     };
-    blank_address_options(cx, frame, ip);
     let buf = frame.data_mut();
     nat::nat_tcp(buf, ip, End::Src, vip_addr, vip_port);
     set_macs(buf, &port.mac, &to.mac);
