@@ -67,6 +67,9 @@ cargo test --workspace --locked
 step "the worker watchdog on the real daemon, with the fault injection only this test build has"
 cargo test -p trapeze-gatewayd --features fault-injection --test watchdog --locked
 
+step "instruction budgets of the packet path (callgrind: deterministic counts; benches/budgets.json)"
+python3 benches/budget.py
+
 step "end to end: the daemon between real Linux MPTCP clients and servers (network namespaces), its control plane, DSR, join routing without tokens, restarts that keep every flow and token, token collisions, token sharing between instances, several instances behind ECMP with BGP, the anycast experiment (short)"
 if [ "$(id -u)" -eq 0 ]; then
   testbed/e2e.sh
