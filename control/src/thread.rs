@@ -44,6 +44,11 @@ use crate::neighbour::{self, Resolver};
 use crate::pool::PoolManager;
 use crate::publish::Published;
 
+/// Fault injection (test builds): once set, the control thread is stuck for good.
+#[cfg(feature = "fault-injection")]
+pub static STUCK: std::sync::LazyLock<Arc<AtomicBool>> =
+    std::sync::LazyLock::new(|| Arc::new(AtomicBool::new(false)));
+
 /// Time between two rounds.
 pub const ROUND: Duration = Duration::from_millis(10);
 /// Punted frames read per round.
@@ -155,6 +160,11 @@ impl<D: Dataplane> ControlThread<D> {
 
     /// One round of the loop (see the module documentation).
     pub fn step(&mut self, now: Instant) {
+        #[cfg(feature = "fault-injection")]
+        while STUCK.load(Ordering::Relaxed) {
+            // Stuck for good (the daemon's SIGUSR2 in test builds): not even `stop` ends it.
+            std::thread::sleep(Duration::from_millis(50));
+        }
         let published = &*self.links.published;
         let shared = &*self.links.shared;
         let mut pool_changed = false;

@@ -193,6 +193,12 @@ pub(crate) fn run(mut cfg: GatewayConfig, args: &GatewaydArgs, log: &Log) -> Res
         Arc::clone(&crate::worker::STALL),
     )
     .map_err(|e| format!("signal handler: {e}"))?;
+    #[cfg(feature = "fault-injection")]
+    signal_hook::flag::register(
+        signal_hook::consts::SIGUSR2,
+        Arc::clone(&trapeze_control::thread::STUCK),
+    )
+    .map_err(|e| format!("signal handler: {e}"))?;
     // The workers' heartbeats, checked by the control thread (the watchdog).
     let heartbeats = Arc::new(trapeze_control::watchdog::Heartbeats::new(workers as usize));
     let inboxes: Vec<ArrayQueue<_>> = (0..workers).map(|_| ArrayQueue::new(1024)).collect();

@@ -6,6 +6,10 @@
 //! (`cargo test -p trapeze-gatewayd --features fault-injection --test watchdog`): SIGUSR1 makes
 //! worker 0 stop beating its heartbeat (it sleeps in its loop until the stop). Without the
 //! feature this file is empty.
+//!
+//! Also here: SIGUSR2 sticks the control thread for good (it used to be a reload of a FIFO, which
+//! the reload's limits now refuse), and SIGTERM must still stop the daemon (issue 12, defects 1
+//! and 2: a stuck control thread used to hold SIGTERM).
 #![cfg(all(feature = "fault-injection", not(tz_no_dpdk)))]
 
 use std::path::PathBuf;
@@ -174,4 +178,41 @@ fn a_stalled_worker_turns_the_instance_stopping_and_is_counted() {
         std::thread::sleep(Duration::from_millis(20));
     };
     assert!(st.success(), "{st}: {}", stderr(&d));
+}
+
+#[test]
+fn a_stuck_control_thread_does_not_hold_sigterm() {
+    let (mut d, api) = start("stuck", "2s");
+    assert_eq!(instance(&api).state, InstanceState::Serving);
+    signal(&d, "-USR2");
+    // The API answers 503 once the control thread no longer does.
+    let t0 = Instant::now();
+    loop {
+        let r = http_request(&api, "GET", "/status", None, None, Duration::from_secs(10))
+            .unwrap_or_else(|e| panic!("{e}: {:?} {}", d.child.try_wait(), stderr(&d)));
+        if r.status == 503 {
+            break;
+        }
+        assert!(t0.elapsed() < HANG, "still answered: {}", r.text());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    signal(&d, "-TERM");
+    let t0 = Instant::now();
+    let st = loop {
+        if let Some(st) = d.child.try_wait().unwrap() {
+            break st;
+        }
+        assert!(t0.elapsed() < HANG, "SIGTERM held: {}", stderr(&d));
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(st.success(), "{st}: {}", stderr(&d));
+    assert!(
+        stderr(&d).contains("the control thread did not stop"),
+        "{}",
+        stderr(&d)
+    );
+    println!(
+        "stuck control thread: SIGTERM exit in {} ms",
+        t0.elapsed().as_millis()
+    );
 }
