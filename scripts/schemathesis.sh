@@ -3,16 +3,19 @@
 # (--no-pci, --no-huge, its own --file-prefix), its API on a free port of 127.0.0.1, every
 # operation of GET /openapi.json (docs/openapi.json) run with generated valid and invalid input,
 # mutating ones (drain, remove, reload...) included, with every check. It must find nothing.
-# Needs target/pyenv (scripts/deps.sh python) and a built daemon (cargo build; BIN= overrides).
+# Needs target/pyenv (scripts/deps.sh python); builds the daemon (BIN=path uses another build).
 # Usage: scripts/schemathesis.sh [MAX_EXAMPLES]   (default 20 per operation)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 max_examples="${1:-20}"
-bin="${BIN:-target/debug/trapeze-gatewayd}"
+bin="${BIN:-}"
 st=target/pyenv/bin/schemathesis
 [ -x "$st" ] || { echo "schemathesis.sh: $st missing (scripts/deps.sh python)" >&2; exit 1; }
-[ -x "$bin" ] || cargo build -p trapeze-gatewayd --locked --quiet
+if [ -z "$bin" ]; then
+  cargo build -p trapeze-gatewayd --locked --quiet
+  bin=target/debug/trapeze-gatewayd
+fi
 
 prefix="tzc-st-$$"
 dir="$(mktemp -d "/tmp/${prefix}-XXXX")"
@@ -22,8 +25,7 @@ cleanup() {
     kill "$pid" 2>/dev/null || true
     wait "$pid" 2>/dev/null || true
   fi
-  [ -n "${KEEP:-}" ] || rm -rf "$dir" "/var/run/dpdk/$prefix" "/tmp/dpdk/$prefix" "/dev/shm/$prefix.tzstate" \
-    "/dev/hugepages/$prefix.tzstate" 2>/dev/null || true
+  [ -n "${KEEP:-}" ] || rm -rf "$dir" "/var/run/dpdk/$prefix" "/tmp/dpdk/$prefix" 2>/dev/null || true
 }
 trap cleanup EXIT
 
@@ -63,6 +65,9 @@ token_capacity = 1024
 
 [health]
 enabled = false
+
+[state]
+persist = false
 
 [workers]
 count = 1
