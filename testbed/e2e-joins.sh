@@ -149,6 +149,10 @@ direct_routes() {
 }
 
 testbed/netns.sh up >/dev/null
+# Every scenario here routes joins by an announcement (the servers' or the gateway's ADD_ADDR):
+# Linux takes none with the kernel's default add_addr_accepted 0 (testbed/c-flag-probe.sh), so
+# the client accepts one announced address, and no more.
+testbed/netns.sh client-limits announce
 
 # 1. Stateless join ports announced by the servers (DSR).
 start_gateway "$CONFIG" gw-ports --api "unix:$SOCK"
@@ -208,11 +212,22 @@ with_setting web4 'announce = "join-ports"' "$OUT/announce-web4.toml"
 CONFIG=$OUT/announce-web4.toml with_setting web6 'announce = "join-ports"' "$OUT/announce-both.toml"
 start_gateway "$OUT/announce-both.toml" gw-announce --api "unix:$SOCK"
 stats "$OUT/s3a.json"
+# The SYN/ACKs the client receives carry the C flag the gateway set (deny_join_initial defaults
+# on for an announcing VIP): captured on the client's link.
+ip netns exec tz-client tcpdump -i cli0 -s 200 -U -nn -Z root -w "$OUT/announce-synack.pcap" \
+  'tcp[tcpflags] & (tcp-syn|tcp-ack) == (tcp-syn|tcp-ack) or (ip6 and ip6[53] & 0x12 == 0x12)' \
+  2>"$OUT/tcpdump-announce.log" &
+TCPDUMP=$!
+for _ in $(seq 50); do grep -q listening "$OUT/tcpdump-announce.log" && break; sleep 0.1; done
 run announce-ports-v4 -4 -n "$N" --join-ports "$JOIN_PORTS"
 run announce-ports-v6 -6 -n "$N" --join-ports "$JOIN_PORTS"
+sleep 0.5
+kill -INT "$TCPDUMP"
+wait "$TCPDUMP" || true
 stats "$OUT/s3b.json"
 counters "$OUT/s3a.json" "$OUT/s3b.json" "announce_sent >= 2 * $N" "announce_echoed >= 2 * $N" \
   "join_port_routed >= 2 * $N"
+testbed/pcap_mpc.py "$OUT/announce-synack.pcap" --vip-port 80 --min "$((2 * N))" --c-flag
 stop_gateway
 
 # 4. Off the path (DSR): the gateway announces the server's own address and is stopped 1 s into

@@ -111,6 +111,8 @@ pub struct NewVip {
     pub join_ports: std::collections::BTreeMap<String, u16>,
     /// What the gateway announces.
     pub announce: trapeze_core::pool::Announce,
+    /// The C flag in the MP_CAPABLE SYN/ACK; `None`: where an announcement depends on it.
+    pub deny_join_initial: Option<bool>,
 }
 
 /// Counters of the control plane itself.
@@ -339,6 +341,7 @@ impl PoolManager {
                         state: BackendState::Active,
                         egress,
                         mac: b.mac,
+                        direct: None,
                     }));
                     id
                 }
@@ -527,6 +530,7 @@ impl PoolManager {
                 client_port,
                 join_ports,
                 announce: v.announce,
+                deny_join_initial: v.deny_join_initial,
             }));
             Ok(())
         })
@@ -969,6 +973,7 @@ mod tests {
             backends: backends.iter().map(|b| b.to_string()).collect(),
             join_ports: Default::default(),
             announce: Default::default(),
+            deny_join_initial: None,
         };
         let e = cp
             .add_vip(vip("v", &["srv1", "ghost"]), None, &published)

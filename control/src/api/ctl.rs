@@ -129,6 +129,10 @@ pub enum Cmd {
         /// What the gateway announces to MPTCP clients: off (default), join-ports, backend.
         #[arg(long, value_name = "off|join-ports|backend", value_parser = parse_announce)]
         announce: Option<AnnounceMode>,
+        /// Set the C flag ("do not join the initial address") in the MP_CAPABLE SYN/ACK
+        /// (NAT). Default: on where an announcement depends on it.
+        #[arg(long, value_name = "on|off", value_parser = parse_on_off)]
+        deny_join_initial: Option<bool>,
         #[command(flatten)]
         v: IfVersion,
     },
@@ -501,6 +505,14 @@ fn parse_announce(s: &str) -> Result<AnnounceMode, String> {
     }
 }
 
+fn parse_on_off(s: &str) -> Result<bool, String> {
+    match s {
+        "on" => Ok(true),
+        "off" => Ok(false),
+        _ => Err(format!("{s:?}: expected on or off")),
+    }
+}
+
 /// The HTTP request of a command: method, path, JSON body, `If-Match`.
 pub fn request_of(cmd: &Cmd) -> (&'static str, String, Option<String>, Option<u64>) {
     let json = |v: serde_json::Value| Some(v.to_string());
@@ -518,6 +530,7 @@ pub fn request_of(cmd: &Cmd) -> (&'static str, String, Option<String>, Option<u6
             outer_source,
             join_ports,
             announce,
+            deny_join_initial,
             v,
         } => {
             let body = VipBody {
@@ -535,6 +548,7 @@ pub fn request_of(cmd: &Cmd) -> (&'static str, String, Option<String>, Option<u6
                 backends: backends.clone(),
                 join_ports: join_ports.iter().cloned().collect(),
                 announce: *announce,
+                deny_join_initial: *deny_join_initial,
             };
             (
                 "POST",
@@ -652,7 +666,7 @@ pub fn format_vips(vips: &[VipView]) -> String {
             v.new_conns,
             v.joins
         );
-        if !v.join_ports.is_empty() || v.announce != AnnounceMode::Off {
+        if !v.join_ports.is_empty() || v.announce != AnnounceMode::Off || v.deny_join_initial {
             let ports: Vec<String> = v
                 .join_ports
                 .iter()
@@ -660,7 +674,7 @@ pub fn format_vips(vips: &[VipView]) -> String {
                 .collect();
             let _ = writeln!(
                 s,
-                "     join ports: {}  announce: {}",
+                "     join ports: {}  announce: {}  C flag: {}",
                 if ports.is_empty() {
                     "-".to_string()
                 } else {
@@ -670,7 +684,8 @@ pub fn format_vips(vips: &[VipView]) -> String {
                     AnnounceMode::Off => "off",
                     AnnounceMode::JoinPorts => "join-ports",
                     AnnounceMode::Backend => "backend",
-                }
+                },
+                if v.deny_join_initial { "on" } else { "off" }
             );
         }
         for b in &v.backends {

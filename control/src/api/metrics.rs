@@ -373,6 +373,7 @@ pub fn vip_views(
                     .filter_map(|&(b, p)| Some((pool.backend(b)?.name.clone(), p)))
                     .collect(),
                 announce: v.announce.into(),
+                deny_join_initial: v.deny_join_initial,
                 new_conns: t.new_conns,
                 joins: t.joins,
                 packets: t.packets,

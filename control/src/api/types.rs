@@ -229,6 +229,10 @@ pub struct VipBody {
     /// What the gateway announces to MPTCP clients (`off` when absent).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub announce: Option<AnnounceMode>,
+    /// The C flag in the MP_CAPABLE SYN/ACK the gateway forwards (NAT); absent: on where an
+    /// announcement depends on it (join ports, `announce`, a member with a direct address).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deny_join_initial: Option<bool>,
 }
 
 /// Body of `POST /vips/{vip}/backends`: a new backend (the file's `[[backends]]` entry), made a
@@ -534,6 +538,9 @@ pub struct VipView {
     /// What the gateway announces to MPTCP clients.
     #[serde(default)]
     pub announce: AnnounceMode,
+    /// Whether the gateway sets the C flag in the MP_CAPABLE SYN/ACK (resolved).
+    #[serde(default)]
+    pub deny_join_initial: bool,
     /// New connections.
     pub new_conns: u64,
     /// Joins routed.

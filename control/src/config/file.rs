@@ -172,6 +172,10 @@ pub struct VipEntry {
     /// `"off"` (default), `"join-ports"` (NAT: the gateway announces VIP:join port of the
     /// connection's backend) or `"backend"` (the backend's own address: joins bypass the gateway).
     pub announce: Option<String>,
+    /// Whether the gateway sets the C flag ("do not join the initial address") in the MP_CAPABLE
+    /// SYN/ACK it forwards (NAT). Absent: on where an announcement depends on it (join ports,
+    /// `announce`, a member with a `direct` address), off otherwise.
+    pub deny_join_initial: Option<bool>,
 }
 
 /// A `[vips.dsr]` table.

@@ -482,6 +482,7 @@ fn validate_backends(
                 state,
                 egress: PortId(egress as u8),
                 mac,
+                direct: None,
             }),
             _ => None,
         });
@@ -680,6 +681,7 @@ fn validate_vips(
                 client_port: PortId(cp as u8),
                 join_ports,
                 announce,
+                deny_join_initial: v.deny_join_initial,
             }),
             _ => None,
         });

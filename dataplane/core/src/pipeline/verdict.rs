@@ -233,6 +233,10 @@ labelled_enum! {
         /// Off-path mode: the client was asked (MP_PRIO, B = 1) to keep the subflow through the
         /// gateway as a backup.
         PrioBackupSent => "prio_backup_sent",
+        /// NAT: the C flag ("do not join the initial address", RFC 8684 §3.1) was set in the
+        /// MP_CAPABLE of a backend's SYN/ACK on its way to the client (the VIP's
+        /// `deny_join_initial`).
+        DenyJoinInitialSet => "deny_join_initial_set",
     }
 }
 
