@@ -207,6 +207,7 @@ pub fn dispatch(cp: &mut PoolManager, req: Request, env: &Env<'_>) -> Response {
                 },
                 if_version,
                 env.published,
+                env.shared,
             )
         }
         Request::RemoveBackend {

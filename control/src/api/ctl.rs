@@ -174,7 +174,8 @@ pub enum Cmd {
     RemoveBackend {
         /// Backend name.
         name: String,
-        /// Remove now: its flows are dropped and its joins refused.
+        /// Remove now: its flows are dropped and its joins refused while it is out (added back
+        /// within 10 min with the same addresses and port, they resume).
         #[arg(long)]
         hard: bool,
         #[command(flatten)]

@@ -126,7 +126,9 @@ pub enum RemoveMode {
     /// flows have ended or the drain deadline passed.
     #[default]
     Graceful,
-    /// Remove now: its flows are dropped (`backend_gone`) and its joins refused.
+    /// Remove now: its flows are dropped (`backend_gone`) and its joins refused while it is out.
+    /// Added back within `REMOVED_MEMORY` (10 min) with the same name, addresses and port, it
+    /// gets its id back and its flows and joins resume.
     Hard,
 }
 
@@ -229,8 +231,8 @@ pub struct VipBody {
     /// What the gateway announces to MPTCP clients (`off` when absent).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub announce: Option<AnnounceMode>,
-    /// The C flag in the MP_CAPABLE SYN/ACK the gateway forwards (NAT); absent: on where an
-    /// announcement depends on it (join ports, `announce`, a member with a direct address).
+    /// The C flag in the MP_CAPABLE SYN/ACK the gateway forwards (NAT); absent: on where the
+    /// gateway's announcement depends on it (`announce`, a member with a direct address).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub deny_join_initial: Option<bool>,
 }

@@ -173,8 +173,8 @@ pub struct VipEntry {
     /// connection's backend) or `"backend"` (the backend's own address: joins bypass the gateway).
     pub announce: Option<String>,
     /// Whether the gateway sets the C flag ("do not join the initial address") in the MP_CAPABLE
-    /// SYN/ACK it forwards (NAT). Absent: on where an announcement depends on it (join ports,
-    /// `announce`, a member with a `direct` address), off otherwise.
+    /// SYN/ACK it forwards (NAT). Absent: on where the gateway's announcement depends on it
+    /// (`announce`, a member with a `direct` address), off otherwise.
     pub deny_join_initial: Option<bool>,
 }
 

@@ -323,8 +323,9 @@ pub struct VipSpec {
     /// What the gateway announces to MPTCP clients.
     pub announce: Announce,
     /// The C flag in the MP_CAPABLE SYN/ACK (NAT only: in DSR the SYN/ACK does not pass). `None`:
-    /// on where an announcement depends on it (the gateway or the servers announce join ports,
-    /// `announce = "backend"`, or a member has a direct address to migrate to), off otherwise.
+    /// on where the gateway's announcement depends on it (`announce = "join-ports"` or
+    /// `"backend"`, or a member has a direct address to migrate to), off otherwise (token mode:
+    /// the clients' joins go to the VIP itself).
     pub deny_join_initial: Option<bool>,
 }
 
@@ -758,7 +759,7 @@ impl PoolSnapshot {
             });
             let deny_join_initial = v.mode.dsr().is_none()
                 && v.deny_join_initial
-                    .unwrap_or(v.announce != Announce::Off || !join_ports.is_empty() || migrates);
+                    .unwrap_or(v.announce != Announce::Off || migrates);
             vips.push(Some(Vip {
                 join_ports,
                 announce: v.announce,

@@ -594,7 +594,7 @@ fn the_c_flag_is_set_in_the_forwarded_syn_ack_of_vips_that_announce_checksum_by_
             for (announce, setting, expect) in [
                 (Announce::JoinPorts, None, true),
                 (Announce::Backend, None, true),
-                (Announce::Off, None, true), // join ports: the servers announce them
+                (Announce::Off, None, false), // token mode (join ports unannounced)
                 (Announce::JoinPorts, Some(false), false),
             ] {
                 let mut spec = nat_spec(2, announce);
@@ -609,6 +609,10 @@ fn the_c_flag_is_set_in_the_forwarded_syn_ack_of_vips_that_announce_checksum_by_
                 // Nothing else in the options changed.
                 let diff: Vec<usize> = (0..opts.len()).filter(|&i| opts[i] != sent[i]).collect();
                 assert_eq!(diff.len(), usize::from(expect), "{diff:?}");
+                if expect {
+                    // Only the C bit: the flags byte is the one that differs.
+                    assert_eq!(opts[diff[0]] ^ sent[diff[0]], 0x20);
+                }
                 assert_eq!(g.events(Event::DenyJoinInitialSet), u64::from(expect));
                 // A retransmitted SYN/ACK is flagged too (the client may see only that one).
                 let (out, _) = syn_ack_through(&mut g, client, port, odd);
