@@ -204,6 +204,7 @@ pub fn dispatch(cp: &mut PoolManager, req: Request, env: &Env<'_>) -> Response {
                     weight: backend.weight,
                     egress: backend.egress_port,
                     mac,
+                    direct: backend.direct,
                 },
                 if_version,
                 env.published,

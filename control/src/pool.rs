@@ -135,6 +135,8 @@ pub struct NewBackend {
     /// Egress port by name; `None`: the port of the VIP's other backends, or the only port.
     pub egress: Option<String>,
     pub mac: Option<[u8; 6]>,
+    /// Its direct address (migration).
+    pub direct: Option<IpAddr>,
 }
 
 /// A VIP as a request describes it.
@@ -401,7 +403,7 @@ impl PoolManager {
                         state: BackendState::Active,
                         egress,
                         mac: b.mac.or(resumed.as_ref().and_then(|r| r.backend.mac)),
-                        direct: None,
+                        direct: b.direct,
                     });
                     id
                 }
@@ -892,6 +894,7 @@ mod tests {
             weight: 1,
             egress: None,
             mac: None,
+            direct: None,
         }
     }
 
@@ -1039,6 +1042,7 @@ mod tests {
             weight: 1,
             egress: None,
             mac: None,
+            direct: None,
         };
         cp.add_backend("web4", back.clone(), None, &published, &shared)
             .unwrap();

@@ -167,6 +167,10 @@ pub enum Cmd {
         /// Static MAC of the backend or next hop (default: ARP/NDP).
         #[arg(long, value_name = "MAC")]
         mac: Option<String>,
+        /// An address the clients can reach it on directly: draining it (or a graceful
+        /// removal) moves its MPTCP connections there.
+        #[arg(long, value_name = "ADDR")]
+        direct: Option<std::net::IpAddr>,
         #[command(flatten)]
         v: IfVersion,
     },
@@ -570,6 +574,7 @@ pub fn request_of(cmd: &Cmd) -> (&'static str, String, Option<String>, Option<u6
             weight,
             egress,
             mac,
+            direct,
             v,
         } => {
             let body = BackendBody {
@@ -580,6 +585,7 @@ pub fn request_of(cmd: &Cmd) -> (&'static str, String, Option<String>, Option<u6
                 weight: *weight,
                 egress_port: egress.clone(),
                 mac: mac.clone(),
+                direct: *direct,
             };
             (
                 "POST",
@@ -766,6 +772,13 @@ pub fn format_stats(st: &StatsView) -> String {
         }
         if let Some(a) = b.active_flows {
             let _ = write!(s, " active_flows {a}");
+        }
+        if let Some(m) = b.migration {
+            let _ = write!(
+                s,
+                " migration announced {} migrated {} left_behind {}",
+                m.announced, m.migrated, m.left_behind
+            );
         }
         let _ = writeln!(s);
     }

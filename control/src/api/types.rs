@@ -262,6 +262,10 @@ pub struct BackendBody {
     /// Static MAC of the backend or its next hop (`"02:00:00:00:00:01"`); absent: ARP/NDP.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mac: Option<String>,
+    /// An address the clients can reach it on directly: draining it moves its MPTCP
+    /// connections there (migration).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub direct: Option<IpAddr>,
 }
 
 impl BackendBody {
@@ -512,6 +516,12 @@ pub struct BackendView {
     pub packets: u64,
     /// Bytes sent to it.
     pub bytes: u64,
+    /// The address its clients can reach it on directly (migration), if declared.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub direct: Option<IpAddr>,
+    /// Migration counters, once a migration has begun.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub migration: Option<MigrationView>,
 }
 
 /// A VIP as `GET /vips` shows it.
@@ -607,6 +617,32 @@ pub struct TrafficView {
     /// Bytes forwarded back towards clients (VIPs only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub to_client_bytes: Option<u64>,
+    /// Migration to the backend's direct address (backends only, once it has begun).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub migration: Option<MigrationView>,
+}
+
+/// A backend's migration counters (`pipeline/flow/migration.rs`), summed over the workers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct MigrationView {
+    /// MPTCP connections sent the direct address.
+    pub announced: u64,
+    /// Connections whose client took it.
+    pub migrated: u64,
+    /// Connections left to the drain policy (plain TCP, or no echo).
+    pub left_behind: u64,
+}
+
+impl MigrationView {
+    /// The counters of `c`, if a migration has begun.
+    pub fn of(c: &trapeze_core::pipeline::BackendCounters) -> Option<Self> {
+        let m = Self {
+            announced: c.migrate_announced,
+            migrated: c.migrate_migrated,
+            left_behind: c.migrate_left_behind,
+        };
+        (m != Self::default()).then_some(m)
+    }
 }
 
 /// The token table in `GET /stats`.

@@ -213,6 +213,10 @@ pub struct BackendEntry {
     pub egress_port: String,
     /// Static MAC of the backend (or of its next hop); absent: resolved by ARP/NDP.
     pub mac: Option<String>,
+    /// An address the clients can reach the server on directly (its public address, IPv4 or
+    /// IPv6). Draining it (or a graceful removal) then moves its MPTCP connections there: the
+    /// gateway announces it to each (README "Removing a server").
+    pub direct: Option<String>,
 }
 
 /// `[tables]`.

@@ -145,6 +145,10 @@ pub enum Announce {
 /// servers number their own announcements from 1; this one stays clear of them.
 pub const ANNOUNCE_ADDRESS_ID: u8 = 200;
 
+/// The address id of the ADD_ADDR that announces a draining backend's direct address
+/// (migration); distinct from [`ANNOUNCE_ADDRESS_ID`], which the connection may also have had.
+pub const MIGRATE_ADDRESS_ID: u8 = 201;
+
 /// Lifecycle state of a backend (see the module table).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum BackendState {
@@ -194,6 +198,13 @@ impl Backend {
         } else {
             self.ipv4.map(IpAddr::V4)
         }
+    }
+
+    /// Whether the backend's MPTCP connections are being moved to its direct address: it drains
+    /// and has one (see `pipeline/flow/migration.rs`).
+    #[inline]
+    pub fn migrates(&self) -> bool {
+        self.state == BackendState::Draining && self.direct.is_some()
     }
 
     /// Whether the backend may receive joins of its existing connections.
@@ -931,6 +942,12 @@ impl PoolSnapshot {
     #[inline]
     pub fn backend(&self, id: BackendId) -> Option<&Backend> {
         self.backends.get(id.0 as usize).and_then(Option::as_ref)
+    }
+
+    /// Whether any backend is migrating its connections (a scan of the backends: between
+    /// bursts only).
+    pub fn any_migrates(&self) -> bool {
+        self.backends.iter().flatten().any(Backend::migrates)
     }
 
     /// The port with this id.

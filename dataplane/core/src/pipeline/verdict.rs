@@ -307,6 +307,15 @@ pub struct BackendCounters {
     pub new_conns: u64,
     /// Joins routed to it.
     pub joins: u64,
+    /// Migration (a draining backend with a direct address): MPTCP connections sent its direct
+    /// address (ADD_ADDR).
+    pub migrate_announced: u64,
+    /// Migration: connections whose client took the direct address (echoed it; then asked, with
+    /// MP_PRIO, to keep the subflow through the gateway as a backup).
+    pub migrate_migrated: u64,
+    /// Migration: connections left to the drain policy (plain TCP, or a client that never echoed
+    /// the address).
+    pub migrate_left_behind: u64,
 }
 
 impl WorkerStats {

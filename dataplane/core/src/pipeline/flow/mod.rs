@@ -18,6 +18,7 @@
 //! ```
 
 mod announcing;
+mod migration;
 mod mptcp;
 mod state;
 
