@@ -98,10 +98,22 @@ sys.exit(0 if ok else 1)
 PY
 }
 
-# drain_all SECONDS DEADLINE STATS: in the background, after SECONDS drain every server with
-# DEADLINE; GET /stats into STATS half a second before the deadline.
+# new_conns: the connections the gateway has given its backends so far.
+new_conns() {
+  ctl --json stats | python3 -c 'import json, sys; print(sum(b["new_conns"] for b in json.load(sys.stdin)["backends"]))'
+}
+
+# drain_all SECONDS DEADLINE STATS N: in the background, once the gateway has seen N new
+# connections (every server drains: a later one would find none), and SECONDS later, drain every
+# server with DEADLINE; GET /stats into STATS half a second before the deadline.
 drain_all() {
+  local base
+  base=$(new_conns)
   (
+    for _ in $(seq 200); do
+      (($(new_conns) - base >= $4)) && break
+      sleep 0.1
+    done
     sleep "$1"
     for s in "${SERVERS[@]}"; do ctl drain "$s" --deadline "$2" >/dev/null; done
     date +%s.%N >"$OUT/drained"
@@ -132,7 +144,7 @@ direct_routes add
 for vip in nat dsr-ipip; do
   tag=migrate-$vip
   start_gateway "$OUT/direct.toml" "gw-$tag" --api "unix:$SOCK"
-  drain_all 1.5 3 "$OUT/$tag-stats.json"
+  drain_all 1 3 "$OUT/$tag-stats.json" 6
   run "$tag" -4 --vip "$vip" -n 6 --expect-joins 1 --join-timeout 0 --direct-joins --announced \
     --size-kb 2048 --chunk-kb 16 --pause-ms 30 --stagger-ms 20 --timeout 30
   wait "$DRAINER"
@@ -148,7 +160,7 @@ done
 # 3. Left behind: plain TCP connections keep the drain policy (they end at the deadline).
 tag=left-behind
 start_gateway "$OUT/direct.toml" "gw-$tag" --api "unix:$SOCK"
-drain_all 1 2 "$OUT/$tag-stats.json"
+drain_all 0.5 2 "$OUT/$tag-stats.json" 4
 transfers "$OUT/$tag.json" "$OUT/$tag.txt" -4 --proto tcp -n 4 --size-kb 4096 --chunk-kb 16 \
   --pause-ms 30 --stagger-ms 20 --timeout 6 || true
 wait "$DRAINER"
@@ -170,7 +182,12 @@ direct_routes del
 testbed/netns.sh client-limits default 2>/dev/null
 tag=hard-readd
 start_gateway "$CONFIG" "gw-$tag" --api "unix:$SOCK"
+base=$(new_conns)
 (
+  for _ in $(seq 200); do
+    (($(new_conns) - base >= 6)) && break
+    sleep 0.1
+  done
   sleep 1
   for s in "${SERVERS[@]}"; do ctl remove-backend "$s" --hard >/dev/null; done
   date +%s.%N >"$OUT/removed"
