@@ -104,10 +104,24 @@ PY
 # run TAG ARGS... (gateway.sh): on success, quote the join checks.
 RUN_SUMMARY='^  \[PASS\] (joins_on_owner|no_token_found|joins_direct)'
 
-# stop_after SECONDS STAMP: in the background, SIGTERM the daemon after SECONDS and write the time
-# it was gone to STAMP; STOPPER is that job's PID.
+# new_conns: the connections the daemon has given its backends so far.
+new_conns() {
+  "$CTL" --api "unix:$SOCK" --json stats |
+    python3 -c 'import json, sys; print(sum(b["new_conns"] for b in json.load(sys.stdin)["backends"]))'
+}
+
+# stop_after SECONDS STAMP N: in the background, once the daemon has seen N new connections (on
+# a loaded machine the harness may open them later than SECONDS: one opened after the stop would
+# find no gateway), SIGTERM it SECONDS later and write the time it was gone to STAMP; STOPPER is
+# that job's PID.
 stop_after() {
+  local base
+  base=$(new_conns)
   (
+    for _ in $(seq 200); do
+      (($(new_conns) - base >= $3)) && break
+      sleep 0.1
+    done
     sleep "$1"
     kill -TERM "$GW_PID"
     while kill -0 "$GW_PID" 2>/dev/null; do sleep 0.05; done
@@ -174,7 +188,7 @@ counters "$OUT/s1a.json" "$OUT/s1b.json" "join_port_routed >= 2 * $N" "join_rout
 #    Its state file is removed in between, so nothing of the old instance's state survives: the
 #    first subflows' packets are adopted by Maglev, the joins' by their ports.
 t0=$(date +%s.%N)
-stop_after 1 "$OUT/restart-stopped"
+stop_after 1 "$OUT/restart-stopped" 8
 transfers "$OUT/ports-restart.json" "$OUT/ports-restart.txt" -4 --vip dsr-ipip -n 8 \
   --join-ports "$JOIN_PORTS" --size-kb 2048 --chunk-kb 16 --pause-ms 10 --stagger-ms 10 \
   --timeout 30 &
@@ -241,7 +255,7 @@ stats "$OUT/s4b.json"
 counters "$OUT/s4a.json" "$OUT/s4b.json" "announce_sent >= 8" "announce_echoed >= 8" \
   "prio_backup_sent >= 8"
 t0=$(date +%s.%N)
-stop_after 1 "$OUT/offpath-stopped"
+stop_after 1 "$OUT/offpath-stopped" 8
 run offpath-gateway-stopped -4 --vip dsr-ipip -n 8 --direct-joins --announced \
   --size-kb 2048 --chunk-kb 16 --pause-ms 10 --stagger-ms 10 --timeout 30
 t1=$(date +%s.%N)
