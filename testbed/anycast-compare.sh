@@ -221,7 +221,11 @@ for run in "${RUNS[@]}"; do
     exit 1
   fi
 done
-testbed/anycast.py plot "${RUNS[@]/#/$OUT/}" --png "$DOCS/anycast.png" --md "$OUT/table.md"
+# The plot needs matplotlib (Debian's python3-matplotlib, scripts/deps.sh e2e): the Python on
+# PATH may be another one.
+PLOT_PY=python3
+python3 -c 'import matplotlib' 2>/dev/null || PLOT_PY=/usr/bin/python3
+"$PLOT_PY" testbed/anycast.py plot "${RUNS[@]/#/$OUT/}" --png "$DOCS/anycast.png" --md "$OUT/table.md"
 {
   echo "# Anycast: a server leaves the pool every $( ((SHORT)) && echo "10 s (short run)" || echo "10 s")"
   echo
