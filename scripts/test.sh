@@ -64,6 +64,9 @@ TRAPEZE_NO_DPDK=1 CARGO_TARGET_DIR=target/no-dpdk cargo check --workspace --all-
 step "tests"
 cargo test --workspace --locked
 
+step "instruction budgets of the packet path (callgrind: deterministic counts; benches/budgets.json)"
+python3 benches/budget.py
+
 step "end to end: the daemon between real Linux MPTCP clients and servers (network namespaces), its control plane, DSR, join routing without tokens, restarts that keep every flow and token, removing servers (migration, hard remove and re-add), token collisions, token sharing between instances, several instances behind ECMP with BGP, the anycast experiment (short)"
 if [ "$(id -u)" -eq 0 ]; then
   testbed/e2e.sh
