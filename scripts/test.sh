@@ -64,6 +64,9 @@ TRAPEZE_NO_DPDK=1 CARGO_TARGET_DIR=target/no-dpdk cargo check --workspace --all-
 step "tests"
 cargo test --workspace --locked
 
+step "the worker watchdog on the real daemon, with the fault injection only this test build has"
+cargo test -p trapeze-gatewayd --features fault-injection --test watchdog --locked
+
 step "instruction budgets of the packet path (callgrind: deterministic counts; benches/budgets.json)"
 python3 benches/budget.py
 

@@ -29,6 +29,8 @@
 //! tokens are purged, and a later add is a new server with a new id. A backend that comes back
 //! with another address or port is another server: the old one is forgotten (tokens purged).
 
+#![warn(clippy::arithmetic_side_effects)]
+
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::time::{Duration, Instant};
 
@@ -165,6 +167,31 @@ pub struct ControlCounters {
     pub reloads_failed: u64,
     pub pool_changes: u64,
     pub refused: u64,
+    /// Workers found stalled by the watchdog.
+    pub watchdog_stalls: u64,
+}
+
+/// A reload that was applied.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reloaded {
+    /// The version now serving.
+    pub version: u64,
+    /// Something the operator should know: a change that takes effect only at the next start
+    /// (`[eal]`).
+    pub warning: Option<String>,
+}
+
+/// What the last reload did, for `GET /status`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReloadRecord {
+    /// `Ok(version)` or why it was refused.
+    pub result: Result<u64, String>,
+    /// The file actually read.
+    pub path: std::path::PathBuf,
+    /// When it happened.
+    pub at: std::time::SystemTime,
+    /// The warning of an applied reload.
+    pub warning: Option<String>,
 }
 
 /// The running configuration and what happened to it: owned by the control thread.
@@ -174,8 +201,8 @@ pub struct PoolManager {
     pub overrides: Overrides,
     pub config_path: std::path::PathBuf,
     pub counters: ControlCounters,
-    /// The outcome of the last reload: `Ok(version)` or the error.
-    pub last_reload: Option<Result<u64, String>>,
+    /// The outcome of the last reload.
+    pub last_reload: Option<ReloadRecord>,
     /// Backends to remove (hard) when their drain deadline passes.
     deadlines: Vec<(BackendId, Instant)>,
     /// Backends failing their health checks: published as `Down` whatever their configured
@@ -184,6 +211,8 @@ pub struct PoolManager {
     /// Removed backends still remembered (see the module documentation).
     removed: Vec<Removed>,
     pub started: Instant,
+    /// Reads the reloaded files (one stuck read at most).
+    reader: config::read::ConfigReader,
 }
 
 impl PoolManager {
@@ -198,6 +227,7 @@ impl PoolManager {
             health_down: Vec::new(),
             removed: Vec::new(),
             started: Instant::now(),
+            reader: config::read::ConfigReader::default(),
         }
     }
 
@@ -241,8 +271,8 @@ impl PoolManager {
     /// Counts the outcome of a change request (the dispatcher calls it once per request).
     pub fn outcome<T>(&mut self, r: &Result<T, Refused>) {
         match r {
-            Ok(_) => self.counters.pool_changes += 1,
-            Err(_) => self.counters.refused += 1,
+            Ok(_) => self.counters.pool_changes = self.counters.pool_changes.saturating_add(1),
+            Err(_) => self.counters.refused = self.counters.refused.saturating_add(1),
         }
     }
 
@@ -259,7 +289,13 @@ impl PoolManager {
         }
         let mut next = self.cfg.pool.clone();
         f(&mut next)?;
-        next.version = self.version() + 1;
+        // The same rules as the configuration file, over the whole candidate pool.
+        config::rules::check_pool(&self.cfg.ports, &next)
+            .map_err(|(field, reason)| Refused::invalid_field(field, reason))?;
+        next.version = self
+            .version()
+            .checked_add(1)
+            .ok_or_else(|| Refused::invalid("the configuration version is at its maximum"))?;
         let snapshot = PoolSnapshot::build(self.effective(&next))
             .map_err(|e| Refused::invalid(e.to_string()))?;
         self.cfg.pool = next;
@@ -335,15 +371,8 @@ impl PoolManager {
                 "a backend needs an IPv4 or an IPv6 address",
             ));
         }
-        if b.port == 0 {
-            return Err(Refused::invalid_field("port", "port 0"));
-        }
-        if b.weight > config::MAX_WEIGHT {
-            return Err(Refused::invalid_field(
-                "weight",
-                format!("weight {} is above {}", b.weight, config::MAX_WEIGHT),
-            ));
-        }
+        config::rules::service_port(b.port).map_err(|e| Refused::invalid_field("port", e))?;
+        config::rules::weight(b.weight).map_err(|e| Refused::invalid_field("weight", e))?;
         let existing = self
             .cfg
             .pool
@@ -386,11 +415,12 @@ impl PoolManager {
                     let id = match &resumed {
                         Some(r) => r.backend.id,
                         None => {
-                            pool.backends.push(None);
-                            BackendId(
-                                u16::try_from(pool.backends.len() - 1)
+                            let id = BackendId(
+                                u16::try_from(pool.backends.len())
                                     .map_err(|_| Refused::invalid("too many backends"))?,
-                            )
+                            );
+                            pool.backends.push(None);
+                            id
                         }
                     };
                     pool.backends[id.0 as usize] = Some(Backend {
@@ -504,6 +534,8 @@ impl PoolManager {
         // (it used to panic after the drain was published, half-applied).
         let due = match (state, deadline) {
             (BackendState::Draining, Some(d)) => {
+                config::rules::drain_deadline(d.as_secs())
+                    .map_err(|e| Refused::invalid_field("deadline_s", e))?;
                 Some(Instant::now().checked_add(d).ok_or_else(|| {
                     Refused::invalid_field(
                         "deadline_s",
@@ -614,6 +646,8 @@ impl PoolManager {
                 .map(|p| p.id)
                 .ok_or_else(|| Refused::invalid("no port"))?,
         };
+        config::rules::vip_members(v.backends.len())
+            .map_err(|e| Refused::invalid_field("backends", e))?;
         // Members are named in the body: an unknown one is a refused body (422), not a 404.
         let member = |field: String, n: &str| {
             self.backend_id(n)
@@ -672,20 +706,35 @@ impl PoolManager {
         path: Option<&std::path::Path>,
         published: &Published,
         shared: &Shared,
-    ) -> Result<u64, Refused> {
-        let path = path
-            .map(std::path::Path::to_path_buf)
-            .unwrap_or_else(|| self.config_path.clone());
-        let result = self.try_reload(&path, published, shared);
+    ) -> Result<Reloaded, Refused> {
+        let (path, result) = match self.reload_path(path) {
+            Ok(p) => {
+                let r = self.try_reload(&p, published, shared);
+                (p, r)
+            }
+            Err(e) => (
+                path.map_or_else(|| self.config_path.clone(), Into::into),
+                Err(e),
+            ),
+        };
+        let mut record = ReloadRecord {
+            result: Err(String::new()),
+            path,
+            at: std::time::SystemTime::now(),
+            warning: None,
+        };
         match result {
-            Ok(v) => {
-                self.counters.reloads_ok += 1;
-                self.last_reload = Some(Ok(v));
-                Ok(v)
+            Ok(r) => {
+                self.counters.reloads_ok = self.counters.reloads_ok.saturating_add(1);
+                record.result = Ok(r.version);
+                record.warning.clone_from(&r.warning);
+                self.last_reload = Some(record);
+                Ok(r)
             }
             Err(mut e) => {
-                self.counters.reloads_failed += 1;
-                self.last_reload = Some(Err(e.reason.clone()));
+                self.counters.reloads_failed = self.counters.reloads_failed.saturating_add(1);
+                record.result = Err(e.reason.clone());
+                self.last_reload = Some(record);
                 e.reason = format!(
                     "reload refused: {}; version {} keeps serving",
                     e.reason,
@@ -696,13 +745,72 @@ impl PoolManager {
         }
     }
 
+    /// The file a reload may read: the configured file when none is named or the configured
+    /// file is named; otherwise a file under `--reload-dir` (a relative path is taken from
+    /// there), after resolving symbolic links, so that a link pointing out of the directory is
+    /// refused too. `403` for anything else.
+    fn reload_path(&self, asked: Option<&std::path::Path>) -> Result<std::path::PathBuf, Refused> {
+        let Some(asked) = asked else {
+            return Ok(self.config_path.clone());
+        };
+        if asked == self.config_path {
+            return Ok(self.config_path.clone());
+        }
+        let forbidden = |why: String| Refused {
+            status: 403,
+            reason: why,
+            field: Some("path".into()),
+        };
+        let Some(dir) = &self.overrides.reload_dir else {
+            return Err(forbidden(format!(
+                "{}: a reload reads only the configured file {} (start the daemon with \
+                 --reload-dir DIR to allow files under DIR)",
+                asked.display(),
+                self.config_path.display()
+            )));
+        };
+        let joined = dir.join(asked);
+        let unreadable = |e: std::io::Error| Refused {
+            status: 422,
+            reason: format!("{}: {e}", joined.display()),
+            field: Some("path".into()),
+        };
+        let real_dir = dir.canonicalize().map_err(unreadable)?;
+        let real = joined.canonicalize().map_err(unreadable)?;
+        if !real.starts_with(&real_dir) || real == real_dir {
+            return Err(forbidden(format!(
+                "{}: not a file under the reload directory {} (symbolic links resolved: {})",
+                asked.display(),
+                dir.display(),
+                real.display()
+            )));
+        }
+        Ok(real)
+    }
+
     fn try_reload(
         &mut self,
         path: &std::path::Path,
         published: &Published,
         shared: &Shared,
-    ) -> Result<u64, Refused> {
-        let new = config::load(path, &self.overrides).map_err(|e| Refused {
+    ) -> Result<Reloaded, Refused> {
+        let text = self
+            .reader
+            .read(
+                path,
+                config::read::MAX_CONFIG_BYTES,
+                config::read::READ_TIMEOUT,
+            )
+            .map_err(|e| Refused {
+                status: if e == config::read::ReadError::Busy {
+                    429
+                } else {
+                    422
+                },
+                reason: format!("{}: {e}", path.display()),
+                field: Some("path".into()),
+            })?;
+        let new = config::from_toml(&text, &self.overrides).map_err(|e| Refused {
             status: 422,
             reason: crate::cli::error_report(path, &e),
             field: e.fields().first().map(|f| f.to_string()),
@@ -821,7 +929,18 @@ impl PoolManager {
         for id in removed {
             self.remember(&before, id, shared);
         }
-        Ok(v)
+        let warning = (new.eal_args != self.cfg.eal_args
+            || new.allow_pci != self.cfg.allow_pci
+            || new.pci != self.cfg.pci)
+            .then(|| {
+                "[eal] changed: the EAL is set up once, so the new [eal] takes effect at the next \
+                 start (the running daemon keeps its EAL arguments)"
+                    .to_string()
+            });
+        Ok(Reloaded {
+            version: v,
+            warning,
+        })
     }
 
     /// Removes drained backends whose deadline passed (returns their names), and forgets removed
@@ -1072,8 +1191,9 @@ mod tests {
     #[test]
     fn a_backend_gone_from_a_reloaded_file_and_back_in_the_next_keeps_its_id() {
         let (mut cp, published, shared) = setup();
-        let dir = std::env::temp_dir().join(format!("tz-reload-back-{}", std::process::id()));
+        let dir = std::env::temp_dir().join(format!("tzm-reload-back-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
+        cp.overrides.reload_dir = Some(dir.clone());
         let without = dir.join("without.toml");
         std::fs::write(
             &without,
@@ -1103,8 +1223,9 @@ mod tests {
     #[test]
     fn reload_matches_by_name_and_a_bad_file_changes_nothing() {
         let (mut cp, published, shared) = setup();
-        let dir = std::env::temp_dir().join(format!("tz-reload-{}", std::process::id()));
+        let dir = std::env::temp_dir().join(format!("tzc-reload-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
+        cp.overrides.reload_dir = Some(dir.clone());
         // Same file without srv2: srv1 and srv3 keep ids 0 and 2.
         let text = CONFIG
             .replace("\"srv1\", \"srv2\", \"srv3\"", "\"srv1\", \"srv3\"")
@@ -1117,7 +1238,7 @@ mod tests {
         let without = format!("{}{}", &text[..start], &text[end..]);
         let good = dir.join("good.toml");
         std::fs::write(&good, &without).unwrap();
-        let v = cp.reload(Some(&good), &published, &shared).unwrap();
+        let v = cp.reload(Some(&good), &published, &shared).unwrap().version;
         let snap = published.load();
         assert_eq!(snap.version, v);
         assert_eq!(snap.backend(BackendId(0)).unwrap().name, "srv1");
@@ -1140,7 +1261,7 @@ mod tests {
             e.reason
         );
         assert!(std::sync::Arc::ptr_eq(&before, &published.load()));
-        let Some(Err(last)) = &cp.last_reload else {
+        let Some(Err(last)) = cp.last_reload.as_ref().map(|r| &r.result) else {
             panic!("{:?}", cp.last_reload)
         };
         assert_eq!(
@@ -1184,11 +1305,21 @@ mod tests {
             "not half-applied"
         );
         assert_eq!(cp.version(), before.version);
-        // The longest deadline the clock holds still works.
+        // The longest deadline of the documented range works (one second more does not).
+        let e = cp
+            .set_state(
+                "srv2",
+                BackendState::Draining,
+                Some(Duration::from_secs(config::rules::MAX_DRAIN_DEADLINE_S + 1)),
+                None,
+                &published,
+            )
+            .unwrap_err();
+        assert_eq!((e.status, e.field.as_deref()), (422, Some("deadline_s")));
         cp.set_state(
             "srv2",
             BackendState::Draining,
-            Some(Duration::from_secs(u64::from(u32::MAX))),
+            Some(Duration::from_secs(config::rules::MAX_DRAIN_DEADLINE_S)),
             None,
             &published,
         )

@@ -206,6 +206,7 @@ fn overrides_apply() {
     let ov = Overrides {
         no_huge: true,
         workers: Some(2),
+        ..Overrides::default()
     };
     let cfg = config::from_toml(&testbed_text(), &ov).unwrap();
     assert_eq!(cfg.eal_args.last().map(String::as_str), Some("--no-huge"));
@@ -218,6 +219,7 @@ fn overrides_apply() {
         &Overrides {
             no_huge: false,
             workers: Some(3),
+            ..Overrides::default()
         },
     )
     .unwrap_err();

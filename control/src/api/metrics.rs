@@ -44,6 +44,7 @@
 //! | `trapeze_cluster_propagation_delay_max_us` | gauge | |
 //! | `trapeze_control_reloads_total` | counter | `result` (`ok`, `error`) |
 //! | `trapeze_control_pool_changes_total` | counter | |
+//! | `trapeze_control_watchdog_stalls_total` | counter | |
 //! | `trapeze_control_version` | gauge | |
 //!
 //! Backend counters are labelled by backend only: a backend's counters are per backend, not
@@ -665,6 +666,13 @@ fn families(input: &MetricsInput) -> Vec<Family> {
         .with(vec![], c.pool_changes),
     );
     out.push(
+        Family::counter(
+            "trapeze_control_watchdog_stalls",
+            "Forwarding workers found stalled by the watchdog (the instance turned stopping).",
+        )
+        .with(vec![], c.watchdog_stalls),
+    );
+    out.push(
         Family::gauge(
             "trapeze_control_version",
             "Version of the configuration serving.",
@@ -721,7 +729,13 @@ fn cluster_families(c: &ClusterStatsView) -> Vec<Family> {
         .with(
             vec![("reason", "unknown_peer".into())],
             c.rejected_unknown_peer,
-        ),
+        )
+        .with(vec![("reason", "epoch".into())], c.rejected_epoch),
+        Family::counter(
+            "trapeze_cluster_sessions",
+            "Token-sync sessions opened (a peer's epoch confirmed by a challenge and response).",
+        )
+        .with(vec![], c.sessions),
         Family::counter(
             "trapeze_cluster_records_ignored",
             "Remote records not applied, by reason.",

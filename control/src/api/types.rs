@@ -470,7 +470,7 @@ impl Request {
 ///     if let Some(conflict) = check_version(req.if_version(), current) {
 ///         return conflict;
 ///     }
-///     Response::Applied { version: current + 1 }
+///     Response::Applied { version: current + 1, warning: None }
 /// }
 /// ```
 pub fn check_version(if_version: Option<u64>, current: u64) -> Option<Response> {
@@ -689,6 +689,13 @@ pub struct ClusterStatsView {
     pub rejected_malformed: u64,
     /// Datagrams refused: the source is not a configured peer.
     pub rejected_unknown_peer: u64,
+    /// Datagrams refused: authentic, but of an epoch not confirmed by a hello (a restarted
+    /// peer before its session opened, or a dead process's datagram replayed).
+    #[serde(default)]
+    pub rejected_epoch: u64,
+    /// Sessions opened (a peer's epoch confirmed by a challenge and response).
+    #[serde(default)]
+    pub sessions: u64,
     /// Records naming a backend this instance does not have.
     pub unknown_backend: u64,
     /// Remote learns refused for lack of room.
@@ -722,6 +729,9 @@ pub struct ControlStatsView {
     pub reloads_error: u64,
     /// Pool changes applied (API changes and reloads).
     pub pool_changes: u64,
+    /// Workers the watchdog found stalled (each stall once).
+    #[serde(default)]
+    pub watchdog_stalls: u64,
 }
 
 /// `GET /stats`.
@@ -801,15 +811,18 @@ pub struct DeviceStatsView {
 pub struct ReloadReport {
     /// Whether it was applied.
     pub ok: bool,
-    /// The file loaded.
+    /// The file the reload read (the one named by `POST /reload`, or the configured file).
     pub path: String,
-    /// Seconds since the Unix epoch.
+    /// When the reload happened, in seconds since the Unix epoch.
     pub unix_time_s: u64,
     /// The version serving after it (the new one, or the last good one on error).
     pub version: u64,
     /// Why it was refused (every problem, one per line).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// The warning of an applied reload (`[eal]` changed: it takes effect at the next start).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub warning: Option<String>,
 }
 
 /// `GET /status`.
@@ -891,6 +904,10 @@ pub enum Response {
     Applied {
         /// New version.
         version: u64,
+        /// Something the operator should know about the change (a reload that changed
+        /// `[eal]`, which takes effect at the next start).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        warning: Option<String>,
     },
     /// Counters.
     Stats(StatsView),
@@ -981,11 +998,15 @@ impl Response {
     }
 }
 
-/// The body of a successful change (`{"version": N}`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+/// The body of a successful change (`{"version": N}`, and a `warning` when there is one).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AppliedBody {
     /// The version now serving.
     pub version: u64,
+    /// Something the operator should know (a reload that changed `[eal]`: it takes effect at
+    /// the next start).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub warning: Option<String>,
 }
 
 #[cfg(test)]

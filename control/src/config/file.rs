@@ -272,6 +272,9 @@ pub struct WorkersSection {
     /// Microseconds a worker sleeps when its queues were empty for a while (0: poll without
     /// pause, the right choice on dedicated cores).
     pub idle_sleep_us: Option<i64>,
+    /// A worker that makes no progress (its loop's heartbeat does not move) for this long turns
+    /// the instance `stopping` (default "2s"; "0" disables).
+    pub watchdog: Option<String>,
 }
 
 fn default_protocol() -> String {
