@@ -10,7 +10,7 @@
 #   build   compile the workspace: C toolchain, pkg-config, DPDK 22.11 (headers, PMDs, testpmd),
 #           libclang for bindgen
 #   e2e     the test bed: namespaces and veths, captures, nftables, BIRD 2 and ExaBGP, the
-#           Python the harness runs on
+#           Python the harness runs on, matplotlib for the anycast plot
 #   checks  the test command's other tools: shellcheck, valgrind (instruction budgets),
 #           mmdebstrap (the container base), dpkg-dev
 #   python  a virtualenv at target/pyenv with the PyPI tools the test command runs (ruff,
@@ -29,7 +29,7 @@ packages_of() {
   case "$1" in
     core) echo build-essential pkg-config ;;
     build) echo build-essential pkg-config libdpdk-dev dpdk-dev libclang-dev ;;
-    e2e) echo iproute2 ethtool tcpdump nftables util-linux procps bird2 exabgp python3 python3-venv ;;
+    e2e) echo iproute2 ethtool tcpdump nftables util-linux procps bird2 exabgp python3 python3-venv python3-matplotlib ;;
     checks) echo shellcheck valgrind mmdebstrap dpkg-dev ;;
     python) echo python3 python3-venv ;;
     *) echo "deps.sh: unknown group '$1' (core, build, e2e, checks, python)" >&2; return 1 ;;

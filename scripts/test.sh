@@ -70,13 +70,14 @@ cargo test -p trapeze-gatewayd --features fault-injection --test watchdog --lock
 step "instruction budgets of the packet path (callgrind: deterministic counts; benches/budgets.json)"
 python3 benches/budget.py
 
-step "end to end: the daemon between real Linux MPTCP clients and servers (network namespaces), its control plane, DSR, join routing without tokens, restarts that keep every flow and token, token collisions, token sharing between instances, several instances behind ECMP with BGP, the anycast experiment (short)"
+step "end to end: the daemon between real Linux MPTCP clients and servers (network namespaces), its control plane, DSR, join routing without tokens, restarts that keep every flow and token, removing servers (migration, hard remove and re-add), token collisions, token sharing between instances, several instances behind ECMP with BGP, the anycast experiment (short)"
 if [ "$(id -u)" -eq 0 ]; then
   testbed/e2e.sh
   testbed/e2e-control.sh
   testbed/e2e-dsr.sh
   testbed/e2e-joins.sh
   testbed/e2e-restart.sh
+  testbed/e2e-removal.sh
   testbed/e2e-collide.sh
   testbed/e2e-tsync.sh
   testbed/e2e-multi.sh --mode token --mode ports --mode tsync
