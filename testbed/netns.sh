@@ -281,7 +281,9 @@ mkns() {
     if [[ $1 == "$NS_GW" && -n ${TZTB_GW_IMAGE:-} ]]; then
         # Container mode (testbed/README.md): tz-gw is the network namespace of a holder
         # container of that image, so testbed/gateway.sh runs the daemon in containers sharing it.
+        # (Docker turns IPv6 off in a container without a network; the Linux modes need it.)
         docker run -d --name tz-gw-holder --network none --entrypoint /usr/bin/tini \
+            --sysctl net.ipv6.conf.all.disable_ipv6=0 --sysctl net.ipv6.conf.default.disable_ipv6=0 \
             "$TZTB_GW_IMAGE" -- sleep infinity >/dev/null
         ip netns attach "$1" "$(docker inspect -f '{{.State.Pid}}' tz-gw-holder)"
     else
