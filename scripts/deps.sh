@@ -17,6 +17,9 @@
 #   checks  the test command's other tools: shellcheck, valgrind (instruction budgets),
 #           mmdebstrap (the container base), dpkg-dev
 #   image   what the container image's runtime stage copies from the build stage (tini)
+#   test    what scripts/test.sh installs as root (rust build e2e checks python); the image's
+#           build stage installs the same group, so it is the test command's install step on a
+#           clean Debian 12
 #   python  a virtualenv at target/pyenv with the PyPI tools the test command runs (ruff,
 #           schemathesis); needs the network once, never at test time
 #
@@ -42,7 +45,7 @@ packages_of() {
     checks) echo shellcheck valgrind mmdebstrap dpkg-dev ;;
     image) echo tini ;;
     python) echo python3 python3-venv ;;
-    *) echo "deps.sh: unknown group '$1' (rust, core, build, e2e, checks, image, python)" >&2; return 1 ;;
+    *) echo "deps.sh: unknown group '$1' (rust, core, build, e2e, checks, image, python, test)" >&2; return 1 ;;
   esac
 }
 
@@ -51,6 +54,12 @@ installed() {
 }
 
 [ $# -gt 0 ] || set -- build
+# The group `test` is the others that scripts/test.sh installs as root.
+groups=()
+for g in "$@"; do
+  if [ "$g" = test ]; then groups+=(rust build e2e checks python); else groups+=("$g"); fi
+done
+set -- "${groups[@]}"
 wanted=()
 for group in "$@"; do
   read -r -a pkgs <<<"$(packages_of "$group")"

@@ -7,7 +7,7 @@ cd "$(dirname "$0")/.."
 # Debian packages (scripts/deps.sh is the one list; it checks them by name with dpkg). The
 # end-to-end tools need root to run at all, so they are installed only then.
 if [ "$(id -u)" -eq 0 ]; then
-  scripts/deps.sh rust build e2e checks python
+  scripts/deps.sh test # = rust build e2e checks python; docker/Dockerfile's build stage too
 else
   scripts/deps.sh rust build checks python
 fi
