@@ -89,6 +89,9 @@ TRAPEZE_NO_DPDK=1 CARGO_TARGET_DIR=target/no-dpdk cargo check --workspace --all-
 step "tests"
 cargo test --workspace --locked
 
+step "instruction budgets of the packet path (callgrind: deterministic counts; benches/budgets.json)"
+python3 benches/budget.py
+
 if [ "$DOCKER" = 1 ]; then
   step "container image (docker/build.sh, started at the beginning): base, build stage, runtime"
   if ! wait "$DOCKER_BUILD"; then

@@ -167,8 +167,8 @@ config() {
   local name=$1 cif=$2 sif=$3 caddr=$4 saddr=$5 listen=${6:-} peers=${7:-}
   cat <<EOF
 [eal]
-args = ["--no-pci", "--file-prefix=tzs-$name", "--vdev=net_af_packet0,iface=$cif",
-        "--vdev=net_af_packet1,iface=$sif", "-l", "0-1"]
+args = ["--no-pci", "--file-prefix=tzs-$name", "--vdev=net_af_packet0,framecnt=4096,iface=$cif",
+        "--vdev=net_af_packet1,framecnt=4096,iface=$sif", "-l", "0-1"]
 
 [[ports]]
 name = "client"

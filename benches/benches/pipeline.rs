@@ -223,7 +223,8 @@ fn mp_join_syn(c: &mut Criterion) {
         })
     });
     g.finish();
-    assert!(bench.joins_routed() > 0);
+    // Only when the group ran: a filter that skips it measures nothing (and must not panic).
+    assert!(bench.worker.stats.rx == 0 || bench.joins_routed() > 0);
 }
 
 criterion_group! {

@@ -70,8 +70,8 @@ fn testbed_maps_to_core_types() {
         [
             "--no-pci",
             "--file-prefix=trapeze-testbed",
-            "--vdev=net_af_packet0,iface=gw-c",
-            "--vdev=net_af_packet1,iface=gw-s",
+            "--vdev=net_af_packet0,framecnt=4096,iface=gw-c",
+            "--vdev=net_af_packet1,framecnt=4096,iface=gw-s",
             "-l",
             "0-1"
         ]
@@ -366,7 +366,7 @@ fn bad_configs() -> Vec<(&'static str, String, String)> {
         ),
         (
             "vdev given twice",
-            edit("\"--vdev=net_af_packet1,iface=gw-s\",", "\"--vdev=net_af_packet1,iface=gw-s\", \"--vdev=net_af_packet0,iface=x\","),
+            edit("\"--vdev=net_af_packet1,framecnt=4096,iface=gw-s\",", "\"--vdev=net_af_packet1,framecnt=4096,iface=gw-s\", \"--vdev=net_af_packet0,iface=x\","),
             "eal.args[4]: --vdev \"net_af_packet0\" is given twice",
         ),
         (

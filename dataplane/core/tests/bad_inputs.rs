@@ -766,7 +766,11 @@ fn ipv4_4b_ihl_below_five() {
 
 /// A SYN with IPv4 options inserted (padded to a multiple of 4 with EOL).
 fn syn4_with_ip_options(port: u16, opts: &[u8]) -> Vec<u8> {
-    let base = syn4(port);
+    with_ip_options(syn4(port), opts)
+}
+
+/// An untagged IPv4 frame with IPv4 options inserted (padded to a multiple of 4 with EOL).
+fn with_ip_options(base: Vec<u8>, opts: &[u8]) -> Vec<u8> {
     let mut o = opts.to_vec();
     while o.len() % 4 != 0 {
         o.push(0);
@@ -2448,6 +2452,99 @@ fn i7_backend_side_source_that_is_not_a_backend() {
     sim.expect(&udp, 1, drop(DropReason::NotFromBackend));
     sim.only_drops(DropReason::NotFromBackend, 4);
     assert_eq!(sim.events(Event::ReturnStateless), 0);
-    // On the client side the same packet is simply not for a VIP.
+    // On the client side the same packet (to the client port's MAC) is simply not for a VIP.
+    spoof.dst_mac = PORT0_MAC;
     sim.expect(&spoof.build(), 0, drop(DropReason::NoVip));
+}
+
+#[test]
+fn l2_unicast_for_another_mac() {
+    // Policy: a unicast frame for another MAC than the ingress port's (a promiscuous port, a
+    // switch flooding an unknown destination) is neither forwarded nor answered. The fast path
+    // sends it to the full walk, which counts it.
+    let mut sim = Sim::new();
+    let other = [0x02, 0, 0, 0, 0x77, 0x77];
+    for c in [c4(1), c6(1)] {
+        for flags in [SYN, ACK] {
+            let mut spec = TcpSpec::to_vip(c, 1000, flags);
+            spec.dst_mac = other;
+            sim.expect(&spec.build(), 0, drop(DropReason::L2NotOurs));
+        }
+    }
+    let mut echo = icmp4(v4(c4(1)), VIP4, vec![8, 0, 0, 0, 0, 1, 0, 1]);
+    echo[0..6].copy_from_slice(&other);
+    sim.expect(&echo, 0, drop(DropReason::L2NotOurs));
+    // A backend's packet to the client-side port's MAC arriving on the backend side.
+    let mut back = TcpSpec::from_backend(0, c4(1), 1000, ACK);
+    back.dst_mac = PORT0_MAC;
+    sim.expect(&back.build(), 1, drop(DropReason::L2NotOurs));
+    // ARP: broadcast is answered (elsewhere); a multicast MAC other than broadcast is not.
+    let mut a = arp(1, CLIENT_MAC, v4(c4(1)), VIP4);
+    a[0..6].copy_from_slice(&[0x01, 0x00, 0x5e, 0, 0, 1]);
+    sim.expect(&a, 0, drop(DropReason::L2Multicast));
+    let mut a = arp(1, CLIENT_MAC, v4(c4(1)), VIP4);
+    a[0..6].copy_from_slice(&other);
+    sim.expect(&a, 0, drop(DropReason::L2NotOurs));
+    assert_eq!(sim.drops(DropReason::L2NotOurs), 7);
+    assert!(sim.w.flows.is_empty());
+    // The same SYN to our MAC opens its flow.
+    sim.expect(&TcpSpec::to_vip(c4(1), 1000, SYN).build(), 0, TO_BACKENDS);
+}
+
+#[test]
+fn icmp_echo_all_zero_reply_checksum_is_ffff() {
+    // Regression (fuzzing, the pipeline target's reply contract): an echo request with id 0,
+    // seq 0 and no payload. RFC 1624's incremental update gave the reply 0x0000 (-0); the
+    // reply's words then sum to 0, not 0xffff, and a receiver drops it. Its checksum is 0xffff.
+    let mut sim = Sim::new();
+    let req = icmp4(v4(c4(1)), VIP4, vec![8, 0, 0, 0, 0, 0, 0, 0]);
+    assert_eq!(&req[36..38], &[0xf7, 0xff]);
+    let out = sim.expect(&req, 0, Verdict::Reply { port: PortId(0) });
+    assert_eq!(&out[34..42], &[0, 0, 0xff, 0xff, 0, 0, 0, 0]);
+    assert_eq!(checksum::data(&out[34..42]), 0xffff, "the reply verifies");
+    // The same input as the fuzz target reads it (dataplane/fuzz/corpus/pipeline/
+    // regression-echo-all-zero: control byte 0, then the frame) is in the corpus.
+    let corpus = std::fs::read(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../fuzz/corpus/pipeline/regression-echo-all-zero"),
+    )
+    .expect("the regression input is in the corpus");
+    assert_eq!((corpus[0], &corpus[1..]), (0, &req[..]));
+}
+
+#[test]
+fn ipv4_record_route_and_timestamp_options_are_blanked() {
+    // Policy: record-route (7) and timestamp (68) options are overwritten with NOPs in both
+    // directions (the header keeps its length; its checksum is recomputed): a backend's stack
+    // echoes a record route with its own address in it, which must not reach the client.
+    let mut sim = Sim::new();
+    let rr = [7, 7, 4, 0, 0, 0, 0, 0]; // RR with room for one address, then EOL
+    let out = sim.expect(&with_ip_options(syn4(1000), &rr), 0, TO_BACKENDS);
+    assert_eq!(
+        &out[34..42],
+        &[1, 1, 1, 1, 1, 1, 1, 0],
+        "RR blanked, EOL kept"
+    );
+    let o = parse_out(&out);
+    assert_eq!(o.dst_port, BACKEND_PORT);
+    // The SYN/ACK comes back with the route recorded (the backend's address) and a timestamp
+    // option with an address (flag 1), behind a router alert that stays.
+    let b = backend_v4(0).octets();
+    let mut opts = vec![148, 4, 0, 0, 7, 7, 8, b[0], b[1], b[2], b[3], 1];
+    opts.extend_from_slice(&[68, 12, 13, 0x01, b[0], b[1], b[2], b[3], 0, 0, 0, 1]);
+    let synack = with_ip_options(
+        TcpSpec::from_backend(0, c4(1), 1000, SYN | ACK).build(),
+        &opts,
+    );
+    let back = sim.expect(&synack, 1, Verdict::Forward { port: PortId(0) });
+    let hl = usize::from(back[14] & 0x0f) * 4;
+    let header = &back[14..14 + hl];
+    assert_eq!(&header[20..24], &[148, 4, 0, 0], "other options kept");
+    assert!(header[24..].iter().all(|&x| x == 1), "{header:?}");
+    assert!(
+        !header.windows(4).any(|w| w == b),
+        "no backend address in the header"
+    );
+    assert_eq!(checksum::data(header), 0xffff, "header checksum");
+    assert_eq!(sim.events(Event::Ipv4OptionsBlanked), 2);
 }

@@ -65,6 +65,8 @@ pub const AVAILABLE: bool = cfg!(not(tz_no_dpdk));
 pub mod mapping;
 
 #[cfg(not(tz_no_dpdk))]
+mod af_packet;
+
 mod eal;
 #[cfg(not(tz_no_dpdk))]
 mod error;

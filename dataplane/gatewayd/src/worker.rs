@@ -286,7 +286,9 @@ pub(crate) fn run(
             worker.housekeeping(now, cx.shared, 64);
             if let Some(slot) = cx.board.slots.get(id as usize) {
                 let mut p = slot.lock();
-                p.stats.copy_from(&worker.stats);
+                // Live ids only: a few entries, not the tables sized for 4096 backends.
+                p.stats
+                    .copy_live_from(&worker.stats, pool.vips.len(), pool.backends.len());
                 p.flows = worker.flows.len();
                 p.flow_capacity = worker.flows.capacity();
                 p.io.clone_from(&io); // reuses the slot's vector: no allocation

@@ -316,10 +316,18 @@ fn replay(name: &str, port_mac: Option<&str>) -> Outcome {
 
     let input = dir.join("in.pcap");
     let output = dir.join("out.pcap");
+    // The port drops unicast frames for another MAC than its own (l2_not_ours): the capture's
+    // frames, addressed to the Linux NAT box's two sides, are given the port's MAC (the
+    // configured one, else the NAT box's client-facing one, configured).
+    let natc0 = fmt_mac(&NATC0);
+    let port_mac = Some(port_mac.unwrap_or(&natc0));
+    let dst = port_mac.and_then(parse_mac).expect("port MAC");
     let mut file = Vec::new();
     pcap::write_header(&mut file, pcap::LINKTYPE_ETHERNET);
     for c in &cases {
-        pcap::write_record(&mut file, c.input.0, c.input.1, &c.input.2);
+        let mut frame = c.input.2.clone();
+        frame[0..6].copy_from_slice(&dst);
+        pcap::write_record(&mut file, c.input.0, c.input.1, &frame);
     }
     std::fs::write(&input, file).expect("write input pcap");
     let cfg = dir.join(format!("{prefix}.toml"));

@@ -67,6 +67,10 @@ pub const OPT_EOL: u8 = 0;
 pub const OPT_NOP: u8 = 1;
 /// IPv4 option type: Loose Source and Record Route.
 pub const OPT_LSRR: u8 = 131;
+/// Record route (RFC 791): every router on the way writes its address into it.
+pub const OPT_RR: u8 = 7;
+/// Internet timestamp (RFC 791): routers may write their address next to the time.
+pub const OPT_TS: u8 = 68;
 /// IPv4 option type: Strict Source and Record Route.
 pub const OPT_SSRR: u8 = 137;
 
@@ -426,6 +430,39 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> Packet<T> {
         self.set_checksum(0);
         let sum = checksum::data(self.header());
         self.set_checksum(checksum::finish(sum));
+    }
+
+    /// Overwrites every option whose kind is in `kinds` (type, length and data) with NOPs, in
+    /// place; the header keeps its length, so nothing after it moves. Returns how many options
+    /// were blanked; the caller recomputes the header checksum. The walk is the one of
+    /// [`Packet::source_route`]: it stops at EOL, and `Err(Malformed)` leaves the options as
+    /// they were.
+    pub fn blank_options(&mut self, kinds: &[u8]) -> Result<usize> {
+        let opts = self.options_mut();
+        let mut spans = [(0usize, 0usize); 20];
+        let mut n = 0;
+        let mut i = 0;
+        while i < opts.len() {
+            match opts[i] {
+                OPT_EOL => break,
+                OPT_NOP => i += 1,
+                kind => {
+                    let len = usize::from(*opts.get(i + 1).ok_or(Error::Malformed)?);
+                    if len < 2 || i + len > opts.len() {
+                        return Err(Error::Malformed);
+                    }
+                    if kinds.contains(&kind) && n < spans.len() {
+                        spans[n] = (i, i + len);
+                        n += 1;
+                    }
+                    i += len;
+                }
+            }
+        }
+        for &(a, b) in &spans[..n] {
+            opts[a..b].fill(OPT_NOP);
+        }
+        Ok(n)
     }
 
     /// The options, mutably.

@@ -66,8 +66,15 @@
 //! * **Multi-segment frames** (L8): [`Frame`] is contiguous; the runtime linearises or drops
 //!   chained mbufs before calling [`process`]. Every header read is bounds-checked against the
 //!   contiguous data, so a cut-off frame is dropped by a length check.
+//! * **Destination MAC** (L9, L10): the ingress port's own, broadcast (ARP) or neighbour
+//!   discovery's multicast (ICMPv6); a unicast frame for another MAC is dropped (`l2_not_ours`),
+//!   other group addresses too (`l2_multicast`).
 //! * **IPv4 options** (4c): parsed by IHL and forwarded (`ipv4_options` event); LSRR/SSRR are
-//!   dropped (`source_route`).
+//!   dropped (`source_route`). Record-route and timestamp options of a VIP's segments (both
+//!   directions) are overwritten with NOPs (`ipv4_options_blanked`): a backend echoes a record route with its own
+//!   address in it, which must not reach the client. Blanked, not dropped (the options are
+//!   otherwise harmless, and `ping -R` keeps working), and not cut out (the header keeps its
+//!   length, so nothing else in the frame moves).
 //! * **Fragments** (4h, 6f, 6g): dropped (`frag_drop`); no reassembly and no MSS clamping. An IPv6
 //!   atomic fragment (offset 0, M = 0, RFC 6946; 6h) is a whole packet and is forwarded.
 //! * **Not TCP to a VIP** (4k): dropped (`not_tcp`); to the gateway's own address: punted.
@@ -121,7 +128,7 @@ pub fn process<F: Frame>(
     let port = pool.port(ingress);
     let pre = port
         .filter(|p| p.vlan.is_none())
-        .and_then(|_| fast_classify(frame.data(), pool, worker.flows.secret()));
+        .and_then(|p| fast_classify(frame.data(), &p.mac, pool, worker.flows.secret()));
     decide(
         frame,
         pre.as_ref(),
@@ -154,15 +161,15 @@ pub fn process_burst<F: Frame>(
     pool: &PoolSnapshot,
 ) {
     let port = pool.port(ingress);
-    let fast = port.is_some_and(|p| p.vlan.is_none());
+    let fast = port.filter(|p| p.vlan.is_none()).map(|p| p.mac);
     for (frames, verdicts) in frames.chunks_mut(BURST).zip(verdicts.chunks_mut(BURST)) {
         let mut pre: [Option<Classified>; BURST] = [None; BURST];
-        if fast {
+        if let Some(mac) = &fast {
             let mut hashes = [0u64; BURST];
             let mut n = 0;
             let secret = worker.flows.secret();
             for (p, f) in pre.iter_mut().zip(frames.iter()) {
-                *p = fast_classify(f.data(), pool, secret);
+                *p = fast_classify(f.data(), mac, pool, secret);
                 if let Some(p) = p {
                     hashes[n] = p.hash;
                     n += 1;
@@ -185,8 +192,13 @@ pub fn process_burst<F: Frame>(
 
 /// The common case in one go: the fast parser, then the classification of a VIP's segment.
 #[inline]
-fn fast_classify(data: &[u8], pool: &PoolSnapshot, secret: FlowSecret) -> Option<Classified> {
-    classify::tcp(pool, secret, &parse::fast(data)?)
+fn fast_classify(
+    data: &[u8],
+    mac: &[u8; 6],
+    pool: &PoolSnapshot,
+    secret: FlowSecret,
+) -> Option<Classified> {
+    classify::tcp(pool, secret, &parse::fast(data, mac)?)
 }
 
 /// Decides one frame, already classified by [`fast_classify`] or not. `port` is the ingress
@@ -233,6 +245,12 @@ fn full_walk<F: Frame>(cx: &mut Ctx<'_>, frame: &mut F) -> Verdict {
         Ok(l2) => l2,
         Err(r) => return Verdict::Drop(r),
     };
+    // The destination MAC: ours, or a group address (judged below: broadcast for ARP, the
+    // multicast of neighbour discovery for ICMPv6, nothing else). A unicast frame for another
+    // host (a promiscuous port, a switch flooding an unknown MAC) is not forwarded or answered.
+    if !l2.multicast && l2.dst != cx.port.mac {
+        return Verdict::Drop(DropReason::L2NotOurs);
+    }
     if l2.vid != cx.port.vlan {
         return Verdict::Drop(DropReason::VlanUnexpected);
     }
@@ -250,6 +268,7 @@ fn full_walk<F: Frame>(cx: &mut Ctx<'_>, frame: &mut F) -> Verdict {
                 Upper::Done(v) => v,
             }
         }
+        EtherType::ARP if l2.multicast && !l2.broadcast => Verdict::Drop(DropReason::L2Multicast),
         EtherType::ARP => reply::arp(cx, frame),
         _ => Verdict::Drop(DropReason::UnknownEthertype),
     }
@@ -262,7 +281,19 @@ fn tcp<F: Frame>(cx: &mut Ctx<'_>, frame: &mut F, ip: Ip) -> Verdict {
         Err(r) => return Verdict::Drop(r),
     };
     match classify::tcp(cx.pool, cx.w.flows.secret(), &Headers { ip, seg }) {
-        Some(p) => flow::forward(cx, frame, &p),
+        Some(p) => {
+            // A VIP's segment with IPv4 options (never the fast path's): record route and
+            // timestamp are blanked, so that a backend's address recorded in them never reaches
+            // a client. Not in a frame handed to another worker, which must leave unchanged
+            // (that worker blanks them); `key.src` is the client side in both directions.
+            if ip.l4 != ip.l3 + 20
+                && cx.handoff(&p.key.src, p.key.src_port).is_none()
+                && parse::blank_address_options(frame.data_mut(), &ip)
+            {
+                cx.w.stats.event(Event::Ipv4OptionsBlanked);
+            }
+            flow::forward(cx, frame, &p)
+        }
         None => classify::not_for_a_vip(cx.pool, cx.ingress, &ip),
     }
 }

@@ -31,7 +31,15 @@ pub(crate) fn echo<F: Frame>(cx: &mut Ctx<'_>, frame: &mut F, ip: &Ip, reply_typ
     let l4 = ip.l4;
     let old = read_u16(buf, l4);
     buf[l4] = reply_type;
-    let csum = checksum::update16(read_u16(buf, l4 + 2), old, read_u16(buf, l4));
+    let mut csum = checksum::update16(read_u16(buf, l4 + 2), old, read_u16(buf, l4));
+    if csum == 0 && !ip.v6 {
+        // RFC 1624's update yields -0 (0x0000) where the message is all zero (type 0, code 0,
+        // identifier 0, sequence 0, no payload), whose checksum is +0 written as 0xffff (a
+        // receiver adding the words gets 0 instead of 0xffff and drops it). Recomputing is
+        // exact either way; it is rare (one reply in 65536), and replies are rate-limited.
+        write_u16(buf, l4 + 2, 0);
+        csum = checksum::finish(checksum::data(&buf[l4..ip.end]));
+    }
     write_u16(buf, l4 + 2, csum);
     // Swapping the addresses leaves the IPv4 header and ICMPv6 pseudo-header sums unchanged.
     if ip.v6 {

@@ -69,8 +69,12 @@ labelled_enum! {
         /// ARP reply claiming the gateway's own address or a VIP, or a backend's address on a
         /// port other than the backend's: not punted, so never learned (L5, no cache poisoning).
         ArpSpoof => "arp_spoof",
-        /// IP to a broadcast/multicast MAC (L9).
+        /// IP to a broadcast/multicast MAC other than neighbour discovery's, or ARP to a multicast
+        /// MAC other than broadcast (L9).
         L2Multicast => "l2_multicast",
+        /// Unicast frame for another MAC than the ingress port's (a promiscuous port, a switch
+        /// flooding an unknown destination): neither forwarded nor answered.
+        L2NotOurs => "l2_not_ours",
         /// IP version field does not match the EtherType (4a, 6a).
         IpBadVersion => "ip_bad_version",
         /// IPv4 IHL < 5 (4b).
@@ -203,6 +207,9 @@ labelled_enum! {
         TimeExceededSent => "time_exceeded_sent",
         /// IPv4 packet with options (forwarded).
         Ipv4Options => "ipv4_options",
+        /// IPv4 record-route or timestamp options overwritten with NOPs, so that no backend
+        /// address reaches a client through them (and no client learns the path inside).
+        Ipv4OptionsBlanked => "ipv4_options_blanked",
         /// TCP checksum wrong on a packet the gateway would learn from: not learned (T14).
         BadL4ChecksumNotLearned => "bad_l4_csum_not_learned",
         /// DSR: a token was learned from the client's MP_CAPABLE third ACK (or first data
@@ -389,6 +396,25 @@ impl WorkerStats {
         self.backends[..n].copy_from_slice(&o.backends[..n]);
     }
 
+    /// [`Self::copy_from`] for the first `vips` VIP and `backends` backend ids only: the live
+    /// id slots of the pool in use (`PoolSnapshot::vips.len()`, `backends.len()`), a few
+    /// entries, where the tables are sized for the most ids a deployment may ever use (4096
+    /// backends: 229 KiB). A worker publishes its counters this way without copying large
+    /// structures; the entries of ids beyond the pool keep their last published value.
+    pub fn copy_live_from(&mut self, o: &Self, vips: usize, backends: usize) {
+        self.rx = o.rx;
+        self.forwarded = o.forwarded;
+        self.replied = o.replied;
+        self.punted = o.punted;
+        self.handed_off = o.handed_off;
+        self.drops = o.drops;
+        self.events = o.events;
+        let n = vips.min(self.vips.len()).min(o.vips.len());
+        self.vips[..n].copy_from_slice(&o.vips[..n]);
+        let n = backends.min(self.backends.len()).min(o.backends.len());
+        self.backends[..n].copy_from_slice(&o.backends[..n]);
+    }
+
     /// Adds another worker's counters (for totals).
     pub fn merge(&mut self, o: &Self) {
         self.rx += o.rx;
@@ -418,6 +444,29 @@ impl WorkerStats {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn copy_live_from_copies_the_live_ids_and_every_total() {
+        let mut w = WorkerStats::new(8, 64);
+        w.rx = 5;
+        w.forwarded = 4;
+        w.drops[DropReason::NoVip as usize] = 1;
+        w.events[Event::NewFlow as usize] = 3;
+        w.vips[1].packets = 4;
+        w.backends[2].packets = 4;
+        w.backends[40].packets = 9; // beyond the live ids
+        let mut p = WorkerStats::new(8, 64);
+        p.copy_live_from(&w, 2, 3);
+        assert_eq!((p.rx, p.forwarded), (5, 4));
+        assert_eq!(p.drops_of(DropReason::NoVip), 1);
+        assert_eq!(p.events_of(Event::NewFlow), 3);
+        assert_eq!((p.vips[1].packets, p.backends[2].packets), (4, 4));
+        assert_eq!(p.backends[40].packets, 0, "not copied");
+        assert!(p.balanced());
+        // Bounds larger than either table are clamped.
+        p.copy_live_from(&w, 1000, 1000);
+        assert_eq!(p.backends[40].packets, 9);
+    }
 
     #[test]
     fn labels_are_unique_snake_case() {
