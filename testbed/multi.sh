@@ -402,6 +402,7 @@ start_gw() {
             # The instance as docker/compose.yml's service multi-gwN (profile "multi"); its PID
             # file holds the container's init (tini, whose command line names the daemon), so
             # stop_gw's signal reaches the daemon as on the host.
+            export "TZM_GW${n}_NETWORK=container:tzm-$gw-holder" # (compose.yml: none otherwise)
             TZK_IMAGE=$TZTB_GW_IMAGE TZM_RUN_DIR=$RUN_DIR TZM_GRACE_MS=$GRACE_MS \
                 detached docker-compose -f "$ROOT/docker/compose.yml" -p tzm --profile multi \
                 up --no-color --no-log-prefix --force-recreate "multi-$gw" \
