@@ -118,7 +118,7 @@ start_gateway() {
   if [ -n "${TZTB_GW_IMAGE:-}" ]; then
     # Container mode (testbed/README.md; as testbed/gateway.sh): the image's daemon in tz-gw.
     docker run --rm --name tz-gw-daemon --network container:tz-gw-holder --cap-drop ALL \
-      --cap-add NET_ADMIN --cap-add NET_RAW --cap-add SYS_NICE \
+      --cap-add NET_ADMIN --cap-add NET_RAW --cap-add IPC_LOCK --cap-add SYS_NICE \
       -v /dev/hugepages:/dev/hugepages -v "$PWD:$PWD:ro" -w "$PWD" \
       "$TZTB_GW_IMAGE" --config configs/testbed.toml >"$OUT/gatewayd.out" 2>"$OUT/gatewayd.err" &
   else

@@ -26,7 +26,7 @@ start_gateway() {
     # holder's namespace), with the image's capability list only; the repository (configs) is
     # mounted read-only at its own path, $OUT read-write. `docker run` passes SIGTERM on.
     docker run --rm --name tz-gw-daemon --network container:tz-gw-holder --cap-drop ALL \
-      --cap-add NET_ADMIN --cap-add NET_RAW --cap-add SYS_NICE \
+      --cap-add NET_ADMIN --cap-add NET_RAW --cap-add IPC_LOCK --cap-add SYS_NICE \
       -v /dev/hugepages:/dev/hugepages -v "$PWD:$PWD:ro" -v "$OUT:$OUT" -w "$PWD" \
       "$TZTB_GW_IMAGE" --config "$config" "$@" >"$GW_OUT" 2>"$GW_ERR" &
   else

@@ -7,6 +7,9 @@
 //! - `CAP_NET_RAW` for `net_af_packet` and `net_af_xdp` devices: they open packet sockets;
 //! - `CAP_NET_ADMIN` for `net_af_packet`, `net_af_xdp` and `net_tap` devices: they set the
 //!   kernel interface promiscuous (SIOCSIFFLAGS) or create it (TUNSETIFF);
+//! - `CAP_IPC_LOCK` when the af_packet rings exceed `RLIMIT_MEMLOCK`: the PMD maps each queue's
+//!   RX and TX rings with `MAP_LOCKED` (framecnt x framesz bytes each), which counts against the
+//!   limit (8 MiB in a Docker container here) unless the process has the capability;
 //! - the NUMA memory-policy system calls (`get_mempolicy`): DPDK's memory allocator calls them,
 //!   and Docker's default seccomp profile allows them only to a container with `CAP_SYS_NICE`.
 //!   They are probed, not inferred from the capability set, since outside Docker (systemd, a
@@ -15,6 +18,11 @@
 /// Capability numbers (linux/capability.h).
 const CAP_NET_ADMIN: u32 = 12;
 const CAP_NET_RAW: u32 = 13;
+const CAP_IPC_LOCK: u32 = 14;
+
+/// DPDK's af_packet defaults (drivers/net/af_packet): frames per ring and bytes per frame.
+const AF_PACKET_FRAMECNT: u64 = 512;
+const AF_PACKET_FRAMESZ: u64 = 2048;
 
 /// One check's failure: the one-line message the daemon prints before exiting 1.
 pub(crate) type Hint = String;
@@ -29,6 +37,8 @@ pub(crate) fn check(eal_args: &[String]) -> Result<(), Hint> {
     let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
     if let Some(caps) = effective_caps(&status) {
         capabilities(eal_args, caps)?;
+        let limits = std::fs::read_to_string("/proc/self/limits").unwrap_or_default();
+        locked_rings(eal_args, caps, memlock_limit(&limits))?;
     }
     if !no_huge && !trapeze_dpdk::mapping::numa_policy_calls_allowed() {
         return Err(
@@ -90,8 +100,62 @@ fn capabilities(eal_args: &[String], caps: u64) -> Result<(), Hint> {
     Ok(())
 }
 
+/// The soft `Max locked memory` of /proc/self/limits in bytes (`None`: unlimited or unknown).
+fn memlock_limit(limits: &str) -> Option<u64> {
+    let line = limits
+        .lines()
+        .find(|l| l.starts_with("Max locked memory"))?;
+    line.split_whitespace().nth(3)?.parse().ok()
+}
+
+/// The bytes the af_packet devices lock (RX and TX ring per queue pair), or the hint when that
+/// exceeds `limit` and the process lacks `CAP_IPC_LOCK`.
+fn locked_rings(eal_args: &[String], caps: u64, limit: Option<u64>) -> Result<(), Hint> {
+    let (Some(limit), false) = (limit, caps & (1u64 << CAP_IPC_LOCK) != 0) else {
+        return Ok(());
+    };
+    let mut total = 0u64;
+    for spec in vdev_specs(eal_args) {
+        let mut kv = spec.split(',');
+        let name = kv.next().unwrap_or("");
+        if name.trim_end_matches(|c: char| c.is_ascii_digit()) != "net_af_packet" {
+            continue;
+        }
+        let (mut cnt, mut sz, mut qp) = (AF_PACKET_FRAMECNT, AF_PACKET_FRAMESZ, 1u64);
+        for (k, v) in kv.filter_map(|p| p.split_once('=')) {
+            let v = v.parse::<u64>().ok();
+            match (k, v) {
+                ("framecnt", Some(v)) => cnt = v,
+                ("framesz", Some(v)) => sz = v,
+                ("qpairs", Some(v)) => qp = v,
+                _ => {}
+            }
+        }
+        total = total.saturating_add(cnt.saturating_mul(sz).saturating_mul(2).saturating_mul(qp));
+    }
+    if total <= limit {
+        return Ok(());
+    }
+    let mib = |b: u64| b as f64 / 1048576.0;
+    Err(format!(
+        "the af_packet rings lock {:.1} MiB (MAP_LOCKED), over RLIMIT_MEMLOCK {:.1} MiB, and \
+         CAP_IPC_LOCK is missing (container: --cap-add IPC_LOCK; systemd: \
+         AmbientCapabilities=CAP_IPC_LOCK or LimitMEMLOCK=infinity)",
+        mib(total),
+        mib(limit)
+    ))
+}
+
 /// The device names of the `--vdev` arguments (`--vdev=NAME,...` or `--vdev NAME,...`).
 fn vdevs(eal_args: &[String]) -> Vec<&str> {
+    vdev_specs(eal_args)
+        .into_iter()
+        .map(|spec| spec.split(',').next().unwrap_or(spec))
+        .collect()
+}
+
+/// The `--vdev` arguments' values (`NAME,key=value,...`).
+fn vdev_specs(eal_args: &[String]) -> Vec<&str> {
     let mut out = Vec::new();
     let mut it = eal_args.iter();
     while let Some(a) = it.next() {
@@ -103,7 +167,7 @@ fn vdevs(eal_args: &[String]) -> Vec<&str> {
             None
         };
         if let Some(spec) = spec {
-            out.push(spec.split(',').next().unwrap_or(spec));
+            out.push(spec);
         }
     }
     out
@@ -144,6 +208,35 @@ mod tests {
             0
         )
         .is_ok());
+    }
+
+    #[test]
+    fn locked_rings_against_the_limit() {
+        let small = args(&[
+            "--vdev=net_af_packet0,iface=a",
+            "--vdev=net_af_packet1,iface=b",
+        ]);
+        let big = args(&[
+            "--vdev=net_af_packet0,framecnt=4096,iface=a",
+            "--vdev=net_af_packet1,iface=b",
+        ]);
+        let limit = Some(8 << 20);
+        // 2 x 512 x 2048 x 2 = 4 MiB: under 8 MiB.
+        assert!(locked_rings(&small, 0, limit).is_ok());
+        // 4096 x 2048 x 2 + 4 MiB / 2 = 18 MiB: over, unless CAP_IPC_LOCK or no limit.
+        let e = locked_rings(&big, 0, limit).unwrap_err();
+        assert!(
+            e.contains("18.0 MiB") && e.contains("IPC_LOCK") && !e.contains('\n'),
+            "{e}"
+        );
+        assert!(locked_rings(&big, 1 << CAP_IPC_LOCK, limit).is_ok());
+        assert!(locked_rings(&big, 0, None).is_ok());
+        let limits = "Max locked memory         8388608              8388608              bytes\n";
+        assert_eq!(memlock_limit(limits), Some(8 << 20));
+        assert_eq!(
+            memlock_limit("Max locked memory unlimited unlimited bytes\n"),
+            None
+        );
     }
 
     #[test]
