@@ -415,11 +415,11 @@ impl PoolManager {
                     let id = match &resumed {
                         Some(r) => r.backend.id,
                         None => {
+                            // The id is the new slot's index: checked before the slot is pushed.
+                            let id = u16::try_from(pool.backends.len())
+                                .map_err(|_| Refused::invalid("too many backends"))?;
                             pool.backends.push(None);
-                            BackendId(
-                                u16::try_from(pool.backends.len() - 1)
-                                    .map_err(|_| Refused::invalid("too many backends"))?,
-                            )
+                            BackendId(id)
                         }
                     };
                     pool.backends[id.0 as usize] = Some(Backend {
@@ -1192,6 +1192,7 @@ mod tests {
         let (mut cp, published, shared) = setup();
         let dir = std::env::temp_dir().join(format!("tz-reload-back-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
+        cp.overrides.reload_dir = Some(dir.clone());
         let without = dir.join("without.toml");
         std::fs::write(
             &without,
