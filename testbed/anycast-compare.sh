@@ -124,7 +124,15 @@ cleanup() {
 trap cleanup EXIT
 
 start_gateway() {
-  ip netns exec tz-gw "$BIN" --config "${1:-configs/testbed.toml}" >"$OUT/gatewayd.out" 2>"$OUT/gatewayd.err" &
+  if [ -n "${TZTB_GW_IMAGE:-}" ]; then
+    # Container mode (testbed/README.md; as testbed/gateway.sh): the image's daemon in tz-gw.
+    docker run --rm --name tz-gw-daemon --network container:tz-gw-holder --cap-drop ALL \
+      --cap-add NET_ADMIN --cap-add NET_RAW --cap-add IPC_LOCK --cap-add SYS_NICE \
+      -v /dev/hugepages:/dev/hugepages -v "$PWD:$PWD:ro" -v "$OUT:$OUT:ro" -w "$PWD" \
+      "$TZTB_GW_IMAGE" --config "${1:-configs/testbed.toml}" >"$OUT/gatewayd.out" 2>"$OUT/gatewayd.err" &
+  else
+    ip netns exec tz-gw "$BIN" --config "${1:-configs/testbed.toml}" >"$OUT/gatewayd.out" 2>"$OUT/gatewayd.err" &
+  fi
   GW_PID=$!
   for _ in $(seq 1 100); do
     if grep -q "every backend is resolved" "$OUT/gatewayd.err" 2>/dev/null; then

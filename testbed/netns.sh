@@ -239,6 +239,9 @@ del_ns() {
     sleep 0.2
     for p in $(ip netns pids "$ns" 2>/dev/null); do kill -KILL "$p" 2>/dev/null || true; done
     ip netns del "$ns"
+    if [[ $ns == "$NS_GW" ]] && command -v docker >/dev/null; then
+        docker rm -f tz-gw-holder >/dev/null 2>&1 || true
+    fi
 }
 
 do_down() {
@@ -276,7 +279,17 @@ on_up_failure() {
 }
 
 mkns() {
-    ip netns add "$1"
+    if [[ $1 == "$NS_GW" && -n ${TZTB_GW_IMAGE:-} ]]; then
+        # Container mode (testbed/README.md): tz-gw is the network namespace of a holder
+        # container of that image, so testbed/gateway.sh runs the daemon in containers sharing it.
+        # (Docker turns IPv6 off in a container without a network; the Linux modes need it.)
+        docker run -d --name tz-gw-holder --network none --entrypoint /usr/bin/tini \
+            --sysctl net.ipv6.conf.all.disable_ipv6=0 --sysctl net.ipv6.conf.default.disable_ipv6=0 \
+            "$TZTB_GW_IMAGE" -- sleep infinity >/dev/null
+        ip netns attach "$1" "$(docker inspect -f '{{.State.Pid}}' tz-gw-holder)"
+    else
+        ip netns add "$1"
+    fi
     CREATED_NS+=("$1")
     nsx "$1" ip link set lo up
     nsx "$1" sysctl -qw net.ipv6.conf.all.accept_ra=0 net.ipv6.conf.default.accept_ra=0
@@ -632,7 +645,7 @@ do_up() {
     install_tools
     local py want
     py="$(python_bin)"
-    want="mode=$mode static_neigh=$static"
+    want="mode=$mode static_neigh=$static${TZTB_GW_IMAGE:+ gw_image=$TZTB_GW_IMAGE}"
     if all_ns_exist && [[ -f "$RUN_DIR/state" && "$(cat "$RUN_DIR/state")" == "$want" ]]; then
         trap on_up_failure EXIT
         start_servers "$py" "$mode"

@@ -415,12 +415,11 @@ impl PoolManager {
                     let id = match &resumed {
                         Some(r) => r.backend.id,
                         None => {
-                            let id = BackendId(
-                                u16::try_from(pool.backends.len())
-                                    .map_err(|_| Refused::invalid("too many backends"))?,
-                            );
+                            // The id is the new slot's index: checked before the slot is pushed.
+                            let id = u16::try_from(pool.backends.len())
+                                .map_err(|_| Refused::invalid("too many backends"))?;
                             pool.backends.push(None);
-                            id
+                            BackendId(id)
                         }
                     };
                     pool.backends[id.0 as usize] = Some(Backend {
