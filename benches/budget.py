@@ -2,8 +2,8 @@
 """Instruction budget of the packet path: callgrind counts per packet class, against budgets.
 
 Runs benches/examples/budget.rs under callgrind for each class, counts the instructions of its
-`measure` function alone (the tables are built before, uninstrumented), divides by the packets
-decided, prints a table, and exits non-zero when a class costs more than its budget in
+`measure` (or `publish`) function alone (the tables are built before, uninstrumented), divides by the packets
+decided (for `publish`: by the publications of a worker's counters), prints a table, and exits non-zero when a class costs more than its budget in
 benches/budgets.json plus the tolerance (10 %). Callgrind counts instructions deterministically,
 so this is a valid test on a noisy machine; times stay with criterion.
 
@@ -31,6 +31,7 @@ CLASSES = {
     "established-burst": 20_480,
     "syn": 20_000,
     "join": 20_000,
+    "publish": 1_000,
 }
 
 
@@ -65,6 +66,7 @@ def measure(binary: Path, cls: str, packets: int, tmp: Path) -> float:
             "--instr-atstart=no",
             "--collect-atstart=no",
             "--toggle-collect=*budget::measure*",
+            "--toggle-collect=*budget::publish*",
             f"--callgrind-out-file={out}",
             str(binary),
             cls,

@@ -13,7 +13,7 @@
 #   build   compile the workspace: C toolchain, pkg-config, DPDK 22.11 (headers, PMDs, testpmd),
 #           libclang for bindgen
 #   e2e     the test bed: namespaces and veths, captures, nftables, BIRD 2 and ExaBGP, the
-#           Python the harness runs on
+#           Python the harness runs on, matplotlib for the anycast plot
 #   checks  the test command's other tools: shellcheck, valgrind (instruction budgets),
 #           mmdebstrap (the container base), dpkg-dev
 #   image   what the container image's runtime stage copies from the build stage (tini)
@@ -41,7 +41,7 @@ packages_of() {
       ;;
     core) echo build-essential pkg-config ;;
     build) echo build-essential pkg-config libdpdk-dev dpdk-dev libclang-dev ;;
-    e2e) echo iproute2 ethtool tcpdump nftables util-linux procps bird2 exabgp python3 python3-venv ;;
+    e2e) echo iproute2 ethtool tcpdump nftables util-linux procps bird2 exabgp python3 python3-venv python3-matplotlib ;;
     checks) echo shellcheck valgrind mmdebstrap dpkg-dev ;;
     image) echo tini ;;
     python) echo python3 python3-venv ;;

@@ -89,6 +89,9 @@ TRAPEZE_NO_DPDK=1 CARGO_TARGET_DIR=target/no-dpdk cargo check --workspace --all-
 step "tests"
 cargo test --workspace --locked
 
+step "the worker watchdog on the real daemon, with the fault injection only this test build has"
+cargo test -p trapeze-gatewayd --features fault-injection --test watchdog --locked
+
 step "instruction budgets of the packet path (callgrind: deterministic counts; benches/budgets.json)"
 python3 benches/budget.py
 
@@ -119,13 +122,14 @@ else
   echo "skipped: the container steps need root and a running Docker engine" >&2
 fi
 
-step "end to end: the daemon between real Linux MPTCP clients and servers (network namespaces), its control plane, DSR, join routing without tokens, restarts that keep every flow and token, token collisions, token sharing between instances, several instances behind ECMP with BGP, the anycast experiment (short)"
+step "end to end: the daemon between real Linux MPTCP clients and servers (network namespaces), its control plane, DSR, join routing without tokens, restarts that keep every flow and token, removing servers (migration, hard remove and re-add), token collisions, token sharing between instances, several instances behind ECMP with BGP, the anycast experiment (short)"
 if [ "$(id -u)" -eq 0 ]; then
   testbed/e2e.sh
   testbed/e2e-control.sh
   testbed/e2e-dsr.sh
   testbed/e2e-joins.sh
   testbed/e2e-restart.sh
+  testbed/e2e-removal.sh
   testbed/e2e-collide.sh
   testbed/e2e-tsync.sh
   testbed/e2e-multi.sh --mode token --mode ports --mode tsync

@@ -21,8 +21,9 @@
 #      by remote owners; the figures: propagation delay learn on A -> applied on B (B's
 #      counters), and third ACK -> first MP_JOIN SYN of the clients (testbed/join_delay.py);
 #      once A reclaims the closed connections, its removals take the remote owners off B;
-#   3. B's decoder end to end: a datagram with a wrong secret (rejected auth), a valid one
-#      (applied), its replay (rejected sequence);
+#   3. B's decoder end to end: a datagram with a wrong secret (rejected auth), a valid one before
+#      any session (rejected epoch: B challenges the sender), the challenge answered (a session),
+#      a valid one (applied), its replay (rejected sequence);
 #   4. late joins through a restarted B: long connections via A, B started after their
 #      handshakes, then the subflow endpoint added: every late join is routed by B from tokens
 #      it only got from A's periodic refresh.
@@ -331,12 +332,31 @@ def dgram(key, epoch, seq, token, name=b"srv2"):
 s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
 s.bind(("10.99.0.1", 7947))
 dst = ("10.99.0.2", 7946)
+k = hashlib.sha256(secret).digest()
 s.sendto(dgram(b"not the secret at all", 1, 1, 0x01020304), dst)
-good = dgram(secret, 1, 1, 0x0a0b0c0d)
+# Authentic, but no session yet: refused (epoch), and B challenges this peer.
+s.sendto(dgram(secret, 1, 1, 0x0a0b0c0d), dst)
+# The latest challenge (B also retries every second while it has no session with us).
+s.settimeout(3)
+nonce = None
+while True:
+    try:
+        m, _ = s.recvfrom(200)
+    except socket.timeout:
+        break
+    if m[:5] == b"TZH1\x01" and len(m) == 72:
+        nonce = m[8:24]
+        s.settimeout(0.2)
+assert nonce is not None, "no challenge from B"
+# The response: the nonce, our epoch 1, last sequence sent 1 (the refused one).
+resp = b"TZH1" + bytes([2, 0, 0, 0]) + nonce + struct.pack("!QQ", 1, 1)
+s.sendto(resp + hmac.new(k, resp, hashlib.sha256).digest(), dst)
+time.sleep(0.05)
+good = dgram(secret, 1, 2, 0x0a0b0c0d)
 s.sendto(good, dst)
 time.sleep(0.05)
 s.sendto(good, dst)
-print("sent: bad secret, valid, replay")
+print("sent: bad secret, valid before a session, challenge answered, valid, replay")
 EOF
 sleep 0.3
 stats b "$OUT/inject-gwb-stats.json"
@@ -462,6 +482,8 @@ i = st("inject-gwb-stats.json")["cluster"]
 check(i["rejected_auth"] == cb["rejected_auth"] + 1, "wrong secret: rejected_auth %d" % i["rejected_auth"])
 check(i["rejected_sequence"] == cb["rejected_sequence"] + 1, "replay: rejected_sequence %d" % i["rejected_sequence"])
 check(i["records_applied"] == cb["records_applied"] + 1, "the valid datagram applied (%d)" % i["records_applied"])
+check(i["rejected_epoch"] >= cb["rejected_epoch"] + 1 and i["sessions"] == cb["sessions"] + 1,
+      "before the session: refused (rejected_epoch %d); the challenge answered: a session (%d)" % (i["rejected_epoch"], i["sessions"]))
 print("4. late joins through a restarted B (tokens from A's refresh only)")
 d = delta("late")
 c = json.load(open(out + "/late-client.json"))

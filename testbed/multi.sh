@@ -185,7 +185,11 @@ build() {
     nsx "$NS_CLI" ip route add default via 10.90.0.1 dev cli0 src 10.90.0.2
     nsx "$NS_CLI" ip -6 route add default via fd90::1 dev cli0 src fd90::2
     nsx "$NS_CLI" ip mptcp endpoint flush
-    nsx "$NS_CLI" ip mptcp limits set subflow 2 add_addr_accepted 2
+    # The kernel's default MPTCP limits (a fresh namespace's): clients as they come. A mode whose
+    # joins follow an ADD_ADDR raises add_addr_accepted to 1 (multi-modes/ports.env).
+    local limits
+    read -r -a limits <<<"$(unshare --net ip mptcp limits show)"
+    nsx "$NS_CLI" ip mptcp limits set "${limits[@]/#subflows/subflow}"
     # No `dev cli0` on the endpoints: the join's socket would be bound to cli0 and its SYN/ACK,
     # which comes back on cli1 (DSR), would find no socket (RST). See netns.sh.
     nsx "$NS_CLI" ip mptcp endpoint add 10.90.0.3 subflow

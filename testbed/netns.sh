@@ -29,6 +29,7 @@
 # Usage (root):
 #   netns.sh up [--standin=none|linux|linux-hash|afpacket|ecmp] [--static-neigh]
 #   netns.sh ecmp srv1 srv3   (ecmp mode: the multipath route's nexthops are these servers)
+#   netns.sh client-limits default|announce   (the client's MPTCP limits; `up` sets default)
 #   netns.sh down
 #   netns.sh status
 #
@@ -376,9 +377,26 @@ config_client() {
     # (SO_BINDTODEVICE), and a DSR join's SYN/ACK, which comes back on cli1, then finds no
     # socket and is answered with a RST. The route (default via the gateway on cli0) is the same.
     nsx "$NS_CLI" ip mptcp endpoint flush
-    nsx "$NS_CLI" ip mptcp limits set subflow 2 add_addr_accepted 2
+    client_limits default
     nsx "$NS_CLI" ip mptcp endpoint add "$CLI4B" subflow
     nsx "$NS_CLI" ip mptcp endpoint add "$CLI6B" subflow
+}
+
+# client_limits default|announce: the client's MPTCP limits. `default`: the kernel's own (those
+# of a fresh namespace; on Linux 6.18 add_addr_accepted 0 subflows 2): what clients as they come
+# have, and all the token mode needs (the client's own subflow endpoint opens its joins).
+# `announce`: add_addr_accepted 1 and nothing more, for scenarios whose joins follow an ADD_ADDR
+# (join ports, announce = "backend", migration): with add_addr_accepted 0 Linux 6.18 takes no
+# ADD_ADDR, whether the server set the C flag or not (testbed/c-flag-probe.sh measures it).
+client_limits() {
+    local limits
+    read -r -a limits <<<"$(unshare --net ip mptcp limits show)"
+    nsx "$NS_CLI" ip mptcp limits set "${limits[@]/#subflows/subflow}"
+    case "$1" in
+        default) ;;
+        announce) nsx "$NS_CLI" ip mptcp limits set "${limits[@]/#subflows/subflow}" add_addr_accepted 1 ;;
+        *) die "client-limits: default or announce" ;;
+    esac
 }
 
 config_servers() {
@@ -633,6 +651,7 @@ do_up() {
         start_servers "$py" "$mode"
         start_decaps "$py"
         if [[ $mode == afpacket ]]; then start_afpacket_standin "$py"; fi
+        client_limits default
         trap - EXIT
         log "already up ($want)"
         return 0
@@ -739,6 +758,12 @@ main() {
             need_root
             do_status
             ;;
+        client-limits)
+            need_root
+            ns_exists "$NS_CLI" || die "client-limits: the bed is not up"
+            client_limits "${1:-}"
+            log "client MPTCP limits: $(nsx "$NS_CLI" ip mptcp limits show)"
+            ;;
         ecmp)
             need_root
             [[ "$(cat "$RUN_DIR/state" 2>/dev/null)" == mode=ecmp* ]] ||
@@ -747,7 +772,7 @@ main() {
             log "ecmp nexthops: ${*:-none}"
             ;;
         *)
-            echo "usage: $0 up [--standin=none|linux|linux-hash|afpacket|ecmp] [--static-neigh] | down | status | ecmp SERVER..." >&2
+            echo "usage: $0 up [--standin=none|linux|linux-hash|afpacket|ecmp] [--static-neigh] | down | status | ecmp SERVER... | client-limits default|announce" >&2
             exit 2
             ;;
     esac

@@ -11,13 +11,17 @@
 //! * `established-burst`: the same in bursts of 32 (`process_burst`);
 //! * `syn`: SYNs of new clients with 1M flows in the table: miss, Maglev, insert;
 //! * `join`: MP_JOIN SYNs with 1M connections' tokens in the token table: token lookup, owner,
-//!   subflow insert.
+//!   subflow insert;
+//! * `publish`: a worker publishing its counters for the control thread (every 64 loops), as
+//!   the daemon does: the live ids of a pool of 3 VIPs and 4 backends out of tables sized for
+//!   256 VIPs and 4096 backends (`WorkerStats::copy_live_from`); per publication, not per packet.
 
 use std::hint::black_box;
 use std::path::Path;
 
 use trapeze_benches::{client, port, Bench};
 use trapeze_core::crypto::token_from_key;
+use trapeze_core::pipeline::WorkerStats;
 use trapeze_core::testkit::{join_syn, TcpSpec};
 
 const SYN: u8 = 0x02;
@@ -33,11 +37,39 @@ fn measure(bench: &mut Bench, frames: &[Vec<u8>], order: &[usize], n: u64, burst
     }
 }
 
+/// What is measured for `publish`: `n` publications of a worker's counters.
+#[inline(never)]
+fn publish(board: &mut WorkerStats, w: &WorkerStats, n: usize) {
+    for _ in 0..n {
+        board.copy_live_from(black_box(w), 3, 4);
+    }
+}
+
+/// Waits until `flag` exists, spinning with short sleeps so that callgrind, whose
+/// instrumentation the script switches on meanwhile, keeps running code and sees the request.
+fn wait_for(flag: Option<&Path>) {
+    if let Some(flag) = flag {
+        while !flag.exists() {
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+    }
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     let class = args.get(1).map_or("established", String::as_str);
     let n: usize = args.get(2).and_then(|s| s.parse().ok()).unwrap_or(10_000);
     let flag = args.get(3).map(Path::new);
+    if class == "publish" {
+        let w = WorkerStats::new(256, 4096);
+        let mut board = WorkerStats::new(256, 4096);
+        println!("ready");
+        wait_for(flag);
+        publish(&mut board, &w, n);
+        black_box(&board);
+        println!("done {n}");
+        return;
+    }
     let (mut bench, frames, burst) = match class {
         "established" | "established-burst" => {
             let flows = 10_000;
@@ -89,13 +121,7 @@ fn main() {
     };
     let order: Vec<usize> = (0..frames.len()).collect();
     println!("ready");
-    if let Some(flag) = flag {
-        // Spin (with short sleeps) so that callgrind, whose instrumentation the script
-        // switches on meanwhile, keeps running code and sees the request.
-        while !flag.exists() {
-            std::thread::sleep(std::time::Duration::from_millis(5));
-        }
-    }
+    wait_for(flag);
     measure(&mut bench, &frames, &order, n as u64, burst);
     if class == "join" {
         // A few of 1M random tokens collide (ambiguous: refused); nearly every join is routed.

@@ -2,7 +2,8 @@
 //!
 //! ```text
 //! trapeze-gatewayd --config PATH [--check] [--no-huge] [--workers N] [--log-level LEVEL]
-//!                  [--api ADDR] [--stop-grace-ms MS]
+//!                  [--api ADDR] [--stop-grace-ms MS] [--reload-dir DIR]
+//!                  [--api-token-file FILE]
 //! ```
 //!
 //! `--check` loads and validates the configuration, prints a summary (ports, VIPs with their
@@ -74,6 +75,15 @@ pub struct GatewaydArgs {
     /// the traffic away before the daemon exits. A second signal during the grace stops at once.
     #[arg(long, value_name = "MS", default_value_t = 0)]
     pub stop_grace_ms: u64,
+    /// Besides the configuration file, `POST /reload {"path": ...}` may read regular files under
+    /// this directory (symbolic links resolved); without it, only the configuration file.
+    #[arg(long, value_name = "DIR")]
+    pub reload_dir: Option<PathBuf>,
+    /// A file whose first line is the API's bearer token (at least 16 characters): every request
+    /// must then carry `Authorization: Bearer TOKEN`. Required when `--api` is a TCP address
+    /// that is not loopback (the daemon refuses to start without it).
+    #[arg(long, value_name = "FILE")]
+    pub api_token_file: Option<PathBuf>,
 }
 
 impl GatewaydArgs {
@@ -82,6 +92,7 @@ impl GatewaydArgs {
         Overrides {
             no_huge: self.no_huge,
             workers: self.workers,
+            reload_dir: self.reload_dir.clone(),
         }
     }
 
@@ -186,7 +197,8 @@ mod tests {
             a.overrides(),
             Overrides {
                 no_huge: true,
-                workers: Some(4)
+                workers: Some(4),
+                reload_dir: None,
             }
         );
         let d = parse_args("trapeze-gatewayd", ["t", "-c", "y.toml"]).unwrap();

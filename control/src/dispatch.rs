@@ -2,7 +2,9 @@
 //! a time, so changes are serialised). The API thread only parses and forwards; if it fails,
 //! forwarding goes on and the control thread simply receives nothing.
 
-use std::time::{SystemTime, UNIX_EPOCH};
+#![warn(clippy::arithmetic_side_effects)]
+
+use std::time::UNIX_EPOCH;
 
 use trapeze_core::pipeline::Shared;
 use trapeze_core::pool::{BackendState, PortId};
@@ -36,13 +38,21 @@ pub struct Env<'a> {
 fn refused(r: Refused) -> Response {
     match r.field {
         Some(field) if r.status == 422 => Response::invalid(field, r.reason),
-        _ => Response::error(r.status, r.reason),
+        Some(field) => Response::Error {
+            status: r.status,
+            reason: r.reason,
+            field: Some(field),
+        },
+        None => Response::error(r.status, r.reason),
     }
 }
 
 fn applied(r: Result<u64, Refused>) -> Response {
     match r {
-        Ok(version) => Response::Applied { version },
+        Ok(version) => Response::Applied {
+            version,
+            warning: None,
+        },
         Err(e) => refused(e),
     }
 }
@@ -58,6 +68,7 @@ fn metrics_input(cp: &PoolManager, env: &Env<'_>) -> MetricsInput {
         reloads_ok: cp.counters.reloads_ok,
         reloads_error: cp.counters.reloads_failed,
         pool_changes: cp.counters.pool_changes,
+        watchdog_stalls: cp.counters.watchdog_stalls,
     };
     let mut input =
         MetricsInput::from_pool(&env.published.load(), counters.workers, tokens, control);
@@ -131,18 +142,17 @@ pub fn dispatch(cp: &mut PoolManager, req: Request, env: &Env<'_>) -> Response {
         Request::Stats => return Response::Stats(metrics_input(cp, env).stats_view()),
         Request::Metrics => return Response::Metrics(api::render(&metrics_input(cp, env))),
         Request::Status => {
-            let last_good = match &cp.last_reload {
+            let last_good = match cp.last_reload.as_ref().map(|r| &r.result) {
                 Some(Ok(v)) => *v,
                 _ => cp.version(),
             };
             let last_reload = cp.last_reload.as_ref().map(|r| ReloadReport {
-                ok: r.is_ok(),
-                path: cp.config_path.display().to_string(),
-                unix_time_s: SystemTime::now()
-                    .duration_since(UNIX_EPOCH)
-                    .map_or(0, |d| d.as_secs()),
+                ok: r.result.is_ok(),
+                path: r.path.display().to_string(),
+                unix_time_s: r.at.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs()),
                 version: cp.version(),
-                error: r.as_ref().err().cloned(),
+                error: r.result.as_ref().err().cloned(),
+                warning: r.warning.clone(),
             });
             return Response::Status(StatusView {
                 version: cp.version(),
@@ -176,6 +186,7 @@ pub fn dispatch(cp: &mut PoolManager, req: Request, env: &Env<'_>) -> Response {
                         backends: spec.backends,
                         join_ports: spec.join_ports,
                         announce: spec.announce.unwrap_or_default().into(),
+                        deny_join_initial: spec.deny_join_initial,
                     },
                     if_version,
                     env.published,
@@ -203,9 +214,11 @@ pub fn dispatch(cp: &mut PoolManager, req: Request, env: &Env<'_>) -> Response {
                     weight: backend.weight,
                     egress: backend.egress_port,
                     mac,
+                    direct: backend.direct,
                 },
                 if_version,
                 env.published,
+                env.shared,
             )
         }
         Request::RemoveBackend {
@@ -242,11 +255,19 @@ pub fn dispatch(cp: &mut PoolManager, req: Request, env: &Env<'_>) -> Response {
             if let Some(v) = if_version.filter(|&v| v != cp.version()) {
                 return Response::version_conflict(v, cp.version());
             }
-            cp.reload(
+            let r = cp.reload(
                 path.as_deref().map(std::path::Path::new),
                 env.published,
                 env.shared,
-            )
+            );
+            cp.outcome(&r);
+            return match r {
+                Ok(r) => Response::Applied {
+                    version: r.version,
+                    warning: r.warning,
+                },
+                Err(e) => refused(e),
+            };
         }
     };
     if change {

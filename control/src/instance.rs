@@ -18,6 +18,8 @@ use crate::api::instance::{InstanceState, InstanceView};
 #[derive(Debug)]
 pub struct Instance {
     draining: AtomicBool,
+    /// A worker stalled (the watchdog): `stopping` for good, without a scheduled exit.
+    stalled: AtomicBool,
     /// `Some` once stopping: when the grace ends (`None` inside: a grace too long to represent,
     /// which only a second signal ends).
     stop_at: Mutex<Option<Option<Instant>>>,
@@ -29,6 +31,7 @@ impl Instance {
     pub fn new(grace: Duration) -> Self {
         Self {
             draining: AtomicBool::new(false),
+            stalled: AtomicBool::new(false),
             stop_at: Mutex::new(None),
             grace,
         }
@@ -36,7 +39,7 @@ impl Instance {
 
     /// The state `GET /instance` reports.
     pub fn state(&self) -> InstanceState {
-        if self.stop_at.lock().is_some() {
+        if self.stop_at.lock().is_some() || self.stalled.load(Ordering::Relaxed) {
             InstanceState::Stopping
         } else if self.draining.load(Ordering::Relaxed) {
             InstanceState::Draining
@@ -48,6 +51,17 @@ impl Instance {
     /// Drains (or undrains) the instance: `POST /instance/drain|undrain`.
     pub fn set_draining(&self, d: bool) {
         self.draining.store(d, Ordering::Relaxed);
+    }
+
+    /// A worker stalled (`crate::watchdog`): the instance reports `stopping` from now on (the
+    /// BGP feeder withdraws), without ending the daemon.
+    pub fn mark_stalled(&self) {
+        self.stalled.store(true, Ordering::Relaxed);
+    }
+
+    /// Whether a worker stalled.
+    pub fn stalled(&self) -> bool {
+        self.stalled.load(Ordering::Relaxed)
     }
 
     /// How long the instance forwards after a stop signal.

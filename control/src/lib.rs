@@ -29,6 +29,7 @@
 //!   [`publish`] (and frees the old ones), probes the backends ([`health`]), resolves their
 //!   MACs ([`neighbour`]) and keeps the instance's announcement state ([`instance`]);
 //! * [`cluster`]: the token-sync threads of `[cluster]`;
+//! * [`watchdog`]: the workers' heartbeats, checked by the control thread;
 //! * [`log`]: the daemon's stderr log;
 //! * [`testkit`]: the dataplane stand-in for tests (the core's pipeline and simulated hosts).
 //!
@@ -48,3 +49,4 @@ pub mod pool;
 pub mod publish;
 pub mod testkit;
 pub mod thread;
+pub mod watchdog;

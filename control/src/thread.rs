@@ -8,6 +8,7 @@
 //!     ARP/NDP requests for unresolved backends (every 500 ms), health probes (every interval)
 //!     API requests (at most 64), one at a time          -> dispatch -> published
 //!     drain deadlines, SIGHUP reload                     -> published
+//!     the workers' heartbeats (the watchdog)             -> instance stopping on a stall
 //!     retired snapshots no reader holds any more         -> freed here
 //! ```
 //!
@@ -43,6 +44,11 @@ use crate::neighbour::{self, Resolver};
 use crate::pool::PoolManager;
 use crate::publish::Published;
 
+/// Fault injection (test builds): once set, the control thread is stuck for good.
+#[cfg(feature = "fault-injection")]
+pub static STUCK: std::sync::LazyLock<Arc<AtomicBool>> =
+    std::sync::LazyLock::new(|| Arc::new(AtomicBool::new(false)));
+
 /// Time between two rounds.
 pub const ROUND: Duration = Duration::from_millis(10);
 /// Punted frames read per round.
@@ -67,6 +73,8 @@ pub struct Links {
     pub requests: Receiver<ControlMsg>,
     /// Set (by SIGHUP) to reload the configuration file.
     pub reload: Arc<AtomicBool>,
+    /// The workers' heartbeats, for the watchdog (`None`: no watchdog).
+    pub heartbeats: Option<Arc<crate::watchdog::Heartbeats>>,
 }
 
 /// The control thread's state (see the module documentation).
@@ -83,6 +91,7 @@ pub struct ControlThread<D> {
     transitions: Vec<Transition>,
     last_report: Instant,
     unsent: u64,
+    watchdog: Option<crate::watchdog::Watchdog>,
 }
 
 impl<D: Dataplane> ControlThread<D> {
@@ -110,6 +119,10 @@ impl<D: Dataplane> ControlThread<D> {
             )
         });
         let ports = PortAddrs::of(&cfg);
+        let watchdog = match (&links.heartbeats, cfg.workers.watchdog) {
+            (Some(h), Some(t)) => Some(crate::watchdog::Watchdog::new(t, h.len(), Instant::now())),
+            _ => None,
+        };
         Self {
             pool: PoolManager::new(cfg, overrides, config_path),
             resolver,
@@ -122,6 +135,7 @@ impl<D: Dataplane> ControlThread<D> {
             transitions: Vec::new(),
             last_report: Instant::now(),
             unsent: 0,
+            watchdog,
         }
     }
 
@@ -146,6 +160,11 @@ impl<D: Dataplane> ControlThread<D> {
 
     /// One round of the loop (see the module documentation).
     pub fn step(&mut self, now: Instant) {
+        #[cfg(feature = "fault-injection")]
+        while STUCK.load(Ordering::Relaxed) {
+            // Stuck for good (the daemon's SIGUSR2 in test builds): not even `stop` ends it.
+            std::thread::sleep(Duration::from_millis(50));
+        }
         let published = &*self.links.published;
         let shared = &*self.links.shared;
         let mut pool_changed = false;
@@ -238,6 +257,12 @@ impl<D: Dataplane> ControlThread<D> {
                 cluster: self.links.cluster.as_deref(),
             };
             let resp = dispatch(&mut self.pool, req, &env);
+            if let api::Response::Applied {
+                warning: Some(w), ..
+            } = &resp
+            {
+                self.log.warn(w.clone());
+            }
             api::answer(&reply, resp);
             pool_changed |= change;
         }
@@ -250,9 +275,15 @@ impl<D: Dataplane> ControlThread<D> {
         }
         if self.links.reload.swap(false, Ordering::Relaxed) {
             match self.pool.reload(None, published, shared) {
-                Ok(v) => self
-                    .log
-                    .info(format!("configuration reloaded; pool version {v}")),
+                Ok(r) => {
+                    self.log.info(format!(
+                        "configuration reloaded; pool version {}",
+                        r.version
+                    ));
+                    if let Some(w) = r.warning {
+                        self.log.warn(w);
+                    }
+                }
                 Err(e) => self.log.warn(e.reason),
             }
             pool_changed = true;
@@ -264,6 +295,27 @@ impl<D: Dataplane> ControlThread<D> {
             if let Some(h) = self.health.as_mut() {
                 h.sync(&cfg.pool);
             }
+        }
+
+        // The workers' heartbeats.
+        if let (Some(w), Some(h)) = (self.watchdog.as_mut(), self.links.heartbeats.as_deref()) {
+            for e in w.check(h, now) {
+                match e {
+                    crate::watchdog::Event::Stalled(i, quiet) => {
+                        self.links.instance.mark_stalled();
+                        self.log.warn(format!(
+                            "watchdog: worker {i} made no progress for {} ms; the instance is \
+                             stopping (its VIPs are withdrawn) until a restart",
+                            quiet.as_millis()
+                        ));
+                    }
+                    crate::watchdog::Event::Resumed(i) => self.log.warn(format!(
+                        "watchdog: worker {i} moves again; the instance stays stopping until a \
+                         restart"
+                    )),
+                }
+            }
+            self.pool.counters.watchdog_stalls = w.stalls();
         }
 
         if now.duration_since(self.last_report) > REPORT_EVERY {

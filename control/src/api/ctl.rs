@@ -1,6 +1,6 @@
-//! `trapezectl`: the operator's command line over the REST API, with a minimal HTTP/1.1 client
-//! on `std::net` (TCP) or `std::os::unix::net` (Unix socket): one request per connection,
-//! `Connection: close`.
+//! `trapezectl`: the operator's command line over the REST API, through hyper's HTTP/1.1 client
+//! over a TCP or Unix stream (one request per connection). `--api-token-file FILE` sends the
+//! daemon's bearer token.
 //!
 //! ```text
 //! trapezectl [--api http://127.0.0.1:9180 | --api unix:/run/trapeze.sock] [--json] COMMAND
@@ -27,8 +27,8 @@
 
 use std::ffi::OsString;
 use std::fmt::Write as _;
-use std::io::{self, Read, Write};
-use std::net::{IpAddr, SocketAddr, TcpStream, ToSocketAddrs};
+use std::io::{self, Write};
+use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -66,6 +66,14 @@ pub struct CtlArgs {
         default_value = "http://127.0.0.1:9180"
     )]
     pub api: String,
+    /// A file whose first line is the API's bearer token (the daemon's --api-token-file).
+    #[arg(
+        long,
+        global = true,
+        env = "TRAPEZE_API_TOKEN_FILE",
+        value_name = "FILE"
+    )]
+    pub api_token_file: Option<PathBuf>,
     /// Print the API's JSON answer instead of a table.
     #[arg(long, global = true)]
     pub json: bool,
@@ -129,6 +137,10 @@ pub enum Cmd {
         /// What the gateway announces to MPTCP clients: off (default), join-ports, backend.
         #[arg(long, value_name = "off|join-ports|backend", value_parser = parse_announce)]
         announce: Option<AnnounceMode>,
+        /// Set the C flag ("do not join the initial address") in the MP_CAPABLE SYN/ACK
+        /// (NAT). Default: on where an announcement depends on it.
+        #[arg(long, value_name = "on|off", value_parser = parse_on_off)]
+        deny_join_initial: Option<bool>,
         #[command(flatten)]
         v: IfVersion,
     },
@@ -163,6 +175,10 @@ pub enum Cmd {
         /// Static MAC of the backend or next hop (default: ARP/NDP).
         #[arg(long, value_name = "MAC")]
         mac: Option<String>,
+        /// An address the clients can reach it on directly: draining it (or a graceful
+        /// removal) moves its MPTCP connections there.
+        #[arg(long, value_name = "ADDR")]
+        direct: Option<std::net::IpAddr>,
         #[command(flatten)]
         v: IfVersion,
     },
@@ -170,7 +186,8 @@ pub enum Cmd {
     RemoveBackend {
         /// Backend name.
         name: String,
-        /// Remove now: its flows are dropped and its joins refused.
+        /// Remove now: its flows are dropped and its joins refused while it is out (added back
+        /// within 10 min with the same addresses and port, they resume).
         #[arg(long)]
         hard: bool,
         #[command(flatten)]
@@ -331,140 +348,116 @@ pub fn http_request(
     if_match: Option<u64>,
     timeout: Duration,
 ) -> io::Result<HttpReply> {
+    http_request_auth(target, None, method, path, body, if_match, timeout)
+}
+
+/// [`http_request`] with a bearer token (`Authorization: Bearer TOKEN`). The HTTP is hyper's
+/// client (HTTP/1.1 over a tokio TCP or Unix stream, one connection per request); `timeout`
+/// bounds the whole exchange. A connection refused (or a missing socket file) keeps its
+/// [`io::ErrorKind`], so callers can tell "nothing listens" from other failures.
+pub fn http_request_auth(
+    target: &ApiTarget,
+    token: Option<&str>,
+    method: &str,
+    path: &str,
+    body: Option<&[u8]>,
+    if_match: Option<u64>,
+    timeout: Duration,
+) -> io::Result<HttpReply> {
+    use hyper::header;
     let host = match target {
         ApiTarget::Tcp(h) => h.as_str(),
         ApiTarget::Unix(_) => "localhost",
     };
-    let mut req = format!(
-        "{method} {path} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: trapezectl/{}\r\nAccept: application/json, text/plain\r\nConnection: close\r\n",
-        env!("CARGO_PKG_VERSION")
-    );
+    let method = hyper::Method::from_bytes(method.as_bytes()).map_err(io::Error::other)?;
+    let mut req = hyper::Request::builder()
+        .method(method.clone())
+        .uri(path)
+        .header(header::HOST, host)
+        .header(
+            header::USER_AGENT,
+            concat!("trapezectl/", env!("CARGO_PKG_VERSION")),
+        )
+        .header(header::ACCEPT, "application/json, text/plain");
     if let Some(v) = if_match {
-        let _ = write!(req, "If-Match: \"{v}\"\r\n");
+        req = req.header(header::IF_MATCH, format!("\"{v}\""));
+    }
+    if let Some(t) = token {
+        req = req.header(header::AUTHORIZATION, format!("Bearer {t}"));
     }
     let body = body.unwrap_or_default();
-    if !body.is_empty() || matches!(method, "POST" | "PUT") {
-        let _ = write!(
-            req,
-            "Content-Type: application/json\r\nContent-Length: {}\r\n",
-            body.len()
-        );
+    if !body.is_empty() || method == hyper::Method::POST || method == hyper::Method::PUT {
+        req = req.header(header::CONTENT_TYPE, "application/json");
     }
-    req.push_str("\r\n");
-    let mut bytes = req.into_bytes();
-    bytes.extend_from_slice(body);
-    let raw = match target {
-        ApiTarget::Tcp(h) => {
-            let mut last = io::Error::new(io::ErrorKind::NotFound, format!("{h}: no address"));
-            let mut stream = None;
-            for a in h.to_socket_addrs()? {
-                match TcpStream::connect_timeout(&a, timeout) {
-                    Ok(s) => {
-                        stream = Some(s);
-                        break;
-                    }
-                    Err(e) => last = e,
+    let req = req
+        .body(http_body_util::Full::new(
+            hyper::body::Bytes::copy_from_slice(body),
+        ))
+        .map_err(io::Error::other)?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_io()
+        .enable_time()
+        .build()?;
+    rt.block_on(async {
+        let exchange = async {
+            match target {
+                ApiTarget::Tcp(h) => {
+                    send(tokio::net::TcpStream::connect(h.as_str()).await?, req).await
                 }
+                #[cfg(unix)]
+                ApiTarget::Unix(p) => send(tokio::net::UnixStream::connect(p).await?, req).await,
+                #[cfg(not(unix))]
+                ApiTarget::Unix(_) => Err(io::Error::new(
+                    io::ErrorKind::Unsupported,
+                    "Unix sockets need a Unix system",
+                )),
             }
-            let s = stream.ok_or(last)?;
-            s.set_read_timeout(Some(timeout))?;
-            s.set_write_timeout(Some(timeout))?;
-            exchange(s, &bytes)?
-        }
-        #[cfg(unix)]
-        ApiTarget::Unix(p) => {
-            let s = std::os::unix::net::UnixStream::connect(p)?;
-            s.set_read_timeout(Some(timeout))?;
-            s.set_write_timeout(Some(timeout))?;
-            exchange(s, &bytes)?
-        }
-        #[cfg(not(unix))]
-        ApiTarget::Unix(_) => {
-            return Err(io::Error::new(
-                io::ErrorKind::Unsupported,
-                "Unix sockets need a Unix system",
-            ))
-        }
-    };
-    parse_reply(&raw)
-}
-
-fn exchange<S: Read + Write>(mut s: S, req: &[u8]) -> io::Result<Vec<u8>> {
-    s.write_all(req)?;
-    s.flush()?;
-    let mut out = Vec::new();
-    s.read_to_end(&mut out)?;
-    Ok(out)
-}
-
-fn bad(msg: impl Into<String>) -> io::Error {
-    io::Error::new(io::ErrorKind::InvalidData, msg.into())
-}
-
-/// Parses a complete HTTP/1.1 answer.
-pub fn parse_reply(raw: &[u8]) -> io::Result<HttpReply> {
-    let end = raw
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .ok_or_else(|| bad("incomplete HTTP answer (no end of headers)"))?;
-    let head = std::str::from_utf8(&raw[..end]).map_err(|_| bad("HTTP headers are not text"))?;
-    let rest = &raw[end + 4..];
-    let mut lines = head.split("\r\n");
-    let status_line = lines.next().unwrap_or_default();
-    let status = status_line
-        .split(' ')
-        .nth(1)
-        .and_then(|s| s.parse::<u16>().ok())
-        .filter(|_| status_line.starts_with("HTTP/1."))
-        .ok_or_else(|| bad(format!("bad HTTP status line {status_line:?}")))?;
-    let mut content_type = None;
-    let mut length = None;
-    let mut chunked = false;
-    for l in lines {
-        let Some((k, v)) = l.split_once(':') else {
-            continue;
         };
-        let v = v.trim();
-        match k.trim().to_ascii_lowercase().as_str() {
-            "content-type" => content_type = Some(v.to_string()),
-            "content-length" => length = v.parse::<usize>().ok(),
-            "transfer-encoding" => chunked = v.to_ascii_lowercase().contains("chunked"),
-            _ => {}
-        }
-    }
-    let body = if chunked {
-        dechunk(rest)?
-    } else if let Some(n) = length {
-        rest.get(..n)
-            .ok_or_else(|| bad("HTTP body shorter than its Content-Length"))?
-            .to_vec()
-    } else {
-        rest.to_vec()
-    };
+        tokio::time::timeout(timeout, exchange)
+            .await
+            .unwrap_or_else(|_| {
+                Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    format!("no answer within {} ms", timeout.as_millis()),
+                ))
+            })
+    })
+}
+
+async fn send<S>(
+    stream: S,
+    req: hyper::Request<http_body_util::Full<hyper::body::Bytes>>,
+) -> io::Result<HttpReply>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    use http_body_util::BodyExt;
+    let (mut sender, conn) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+            .await
+            .map_err(io::Error::other)?;
+    let conn = tokio::spawn(conn);
+    let resp = sender.send_request(req).await.map_err(io::Error::other)?;
+    let status = resp.status().as_u16();
+    let content_type = resp
+        .headers()
+        .get(hyper::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    let body = resp
+        .into_body()
+        .collect()
+        .await
+        .map_err(io::Error::other)?
+        .to_bytes()
+        .to_vec();
+    drop(sender);
+    conn.abort();
     Ok(HttpReply {
         status,
         content_type,
         body,
     })
-}
-
-fn dechunk(mut b: &[u8]) -> io::Result<Vec<u8>> {
-    let mut out = Vec::new();
-    loop {
-        let eol = b
-            .windows(2)
-            .position(|w| w == b"\r\n")
-            .ok_or_else(|| bad("truncated chunk"))?;
-        let size_text = std::str::from_utf8(&b[..eol]).map_err(|_| bad("bad chunk size"))?;
-        let size_text = size_text.split(';').next().unwrap_or_default().trim();
-        let size = usize::from_str_radix(size_text, 16).map_err(|_| bad("bad chunk size"))?;
-        b = &b[eol + 2..];
-        if size == 0 {
-            return Ok(out);
-        }
-        out.extend_from_slice(b.get(..size).ok_or_else(|| bad("truncated chunk"))?);
-        b = b.get(size + 2..).ok_or_else(|| bad("truncated chunk"))?;
-    }
 }
 
 /// Percent-encodes a path segment (names are plain already; anything else is escaped).
@@ -501,6 +494,14 @@ fn parse_announce(s: &str) -> Result<AnnounceMode, String> {
     }
 }
 
+fn parse_on_off(s: &str) -> Result<bool, String> {
+    match s {
+        "on" => Ok(true),
+        "off" => Ok(false),
+        _ => Err(format!("{s:?}: expected on or off")),
+    }
+}
+
 /// The HTTP request of a command: method, path, JSON body, `If-Match`.
 pub fn request_of(cmd: &Cmd) -> (&'static str, String, Option<String>, Option<u64>) {
     let json = |v: serde_json::Value| Some(v.to_string());
@@ -518,6 +519,7 @@ pub fn request_of(cmd: &Cmd) -> (&'static str, String, Option<String>, Option<u6
             outer_source,
             join_ports,
             announce,
+            deny_join_initial,
             v,
         } => {
             let body = VipBody {
@@ -535,6 +537,7 @@ pub fn request_of(cmd: &Cmd) -> (&'static str, String, Option<String>, Option<u6
                 backends: backends.clone(),
                 join_ports: join_ports.iter().cloned().collect(),
                 announce: *announce,
+                deny_join_initial: *deny_join_initial,
             };
             (
                 "POST",
@@ -555,6 +558,7 @@ pub fn request_of(cmd: &Cmd) -> (&'static str, String, Option<String>, Option<u6
             weight,
             egress,
             mac,
+            direct,
             v,
         } => {
             let body = BackendBody {
@@ -565,6 +569,7 @@ pub fn request_of(cmd: &Cmd) -> (&'static str, String, Option<String>, Option<u6
                 weight: *weight,
                 egress_port: egress.clone(),
                 mac: mac.clone(),
+                direct: *direct,
             };
             (
                 "POST",
@@ -652,7 +657,7 @@ pub fn format_vips(vips: &[VipView]) -> String {
             v.new_conns,
             v.joins
         );
-        if !v.join_ports.is_empty() || v.announce != AnnounceMode::Off {
+        if !v.join_ports.is_empty() || v.announce != AnnounceMode::Off || v.deny_join_initial {
             let ports: Vec<String> = v
                 .join_ports
                 .iter()
@@ -660,7 +665,7 @@ pub fn format_vips(vips: &[VipView]) -> String {
                 .collect();
             let _ = writeln!(
                 s,
-                "     join ports: {}  announce: {}",
+                "     join ports: {}  announce: {}  C flag: {}",
                 if ports.is_empty() {
                     "-".to_string()
                 } else {
@@ -670,7 +675,8 @@ pub fn format_vips(vips: &[VipView]) -> String {
                     AnnounceMode::Off => "off",
                     AnnounceMode::JoinPorts => "join-ports",
                     AnnounceMode::Backend => "backend",
-                }
+                },
+                if v.deny_join_initial { "on" } else { "off" }
             );
         }
         for b in &v.backends {
@@ -751,6 +757,13 @@ pub fn format_stats(st: &StatsView) -> String {
         if let Some(a) = b.active_flows {
             let _ = write!(s, " active_flows {a}");
         }
+        if let Some(m) = b.migration {
+            let _ = write!(
+                s,
+                " migration announced {} migrated {} left_behind {}",
+                m.announced, m.migrated, m.left_behind
+            );
+        }
         let _ = writeln!(s);
     }
     let t = &st.tokens;
@@ -762,7 +775,7 @@ pub fn format_stats(st: &StatsView) -> String {
     if let Some(c) = &st.cluster {
         let _ = writeln!(
             s,
-            "cluster: sent {} datagrams {} records, received {} datagrams {} records, applied {}, rejected auth {} sequence {} malformed {} unknown_peer {}, remote_tokens {}, propagation n {} mean {} us max {} us",
+            "cluster: sent {} datagrams {} records, received {} datagrams {} records, applied {}, rejected auth {} sequence {} malformed {} unknown_peer {} epoch {}, sessions {}, remote_tokens {}, propagation n {} mean {} us max {} us",
             c.datagrams_sent,
             c.records_sent,
             c.datagrams_received,
@@ -772,6 +785,8 @@ pub fn format_stats(st: &StatsView) -> String {
             c.rejected_sequence,
             c.rejected_malformed,
             c.rejected_unknown_peer,
+            c.rejected_epoch,
+            c.sessions,
             c.remote_tokens,
             c.delay_count,
             c.delay_sum_us.checked_div(c.delay_count).unwrap_or(0),
@@ -836,6 +851,18 @@ pub fn run(args: &CtlArgs, out: &mut dyn Write, err: &mut dyn Write) -> u8 {
             return EXIT_USAGE;
         }
     };
+    let token = match args
+        .api_token_file
+        .as_deref()
+        .map(super::server::read_token_file)
+        .transpose()
+    {
+        Ok(t) => t,
+        Err(e) => {
+            let _ = writeln!(err, "error: --api-token-file: {e}");
+            return EXIT_USAGE;
+        }
+    };
     if let Cmd::BgpFeed {
         next_hop4,
         next_hop6,
@@ -854,13 +881,15 @@ pub fn run(args: &CtlArgs, out: &mut dyn Write, err: &mut dyn Write) -> u8 {
             interval: Duration::from_millis((*interval_ms).max(10)),
             fail_after: *fail_after,
             only: vips.clone(),
+            token: token.clone(),
         };
         return super::instance::feed(&target, &o, out, err);
     }
     let (method, path, body, if_match) = request_of(&args.cmd);
     let timeout = Duration::from_secs(args.timeout.max(1));
-    let reply = match http_request(
+    let reply = match http_request_auth(
         &target,
+        token.as_deref(),
         method,
         &path,
         body.as_deref().map(str::as_bytes),
@@ -962,19 +991,6 @@ mod tests {
         for bad in ["https://x:1", "unix:", "http://x/y", ""] {
             assert!(ApiTarget::parse(bad).is_err(), "{bad:?}");
         }
-    }
-
-    #[test]
-    fn replies_parse() {
-        let r = parse_reply(b"HTTP/1.1 404 Not Found\r\ncontent-type: application/json\r\ncontent-length: 2\r\n\r\n{}xx").unwrap();
-        assert_eq!((r.status, r.body.as_slice()), (404, &b"{}"[..]));
-        let r = parse_reply(
-            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n2;x=y\r\nde\r\n0\r\n\r\n",
-        )
-        .unwrap();
-        assert_eq!(r.body, b"abcde");
-        assert!(parse_reply(b"garbage").is_err());
-        assert!(parse_reply(b"SMTP 200\r\n\r\n").is_err());
     }
 
     #[test]

@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 use trapeze_core::pool::{BackendState, PoolSnapshot};
 
-use super::ctl::{http_request, ApiTarget};
+use super::ctl::{http_request_auth, ApiTarget};
 
 /// What the instance wants of its announcements.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -162,6 +162,8 @@ pub struct FeedOptions {
     pub fail_after: u32,
     /// Only these VIP names (empty: all).
     pub only: Vec<String>,
+    /// The API's bearer token, if it needs one.
+    pub token: Option<String>,
 }
 
 /// The ExaBGP API line announcing (`true`) or withdrawing one VIP address.
@@ -188,8 +190,8 @@ pub fn feed_diff(o: &FeedOptions, old: &BTreeSet<IpAddr>, new: &BTreeSet<IpAddr>
 
 /// One poll: `Ok(view)`, or `Err(refused)` (`true` when nothing listens on the API: the daemon
 /// is gone, withdraw at once).
-fn poll(target: &ApiTarget, timeout: Duration) -> Result<InstanceView, bool> {
-    match http_request(target, "GET", "/instance", None, None, timeout) {
+fn poll(target: &ApiTarget, token: Option<&str>, timeout: Duration) -> Result<InstanceView, bool> {
+    match http_request_auth(target, token, "GET", "/instance", None, None, timeout) {
         Ok(r) if r.status == 200 => serde_json::from_slice(&r.body).map_err(|_| false),
         Ok(_) => Err(false),
         Err(e) => Err(matches!(
@@ -219,7 +221,7 @@ pub fn feed(target: &ApiTarget, o: &FeedOptions, out: &mut dyn Write, err: &mut 
     let timeout = o.interval.max(Duration::from_millis(500));
     loop {
         let t0 = Instant::now();
-        let want = match poll(target, timeout) {
+        let want = match poll(target, o.token.as_deref(), timeout) {
             Ok(v) => {
                 failures = 0;
                 if last_state != Some(v.state) {
@@ -276,6 +278,7 @@ mod tests {
             interval: Duration::from_millis(200),
             fail_after: 3,
             only: vec![],
+            token: None,
         }
     }
 

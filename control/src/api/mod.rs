@@ -31,6 +31,7 @@ pub mod ctl;
 pub mod instance;
 pub mod metrics;
 pub mod server;
+pub mod strict_json;
 pub mod types;
 
 pub use metrics::{

@@ -28,14 +28,16 @@
 //! channel needs a capacity of at least 1 (e.g. 64): with a rendezvous channel every
 //! `try_send` would fail unless the control thread happened to be blocked in `recv`.
 
+#![warn(clippy::arithmetic_side_effects)]
+
 use core::fmt;
-use core::future::IntoFuture;
 use core::str::FromStr;
 use std::collections::BTreeMap;
 use std::io;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::mpsc::{SyncSender, TryRecvError, TrySendError};
+use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -53,8 +55,8 @@ use super::types::{
     check_name, AppliedBody, BackendBody, DrainBody, EmptyBody, ErrorBody, ReloadBody, RemoveMode,
     Request, Response, VipBody, WeightBody,
 };
+use crate::config::rules;
 use crate::config::units::parse_mac;
-use crate::config::MAX_WEIGHT;
 
 /// Default TCP port of the API (`127.0.0.1:9180`).
 pub const DEFAULT_PORT: u16 = 9180;
@@ -127,13 +129,33 @@ impl fmt::Display for BindAddr {
     }
 }
 
+/// Default time a client has to send a request's headers (also the longest a kept-alive
+/// connection may sit idle before its next request).
+pub const DEFAULT_HEADER_TIMEOUT: Duration = Duration::from_secs(5);
+/// Default longest time a connection may go without any byte read or written.
+pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Default largest number of open connections; more are closed as soon as they are accepted.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 64;
+
 /// Server settings.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ServeOptions {
     /// How long a request waits for the control thread (then `503`).
     pub reply_timeout: Duration,
     /// Largest request body in bytes (then `413`).
     pub body_limit: usize,
+    /// Time to send the request headers (and idle time between two requests of a connection);
+    /// then the connection is closed.
+    pub header_timeout: Duration,
+    /// Longest time without a byte read or written (a slow body); then the connection is
+    /// closed.
+    pub idle_timeout: Duration,
+    /// Connections served at once; more are closed at once (the client sees a reset or an
+    /// empty answer and may retry).
+    pub max_connections: usize,
+    /// The bearer token every request must carry (`Authorization: Bearer TOKEN`); required when
+    /// the API listens on a TCP address that is not loopback.
+    pub token: Option<String>,
 }
 
 impl Default for ServeOptions {
@@ -141,8 +163,27 @@ impl Default for ServeOptions {
         Self {
             reply_timeout: DEFAULT_REPLY_TIMEOUT,
             body_limit: DEFAULT_BODY_LIMIT,
+            header_timeout: DEFAULT_HEADER_TIMEOUT,
+            idle_timeout: DEFAULT_IDLE_TIMEOUT,
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+            token: None,
         }
     }
+}
+
+/// Reads a bearer token file (`--api-token-file`): its first line, trimmed; at least 16
+/// characters, visible ASCII only.
+pub fn read_token_file(path: &std::path::Path) -> Result<String, String> {
+    let text =
+        crate::config::read::read_config(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let token = text.lines().next().unwrap_or("").trim().to_string();
+    if token.len() < 16 || !token.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err(format!(
+            "{}: the token must be at least 16 visible ASCII characters on the first line",
+            path.display()
+        ));
+    }
+    Ok(token)
 }
 
 /// The running server. Dropping it (or [`shutdown`](Self::shutdown)) stops the server: the
@@ -243,12 +284,24 @@ pub fn serve(bind: BindAddr, to_control: ToControl) -> io::Result<ApiHandle> {
     serve_with(bind, to_control, ServeOptions::default())
 }
 
-/// [`serve`] with explicit options.
+/// [`serve`] with explicit options. Refused (`InvalidInput`) without a token on a TCP address
+/// that is not loopback.
 pub fn serve_with(
     bind_addr: BindAddr,
     to_control: ToControl,
     opts: ServeOptions,
 ) -> io::Result<ApiHandle> {
+    if let BindAddr::Tcp(a) = &bind_addr {
+        if !a.ip().is_loopback() && opts.token.is_none() {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!(
+                    "the API on {a}, not a loopback address, needs a bearer token \
+                     (--api-token-file FILE)"
+                ),
+            ));
+        }
+    }
     let (listener, local) = bind(&bind_addr)?;
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_io()
@@ -259,11 +312,18 @@ pub fn serve_with(
         timeout: opts.reply_timeout,
     })
     .layer(DefaultBodyLimit::max(opts.body_limit));
+    let guard = Arc::new(Guard {
+        bound: match &local {
+            BindAddr::Tcp(a) => Some(a.ip()),
+            BindAddr::Unix(_) => None,
+        },
+        token: opts.token.clone(),
+    });
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let thread = std::thread::Builder::new()
         .name("trapeze-api".into())
         .spawn(move || {
-            rt.block_on(run(listener, app, stop_rx));
+            rt.block_on(run(listener, app, guard, opts, stop_rx));
             // Requests still waiting for the control thread are abandoned.
             rt.shutdown_timeout(SHUTDOWN_GRACE);
         })?;
@@ -274,52 +334,345 @@ pub fn serve_with(
     })
 }
 
-async fn run(listener: StdListener, app: Router, stop: tokio::sync::oneshot::Receiver<()>) {
-    let graceful = std::sync::Arc::new(tokio::sync::Notify::new());
-    let signal = {
-        let g = graceful.clone();
-        async move { g.notified().await }
-    };
-    let server: std::pin::Pin<Box<dyn core::future::Future<Output = io::Result<()>> + Send>> =
-        match listener {
-            StdListener::Tcp(l) => match tokio::net::TcpListener::from_std(l) {
-                Ok(l) => Box::pin(
-                    axum::serve(l, app)
-                        .with_graceful_shutdown(signal)
-                        .into_future(),
-                ),
-                Err(e) => {
-                    eprintln!("trapeze-api: cannot start: {e}");
-                    return;
-                }
-            },
+enum Listener {
+    Tcp(tokio::net::TcpListener),
+    #[cfg(unix)]
+    Unix(tokio::net::UnixListener),
+}
+
+impl Listener {
+    async fn accept(&self) -> io::Result<Conn> {
+        match self {
+            Self::Tcp(l) => l.accept().await.map(|(s, _)| Conn::Tcp(s)),
             #[cfg(unix)]
-            StdListener::Unix(l) => match tokio::net::UnixListener::from_std(l) {
-                Ok(l) => Box::pin(
-                    axum::serve(l, app)
-                        .with_graceful_shutdown(signal)
-                        .into_future(),
-                ),
-                Err(e) => {
-                    eprintln!("trapeze-api: cannot start: {e}");
-                    return;
-                }
-            },
-        };
-    let mut server = server;
-    tokio::select! {
-        r = &mut server => {
-            if let Err(e) = r {
-                eprintln!("trapeze-api: server stopped: {e}");
-            }
-        }
-        _ = stop => {
-            // Asked to stop, or the handle was dropped: stop accepting, let in-flight requests
-            // finish for a moment, then drop whatever is left.
-            graceful.notify_one();
-            let _ = tokio::time::timeout(SHUTDOWN_GRACE, server).await;
+            Self::Unix(l) => l.accept().await.map(|(s, _)| Conn::Unix(s)),
         }
     }
+}
+
+enum Conn {
+    Tcp(tokio::net::TcpStream),
+    #[cfg(unix)]
+    Unix(tokio::net::UnixStream),
+}
+
+/// The accept loop: at most `max_connections` connections are served at once (more are closed
+/// as soon as they are accepted, so they hold no descriptor), each by hyper with the header
+/// timeout, and closed after `idle_timeout` without traffic.
+async fn run(
+    listener: StdListener,
+    app: Router,
+    guard: Arc<Guard>,
+    opts: ServeOptions,
+    mut stop: tokio::sync::oneshot::Receiver<()>,
+) {
+    let listener = match listener {
+        StdListener::Tcp(l) => tokio::net::TcpListener::from_std(l).map(Listener::Tcp),
+        #[cfg(unix)]
+        StdListener::Unix(l) => tokio::net::UnixListener::from_std(l).map(Listener::Unix),
+    };
+    let listener = match listener {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("trapeze-api: cannot start: {e}");
+            return;
+        }
+    };
+    let max = opts.max_connections.max(1);
+    let slots = Arc::new(tokio::sync::Semaphore::new(max));
+    let (closing_tx, closing_rx) = tokio::sync::watch::channel(false);
+    loop {
+        tokio::select! {
+            _ = &mut stop => break,
+            accepted = listener.accept() => {
+                let conn = match accepted {
+                    Ok(c) => c,
+                    Err(e) => {
+                        // Out of descriptors (EMFILE) or a connection reset before it was
+                        // accepted: wait a little rather than spin.
+                        eprintln!("trapeze-api: accept: {e}");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                };
+                let Ok(permit) = Arc::clone(&slots).try_acquire_owned() else {
+                    drop(conn); // over the limit: closed at once
+                    continue;
+                };
+                let (app, guard, closing) = (app.clone(), Arc::clone(&guard), closing_rx.clone());
+                let (header, idle) = (opts.header_timeout, opts.idle_timeout);
+                tokio::spawn(async move {
+                    match conn {
+                        Conn::Tcp(s) => serve_conn(s, app, guard, header, idle, closing).await,
+                        #[cfg(unix)]
+                        Conn::Unix(s) => serve_conn(s, app, guard, header, idle, closing).await,
+                    }
+                    drop(permit);
+                });
+            }
+        }
+    }
+    // Asked to stop, or the handle was dropped: stop accepting, let in-flight requests finish
+    // for a moment, then drop whatever is left.
+    drop(listener);
+    let _ = closing_tx.send(true);
+    let all = u32::try_from(max).unwrap_or(u32::MAX);
+    let _ = tokio::time::timeout(SHUTDOWN_GRACE, slots.acquire_many(all)).await;
+}
+
+/// A stream that notes when a byte last went through it.
+struct Tracked<S> {
+    inner: S,
+    last: Arc<std::sync::atomic::AtomicU64>,
+    born: tokio::time::Instant,
+}
+
+impl<S> Tracked<S> {
+    fn touch(&self) {
+        let ms = u64::try_from(self.born.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.last.store(ms, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+impl<S: tokio::io::AsyncRead + Unpin> tokio::io::AsyncRead for Tracked<S> {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut core::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> core::task::Poll<io::Result<()>> {
+        let before = buf.filled().len();
+        let r = std::pin::Pin::new(&mut self.inner).poll_read(cx, buf);
+        if buf.filled().len() != before {
+            self.touch();
+        }
+        r
+    }
+}
+
+impl<S: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for Tracked<S> {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut core::task::Context<'_>,
+        buf: &[u8],
+    ) -> core::task::Poll<io::Result<usize>> {
+        let r = std::pin::Pin::new(&mut self.inner).poll_write(cx, buf);
+        if matches!(r, core::task::Poll::Ready(Ok(n)) if n > 0) {
+            self.touch();
+        }
+        r
+    }
+
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut core::task::Context<'_>,
+    ) -> core::task::Poll<io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut core::task::Context<'_>,
+    ) -> core::task::Poll<io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+async fn serve_conn<S>(
+    stream: S,
+    app: Router,
+    guard: Arc<Guard>,
+    header_timeout: Duration,
+    idle_timeout: Duration,
+    mut closing: tokio::sync::watch::Receiver<bool>,
+) where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let last = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let born = tokio::time::Instant::now();
+    let io = hyper_util::rt::TokioIo::new(Tracked {
+        inner: stream,
+        last: Arc::clone(&last),
+        born,
+    });
+    let svc = hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+        let mut app = app.clone();
+        let guard = Arc::clone(&guard);
+        async move {
+            if let Err(refused) = guard.check(&req) {
+                return Ok::<_, core::convert::Infallible>(*refused);
+            }
+            match tower_service::Service::call(&mut app, req).await {
+                Ok(r) => Ok(r),
+                Err(e) => match e {},
+            }
+        }
+    });
+    let conn = hyper::server::conn::http1::Builder::new()
+        .timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(header_timeout)
+        .serve_connection(io, svc);
+    tokio::pin!(conn);
+    let tick = idle_timeout
+        .checked_div(4)
+        .unwrap_or_default()
+        .max(Duration::from_millis(10));
+    let mut shutting = false;
+    loop {
+        tokio::select! {
+            _ = conn.as_mut() => return,
+            changed = closing.changed(), if !shutting => {
+                if changed.is_err() || *closing.borrow() {
+                    shutting = true;
+                    conn.as_mut().graceful_shutdown();
+                }
+            }
+            () = tokio::time::sleep(tick) => {
+                let now = u64::try_from(born.elapsed().as_millis()).unwrap_or(u64::MAX);
+                let quiet = now.saturating_sub(last.load(std::sync::atomic::Ordering::Relaxed));
+                if u128::from(quiet) >= idle_timeout.as_millis() {
+                    return; // idle too long: dropping the connection closes it
+                }
+            }
+        }
+    }
+}
+
+/// The checks made before a request reaches a route: `Host` and `Origin`, the bearer token,
+/// and the JSON content type of a body.
+#[derive(Debug)]
+struct Guard {
+    /// The TCP address the API is bound to (`None`: a Unix socket).
+    bound: Option<std::net::IpAddr>,
+    token: Option<String>,
+}
+
+impl Guard {
+    fn check<B>(&self, req: &hyper::Request<B>) -> Result<(), Box<HttpResponse>> {
+        self.check_inner(req).map_err(Box::new)
+    }
+
+    #[allow(clippy::result_large_err)] // boxed by `check`
+    fn check_inner<B>(&self, req: &hyper::Request<B>) -> Result<(), HttpResponse> {
+        let headers = req.headers();
+        let text = |name: header::HeaderName| -> Result<Option<&str>, HttpResponse> {
+            match headers.get(&name) {
+                None => Ok(None),
+                Some(v) => v
+                    .to_str()
+                    .map(|s| Some(s.trim()))
+                    .map_err(|_| error_response(400, format!("{name}: not ASCII text"), None)),
+            }
+        };
+        let host = text(header::HOST)?;
+        if let Some(h) = host {
+            if !self.host_allowed(authority_host(h)) {
+                return Err(error_response(
+                    403,
+                    format!(
+                        "Host {h:?} is not this API's (allowed: localhost, a loopback address{})",
+                        self.bound
+                            .filter(|a| !a.is_loopback())
+                            .map(|a| format!(", {a}"))
+                            .unwrap_or_default()
+                    ),
+                    None,
+                ));
+            }
+        }
+        if let Some(o) = text(header::ORIGIN)? {
+            let authority = o
+                .strip_prefix("http://")
+                .or_else(|| o.strip_prefix("https://"))
+                .filter(|a| !a.is_empty() && !a.contains('/'));
+            let same = match (authority, host) {
+                (Some(a), Some(h)) => a.eq_ignore_ascii_case(h),
+                (Some(a), None) => self.host_allowed(authority_host(a)),
+                (None, _) => false,
+            };
+            if !same {
+                return Err(error_response(
+                    403,
+                    format!("Origin {o:?} is not this API's own: cross-site requests are refused"),
+                    None,
+                ));
+            }
+        }
+        if let Some(want) = &self.token {
+            let got = text(header::AUTHORIZATION)?
+                .and_then(|v| v.strip_prefix("Bearer "))
+                .map(str::trim);
+            if !got.is_some_and(|g| same_secret(g.as_bytes(), want.as_bytes())) {
+                let mut r = error_response(
+                    401,
+                    "a bearer token is required (Authorization: Bearer TOKEN)".into(),
+                    None,
+                );
+                r.headers_mut().insert(
+                    header::WWW_AUTHENTICATE,
+                    HeaderValue::from_static("Bearer realm=\"trapeze\""),
+                );
+                return Err(r);
+            }
+        }
+        if req.method() != Method::GET && req.method() != Method::HEAD {
+            let has_body = headers.contains_key(header::TRANSFER_ENCODING)
+                || text(header::CONTENT_LENGTH)?.is_some_and(|n| n != "0");
+            match text(header::CONTENT_TYPE)? {
+                Some(ct) => {
+                    let essence = ct.split(';').next().unwrap_or("").trim();
+                    if !essence.eq_ignore_ascii_case("application/json") {
+                        return Err(error_response(
+                            415,
+                            format!("Content-Type {ct:?}: the API takes application/json only"),
+                            None,
+                        ));
+                    }
+                }
+                None if has_body => {
+                    return Err(error_response(
+                        415,
+                        "a body needs Content-Type: application/json".into(),
+                        None,
+                    ))
+                }
+                None => {}
+            }
+        }
+        Ok(())
+    }
+
+    /// `localhost`, a loopback address, or the address the API is bound to (any address when it
+    /// is bound to all of them): names other than `localhost` are refused, so that a DNS name an
+    /// attacker controls (DNS rebinding) cannot reach the API from a browser.
+    fn host_allowed(&self, host: &str) -> bool {
+        if host.eq_ignore_ascii_case("localhost") {
+            return true;
+        }
+        let bare = host
+            .strip_prefix('[')
+            .and_then(|h| h.strip_suffix(']'))
+            .unwrap_or(host);
+        match bare.parse::<std::net::IpAddr>() {
+            Ok(a) => a.is_loopback() || self.bound.is_some_and(|b| b == a || b.is_unspecified()),
+            Err(_) => false,
+        }
+    }
+}
+
+/// The host of `host[:port]` / `[v6]:port`.
+fn authority_host(a: &str) -> &str {
+    if a.starts_with('[') {
+        return a.find(']').map_or(a, |i| &a[..=i]);
+    }
+    match a.rsplit_once(':') {
+        Some((h, p)) if !h.contains(':') && p.bytes().all(|b| b.is_ascii_digit()) => h,
+        _ => a,
+    }
+}
+
+/// Compares two secrets in a time that depends on their lengths only.
+fn same_secret(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 #[derive(Clone)]
@@ -484,10 +837,10 @@ fn to_http(resp: Response, shape: Shape) -> HttpResponse {
         } => error_response(status, reason, field),
         Response::Vips(v) => json_response(200, &v),
         Response::Vip(v) => json_response(200, &v),
-        Response::Applied { version } => etag(
+        Response::Applied { version, warning } => etag(
             json_response(
                 if shape.created { 201 } else { 200 },
-                &AppliedBody { version },
+                &AppliedBody { version, warning },
             ),
             version,
         ),
@@ -525,7 +878,9 @@ async fn ask(state: &AppState, req: Request) -> Response {
             return Response::unavailable("the control thread is not running")
         }
     }
-    let deadline = tokio::time::Instant::now() + state.timeout;
+    let now = tokio::time::Instant::now();
+    // The reply timeout is the server's own setting (2 s by default), not a request's value.
+    let deadline = now.checked_add(state.timeout).unwrap_or(now);
     let mut pause = Duration::from_micros(100);
     loop {
         match rx.try_recv() {
@@ -541,8 +896,8 @@ async fn ask(state: &AppState, req: Request) -> Response {
                         state.timeout.as_millis()
                     ));
                 }
-                tokio::time::sleep(pause.min(deadline - now)).await;
-                pause = (pause * 2).min(Duration::from_millis(5));
+                tokio::time::sleep(pause.min(deadline.saturating_duration_since(now))).await;
+                pause = pause.saturating_mul(2).min(Duration::from_millis(5));
             }
         }
     }
@@ -631,7 +986,7 @@ fn parse_body<T: DeserializeOwned>(
     } else {
         &bytes
     };
-    let mut value: serde_json::Value = serde_json::from_slice(text)
+    let mut value: serde_json::Value = super::strict_json::parse(text)
         .map_err(|e| ErrorBody::bad_request(format!("malformed JSON: {e}")))?;
     let serde_json::Value::Object(map) = &mut value else {
         return Err(ErrorBody::bad_request("the body must be a JSON object"));
@@ -656,13 +1011,7 @@ fn parse_body<T: DeserializeOwned>(
 }
 
 fn check_weight(weight: u32) -> Result<(), ErrorBody> {
-    if weight > MAX_WEIGHT {
-        return Err(ErrorBody::invalid(
-            "weight",
-            format!("weight {weight} is above the maximum {MAX_WEIGHT}"),
-        ));
-    }
-    Ok(())
+    rules::weight(weight).map_err(|e| ErrorBody::invalid("weight", e))
 }
 
 // ---- handlers ----
@@ -777,9 +1126,7 @@ async fn add_backend(
         if let Some(m) = &backend.mac {
             parse_mac(m).map_err(|e| ErrorBody::invalid("mac", e))?;
         }
-        if backend.port == 0 {
-            return Err(ErrorBody::invalid("port", "port 0 is not a service port"));
-        }
+        rules::service_port(backend.port).map_err(|e| ErrorBody::invalid("port", e))?;
         check_weight(backend.weight)?;
         let if_version = merge_versions(if_match(&headers)?, v)?;
         Ok(Request::AddBackend {
@@ -862,6 +1209,9 @@ async fn drain(
     let req = (|| {
         let name = path_name(p)?;
         let (b, v) = parse_body::<DrainBody>(body, true)?;
+        if let Some(d) = b.deadline_s {
+            rules::drain_deadline(d).map_err(|e| ErrorBody::invalid("deadline_s", e))?;
+        }
         let if_version = merge_versions(if_match(&headers)?, v)?;
         Ok(Request::Drain {
             name,
@@ -1045,6 +1395,7 @@ mod tests {
             r#"{"weight":"x"}"#,
             r#"{"weight":1,"x":2}"#,
             r#"{"weight":1,"if_version":-1}"#,
+            r#"{"weight":1,"weight":2}"#,
         ] {
             let e = parse_body::<WeightBody>(ok(bad), false).unwrap_err();
             assert_eq!(e.status, 400, "{bad}");

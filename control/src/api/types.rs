@@ -126,7 +126,9 @@ pub enum RemoveMode {
     /// flows have ended or the drain deadline passed.
     #[default]
     Graceful,
-    /// Remove now: its flows are dropped (`backend_gone`) and its joins refused.
+    /// Remove now: its flows are dropped (`backend_gone`) and its joins refused while it is out.
+    /// Added back within `REMOVED_MEMORY` (10 min) with the same name, addresses and port, it
+    /// gets its id back and its flows and joins resume.
     Hard,
 }
 
@@ -229,6 +231,10 @@ pub struct VipBody {
     /// What the gateway announces to MPTCP clients (`off` when absent).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub announce: Option<AnnounceMode>,
+    /// The C flag in the MP_CAPABLE SYN/ACK the gateway forwards (NAT); absent: on where the
+    /// gateway's announcement depends on it (`announce`, a member with a direct address).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deny_join_initial: Option<bool>,
 }
 
 /// Body of `POST /vips/{vip}/backends`: a new backend (the file's `[[backends]]` entry), made a
@@ -256,6 +262,10 @@ pub struct BackendBody {
     /// Static MAC of the backend or its next hop (`"02:00:00:00:00:01"`); absent: ARP/NDP.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mac: Option<String>,
+    /// An address the clients can reach it on directly: draining it moves its MPTCP
+    /// connections there (migration).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub direct: Option<IpAddr>,
 }
 
 impl BackendBody {
@@ -460,7 +470,7 @@ impl Request {
 ///     if let Some(conflict) = check_version(req.if_version(), current) {
 ///         return conflict;
 ///     }
-///     Response::Applied { version: current + 1 }
+///     Response::Applied { version: current + 1, warning: None }
 /// }
 /// ```
 pub fn check_version(if_version: Option<u64>, current: u64) -> Option<Response> {
@@ -506,6 +516,12 @@ pub struct BackendView {
     pub packets: u64,
     /// Bytes sent to it.
     pub bytes: u64,
+    /// The address its clients can reach it on directly (migration), if declared.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub direct: Option<IpAddr>,
+    /// Migration counters, once a migration has begun.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub migration: Option<MigrationView>,
 }
 
 /// A VIP as `GET /vips` shows it.
@@ -534,6 +550,9 @@ pub struct VipView {
     /// What the gateway announces to MPTCP clients.
     #[serde(default)]
     pub announce: AnnounceMode,
+    /// Whether the gateway sets the C flag in the MP_CAPABLE SYN/ACK (resolved).
+    #[serde(default)]
+    pub deny_join_initial: bool,
     /// New connections.
     pub new_conns: u64,
     /// Joins routed.
@@ -598,6 +617,32 @@ pub struct TrafficView {
     /// Bytes forwarded back towards clients (VIPs only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub to_client_bytes: Option<u64>,
+    /// Migration to the backend's direct address (backends only, once it has begun).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub migration: Option<MigrationView>,
+}
+
+/// A backend's migration counters (`pipeline/flow/migration.rs`), summed over the workers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct MigrationView {
+    /// MPTCP connections sent the direct address.
+    pub announced: u64,
+    /// Connections whose client took it.
+    pub migrated: u64,
+    /// Connections left to the drain policy (plain TCP, or no echo).
+    pub left_behind: u64,
+}
+
+impl MigrationView {
+    /// The counters of `c`, if a migration has begun.
+    pub fn of(c: &trapeze_core::pipeline::BackendCounters) -> Option<Self> {
+        let m = Self {
+            announced: c.migrate_announced,
+            migrated: c.migrate_migrated,
+            left_behind: c.migrate_left_behind,
+        };
+        (m != Self::default()).then_some(m)
+    }
 }
 
 /// The token table in `GET /stats`.
@@ -644,6 +689,13 @@ pub struct ClusterStatsView {
     pub rejected_malformed: u64,
     /// Datagrams refused: the source is not a configured peer.
     pub rejected_unknown_peer: u64,
+    /// Datagrams refused: authentic, but of an epoch not confirmed by a hello (a restarted
+    /// peer before its session opened, or a dead process's datagram replayed).
+    #[serde(default)]
+    pub rejected_epoch: u64,
+    /// Sessions opened (a peer's epoch confirmed by a challenge and response).
+    #[serde(default)]
+    pub sessions: u64,
     /// Records naming a backend this instance does not have.
     pub unknown_backend: u64,
     /// Remote learns refused for lack of room.
@@ -677,6 +729,9 @@ pub struct ControlStatsView {
     pub reloads_error: u64,
     /// Pool changes applied (API changes and reloads).
     pub pool_changes: u64,
+    /// Workers the watchdog found stalled (each stall once).
+    #[serde(default)]
+    pub watchdog_stalls: u64,
 }
 
 /// `GET /stats`.
@@ -756,15 +811,18 @@ pub struct DeviceStatsView {
 pub struct ReloadReport {
     /// Whether it was applied.
     pub ok: bool,
-    /// The file loaded.
+    /// The file the reload read (the one named by `POST /reload`, or the configured file).
     pub path: String,
-    /// Seconds since the Unix epoch.
+    /// When the reload happened, in seconds since the Unix epoch.
     pub unix_time_s: u64,
     /// The version serving after it (the new one, or the last good one on error).
     pub version: u64,
     /// Why it was refused (every problem, one per line).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// The warning of an applied reload (`[eal]` changed: it takes effect at the next start).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub warning: Option<String>,
 }
 
 /// `GET /status`.
@@ -846,6 +904,10 @@ pub enum Response {
     Applied {
         /// New version.
         version: u64,
+        /// Something the operator should know about the change (a reload that changed
+        /// `[eal]`, which takes effect at the next start).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        warning: Option<String>,
     },
     /// Counters.
     Stats(StatsView),
@@ -936,11 +998,15 @@ impl Response {
     }
 }
 
-/// The body of a successful change (`{"version": N}`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+/// The body of a successful change (`{"version": N}`, and a `warning` when there is one).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AppliedBody {
     /// The version now serving.
     pub version: u64,
+    /// Something the operator should know (a reload that changed `[eal]`: it takes effect at
+    /// the next start).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub warning: Option<String>,
 }
 
 #[cfg(test)]

@@ -21,6 +21,8 @@ pub mod cluster;
 pub mod dsr;
 pub mod error;
 pub mod file;
+pub mod read;
+pub mod rules;
 pub mod units;
 mod validate;
 
@@ -37,8 +39,8 @@ pub use units::{Ipv4Prefix, Ipv6Prefix};
 
 /// Default RX/TX descriptors per queue.
 pub const DEFAULT_QUEUE_SIZE: u16 = 1024;
-/// Largest Maglev weight accepted.
-pub const MAX_WEIGHT: u32 = 65_535;
+/// Largest Maglev weight accepted ([`rules::MAX_WEIGHT`]).
+pub const MAX_WEIGHT: u32 = rules::MAX_WEIGHT;
 /// Largest number of workers accepted.
 pub const MAX_WORKERS: u16 = 256;
 /// Largest per-worker flow capacity or token capacity accepted (2²⁶: about 4.5 GB of flow table
@@ -52,6 +54,9 @@ pub struct Overrides {
     pub no_huge: bool,
     /// Replace `workers.count`.
     pub workers: Option<u16>,
+    /// `--reload-dir`: besides the configured file, `POST /reload` may read files under this
+    /// directory (and nothing else).
+    pub reload_dir: Option<std::path::PathBuf>,
 }
 
 /// A dataplane port as the runtime sets it up.
@@ -127,6 +132,8 @@ pub struct WorkerPlacement {
     pub lcores: Option<Vec<u32>>,
     /// Microseconds a worker sleeps after a run of empty polls (0: busy polling).
     pub idle_sleep_us: u32,
+    /// A worker stalled this long turns the instance `stopping` (`None`: no watchdog).
+    pub watchdog: Option<std::time::Duration>,
 }
 
 /// Active health checks (`[health]`).
@@ -441,7 +448,7 @@ pub fn from_toml(text: &str, overrides: &Overrides) -> Result<GatewayConfig, Con
 
 /// Reads, parses and validates the configuration file at `path`.
 pub fn load(path: &Path, overrides: &Overrides) -> Result<GatewayConfig, ConfigError> {
-    let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Io {
+    let text = read::read_config(path).map_err(|e| ConfigError::Io {
         path: path.to_path_buf(),
         message: e.to_string(),
     })?;

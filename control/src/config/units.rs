@@ -236,25 +236,9 @@ pub fn parse_ip(s: &str) -> Result<IpAddr, String> {
     Ok(a)
 }
 
-/// Refuses addresses that can never be a host: unspecified, loopback, multicast, broadcast and
-/// IPv4-mapped IPv6.
+/// Refuses addresses that can never be a host ([`super::rules::host_address`]).
 fn check_unicast(a: IpAddr) -> Result<(), &'static str> {
-    if a.is_unspecified() {
-        return Err("the unspecified address is not a host address");
-    }
-    if a.is_loopback() {
-        return Err("a loopback address is not reachable through the dataplane");
-    }
-    if a.is_multicast() {
-        return Err("a multicast address is not a host address");
-    }
-    match a {
-        IpAddr::V4(v4) if v4.is_broadcast() => Err("the broadcast address is not a host address"),
-        IpAddr::V6(v6) if v6.to_ipv4_mapped().is_some() => {
-            Err("write an IPv4-mapped IPv6 address as plain IPv4")
-        }
-        _ => Ok(()),
-    }
+    super::rules::host_address(a)
 }
 
 /// Whether `n` is prime (trial division; `n` is at most a Maglev size, 2²⁴).

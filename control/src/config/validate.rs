@@ -417,6 +417,13 @@ fn validate_backends(
             .mac
             .as_deref()
             .and_then(|m| ctx.parsed(&format!("{f}.mac"), units::parse_mac(m)));
+        let direct = b.direct.as_deref().and_then(|a| {
+            ctx.parsed(
+                &format!("{f}.direct"),
+                a.parse::<IpAddr>()
+                    .map_err(|_| format!("{a:?} is not an IP address")),
+            )
+        });
         let egress = match port_idx.get(b.egress_port.as_str()) {
             Some(&j) => Some(j),
             None => {
@@ -434,14 +441,8 @@ fn validate_backends(
         for (key, a) in addrs {
             let Some(a) = a else { continue };
             let field = format!("{f}.{key}");
-            if let Some(j) = ports
-                .iter()
-                .position(|p| p.as_ref().is_some_and(|p| p.is_own(a)))
-            {
-                ctx.err(
-                    field.clone(),
-                    format!("{a} is the gateway's own address on ports[{j}]"),
-                );
+            if let Err(e) = own_rule(ports, a) {
+                ctx.err(field.clone(), e);
             }
             if let Some(egress_port) = egress.and_then(|j| ports[j].as_ref()) {
                 if mac.is_none() && egress_port.next_hop(a).is_none() {
@@ -482,11 +483,24 @@ fn validate_backends(
                 state,
                 egress: PortId(egress as u8),
                 mac,
+                direct,
             }),
             _ => None,
         });
     }
     out
+}
+
+/// [`super::rules::not_own`] over the ports that validated (their positions kept, so that the
+/// message names the right `ports[j]`).
+fn own_rule(ports: &[Option<PortSettings>], a: IpAddr) -> Result<(), String> {
+    match ports.iter().position(|p| {
+        p.as_ref()
+            .is_some_and(|p| super::rules::not_own(core::slice::from_ref(p), a).is_err())
+    }) {
+        Some(j) => Err(format!("{a} is the gateway's own address on ports[{j}]")),
+        None => Ok(()),
+    }
 }
 
 fn validate_vips(
@@ -520,14 +534,8 @@ fn validate_vips(
             .map(|p| p as u16);
         let mut duplicate = false;
         if let Some(a) = addr {
-            if let Some(j) = ports
-                .iter()
-                .position(|p| p.as_ref().is_some_and(|p| p.is_own(a)))
-            {
-                ctx.err(
-                    format!("{f}.address"),
-                    format!("{a} is the gateway's own address on ports[{j}]"),
-                );
+            if let Err(e) = own_rule(ports, a) {
+                ctx.err(format!("{f}.address"), e);
             }
             if let Some(p) = port {
                 if let Some(j) = endpoints.get(&(a, p)) {
@@ -570,8 +578,8 @@ fn validate_vips(
                 format!("unknown port {:?}", v.client_port),
             );
         }
-        if v.backends.is_empty() {
-            ctx.err(format!("{f}.backends"), "a vip needs at least one backend");
+        if let Err(e) = super::rules::vip_members(v.backends.len()) {
+            ctx.err(format!("{f}.backends"), e);
         }
         let mut members = Vec::new();
         let mut any_weight = false;
@@ -680,6 +688,7 @@ fn validate_vips(
                 client_port: PortId(cp as u8),
                 join_ports,
                 announce,
+                deny_join_initial: v.deny_join_initial,
             }),
             _ => None,
         });
@@ -864,10 +873,29 @@ fn validate_workers(
             0
         }
     };
+    let watchdog = match w.watchdog.as_deref() {
+        None => Some(crate::watchdog::DEFAULT_TIMEOUT),
+        Some(s) => match units::parse_duration_ms(s) {
+            Ok(0) => None,
+            Ok(ms) if (100..=600_000).contains(&ms) => Some(std::time::Duration::from_millis(ms)),
+            Ok(ms) => {
+                ctx.err(
+                    "workers.watchdog",
+                    format!("{ms} ms is out of range (\"0\" to disable, or 100ms to 10min)"),
+                );
+                None
+            }
+            Err(e) => {
+                ctx.err("workers.watchdog", e);
+                None
+            }
+        },
+    };
     WorkerPlacement {
         count,
         lcores,
         idle_sleep_us,
+        watchdog,
     }
 }
 

@@ -26,13 +26,42 @@
 //!
 //! Backends are named on the wire (instances agree on names, not on local `BackendId`s).
 //!
+//! The epoch is a random number drawn by each process at start (not a clock reading).
+//!
+//! # Sessions: hello challenge and response ([`Hello`])
+//!
+//! A receiver takes data datagrams of a peer only within a *session*: a peer epoch it has
+//! confirmed in its own lifetime by a challenge and response, both authenticated:
+//!
+//! ```text
+//! 0   magic "TZH1"                                    4
+//! 4   kind (1 challenge, 2 response)                  1
+//! 5   zero                                            3
+//! 8   nonce (challenge: fresh random; response: the challenge's)   16
+//! 24  epoch (the sender of this hello's own epoch)    8
+//! 32  sequence (response: the last sequence number it sent; challenge: 0)   8
+//! 40  HMAC-SHA256 over everything before              32
+//! ```
+//!
+//! The receiver sends a challenge with a fresh random nonce; the peer answers with the same nonce,
+//! its epoch and its current sequence number. Only a response carrying the nonce the receiver is
+//! waiting for opens the session, pinned to that epoch and starting after that sequence number
+//! ([`Receiver::session`]). So:
+//!
+//! * a datagram captured earlier and replayed after the **receiver restarted** is refused: its
+//!   epoch is either a dead process's (never confirmed again: a recorded response carries an old
+//!   nonce) or the live peer's, whose session starts after the peer's current sequence number;
+//! * a **peer whose clock stepped back** is accepted: epochs are compared for equality, never
+//!   for order, and a restarted peer's new epoch is confirmed by the same exchange.
+//!
 //! # Acceptance ([`Receiver::accept`])
 //!
-//! A datagram is taken only if it is well formed, its HMAC (shared secret) verifies, and its
-//! `(epoch, sequence)` is greater than the last accepted one from the same peer: replays and
-//! reordered duplicates are refused, and a restarted sender (a later epoch) starts afresh. The
-//! sequence advances only for a datagram that passed every check, so a forged or truncated one
-//! cannot push it forward.
+//! A datagram is taken only if it is well formed, its HMAC (shared secret) verifies, its epoch is
+//! the session's (a session receiver; [`Reject::Epoch`] otherwise), and its sequence number is
+//! greater than the last accepted one: replays and reordered duplicates are refused. The sequence
+//! advances only for a datagram that passed every check, so a forged or truncated one cannot push
+//! it forward. A receiver without a session ([`Receiver::default`]) orders `(epoch, sequence)`
+//! pairs: it only serves to authenticate a datagram before a session exists.
 
 use hmac::{Hmac, Mac};
 use sha2::{Digest, Sha256};
@@ -192,6 +221,9 @@ pub enum Reject {
     /// `(epoch, sequence)` not greater than the last accepted from this peer (replay, duplicate,
     /// reordering).
     Sequence,
+    /// Authentic, but of another epoch than the session's (a restarted peer not yet confirmed,
+    /// or a dead process's datagram replayed).
+    Epoch,
 }
 
 impl Reject {
@@ -201,14 +233,17 @@ impl Reject {
             Reject::Malformed => "malformed",
             Reject::Auth => "auth",
             Reject::Sequence => "sequence",
+            Reject::Epoch => "epoch",
         }
     }
 }
 
-/// The receiving side's state for one peer: the last accepted `(epoch, sequence)`.
+/// The receiving side's state for one peer: the last accepted `(epoch, sequence)`, and whether
+/// the epoch is pinned (a session).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Receiver {
     last: Option<(u64, u64)>,
+    pinned: bool,
 }
 
 /// An accepted datagram: its header and an iterator over its records.
@@ -273,6 +308,20 @@ impl<'a> Iterator for Records<'a> {
 }
 
 impl Receiver {
+    /// A session with a peer's confirmed `epoch`: only datagrams of that epoch with a sequence
+    /// number above `seq` are accepted.
+    pub fn session(epoch: u64, seq: u64) -> Self {
+        Self {
+            last: Some((epoch, seq)),
+            pinned: true,
+        }
+    }
+
+    /// The session's epoch (`None` without a session).
+    pub fn epoch(&self) -> Option<u64> {
+        self.last.filter(|_| self.pinned).map(|(e, _)| e)
+    }
+
     /// Checks `datagram` (see the module documentation); on success the peer's sequence
     /// advances.
     pub fn accept<'a>(&mut self, key: &[u8], datagram: &'a [u8]) -> Result<Accepted<'a>, Reject> {
@@ -303,6 +352,9 @@ impl Receiver {
         if !rest.is_empty() {
             return Err(Reject::Malformed);
         }
+        if self.pinned && self.last.is_some_and(|(e, _)| e != epoch) {
+            return Err(Reject::Epoch);
+        }
         if self.last.is_some_and(|last| (epoch, seq) <= last) {
             return Err(Reject::Sequence);
         }
@@ -319,6 +371,86 @@ impl Receiver {
     /// The last accepted `(epoch, sequence)`.
     pub fn last(&self) -> Option<(u64, u64)> {
         self.last
+    }
+}
+
+/// The hello magic.
+pub const HELLO_MAGIC: [u8; 4] = *b"TZH1";
+/// A hello's length.
+pub const HELLO_LEN: usize = 40 + TAG_LEN;
+
+/// A session hello (see the module documentation).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Hello {
+    /// "Tell me your epoch": a fresh nonce, and the challenger's own epoch (so that the peer
+    /// can tell whether it must confirm the challenger's epoch too).
+    Challenge {
+        /// Fresh random bytes.
+        nonce: [u8; 16],
+        /// The challenger's epoch.
+        epoch: u64,
+    },
+    /// The answer: the challenge's nonce, the responder's epoch and the last sequence number it
+    /// sent.
+    Response {
+        /// The challenge's nonce.
+        nonce: [u8; 16],
+        /// The responder's epoch.
+        epoch: u64,
+        /// The last sequence number the responder sent.
+        seq: u64,
+    },
+}
+
+impl Hello {
+    /// Whether `datagram` is a hello (by its magic; it may still be refused by [`Hello::parse`]).
+    pub fn is_hello(datagram: &[u8]) -> bool {
+        datagram.get(0..4) == Some(&HELLO_MAGIC[..])
+    }
+
+    /// Encodes and signs.
+    pub fn encode(&self, key: &[u8]) -> [u8; HELLO_LEN] {
+        let (kind, nonce, epoch, seq) = match *self {
+            Hello::Challenge { nonce, epoch } => (1u8, nonce, epoch, 0u64),
+            Hello::Response { nonce, epoch, seq } => (2u8, nonce, epoch, seq),
+        };
+        let mut b = [0u8; HELLO_LEN];
+        b[0..4].copy_from_slice(&HELLO_MAGIC);
+        b[4] = kind;
+        b[8..24].copy_from_slice(&nonce);
+        b[24..32].copy_from_slice(&epoch.to_be_bytes());
+        b[32..40].copy_from_slice(&seq.to_be_bytes());
+        let t = tag(key, &b[..40]);
+        b[40..].copy_from_slice(&t);
+        b
+    }
+
+    /// Checks and decodes a hello.
+    pub fn parse(key: &[u8], datagram: &[u8]) -> Result<Self, Reject> {
+        if datagram.len() != HELLO_LEN || datagram[0..4] != HELLO_MAGIC || datagram[5..8] != [0; 3]
+        {
+            return Err(Reject::Malformed);
+        }
+        let mut m = mac(key);
+        m.update(&datagram[..40]);
+        if m.verify_slice(&datagram[40..]).is_err() {
+            return Err(Reject::Auth);
+        }
+        let mut nonce = [0u8; 16];
+        nonce.copy_from_slice(&datagram[8..24]);
+        let word = |r: core::ops::Range<usize>| {
+            datagram
+                .get(r)
+                .and_then(|b| b.try_into().ok())
+                .map(u64::from_be_bytes)
+                .ok_or(Reject::Malformed)
+        };
+        let (epoch, seq) = (word(24..32)?, word(32..40)?);
+        match datagram[4] {
+            1 if seq == 0 => Ok(Hello::Challenge { nonce, epoch }),
+            2 => Ok(Hello::Response { nonce, epoch, seq }),
+            _ => Err(Reject::Malformed),
+        }
     }
 }
 
@@ -400,6 +532,59 @@ mod tests {
             "old epoch replayed"
         );
         assert_eq!(rx.last(), Some((11, 1)));
+    }
+
+    #[test]
+    fn hellos_round_trip_and_are_authenticated() {
+        let c = Hello::Challenge {
+            nonce: [7; 16],
+            epoch: 0xdead_beef,
+        };
+        let r = Hello::Response {
+            nonce: [7; 16],
+            epoch: 42,
+            seq: 9,
+        };
+        for h in [c, r] {
+            let b = h.encode(KEY);
+            assert!(Hello::is_hello(&b));
+            assert_eq!(Hello::parse(KEY, &b), Ok(h));
+            assert_eq!(Hello::parse(b"other", &b), Err(Reject::Auth));
+            for n in 0..b.len() {
+                assert!(Hello::parse(KEY, &b[..n]).is_err());
+            }
+            for i in 0..b.len() {
+                let mut x = b;
+                x[i] ^= 1;
+                assert!(Hello::parse(KEY, &x).is_err(), "{i}");
+            }
+        }
+        assert!(!Hello::is_hello(&datagram(1, 1, &[])));
+    }
+
+    /// A session is pinned to the confirmed epoch and starts after the confirmed sequence: a
+    /// datagram captured before the receiver restarted (same live epoch, old sequence) or of a
+    /// dead epoch is refused; a new epoch (a restarted peer, whatever its clock says) is taken
+    /// once confirmed.
+    #[test]
+    fn sessions_pin_the_epoch_and_start_after_the_confirmed_sequence() {
+        let old = datagram(77, 3, &[rec(Op::Learn, 1, "a")]);
+        let dead = datagram(u64::MAX, 50, &[rec(Op::Learn, 2, "a")]);
+        // The receiver restarted; the peer (epoch 77) had sent up to 5 when it answered.
+        let mut rx = Receiver::session(77, 5);
+        assert_eq!(rx.epoch(), Some(77));
+        assert_eq!(rx.accept(KEY, &old).unwrap_err(), Reject::Sequence);
+        assert_eq!(rx.accept(KEY, &dead).unwrap_err(), Reject::Epoch);
+        assert!(rx.accept(KEY, &datagram(77, 6, &[])).is_ok());
+        // The peer restarted with a smaller epoch (random; or a clock stepped back): refused
+        // until confirmed, then taken.
+        let newer = datagram(3, 1, &[rec(Op::Learn, 3, "a")]);
+        assert_eq!(rx.accept(KEY, &newer).unwrap_err(), Reject::Epoch);
+        let mut rx = Receiver::session(3, 0);
+        assert!(rx.accept(KEY, &newer).is_ok());
+        assert_eq!(rx.accept(KEY, &old).unwrap_err(), Reject::Epoch);
+        // Authentication comes first: a forged datagram is Auth, not Epoch.
+        assert_eq!(rx.accept(b"wrong", &dead).unwrap_err(), Reject::Auth);
     }
 
     #[test]

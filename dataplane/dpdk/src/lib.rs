@@ -66,7 +66,7 @@ pub mod mapping;
 
 #[cfg(not(tz_no_dpdk))]
 mod af_packet;
-
+#[cfg(not(tz_no_dpdk))]
 mod eal;
 #[cfg(not(tz_no_dpdk))]
 mod error;

@@ -187,6 +187,20 @@ pub(crate) fn run(mut cfg: GatewayConfig, args: &GatewaydArgs, log: &Log) -> Res
     let reload = Arc::new(AtomicBool::new(false));
     signal_hook::flag::register(signal_hook::consts::SIGHUP, Arc::clone(&reload))
         .map_err(|e| format!("signal handler: {e}"))?;
+    #[cfg(feature = "fault-injection")]
+    signal_hook::flag::register(
+        signal_hook::consts::SIGUSR1,
+        Arc::clone(&crate::worker::STALL),
+    )
+    .map_err(|e| format!("signal handler: {e}"))?;
+    #[cfg(feature = "fault-injection")]
+    signal_hook::flag::register(
+        signal_hook::consts::SIGUSR2,
+        Arc::clone(&trapeze_control::thread::STUCK),
+    )
+    .map_err(|e| format!("signal handler: {e}"))?;
+    // The workers' heartbeats, checked by the control thread (the watchdog).
+    let heartbeats = Arc::new(trapeze_control::watchdog::Heartbeats::new(workers as usize));
     let inboxes: Vec<ArrayQueue<_>> = (0..workers).map(|_| ArrayQueue::new(1024)).collect();
     let control_tx = ArrayQueue::new(1024);
     let punted = ArrayQueue::new(1024);
@@ -206,6 +220,7 @@ pub(crate) fn run(mut cfg: GatewayConfig, args: &GatewaydArgs, log: &Log) -> Res
         control_tx: &control_tx,
         punted: &punted,
         board: &board,
+        heartbeats: &heartbeats,
         idle_sleep: Duration::from_micros(u64::from(cfg.workers.idle_sleep_us)),
         mempool: &pool,
     };
@@ -238,16 +253,27 @@ pub(crate) fn run(mut cfg: GatewayConfig, args: &GatewaydArgs, log: &Log) -> Res
     let _api = if args.api == "off" {
         None
     } else {
-        match args
+        let bind = args
             .api
             .parse::<trapeze_control::api::BindAddr>()
-            .map_err(|e| e.to_string())
-            .and_then(|b| trapeze_control::api::serve(b, api_tx).map_err(|e| e.to_string()))
-        {
+            .map_err(|e| format!("--api: {e}"))?;
+        let token = args
+            .api_token_file
+            .as_deref()
+            .map(trapeze_control::api::server::read_token_file)
+            .transpose()
+            .map_err(|e| format!("--api-token-file: {e}"))?;
+        let opts = trapeze_control::api::ServeOptions {
+            token,
+            ..Default::default()
+        };
+        match trapeze_control::api::serve_with(bind, api_tx, opts) {
             Ok(h) => {
                 log.info(format!("control API on {}", args.api));
                 Some(h)
             }
+            // No token on a non-loopback address: the daemon does not start.
+            Err(e) if e.kind() == std::io::ErrorKind::InvalidInput => return Err(e.to_string()),
             Err(e) => {
                 log.warn(format!("control API not started ({}): {e}", args.api));
                 None
@@ -272,6 +298,7 @@ pub(crate) fn run(mut cfg: GatewayConfig, args: &GatewaydArgs, log: &Log) -> Res
             cluster: cluster.as_ref().map(|_| Arc::clone(&cluster_counters)),
             requests: api_rx,
             reload,
+            heartbeats: Some(Arc::clone(&heartbeats)),
         },
         *log,
     );

@@ -44,6 +44,8 @@ pub(crate) struct Context<'a, 'e> {
     pub(crate) punted: &'a ArrayQueue<(PortId, Mbuf<'e>)>,
     /// Where each worker publishes its counters for the control thread, every 64 loops.
     pub(crate) board: &'a StatsBoard,
+    /// One heartbeat per worker, bumped every loop (the control thread's watchdog reads them).
+    pub(crate) heartbeats: &'a trapeze_control::watchdog::Heartbeats,
     /// Sleep after a run of empty polls (zero: yield only).
     pub(crate) idle_sleep: std::time::Duration,
     /// Mbufs for the frames the workers originate (announcements).
@@ -164,6 +166,22 @@ enum TxKind {
     Control,
 }
 
+/// Fault injection (test builds): set by SIGUSR1.
+#[cfg(feature = "fault-injection")]
+pub(crate) static STALL: std::sync::LazyLock<std::sync::Arc<AtomicBool>> =
+    std::sync::LazyLock::new(|| std::sync::Arc::new(AtomicBool::new(false)));
+
+/// Fault injection (test builds): once [`STALL`] is set, worker 0 stops making progress (no
+/// heartbeat, no polling) until the stop.
+#[cfg(feature = "fault-injection")]
+fn stall(id: u16, cx: &Context<'_, '_>) {
+    if id == 0 && STALL.load(Ordering::Relaxed) {
+        while !cx.stop.load(Ordering::Relaxed) {
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+    }
+}
+
 /// Empty polls in a row after which the worker yields its CPU on each further empty poll.
 const IDLE_POLLS_BEFORE_YIELD: u32 = 1024;
 
@@ -282,6 +300,14 @@ pub(crate) fn run(
         }
 
         loops += 1;
+        cx.heartbeats.beat(id as usize, loops);
+        #[cfg(feature = "fault-injection")]
+        stall(id, cx);
+        if loops % 4 == 0 {
+            // Migration of draining backends' connections (pipeline/flow/migration.rs): a
+            // slice of the flow table at a time.
+            worker.migrate(pool, now, 64);
+        }
         if loops % 64 == 0 {
             worker.housekeeping(now, cx.shared, 64);
             if let Some(slot) = cx.board.slots.get(id as usize) {
