@@ -31,7 +31,7 @@ LAYERS = [
 
 # The layers inside folder modules, top first (`mod` is the folder's mod.rs).
 INNER = {
-    "flow": [["mod"], ["mptcp"], ["announcing", "state"]],
+    "flow": [["mod"], ["mptcp", "migration"], ["announcing", "state"]],
     "egress": [["mod"], ["dsr", "nat"]],
 }
 

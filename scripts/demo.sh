@@ -16,7 +16,7 @@ flock -w 900 9 || { echo "the test bed is busy (another run holds /tmp/tz-testbe
 
 if [ "${1:-}" = replay ]; then
   shift
-  scripts/deps.sh core   # the replay needs no DPDK: a C toolchain is enough
+  scripts/deps.sh rust core   # the replay needs no DPDK: a C toolchain is enough
   exec cargo run --release --locked -q -p trapeze-core --example replay -- "$@"
 fi
 
@@ -25,7 +25,7 @@ if [ "$(id -u)" -ne 0 ]; then
   echo "(or ./scripts/demo.sh replay, which needs neither)" >&2
   exit 1
 fi
-scripts/deps.sh build e2e
+scripts/deps.sh rust build e2e
 [ "$(cat /proc/sys/vm/nr_hugepages)" -ge 256 ] || echo 256 > /proc/sys/vm/nr_hugepages
 mkdir -p /dev/hugepages
 mountpoint -q /dev/hugepages || mount -t hugetlbfs nodev /dev/hugepages

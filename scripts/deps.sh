@@ -6,13 +6,20 @@
 #   scripts/deps.sh [--print] GROUP...
 #
 # Groups:
+#   rust    a Rust toolchain (cargo, rustc, rustfmt, clippy) from Debian's rust-web packages
+#           (1.85 or newer), installed only when no `cargo` is on the PATH (a rustup toolchain
+#           counts); with ca-certificates so cargo reaches crates.io
 #   core    the forwarding core alone (no DPDK): a C toolchain and pkg-config
 #   build   compile the workspace: C toolchain, pkg-config, DPDK 22.11 (headers, PMDs, testpmd),
 #           libclang for bindgen
 #   e2e     the test bed: namespaces and veths, captures, nftables, BIRD 2 and ExaBGP, the
-#           Python the harness runs on
+#           Python the harness runs on, matplotlib for the anycast plot
 #   checks  the test command's other tools: shellcheck, valgrind (instruction budgets),
 #           mmdebstrap (the container base), dpkg-dev
+#   image   what the container image's runtime stage copies from the build stage (tini)
+#   test    what scripts/test.sh installs as root (rust build e2e checks python); the image's
+#           build stage installs the same group, so it is the test command's install step on a
+#           clean Debian 12
 #   python  a virtualenv at target/pyenv with the PyPI tools the test command runs (ruff,
 #           schemathesis); needs the network once, never at test time
 #
@@ -27,12 +34,18 @@ if [ "${1:-}" = --print ]; then print=1; shift; fi
 
 packages_of() {
   case "$1" in
+    rust)
+      if command -v cargo >/dev/null; then echo ""; else
+        echo ca-certificates rustc-web cargo-web rustfmt-web rust-web-clippy
+      fi
+      ;;
     core) echo build-essential pkg-config ;;
     build) echo build-essential pkg-config libdpdk-dev dpdk-dev libclang-dev ;;
-    e2e) echo iproute2 ethtool tcpdump nftables util-linux procps bird2 exabgp python3 python3-venv ;;
+    e2e) echo iproute2 ethtool tcpdump nftables util-linux procps bird2 exabgp python3 python3-venv python3-matplotlib ;;
     checks) echo shellcheck valgrind mmdebstrap dpkg-dev ;;
+    image) echo tini ;;
     python) echo python3 python3-venv ;;
-    *) echo "deps.sh: unknown group '$1' (core, build, e2e, checks, python)" >&2; return 1 ;;
+    *) echo "deps.sh: unknown group '$1' (rust, core, build, e2e, checks, image, python, test)" >&2; return 1 ;;
   esac
 }
 
@@ -41,19 +54,25 @@ installed() {
 }
 
 [ $# -gt 0 ] || set -- build
+# The group `test` is the others that scripts/test.sh installs as root.
+groups=()
+for g in "$@"; do
+  if [ "$g" = test ]; then groups+=(rust build e2e checks python); else groups+=("$g"); fi
+done
+set -- "${groups[@]}"
 wanted=()
 for group in "$@"; do
   read -r -a pkgs <<<"$(packages_of "$group")"
-  wanted+=("${pkgs[@]}")
+  wanted+=("${pkgs[@]+"${pkgs[@]}"}")
 done
 
 if [ "$print" = 1 ]; then
-  printf '%s\n' "${wanted[@]}" | sort -u
+  printf '%s\n' "${wanted[@]+"${wanted[@]}"}" | sort -u
   exit 0
 fi
 
 missing=()
-for p in "${wanted[@]}"; do
+for p in "${wanted[@]+"${wanted[@]}"}"; do
   installed "$p" || missing+=("$p")
 done
 if [ ${#missing[@]} -gt 0 ]; then

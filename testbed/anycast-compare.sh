@@ -10,8 +10,17 @@
 #   2. gateway: `netns.sh up` and target/release/trapeze-gatewayd --config configs/testbed.toml in
 #      tz-gw (as e2e.sh does, stopped with SIGTERM); a server leaves = `trapezectl drain srvN`,
 #      returns = `trapezectl undrain srvN` (run in tz-gw);
-#   3. `netns.sh down`; docs/anycast.png (gateway | baseline) and docs/anycast.md (the table);
-#      with --short, anycast.png and anycast.md go to the run's artefact directory instead.
+#   3. with the daemon, two more gateway runs: "remove with migration" (every backend declares
+#      its own address as `direct`; leave = `trapezectl drain srvN --deadline 2`: its MPTCP
+#      connections are announced that address and move to it, and the server leaves the gateway
+#      2 s later; return = `trapezectl add-backend` of the same server, which resumes its id;
+#      clients at add_addr_accepted 1, which taking the announcement needs) and "hard remove and
+#      re-add" (leave = `trapezectl remove-backend srvN --hard`, return = `add-backend`; clients
+#      at the kernel's default limits; a connection stalls while its server is out, so the stall
+#      limit is 9 s there and the table says how soon the stalled connections resumed);
+#   4. `netns.sh down`; docs/anycast.png (drain | migration | hard remove | baseline) and
+#      docs/anycast.md (the table); with --short, anycast.png and anycast.md go to the run's
+#      artefact directory instead.
 #
 # --short          30 s, 4 connections, a server out for 5 s every 10 s (CI); default: 60 s, 6
 #                  connections, the same flaps.
@@ -115,7 +124,15 @@ cleanup() {
 trap cleanup EXIT
 
 start_gateway() {
-  ip netns exec tz-gw "$BIN" --config configs/testbed.toml >"$OUT/gatewayd.out" 2>"$OUT/gatewayd.err" &
+  if [ -n "${TZTB_GW_IMAGE:-}" ]; then
+    # Container mode (testbed/README.md; as testbed/gateway.sh): the image's daemon in tz-gw.
+    docker run --rm --name tz-gw-daemon --network container:tz-gw-holder --cap-drop ALL \
+      --cap-add NET_ADMIN --cap-add NET_RAW --cap-add IPC_LOCK --cap-add SYS_NICE \
+      -v /dev/hugepages:/dev/hugepages -v "$PWD:$PWD:ro" -v "$OUT:$OUT:ro" -w "$PWD" \
+      "$TZTB_GW_IMAGE" --config "${1:-configs/testbed.toml}" >"$OUT/gatewayd.out" 2>"$OUT/gatewayd.err" &
+  else
+    ip netns exec tz-gw "$BIN" --config "${1:-configs/testbed.toml}" >"$OUT/gatewayd.out" 2>"$OUT/gatewayd.err" &
+  fi
   GW_PID=$!
   for _ in $(seq 1 100); do
     if grep -q "every backend is resolved" "$OUT/gatewayd.err" 2>/dev/null; then
@@ -135,6 +152,31 @@ start_gateway() {
   return 1
 }
 
+# The leave / return commands of the removal variants (anycast.py substitutes {server}): srvN's
+# addresses are 10.91.0.1N and fd91::1N, port 8080 (configs/testbed.toml).
+cat >"$OUT/readd.sh" <<EOF
+#!/bin/sh
+n=\${1#srv}
+exec ip netns exec tz-gw $CTL add-backend web4 "\$1" --ipv4 "10.91.0.1\$n" --ipv6 "fd91::1\$n" --port 8080 \${2:+--direct "10.91.0.1\$n"}
+EOF
+chmod +x "$OUT/readd.sh"
+# Every backend with its own IPv4 address as `direct` (the migration target).
+python3 - configs/testbed.toml >"$OUT/direct.toml" <<'PY'
+import sys
+out = []
+for line in open(sys.argv[1]):
+    out.append(line)
+    if line.startswith('ipv4 = "10.91.0.1'):
+        out.append("direct = %s\n" % line.split("=", 1)[1].strip())
+sys.stdout.write("".join(out))
+PY
+# Off-path subflows: the client reaches the servers' own addresses through tz-rtr.
+direct_routes() {
+  local n
+  ip netns exec tz-client ip route "$1" 10.91.0.0/24 via 10.92.0.1 dev cli1 src 10.92.0.2
+  for n in 1 2 3; do ip netns exec "tz-srv$n" ip route "$1" 10.92.0.0/24 via 10.91.0.254; done
+}
+
 rc=0
 log "1/2 baseline: Linux ECMP (artefacts in $OUT/baseline)"
 testbed/netns.sh up --standin=ecmp >&2
@@ -152,6 +194,25 @@ if [ "$GATEWAY" = daemon ]; then
     rc=1
   fi
   sed 's/^/    /' "$OUT/gatewayd.out" >&2
+
+  log "2b/2 gateway, remove with migration (artefacts in $OUT/migrate)"
+  testbed/netns.sh client-limits announce >&2
+  direct_routes add
+  start_gateway "$OUT/direct.toml"
+  testbed/anycast.py --mode gateway "${RUN[@]}" --expect-clean --label "trapeze: remove with migration" \
+    --leave-cmd "ip netns exec tz-gw $CTL drain {server} --deadline 2" \
+    --return-cmd "$OUT/readd.sh {server} direct" --out "$OUT/migrate" || rc=1
+  stop_gateway || rc=1
+  direct_routes del
+  testbed/netns.sh client-limits default >&2
+
+  log "2c/2 gateway, hard remove and re-add (artefacts in $OUT/hard)"
+  start_gateway
+  testbed/anycast.py --mode gateway "${RUN[@]}" --expect-clean --stall 9 \
+    --label "trapeze: hard remove, re-add" \
+    --leave-cmd "ip netns exec tz-gw $CTL remove-backend {server} --hard" \
+    --return-cmd "$OUT/readd.sh {server}" --out "$OUT/hard" || rc=1
+  stop_gateway || rc=1
 else
   log "no daemon with drain/undrain: the gateway panel is the Linux stand-in with no-op flaps"
   testbed/netns.sh up --standin=linux >&2
@@ -160,13 +221,19 @@ else
 fi
 testbed/netns.sh down >&2
 
-for run in gateway baseline; do
+RUNS=(gateway baseline)
+if [ "$GATEWAY" = daemon ]; then RUNS=(gateway migrate hard baseline); fi
+for run in "${RUNS[@]}"; do
   if [ ! -f "$OUT/$run/results.json" ]; then
     log "the $run run left no results ($OUT/$run): $DOCS/anycast.png and $DOCS/anycast.md not written"
     exit 1
   fi
 done
-testbed/anycast.py plot "$OUT/gateway" "$OUT/baseline" --png "$DOCS/anycast.png" --md "$OUT/table.md"
+# The plot needs matplotlib (Debian's python3-matplotlib, scripts/deps.sh e2e): the Python on
+# PATH may be another one.
+PLOT_PY=python3
+python3 -c 'import matplotlib' 2>/dev/null || PLOT_PY=/usr/bin/python3
+"$PLOT_PY" testbed/anycast.py plot "${RUNS[@]/#/$OUT/}" --png "$DOCS/anycast.png" --md "$OUT/table.md"
 {
   echo "# Anycast: a server leaves the pool every $( ((SHORT)) && echo "10 s (short run)" || echo "10 s")"
   echo
@@ -175,7 +242,15 @@ testbed/anycast.py plot "$OUT/gateway" "$OUT/baseline" --png "$DOCS/anycast.png"
   echo "client's second address, sending paced data the server echoes; every 10 s one server"
   echo "(srv1, srv2, srv3, ...) leaves the pool for 5 s and comes back. Left: the gateway"
   if [ "$GATEWAY" = daemon ]; then
-    echo "(trapeze-gatewayd; leave/return = \`trapezectl drain\`/\`undrain\`)."
+    echo "(trapeze-gatewayd; leave/return = \`trapezectl drain\`/\`undrain\`); then trapeze"
+    echo "*removing with migration* (every backend has its own address as \`direct\`; leave ="
+    echo "\`drain srvN --deadline 2\`: its MPTCP connections are announced that address, move to"
+    echo "it, and the server leaves the gateway 2 s later; return = \`add-backend\` of the same"
+    echo "server, which gets its id back; clients at \`add_addr_accepted 1\`); then trapeze"
+    echo "*hard remove and re-add* (leave = \`remove-backend srvN --hard\`, return ="
+    echo "\`add-backend\`; clients at the kernel's default limits; the removed server's"
+    echo "connections stall while it is out, so a connection fails there only after 9 s without"
+    echo "data)."
   else
     echo "panel is the **Linux stand-in with no-op flaps** (DNAT to one server; the daemon has no"
     echo "drain yet): it validates the harness, not trapeze."

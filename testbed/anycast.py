@@ -611,7 +611,7 @@ def analyse(a, run, state, out, t0, crec, flaps, deltas, srecs, cpcap, spcap):
         "params": {k: getattr(a, k) for k in ("mode", "duration", "connections", "flap_every",
                                               "flap_for", "rate", "family", "proto", "port",
                                               "reconnect", "leave_cmd", "return_cmd", "timeout",
-                                              "stall")},
+                                              "stall", "label")},
         "summary": summary,
         "throughput": {"seconds": list(range(dur)), "total_MBps": [round(x, 4) for x in mb],
                        "per_slot_MBps": [[round(x / 1e6, 4) for x in sl["rx"][:dur]]
@@ -647,6 +647,8 @@ def write_csv(res, path):
 def describe(res):
     bed = res["summary"]["bed"]
     p = res["params"]
+    if p.get("label"):
+        return p["label"]
     if res["summary"]["mode"] == "baseline":
         return "baseline: Linux ECMP, L4 hash"
     if "mode=none" in bed:
@@ -660,24 +662,48 @@ def pct(x):
     return "-" if x is None else "%.0f%%" % (100 * x)
 
 
+def resumed_after(res):
+    """Connections that received nothing in the last second of a flap (the leaving server's, when
+    its flows stop): (how many, the longest time in whole seconds from the server's return to
+    their next received byte), over every flap; None when no connection stalled."""
+    slots = res["throughput"]["per_slot_MBps"]
+    worst, n = None, 0
+    for w in res.get("flap_windows", []):
+        ret = int(w["return"])
+        if ret < 1:
+            continue
+        for sl in slots:
+            if ret >= len(sl) or sl[ret - 1] > 0 or not any(sl[: ret - 1]):
+                continue
+            n += 1
+            nxt = next((i for i in range(ret, len(sl)) if sl[i] > 0), None)
+            d = None if nxt is None else nxt + 1 - w["return"]
+            worst = d if worst is None or d is None else max(worst, d)
+    return (n, worst) if n else None
+
+
 def table(results):
     h = ("| run | duration | connections (attempts) | flaps | RSTs client link | RSTs server link "
          "| subflows reset | failed transfers | MPJoinNoTokenFound "
-         "| throughput mean / min (offered), MB/s | largest dip vs median: flaps / steady |\n"
-         "|---|---|---|---|---|---|---|---|---|---|---|\n")
+         "| throughput mean / min (offered), MB/s | largest dip vs median: flaps / steady "
+         "| stalled by a flap: resumed within |\n"
+         "|---|---|---|---|---|---|---|---|---|---|---|---|\n")
     rows = []
     for r in results:
         s = r["summary"]
         kinds = s["rst_kinds_client_link"]
         kd = (" (%s)" % ", ".join("%d %s" % (v, k.replace("_", " ")) for k, v in sorted(kinds.items()))
               if kinds else "")
+        ra = resumed_after(r)
+        rs = ("-" if ra is None else "%d: %s" % (ra[0], "never" if ra[1] is None
+                                                  else "%.1f s of the return" % ra[1]))
         rows.append("| %s | %d s | %d (%d) | %d | %d%s | %d | %d | %d | %d | %.2f / %.2f (%.2f) "
-                    "| %s / %s |" % (
+                    "| %s / %s | %s |" % (
                         describe(r), s["duration_s"], s["connections"], s["attempts"], s["flaps"],
                         s["rst_client_link"], kd, s["rst_server_link"], s["subflows_reset"][1],
                         s["failed"], s["mpjoin_no_token_found"], s["mean_MBps"] or 0,
                         s["min_MBps"] or 0, s["offered_MBps"], pct(s["dip_flaps"]),
-                        pct(s["dip_steady"])))
+                        pct(s["dip_steady"]), rs))
     return h + "\n".join(rows) + "\n"
 
 
@@ -847,6 +873,7 @@ def main():
     ap.add_argument("--settle", type=float, default=1.0)
     ap.add_argument("--out", help="artefact directory (default /tmp/tz-anycast/...)")
     ap.add_argument("--no-plot", action="store_true", help="no DIR/throughput.png")
+    ap.add_argument("--label", help="the run's name in the plot and the table")
     ap.add_argument("--quiet", action="store_true", help="no per-second progress")
     ap.add_argument("--expect-clean", action="store_true",
                     help="exit 1 unless 0 RST on both links and 0 failed transfers")

@@ -104,10 +104,24 @@ PY
 # run TAG ARGS... (gateway.sh): on success, quote the join checks.
 RUN_SUMMARY='^  \[PASS\] (joins_on_owner|no_token_found|joins_direct)'
 
-# stop_after SECONDS STAMP: in the background, SIGTERM the daemon after SECONDS and write the time
-# it was gone to STAMP; STOPPER is that job's PID.
+# new_conns: the connections the daemon has given its backends so far.
+new_conns() {
+  "$CTL" --api "unix:$SOCK" --json stats |
+    python3 -c 'import json, sys; print(sum(b["new_conns"] for b in json.load(sys.stdin)["backends"]))'
+}
+
+# stop_after SECONDS STAMP N: in the background, once the daemon has seen N new connections (on
+# a loaded machine the harness may open them later than SECONDS: one opened after the stop would
+# find no gateway), SIGTERM it SECONDS later and write the time it was gone to STAMP; STOPPER is
+# that job's PID.
 stop_after() {
+  local base
+  base=$(new_conns)
   (
+    for _ in $(seq 200); do
+      (($(new_conns) - base >= $3)) && break
+      sleep 0.1
+    done
     sleep "$1"
     kill -TERM "$GW_PID"
     while kill -0 "$GW_PID" 2>/dev/null; do sleep 0.05; done
@@ -149,6 +163,10 @@ direct_routes() {
 }
 
 testbed/netns.sh up >/dev/null
+# Every scenario here routes joins by an announcement (the servers' or the gateway's ADD_ADDR):
+# Linux takes none with the kernel's default add_addr_accepted 0 (testbed/c-flag-probe.sh), so
+# the client accepts one announced address, and no more.
+testbed/netns.sh client-limits announce
 
 # 1. Stateless join ports announced by the servers (DSR).
 start_gateway "$CONFIG" gw-ports --api "unix:$SOCK"
@@ -170,7 +188,7 @@ counters "$OUT/s1a.json" "$OUT/s1b.json" "join_port_routed >= 2 * $N" "join_rout
 #    Its state file is removed in between, so nothing of the old instance's state survives: the
 #    first subflows' packets are adopted by Maglev, the joins' by their ports.
 t0=$(date +%s.%N)
-stop_after 1 "$OUT/restart-stopped"
+stop_after 1 "$OUT/restart-stopped" 8
 transfers "$OUT/ports-restart.json" "$OUT/ports-restart.txt" -4 --vip dsr-ipip -n 8 \
   --join-ports "$JOIN_PORTS" --size-kb 2048 --chunk-kb 16 --pause-ms 10 --stagger-ms 10 \
   --timeout 30 &
@@ -208,11 +226,22 @@ with_setting web4 'announce = "join-ports"' "$OUT/announce-web4.toml"
 CONFIG=$OUT/announce-web4.toml with_setting web6 'announce = "join-ports"' "$OUT/announce-both.toml"
 start_gateway "$OUT/announce-both.toml" gw-announce --api "unix:$SOCK"
 stats "$OUT/s3a.json"
+# The SYN/ACKs the client receives carry the C flag the gateway set (deny_join_initial defaults
+# on for an announcing VIP): captured on the client's link.
+ip netns exec tz-client tcpdump -i cli0 -s 200 -U -nn -Z root -w "$OUT/announce-synack.pcap" \
+  'tcp[tcpflags] & (tcp-syn|tcp-ack) == (tcp-syn|tcp-ack) or (ip6 and ip6[53] & 0x12 == 0x12)' \
+  2>"$OUT/tcpdump-announce.log" &
+TCPDUMP=$!
+for _ in $(seq 50); do grep -q listening "$OUT/tcpdump-announce.log" && break; sleep 0.1; done
 run announce-ports-v4 -4 -n "$N" --join-ports "$JOIN_PORTS"
 run announce-ports-v6 -6 -n "$N" --join-ports "$JOIN_PORTS"
+sleep 0.5
+kill -INT "$TCPDUMP"
+wait "$TCPDUMP" || true
 stats "$OUT/s3b.json"
 counters "$OUT/s3a.json" "$OUT/s3b.json" "announce_sent >= 2 * $N" "announce_echoed >= 2 * $N" \
   "join_port_routed >= 2 * $N"
+testbed/pcap_mpc.py "$OUT/announce-synack.pcap" --vip-port 80 --min "$((2 * N))" --c-flag
 stop_gateway
 
 # 4. Off the path (DSR): the gateway announces the server's own address and is stopped 1 s into
@@ -226,7 +255,7 @@ stats "$OUT/s4b.json"
 counters "$OUT/s4a.json" "$OUT/s4b.json" "announce_sent >= 8" "announce_echoed >= 8" \
   "prio_backup_sent >= 8"
 t0=$(date +%s.%N)
-stop_after 1 "$OUT/offpath-stopped"
+stop_after 1 "$OUT/offpath-stopped" 8
 run offpath-gateway-stopped -4 --vip dsr-ipip -n 8 --direct-joins --announced \
   --size-kb 2048 --chunk-kb 16 --pause-ms 10 --stagger-ms 10 --timeout 30
 t1=$(date +%s.%N)

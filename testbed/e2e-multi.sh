@@ -249,7 +249,11 @@ for MODE in "${MODES[@]}"; do
     log "mode $MODE: $MODE_DESC"
     testbed/multi.sh up --instances 2 --mode "$MODE" 2>"$OUT/$MODE-up.log" ||
         { cat "$OUT/$MODE-up.log" >&2; exit 1; }
+    # Clients as they come (the kernel's default MPTCP limits) unless the mode says otherwise.
+    read -r -a limits <<<"$(unshare --net ip mptcp limits show)"
+    ip netns exec tzm-client ip mptcp limits set "${limits[@]/#subflows/subflow}"
     mode_servers_setup
+    log "client MPTCP limits: $(ip netns exec tzm-client ip mptcp limits show)"
     wait_ms "$(now_ms)" 10 has_nexthop 2 >/dev/null || { log "gw2 never announced"; exit 1; }
 
     # steady: two instances, every connection hashed by ECMP

@@ -21,7 +21,17 @@ start_gateway() {
   local config=$1 tag=$2
   shift 2
   GW_OUT=$OUT/$tag.out GW_ERR=$OUT/$tag.err
-  ip netns exec tz-gw "$BIN" --config "$config" "$@" >"$GW_OUT" 2>"$GW_ERR" &
+  if [ -n "${TZTB_GW_IMAGE:-}" ]; then
+    # Container mode (testbed/README.md): the image's daemon in a container sharing tz-gw (the
+    # holder's namespace), with the image's capability list only; the repository (configs) is
+    # mounted read-only at its own path, $OUT read-write. `docker run` passes SIGTERM on.
+    docker run --rm --name tz-gw-daemon --network container:tz-gw-holder --cap-drop ALL \
+      --cap-add NET_ADMIN --cap-add NET_RAW --cap-add IPC_LOCK --cap-add SYS_NICE \
+      -v /dev/hugepages:/dev/hugepages -v "$PWD:$PWD:ro" -v "$OUT:$OUT" -w "$PWD" \
+      "$TZTB_GW_IMAGE" --config "$config" "$@" >"$GW_OUT" 2>"$GW_ERR" &
+  else
+    ip netns exec tz-gw "$BIN" --config "$config" "$@" >"$GW_OUT" 2>"$GW_ERR" &
+  fi
   GW_PID=$!
   for _ in $(seq 1 100); do
     if grep -q "every backend is resolved" "$GW_ERR" 2>/dev/null; then

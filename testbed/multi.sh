@@ -149,7 +149,17 @@ veth() {
 }
 
 mkns() {
-    ip netns add "$1"
+    if [[ $1 == tzm-gw? && -n ${TZTB_GW_IMAGE:-} ]]; then
+        # Container mode (testbed/README.md): tzm-gwN is a holder container's namespace; the
+        # instance runs in docker/compose.yml's profile "multi" sharing it.
+        docker rm -f "$1-holder" >/dev/null 2>&1 || true
+        docker run -d --name "$1-holder" --network none --entrypoint /usr/bin/tini \
+            --sysctl net.ipv6.conf.all.disable_ipv6=0 --sysctl net.ipv6.conf.default.disable_ipv6=0 \
+            "$TZTB_GW_IMAGE" -- sleep infinity >/dev/null
+        ip netns attach "$1" "$(docker inspect -f '{{.State.Pid}}' "$1-holder")"
+    else
+        ip netns add "$1"
+    fi
     nsx "$1" ip link set lo up
     nsx "$1" sysctl -qw net.ipv6.conf.all.accept_ra=0 net.ipv6.conf.default.accept_ra=0
     nsx "$1" sysctl -qw net.mptcp.enabled=1
@@ -175,7 +185,11 @@ build() {
     nsx "$NS_CLI" ip route add default via 10.90.0.1 dev cli0 src 10.90.0.2
     nsx "$NS_CLI" ip -6 route add default via fd90::1 dev cli0 src fd90::2
     nsx "$NS_CLI" ip mptcp endpoint flush
-    nsx "$NS_CLI" ip mptcp limits set subflow 2 add_addr_accepted 2
+    # The kernel's default MPTCP limits (a fresh namespace's): clients as they come. A mode whose
+    # joins follow an ADD_ADDR raises add_addr_accepted to 1 (multi-modes/ports.env).
+    local limits
+    read -r -a limits <<<"$(unshare --net ip mptcp limits show)"
+    nsx "$NS_CLI" ip mptcp limits set "${limits[@]/#subflows/subflow}"
     # No `dev cli0` on the endpoints: the join's socket would be bound to cli0 and its SYN/ACK,
     # which comes back on cli1 (DSR), would find no socket (RST). See netns.sh.
     nsx "$NS_CLI" ip mptcp endpoint add 10.90.0.3 subflow
@@ -388,10 +402,28 @@ start_gw() {
         sed -e "s/@N@/$n/g" -e "s/@PEERS@/$peers/g" -e "s|@RUN@|$RUN_DIR|g" "$cfg" >"$RUN_DIR/$gw.toml"
         rm -rf "/var/run/dpdk/tzm-$gw"
         : >"$RUN_DIR/$gw.err"
-        detached ip netns exec "tzm-$gw" "$BIN" --config "$RUN_DIR/$gw.toml" --no-huge \
-            --api "unix:$RUN_DIR/$gw.sock" --stop-grace-ms "$GRACE_MS" \
-            </dev/null >"$RUN_DIR/$gw.out" 2>"$RUN_DIR/$gw.err" &
-        pid=$!
+        if [[ -n ${TZTB_GW_IMAGE:-} ]]; then
+            # The instance as docker/compose.yml's service multi-gwN (profile "multi"); its PID
+            # file holds the container's init (tini, whose command line names the daemon), so
+            # stop_gw's signal reaches the daemon as on the host.
+            export "TZM_GW${n}_NETWORK=container:tzm-$gw-holder" # (compose.yml: none otherwise)
+            TZK_IMAGE=$TZTB_GW_IMAGE TZM_RUN_DIR=$RUN_DIR TZM_GRACE_MS=$GRACE_MS \
+                detached docker-compose -f "$ROOT/docker/compose.yml" -p tzm --profile multi \
+                up --no-color --no-log-prefix --force-recreate "multi-$gw" \
+                </dev/null >"$RUN_DIR/$gw.err" 2>&1 &
+            : >"$RUN_DIR/$gw.out" # (compose shows the container's two streams as one)
+            pid=
+            for i in $(seq 150); do
+                pid="$(docker inspect -f '{{.State.Pid}}' "tzm_multi-${gw}_1" 2>/dev/null || true)"
+                [[ -n $pid && $pid != 0 ]] && break
+                sleep 0.2
+            done
+        else
+            detached ip netns exec "tzm-$gw" "$BIN" --config "$RUN_DIR/$gw.toml" --no-huge \
+                --api "unix:$RUN_DIR/$gw.sock" --stop-grace-ms "$GRACE_MS" \
+                </dev/null >"$RUN_DIR/$gw.out" 2>"$RUN_DIR/$gw.err" &
+            pid=$!
+        fi
         echo "$pid" >"$RUN_DIR/$gw.pid"
         for i in $(seq 150); do
             grep -q "every backend is resolved" "$RUN_DIR/$gw.err" && break
@@ -480,6 +512,9 @@ do_down() {
         sleep 0.2
         for p in $(ip netns pids "$ns" 2>/dev/null); do kill -KILL "$p" 2>/dev/null || true; done
         ip netns del "$ns"
+        if [[ $ns == tzm-gw? ]] && command -v docker >/dev/null; then
+            docker rm -f "$ns-holder" "tzm_multi-${ns#tzm-}_1" >/dev/null 2>&1 || true
+        fi
     done
     for gw in "${INSTANCES[@]}"; do
         rm -rf "/var/run/dpdk/tzm-$gw"

@@ -29,6 +29,7 @@
 # Usage (root):
 #   netns.sh up [--standin=none|linux|linux-hash|afpacket|ecmp] [--static-neigh]
 #   netns.sh ecmp srv1 srv3   (ecmp mode: the multipath route's nexthops are these servers)
+#   netns.sh client-limits default|announce   (the client's MPTCP limits; `up` sets default)
 #   netns.sh down
 #   netns.sh status
 #
@@ -238,6 +239,9 @@ del_ns() {
     sleep 0.2
     for p in $(ip netns pids "$ns" 2>/dev/null); do kill -KILL "$p" 2>/dev/null || true; done
     ip netns del "$ns"
+    if [[ $ns == "$NS_GW" ]] && command -v docker >/dev/null; then
+        docker rm -f tz-gw-holder >/dev/null 2>&1 || true
+    fi
 }
 
 do_down() {
@@ -275,7 +279,17 @@ on_up_failure() {
 }
 
 mkns() {
-    ip netns add "$1"
+    if [[ $1 == "$NS_GW" && -n ${TZTB_GW_IMAGE:-} ]]; then
+        # Container mode (testbed/README.md): tz-gw is the network namespace of a holder
+        # container of that image, so testbed/gateway.sh runs the daemon in containers sharing it.
+        # (Docker turns IPv6 off in a container without a network; the Linux modes need it.)
+        docker run -d --name tz-gw-holder --network none --entrypoint /usr/bin/tini \
+            --sysctl net.ipv6.conf.all.disable_ipv6=0 --sysctl net.ipv6.conf.default.disable_ipv6=0 \
+            "$TZTB_GW_IMAGE" -- sleep infinity >/dev/null
+        ip netns attach "$1" "$(docker inspect -f '{{.State.Pid}}' tz-gw-holder)"
+    else
+        ip netns add "$1"
+    fi
     CREATED_NS+=("$1")
     nsx "$1" ip link set lo up
     nsx "$1" sysctl -qw net.ipv6.conf.all.accept_ra=0 net.ipv6.conf.default.accept_ra=0
@@ -363,9 +377,26 @@ config_client() {
     # (SO_BINDTODEVICE), and a DSR join's SYN/ACK, which comes back on cli1, then finds no
     # socket and is answered with a RST. The route (default via the gateway on cli0) is the same.
     nsx "$NS_CLI" ip mptcp endpoint flush
-    nsx "$NS_CLI" ip mptcp limits set subflow 2 add_addr_accepted 2
+    client_limits default
     nsx "$NS_CLI" ip mptcp endpoint add "$CLI4B" subflow
     nsx "$NS_CLI" ip mptcp endpoint add "$CLI6B" subflow
+}
+
+# client_limits default|announce: the client's MPTCP limits. `default`: the kernel's own (those
+# of a fresh namespace; on Linux 6.18 add_addr_accepted 0 subflows 2): what clients as they come
+# have, and all the token mode needs (the client's own subflow endpoint opens its joins).
+# `announce`: add_addr_accepted 1 and nothing more, for scenarios whose joins follow an ADD_ADDR
+# (join ports, announce = "backend", migration): with add_addr_accepted 0 Linux 6.18 takes no
+# ADD_ADDR, whether the server set the C flag or not (testbed/c-flag-probe.sh measures it).
+client_limits() {
+    local limits
+    read -r -a limits <<<"$(unshare --net ip mptcp limits show)"
+    nsx "$NS_CLI" ip mptcp limits set "${limits[@]/#subflows/subflow}"
+    case "$1" in
+        default) ;;
+        announce) nsx "$NS_CLI" ip mptcp limits set "${limits[@]/#subflows/subflow}" add_addr_accepted 1 ;;
+        *) die "client-limits: default or announce" ;;
+    esac
 }
 
 config_servers() {
@@ -380,7 +411,9 @@ config_servers() {
         nsx "$ns" ip route add default via "$GWS4" dev "$SRV_IF" mtu "$PATH_MTU"
         nsx "$ns" ip -6 route add default via "$GWS6" dev "$SRV_IF" mtu "$PATH_MTU"
         nsx "$ns" ip mptcp endpoint flush
-        nsx "$ns" ip mptcp limits set subflow 2 add_addr_accepted 2
+        # Two joins per connection (the kernel default, stated). add_addr_accepted is left at 0:
+        # it governs taking an ADD_ADDR, and no client here announces one.
+        nsx "$ns" ip mptcp limits set subflow 2
     done
     config_servers_dsr
 }
@@ -614,12 +647,13 @@ do_up() {
     install_tools
     local py want
     py="$(python_bin)"
-    want="mode=$mode static_neigh=$static"
+    want="mode=$mode static_neigh=$static${TZTB_GW_IMAGE:+ gw_image=$TZTB_GW_IMAGE}"
     if all_ns_exist && [[ -f "$RUN_DIR/state" && "$(cat "$RUN_DIR/state")" == "$want" ]]; then
         trap on_up_failure EXIT
         start_servers "$py" "$mode"
         start_decaps "$py"
         if [[ $mode == afpacket ]]; then start_afpacket_standin "$py"; fi
+        client_limits default
         trap - EXIT
         log "already up ($want)"
         return 0
@@ -726,6 +760,12 @@ main() {
             need_root
             do_status
             ;;
+        client-limits)
+            need_root
+            ns_exists "$NS_CLI" || die "client-limits: the bed is not up"
+            client_limits "${1:-}"
+            log "client MPTCP limits: $(nsx "$NS_CLI" ip mptcp limits show)"
+            ;;
         ecmp)
             need_root
             [[ "$(cat "$RUN_DIR/state" 2>/dev/null)" == mode=ecmp* ]] ||
@@ -734,7 +774,7 @@ main() {
             log "ecmp nexthops: ${*:-none}"
             ;;
         *)
-            echo "usage: $0 up [--standin=none|linux|linux-hash|afpacket|ecmp] [--static-neigh] | down | status | ecmp SERVER..." >&2
+            echo "usage: $0 up [--standin=none|linux|linux-hash|afpacket|ecmp] [--static-neigh] | down | status | ecmp SERVER... | client-limits default|announce" >&2
             exit 2
             ;;
     esac

@@ -11,7 +11,9 @@
 # generator each need a core of their own.
 #
 # Options: --skip-build, --out FILE (default benches/RESULTS.md), --only NAME[,NAME] (testpmd,
-# data, data1m, dsr, dsr-gue, syn, handshake, join, mix).
+# data, data1m, dsr, dsr-gue, syn, handshake, join, mix, data-container).
+# TZB_IMAGE=trapeze:latest adds `data-container`: the `data` run against the gateway in a
+# container (docker/compose.yml, profile "bench"), right after the same run on the host.
 #
 # Cores (2-vCPU machine): the load generator polls on CPU 0 (EAL -l 0). The device under test
 # forwards on CPU 1: testpmd's forwarding lcore 1 (-l 0,1 --main-lcore 0: its main thread only
@@ -155,6 +157,27 @@ start_gateway() {
     DUT_CMD="trapeze-gatewayd --config benches/system/gateway.toml$GW_NOTE --api off"
 }
 
+# The same gateway in a container (TZB_IMAGE, e.g. trapeze:latest from docker/build.sh), brought
+# up by docker/compose.yml's profile "bench": the memif sockets of $RUN are on a volume shared
+# with the generator. DUT is the container's init (tini) as a host PID, so stop_dut's SIGINT
+# reaches the daemon as on the host.
+start_container() {
+    local name=$1 up
+    gw_config "$name"
+    local compose=(docker-compose -f "$ROOT/docker/compose.yml" -p tzbench --profile bench)
+    TZK_IMAGE=$TZB_IMAGE TZB_RUN=$RUN "${compose[@]}" rm -fs bench-gateway >/dev/null 2>&1 || true
+    TZK_IMAGE=$TZB_IMAGE TZB_RUN=$RUN "${compose[@]}" up --no-color bench-gateway > "$LOGS/$name.dut.log" 2>&1 &
+    up=$!
+    DUT=
+    for _ in $(seq 200); do
+        DUT=$(docker inspect -f '{{.State.Pid}}' tzbench_bench-gateway_1 2>/dev/null || true)
+        [ -n "$DUT" ] && [ "$DUT" != 0 ] && break
+        sleep 0.1
+    done
+    PIDS+=("$DUT" "$up")
+    DUT_CMD="docker-compose -f docker/compose.yml --profile bench up bench-gateway (image $TZB_IMAGE: trapeze-gatewayd --config benches/system/gateway.toml$GW_NOTE --api off)"
+}
+
 # CPU busy fraction (percent, both CPUs) over 2 s, from /proc/stat.
 busy_pct() {
     local a b
@@ -223,6 +246,9 @@ run_one() {
 run_one self      self    --traffic data --flows 10000
 run_one testpmd   testpmd --traffic data --flows 10000
 run_one data      gateway --traffic data --flows 10000
+if [ -n "${TZB_IMAGE:-}" ]; then
+    run_one data-container container --traffic data --flows 10000
+fi
 run_one data1m    gateway --traffic data --flows "$FLOWS_BIG"
 run_one dsr       gateway --traffic data --flows 10000 --vip 192.0.2.11:8080
 run_one dsr-gue   gateway --traffic data --flows 10000 --vip 192.0.2.12:8080

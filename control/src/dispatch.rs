@@ -186,6 +186,7 @@ pub fn dispatch(cp: &mut PoolManager, req: Request, env: &Env<'_>) -> Response {
                         backends: spec.backends,
                         join_ports: spec.join_ports,
                         announce: spec.announce.unwrap_or_default().into(),
+                        deny_join_initial: spec.deny_join_initial,
                     },
                     if_version,
                     env.published,
@@ -213,9 +214,11 @@ pub fn dispatch(cp: &mut PoolManager, req: Request, env: &Env<'_>) -> Response {
                     weight: backend.weight,
                     egress: backend.egress_port,
                     mac,
+                    direct: backend.direct,
                 },
                 if_version,
                 env.published,
+                env.shared,
             )
         }
         Request::RemoveBackend {

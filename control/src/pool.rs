@@ -17,6 +17,17 @@
 //!   flows are dropped and counted (`backend_gone`), its tokens are purged from the token table
 //!   (joins for its connections are refused: `join_no_token`), new connections go elsewhere.
 //! * **graceful remove**: drain, then hard remove after the drain deadline (default 60 s).
+//!
+//! **A backend that comes back resumes its flows.** A removed backend (hard, at its drain
+//! deadline, or gone from a reloaded file) is remembered for [`REMOVED_MEMORY`] (10 min, the
+//! idle timeout of an established flow: as long as any of its flows can still be in a flow
+//! table). Its flows stay in the flow tables and its tokens in the token table, but while it is
+//! out its packets are dropped (`backend_gone`) and its joins refused (`join_owner_down`): `--hard`
+//! keeps its meaning. Added again within that time under the same name, addresses and port (by
+//! the API or a reload), it gets **the same id** back, with its join ports that are still free:
+//! its flows are forwarded again and its connections' joins routed again. After that time its
+//! tokens are purged, and a later add is a new server with a new id. A backend that comes back
+//! with another address or port is another server: the old one is forgotten (tokens purged).
 
 #![warn(clippy::arithmetic_side_effects)]
 
@@ -35,6 +46,36 @@ use crate::publish::Published;
 
 /// Default time a graceful removal waits for the backend's flows to end.
 pub const GRACEFUL_REMOVE_DEADLINE: Duration = Duration::from_secs(60);
+
+/// How long a removed backend is remembered, so that added back it resumes its flows (the module
+/// documentation): the flow tables' default idle timeout of an established flow.
+pub const REMOVED_MEMORY: Duration = Duration::from_secs(600);
+
+/// A removed backend, remembered for [`REMOVED_MEMORY`].
+#[derive(Debug, Clone)]
+struct Removed {
+    /// As it was (its id included).
+    backend: Backend,
+    /// The VIPs it served and its join port on each.
+    vips: Vec<(VipId, Option<u16>)>,
+    /// When it was removed.
+    at: Instant,
+}
+
+impl Removed {
+    fn same_server(
+        &self,
+        name: &str,
+        ipv4: Option<Ipv4Addr>,
+        ipv6: Option<Ipv6Addr>,
+        port: u16,
+    ) -> bool {
+        self.backend.name == name
+            && self.backend.ipv4 == ipv4
+            && self.backend.ipv6 == ipv6
+            && self.backend.port == port
+    }
+}
 
 /// Why a request changed nothing: an HTTP-like status (`docs/API.md`: 404 unknown name, 409
 /// version conflict, 422 refused by validation), a reason for the operator, and the request's
@@ -96,6 +137,8 @@ pub struct NewBackend {
     /// Egress port by name; `None`: the port of the VIP's other backends, or the only port.
     pub egress: Option<String>,
     pub mac: Option<[u8; 6]>,
+    /// Its direct address (migration).
+    pub direct: Option<IpAddr>,
 }
 
 /// A VIP as a request describes it.
@@ -113,6 +156,8 @@ pub struct NewVip {
     pub join_ports: std::collections::BTreeMap<String, u16>,
     /// What the gateway announces.
     pub announce: trapeze_core::pool::Announce,
+    /// The C flag in the MP_CAPABLE SYN/ACK; `None`: where an announcement depends on it.
+    pub deny_join_initial: Option<bool>,
 }
 
 /// Counters of the control plane itself.
@@ -163,6 +208,8 @@ pub struct PoolManager {
     /// Backends failing their health checks: published as `Down` whatever their configured
     /// state (which `cfg.pool` keeps, so an operator's drain survives a health flap).
     health_down: Vec<BackendId>,
+    /// Removed backends still remembered (see the module documentation).
+    removed: Vec<Removed>,
     pub started: Instant,
     /// Reads the reloaded files (one stuck read at most).
     reader: config::read::ConfigReader,
@@ -178,6 +225,7 @@ impl PoolManager {
             last_reload: None,
             deadlines: Vec::new(),
             health_down: Vec::new(),
+            removed: Vec::new(),
             started: Instant::now(),
             reader: config::read::ConfigReader::default(),
         }
@@ -314,6 +362,7 @@ impl PoolManager {
         b: NewBackend,
         if_version: Option<u64>,
         published: &Published,
+        shared: &Shared,
     ) -> Result<u64, Refused> {
         let vip_id = self.vip_id(vip)?;
         if b.ipv4.is_none() && b.ipv6.is_none() {
@@ -332,6 +381,15 @@ impl PoolManager {
             .flatten()
             .find(|x| x.name == b.name)
             .cloned();
+        // A remembered backend with this name: the same server resumes its id (and its flows);
+        // another server under the name makes the old one forgotten.
+        let remembered = self.removed.iter().position(|r| r.backend.name == b.name);
+        let resumed = match remembered {
+            Some(i) if self.removed[i].same_server(&b.name, b.ipv4, b.ipv6, b.port) => {
+                Some(self.removed[i].clone())
+            }
+            _ => None,
+        };
         let egress = match (&b.egress, &existing) {
             (Some(p), _) => self.port_id(p)?,
             (None, Some(x)) => x.egress,
@@ -342,7 +400,7 @@ impl PoolManager {
                 .or_else(|| self.cfg.ports.last().map(|p| p.id))
                 .ok_or_else(|| Refused::invalid("the gateway has no port"))?,
         };
-        self.change(if_version, published, |pool| {
+        let v = self.change(if_version, published, |pool| {
             let id = match existing {
                 Some(x) => {
                     if x.ipv4 != b.ipv4 || x.ipv6 != b.ipv6 || x.port != b.port {
@@ -354,11 +412,17 @@ impl PoolManager {
                     x.id
                 }
                 None => {
-                    let id = BackendId(
-                        u16::try_from(pool.backends.len())
-                            .map_err(|_| Refused::invalid("too many backends"))?,
-                    );
-                    pool.backends.push(Some(Backend {
+                    let id = match &resumed {
+                        Some(r) => r.backend.id,
+                        None => {
+                            // The id is the new slot's index: checked before the slot is pushed.
+                            let id = u16::try_from(pool.backends.len())
+                                .map_err(|_| Refused::invalid("too many backends"))?;
+                            pool.backends.push(None);
+                            BackendId(id)
+                        }
+                    };
+                    pool.backends[id.0 as usize] = Some(Backend {
                         id,
                         name: b.name.clone(),
                         ipv4: b.ipv4,
@@ -367,8 +431,9 @@ impl PoolManager {
                         weight: b.weight,
                         state: BackendState::Active,
                         egress,
-                        mac: b.mac,
-                    }));
+                        mac: b.mac.or(resumed.as_ref().and_then(|r| r.backend.mac)),
+                        direct: b.direct,
+                    });
                     id
                 }
             };
@@ -382,8 +447,59 @@ impl PoolManager {
                 ));
             }
             v.backends.push(id);
+            // Its join port on this VIP comes back with it, if no one took it meanwhile.
+            let port = resumed
+                .as_ref()
+                .and_then(|r| r.vips.iter().find(|(x, _)| *x == vip_id))
+                .and_then(|&(_, p)| p);
+            if let Some(p) = port {
+                if !v.join_ports.iter().any(|&(_, q)| q == p) {
+                    v.join_ports.push((id, p));
+                }
+            }
             Ok(())
-        })
+        })?;
+        if let Some(i) = remembered {
+            let r = self.removed.remove(i);
+            if resumed.is_none() {
+                shared.tokens.remove_backend(r.backend.id);
+            }
+        }
+        Ok(v)
+    }
+
+    /// Remembers a backend that leaves the pool (its flows and tokens stay; see the module
+    /// documentation). Any older memory of the name is forgotten, its tokens purged.
+    fn remember(&mut self, pool: &PoolSpec, id: BackendId, shared: &Shared) {
+        let Some(Some(b)) = pool.backends.get(id.0 as usize) else {
+            return;
+        };
+        if let Some(i) = self.removed.iter().position(|r| r.backend.name == b.name) {
+            let old = self.removed.remove(i);
+            shared.tokens.remove_backend(old.backend.id);
+        }
+        let vips = pool
+            .vips
+            .iter()
+            .flatten()
+            .filter(|v| v.backends.contains(&id))
+            .map(|v| {
+                let jp = v.join_ports.iter().find(|(x, _)| *x == id).map(|&(_, p)| p);
+                (v.id, jp)
+            })
+            .collect();
+        self.removed.push(Removed {
+            backend: b.clone(),
+            vips,
+            at: Instant::now(),
+        });
+    }
+
+    /// The removed backends still remembered: name and id.
+    pub fn remembered(&self) -> impl Iterator<Item = (&str, BackendId)> {
+        self.removed
+            .iter()
+            .map(|r| (r.backend.name.as_str(), r.backend.id))
     }
 
     fn vip_members(&self, vip: VipId) -> Vec<PortId> {
@@ -484,6 +600,7 @@ impl PoolManager {
             );
         }
         let id = self.backend_id(name)?;
+        let before = self.cfg.pool.clone();
         let v = self.change(if_version, published, |pool| {
             pool.backends[id.0 as usize] = None;
             for v in pool.vips.iter_mut().flatten() {
@@ -494,7 +611,8 @@ impl PoolManager {
             Ok(())
         })?;
         self.deadlines.retain(|(b, _)| *b != id);
-        shared.tokens.remove_backend(id);
+        // Its tokens stay while it is remembered (its joins are refused while it is out).
+        self.remember(&before, id, shared);
         Ok(v)
     }
 
@@ -560,6 +678,7 @@ impl PoolManager {
                 client_port,
                 join_ports,
                 announce: v.announce,
+                deny_join_initial: v.deny_join_initial,
             }));
             Ok(())
         })
@@ -719,9 +838,20 @@ impl PoolManager {
             }
         }
         let mut map_b = std::collections::HashMap::new();
+        let mut resumed: Vec<BackendId> = Vec::new();
         for n in new.pool.backends.iter().flatten() {
+            let back = self
+                .removed
+                .iter()
+                .find(|r| r.same_server(&n.name, n.ipv4, n.ipv6, n.port))
+                .map(|r| r.backend.id)
+                .filter(|id| backends.get(id.0 as usize).is_some_and(Option::is_none));
             let id = match backends.iter().flatten().find(|b| b.name == n.name) {
                 Some(b) => b.id,
+                None if back.is_some() => {
+                    resumed.extend(back);
+                    back.unwrap_or_default()
+                }
                 None => {
                     let id = BackendId(
                         u16::try_from(backends.len())
@@ -786,6 +916,7 @@ impl PoolManager {
                 p.mac = old.mac;
             }
         }
+        let before = self.cfg.pool.clone();
         let v = self.change(None, published, |pool| {
             pool.backends = backends;
             pool.vips = vips;
@@ -793,8 +924,9 @@ impl PoolManager {
             pool.maglev_size = new.pool.maglev_size;
             Ok(())
         })?;
+        self.removed.retain(|r| !resumed.contains(&r.backend.id));
         for id in removed {
-            shared.tokens.remove_backend(id);
+            self.remember(&before, id, shared);
         }
         let warning = (new.eal_args != self.cfg.eal_args
             || new.allow_pci != self.cfg.allow_pci
@@ -810,8 +942,16 @@ impl PoolManager {
         })
     }
 
-    /// Removes drained backends whose deadline passed. Returns their names.
+    /// Removes drained backends whose deadline passed (returns their names), and forgets removed
+    /// backends remembered for [`REMOVED_MEMORY`] (their tokens purged).
     pub fn tick(&mut self, now: Instant, published: &Published, shared: &Shared) -> Vec<String> {
+        self.removed.retain(|r| {
+            let keep = now.saturating_duration_since(r.at) < REMOVED_MEMORY;
+            if !keep {
+                shared.tokens.remove_backend(r.backend.id);
+            }
+            keep
+        });
         let due: Vec<BackendId> = self
             .deadlines
             .iter()
@@ -872,16 +1012,17 @@ mod tests {
             weight: 1,
             egress: None,
             mac: None,
+            direct: None,
         }
     }
 
     #[test]
     fn adding_a_backend_moves_about_one_in_n_plus_one_slots_and_keeps_ids() {
-        let (mut cp, published, _) = setup();
+        let (mut cp, published, shared) = setup();
         let before = published.load();
         // web4 is IPv4: a v4-only backend may join it.
         let v = cp
-            .add_backend("web4", nb("srv4", 14), None, &published)
+            .add_backend("web4", nb("srv4", 14), None, &published, &shared)
             .unwrap();
         assert_eq!(v, cp.version());
         let after = published.load();
@@ -906,11 +1047,11 @@ mod tests {
 
     #[test]
     fn a_refused_change_leaves_the_running_pool_identical() {
-        let (mut cp, published, _) = setup();
+        let (mut cp, published, shared) = setup();
         let before = published.load();
         let fp = before.maglev_fingerprint();
         // web6 is IPv6: a v4-only backend cannot serve it (the snapshot refuses).
-        let r = cp.add_backend("web6", nb("srv4", 14), None, &published);
+        let r = cp.add_backend("web6", nb("srv4", 14), None, &published, &shared);
         cp.outcome(&r);
         let e = r.unwrap_err();
         assert_eq!(e.status, 422, "{e:?}");
@@ -973,11 +1114,109 @@ mod tests {
             vec!["srv2".to_string()]
         );
         assert!(published.load().backend(BackendId(1)).is_none());
-        assert_eq!(shared.tokens.len(), 0, "hard removal purges its tokens");
+        assert_eq!(shared.tokens.len(), 1, "remembered: its tokens stay");
+        assert_eq!(
+            cp.remembered().collect::<Vec<_>>(),
+            [("srv2", BackendId(1))]
+        );
+        // Forgotten after REMOVED_MEMORY: its tokens purged.
+        cp.tick(Instant::now() + REMOVED_MEMORY, &published, &shared);
+        assert_eq!(shared.tokens.len(), 0, "forgotten: its tokens are purged");
+        assert_eq!(cp.remembered().count(), 0);
         // Ids are not reused: a new backend gets a fresh one.
-        cp.add_backend("web4", nb("srv9", 19), None, &published)
+        cp.add_backend("web4", nb("srv9", 19), None, &published, &shared)
             .unwrap();
         assert_eq!(published.load().backend(BackendId(3)).unwrap().name, "srv9");
+    }
+
+    #[test]
+    fn a_hard_removed_backend_added_back_gets_its_id_join_port_and_tokens_back() {
+        let (mut cp, published, shared) = setup();
+        let owner = Owner {
+            backend: BackendId(1),
+            conn: FlowKey::default(),
+            server_key: 1,
+            client_key: None,
+            learned_at: Ticks::ZERO,
+            last_seen: Ticks::ZERO,
+            subflows: 1,
+        };
+        let _ = shared.tokens.learn(7, owner);
+        let srv2 = published.load().backend(BackendId(1)).unwrap().clone();
+        let jp = |p: &PoolSnapshot| p.vips[0].as_ref().unwrap().join_port(BackendId(1));
+        assert_eq!(jp(&published.load()), Some(18082));
+        cp.remove_backend("srv2", true, None, &published, &shared)
+            .unwrap();
+        // Out: not in the snapshot (its flows' packets are dropped, its joins refused), but its
+        // tokens stay.
+        assert!(published.load().backend(BackendId(1)).is_none());
+        assert_eq!(shared.tokens.len(), 1);
+        // Back with the same name, addresses and port: the same id, its join port on web4.
+        let back = NewBackend {
+            name: "srv2".into(),
+            ipv4: srv2.ipv4,
+            ipv6: srv2.ipv6,
+            port: srv2.port,
+            weight: 1,
+            egress: None,
+            mac: None,
+            direct: None,
+        };
+        cp.add_backend("web4", back.clone(), None, &published, &shared)
+            .unwrap();
+        let p = published.load();
+        assert_eq!(p.backend(BackendId(1)).unwrap().name, "srv2");
+        assert_eq!(p.backend(BackendId(1)).unwrap().mac, srv2.mac);
+        assert_eq!(jp(&p), Some(18082));
+        assert_eq!(shared.tokens.len(), 1, "its connections' joins route again");
+        assert_eq!(cp.remembered().count(), 0);
+        // Removed again and back with another address: another server, a new id; the old one's
+        // tokens are purged.
+        cp.remove_backend("srv2", true, None, &published, &shared)
+            .unwrap();
+        let other = NewBackend {
+            ipv4: Some(Ipv4Addr::new(10, 91, 0, 99)),
+            ipv6: None,
+            ..back
+        };
+        cp.add_backend("web4", other, None, &published, &shared)
+            .unwrap();
+        let p = published.load();
+        assert!(p.backend(BackendId(1)).is_none());
+        assert_eq!(p.backend(BackendId(3)).unwrap().name, "srv2");
+        assert_eq!(shared.tokens.len(), 0);
+    }
+
+    #[test]
+    fn a_backend_gone_from_a_reloaded_file_and_back_in_the_next_keeps_its_id() {
+        let (mut cp, published, shared) = setup();
+        let dir = std::env::temp_dir().join(format!("tzm-reload-back-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        cp.overrides.reload_dir = Some(dir.clone());
+        let without = dir.join("without.toml");
+        std::fs::write(
+            &without,
+            CONFIG
+                .replace(
+                    "backends = [\"srv1\", \"srv2\", \"srv3\"]",
+                    "backends = [\"srv1\", \"srv3\"]",
+                )
+                .replace("srv2 = 18082\n", "")
+                .replace("name = \"srv2\"", "name = \"gone\""),
+        )
+        .unwrap();
+        // The file must still be valid without srv2 (renamed "gone", a member of no vip).
+        cp.reload(Some(&without), &published, &shared).unwrap();
+        assert!(cp
+            .remembered()
+            .any(|(n, id)| n == "srv2" && id == BackendId(1)));
+        cp.reload(Some(&dir.join("none.toml")), &published, &shared)
+            .unwrap_err();
+        let with = dir.join("with.toml");
+        std::fs::write(&with, CONFIG).unwrap();
+        cp.reload(Some(&with), &published, &shared).unwrap();
+        assert_eq!(published.load().backend(BackendId(1)).unwrap().name, "srv2");
+        std::fs::remove_dir_all(&dir).ok();
     }
 
     #[test]
@@ -1088,7 +1327,7 @@ mod tests {
 
     #[test]
     fn unknown_and_duplicate_names_in_a_body_are_refused_naming_the_field() {
-        let (mut cp, published, _) = setup();
+        let (mut cp, published, shared) = setup();
         let vip = |name: &str, backends: &[&str]| NewVip {
             name: name.into(),
             addr: "10.90.100.99".parse().unwrap(),
@@ -1098,6 +1337,7 @@ mod tests {
             backends: backends.iter().map(|b| b.to_string()).collect(),
             join_ports: Default::default(),
             announce: Default::default(),
+            deny_join_initial: None,
         };
         let e = cp
             .add_vip(vip("v", &["srv1", "ghost"]), None, &published)
@@ -1108,7 +1348,7 @@ mod tests {
             .unwrap_err();
         assert_eq!((e.status, e.field.as_deref()), (422, Some("name")));
         let e = cp
-            .add_backend("web4", nb("srv1", 11), None, &published)
+            .add_backend("web4", nb("srv1", 11), None, &published, &shared)
             .unwrap_err();
         assert_eq!((e.status, e.field.as_deref()), (422, Some("name")), "{e:?}");
         assert_eq!(cp.version(), 1, "nothing changed");

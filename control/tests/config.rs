@@ -865,3 +865,36 @@ fn cli_usage_errors() {
         assert!(out.contains(opt), "{out}");
     }
 }
+
+#[test]
+fn a_direct_address_and_the_c_flag_setting_reach_the_pool() {
+    // A member with a direct address: the VIP sets the C flag by default (its connections may be
+    // asked to join that address); a VIP may turn it off.
+    let text = edit(
+        "name = \"srv1\"\n",
+        "name = \"srv1\"\ndirect = \"203.0.113.11\"\n",
+    );
+    let pool = PoolSnapshot::build(load_text(&text).unwrap().pool).unwrap();
+    assert_eq!(
+        pool.backend(BackendId(0)).unwrap().direct,
+        Some(IpAddr::V4(Ipv4Addr::new(203, 0, 113, 11)))
+    );
+    assert!(pool.vip(VipId(0)).unwrap().deny_join_initial);
+    let off = text.replacen(
+        "name = \"web4\"\n",
+        "name = \"web4\"\ndeny_join_initial = false\n",
+        1,
+    );
+    let pool = PoolSnapshot::build(load_text(&off).unwrap().pool).unwrap();
+    assert!(!pool.vip(VipId(0)).unwrap().deny_join_initial);
+    // Token mode without direct addresses: off.
+    let pool = PoolSnapshot::build(load_text(&testbed_text()).unwrap().pool).unwrap();
+    assert!(!pool.vip(VipId(0)).unwrap().deny_join_initial);
+    // A direct address that is not one is refused, naming the field.
+    let bad = edit(
+        "name = \"srv1\"\n",
+        "name = \"srv1\"\ndirect = \"nowhere\"\n",
+    );
+    let err = load_text(&bad).unwrap_err().to_string();
+    assert!(err.contains("backends[0].direct"), "{err}");
+}

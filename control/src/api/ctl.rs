@@ -137,6 +137,10 @@ pub enum Cmd {
         /// What the gateway announces to MPTCP clients: off (default), join-ports, backend.
         #[arg(long, value_name = "off|join-ports|backend", value_parser = parse_announce)]
         announce: Option<AnnounceMode>,
+        /// Set the C flag ("do not join the initial address") in the MP_CAPABLE SYN/ACK
+        /// (NAT). Default: on where an announcement depends on it.
+        #[arg(long, value_name = "on|off", value_parser = parse_on_off)]
+        deny_join_initial: Option<bool>,
         #[command(flatten)]
         v: IfVersion,
     },
@@ -171,6 +175,10 @@ pub enum Cmd {
         /// Static MAC of the backend or next hop (default: ARP/NDP).
         #[arg(long, value_name = "MAC")]
         mac: Option<String>,
+        /// An address the clients can reach it on directly: draining it (or a graceful
+        /// removal) moves its MPTCP connections there.
+        #[arg(long, value_name = "ADDR")]
+        direct: Option<std::net::IpAddr>,
         #[command(flatten)]
         v: IfVersion,
     },
@@ -178,7 +186,8 @@ pub enum Cmd {
     RemoveBackend {
         /// Backend name.
         name: String,
-        /// Remove now: its flows are dropped and its joins refused.
+        /// Remove now: its flows are dropped and its joins refused while it is out (added back
+        /// within 10 min with the same addresses and port, they resume).
         #[arg(long)]
         hard: bool,
         #[command(flatten)]
@@ -485,6 +494,14 @@ fn parse_announce(s: &str) -> Result<AnnounceMode, String> {
     }
 }
 
+fn parse_on_off(s: &str) -> Result<bool, String> {
+    match s {
+        "on" => Ok(true),
+        "off" => Ok(false),
+        _ => Err(format!("{s:?}: expected on or off")),
+    }
+}
+
 /// The HTTP request of a command: method, path, JSON body, `If-Match`.
 pub fn request_of(cmd: &Cmd) -> (&'static str, String, Option<String>, Option<u64>) {
     let json = |v: serde_json::Value| Some(v.to_string());
@@ -502,6 +519,7 @@ pub fn request_of(cmd: &Cmd) -> (&'static str, String, Option<String>, Option<u6
             outer_source,
             join_ports,
             announce,
+            deny_join_initial,
             v,
         } => {
             let body = VipBody {
@@ -519,6 +537,7 @@ pub fn request_of(cmd: &Cmd) -> (&'static str, String, Option<String>, Option<u6
                 backends: backends.clone(),
                 join_ports: join_ports.iter().cloned().collect(),
                 announce: *announce,
+                deny_join_initial: *deny_join_initial,
             };
             (
                 "POST",
@@ -539,6 +558,7 @@ pub fn request_of(cmd: &Cmd) -> (&'static str, String, Option<String>, Option<u6
             weight,
             egress,
             mac,
+            direct,
             v,
         } => {
             let body = BackendBody {
@@ -549,6 +569,7 @@ pub fn request_of(cmd: &Cmd) -> (&'static str, String, Option<String>, Option<u6
                 weight: *weight,
                 egress_port: egress.clone(),
                 mac: mac.clone(),
+                direct: *direct,
             };
             (
                 "POST",
@@ -636,7 +657,7 @@ pub fn format_vips(vips: &[VipView]) -> String {
             v.new_conns,
             v.joins
         );
-        if !v.join_ports.is_empty() || v.announce != AnnounceMode::Off {
+        if !v.join_ports.is_empty() || v.announce != AnnounceMode::Off || v.deny_join_initial {
             let ports: Vec<String> = v
                 .join_ports
                 .iter()
@@ -644,7 +665,7 @@ pub fn format_vips(vips: &[VipView]) -> String {
                 .collect();
             let _ = writeln!(
                 s,
-                "     join ports: {}  announce: {}",
+                "     join ports: {}  announce: {}  C flag: {}",
                 if ports.is_empty() {
                     "-".to_string()
                 } else {
@@ -654,7 +675,8 @@ pub fn format_vips(vips: &[VipView]) -> String {
                     AnnounceMode::Off => "off",
                     AnnounceMode::JoinPorts => "join-ports",
                     AnnounceMode::Backend => "backend",
-                }
+                },
+                if v.deny_join_initial { "on" } else { "off" }
             );
         }
         for b in &v.backends {
@@ -734,6 +756,13 @@ pub fn format_stats(st: &StatsView) -> String {
         }
         if let Some(a) = b.active_flows {
             let _ = write!(s, " active_flows {a}");
+        }
+        if let Some(m) = b.migration {
+            let _ = write!(
+                s,
+                " migration announced {} migrated {} left_behind {}",
+                m.announced, m.migrated, m.left_behind
+            );
         }
         let _ = writeln!(s);
     }

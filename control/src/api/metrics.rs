@@ -24,6 +24,7 @@
 //! | `trapeze_worker_flow_capacity` | gauge | `worker` |
 //! | `trapeze_vip_packets_total`, `_bytes_total`, `_new_connections_total`, `_joins_total`, `_to_client_packets_total`, `_to_client_bytes_total` | counter | `vip` |
 //! | `trapeze_backend_packets_total`, `_bytes_total`, `_new_connections_total`, `_joins_total` | counter | `backend` |
+//! | `trapeze_backend_migrate_announced_total`, `_migrate_migrated_total`, `_migrate_left_behind_total` | counter | `backend` |
 //! | `trapeze_backend_state` | gauge (1 for the current state, 0 otherwise) | `backend`, `state` |
 //! | `trapeze_backend_weight` | gauge | `backend` |
 //! | `trapeze_backend_active_flows` | gauge (when the daemon counts them) | `backend` |
@@ -60,8 +61,8 @@ use trapeze_core::pipeline::{BackendCounters, DropReason, Event, VipCounters, Wo
 use trapeze_core::pool::{BackendId, ForwardingMode, PoolSnapshot, PortId, VipId};
 
 use super::types::{
-    BackendView, ClusterStatsView, ControlStatsView, DsrBody, Mode, PortStatsView, State,
-    StatsView, TokenStatsView, TrafficView, VipView, WorkerStatsView,
+    BackendView, ClusterStatsView, ControlStatsView, DsrBody, MigrationView, Mode, PortStatsView,
+    State, StatsView, TokenStatsView, TrafficView, VipView, WorkerStatsView,
 };
 
 /// Content type of [`render`]'s output for Prometheus' classic text format (the output is
@@ -209,6 +210,9 @@ impl MetricsInput {
                 t.bytes += c.bytes;
                 t.new_conns += c.new_conns;
                 t.joins += c.joins;
+                t.migrate_announced += c.migrate_announced;
+                t.migrate_migrated += c.migrate_migrated;
+                t.migrate_left_behind += c.migrate_left_behind;
             }
         }
         t
@@ -278,6 +282,7 @@ impl MetricsInput {
                     state: None,
                     to_client_packets: Some(t.to_client_packets),
                     to_client_bytes: Some(t.to_client_bytes),
+                    migration: None,
                 }
             })
             .collect();
@@ -296,6 +301,7 @@ impl MetricsInput {
                     state: Some(b.state),
                     to_client_packets: None,
                     to_client_bytes: None,
+                    migration: MigrationView::of(&t),
                 }
             })
             .collect();
@@ -347,6 +353,8 @@ pub fn vip_views(
                         joins: c.joins,
                         packets: c.packets,
                         bytes: c.bytes,
+                        direct: b.direct,
+                        migration: MigrationView::of(&c),
                     }
                 })
                 .collect();
@@ -374,6 +382,7 @@ pub fn vip_views(
                     .filter_map(|&(b, p)| Some((pool.backend(b)?.name.clone(), p)))
                     .collect(),
                 announce: v.announce.into(),
+                deny_join_initial: v.deny_join_initial,
                 new_conns: t.new_conns,
                 joins: t.joins,
                 packets: t.packets,
@@ -565,6 +574,18 @@ fn families(input: &MetricsInput) -> Vec<Family> {
         "trapeze_backend_active_flows",
         "Flows pinned to the backend in the workers' flow tables.",
     );
+    let mut bma = Family::counter(
+        "trapeze_backend_migrate_announced",
+        "Migration: MPTCP connections sent the draining backend's direct address (ADD_ADDR).",
+    );
+    let mut bmm = Family::counter(
+        "trapeze_backend_migrate_migrated",
+        "Migration: connections whose client took the direct address (echoed it).",
+    );
+    let mut bml = Family::counter(
+        "trapeze_backend_migrate_left_behind",
+        "Migration: connections left to the drain policy (plain TCP, or no echo).",
+    );
     let mut bi = Family::gauge(
         "trapeze_backend_info",
         "Backend membership: 1 for each VIP the backend serves.",
@@ -576,6 +597,9 @@ fn families(input: &MetricsInput) -> Vec<Family> {
         bb.push(l(), t.bytes);
         bn.push(l(), t.new_conns);
         bj.push(l(), t.joins);
+        bma.push(l(), t.migrate_announced);
+        bmm.push(l(), t.migrate_migrated);
+        bml.push(l(), t.migrate_left_behind);
         for s in State::ALL {
             bs.push(
                 vec![
@@ -593,7 +617,7 @@ fn families(input: &MetricsInput) -> Vec<Family> {
             bi.push(vec![("backend", b.name.clone()), ("vip", v.clone())], 1);
         }
     }
-    out.extend([bp, bb, bn, bj, bs, bw, ba, bi]);
+    out.extend([bp, bb, bn, bj, bma, bmm, bml, bs, bw, ba, bi]);
 
     out.extend(port_families(&input.ports));
 

@@ -126,7 +126,9 @@ pub enum RemoveMode {
     /// flows have ended or the drain deadline passed.
     #[default]
     Graceful,
-    /// Remove now: its flows are dropped (`backend_gone`) and its joins refused.
+    /// Remove now: its flows are dropped (`backend_gone`) and its joins refused while it is out.
+    /// Added back within `REMOVED_MEMORY` (10 min) with the same name, addresses and port, it
+    /// gets its id back and its flows and joins resume.
     Hard,
 }
 
@@ -229,6 +231,10 @@ pub struct VipBody {
     /// What the gateway announces to MPTCP clients (`off` when absent).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub announce: Option<AnnounceMode>,
+    /// The C flag in the MP_CAPABLE SYN/ACK the gateway forwards (NAT); absent: on where the
+    /// gateway's announcement depends on it (`announce`, a member with a direct address).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deny_join_initial: Option<bool>,
 }
 
 /// Body of `POST /vips/{vip}/backends`: a new backend (the file's `[[backends]]` entry), made a
@@ -256,6 +262,10 @@ pub struct BackendBody {
     /// Static MAC of the backend or its next hop (`"02:00:00:00:00:01"`); absent: ARP/NDP.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mac: Option<String>,
+    /// An address the clients can reach it on directly: draining it moves its MPTCP
+    /// connections there (migration).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub direct: Option<IpAddr>,
 }
 
 impl BackendBody {
@@ -506,6 +516,12 @@ pub struct BackendView {
     pub packets: u64,
     /// Bytes sent to it.
     pub bytes: u64,
+    /// The address its clients can reach it on directly (migration), if declared.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub direct: Option<IpAddr>,
+    /// Migration counters, once a migration has begun.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub migration: Option<MigrationView>,
 }
 
 /// A VIP as `GET /vips` shows it.
@@ -534,6 +550,9 @@ pub struct VipView {
     /// What the gateway announces to MPTCP clients.
     #[serde(default)]
     pub announce: AnnounceMode,
+    /// Whether the gateway sets the C flag in the MP_CAPABLE SYN/ACK (resolved).
+    #[serde(default)]
+    pub deny_join_initial: bool,
     /// New connections.
     pub new_conns: u64,
     /// Joins routed.
@@ -598,6 +617,32 @@ pub struct TrafficView {
     /// Bytes forwarded back towards clients (VIPs only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub to_client_bytes: Option<u64>,
+    /// Migration to the backend's direct address (backends only, once it has begun).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub migration: Option<MigrationView>,
+}
+
+/// A backend's migration counters (`pipeline/flow/migration.rs`), summed over the workers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct MigrationView {
+    /// MPTCP connections sent the direct address.
+    pub announced: u64,
+    /// Connections whose client took it.
+    pub migrated: u64,
+    /// Connections left to the drain policy (plain TCP, or no echo).
+    pub left_behind: u64,
+}
+
+impl MigrationView {
+    /// The counters of `c`, if a migration has begun.
+    pub fn of(c: &trapeze_core::pipeline::BackendCounters) -> Option<Self> {
+        let m = Self {
+            announced: c.migrate_announced,
+            migrated: c.migrate_migrated,
+            left_behind: c.migrate_left_behind,
+        };
+        (m != Self::default()).then_some(m)
+    }
 }
 
 /// The token table in `GET /stats`.

@@ -172,6 +172,10 @@ pub struct VipEntry {
     /// `"off"` (default), `"join-ports"` (NAT: the gateway announces VIP:join port of the
     /// connection's backend) or `"backend"` (the backend's own address: joins bypass the gateway).
     pub announce: Option<String>,
+    /// Whether the gateway sets the C flag ("do not join the initial address") in the MP_CAPABLE
+    /// SYN/ACK it forwards (NAT). Absent: on where the gateway's announcement depends on it
+    /// (`announce`, a member with a `direct` address), off otherwise.
+    pub deny_join_initial: Option<bool>,
 }
 
 /// A `[vips.dsr]` table.
@@ -209,6 +213,10 @@ pub struct BackendEntry {
     pub egress_port: String,
     /// Static MAC of the backend (or of its next hop); absent: resolved by ARP/NDP.
     pub mac: Option<String>,
+    /// An address the clients can reach the server on directly (its public address, IPv4 or
+    /// IPv6). Draining it (or a graceful removal) then moves its MPTCP connections there: the
+    /// gateway announces it to each (README "Removing a server").
+    pub direct: Option<String>,
 }
 
 /// `[tables]`.

@@ -417,6 +417,13 @@ fn validate_backends(
             .mac
             .as_deref()
             .and_then(|m| ctx.parsed(&format!("{f}.mac"), units::parse_mac(m)));
+        let direct = b.direct.as_deref().and_then(|a| {
+            ctx.parsed(
+                &format!("{f}.direct"),
+                a.parse::<IpAddr>()
+                    .map_err(|_| format!("{a:?} is not an IP address")),
+            )
+        });
         let egress = match port_idx.get(b.egress_port.as_str()) {
             Some(&j) => Some(j),
             None => {
@@ -476,6 +483,7 @@ fn validate_backends(
                 state,
                 egress: PortId(egress as u8),
                 mac,
+                direct,
             }),
             _ => None,
         });
@@ -680,6 +688,7 @@ fn validate_vips(
                 client_port: PortId(cp as u8),
                 join_ports,
                 announce,
+                deny_join_initial: v.deny_join_initial,
             }),
             _ => None,
         });

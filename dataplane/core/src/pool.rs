@@ -145,6 +145,10 @@ pub enum Announce {
 /// servers number their own announcements from 1; this one stays clear of them.
 pub const ANNOUNCE_ADDRESS_ID: u8 = 200;
 
+/// The address id of the ADD_ADDR that announces a draining backend's direct address
+/// (migration); distinct from [`ANNOUNCE_ADDRESS_ID`], which the connection may also have had.
+pub const MIGRATE_ADDRESS_ID: u8 = 201;
+
 /// Lifecycle state of a backend (see the module table).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum BackendState {
@@ -180,6 +184,9 @@ pub struct Backend {
     pub egress: PortId,
     /// Next-hop MAC towards the backend, once resolved.
     pub mac: Option<Mac>,
+    /// An address clients can reach the server on directly (its public address), announced to
+    /// its MPTCP connections when it is removed or drained with a deadline (migration).
+    pub direct: Option<IpAddr>,
 }
 
 impl Backend {
@@ -191,6 +198,13 @@ impl Backend {
         } else {
             self.ipv4.map(IpAddr::V4)
         }
+    }
+
+    /// Whether the backend's MPTCP connections are being moved to its direct address: it drains
+    /// and has one (see `pipeline/flow/migration.rs`).
+    #[inline]
+    pub fn migrates(&self) -> bool {
+        self.state == BackendState::Draining && self.direct.is_some()
     }
 
     /// Whether the backend may receive joins of its existing connections.
@@ -225,6 +239,9 @@ pub struct Vip {
     pub join_ports: Vec<(BackendId, u16)>,
     /// What the gateway announces to MPTCP clients of this VIP.
     pub announce: Announce,
+    /// Whether the gateway sets the C flag ("do not join the initial address", RFC 8684 §3.1)
+    /// in the MP_CAPABLE SYN/ACK it forwards (NAT; resolved from [`VipSpec::deny_join_initial`]).
+    pub deny_join_initial: bool,
     /// `backends`, sorted: membership tests for joins.
     members_sorted: Vec<BackendId>,
 }
@@ -316,6 +333,11 @@ pub struct VipSpec {
     pub join_ports: Vec<(BackendId, u16)>,
     /// What the gateway announces to MPTCP clients.
     pub announce: Announce,
+    /// The C flag in the MP_CAPABLE SYN/ACK (NAT only: in DSR the SYN/ACK does not pass). `None`:
+    /// on where the gateway's announcement depends on it (`announce = "join-ports"` or
+    /// `"backend"`, or a member has a direct address to migrate to), off otherwise (token mode:
+    /// the clients' joins go to the VIP itself).
+    pub deny_join_initial: Option<bool>,
 }
 
 /// Why a pool could not be built. Each names the offending object.
@@ -431,6 +453,14 @@ fn check_join_ports(
         if ports[..i].iter().any(|&(_, p)| p == port) {
             return Err(err(format!("port {port} is given to two backends")));
         }
+    }
+    if v.deny_join_initial == Some(true) && v.mode.dsr().is_some() {
+        return Err(err(
+            "deny_join_initial needs a NAT vip: in DSR the SYN/ACK goes from the server to the client \
+             without the gateway, so the servers set the C flag themselves \
+             (sysctl net.mptcp.allow_join_initial_addr_port=0)"
+                .into(),
+        ));
     }
     match v.announce {
         Announce::Off | Announce::Backend => {}
@@ -732,9 +762,19 @@ impl PoolSnapshot {
                     });
                 }
             }
+            let migrates = v.backends.iter().any(|b| {
+                spec.backends
+                    .get(b.0 as usize)
+                    .and_then(Option::as_ref)
+                    .is_some_and(|b| b.direct.is_some())
+            });
+            let deny_join_initial = v.mode.dsr().is_none()
+                && v.deny_join_initial
+                    .unwrap_or(v.announce != Announce::Off || migrates);
             vips.push(Some(Vip {
                 join_ports,
                 announce: v.announce,
+                deny_join_initial,
                 members_sorted,
                 id: v.id,
                 name: v.name,
@@ -902,6 +942,12 @@ impl PoolSnapshot {
     #[inline]
     pub fn backend(&self, id: BackendId) -> Option<&Backend> {
         self.backends.get(id.0 as usize).and_then(Option::as_ref)
+    }
+
+    /// Whether any backend is migrating its connections (a scan of the backends: between
+    /// bursts only).
+    pub fn any_migrates(&self) -> bool {
+        self.backends.iter().flatten().any(Backend::migrates)
     }
 
     /// The port with this id.

@@ -88,6 +88,7 @@ pub fn demo_spec(n: u16) -> PoolSpec {
                 state: BackendState::Active,
                 egress: PortId(1),
                 mac: Some(backend_mac(i)),
+                direct: None,
             })
         })
         .collect();
@@ -103,6 +104,7 @@ pub fn demo_spec(n: u16) -> PoolSpec {
         client_port: PortId(0),
         join_ports: Vec::new(),
         announce: Default::default(),
+        deny_join_initial: None,
     };
     PoolSpec {
         version: 1,
@@ -384,6 +386,7 @@ pub mod capture {
                 client_port: PortId(0),
                 join_ports: Vec::new(),
                 announce: Default::default(),
+                deny_join_initial: None,
             })
         };
         let spec = PoolSpec {
@@ -418,6 +421,7 @@ pub mod capture {
                 state: BackendState::Active,
                 egress: PortId(1),
                 mac: Some(SRV0),
+                direct: None,
             })],
             vips: vec![vip(0, VIP4.into()), vip(1, VIP6.into())],
             maglev_size: 0,

@@ -552,3 +552,107 @@ fn off_path_mode_asks_the_client_to_keep_the_gateway_subflow_as_a_backup_once_it
         (901 + trapeze_core::pipeline::announce::DSR_SEQ_AHEAD, 201)
     );
 }
+
+/// The forwarded SYN/ACK's TCP options (after checking its TCP checksum from the VIP to the
+/// client) and the MP_CAPABLE flags byte in them.
+fn forwarded_syn_ack(out: &[u8], client: IpAddr) -> (Vec<u8>, u8) {
+    let l4 = if client.is_ipv6() { 54 } else { 34 };
+    let t = tcp::Packet::new_checked(&out[l4..]).unwrap();
+    assert!(t.verify_checksum(&vip_of(client), &client), "checksum");
+    let opts = t.options().to_vec();
+    let at = opts.iter().position(|&b| b == 30).expect("MP_CAPABLE");
+    (opts.clone(), opts[at + 3])
+}
+
+/// A NAT SYN/ACK of an MPTCP connection through `pool` (the option at an odd offset after a
+/// NOP when `odd`); returns the forwarded frame and the options the backend sent.
+fn syn_ack_through(g: &mut Gw, client: IpAddr, port: u16, odd: bool) -> (Vec<u8>, Vec<u8>) {
+    let (_, out) = g.client(&TcpSpec::to_vip(client, port, SYN).with_mptcp(mpc_syn()));
+    let b = (0..16)
+        .find(|&i| backend_addr(i, client.is_ipv6()) == dst_of(&out).0)
+        .unwrap();
+    let mut sa = TcpSpec::from_backend(b, client, port, SYN_ACK);
+    if odd {
+        sa.options.push(1);
+    }
+    let sa = sa.with_mptcp(mpc_synack(0x0102_0304_0506_0708));
+    let sent = sa.build();
+    let (v, out) = g.backend(&sa);
+    assert!(matches!(v, Verdict::Forward { .. }), "{v:?}");
+    let l4 = if client.is_ipv6() { 54 } else { 34 };
+    let opts = tcp::Packet::new_checked(&sent[l4..])
+        .unwrap()
+        .options()
+        .to_vec();
+    (out, opts)
+}
+
+#[test]
+fn the_c_flag_is_set_in_the_forwarded_syn_ack_of_vips_that_announce_checksum_by_delta() {
+    for client in [c4(30), c6(30)] {
+        for odd in [false, true] {
+            for (announce, setting, expect) in [
+                (Announce::JoinPorts, None, true),
+                (Announce::Backend, None, true),
+                (Announce::Off, None, false), // token mode (join ports unannounced)
+                (Announce::JoinPorts, Some(false), false),
+            ] {
+                let mut spec = nat_spec(2, announce);
+                for v in spec.vips.iter_mut().flatten() {
+                    v.deny_join_initial = setting;
+                }
+                let mut g = Gw::new(PoolSnapshot::build(spec).unwrap(), 1);
+                let port = 41000 + u16::from(odd);
+                let (out, sent) = syn_ack_through(&mut g, client, port, odd);
+                let (opts, flags) = forwarded_syn_ack(&out, client);
+                assert_eq!(flags & 0x20 != 0, expect, "{announce:?} {setting:?}");
+                // Nothing else in the options changed.
+                let diff: Vec<usize> = (0..opts.len()).filter(|&i| opts[i] != sent[i]).collect();
+                assert_eq!(diff.len(), usize::from(expect), "{diff:?}");
+                if expect {
+                    // Only the C bit: the flags byte is the one that differs.
+                    assert_eq!(opts[diff[0]] ^ sent[diff[0]], 0x20);
+                }
+                assert_eq!(g.events(Event::DenyJoinInitialSet), u64::from(expect));
+                // A retransmitted SYN/ACK is flagged too (the client may see only that one).
+                let (out, _) = syn_ack_through(&mut g, client, port, odd);
+                assert_eq!(forwarded_syn_ack(&out, client).1 & 0x20 != 0, expect);
+                assert!(g.balanced());
+            }
+        }
+    }
+}
+
+#[test]
+fn token_mode_vips_leave_the_syn_ack_alone_and_dsr_cannot_ask_for_the_c_flag() {
+    let mut g = Gw::new(demo_pool(2), 1);
+    let (out, sent) = syn_ack_through(&mut g, c4(31), 42000, false);
+    assert_eq!(forwarded_syn_ack(&out, c4(31)).0, sent);
+    assert_eq!(g.events(Event::DenyJoinInitialSet), 0);
+    // Explicitly on: set even without announcements.
+    let mut spec = demo_spec(2);
+    for v in spec.vips.iter_mut().flatten() {
+        v.deny_join_initial = Some(true);
+    }
+    let mut g = Gw::new(PoolSnapshot::build(spec).unwrap(), 1);
+    let (out, _) = syn_ack_through(&mut g, c4(31), 42000, false);
+    assert_ne!(forwarded_syn_ack(&out, c4(31)).1 & 0x20, 0);
+    // DSR: the SYN/ACK never passes; asking for the flag is refused with the reason.
+    let mut spec = dsr_spec(2, Encap::Ipip, OuterSource::Gateway);
+    for v in spec.vips.iter_mut().flatten() {
+        v.deny_join_initial = Some(true);
+    }
+    match PoolSnapshot::build(spec) {
+        Err(PoolError::JoinPorts { reason, .. }) => {
+            assert!(reason.contains("allow_join_initial_addr_port"), "{reason}")
+        }
+        other => panic!("{other:?}"),
+    }
+    // DSR with announcements: resolved off (nothing the gateway could rewrite).
+    let mut spec = dsr_spec(2, Encap::Ipip, OuterSource::Gateway);
+    for v in spec.vips.iter_mut().flatten() {
+        v.announce = Announce::Backend;
+    }
+    let pool = PoolSnapshot::build(spec).unwrap();
+    assert!(pool.vips.iter().flatten().all(|v| !v.deny_join_initial));
+}

@@ -398,6 +398,27 @@ pub fn monotonic_ns() -> u64 {
         .saturating_add(ts.tv_nsec as u64)
 }
 
+/// Whether this process may make the NUMA memory-policy system calls DPDK's memory allocator
+/// makes (`get_mempolicy`, `set_mempolicy`, `mbind`): probed with a `get_mempolicy` that asks for
+/// nothing. `false` only when it fails with `EPERM`, which is what a seccomp filter refusing it
+/// returns (Docker's default profile refuses the three unless the container has
+/// `CAP_SYS_NICE`). A kernel without NUMA support (`ENOSYS`) counts as allowed: DPDK copes.
+pub fn numa_policy_calls_allowed() -> bool {
+    // SAFETY: get_mempolicy with null `mode` and `nodemask` pointers, maxnode 0, a null address
+    // and flags 0 writes nothing and reads nothing; it only reports success or an error.
+    let ret = unsafe {
+        libc::syscall(
+            libc::SYS_get_mempolicy,
+            std::ptr::null_mut::<libc::c_int>(),
+            std::ptr::null_mut::<libc::c_ulong>(),
+            0 as libc::c_ulong,
+            std::ptr::null_mut::<libc::c_void>(),
+            0 as libc::c_ulong,
+        )
+    };
+    ret == 0 || std::io::Error::last_os_error().raw_os_error() != Some(libc::EPERM)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

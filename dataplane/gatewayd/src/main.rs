@@ -20,6 +20,8 @@ mod dataplane;
 #[cfg(not(tz_no_dpdk))]
 mod frame;
 #[cfg(not(tz_no_dpdk))]
+mod preflight;
+#[cfg(not(tz_no_dpdk))]
 mod runtime;
 #[cfg(not(tz_no_dpdk))]
 mod state;
@@ -51,6 +53,18 @@ fn main() -> ExitCode {
 
 #[cfg(not(tz_no_dpdk))]
 fn run(cfg: trapeze_control::config::GatewayConfig, args: &GatewaydArgs, log: &Log) -> ExitCode {
+    // TRAPEZE_NO_PREFLIGHT=1 skips the checks: docker/test-container.sh uses it to show that
+    // DPDK itself then fails without each capability (the checks only name the cause).
+    let skip = std::env::var_os("TRAPEZE_NO_PREFLIGHT").is_some_and(|v| v == "1");
+    let checked = if skip {
+        Ok(())
+    } else {
+        preflight::check(&cfg.eal_args)
+    };
+    if let Err(hint) = checked {
+        eprintln!("trapeze-gatewayd: error: {hint}");
+        return ExitCode::from(1);
+    }
     match runtime::run(cfg, args, log) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

@@ -240,6 +240,10 @@ labelled_enum! {
         /// Off-path mode: the client was asked (MP_PRIO, B = 1) to keep the subflow through the
         /// gateway as a backup.
         PrioBackupSent => "prio_backup_sent",
+        /// NAT: the C flag ("do not join the initial address", RFC 8684 §3.1) was set in the
+        /// MP_CAPABLE of a backend's SYN/ACK on its way to the client (the VIP's
+        /// `deny_join_initial`).
+        DenyJoinInitialSet => "deny_join_initial_set",
     }
 }
 
@@ -310,6 +314,15 @@ pub struct BackendCounters {
     pub new_conns: u64,
     /// Joins routed to it.
     pub joins: u64,
+    /// Migration (a draining backend with a direct address): MPTCP connections sent its direct
+    /// address (ADD_ADDR).
+    pub migrate_announced: u64,
+    /// Migration: connections whose client took the direct address (echoed it; then asked, with
+    /// MP_PRIO, to keep the subflow through the gateway as a backup).
+    pub migrate_migrated: u64,
+    /// Migration: connections left to the drain policy (plain TCP, or a client that never echoed
+    /// the address).
+    pub migrate_left_behind: u64,
 }
 
 impl WorkerStats {

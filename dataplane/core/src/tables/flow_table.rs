@@ -243,6 +243,7 @@ pub struct FlowTable {
     len: usize,
     timeouts: Timeouts,
     sweep_cursor: usize,
+    visit_cursor: usize,
 }
 
 #[inline]
@@ -328,6 +329,7 @@ impl FlowTable {
             len,
             timeouts: cfg.timeouts,
             sweep_cursor: 0,
+            visit_cursor: 0,
         })
     }
 
@@ -516,6 +518,20 @@ impl FlowTable {
             }
         }
         removed
+    }
+
+    /// Visits the live entries of the next `buckets` buckets (its own cursor, round the table like
+    /// [`FlowTable::sweep`]); `f` may change an entry but not its key.
+    pub fn visit(&mut self, buckets: usize, mut f: impl FnMut(&mut FlowEntry)) {
+        for _ in 0..buckets.min(self.tags.len()) {
+            let b = self.visit_cursor;
+            self.visit_cursor = (self.visit_cursor + 1) & self.mask;
+            for way in 0..WAYS {
+                if self.tags[b][way] != 0 {
+                    f(&mut self.entries[b * WAYS + way]);
+                }
+            }
+        }
     }
 
     /// Number of buckets (one full sweep is this many bucket visits).

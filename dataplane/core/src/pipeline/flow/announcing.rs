@@ -66,7 +66,7 @@ use crate::pipeline::context::Ctx;
 use crate::pipeline::frame::Frame;
 use crate::pipeline::parse::{Ip, Seg, TcpNumbers};
 use crate::pipeline::verdict::Event;
-use crate::pool::{Announce, PortId, ANNOUNCE_ADDRESS_ID};
+use crate::pool::{Announce, PortId, ANNOUNCE_ADDRESS_ID, MIGRATE_ADDRESS_ID};
 use crate::tables::flow_table::{flags, FlowEntry};
 
 /// `FlowEntry::announces` while waiting for the server: this bit, and the client packets seen
@@ -76,6 +76,28 @@ const WAITING: u8 = 0x80;
 /// `FlowEntry::announces` in NAT off-path mode once the echo came: the MP_PRIO goes with the
 /// server's next segment.
 const PRIO_DUE: u8 = 0x40;
+/// `FlowEntry::announces`: the flow was seen by the migration walk (`migration.rs`) and kept
+/// whatever the phase; with [`flags::ANNOUNCE`] the announcement is the backend's direct address.
+pub(super) const MIGRATE: u8 = 0x20;
+
+/// The phase of `FlowEntry::announces` (without the [`MIGRATE`] mark).
+#[inline]
+fn phase(e: &FlowEntry) -> u8 {
+    e.announces & !MIGRATE
+}
+
+#[inline]
+fn set_phase(e: &mut FlowEntry, v: u8) {
+    e.announces = (e.announces & MIGRATE) | v;
+}
+
+/// Starts announcing the direct address of a draining backend to an established MPTCP connection
+/// (the migration walk): the next packet either way sends it.
+pub(super) fn start_migration(now_ms: u32, e: &mut FlowEntry) {
+    e.flags |= flags::ANNOUNCE;
+    e.announces = MIGRATE;
+    set_reference(e, (now_ms as u16).wrapping_sub(RESEND_MS as u16));
+}
 
 /// The 16-bit reference announcing keeps in [`FlowEntry::pending`]: the third ACK's
 /// acknowledgment number while waiting for the server, then the time of the last send.
@@ -162,7 +184,12 @@ fn send(cx: &mut Ctx<'_>, e: &mut FlowEntry, n: Numbers, v6: bool) {
         e.flags &= !flags::ANNOUNCE;
         return;
     };
+    let migrate = e.announces & MIGRATE != 0;
     let announced = match vip.announce {
+        _ if migrate => cx.pool.backend(e.backend).and_then(|b| {
+            let port = (b.port != vip.port).then_some(b.port);
+            b.direct.filter(|_| b.migrates()).map(|a| (a, port))
+        }),
         Announce::Off => None,
         Announce::JoinPorts => vip.join_port(e.backend).map(|p| (vip.addr, Some(p))),
         Announce::Backend => cx.pool.backend(e.backend).and_then(|b| {
@@ -174,10 +201,15 @@ fn send(cx: &mut Ctx<'_>, e: &mut FlowEntry, n: Numbers, v6: bool) {
         e.flags &= !flags::ANNOUNCE;
         return;
     };
-    let hmac = crypto::add_addr_hmac(server_key, client_key, ANNOUNCE_ADDRESS_ID, &addr, port);
+    let id = if migrate {
+        MIGRATE_ADDRESS_ID
+    } else {
+        ANNOUNCE_ADDRESS_ID
+    };
+    let hmac = crypto::add_addr_hmac(server_key, client_key, id, &addr, port);
     let option = AnnounceOption::AddAddr(AddAddr {
         echo: false,
-        address_id: ANNOUNCE_ADDRESS_ID,
+        address_id: id,
         addr,
         port,
         truncated_hmac: Some(hmac),
@@ -185,6 +217,11 @@ fn send(cx: &mut Ctx<'_>, e: &mut FlowEntry, n: Numbers, v6: bool) {
     if !queue(cx, e, n, option) {
         cx.w.stats.event(Event::AnnounceQueueFull);
         return;
+    }
+    if migrate && phase(e) == 0 {
+        if let Some(c) = cx.w.stats.backends.get_mut(e.backend.0 as usize) {
+            c.migrate_announced += 1;
+        }
     }
     e.announces = e.announces.saturating_add(1);
     set_reference(e, cx.now_ms as u16);
@@ -232,9 +269,14 @@ fn resend_due(cx: &mut Ctx<'_>, e: &mut FlowEntry) -> bool {
     if since < RESEND_MS {
         return false;
     }
-    if e.announces >= MAX_SENDS {
+    if phase(e) >= MAX_SENDS {
         e.flags &= !flags::ANNOUNCE;
         cx.w.stats.event(Event::AnnounceUnechoed);
+        if e.announces & MIGRATE != 0 {
+            if let Some(c) = cx.w.stats.backends.get_mut(e.backend.0 as usize) {
+                c.migrate_left_behind += 1;
+            }
+        }
         return false;
     }
     true
@@ -254,32 +296,39 @@ pub(crate) fn on_client_segment<F: Frame>(
         return;
     }
     let dsr = cx.pool.vip(e.vip).is_some_and(|v| v.mode.dsr().is_some());
-    if e.announces & WAITING != 0 {
+    if phase(e) & WAITING != 0 {
         if !dsr {
             return; // NAT: the server's next segment starts it
         }
-        let seen = (e.announces & !WAITING) + 1;
+        let seen = (phase(e) & !WAITING) + 1;
         if t.ack as u16 == reference(e) && seen < WAIT_PACKETS {
-            e.announces = WAITING | seen;
+            set_phase(e, WAITING | seen);
             return;
         }
-        e.announces = 0;
+        set_phase(e, 0);
     } else {
-        if e.announces == PRIO_DUE {
+        if phase(e) == PRIO_DUE {
             return; // NAT: the MP_PRIO follows the server's next segment
         }
         if absorb_echo(frame, ip, seg) {
             cx.w.stats.event(Event::AnnounceEchoed);
-            let off_path = cx
-                .pool
-                .vip(e.vip)
-                .is_some_and(|v| v.announce == Announce::Backend);
+            let migrate = e.announces & MIGRATE != 0;
+            if migrate {
+                if let Some(c) = cx.w.stats.backends.get_mut(e.backend.0 as usize) {
+                    c.migrate_migrated += 1;
+                }
+            }
+            let off_path = migrate
+                || cx
+                    .pool
+                    .vip(e.vip)
+                    .is_some_and(|v| v.announce == Announce::Backend);
             if !off_path {
                 e.flags &= !flags::ANNOUNCE;
             } else if dsr {
                 send_backup(cx, e, Numbers::from_client(t));
             } else {
-                e.announces = PRIO_DUE;
+                set_phase(e, PRIO_DUE);
             }
             return;
         }
@@ -303,12 +352,12 @@ pub(crate) fn on_server_segment(
     if seg.has(TcpFlags::SYN.0 | TcpFlags::RST.0) {
         return;
     }
-    if e.announces == PRIO_DUE {
+    if phase(e) == PRIO_DUE {
         send_backup(cx, e, Numbers::after_server(t));
         return;
     }
-    if e.announces & WAITING != 0 {
-        e.announces = 0;
+    if phase(e) & WAITING != 0 {
+        set_phase(e, 0);
     } else if !resend_due(cx, e) {
         return;
     }
@@ -333,12 +382,12 @@ fn absorb_echo<F: Frame>(frame: &mut F, ip: &Ip, seg: &Seg) -> bool {
                     break;
                 }
                 let o = &data[at..at + len];
-                // Kind 30, subtype ADD_ADDR (3) in the high nibble, E bit, our address id.
+                // Kind 30, subtype ADD_ADDR (3) in the high nibble, E bit, one of our ids.
                 if o[0] == 30
                     && len >= 8
                     && o[2] >> 4 == 3
                     && o[2] & 1 == 1
-                    && o[3] == ANNOUNCE_ADDRESS_ID
+                    && (o[3] == ANNOUNCE_ADDRESS_ID || o[3] == MIGRATE_ADDRESS_ID)
                 {
                     found = Some((at, len));
                     break;

@@ -18,6 +18,7 @@
 //! ```
 
 mod announcing;
+mod migration;
 mod mptcp;
 mod state;
 
@@ -411,8 +412,8 @@ fn backend_to_client<F: Frame>(cx: &mut Ctx<'_>, frame: &mut F, p: &Classified) 
     egress::to_client(cx, frame, &p.ip, p.vip, &key.dst, key.dst_port, to)
 }
 
-/// SYN/ACK (token learning), FIN and RST from the backend.
-fn server_slow_path<F: Frame>(cx: &mut Ctx<'_>, frame: &F, ip: &Ip, seg: &Seg, idx: u32) {
+/// SYN/ACK (token learning, the C flag), FIN and RST from the backend.
+fn server_slow_path<F: Frame>(cx: &mut Ctx<'_>, frame: &mut F, ip: &Ip, seg: &Seg, idx: u32) {
     let mut e = *cx.w.flows.entry(idx);
     if e.has(flags::ANNOUNCE) {
         let t = parse::numbers(frame.data(), ip);
@@ -423,6 +424,11 @@ fn server_slow_path<F: Frame>(cx: &mut Ctx<'_>, frame: &F, ip: &Ip, seg: &Seg, i
         // retransmission (T14).
         if e.state() == FlowState::SynSent && mptcp::server_syn_ack(cx, frame, ip, seg, &mut e) {
             step(&mut e, Input::ServerSynAck);
+        }
+        // After learning (which reads the segment as the server sent it); a retransmitted
+        // SYN/ACK gets the flag too, as the client may see only that one.
+        if e.has(flags::MPC_SYN) && !e.has(flags::JOIN) {
+            mptcp::deny_join_initial(cx, frame, ip, seg, e.vip);
         }
     } else if seg.has(RST | FIN) {
         teardown(cx, frame, seg, &mut e, false);

@@ -45,6 +45,7 @@
 //! daemon by `testbed/e2e-collide.sh --wrong-owner`). The second connection goes on over its
 //! first subflow.
 
+use trapeze_wire::checksum;
 use trapeze_wire::mptcp::{self, MpJoin, MptcpError, MptcpSummary};
 
 use super::announcing;
@@ -54,7 +55,7 @@ use crate::pipeline::context::Ctx;
 use crate::pipeline::frame::Frame;
 use crate::pipeline::parse::{self, Ip, Seg, TcpNumbers};
 use crate::pipeline::verdict::{DropReason, Event};
-use crate::pool::{BackendId, ForwardingMode, Vip};
+use crate::pool::{BackendId, ForwardingMode, Vip, VipId};
 use crate::tables::flow_table::{flags, FlowEntry};
 use crate::tables::token::{ConfirmOutcome, JoinRoute, LearnOutcome, Owner};
 
@@ -131,6 +132,65 @@ fn first_subflow_learns<F: Frame>(
         unexpected_mpc(cx, frame, seg);
     }
     true
+}
+
+/// NAT: sets the C flag ("do not join the initial address", RFC 8684 §3.1) in the MP_CAPABLE of
+/// a backend's SYN/ACK when the VIP asks for it, updating the TCP checksum by the delta of the
+/// one 16-bit word that changes (a segment that arrived corrupted stays corrupted). Nothing else
+/// in the option changes. A client that honours the flag never opens a subflow to the VIP's
+/// address and port, so the announced address (join port, server, migration target) is the
+/// only one it joins.
+pub(super) fn deny_join_initial<F: Frame>(
+    cx: &mut Ctx<'_>,
+    frame: &mut F,
+    ip: &Ip,
+    seg: &Seg,
+    vip: VipId,
+) {
+    if !cx.pool.vip(vip).is_some_and(|v| v.deny_join_initial) {
+        return;
+    }
+    let Some(at) = find_mp_capable(frame.data(), seg) else {
+        return;
+    };
+    let flags_at = at + 3;
+    let buf = frame.data_mut();
+    if buf[flags_at] & mptcp::MpcFlags::DENY_JOIN_ID0.0 != 0 {
+        return;
+    }
+    // The 16-bit word of the TCP segment holding the flags byte.
+    let word_at = ip.l4 + ((flags_at - ip.l4) & !1);
+    let old = u16::from_be_bytes([buf[word_at], buf[word_at + 1]]);
+    buf[flags_at] |= mptcp::MpcFlags::DENY_JOIN_ID0.0;
+    let new = u16::from_be_bytes([buf[word_at], buf[word_at + 1]]);
+    let csum_at = ip.l4 + 16;
+    let c = u16::from_be_bytes([buf[csum_at], buf[csum_at + 1]]);
+    let c = checksum::update16(c, old, new);
+    buf[csum_at..csum_at + 2].copy_from_slice(&c.to_be_bytes());
+    cx.w.stats.event(Event::DenyJoinInitialSet);
+}
+
+/// Offset in `data` of the segment's MP_CAPABLE option (kind 30, subtype 0, at least the 4 bytes
+/// up to its flags), if it has one.
+fn find_mp_capable(data: &[u8], seg: &Seg) -> Option<usize> {
+    let (mut at, end) = (seg.opt_at, seg.opt_at + seg.opt_len);
+    while at < end {
+        match data[at] {
+            0 => return None,
+            1 => at += 1,
+            kind => {
+                let len = *data.get(at + 1)? as usize;
+                if len < 2 || at + len > end {
+                    return None;
+                }
+                if kind == 30 && len >= 4 && data[at + 2] >> 4 == 0 {
+                    return Some(at);
+                }
+                at += len;
+            }
+        }
+    }
+    None
 }
 
 /// What an opening SYN (no ACK) asks for.

@@ -1,0 +1,281 @@
+//! Removal and return of a backend: a backend removed (hard) and added back under the same id
+//! (the control plane remembers it, `control/src/pool.rs`) resumes its flows and its
+//! connections' joins; while it is out, its packets are dropped and its joins refused.
+
+use core::net::{IpAddr, Ipv4Addr};
+
+use trapeze_core::crypto::token_from_key;
+use trapeze_core::pipeline::{DropReason, Event, Verdict};
+use trapeze_core::pool::{BackendId, Encap, OuterSource, PoolSnapshot, PoolSpec};
+use trapeze_core::testkit::*;
+
+const SYN: u8 = 0x02;
+const ACK: u8 = 0x10;
+const SYN_ACK: u8 = 0x12;
+const PSH_ACK: u8 = 0x18;
+
+fn client() -> IpAddr {
+    IpAddr::V4(Ipv4Addr::new(198, 18, 0, 7))
+}
+
+/// `spec` without backend `b` (as the control plane publishes a hard removal).
+fn without(spec: &PoolSpec, b: u16) -> PoolSnapshot {
+    let mut s = spec.clone();
+    s.version += 1;
+    s.backends[b as usize] = None;
+    for v in s.vips.iter_mut().flatten() {
+        v.backends.retain(|&x| x != BackendId(b));
+    }
+    PoolSnapshot::build(s).unwrap()
+}
+
+/// The backend a frame went to (NAT: its destination address; DSR: the outer destination).
+fn backend_of(out: &[u8], n: u16) -> Option<u16> {
+    let dst = Ipv4Addr::new(out[30], out[31], out[32], out[33]);
+    (0..n).find(|&i| backend_v4(i) == dst)
+}
+
+/// A client segment to the VIP (DSR VIPs serve the backends' port).
+fn to_vip(port: u16, flags: u8, dsr: bool) -> TcpSpec {
+    let mut s = TcpSpec::to_vip(client(), port, flags);
+    if dsr {
+        s.dst_port = BACKEND_PORT;
+    }
+    s
+}
+
+fn data(port: u16, seq: u32, dsr: bool) -> TcpSpec {
+    let mut d = to_vip(port, PSH_ACK, dsr);
+    d.seq = seq;
+    d.ack = 5001;
+    d.payload = vec![1; 100];
+    d
+}
+
+/// An MPTCP connection (first subflow from port 40000) with one join (port 40001), then its
+/// backend out (hard) and back under the same id.
+fn out_and_back(spec: PoolSpec, dsr: bool) {
+    let n = 3;
+    let full = PoolSnapshot::build(spec.clone()).unwrap();
+    let mut g = Gateway::new(full, 1);
+    let (ck, sk) = (0x1111_2222_3333_4444u64, 0x5555_6666_7777_8888u64);
+    let (_, out) = g.client(&to_vip(40000, SYN, dsr).with_mptcp(mpc_syn()));
+    let b = backend_of(&out, n).expect("to a backend");
+    if !dsr {
+        let sa = TcpSpec::from_backend(b, client(), 40000, SYN_ACK).with_mptcp(mpc_synack(sk));
+        let _ = g.backend(&sa);
+    }
+    let mut a = to_vip(40000, ACK, dsr).with_mptcp(mpc_ack(ck, sk));
+    a.seq = 1001;
+    a.ack = 5001;
+    let _ = g.client(&a);
+    let token = token_from_key(sk);
+    let (v, out) = g.client(&to_vip(40001, SYN, dsr).with_mptcp(join_syn(token)));
+    assert!(matches!(v, Verdict::Forward { .. }), "{v:?}");
+    assert_eq!(
+        backend_of(&out, n),
+        Some(b),
+        "the join on its connection's server"
+    );
+
+    // Hard removal: the flows stay but are not forwarded; a new join is refused.
+    g.pool = without(&spec, b);
+    for port in [40000, 40001] {
+        let (v, _) = g.client(&data(port, 1001, dsr));
+        assert_eq!(v, Verdict::Drop(DropReason::BackendGone), "port {port}");
+    }
+    let (v, _) = g.client(&to_vip(40002, SYN, dsr).with_mptcp(join_syn(token)));
+    assert_eq!(v, Verdict::Drop(DropReason::JoinOwnerDown));
+
+    // Back under the same id: both subflows forwarded to it again, a new join routed to it.
+    let mut back = spec.clone();
+    back.version += 2;
+    g.pool = PoolSnapshot::build(back).unwrap();
+    for port in [40000, 40001] {
+        let (v, out) = g.client(&data(port, 1101, dsr));
+        assert!(matches!(v, Verdict::Forward { .. }), "port {port}: {v:?}");
+        assert_eq!(backend_of(&out, n), Some(b), "port {port}");
+    }
+    let joins = g.events(Event::JoinRouted);
+    let (v, out) = g.client(&to_vip(40003, SYN, dsr).with_mptcp(join_syn(token)));
+    assert!(matches!(v, Verdict::Forward { .. }), "{v:?}");
+    assert_eq!(backend_of(&out, n), Some(b));
+    assert_eq!(g.events(Event::JoinRouted), joins + 1);
+    assert!(g.balanced());
+}
+
+#[test]
+fn a_backend_removed_and_added_back_under_its_id_resumes_its_flows_and_joins_nat() {
+    out_and_back(demo_spec(3), false);
+}
+
+#[test]
+fn a_backend_removed_and_added_back_under_its_id_resumes_its_flows_and_joins_dsr() {
+    out_and_back(dsr_spec(3, Encap::Ipip, OuterSource::Gateway), true);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Migration: a draining backend with a direct address
+// ---------------------------------------------------------------------------------------------
+
+use trapeze_core::crypto::add_addr_hmac;
+use trapeze_core::pipeline::announce::{AnnounceOption, MAX_SENDS};
+use trapeze_core::pool::{BackendState, MIGRATE_ADDRESS_ID};
+use trapeze_wire::mptcp::AddAddr;
+
+/// The direct (public) address of demo backend `i`.
+fn direct(i: u16) -> IpAddr {
+    IpAddr::V4(Ipv4Addr::new(192, 0, 2, 100 + i as u8))
+}
+
+/// `spec` with every backend given a direct address, backend `b` draining.
+fn migrating(spec: &PoolSpec, b: u16) -> PoolSnapshot {
+    let mut s = spec.clone();
+    s.version += 1;
+    for (i, x) in s.backends.iter_mut().enumerate() {
+        let x = x.as_mut().unwrap();
+        x.direct = Some(direct(i as u16));
+        if i == b as usize {
+            x.state = BackendState::Draining;
+        }
+    }
+    PoolSnapshot::build(s).unwrap()
+}
+
+/// An established MPTCP connection from `port`; returns its backend.
+fn mptcp_conn(g: &mut Gateway, port: u16, ck: u64, sk: u64, dsr: bool) -> u16 {
+    let (_, out) = g.client(&to_vip(port, SYN, dsr).with_mptcp(mpc_syn()));
+    let b = backend_of(&out, 3).expect("to a backend");
+    if !dsr {
+        let sa = TcpSpec::from_backend(b, client(), port, SYN_ACK).with_mptcp(mpc_synack(sk));
+        let _ = g.backend(&sa);
+    }
+    let mut a = to_vip(port, ACK, dsr).with_mptcp(mpc_ack(ck, sk));
+    a.seq = 1001;
+    a.ack = 5001;
+    let _ = g.client(&a);
+    b
+}
+
+/// A plain TCP connection from `port`; returns its backend.
+fn plain_conn(g: &mut Gateway, port: u16, dsr: bool) -> u16 {
+    let (_, out) = g.client(&to_vip(port, SYN, dsr));
+    let b = backend_of(&out, 3).expect("to a backend");
+    if !dsr {
+        let _ = g.backend(&TcpSpec::from_backend(b, client(), port, SYN_ACK));
+    }
+    let mut a = to_vip(port, ACK, dsr);
+    a.seq = 1001;
+    a.ack = 5001;
+    let _ = g.client(&a);
+    b
+}
+
+/// The one ADD_ADDR queued, after a packet of the connection on `port` (NAT: the server's, DSR:
+/// the client's).
+fn trigger(g: &mut Gateway, b: u16, port: u16, dsr: bool) -> Vec<AnnounceOption> {
+    if dsr {
+        let _ = g.client(&data(port, 1101, dsr));
+    } else {
+        let mut d = TcpSpec::from_backend(b, client(), port, PSH_ACK);
+        d.seq = 5001;
+        d.ack = 1101;
+        d.payload = vec![9; 100];
+        let _ = g.backend(&d);
+    }
+    g.announcements().into_iter().map(|a| a.option).collect()
+}
+
+fn migration(spec: PoolSpec, dsr: bool) {
+    let mut g = Gateway::new(PoolSnapshot::build(spec.clone()).unwrap(), 1);
+    let (ck, sk) = (0x0a0b_0c0d_0e0f_1011u64, 0x2122_2324_2526_2728u64);
+    let b = mptcp_conn(&mut g, 41000, ck, sk, dsr);
+    // A plain TCP connection on the same backend (a few tries to land on it).
+    assert!(
+        (41100..41200).any(|p| plain_conn(&mut g, p, dsr) == b),
+        "a plain connection on the backend"
+    );
+    // Nothing before the backend migrates.
+    g.workers[0].migrate(&g.pool, g.now, usize::MAX);
+    assert!(trigger(&mut g, b, 41000, dsr).is_empty());
+
+    g.pool = migrating(&spec, b);
+    g.now = g.now + core::time::Duration::from_millis(10);
+    g.workers[0].migrate(&g.pool, g.now, usize::MAX);
+    let ann = trigger(&mut g, b, 41000, dsr);
+    assert_eq!(ann.len(), 1, "{ann:?}");
+    let a: AddAddr = *ann[0].add_addr().expect("an ADD_ADDR");
+    let port = (!dsr).then_some(BACKEND_PORT); // NAT: the backend's port differs from the VIP's
+    assert_eq!(
+        (a.address_id, a.addr, a.port),
+        (MIGRATE_ADDRESS_ID, direct(b), port)
+    );
+    assert_eq!(
+        a.truncated_hmac,
+        Some(add_addr_hmac(sk, ck, MIGRATE_ADDRESS_ID, &direct(b), port))
+    );
+    // A second walk changes nothing (each connection once).
+    g.workers[0].migrate(&g.pool, g.now, usize::MAX);
+    assert!(g.announcements().is_empty());
+    let c = g.workers[0].stats.backends[b as usize];
+    assert_eq!((c.migrate_announced, c.migrate_migrated), (1, 0));
+    assert_eq!(c.migrate_left_behind, 1, "the plain TCP connection");
+
+    // The client echoes: absorbed; then MP_PRIO backup on the gateway's subflow.
+    let echo = AddAddr {
+        echo: true,
+        truncated_hmac: None,
+        ..a
+    };
+    let mut opt = vec![0u8; echo.buffer_len()];
+    echo.emit(&mut opt).unwrap();
+    let mut e = data(41000, 1201, dsr);
+    e.options = opt;
+    let (v, _) = g.client(&e);
+    assert!(matches!(v, Verdict::Forward { .. }));
+    // DSR: MP_PRIO at once; NAT: after the server's next segment.
+    let prio = if dsr {
+        g.announcements().into_iter().map(|a| a.option).collect()
+    } else {
+        trigger(&mut g, b, 41000, false)
+    };
+    assert_eq!(prio, [AnnounceOption::Backup]);
+    assert_eq!(g.events(Event::PrioBackupSent), 1);
+    assert_eq!(g.events(Event::AnnounceEchoed), 1);
+    let c = g.workers[0].stats.backends[b as usize];
+    assert_eq!((c.migrate_announced, c.migrate_migrated), (1, 1));
+    assert!(g.balanced());
+}
+
+#[test]
+fn a_draining_backend_with_a_direct_address_announces_it_to_its_mptcp_connections_nat() {
+    migration(demo_spec(3), false);
+}
+
+#[test]
+fn a_draining_backend_with_a_direct_address_announces_it_to_its_mptcp_connections_dsr() {
+    migration(dsr_spec(3, Encap::Ipip, OuterSource::Gateway), true);
+}
+
+#[test]
+fn a_client_that_never_echoes_the_direct_address_is_left_behind() {
+    let spec = demo_spec(3);
+    let mut g = Gateway::new(PoolSnapshot::build(spec.clone()).unwrap(), 1);
+    let b = mptcp_conn(&mut g, 42000, 1, 2, false);
+    g.pool = migrating(&spec, b);
+    g.workers[0].migrate(&g.pool, g.now, usize::MAX);
+    for _ in 0..=MAX_SENDS {
+        g.now = g.now + core::time::Duration::from_millis(300);
+        let _ = trigger(&mut g, b, 42000, false);
+    }
+    let c = g.workers[0].stats.backends[b as usize];
+    assert_eq!(
+        (
+            c.migrate_announced,
+            c.migrate_migrated,
+            c.migrate_left_behind
+        ),
+        (1, 0, 1)
+    );
+    assert_eq!(g.events(Event::AnnounceSent), u64::from(MAX_SENDS));
+}
