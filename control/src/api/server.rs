@@ -1036,7 +1036,7 @@ async fn index() -> HttpResponse {
     json_response(200, &routes)
 }
 
-/// The API's OpenAPI description, `docs/openapi.json`, kept equal to [`router`] by a test.
+/// The API's OpenAPI description, `docs/openapi.json`, kept equal to the router by a test.
 pub const OPENAPI_JSON: &str = include_str!("../../../docs/openapi.json");
 
 async fn openapi() -> HttpResponse {
