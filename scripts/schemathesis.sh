@@ -89,9 +89,12 @@ curl -fsS -o /dev/null "$api/status"
 
 start=$(date +%s)
 set +e
-"$st" --config-file scripts/schemathesis.toml run "$api/openapi.json" --checks all --max-examples "$max_examples" --seed 12 \
-  --request-timeout 10 --max-response-time 5 --workers 1 --no-color \
-  --report ndjson --report-ndjson-path "$dir/events.ndjson" 2>&1 | tee "$dir/run.log"
+# From the run's own directory: Schemathesis keeps a cache (.schemathesis/) in its working
+# directory, which must neither land in the checkout nor carry over to the next run.
+root="$PWD"
+(cd "$dir" && "$root/$st" --config-file "$root/scripts/schemathesis.toml" run "$api/openapi.json" --checks all --max-examples "$max_examples" --seed 12 \
+  --request-timeout 30 --max-response-time 10 --workers 1 --no-color \
+  --report ndjson --report-ndjson-path "$dir/events.ndjson") 2>&1 | tee "$dir/run.log"
 rc=${PIPESTATUS[0]}
 set -e
 took=$(( $(date +%s) - start ))
