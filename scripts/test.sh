@@ -89,6 +89,9 @@ TRAPEZE_NO_DPDK=1 CARGO_TARGET_DIR=target/no-dpdk cargo check --workspace --all-
 step "tests"
 cargo test --workspace --locked
 
+step "Schemathesis against the real daemon's API (docs/openapi.json, every check, 20 examples per operation; issue 12)"
+scripts/schemathesis.sh 20
+
 step "the worker watchdog on the real daemon, with the fault injection only this test build has"
 cargo test -p trapeze-gatewayd --features fault-injection --test watchdog --locked
 

@@ -358,7 +358,7 @@ const CHALLENGE_GAP: Duration = Duration::from_millis(100);
 const CHALLENGE_RETRY: Duration = Duration::from_secs(1);
 
 impl Peer {
-    /// A challenge to send to this peer, unless one went out less than [`CHALLENGE_GAP`] ago.
+    /// A challenge to send to this peer, unless one went out less than `CHALLENGE_GAP` ago.
     pub fn challenge(&mut self, me: &Me<'_>, now: Instant) -> Option<Hello> {
         if self
             .challenged

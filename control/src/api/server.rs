@@ -733,6 +733,11 @@ pub const ROUTES: &[(&str, &str, &str)] = &[
         "counters per worker, VIP, backend, token table and control plane",
     ),
     ("GET", "/metrics", "Prometheus / OpenMetrics text"),
+    (
+        "GET",
+        "/openapi.json",
+        "this API's OpenAPI 3.1 description (docs/openapi.json)",
+    ),
     ("GET", "/status", "version, last reload, uptime"),
     (
         "GET",
@@ -764,6 +769,7 @@ fn router(state: AppState) -> Router {
         .route("/reload", post(reload))
         .route("/stats", get(stats))
         .route("/metrics", get(metrics))
+        .route("/openapi.json", get(openapi))
         .route("/status", get(status))
         .route("/instance", get(instance))
         .route("/instance/drain", post(instance_drain))
@@ -1028,6 +1034,18 @@ async fn index() -> HttpResponse {
         .map(|(method, path, what)| Route { method, path, what })
         .collect();
     json_response(200, &routes)
+}
+
+/// The API's OpenAPI description, `docs/openapi.json`, kept equal to the router by a test.
+pub const OPENAPI_JSON: &str = include_str!("../../../docs/openapi.json");
+
+async fn openapi() -> HttpResponse {
+    let mut r = HttpResponse::new(axum::body::Body::from(OPENAPI_JSON));
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    r
 }
 
 async fn no_route(method: Method, uri: Uri) -> HttpResponse {
@@ -1381,11 +1399,85 @@ mod tests {
         assert_eq!(r.status(), StatusCode::OK);
     }
 
+    /// `docs/openapi.json` describes exactly the routes the router serves: every (path, method)
+    /// of the document reaches a handler, every other method on its paths is a 405, and its
+    /// paths are exactly `/` plus the route table `ROUTES` (which `GET /` serves).
+    #[test]
+    fn the_openapi_document_matches_the_router() {
+        use tower_service::Service;
+        let doc: serde_json::Value = serde_json::from_str(OPENAPI_JSON).unwrap();
+        assert!(doc["openapi"].as_str().unwrap().starts_with("3."));
+        let paths = doc["paths"].as_object().unwrap();
+        // The control thread is gone: a request that reaches a handler is answered (400, 503...)
+        // by the handler, never by the fallbacks.
+        let (to_control, rx) = std::sync::mpsc::sync_channel(1);
+        drop(rx);
+        let mut app = router(AppState {
+            to_control,
+            timeout: Duration::from_millis(10),
+        });
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let methods = ["GET", "POST", "PUT", "DELETE", "PATCH"];
+        let mut documented = std::collections::BTreeSet::new();
+        for (path, ops) in paths {
+            let concrete = path.replace("{name}", "x");
+            for m in methods {
+                let here = ops.get(m.to_ascii_lowercase()).is_some();
+                if here {
+                    documented.insert((m.to_string(), path.clone()));
+                }
+                let req = axum::http::Request::builder()
+                    .method(m)
+                    .uri(&concrete)
+                    .header(header::HOST, "127.0.0.1")
+                    .body(axum::body::Body::empty())
+                    .unwrap();
+                let resp = rt.block_on(app.call(req)).unwrap();
+                let status = resp.status().as_u16();
+                let body = rt
+                    .block_on(http_body_util::BodyExt::collect(resp.into_body()))
+                    .unwrap()
+                    .to_bytes();
+                let text = String::from_utf8_lossy(&body);
+                let fallback = status == 405 || text.contains("no route");
+                assert_eq!(!fallback, here, "{m} {path}: {status} {text}");
+            }
+        }
+        let mut routed: std::collections::BTreeSet<(String, String)> = ROUTES
+            .iter()
+            .map(|(m, p, _)| {
+                let p = p.split('?').next().unwrap().replace("{vip}", "{name}");
+                (m.to_string(), p)
+            })
+            .collect();
+        routed.insert(("GET".into(), "/".into()));
+        assert_eq!(documented, routed);
+        // And a path the document does not have is not routed.
+        let req = axum::http::Request::builder()
+            .uri("/nosuch")
+            .header(header::HOST, "127.0.0.1")
+            .body(axum::body::Body::empty())
+            .unwrap();
+        assert_eq!(rt.block_on(app.call(req)).unwrap().status(), 404);
+    }
+
     #[test]
     fn body_parsing() {
         let ok = |s: &'static str| Ok(Bytes::from_static(s.as_bytes()));
         let (w, v) = parse_body::<WeightBody>(ok(r#"{"weight":3,"if_version":9}"#), false).unwrap();
         assert_eq!((w.weight, v), (3, Some(9)));
+        // Schemathesis found it (issue 12): 3.0 is the integer 3 (JSON Schema), 3.5 is not.
+        let (w, _) = parse_body::<WeightBody>(ok(r#"{"weight":3.0}"#), false).unwrap();
+        assert_eq!(w.weight, 3);
+        assert_eq!(
+            parse_body::<WeightBody>(ok(r#"{"weight":3.5}"#), false)
+                .unwrap_err()
+                .status,
+            400
+        );
         assert!(parse_body::<WeightBody>(ok(""), false).is_err());
         let (d, v) = parse_body::<DrainBody>(ok(" "), true).unwrap();
         assert_eq!((d.deadline_s, v), (None, None));

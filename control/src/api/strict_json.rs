@@ -54,7 +54,21 @@ impl<'de> Visitor<'de> for Strict {
         Ok(Value::from(v))
     }
 
+    /// A number with a zero fractional part (`2148.0`, `1e3`) is an integer, as JSON Schema
+    /// says (and Schemathesis sends): it is kept as one, so that an integer field accepts it.
     fn visit_f64<E>(self, v: f64) -> Result<Value, E> {
+        // 2^64 and -2^63, exactly representable: the integers of u64 and i64 lie in between.
+        const U64_END: f64 = 18_446_744_073_709_551_616.0;
+        const I64_MIN: f64 = -9_223_372_036_854_775_808.0;
+        if v.fract() == 0.0 && (0.0..U64_END).contains(&v) {
+            // The range check above makes the conversion exact.
+            #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+            return Ok(Value::from(v as u64));
+        }
+        if v.fract() == 0.0 && (I64_MIN..0.0).contains(&v) {
+            #[allow(clippy::cast_possible_truncation)]
+            return Ok(Value::from(v as i64));
+        }
         Ok(Value::from(v))
     }
 
@@ -134,6 +148,12 @@ mod tests {
             serde_json::json!({"a":{"b":[1,-2,3.5,"s",null,true]},"c":{"b":1}})
         );
         assert!(parse(b"{} x").is_err(), "trailing characters");
+        // Schemathesis (issue 12): an integral number is an integer, whatever its spelling.
+        let v = parse(br#"[2148.0, 1e3, -2.0, 2.5, 1e300, 18446744073709551615.0]"#).unwrap();
+        assert_eq!(
+            v,
+            serde_json::json!([2148, 1000, -2, 2.5, 1e300, 1.8446744073709552e19])
+        );
         let deep = format!("{}{}", "[".repeat(40), "]".repeat(40));
         assert!(parse(deep.as_bytes()).is_err());
     }
