@@ -30,7 +30,7 @@ probe() {
   ip netns exec tzx-cli sysctl -qw net.mptcp.enabled=1
   ip netns exec tzx-srv sysctl -qw net.mptcp.enabled=1 \
     net.mptcp.allow_join_initial_addr_port=$((1 - $1))
-  ip -n tzx-srv mptcp limits set subflow 2 add_addr_accepted 2
+  ip -n tzx-srv mptcp limits set subflow 2 # the server announces; it takes no ADD_ADDR itself
   ip -n tzx-srv mptcp endpoint add 10.77.0.3 signal
   if [[ $2 != default ]]; then ip -n tzx-cli mptcp limits set add_addr_accepted "$2"; fi
   sleep 1 # DAD-free IPv4, but let the links settle

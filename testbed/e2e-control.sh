@@ -91,7 +91,15 @@ ip netns exec tz-client ip mptcp endpoint delete id "$(ip netns exec tz-client i
 testbed/transfers.py -4 -n 9 --parallel 9 --stagger-ms 5 --expect-joins 0 --size-kb 6144 --chunk-kb 64 --pause-ms 40 \
   >"$OUT/late-join.json" 2>"$OUT/late-join.txt" &
 T=$!
-sleep 1
+# Once the 9 connections are open (a loaded machine may take seconds to start them): drained
+# before that, the choice below would see no connection at all.
+for _ in $(seq 200); do
+  python3 -c 'import sys
+b, a = (dict(kv.split("=") for kv in s.split()) for s in sys.argv[1:])
+sys.exit(0 if sum(int(a[n]) - int(b[n]) for n in a) >= 9 else 1)' "$before" "$(new_conns)" && break
+  sleep 0.1
+done
+sleep 0.5
 drained=$(python3 - "$before" "$(new_conns)" <<'PY'
 import sys
 before = dict(kv.split("=") for kv in sys.argv[1].split())

@@ -121,7 +121,8 @@ nsx tzs-client ip rule add from 10.90.1.2 lookup 200
 nsx tzs-client sysctl -qw net.ipv4.conf.all.rp_filter=0 net.ipv4.conf.default.rp_filter=0 \
   net.ipv4.conf.cli0.rp_filter=0 net.ipv4.conf.cli1.rp_filter=0 net.ipv4.conf.cli2.rp_filter=0
 nsx tzs-client ip mptcp endpoint flush
-nsx tzs-client ip mptcp limits set subflow 2 add_addr_accepted 2
+# The client keeps the kernel's default MPTCP limits (subflows 2, add_addr_accepted 0): its
+# second subflow comes from its own endpoint, and token routing needs no announcement.
 # No `dev`: a subflow bound to cli2 would not accept its SYN/ACK, which comes back on cli1 (DSR).
 nsx tzs-client ip mptcp endpoint add 10.90.1.2 subflow
 
@@ -142,7 +143,7 @@ for s in 1 2 3; do
   nsx $ns ip route add default via 10.91.0.254 dev srv0 table 100 mtu 1500
   nsx $ns sysctl -qw net.ipv4.conf.all.rp_filter=0 net.ipv4.conf.default.rp_filter=0 net.ipv4.conf.srv0.rp_filter=0
   nsx $ns ip mptcp endpoint flush
-  nsx $ns ip mptcp limits set subflow 2 add_addr_accepted 2
+  # Default limits: a server accepts up to 2 joins per connection, which is all this test opens.
   ip netns exec $ns python3 "$HERE/mptcp_server.py" --name srv$s --port 8080 --log "$OUT/srv$s.jsonl" \
     --ready "$OUT/srv$s.ready" </dev/null >"$OUT/srv$s.out" 2>&1 &
   PIDS+=($!)

@@ -1190,7 +1190,7 @@ mod tests {
     #[test]
     fn a_backend_gone_from_a_reloaded_file_and_back_in_the_next_keeps_its_id() {
         let (mut cp, published, shared) = setup();
-        let dir = std::env::temp_dir().join(format!("tz-reload-back-{}", std::process::id()));
+        let dir = std::env::temp_dir().join(format!("tzm-reload-back-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         cp.overrides.reload_dir = Some(dir.clone());
         let without = dir.join("without.toml");
