@@ -124,10 +124,19 @@ lifecycle_test() {
   config_for tzk-ct-life "$work/life" null
   local t0=$SECONDS
   # The image's command line with the API on the container's interface, published on a loopback
-  # port of the host.
+  # port of the host. Off loopback the daemon requires a bearer token (docs/API.md): a secret
+  # file mounted read-only; TRAPEZE_API_TOKEN_FILE makes the HEALTHCHECK's trapezectl send it.
+  mkdir -p "$work/secret"
+  head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n' >"$work/secret/api-token"
+  chmod 0644 "$work/secret/api-token" # read by the container's user; the directory is ours
+  local token
+  token=$(cat "$work/secret/api-token")
   docker run -d --name tzk-ct-life --cap-drop ALL "${CAPS[@]/#/--cap-add=}" \
-    -v /dev/hugepages:/dev/hugepages -v "$work/life:/etc/trapeze:ro" -p 127.0.0.1::9180 "$IMAGE" \
-    --config /etc/trapeze/gateway.toml --api 0.0.0.0:9180 --stop-grace-ms 2000 >/dev/null
+    -v /dev/hugepages:/dev/hugepages -v "$work/life:/etc/trapeze:ro" \
+    -v "$work/secret:/run/secrets/trapeze:ro" -e TRAPEZE_API_TOKEN_FILE=/run/secrets/trapeze/api-token \
+    -p 127.0.0.1::9180 "$IMAGE" \
+    --config /etc/trapeze/gateway.toml --api 0.0.0.0:9180 \
+    --api-token-file /run/secrets/trapeze/api-token --stop-grace-ms 2000 >/dev/null
   local health=
   while [ $((SECONDS - t0)) -le 30 ]; do
     health=$(docker inspect -f '{{.State.Health.Status}}' tzk-ct-life)
@@ -140,7 +149,10 @@ lifecycle_test() {
 
   local api
   api=$(docker port tzk-ct-life 9180/tcp | head -n1)
-  curl -sf "http://$api/metrics" >"$work/metrics" || fail "no /metrics on $api"
+  if curl -s -o /dev/null -w '%{http_code}' "http://$api/metrics" | grep -qv '^401$'; then
+    fail "/metrics answered without the bearer token"
+  fi
+  curl -sf -H "Authorization: Bearer $token" "http://$api/metrics" >"$work/metrics" || fail "no /metrics on $api"
   log "/metrics on the host's $api: $(grep -c '^trapeze_' "$work/metrics") samples"
 
   if docker exec tzk-ct-life sh -c ': > /etc/trapeze/gateway.toml' 2>/dev/null; then
@@ -149,7 +161,7 @@ lifecycle_test() {
   log "the configuration is read-only in the container"
 
   local v0 v1
-  v0=$(curl -sf "http://$api/status" | python3 -c 'import json,sys; print(json.load(sys.stdin)["version"])')
+  v0=$(curl -sf -H "Authorization: Bearer $token" "http://$api/status" | python3 -c 'import json,sys; print(json.load(sys.stdin)["version"])')
   # A new file in the mounted directory (the bind mount shows the directory, so a replaced file
   # is seen): srv1's weight 1 -> 3.
   awk 'BEGIN{n=0} /^weight = 1$/ && n==0 {print "weight = 3"; n=1; next} {print}' \
@@ -157,7 +169,7 @@ lifecycle_test() {
   mv "$work/life/gateway.toml.new" "$work/life/gateway.toml"
   docker kill -s HUP tzk-ct-life >/dev/null
   for _ in $(seq 1 50); do
-    v1=$(curl -sf "http://$api/status" | python3 -c 'import json,sys; print(json.load(sys.stdin)["version"])')
+    v1=$(curl -sf -H "Authorization: Bearer $token" "http://$api/status" | python3 -c 'import json,sys; print(json.load(sys.stdin)["version"])')
     [ "$v1" -gt "$v0" ] && break
     sleep 0.1
   done
@@ -169,7 +181,7 @@ lifecycle_test() {
   docker stop -t 10 tzk-ct-life >/dev/null &
   local stopper=$! seen=0
   for _ in $(seq 1 100); do
-    if curl -sf "http://$api/instance" 2>/dev/null | grep -q '"stopping"'; then seen=1; break; fi
+    if curl -sf -H "Authorization: Bearer $token" "http://$api/instance" 2>/dev/null | grep -q '"stopping"'; then seen=1; break; fi
     sleep 0.05
   done
   wait "$stopper"
