@@ -42,6 +42,7 @@ config_for() { # PREFIX DIR [null]
   sed -e "s/\"--file-prefix=trapeze\"/\"--file-prefix=$1\"/" configs/container.toml >"$2/gateway.toml"
   if [ "${3:-}" = null ]; then
     # Null devices: no interfaces, no capabilities; the API, reload and stop do not need ports.
+    # The [eal] args keep --no-pci and their own --file-prefix; only the devices change.
     sed -i -e 's/--vdev=net_af_packet0,iface=gw-c/--vdev=net_null0/' \
       -e 's/--vdev=net_af_packet1,iface=gw-s/--vdev=net_null1/' \
       -e 's/net_af_packet0"/net_null0"/; s/net_af_packet1"/net_null1"/' -e '/^mtu = /d' "$2/gateway.toml"

@@ -69,6 +69,7 @@ fn child() {
         assert!(sh(cmd), "{cmd}");
     }
     let prefix = common::Prefix::new("afpdrops");
+    // prefix.args puts --no-pci and this test's own --file-prefix before these.
     let vdev = format!("--vdev=net_af_packet0,iface=tzpa,framecnt={RING}");
     let eal = Eal::init(&prefix.args(&["--no-huge", "-m", "256", &vdev])).expect("EAL init");
     let pool =
