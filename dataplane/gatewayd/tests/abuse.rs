@@ -5,6 +5,8 @@
 //! daemon.
 #![cfg(not(tz_no_dpdk))]
 
+mod common;
+
 use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
@@ -34,43 +36,6 @@ impl Drop for Daemon {
             let _ = std::fs::remove_file(PathBuf::from(d).join(format!("{}.tzstate", self.prefix)));
         }
     }
-}
-
-fn config(prefix: &str) -> String {
-    format!(
-        r#"[eal]
-args = ["--no-pci", "--no-huge", "-m", "128", "--file-prefix={prefix}", "-l", "0-1", "--vdev=net_null0,no-rx=1"]
-
-[[ports]]
-name = "arm"
-device = "net_null0"
-ipv4 = ["192.0.2.1/24", "198.51.100.1/24"]
-
-[[vips]]
-name = "web4"
-address = "203.0.113.10"
-port = 80
-client_port = "arm"
-backends = ["srv"]
-
-[[backends]]
-name = "srv"
-ipv4 = "198.51.100.10"
-port = 8080
-egress_port = "arm"
-mac = "02:00:00:00:02:10"
-
-[tables]
-flow_capacity = 4096
-token_capacity = 1024
-
-[health]
-enabled = false
-
-[workers]
-count = 1
-"#
-    )
 }
 
 fn stderr(d: &Daemon) -> String {
@@ -114,7 +79,7 @@ fn the_abuse_run_leaves_the_daemon_up_and_unchanged() {
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
     let cfg = dir.join("gateway.toml");
-    std::fs::write(&cfg, config(&prefix)).unwrap();
+    std::fs::write(&cfg, common::null_config(&prefix, "")).unwrap();
     let sock = dir.join("api.sock");
     let fifo = dir.join("reload.fifo");
     assert!(Command::new("mkfifo")

@@ -12,6 +12,8 @@
 //! and 2: a stuck control thread used to hold SIGTERM).
 #![cfg(all(feature = "fault-injection", not(tz_no_dpdk)))]
 
+mod common;
+
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -42,51 +44,17 @@ impl Drop for Daemon {
     }
 }
 
-fn config(prefix: &str, watchdog: &str) -> String {
-    format!(
-        r#"[eal]
-args = ["--no-pci", "--no-huge", "-m", "128", "--file-prefix={prefix}", "-l", "0-1", "--vdev=net_null0,no-rx=1"]
-
-[[ports]]
-name = "arm"
-device = "net_null0"
-ipv4 = ["192.0.2.1/24", "198.51.100.1/24"]
-
-[[vips]]
-name = "web4"
-address = "203.0.113.10"
-port = 80
-client_port = "arm"
-backends = ["srv"]
-
-[[backends]]
-name = "srv"
-ipv4 = "198.51.100.10"
-port = 8080
-egress_port = "arm"
-mac = "02:00:00:00:02:10"
-
-[tables]
-flow_capacity = 4096
-token_capacity = 1024
-
-[health]
-enabled = false
-
-[workers]
-count = 1
-watchdog = "{watchdog}"
-"#
-    )
-}
-
 fn start(case: &str, watchdog: &str) -> (Daemon, ApiTarget) {
     let prefix = format!("tzc-wd-{case}-{}", std::process::id());
     let dir = std::env::temp_dir().join(&prefix);
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
     let cfg = dir.join("gateway.toml");
-    std::fs::write(&cfg, config(&prefix, watchdog)).unwrap();
+    std::fs::write(
+        &cfg,
+        common::null_config(&prefix, &format!("watchdog = \"{watchdog}\"\n")),
+    )
+    .unwrap();
     let sock = dir.join("api.sock");
     let err = dir.join("stderr");
     let child = Command::new(env!("CARGO_BIN_EXE_trapeze-gatewayd"))
