@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # End-to-end restarts of trapeze-gatewayd with real Linux MPTCP clients and servers
 # (testbed/netns.sh): the flow and token tables live in the state file ([state],
-# ARCHITECTURE.md "Restarts"), so a restarted daemon re-attaches to them, and every subflow of
+# docs/restarts.md), so a restarted daemon re-attaches to them, and every subflow of
 # every connection, joins included, stays on its server.
 #
 # Each run: 6 MPTCP transfers (2 subflows each: the client's second address opens a join) of
