@@ -1,13 +1,14 @@
 //! One packet class for `benches/budget.py`, which runs this under callgrind and counts the
-//! instructions of [`measure`] alone (`--toggle-collect`), divided by the packets it decided.
+//! instructions of [`one`] or [`burst`] alone (`--toggle-collect`): `process()` or
+//! `process_burst()` and their call, not the copy that loads each frame; divided by the packets
+//! decided.
 //!
 //! `budget CLASS PACKETS [FLAG_FILE]`: builds the tables (unmeasured), prints `ready`, waits
 //! until FLAG_FILE exists (the script switches callgrind's instrumentation on meanwhile, so the
-//! set-up runs uninstrumented and fast), then decides PACKETS packets in [`measure`].
+//! set-up runs uninstrumented and fast), then decides PACKETS packets ([`measure`]).
 //!
 //! Classes:
-//! * `established`: ACKs of 10k established flows, one `process()` each (frame reset included,
-//!   as in the criterion bench);
+//! * `established`: ACKs of 10k established flows, one `process()` each;
 //! * `established-burst`: the same in bursts of 32 (`process_burst`);
 //! * `syn`: SYNs of new clients with 1M flows in the table: miss, Maglev, insert;
 //! * `join`: MP_JOIN SYNs with 1M connections' tokens in the token table: token lookup, owner,
@@ -21,20 +22,45 @@ use std::path::Path;
 
 use trapeze_benches::{client, port, Bench};
 use trapeze_core::crypto::token_from_key;
-use trapeze_core::pipeline::WorkerStats;
+use trapeze_core::pipeline::{Verdict, WorkerStats, BURST};
 use trapeze_core::testkit::{join_syn, TcpSpec};
 
 const SYN: u8 = 0x02;
 const ACK: u8 = 0x10;
 
-/// What is measured: `n` packets of `frames` in `order`, one at a time or in bursts.
-#[inline(never)]
+/// Runs `n` packets of `frames` in `order`, one at a time or in bursts. Loading a frame (the
+/// copy a driver would have made) is not counted; deciding it is ([`one`], [`burst`]).
 fn measure(bench: &mut Bench, frames: &[Vec<u8>], order: &[usize], n: u64, burst: bool) {
+    let mut k = 0;
+    let mut next = || {
+        let f = &frames[order[k]];
+        k = (k + 1) % order.len();
+        f.as_slice()
+    };
     if burst {
-        black_box(bench.time_bursts(frames, order, n));
+        for _ in 0..n.div_ceil(BURST as u64) {
+            let b: [&[u8]; BURST] = core::array::from_fn(|_| next());
+            bench.load_burst(&b);
+            self::burst(bench);
+        }
     } else {
-        black_box(bench.time_frames(frames, order, n));
+        for _ in 0..n {
+            bench.load(next());
+            let _ = black_box(one(bench));
+        }
     }
+}
+
+/// What is measured: `process()` of one loaded frame.
+#[inline(never)]
+fn one(bench: &mut Bench) -> Verdict {
+    bench.decide_loaded()
+}
+
+/// What is measured in bursts: `process_burst()` of [`BURST`] loaded frames.
+#[inline(never)]
+fn burst(bench: &mut Bench) {
+    bench.decide_loaded_burst();
 }
 
 /// What is measured for `publish`: `n` publications of a worker's counters.

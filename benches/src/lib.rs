@@ -96,6 +96,46 @@ impl Bench {
         )
     }
 
+    /// Loads a frame (what a driver would have received) without deciding it: with
+    /// [`decide_loaded`](Self::decide_loaded), instruction counts can leave the reset out.
+    pub fn load(&mut self, bytes: &[u8]) {
+        self.frame.reset(bytes);
+    }
+
+    /// Decides the frame [`load`](Self::load) put in place, arriving on port 0.
+    #[inline(always)]
+    pub fn decide_loaded(&mut self) -> Verdict {
+        process(
+            &mut self.frame,
+            PortId(0),
+            self.now,
+            &mut self.worker,
+            &self.shared,
+            &self.pool,
+        )
+    }
+
+    /// Loads a burst of frames (at most [`BURST`]) without deciding them.
+    pub fn load_burst(&mut self, frames: &[&[u8]]) {
+        for (f, b) in self.burst.iter_mut().zip(frames) {
+            f.reset(b);
+        }
+    }
+
+    /// Decides the burst [`load_burst`](Self::load_burst) put in place, arriving on port 0.
+    #[inline(always)]
+    pub fn decide_loaded_burst(&mut self) {
+        process_burst(
+            &mut self.burst,
+            &mut self.verdicts,
+            PortId(0),
+            self.now,
+            &mut self.worker,
+            &self.shared,
+            &self.pool,
+        );
+    }
+
     /// Processes every frame once (client side), unmeasured.
     pub fn run_all(&mut self, frames: &[Vec<u8>]) {
         for f in frames {

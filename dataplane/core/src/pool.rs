@@ -579,6 +579,56 @@ impl BackendFwd {
     }
 }
 
+/// A backend as the established IPv4 fast path rewrites towards it, precomputed when the
+/// snapshot is built: present, with an IPv4 address and a resolved next hop, behind an untagged
+/// egress port. Any other backend takes the general path.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Fast4 {
+    /// The backend's IPv4 address.
+    pub addr: [u8; 4],
+    /// Its service port.
+    pub port: u16,
+    /// The sum of the address's two 16-bit words as they lie in memory (one's-complement
+    /// arithmetic works in either byte order), unfolded: the new half of the RFC 1624 delta,
+    /// the old half being the VIP's words the packet carries.
+    pub addr_sum: u32,
+    /// The port as it lies in memory (network order read natively).
+    pub port_ne: u16,
+    /// Destination then source MAC, as they go into the frame.
+    pub macs: [u8; 12],
+    /// Egress port.
+    pub egress: PortId,
+}
+
+impl Fast4 {
+    fn of(f: &BackendFwd) -> Option<Self> {
+        let a = f.addr4?;
+        let mac = f.mac?;
+        if !f.present || f.egress_vlan.is_some() {
+            return None;
+        }
+        let addr = [a[12], a[13], a[14], a[15]];
+        let mut macs = [0u8; 12];
+        macs[..6].copy_from_slice(&mac);
+        macs[6..].copy_from_slice(&f.egress_mac);
+        Some(Self {
+            addr,
+            port: f.port,
+            addr_sum: u32::from(u16::from_ne_bytes([addr[0], addr[1]]))
+                + u32::from(u16::from_ne_bytes([addr[2], addr[3]])),
+            port_ne: u16::from_ne_bytes(f.port.to_be_bytes()),
+            macs,
+            egress: f.egress,
+        })
+    }
+}
+
+/// An IPv4 endpoint packed in one word (never `u64::MAX`).
+#[inline]
+fn vip4_key(addr: [u8; 4], port: u16) -> u64 {
+    (u64::from(u32::from_be_bytes(addr)) << 16) | u64::from(port)
+}
+
 /// The immutable snapshot the workers forward with.
 #[derive(Debug)]
 pub struct PoolSnapshot {
@@ -594,6 +644,8 @@ pub struct PoolSnapshot {
     reverse_map: EndpointMap<(VipId, BackendId)>,
     join_map: EndpointMap<(VipId, BackendId)>,
     fwd: Vec<BackendFwd>,
+    fast4: Vec<Option<Fast4>>,
+    vip4: Vec<u64>,
     vip_addrs: Vec<[u8; 16]>,
     vip_keys: Vec<([u8; 16], u16)>,
     own_addrs: Vec<[u8; 16]>,
@@ -611,6 +663,8 @@ impl PoolSnapshot {
             reverse_map: EndpointMap::default(),
             join_map: EndpointMap::default(),
             fwd: Vec::new(),
+            fast4: Vec::new(),
+            vip4: Vec::new(),
             vip_addrs: Vec::new(),
             vip_keys: Vec::new(),
             own_addrs: Vec::new(),
@@ -787,7 +841,7 @@ impl PoolSnapshot {
                 maglev,
             }));
         }
-        let fwd = spec
+        let fwd: Vec<BackendFwd> = spec
             .backends
             .iter()
             .map(|b| match b {
@@ -815,6 +869,19 @@ impl PoolSnapshot {
             .map(|v| {
                 v.as_ref()
                     .map_or(([0; 16], 0), |v| (addr_bytes(v.addr), v.port))
+            })
+            .collect();
+        let fast4: Vec<Option<Fast4>> = fwd.iter().map(Fast4::of).collect();
+        // The NAT VIPs on IPv4, for the established fast path: address and port packed in one
+        // word, at the VIP's index (`u64::MAX`, which no packed key equals, elsewhere).
+        let vip4 = vips
+            .iter()
+            .map(|v| match v {
+                Some(v) if v.mode.dsr().is_none() => match v.addr {
+                    IpAddr::V4(a) => vip4_key(a.octets(), v.port),
+                    IpAddr::V6(_) => u64::MAX,
+                },
+                _ => u64::MAX,
             })
             .collect();
         let mut vip_addrs: Vec<[u8; 16]> =
@@ -853,6 +920,8 @@ impl PoolSnapshot {
             reverse_map,
             join_map,
             fwd,
+            fast4,
+            vip4,
             vip_addrs,
             vip_keys,
             own_addrs,
@@ -876,6 +945,24 @@ impl PoolSnapshot {
         self.vip_map
             .get(&EndpointKey::new(addr, port, proto))
             .copied()
+    }
+
+    /// The NAT VIP serving the IPv4 endpoint `addr:port` over TCP, if any (the established fast
+    /// path; DSR VIPs and IPv6 take [`vip_for`](Self::vip_for)).
+    #[inline]
+    pub fn nat_vip_for_v4(&self, addr: [u8; 4], port: u16) -> Option<VipId> {
+        let key = vip4_key(addr, port);
+        self.vip4
+            .iter()
+            .position(|&k| k == key)
+            .map(|i| VipId(i as u16))
+    }
+
+    /// What the established IPv4 fast path needs of a backend (see [`Fast4`]); `None` sends its
+    /// packets the general way.
+    #[inline]
+    pub fn fast4(&self, id: BackendId) -> Option<&Fast4> {
+        self.fast4.get(id.0 as usize)?.as_ref()
     }
 
     /// The VIP whose backend answers from `addr:port/proto` (NAT return path).

@@ -275,6 +275,14 @@ proptest! {
             }
         }
         prop_assert_eq!(&out[l4 + 20..], &input[l4 + 20..], "options and payload");
+
+        // The same packet again, its flow now known: an IPv4 data segment towards the VIP takes
+        // the established path this time (its own parser and rewrite); every packet gets the
+        // same bytes and verdict as the first time.
+        let mut again = VecFrame::new(&input);
+        let v2 = process(&mut again, ingress, Ticks::from_secs(1), &mut w, &shared, pool);
+        prop_assert_eq!(v2, v);
+        prop_assert_eq!(again.data(), out, "the second pass wrote other bytes");
         prop_assert!(w.stats.balanced());
     }
 }

@@ -14,9 +14,9 @@
 use trapeze_wire::field::read_u16;
 use trapeze_wire::ip::{parse_quoted_v4, parse_quoted_v6, IpProtocol};
 
-use super::parse::{self, Headers, Ip, Seg, ICMP_HEADER_LEN};
+use super::parse::{self, DataV4, Headers, Ip, Seg, ICMP_HEADER_LEN};
 use super::verdict::{DropReason, Verdict};
-use crate::flow::{addr_bytes, FlowKey, FlowSecret};
+use crate::flow::{addr_bytes, v4_mapped, FlowKey, FlowSecret};
 use crate::pool::{BackendId, PoolSnapshot, PortId, VipId};
 
 /// Which way a VIP's packet goes.
@@ -86,6 +86,52 @@ pub(crate) fn tcp(pool: &PoolSnapshot, secret: FlowSecret, h: &Headers) -> Optio
         hash: key.keyed_hash(secret),
         key,
     })
+}
+
+/// An IPv4 segment towards a NAT VIP's own port, as the established fast path sees it: the
+/// parsed headers, the VIP, and the flow key with its hash (the one hash of the packet).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct ToVipV4 {
+    pub(crate) d: DataV4,
+    pub(crate) vip: VipId,
+    pub(crate) key: FlowKey,
+    pub(crate) hash: u64,
+}
+
+/// Classifies what [`parse::data_v4`] accepted: towards a NAT VIP's own port, or `None` (a DSR
+/// VIP, a join port, the return path, nothing of ours: [`tcp`] decides those).
+#[inline(always)]
+pub(crate) fn to_vip_v4(pool: &PoolSnapshot, secret: FlowSecret, d: &DataV4) -> Option<ToVipV4> {
+    let vip = pool.nat_vip_for_v4(d.dst, d.dst_port)?;
+    let key = FlowKey {
+        src: v4_mapped(d.src),
+        dst: v4_mapped(d.dst),
+        src_port: d.src_port,
+        dst_port: d.dst_port,
+        proto: 6,
+    };
+    Some(ToVipV4 {
+        d: *d,
+        vip,
+        hash: key.keyed_hash(secret),
+        key,
+    })
+}
+
+/// The classification [`tcp`] makes of the same packet, from the fast parser's headers and
+/// the key and hash [`to_vip_v4`] computed (for the general path after a fast-path miss: the
+/// packet is not hashed twice).
+#[inline]
+pub(crate) fn to_vip_v4_full(h: &Headers, p: &ToVipV4) -> Classified {
+    Classified {
+        ip: h.ip,
+        seg: h.seg,
+        dir: Direction::ToVip,
+        vip: p.vip,
+        backend: None,
+        key: p.key,
+        hash: p.hash,
+    }
 }
 
 /// What becomes of a TCP segment [`tcp`] did not classify: punted when it is for the gateway's

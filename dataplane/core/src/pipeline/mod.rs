@@ -109,7 +109,7 @@ pub use verdict::{BackendCounters, DropReason, Event, Verdict, VipCounters, Work
 
 use trapeze_wire::ethernet::EtherType;
 
-use self::classify::{Classified, Icmp, Upper};
+use self::classify::{Classified, Icmp, ToVipV4, Upper};
 use self::context::Ctx;
 use self::parse::{Headers, Ip};
 use crate::flow::FlowSecret;
@@ -126,9 +126,21 @@ pub fn process<F: Frame>(
     pool: &PoolSnapshot,
 ) -> Verdict {
     let port = pool.port(ingress);
-    let pre = port
-        .filter(|p| p.vlan.is_none())
-        .and_then(|p| fast_classify(frame.data(), &p.mac, pool, worker.flows.secret()));
+    let pre = match port.filter(|p| p.vlan.is_none()) {
+        None => None,
+        Some(p) => {
+            let secret = worker.flows.secret();
+            match to_vip_v4(frame.data(), &p.mac, pool, secret) {
+                Some(e) => {
+                    if let Some(v) = established(frame, &e, now, worker, pool) {
+                        return v;
+                    }
+                    full_of(frame.data(), &p.mac, &e)
+                }
+                None => fast_classify(frame.data(), &p.mac, pool, secret),
+            }
+        }
+    };
     decide(
         frame,
         pre.as_ref(),
@@ -139,6 +151,63 @@ pub fn process<F: Frame>(
         shared,
         pool,
     )
+}
+
+/// The established path's candidate: an IPv4 data segment towards a NAT VIP's own port, with
+/// its flow key hashed (the packet's one hash).
+#[inline(always)]
+fn to_vip_v4(
+    data: &[u8],
+    mac: &[u8; 6],
+    pool: &PoolSnapshot,
+    secret: FlowSecret,
+) -> Option<ToVipV4> {
+    parse::data_v4(data, mac).and_then(|d| classify::to_vip_v4(pool, secret, &d))
+}
+
+/// What the first look at a frame of a burst found: an IPv4 segment towards a NAT VIP (the
+/// established path's candidate), another segment of a VIP's flow, or neither (the full walk
+/// decides).
+#[derive(Clone, Copy)]
+enum Pre {
+    Established(ToVipV4),
+    Classified(Classified),
+    None,
+}
+
+/// The first look at a frame of a burst (see [`Pre`]).
+#[inline(always)]
+fn pre_classify(data: &[u8], mac: &[u8; 6], pool: &PoolSnapshot, secret: FlowSecret) -> Pre {
+    if let Some(e) = to_vip_v4(data, mac, pool, secret) {
+        return Pre::Established(e);
+    }
+    match fast_classify(data, mac, pool, secret) {
+        Some(c) => Pre::Classified(c),
+        None => Pre::None,
+    }
+}
+
+/// The established path: the packet's flow is known and needs nothing but the rewrite
+/// ([`flow::established_v4`]). Counts it; `None` leaves the frame untouched and uncounted.
+#[inline(always)]
+fn established<F: Frame>(
+    frame: &mut F,
+    e: &ToVipV4,
+    now: Ticks,
+    worker: &mut Worker,
+    pool: &PoolSnapshot,
+) -> Option<Verdict> {
+    let v = flow::established_v4(worker, pool, now.coarse_ms(), frame, e)?;
+    worker.stats.rx += 1;
+    worker.stats.forwarded += 1;
+    Some(v)
+}
+
+/// After an established-path miss: the general path's classification of the same segment, with
+/// the key and hash already computed.
+#[inline]
+fn full_of(data: &[u8], mac: &[u8; 6], e: &ToVipV4) -> Option<Classified> {
+    parse::fast(data, mac).map(|h| classify::to_vip_v4_full(&h, e))
 }
 
 /// The most frames [`process_burst`] looks ahead over (the DPDK burst size).
@@ -163,15 +232,17 @@ pub fn process_burst<F: Frame>(
     let port = pool.port(ingress);
     let fast = port.filter(|p| p.vlan.is_none()).map(|p| p.mac);
     for (frames, verdicts) in frames.chunks_mut(BURST).zip(verdicts.chunks_mut(BURST)) {
-        let mut pre: [Option<Classified>; BURST] = [None; BURST];
+        let mut pre: [Pre; BURST] = [Pre::None; BURST];
         if let Some(mac) = &fast {
             let mut hashes = [0u64; BURST];
             let mut n = 0;
             let secret = worker.flows.secret();
             for (p, f) in pre.iter_mut().zip(frames.iter()) {
-                *p = fast_classify(f.data(), mac, pool, secret);
-                if let Some(p) = p {
-                    hashes[n] = p.hash;
+                *p = pre_classify(f.data(), mac, pool, secret);
+                if let Pre::Established(ToVipV4 { hash, .. })
+                | Pre::Classified(Classified { hash, .. }) = p
+                {
+                    hashes[n] = *hash;
                     n += 1;
                 }
             }
@@ -183,8 +254,21 @@ pub fn process_burst<F: Frame>(
             .zip(pre.iter())
             .enumerate()
         {
+            let missed;
+            let c = match (p, &fast) {
+                (Pre::Established(e), Some(mac)) => {
+                    if let Some(fv) = established(f, e, now, worker, pool) {
+                        *v = fv;
+                        continue;
+                    }
+                    missed = full_of(f.data(), mac, e);
+                    missed.as_ref()
+                }
+                (Pre::Classified(c), _) => Some(c),
+                _ => None,
+            };
             worker.announcements.position = i as u16;
-            *v = decide(f, p.as_ref(), ingress, port, now, worker, shared, pool);
+            *v = decide(f, c, ingress, port, now, worker, shared, pool);
         }
     }
     worker.announcements.position = announce::AFTER_BURST;

@@ -183,6 +183,81 @@ pub(crate) fn fast(d: &[u8], mac: &[u8; 6]) -> Option<Headers> {
     Some(Headers { ip, seg })
 }
 
+/// The fixed headers of the commonest packet of all, an IPv4 segment of an established flow:
+/// no IP options, a TCP segment carrying neither SYN, FIN nor RST, TTL above 1, read from the
+/// first 54 bytes of the frame at fixed offsets ([`data_v4`]).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct DataV4 {
+    /// Source address.
+    pub(crate) src: [u8; 4],
+    /// Destination address.
+    pub(crate) dst: [u8; 4],
+    pub(crate) src_port: u16,
+    pub(crate) dst_port: u16,
+    /// Length of the IP packet (the frame may be longer: Ethernet padding).
+    pub(crate) len: u16,
+}
+
+/// The established-flow parser: the frame is an untagged IPv4 TCP segment for `mac` with a
+/// 20-byte IP header, a valid header checksum, no fragment, TTL above 1, a well-formed TCP
+/// header and ACK without SYN, FIN or RST. Everything else (a handshake, a teardown, an expiring
+/// TTL, IPv6, options at the IP layer) is `None` and takes [`fast`] or the full walk, which
+/// decide it with the same code as before. Whatever this accepts, [`fast`] accepts with the
+/// same facts (a test checks it), so a packet's fate does not depend on which parser read it.
+#[inline(always)]
+pub(crate) fn data_v4(d: &[u8], mac: &[u8; 6]) -> Option<DataV4> {
+    const SYN_FIN_RST: u8 = TcpFlags::SYN.0 | TcpFlags::FIN.0 | TcpFlags::RST.0;
+    let h: &[u8; 54] = d.first_chunk()?;
+    // Destination MAC; EtherType IPv4, version 4 with a 20-byte header; not a fragment (flags
+    // and offset, DF aside) and protocol TCP.
+    if h[..6] != mac[..]
+        || [h[12], h[13], h[14]] != [0x08, 0x00, 0x45]
+        || h[20] & 0x3f != 0
+        || h[21] != 0
+        || h[23] != 6
+    {
+        return None;
+    }
+    // A handshake or a teardown is not for this path: said first, so that a SYN costs little.
+    let flags = h[47];
+    if flags & (SYN_FIN_RST | TcpFlags::ACK.0) != TcpFlags::ACK.0 {
+        return None;
+    }
+    let total = u16::from_be_bytes([h[16], h[17]]);
+    let hl = (h[46] >> 4) as usize * 4;
+    let first = h[26];
+    if total < 40
+        || 14 + total as usize > d.len()
+        || h[22] <= 1
+        || first.wrapping_sub(1) >= 223 // 0/8 and 224/3 (multicast, reserved, broadcast)
+        || first == 127
+        || hl < 20
+        || 34 + hl > 14 + total as usize
+    {
+        return None;
+    }
+    // The header checksum: the one's-complement sum of the header is all ones. That holds in
+    // either byte order, so the words are summed as they lie in memory, 32 bits at a time.
+    let w32 = |at: usize| u64::from(u32::from_ne_bytes([h[at], h[at + 1], h[at + 2], h[at + 3]]));
+    let mut sum = w32(14) + w32(18) + w32(22) + w32(26) + w32(30);
+    sum = (sum & 0xffff_ffff) + (sum >> 32);
+    sum = (sum & 0xffff) + (sum >> 16);
+    sum = (sum & 0xffff) + (sum >> 16);
+    sum = (sum & 0xffff) + (sum >> 16);
+    let src_port = u16::from_be_bytes([h[34], h[35]]);
+    let dst_port = u16::from_be_bytes([h[36], h[37]]);
+    if sum != 0xffff || src_port == 0 || dst_port == 0 {
+        return None;
+    }
+    Some(DataV4 {
+        src: [h[26], h[27], h[28], h[29]],
+        dst: [h[30], h[31], h[32], h[33]],
+        src_port,
+        dst_port,
+        len: total,
+    })
+}
+
 /// What the Ethernet header says.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct L2 {
@@ -539,6 +614,54 @@ mod tests {
         assert!(
             accepted > 1000,
             "the test exercised the fast parser ({accepted})"
+        );
+    }
+
+    #[test]
+    fn established_parser_accepts_only_what_the_fast_parser_accepts_alike() {
+        let c4: core::net::IpAddr = "198.51.100.1".parse().unwrap();
+        let mut frames = Vec::new();
+        for flags in [0x02, 0x10, 0x11, 0x04, 0x18, 0x12, 0x00, 0x29, 0x30] {
+            let mut s = TcpSpec::to_vip(c4, 4000, flags);
+            s.payload = vec![7; 10];
+            frames.push(s.clone().build());
+            frames.push(s.with_mptcp(mpc_syn()).build());
+        }
+        let mut seed = 0x9e37_79b9u32;
+        let (mut accepted, mut refused) = (0, 0);
+        for f in &frames {
+            for at in 0..f.len().min(80) {
+                for _ in 0..3 {
+                    seed ^= seed << 13;
+                    seed ^= seed >> 17;
+                    seed ^= seed << 5;
+                    let mut g = f.clone();
+                    g[at] ^= (seed as u8) | 1;
+                    let Some(d) = data_v4(&g, &crate::testkit::PORT0_MAC) else {
+                        refused += 1;
+                        continue;
+                    };
+                    accepted += 1;
+                    let h = fast(&g, &crate::testkit::PORT0_MAC)
+                        .expect("the established parser accepted what the fast parser refuses");
+                    assert!(!h.ip.v6 && h.ip.ttl > 1 && h.ip.l4 == 34, "byte {at}");
+                    assert_eq!(h.ip.src, v4_mapped(d.src));
+                    assert_eq!(h.ip.dst, v4_mapped(d.dst));
+                    assert_eq!((h.seg.src_port, h.seg.dst_port), (d.src_port, d.dst_port));
+                    assert_eq!(h.ip.len(), d.len as usize);
+                    assert!(h.seg.has(TcpFlags::ACK.0));
+                    assert!(!h
+                        .seg
+                        .has(TcpFlags::SYN.0 | TcpFlags::FIN.0 | TcpFlags::RST.0));
+                }
+            }
+            for cut in [0, 13, 33, 53] {
+                assert!(data_v4(&f[..cut], &crate::testkit::PORT0_MAC).is_none());
+            }
+        }
+        assert!(
+            accepted > 100 && refused > 100,
+            "{accepted} accepted, {refused} refused"
         );
     }
 }

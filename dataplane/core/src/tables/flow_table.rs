@@ -376,23 +376,20 @@ impl FlowTable {
     }
 
     /// Finds the entry of `key`, whose [`hash`](Self::hash) is `hash`.
-    #[inline]
+    #[inline(always)]
     pub fn lookup(&self, key: &FlowKey, hash: u64) -> Option<u32> {
         let b = self.bucket(hash);
         let tag = tag_of(hash);
         let tags = &self.tags[b];
-        // Compare all tags at once (the compiler vectorises this), then visit the matches.
-        let mut hits = 0u32;
+        // Ways fill from the first free one, so a flow is usually in the first few: a scan that
+        // stops at the first match whose key agrees costs less than comparing all eight tags.
         for (way, &t) in tags.iter().enumerate() {
-            hits |= ((t == tag) as u32) << way;
-        }
-        while hits != 0 {
-            let way = hits.trailing_zeros() as usize;
-            let i = b * WAYS + way;
-            if self.entries.get(i).is_some_and(|e| e.key == *key) {
-                return Some(i as u32);
+            if t == tag {
+                let i = b * WAYS + way;
+                if self.entries.get(i).is_some_and(|e| e.key == *key) {
+                    return Some(i as u32);
+                }
             }
-            hits &= hits - 1;
         }
         None
     }

@@ -13,6 +13,7 @@
 //! checksums. The property tests check the result against a full recompute.
 
 use crate::pipeline::parse::Ip;
+use crate::pool::Fast4;
 
 /// Which end of the packet NAT rewrites.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -94,6 +95,44 @@ pub(crate) fn nat_tcp(buf: &mut [u8], ip: &Ip, end: End, addr: &[u8; 16], port: 
     tcp[port_at..port_at + 2].copy_from_slice(&port.to_be_bytes());
     let c = apply(u16::from_be_bytes([tcp[16], tcp[17]]), tcp_delta);
     tcp[16..18].copy_from_slice(&c.to_be_bytes());
+}
+
+/// `fold(~HC + delta)` for a checksum word `hc` read in memory order (the caller complements
+/// and stores it the same way).
+#[inline(always)]
+fn apply_ne(hc: u32, delta: u32) -> u32 {
+    let mut s = (!hc & 0xffff) + delta;
+    s = (s & 0xffff) + (s >> 16);
+    (s & 0xffff) + (s >> 16)
+}
+
+/// The established fast path's rewrite of an IPv4 segment towards a backend (what
+/// [`nat_tcp`] with [`End::Dst`] and the frame's MACs do, in one go): destination address and
+/// port, TTL, both checksums by one delta whose new half is precomputed ([`Fast4`]), and the
+/// MACs. The frame is at least the 54 bytes [`data_v4`](crate::pipeline::parse::data_v4) read.
+#[inline(always)]
+pub(crate) fn to_backend_v4(buf: &mut [u8], b: &Fast4) {
+    let Some(h) = buf.first_chunk_mut::<54>() else {
+        return;
+    };
+    // Every word is taken as it lies in memory: one's-complement sums are the same in either
+    // byte order, so no byte is swapped.
+    let w = |h: &[u8; 54], at: usize| u32::from(u16::from_ne_bytes([h[at], h[at + 1]]));
+    let ne = |v: u32| (v as u16).to_ne_bytes();
+    // ~m + m' over the two address words.
+    let addr_delta = 2 * 0xffff - w(h, 30) - w(h, 32) + b.addr_sum;
+    let port_delta = 0xffff - w(h, 36) + u32::from(b.port_ne);
+    // TTL - 1 (data_v4 checked it is above 1): its word [TTL, protocol] drops by 0x0100 in
+    // network order, i.e. 0xfeff is added; in memory order, by 0x0001, i.e. 0xfffe.
+    let ttl = u16::from_ne_bytes([0x01, 0x00]) as u32;
+    h[22] -= 1;
+    let ip_sum = ne(!apply_ne(w(h, 24), addr_delta + (0xffff - ttl)));
+    h[24..26].copy_from_slice(&ip_sum);
+    h[30..34].copy_from_slice(&b.addr);
+    h[36..38].copy_from_slice(&b.port_ne.to_ne_bytes());
+    let tcp_sum = ne(!apply_ne(w(h, 50), addr_delta + port_delta));
+    h[50..52].copy_from_slice(&tcp_sum);
+    h[..12].copy_from_slice(&b.macs);
 }
 
 #[cfg(test)]

@@ -27,14 +27,14 @@ use trapeze_wire::tcp::TcpFlags;
 use self::mptcp::Syn;
 use self::state::{Input, Next};
 use crate::flow::FlowKey;
-use crate::pipeline::classify::{Classified, Direction, Quoted};
+use crate::pipeline::classify::{Classified, Direction, Quoted, ToVipV4};
 use crate::pipeline::context::{Ctx, Shared, Worker};
 use crate::pipeline::egress::{self, ClientSide};
 use crate::pipeline::frame::Frame;
 use crate::pipeline::parse::{self, Ip, Seg, TcpNumbers};
 use crate::pipeline::reply;
 use crate::pipeline::verdict::{DropReason, Event, Verdict, WorkerStats};
-use crate::pool::{BackendId, PortId, Vip, VipId};
+use crate::pool::{BackendId, PoolSnapshot, PortId, Vip, VipId};
 use crate::tables::flow_table::{flags, FlowEntry, FlowState, Insert};
 use crate::time::Ticks;
 
@@ -69,19 +69,53 @@ fn client_to_vip<F: Frame>(cx: &mut Ctx<'_>, frame: &mut F, p: &Classified) -> V
     new_flow(cx, frame, p)
 }
 
-/// The fast path: a packet of a known flow.
+/// A packet of a known flow.
 #[inline]
 fn established<F: Frame>(cx: &mut Ctx<'_>, frame: &mut F, p: &Classified, idx: u32) -> Verdict {
     let e = cx.w.flows.entry_mut(idx);
     e.last_seen = cx.now_ms;
-    let slow =
-        p.seg.has(SYN | FIN | RST) || e.state() < FlowState::Established || e.has(flags::ANNOUNCE);
+    let slow = p.seg.has(SYN | FIN | RST) || needs_slow_path(e);
     if slow && client_slow_path(cx, frame, p, idx) == Slow::Reopened {
         return new_flow(cx, frame, p);
     }
     let e = cx.w.flows.entry(idx);
     let (backend, vip) = (e.backend, e.vip);
     egress::to_backend(cx, frame, &p.ip, backend, vip, p.hash)
+}
+
+/// Whether a packet of this flow takes the slow path whatever its flags: the handshake is not
+/// over, or an announcement runs. The one rule both established paths apply.
+#[inline(always)]
+fn needs_slow_path(e: &FlowEntry) -> bool {
+    e.state() < FlowState::Established || e.has(flags::ANNOUNCE)
+}
+
+/// The established fast path: an IPv4 data segment of a known NAT flow, found with the hash the
+/// classification computed, rewritten with its backend's precomputed [`Fast4`] (no [`Ctx`], no
+/// handoff test: a flow is only ever in its owner's table, the restart path re-steers them).
+/// `None` when the packet needs more than that (no flow, the slow path, a backend the fast path
+/// cannot rewrite to); the caller then takes the general path with the same key and hash.
+///
+/// [`Fast4`]: crate::pool::Fast4
+#[inline(always)]
+pub(crate) fn established_v4<F: Frame>(
+    w: &mut Worker,
+    pool: &PoolSnapshot,
+    now_ms: u32,
+    frame: &mut F,
+    p: &ToVipV4,
+) -> Option<Verdict> {
+    let idx = w.flows.lookup(&p.key, p.hash)?;
+    let e = w.flows.entry_mut(idx);
+    if needs_slow_path(e) {
+        return None;
+    }
+    let b = pool.fast4(e.backend)?;
+    e.last_seen = now_ms;
+    let (backend, vip) = (e.backend, e.vip);
+    egress::nat::to_backend_v4(frame.data_mut(), b);
+    w.stats.count_to_backend(vip, backend, u64::from(p.d.len));
+    Some(Verdict::Forward { port: b.egress })
 }
 
 /// What a slow path did to the flow.
