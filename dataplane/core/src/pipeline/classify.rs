@@ -89,13 +89,28 @@ pub(crate) fn tcp(pool: &PoolSnapshot, secret: FlowSecret, h: &Headers) -> Optio
 }
 
 /// An IPv4 segment towards a NAT VIP's own port, as the established fast path sees it: the
-/// parsed headers, the VIP, and the flow key with its hash (the one hash of the packet).
+/// parsed headers, the VIP, and the hash of the flow key (the one hash of the packet). Small, so
+/// that a burst's worth is cheap to keep between the passes of `process_burst`; the key itself
+/// is rebuilt from the headers when it is needed ([`ToVipV4::key`]).
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct ToVipV4 {
     pub(crate) d: DataV4,
     pub(crate) vip: VipId,
-    pub(crate) key: FlowKey,
     pub(crate) hash: u64,
+}
+
+impl ToVipV4 {
+    /// The flow key (client -> VIP).
+    #[inline(always)]
+    pub(crate) fn key(&self) -> FlowKey {
+        FlowKey {
+            src: v4_mapped(self.d.src),
+            dst: v4_mapped(self.d.dst),
+            src_port: self.d.src_port,
+            dst_port: self.d.dst_port,
+            proto: 6,
+        }
+    }
 }
 
 /// Classifies what [`parse::data_v4`] accepted: towards a NAT VIP's own port, or `None` (a DSR
@@ -103,19 +118,13 @@ pub(crate) struct ToVipV4 {
 #[inline(always)]
 pub(crate) fn to_vip_v4(pool: &PoolSnapshot, secret: FlowSecret, d: &DataV4) -> Option<ToVipV4> {
     let vip = pool.nat_vip_for_v4(d.dst, d.dst_port)?;
-    let key = FlowKey {
-        src: v4_mapped(d.src),
-        dst: v4_mapped(d.dst),
-        src_port: d.src_port,
-        dst_port: d.dst_port,
-        proto: 6,
-    };
-    Some(ToVipV4 {
+    let mut p = ToVipV4 {
         d: *d,
         vip,
-        hash: key.keyed_hash(secret),
-        key,
-    })
+        hash: 0,
+    };
+    p.hash = p.key().keyed_hash(secret);
+    Some(p)
 }
 
 /// The classification [`tcp`] makes of the same packet, from the fast parser's headers and
@@ -129,7 +138,7 @@ pub(crate) fn to_vip_v4_full(h: &Headers, p: &ToVipV4) -> Classified {
         dir: Direction::ToVip,
         vip: p.vip,
         backend: None,
-        key: p.key,
+        key: p.key(),
         hash: p.hash,
     }
 }

@@ -165,28 +165,6 @@ fn to_vip_v4(
     parse::data_v4(data, mac).and_then(|d| classify::to_vip_v4(pool, secret, &d))
 }
 
-/// What the first look at a frame of a burst found: an IPv4 segment towards a NAT VIP (the
-/// established path's candidate), another segment of a VIP's flow, or neither (the full walk
-/// decides).
-#[derive(Clone, Copy)]
-enum Pre {
-    Established(ToVipV4),
-    Classified(Classified),
-    None,
-}
-
-/// The first look at a frame of a burst (see [`Pre`]).
-#[inline(always)]
-fn pre_classify(data: &[u8], mac: &[u8; 6], pool: &PoolSnapshot, secret: FlowSecret) -> Pre {
-    if let Some(e) = to_vip_v4(data, mac, pool, secret) {
-        return Pre::Established(e);
-    }
-    match fast_classify(data, mac, pool, secret) {
-        Some(c) => Pre::Classified(c),
-        None => Pre::None,
-    }
-}
-
 /// The established path: the packet's flow is known and needs nothing but the rewrite
 /// ([`flow::established_v4`]). Counts it; `None` leaves the frame untouched and uncounted.
 #[inline(always)]
@@ -232,43 +210,47 @@ pub fn process_burst<F: Frame>(
     let port = pool.port(ingress);
     let fast = port.filter(|p| p.vlan.is_none()).map(|p| p.mac);
     for (frames, verdicts) in frames.chunks_mut(BURST).zip(verdicts.chunks_mut(BURST)) {
-        let mut pre: [Pre; BURST] = [Pre::None; BURST];
+        // First pass: each frame's first look (the established path's candidates apart, so
+        // that they cost a small copy), and its bucket warmed.
+        let mut est: [Option<ToVipV4>; BURST] = [None; BURST];
+        let mut pre: [Option<Classified>; BURST] = [None; BURST];
         if let Some(mac) = &fast {
             let mut hashes = [0u64; BURST];
             let mut n = 0;
             let secret = worker.flows.secret();
-            for (p, f) in pre.iter_mut().zip(frames.iter()) {
-                *p = pre_classify(f.data(), mac, pool, secret);
-                if let Pre::Established(ToVipV4 { hash, .. })
-                | Pre::Classified(Classified { hash, .. }) = p
-                {
-                    hashes[n] = *hash;
-                    n += 1;
-                }
+            for ((e, p), f) in est.iter_mut().zip(pre.iter_mut()).zip(frames.iter()) {
+                *e = to_vip_v4(f.data(), mac, pool, secret);
+                let hash = match e {
+                    Some(e) => e.hash,
+                    None => {
+                        *p = fast_classify(f.data(), mac, pool, secret);
+                        match p {
+                            Some(p) => p.hash,
+                            None => continue,
+                        }
+                    }
+                };
+                hashes[n] = hash;
+                n += 1;
             }
             core::hint::black_box(worker.flows.warm(&hashes[..n]));
         }
-        for (i, ((f, v), p)) in frames
+        for (i, (((f, v), e), p)) in frames
             .iter_mut()
             .zip(verdicts.iter_mut())
-            .zip(pre.iter())
+            .zip(est.iter())
+            .zip(pre.iter_mut())
             .enumerate()
         {
-            let missed;
-            let c = match (p, &fast) {
-                (Pre::Established(e), Some(mac)) => {
-                    if let Some(fv) = established(f, e, now, worker, pool) {
-                        *v = fv;
-                        continue;
-                    }
-                    missed = full_of(f.data(), mac, e);
-                    missed.as_ref()
+            if let (Some(e), Some(mac)) = (e, &fast) {
+                if let Some(fv) = established(f, e, now, worker, pool) {
+                    *v = fv;
+                    continue;
                 }
-                (Pre::Classified(c), _) => Some(c),
-                _ => None,
-            };
+                *p = full_of(f.data(), mac, e);
+            }
             worker.announcements.position = i as u16;
-            *v = decide(f, c, ingress, port, now, worker, shared, pool);
+            *v = decide(f, p.as_ref(), ingress, port, now, worker, shared, pool);
         }
     }
     worker.announcements.position = announce::AFTER_BURST;
