@@ -9,6 +9,9 @@
 //! ## The walk of a packet
 //!
 //! ```text
+//! parse::data_v4 ─> classify::to_vip_v4 ─> flow::established_v4 ─> egress::nat ─> Verdict
+//!    │ not an IPv4 data segment to a NAT VIP, or not a known flow's plain packet
+//!    v
 //! parse::fast ─ common TCP? ─> classify::tcp ─ a VIP's? ─> flow::forward ─> egress ─> Verdict
 //!    │ no (or not classified)                                  │ TTL out, DSR too big
 //!    v                                                         └──────────> reply
