@@ -195,15 +195,7 @@ impl Bench {
                     k = 0;
                 }
             }
-            process_burst(
-                &mut self.burst,
-                &mut self.verdicts,
-                PortId(0),
-                self.now,
-                &mut self.worker,
-                &self.shared,
-                &self.pool,
-            );
+            self.decide_loaded_burst();
             black_box(&self.verdicts);
         }
         start.elapsed() * (iters as u32) / ((bursts * BURST as u64) as u32)

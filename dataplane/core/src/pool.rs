@@ -873,7 +873,8 @@ impl PoolSnapshot {
             .collect();
         let fast4: Vec<Option<Fast4>> = fwd.iter().map(Fast4::of).collect();
         // The NAT VIPs on IPv4, for the established fast path: address and port packed in one
-        // word, at the VIP's index (`u64::MAX`, which no packed key equals, elsewhere).
+        // word, at the VIP's index (`u64::MAX`, which no packed key equals, elsewhere); none
+        // with more than 8 VIPs, which the endpoint map serves.
         let vip4 = vips
             .iter()
             .map(|v| match v {
@@ -883,7 +884,8 @@ impl PoolSnapshot {
                 },
                 _ => u64::MAX,
             })
-            .collect();
+            .collect::<Vec<u64>>();
+        let vip4 = if vip4.len() <= 8 { vip4 } else { Vec::new() };
         let mut vip_addrs: Vec<[u8; 16]> =
             vips.iter().flatten().map(|v| addr_bytes(v.addr)).collect();
         vip_addrs.sort_unstable();
@@ -952,10 +954,19 @@ impl PoolSnapshot {
     #[inline]
     pub fn nat_vip_for_v4(&self, addr: [u8; 4], port: u16) -> Option<VipId> {
         let key = vip4_key(addr, port);
-        self.vip4
-            .iter()
-            .position(|&k| k == key)
-            .map(|i| VipId(i as u16))
+        // A handful of VIPs: a scan of packed words (`vip4`); more: the endpoint map.
+        match self.vip4.iter().position(|&k| k == key) {
+            Some(i) => Some(VipId(i as u16)),
+            None if self.vip4.is_empty() => self.nat_vip_for_v4_in_map(addr, port),
+            None => None,
+        }
+    }
+
+    /// [`nat_vip_for_v4`](Self::nat_vip_for_v4) with many VIPs: out of line.
+    #[inline(never)]
+    fn nat_vip_for_v4_in_map(&self, addr: [u8; 4], port: u16) -> Option<VipId> {
+        let v = self.vip_for(&crate::flow::v4_mapped(addr), port, 6)?;
+        self.vip(v).filter(|v| v.mode.dsr().is_none()).map(|v| v.id)
     }
 
     /// What the established IPv4 fast path needs of a backend (see [`Fast4`]); `None` sends its
@@ -1066,5 +1077,45 @@ impl PoolSnapshot {
             .map(|v| v.as_ref().map_or(0, |v| v.maglev.fingerprint()))
             .collect();
         crate::flow::hash_words(&words)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testkit::{demo_spec, dsr_spec};
+
+    /// The established path's VIP lookup finds what `vip_for` finds for NAT VIPs on IPv4, and
+    /// nothing for DSR or IPv6 ones, with a handful of VIPs (a scan) and with many (the map).
+    #[test]
+    fn nat_vip_for_v4_agrees_with_vip_for() {
+        for extra in [0u16, 3, 20] {
+            let mut spec = demo_spec(3);
+            let dsr = dsr_spec(3, Encap::Ipip, OuterSource::Gateway).vips[0]
+                .clone()
+                .map(|v| v.mode);
+            for i in 0..extra {
+                let mut v = spec.vips[0].clone().unwrap_or_else(|| unreachable!());
+                v.id = VipId(2 + i);
+                v.name = format!("extra{i}");
+                v.addr = IpAddr::V4(Ipv4Addr::new(192, 0, 2, 100 + i as u8));
+                v.port = 80 + i;
+                v.backends = Vec::new(); // a backend serves one NAT VIP per address and port
+                if i % 3 == 2 {
+                    v.mode = dsr.unwrap_or_else(|| unreachable!());
+                }
+                spec.vips.push(Some(v));
+            }
+            let pool = PoolSnapshot::build(spec).unwrap_or_else(|e| panic!("{e}"));
+            for v in pool.vips.iter().flatten() {
+                let IpAddr::V4(a) = v.addr else {
+                    assert_eq!(v.addr, IpAddr::V6(crate::testkit::VIP6));
+                    continue;
+                };
+                let want = (v.mode.dsr().is_none()).then_some(v.id);
+                assert_eq!(pool.nat_vip_for_v4(a.octets(), v.port), want, "{}", v.name);
+                assert_eq!(pool.nat_vip_for_v4(a.octets(), v.port ^ 1), None);
+            }
+        }
     }
 }

@@ -566,6 +566,26 @@ mod tests {
             && a.seg == b.seg
     }
 
+    /// Calls `f` with three corruptions (a pseudo-random bit flip or more) of each of the first
+    /// `max_at` bytes of `frame`, and the offset corrupted.
+    fn each_corruption(
+        frame: &[u8],
+        max_at: usize,
+        seed: &mut u32,
+        mut f: impl FnMut(&[u8], usize),
+    ) {
+        for at in 0..frame.len().min(max_at) {
+            for _ in 0..3 {
+                *seed ^= *seed << 13;
+                *seed ^= *seed >> 17;
+                *seed ^= *seed << 5;
+                let mut g = frame.to_vec();
+                g[at] ^= (*seed as u8) | 1;
+                f(&g, at);
+            }
+        }
+    }
+
     #[test]
     fn fast_parser_agrees_with_the_full_parser() {
         let c4: core::net::IpAddr = "198.51.100.1".parse().unwrap();
@@ -584,21 +604,14 @@ mod tests {
         let mut seed = 0x1234_5678u32;
         let mut accepted = 0;
         for f in &frames {
-            for at in 0..f.len().min(110) {
-                for _ in 0..3 {
-                    seed ^= seed << 13;
-                    seed ^= seed >> 17;
-                    seed ^= seed << 5;
-                    let mut g = f.clone();
-                    g[at] ^= (seed as u8) | 1;
-                    if let Some(fast) = fast(&g, &crate::testkit::PORT0_MAC) {
-                        accepted += 1;
-                        let full = full(&g)
-                            .expect("the fast parser accepted what the full parser refuses");
-                        assert!(same(&fast, &full), "disagreement at byte {at}");
-                    }
+            each_corruption(f, 110, &mut seed, |g, at| {
+                if let Some(fast) = fast(g, &crate::testkit::PORT0_MAC) {
+                    accepted += 1;
+                    let full =
+                        full(g).expect("the fast parser accepted what the full parser refuses");
+                    assert!(same(&fast, &full), "disagreement at byte {at}");
                 }
-            }
+            });
             for cut in [0, 13, 20, 33, 40, 53, 60] {
                 if let (Some(fast), Some(full)) = (
                     fast(&f[..cut.min(f.len())], &crate::testkit::PORT0_MAC),
@@ -630,31 +643,24 @@ mod tests {
         let mut seed = 0x9e37_79b9u32;
         let (mut accepted, mut refused) = (0, 0);
         for f in &frames {
-            for at in 0..f.len().min(80) {
-                for _ in 0..3 {
-                    seed ^= seed << 13;
-                    seed ^= seed >> 17;
-                    seed ^= seed << 5;
-                    let mut g = f.clone();
-                    g[at] ^= (seed as u8) | 1;
-                    let Some(d) = data_v4(&g, &crate::testkit::PORT0_MAC) else {
-                        refused += 1;
-                        continue;
-                    };
-                    accepted += 1;
-                    let h = fast(&g, &crate::testkit::PORT0_MAC)
-                        .expect("the established parser accepted what the fast parser refuses");
-                    assert!(!h.ip.v6 && h.ip.ttl > 1 && h.ip.l4 == 34, "byte {at}");
-                    assert_eq!(h.ip.src, v4_mapped(d.src));
-                    assert_eq!(h.ip.dst, v4_mapped(d.dst));
-                    assert_eq!((h.seg.src_port, h.seg.dst_port), (d.src_port, d.dst_port));
-                    assert_eq!(h.ip.len(), d.len as usize);
-                    assert!(h.seg.has(TcpFlags::ACK.0));
-                    assert!(!h
-                        .seg
-                        .has(TcpFlags::SYN.0 | TcpFlags::FIN.0 | TcpFlags::RST.0));
-                }
-            }
+            each_corruption(f, 80, &mut seed, |g, at| {
+                let Some(d) = data_v4(g, &crate::testkit::PORT0_MAC) else {
+                    refused += 1;
+                    return;
+                };
+                accepted += 1;
+                let h = fast(g, &crate::testkit::PORT0_MAC)
+                    .expect("the established parser accepted what the fast parser refuses");
+                assert!(!h.ip.v6 && h.ip.ttl > 1 && h.ip.l4 == 34, "byte {at}");
+                assert_eq!(h.ip.src, v4_mapped(d.src));
+                assert_eq!(h.ip.dst, v4_mapped(d.dst));
+                assert_eq!((h.seg.src_port, h.seg.dst_port), (d.src_port, d.dst_port));
+                assert_eq!(h.ip.len(), d.len as usize);
+                assert!(h.seg.has(TcpFlags::ACK.0));
+                assert!(!h
+                    .seg
+                    .has(TcpFlags::SYN.0 | TcpFlags::FIN.0 | TcpFlags::RST.0));
+            });
             for cut in [0, 13, 33, 53] {
                 assert!(data_v4(&f[..cut], &crate::testkit::PORT0_MAC).is_none());
             }
