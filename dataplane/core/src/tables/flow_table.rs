@@ -11,8 +11,9 @@
 //!
 //! ## Bounded capacity and eviction
 //!
-//! An insert takes, in this order: a free slot; a slot whose entry has expired (per-state
-//! timeouts, [`Timeouts`]); the oldest half-open entry (SYN seen, no answer yet). It never evicts a
+//! An insert takes, in this order: a free slot (found in the tag line alone, without reading an
+//! entry); a slot whose entry has expired (per-state timeouts, [`Timeouts`]); the oldest
+//! half-open entry (SYN seen, no answer yet). It never evicts a
 //! live established or closing entry for a new one: when the bucket holds only those, the insert
 //! fails with [`Insert::Full`] and the caller forwards the packet statelessly by Maglev (Maglev
 //! §3.3, Katran's flood guard: a SYN flood cannot push established flows out).
@@ -433,13 +434,14 @@ impl FlowTable {
         let b = self.bucket(hash);
         let base = b * WAYS;
         let t = self.timeouts;
-        let mut choice: Option<(usize, bool)> = None; // (way, evicts a live entry)
+        // A free slot, from the tag line alone (the entries' lines are read only when the bucket
+        // is full: a new flow then costs one cache line, not one per occupied way).
+        let mut choice: Option<(usize, bool)> = self.tags[b]
+            .iter()
+            .position(|&t| t == 0)
+            .map(|way| (way, false)); // (way, evicts a live entry)
         let mut oldest_half_open: Option<(usize, u32)> = None;
-        for way in 0..WAYS {
-            if self.tags[b][way] == 0 {
-                choice = Some((way, false));
-                break;
-            }
+        for way in 0..if choice.is_some() { 0 } else { WAYS } {
             let e = &self.entries[base + way];
             if e.expired(now_ms, &t) {
                 if choice.is_none() {
