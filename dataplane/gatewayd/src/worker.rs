@@ -186,6 +186,11 @@ fn stall(id: u16, cx: &Context<'_, '_>) {
 const IDLE_POLLS_BEFORE_YIELD: u32 = 1024;
 
 /// Runs worker `id` until `stop` is set; returns its counters.
+///
+/// Never inlined, nor is [`core_burst`]: benches/system/worker-split.sh toggles callgrind's
+/// collection on this function and splits its instructions into the driver's, the core's and
+/// the loop's own by these symbols.
+#[inline(never)]
 pub(crate) fn run(
     id: u16,
     cpu: Option<u32>,
@@ -257,15 +262,7 @@ pub(crate) fn run(
                 }
             }
             let verdicts = &mut verdicts[..frames.len()];
-            process_burst(
-                &mut frames,
-                verdicts,
-                port,
-                now,
-                &mut worker,
-                cx.shared,
-                pool,
-            );
+            core_burst(&mut frames, verdicts, port, now, &mut worker, cx.shared, pool);
             for (i, (f, &v)) in frames.drain(..).zip(verdicts.iter()).enumerate() {
                 route(cx, v, port, f, &mut tx, &mut txq, &mut io);
                 // An ADD_ADDR numbered after this frame (a server segment) follows it at once.
@@ -329,7 +326,21 @@ pub(crate) fn run(
     Ok((worker, io))
 }
 
-/// Sends, queues for another worker, or frees a decided frame.
+/// The core's burst entry point, behind a symbol of its own (one call per burst): what
+/// benches/system/worker-split.sh counts as the core.
+#[inline(never)]
+fn core_burst(
+    frames: &mut [MbufFrame<'_>],
+    verdicts: &mut [Verdict],
+    port: PortId,
+    now: trapeze_core::Ticks,
+    worker: &mut Worker,
+    shared: &Shared,
+    pool: &trapeze_core::pool::PoolSnapshot,
+) {
+    process_burst(frames, verdicts, port, now, worker, shared, pool);
+}
+
 /// Builds and stages the ADD_ADDRs the burst asked for (announce mode): one mbuf each from the
 /// pool, counted as replies. Without an mbuf the announcement is lost; the core sends it again
 /// until the client echoes it.
@@ -363,6 +374,7 @@ fn send_announcement<'e>(
     }
 }
 
+/// Sends, queues for another worker, or frees a decided frame.
 #[inline]
 fn route<'e>(
     cx: &Context<'_, 'e>,
