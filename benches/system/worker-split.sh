@@ -8,6 +8,7 @@
 #
 #   benches/system/worker-split.sh [SECONDS] [FLOWS]     # defaults: 10 s, 1024 flows
 #   WORKER_SPLIT_JSON=1 benches/system/worker-split.sh  # one JSON line (benches/budget.py)
+#   WORKER_SPLIT_KEEP=1 ...                              # keep the callgrind files and the log
 #
 # Needs the release build (cargo build --release -p trapeze-gatewayd) and valgrind.
 set -euo pipefail
@@ -26,7 +27,8 @@ cleanup() {
         kill "$GWPID" 2> /dev/null || true
         wait "$GWPID" 2> /dev/null || true
     fi
-    rm -rf "$RUN" "/var/run/dpdk/$PREFIX"
+    if [ -n "${WORKER_SPLIT_KEEP:-}" ]; then echo "kept: $RUN" >&2; else rm -rf "$RUN"; fi
+    rm -rf "/var/run/dpdk/$PREFIX"
     rm -f "/dev/hugepages/$PREFIX"*
 }
 trap cleanup EXIT

@@ -59,7 +59,9 @@ def write_pcap(path: Path, flows: int) -> None:
     out = [struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 65535, 1)]
     for i in range(flows):
         src = bytes([198, 51, 100 + (i >> 8) % 100, i & 0xFF])
-        tcp = struct.pack("!HHIIBBHHH", 10000 + i % 50000, 80, 1000, 2000, 5 << 4, 0x10, 65535, 0, 0)
+        tcp = struct.pack(
+            "!HHIIBBHHH", 10000 + i % 50000, 80, 1000, 2000, 5 << 4, 0x10, 65535, 0, 0
+        )
         ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(tcp), 0, 0x4000, 64, 6, 0, src, vip)
         ip = ip[:10] + struct.pack("!H", checksum(ip)) + ip[12:]
         pseudo = src + vip + struct.pack("!BBH", 0, 6, len(tcp))
@@ -180,7 +182,7 @@ def split(profile: Profile) -> dict[str, int]:
 
 
 def frames_from_log(log: Path) -> int:
-    m = re.search(r"^total: rx (\d+)", log.read_text(errors="replace"), re.M)
+    m = re.search(r"^total: rx (\d+)", log.read_text(errors="replace"), re.MULTILINE)
     if not m:
         sys.exit(f"no 'total: rx' line in {log}: did the gateway stop cleanly?")
     return int(m.group(1))
@@ -212,7 +214,9 @@ def main() -> int:
     if args.json:
         print(json.dumps({"frames": frames, "bursts": parts["bursts"], "per_frame": per}))
         return 0
-    print(f"frames {frames}, core bursts {parts['bursts']} ({frames / max(parts['bursts'], 1):.1f} frames each)")
+    print(
+        f"frames {frames}, core bursts {parts['bursts']} ({frames / max(parts['bursts'], 1):.1f} frames each)"
+    )
     print(f"{'instructions per frame':<28} {'':>8}")
     for k, label in (
         ("total", "worker thread, total"),
@@ -221,7 +225,9 @@ def main() -> int:
         ("loop", "worker loop (the rest)"),
     ):
         print(f"  {label:<28} {per[k]:>8.1f}")
-    print(f"  (mbuf accessors called by the core, counted in the loop: {per['accessors_in_core']:.1f})")
+    print(
+        f"  (mbuf accessors called by the core, counted in the loop: {per['accessors_in_core']:.1f})"
+    )
     return 0
 
 

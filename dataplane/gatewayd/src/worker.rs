@@ -262,7 +262,15 @@ pub(crate) fn run(
                 }
             }
             let verdicts = &mut verdicts[..frames.len()];
-            core_burst(&mut frames, verdicts, port, now, &mut worker, cx.shared, pool);
+            core_burst(
+                &mut frames,
+                verdicts,
+                port,
+                now,
+                &mut worker,
+                cx.shared,
+                pool,
+            );
             for (i, (f, &v)) in frames.drain(..).zip(verdicts.iter()).enumerate() {
                 route(cx, v, port, f, &mut tx, &mut txq, &mut io);
                 // An ADD_ADDR numbered after this frame (a server segment) follows it at once.
