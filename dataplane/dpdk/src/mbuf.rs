@@ -429,11 +429,13 @@ impl<'e> MbufBurst<'e> {
     }
 
     /// Appends an mbuf, or gives it back when the burst is full.
+    #[inline]
     pub fn push(&mut self, mbuf: Mbuf<'e>) -> Result<(), Mbuf<'e>> {
-        if self.is_full() {
+        // `get_mut` rather than a full check and an index: one comparison, no panic path.
+        let Some(slot) = self.slots.get_mut(self.len) else {
             return Err(mbuf);
-        }
-        self.slots[self.len].write(mbuf);
+        };
+        slot.write(mbuf);
         self.len += 1;
         Ok(())
     }
@@ -566,15 +568,18 @@ pub struct Drain<'b, 'e> {
 impl<'e> Iterator for Drain<'_, 'e> {
     type Item = Mbuf<'e>;
 
+    #[inline]
     fn next(&mut self) -> Option<Mbuf<'e>> {
-        if self.next == self.end {
+        if self.next >= self.end {
             return None;
         }
         let i = self.next;
         self.next += 1;
-        // SAFETY: slots[next..end] were initialised and owned when the drain began (the burst's
-        // len is 0 meanwhile, so only this iterator reads them); each index is read once.
-        Some(unsafe { self.burst.slots[i].assume_init_read() })
+        // SAFETY: i < end <= BURST_SIZE (the burst's len when the drain began), so the slot is
+        // inside the array; slots[next..end] were initialised and owned when the drain began
+        // (the burst's len is 0 meanwhile, so only this iterator reads them); each index is
+        // read once.
+        Some(unsafe { self.burst.slots.get_unchecked(i).assume_init_read() })
     }
 
     fn size_hint(&self) -> (usize, Option<usize>) {
