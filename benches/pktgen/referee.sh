@@ -8,8 +8,9 @@
 # Pktgen is not part of this repository: bring your own build (benches/pktgen/README.md says which
 # version and what it needs). Knobs: REFEREE_SECONDS (measured seconds, default 10),
 # REFEREE_SIZE (frame size, default 64), REFEREE_PKTGEN_MEM (pktgen's EAL memory, default
-# "--no-huge -m 1024": stock 23.06.1 needs about 850 MB), REFEREE_OUT (directory kept with the
-# logs, default a temporary one that is removed).
+# "-m 1024", huge pages: stock 23.06.1 needs about 850 MB; with --no-huge it failed here to
+# create its mbuf pools even at -m 1024), REFEREE_OUT (directory kept with the logs, default a
+# temporary one that is removed). The gateway and testpmd each take -m 256.
 #
 # Cores (2 here): gateway and testpmd forward on CPU 1 and keep their main thread on CPU 0;
 # pktgen sends and receives on CPU 0 (its main lcore shares CPU 1). Every DPDK process runs
@@ -20,7 +21,7 @@ TARGET=${CARGO_TARGET_DIR:-$ROOT/target}
 PKTGEN=${1:-${PKTGEN:-}}
 SECS=${REFEREE_SECONDS:-10}
 SIZE=${REFEREE_SIZE:-64}
-read -r -a PGMEM <<< "${REFEREE_PKTGEN_MEM:---no-huge -m 1024}"
+read -r -a PGMEM <<< "${REFEREE_PKTGEN_MEM:--m 1024}"
 
 die() {
     echo "referee: $*" >&2
