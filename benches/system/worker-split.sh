@@ -2,9 +2,10 @@
 # The daemon's instructions per frame, split into driver, core and the worker loop's own, counted
 # with callgrind (deterministic: no timing involved). The real daemon forwards established-flow
 # ACKs: port 0 is a pcap vdev replaying FLOWS frames forever (infinite_rx: every RX burst is
-# full), port 1 a null vdev that frees what it is sent. Collection is on inside
-# `worker::run` only; benches/system/worker_split.py splits the worker thread's counts by the
-# symbols `tz_rx_burst`/`tz_tx_burst` (driver) and `worker::core_burst` (core).
+# full), port 1 a null vdev that frees what it is sent. Collection is on inside `worker::poll`
+# only (the poll loop, not the worker's start-up); benches/system/worker_split.py splits the
+# worker thread's counts by the symbols `tz_rx_burst`/`tz_tx_burst` (driver) and
+# `worker::core_burst` (core).
 #
 #   benches/system/worker-split.sh [SECONDS] [FLOWS]     # defaults: 10 s, 1024 flows
 #   WORKER_SPLIT_JSON=1 benches/system/worker-split.sh  # one JSON line (benches/budget.py)
@@ -41,7 +42,7 @@ args = ["--no-pci", "--file-prefix='"$PREFIX"'", "--no-huge", "-m", "256", "-l",
     -e 's/device = "net_memif0"/device = "net_pcap0"/' -e 's/device = "net_memif1"/device = "net_null0"/' \
     -e 's/^flow_capacity = .*/flow_capacity = 65536/' -e 's/^token_capacity = .*/token_capacity = 65536/' \
     "$ROOT/benches/system/gateway.toml" > "$RUN/gw.toml"
-valgrind --tool=callgrind --collect-atstart=no --toggle-collect='trapeze_gatewayd::worker::run' \
+valgrind --tool=callgrind --collect-atstart=no --toggle-collect='trapeze_gatewayd::worker::poll' \
     --separate-threads=yes --callgrind-out-file="$RUN/callgrind.out" \
     "$BIN" --config "$RUN/gw.toml" --api off > "$RUN/gateway.log" 2>&1 &
 GWPID=$!

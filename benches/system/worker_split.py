@@ -7,8 +7,9 @@ Two jobs for benches/system/worker-split.sh (Python 3, standard library only):
     worker_split.py split CALLGRIND_OUT... --log GATEWAY_LOG [--json]
 
 `split` reads the callgrind files of one run (one per thread with --separate-threads=yes), keeps
-the thread that ran `trapeze_gatewayd::worker::run` (collection is toggled on that function, so
-its file holds the worker's whole life), and splits its instructions:
+the worker thread (the one that called `core_burst`; collection is toggled on
+`trapeze_gatewayd::worker::poll`, so its file holds the whole poll loop and not the worker's
+start-up), and splits its instructions:
 
 * driver: inclusive cost of the calls to the burst shims `tz_rx_burst` and `tz_tx_burst`
   (ethdev and the PMD, including the PMD's mbuf alloc and free);
@@ -18,7 +19,7 @@ its file holds the worker's whole life), and splits its instructions:
 * loop: the rest (worker.rs, clock.rs, frame.rs, the mbuf accessors, housekeeping, publishing).
 
 Frames are the gateway's own count (`total: rx N` printed at exit), all received inside
-`worker::run`.
+`worker::poll`.
 """
 
 import argparse
@@ -29,7 +30,6 @@ import sys
 from collections import defaultdict
 from pathlib import Path
 
-WORKER_FN = "trapeze_gatewayd::worker::run"
 CORE_FN = "trapeze_gatewayd::worker::core_burst"
 DRIVER_FNS = ("tz_rx_burst", "tz_tx_burst")
 # Mbuf accessors: functions by name prefix, inlined code by source file.
@@ -134,11 +134,6 @@ class Profile:
                 self.total = int(line.split()[1])
 
     _fl = ""
-
-    def has_fn(self, name: str) -> bool:
-        return any(f == name for f, _ in self.self_cost) or any(
-            callee == name for _, callee in self.calls
-        )
 
     def inclusive_calls_to(self, name: str) -> tuple[int, int]:
         calls = cost = 0

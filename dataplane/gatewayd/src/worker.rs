@@ -187,10 +187,6 @@ const IDLE_POLLS_BEFORE_YIELD: u32 = 1024;
 
 /// Runs worker `id` until `stop` is set; returns its counters.
 ///
-/// Never inlined, nor is [`core_burst`]: benches/system/worker-split.sh toggles callgrind's
-/// collection on this function and splits its instructions into the driver's, the core's and
-/// the loop's own by these symbols.
-#[inline(never)]
 pub(crate) fn run(
     id: u16,
     cpu: Option<u32>,
@@ -211,9 +207,31 @@ pub(crate) fn run(
             io: PortIo::default(),
         });
     }
+    let mut io = IoStats::new(cx.ports.len());
+    poll(id, &mut worker, cx, &mut rxq, &mut lanes, &mut io);
+    // Shutdown: flush what is staged, then drain the inbox (frees what others handed over).
+    for l in lanes.iter_mut() {
+        flush(l, &mut io);
+    }
+    while cx.inboxes[id as usize].pop().is_some() {}
+    sync_ports(&mut io, &lanes);
+    Ok((worker, io))
+}
+
+/// The poll loop of worker `id`, until `stop` is set. Never inlined: benches/system/worker-split.sh
+/// toggles callgrind's collection on this function, so the counts hold the loop and not the
+/// worker's start-up.
+#[inline(never)]
+fn poll<'e>(
+    id: u16,
+    worker: &mut Worker,
+    cx: &Context<'_, 'e>,
+    rxq: &mut [RxQueue<'_, 'e>],
+    lanes: &mut [Lane<'_, 'e>],
+    io: &mut IoStats,
+) {
     let clock = crate::clock::Clock::new();
     let mut reader = Reader::new(cx.published);
-    let mut io = IoStats::new(cx.ports.len());
     let mut rx = MbufBurst::new();
     let mut frames: Vec<MbufFrame<'_>> = Vec::with_capacity(BURST);
     let mut verdicts = [Verdict::Punt; BURST];
@@ -234,8 +252,8 @@ pub(crate) fn run(
                     break;
                 };
                 let mut f = MbufFrame(m);
-                let v = process(&mut f, port, now, &mut worker, cx.shared, pool);
-                route(cx, v, port, f, &mut lanes, &mut io);
+                let v = process(&mut f, port, now, worker, cx.shared, pool);
+                route(cx, v, port, f, lanes, io);
             }
         }
         // Control frames (ARP/NDP requests) go out through worker 0.
@@ -244,7 +262,7 @@ pub(crate) fn run(
                 let Some((port, m)) = cx.control_tx.pop() else {
                     break;
                 };
-                push_tx(&mut lanes, port, m, TxKind::Control, &mut io);
+                push_tx(lanes, port, m, TxKind::Control, io);
             }
         }
 
@@ -269,35 +287,27 @@ pub(crate) fn run(
                 }
             }
             let verdicts = &mut verdicts[..frames.len()];
-            core_burst(
-                &mut frames,
-                verdicts,
-                port,
-                now,
-                &mut worker,
-                cx.shared,
-                pool,
-            );
+            core_burst(&mut frames, verdicts, port, now, worker, cx.shared, pool);
             if worker.announcements.is_empty() {
-                route_burst(cx, &mut frames, verdicts, port, &mut lanes, &mut io);
+                route_burst(cx, &mut frames, verdicts, port, lanes, io);
             } else {
                 for (i, (f, &v)) in frames.drain(..).zip(verdicts.iter()).enumerate() {
-                    route(cx, v, port, f, &mut lanes, &mut io);
+                    route(cx, v, port, f, lanes, io);
                     // An ADD_ADDR numbered after this frame (a server segment) follows it at
                     // once.
                     while let Some(a) = worker.announcements.pop_after(i) {
-                        send_announcement(cx, a, &mut lanes, &mut io);
+                        send_announcement(cx, a, lanes, io);
                     }
                 }
             }
         }
 
         if !worker.announcements.is_empty() {
-            send_announcements(cx, &mut worker, &mut lanes, &mut io);
+            send_announcements(cx, worker, lanes, io);
         }
 
         for l in lanes.iter_mut() {
-            flush(l, &mut io);
+            flush(l, io);
         }
 
         // Poll mode, with manners: after many empty polls in a row, give the CPU away (yield,
@@ -334,18 +344,11 @@ pub(crate) fn run(
                     .copy_live_from(&worker.stats, pool.vips.len(), pool.backends.len());
                 p.flows = worker.flows.len();
                 p.flow_capacity = worker.flows.capacity();
-                sync_ports(&mut io, &lanes);
-                p.io.clone_from(&io); // reuses the slot's vector: no allocation
+                sync_ports(io, lanes);
+                p.io.clone_from(io); // reuses the slot's vector: no allocation
             }
         }
     }
-    // Shutdown: flush what is staged, then drain the inbox (frees what others handed over).
-    for l in lanes.iter_mut() {
-        flush(l, &mut io);
-    }
-    while cx.inboxes[id as usize].pop().is_some() {}
-    sync_ports(&mut io, &lanes);
-    Ok((worker, io))
 }
 
 /// One port's transmit side in one worker: the staged burst, the queue, and the port's
