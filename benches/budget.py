@@ -12,6 +12,11 @@ so this is a valid test on a noisy machine; times stay with criterion.
     benches/budget.py                 # build, measure every class, check
     benches/budget.py --update        # write the measured figures as the new budgets
     benches/budget.py --class syn     # one class
+
+The class `worker-loop` is the daemon's own per-frame cost around the core and the driver:
+benches/system/worker-split.sh runs the release trapeze-gatewayd under callgrind for a second
+of forwarding (pcap and null vdevs, full bursts) and reports the worker thread's instructions
+per frame less the driver's (rx/tx burst) and the core's (process_burst).
 """
 
 import argparse
@@ -34,6 +39,7 @@ CLASSES = {
     "syn": 20_000,
     "join": 20_000,
     "publish": 1_000,
+    "worker-loop": 1,  # seconds of forwarding under callgrind (benches/system/worker-split.sh)
 }
 
 
@@ -55,6 +61,27 @@ def build(target: Path) -> Path:
         env={**os.environ, "CARGO_TARGET_DIR": str(target)},
     )
     return target / "release" / "examples" / "budget"
+
+
+def measure_worker_loop(target: Path, seconds: int) -> float:
+    """The worker loop's instructions per frame, from benches/system/worker-split.sh."""
+    subprocess.run(
+        ["cargo", "build", "--release", "--locked", "--quiet", "-p", "trapeze-gatewayd"],
+        cwd=ROOT,
+        check=True,
+        env={**os.environ, "CARGO_TARGET_DIR": str(target)},
+    )
+    run = subprocess.run(
+        [str(ROOT / "benches" / "system" / "worker-split.sh"), str(seconds)],
+        check=False,
+        cwd=ROOT,
+        env={**os.environ, "CARGO_TARGET_DIR": str(target), "WORKER_SPLIT_JSON": "1"},
+        capture_output=True,
+        text=True,
+    )
+    if run.returncode != 0:
+        sys.exit(f"budget worker-loop: worker-split.sh failed ({run.returncode})\n{run.stderr}")
+    return float(json.loads(run.stdout.splitlines()[-1])["per_frame"]["loop"])
 
 
 def measure(binary: Path, cls: str, packets: int, tmp: Path) -> float:
@@ -124,7 +151,10 @@ def main() -> int:
     print(f"{'class':<20} {'instr/packet':>12} {'budget':>8} {'goal':>6}  verdict")
     with tempfile.TemporaryDirectory(prefix="tzbudget-") as tmp:
         for cls in classes:
-            ipp = measure(binary, cls, CLASSES[cls], Path(tmp))
+            if cls == "worker-loop":
+                ipp = measure_worker_loop(Path(args.target_dir), CLASSES[cls])
+            else:
+                ipp = measure(binary, cls, CLASSES[cls], Path(tmp))
             measured[cls] = round(ipp)
             entry = budgets["classes"].get(cls, {})
             budget = entry.get("budget")

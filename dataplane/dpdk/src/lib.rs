@@ -11,10 +11,10 @@
 //!
 //! `build.rs` asks `pkg-config` for `libdpdk` (link flags and cflags, nothing hard-coded),
 //! compiles `csrc/tz_shim.c`, out-of-line `tz_*` wrappers for DPDK's `static inline` fast path
-//! (rx/tx burst, mbuf alloc/free, `mtod`, lengths, prepend/adj/append/trim, `rte_errno`,
-//! `rte_lcore_id`, TSC, prefetch), and runs `bindgen` on `csrc/tz_shim.h` with an explicit
-//! allow-list (about 60 functions and the structs they take), so the raw bindings stay small and
-//! private (`ffi`).
+//! (rx/tx burst, mbuf alloc/free, append/trim of segment chains, `rte_errno`, `rte_lcore_id`,
+//! TSC, prefetch; the per-frame mbuf field accessors are Rust, on the bindgen `rte_mbuf`), and
+//! runs `bindgen` on `csrc/tz_shim.h` with an explicit allow-list (about 60 functions and the
+//! structs they take), so the raw bindings stay small and private (`ffi`).
 //!
 //! Drivers: Debian's DPDK is a shared build whose EAL, at `rte_eal_init`, loads every PMD in
 //! its plugin directory (`/usr/lib/x86_64-linux-gnu/dpdk/pmds-23.0`: `net_ring`, `net_null`,

@@ -57,62 +57,85 @@ impl<'e> Mbuf<'e> {
         self.raw.as_ptr()
     }
 
+    // The per-frame accessors below read and write the fields of the bindgen `rte_mbuf` in Rust,
+    // as DPDK's own inline functions do, instead of calling a C shim per field: they inline into
+    // the worker loop and the core (benches/system/worker-split.sh counts them).
+
+    /// The mbuf header.
+    #[inline(always)]
+    fn hdr(&self) -> &ffi::rte_mbuf {
+        // SAFETY: self owns a valid mbuf (type invariant): nothing else uses it while we hold
+        // it, and `&self` allows no mutation through this handle while the reference lives.
+        unsafe { self.raw.as_ref() }
+    }
+
+    /// The mbuf header, mutably.
+    #[inline(always)]
+    fn hdr_mut(&mut self) -> &mut ffi::rte_mbuf {
+        // SAFETY: as in `hdr`; `&mut self` makes this the only reference to the header.
+        unsafe { self.raw.as_mut() }
+    }
+
     /// The bytes of the first segment (all of the frame when [`is_contiguous`](Self::is_contiguous)).
+    #[inline]
     pub fn data(&self) -> &[u8] {
-        // SAFETY: self owns a valid mbuf (type invariant); mtod points at data_len initialised
-        // bytes inside its buffer (mempool memory, zero-filled when mapped and only ever written
-        // with bytes), and `&self` keeps it from being modified or freed while borrowed.
+        let m = self.hdr();
+        // SAFETY: self owns a valid mbuf (type invariant); as rte_pktmbuf_mtod, buf_addr +
+        // data_off points at data_len initialised bytes inside its buffer (DPDK keeps
+        // data_off + data_len <= buf_len; mempool memory is zero-filled when mapped and only
+        // ever written with bytes), and `&self` keeps it from being modified or freed while
+        // borrowed.
         unsafe {
-            let len = usize::from(ffi::tz_pktmbuf_data_len(self.ptr()));
-            let data = ffi::tz_pktmbuf_mtod(self.raw.as_ptr()).cast::<u8>();
-            core::slice::from_raw_parts(data, len)
+            let data = m.buf_addr.cast::<u8>().add(usize::from(m.data_off));
+            core::slice::from_raw_parts(data, usize::from(m.data_len))
         }
     }
 
     /// The bytes of the first segment, mutably.
+    #[inline]
     pub fn data_mut(&mut self) -> &mut [u8] {
+        let m = self.hdr_mut();
         // SAFETY: as in `data`; `&mut self` makes this the only reference to those bytes.
         unsafe {
-            let len = usize::from(ffi::tz_pktmbuf_data_len(self.ptr()));
-            let data = ffi::tz_pktmbuf_mtod(self.ptr_mut()).cast::<u8>();
-            core::slice::from_raw_parts_mut(data, len)
+            let data = m.buf_addr.cast::<u8>().add(usize::from(m.data_off));
+            core::slice::from_raw_parts_mut(data, usize::from(m.data_len))
         }
     }
 
     /// The frame length (`pkt_len`, all segments).
+    #[inline]
     pub fn len(&self) -> usize {
-        // SAFETY: valid owned mbuf (type invariant); reads a field.
-        let len = unsafe { ffi::tz_pktmbuf_pkt_len(self.ptr()) };
-        len as usize
+        self.hdr().pkt_len as usize
     }
 
     /// True when the frame is empty.
+    #[inline]
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
 
     /// The length of the first segment (`data_len`).
+    #[inline]
     pub fn data_len(&self) -> usize {
-        // SAFETY: valid owned mbuf (type invariant); reads a field.
-        usize::from(unsafe { ffi::tz_pktmbuf_data_len(self.ptr()) })
+        usize::from(self.hdr().data_len)
     }
 
     /// The number of segments.
+    #[inline]
     pub fn nb_segs(&self) -> u16 {
-        // SAFETY: valid owned mbuf (type invariant); reads a field.
-        unsafe { ffi::tz_pktmbuf_nb_segs(self.ptr()) }
+        self.hdr().nb_segs
     }
 
     /// True when the frame is one segment, so [`data`](Self::data) is all of it.
+    #[inline]
     pub fn is_contiguous(&self) -> bool {
-        // SAFETY: valid owned mbuf (type invariant); reads a field.
-        unsafe { ffi::tz_pktmbuf_is_contiguous(self.ptr()) != 0 }
+        self.hdr().nb_segs == 1
     }
 
     /// Free bytes before the data (first segment).
+    #[inline]
     pub fn headroom(&self) -> usize {
-        // SAFETY: valid owned mbuf (type invariant); reads fields.
-        usize::from(unsafe { ffi::tz_pktmbuf_headroom(self.ptr()) })
+        usize::from(self.hdr().data_off)
     }
 
     /// Free bytes after the data (last segment).
@@ -123,30 +146,66 @@ impl<'e> Mbuf<'e> {
 
     /// Grows the frame by `n` bytes at the front, into the headroom. The new bytes are whatever
     /// the buffer held. Returns false, changing nothing, when the headroom is too small.
+    #[inline]
     pub fn prepend(&mut self, n: usize) -> bool {
+        let m = self.hdr_mut();
+        // As rte_pktmbuf_prepend: data_off >= n keeps the data inside the buffer.
         let Ok(n) = u16::try_from(n) else {
             return false;
         };
-        // SAFETY: valid owned mbuf, exclusively borrowed; rte_pktmbuf_prepend checks the
-        // headroom and changes nothing (returns NULL) when it is too small.
-        !unsafe { ffi::tz_pktmbuf_prepend(self.ptr_mut(), n) }.is_null()
+        if n > m.data_off {
+            return false;
+        }
+        m.data_off -= n;
+        m.data_len += n;
+        m.pkt_len += u32::from(n);
+        true
     }
 
     /// Removes `n` bytes from the front. Returns false, changing nothing, if `n` exceeds the
     /// first segment's length.
+    #[inline]
     pub fn adj(&mut self, n: usize) -> bool {
+        let m = self.hdr_mut();
+        // As rte_pktmbuf_adj.
         let Ok(n) = u16::try_from(n) else {
             return false;
         };
-        // SAFETY: valid owned mbuf, exclusively borrowed; rte_pktmbuf_adj checks `n` against
-        // data_len and changes nothing (returns NULL) when it is too large.
-        !unsafe { ffi::tz_pktmbuf_adj(self.ptr_mut(), n) }.is_null()
+        if n > m.data_len {
+            return false;
+        }
+        m.data_off += n;
+        m.data_len -= n;
+        m.pkt_len -= u32::from(n);
+        true
     }
 
     /// Sets the frame length: shrinks (from the last segment) or grows into the last segment's
     /// tailroom (new bytes are whatever the buffer held). Returns false, changing nothing, when
     /// the last segment is too short to shrink or its tailroom too small to grow.
+    #[inline]
     pub fn set_len(&mut self, len: usize) -> bool {
+        if self.nb_segs() != 1 {
+            return self.set_len_chained(len);
+        }
+        // One segment: it is the last one, as rte_pktmbuf_trim and rte_pktmbuf_append see it.
+        let m = self.hdr_mut();
+        let Ok(len) = u16::try_from(len) else {
+            return false;
+        };
+        let end = u32::from(m.data_off) + u32::from(len);
+        if len <= m.data_len || end <= u32::from(m.buf_len) {
+            m.data_len = len;
+            m.pkt_len = u32::from(len);
+            true
+        } else {
+            false
+        }
+    }
+
+    /// [`set_len`](Self::set_len) of a segment chain, by DPDK's functions.
+    #[cold]
+    fn set_len_chained(&mut self, len: usize) -> bool {
         let cur = self.len();
         if len < cur {
             let Ok(n) = u16::try_from(cur - len) else {
@@ -168,15 +227,15 @@ impl<'e> Mbuf<'e> {
     }
 
     /// The offload flags (`ol_flags`, `RTE_MBUF_F_*`).
+    #[inline]
     pub fn ol_flags(&self) -> u64 {
-        // SAFETY: valid owned mbuf (type invariant); reads a field.
-        unsafe { ffi::tz_mbuf_ol_flags(self.ptr()) }
+        self.hdr().ol_flags
     }
 
     /// Sets the offload flags (`ol_flags`) verbatim.
+    #[inline]
     pub fn set_ol_flags(&mut self, flags: u64) {
-        // SAFETY: valid owned mbuf, exclusively borrowed; writes a field.
-        unsafe { ffi::tz_mbuf_set_ol_flags(self.ptr_mut(), flags) }
+        self.hdr_mut().ol_flags = flags;
     }
 
     /// What the NIC said about the received frame's checksums (only meaningful when the port
@@ -241,16 +300,16 @@ impl<'e> Mbuf<'e> {
     }
 
     /// The port the frame was received on (meaningless for a freshly allocated mbuf).
+    #[inline]
     pub fn port(&self) -> u16 {
-        // SAFETY: valid owned mbuf (type invariant); reads a field.
-        unsafe { ffi::tz_mbuf_port(self.ptr()) }
+        self.hdr().port
     }
 
     /// Prefetches the first cache line of the frame's data (a hint; no effect on semantics).
     pub fn prefetch(&self) {
         // SAFETY: valid owned mbuf; mtod computes an address inside its buffer; a prefetch never
         // faults and reads nothing.
-        unsafe { ffi::tz_prefetch0(ffi::tz_pktmbuf_mtod(self.raw.as_ptr()).cast_const()) }
+        unsafe { ffi::tz_prefetch0(self.data().as_ptr().cast()) }
     }
 }
 
@@ -370,11 +429,13 @@ impl<'e> MbufBurst<'e> {
     }
 
     /// Appends an mbuf, or gives it back when the burst is full.
+    #[inline]
     pub fn push(&mut self, mbuf: Mbuf<'e>) -> Result<(), Mbuf<'e>> {
-        if self.is_full() {
+        // `get_mut` rather than a full check and an index: one comparison, no panic path.
+        let Some(slot) = self.slots.get_mut(self.len) else {
             return Err(mbuf);
-        }
-        self.slots[self.len].write(mbuf);
+        };
+        slot.write(mbuf);
         self.len += 1;
         Ok(())
     }
@@ -507,15 +568,18 @@ pub struct Drain<'b, 'e> {
 impl<'e> Iterator for Drain<'_, 'e> {
     type Item = Mbuf<'e>;
 
+    #[inline]
     fn next(&mut self) -> Option<Mbuf<'e>> {
-        if self.next == self.end {
+        if self.next >= self.end {
             return None;
         }
         let i = self.next;
         self.next += 1;
-        // SAFETY: slots[next..end] were initialised and owned when the drain began (the burst's
-        // len is 0 meanwhile, so only this iterator reads them); each index is read once.
-        Some(unsafe { self.burst.slots[i].assume_init_read() })
+        // SAFETY: i < end <= BURST_SIZE (the burst's len when the drain began), so the slot is
+        // inside the array; slots[next..end] were initialised and owned when the drain began
+        // (the burst's len is 0 meanwhile, so only this iterator reads them); each index is
+        // read once.
+        Some(unsafe { self.burst.slots.get_unchecked(i).assume_init_read() })
     }
 
     fn size_hint(&self) -> (usize, Option<usize>) {

@@ -186,6 +186,7 @@ fn stall(id: u16, cx: &Context<'_, '_>) {
 const IDLE_POLLS_BEFORE_YIELD: u32 = 1024;
 
 /// Runs worker `id` until `stop` is set; returns its counters.
+///
 pub(crate) fn run(
     id: u16,
     cpu: Option<u32>,
@@ -197,16 +198,41 @@ pub(crate) fn run(
     }
     let _registration = lcore::register_thread(cx.eal).map_err(|e| format!("worker {id}: {e}"))?;
     let mut rxq: Vec<RxQueue<'_, '_>> = Vec::with_capacity(cx.ports.len());
-    let mut txq: Vec<TxQueue<'_>> = Vec::with_capacity(cx.ports.len());
+    let mut lanes: Vec<Lane<'_, '_>> = Vec::with_capacity(cx.ports.len());
     for p in cx.ports {
         rxq.push(p.rx_queue(id).map_err(|e| format!("worker {id}: {e}"))?);
-        txq.push(p.tx_queue(id).map_err(|e| format!("worker {id}: {e}"))?);
+        lanes.push(Lane {
+            staged: MbufBurst::new(),
+            queue: p.tx_queue(id).map_err(|e| format!("worker {id}: {e}"))?,
+            io: PortIo::default(),
+        });
     }
+    let mut io = IoStats::new(cx.ports.len());
+    poll(id, &mut worker, cx, &mut rxq, &mut lanes, &mut io);
+    // Shutdown: flush what is staged, then drain the inbox (frees what others handed over).
+    for l in lanes.iter_mut() {
+        flush(l, &mut io);
+    }
+    while cx.inboxes[id as usize].pop().is_some() {}
+    sync_ports(&mut io, &lanes);
+    Ok((worker, io))
+}
+
+/// The poll loop of worker `id`, until `stop` is set. Never inlined: benches/system/worker-split.sh
+/// toggles callgrind's collection on this function, so the counts hold the loop and not the
+/// worker's start-up.
+#[inline(never)]
+fn poll<'e>(
+    id: u16,
+    worker: &mut Worker,
+    cx: &Context<'_, 'e>,
+    rxq: &mut [RxQueue<'_, 'e>],
+    lanes: &mut [Lane<'_, 'e>],
+    io: &mut IoStats,
+) {
     let clock = crate::clock::Clock::new();
     let mut reader = Reader::new(cx.published);
-    let mut io = IoStats::new(cx.ports.len());
     let mut rx = MbufBurst::new();
-    let mut tx: Vec<MbufBurst<'_>> = cx.ports.iter().map(|_| MbufBurst::new()).collect();
     let mut frames: Vec<MbufFrame<'_>> = Vec::with_capacity(BURST);
     let mut verdicts = [Verdict::Punt; BURST];
     let mut loops: u64 = 0;
@@ -217,22 +243,26 @@ pub(crate) fn run(
         let pool = &*reader.pool;
         let now = clock.now();
 
-        // Frames other workers handed over (their flows are ours).
-        for _ in 0..BURST {
-            let Some((port, m)) = cx.inboxes[id as usize].pop() else {
-                break;
-            };
-            let mut f = MbufFrame(m);
-            let v = process(&mut f, port, now, &mut worker, cx.shared, pool);
-            route(cx, v, port, f, &mut tx, &mut txq, &mut io);
+        // Frames other workers handed over (their flows are ours). `is_empty` first: two loads,
+        // where an empty `pop` also fences.
+        let inbox = &cx.inboxes[id as usize];
+        if !inbox.is_empty() {
+            for _ in 0..BURST {
+                let Some((port, m)) = inbox.pop() else {
+                    break;
+                };
+                let mut f = MbufFrame(m);
+                let v = process(&mut f, port, now, worker, cx.shared, pool);
+                route(cx, v, port, f, lanes, io);
+            }
         }
         // Control frames (ARP/NDP requests) go out through worker 0.
-        if id == 0 {
+        if id == 0 && !cx.control_tx.is_empty() {
             for _ in 0..BURST {
                 let Some((port, m)) = cx.control_tx.pop() else {
                     break;
                 };
-                push_tx(&mut tx, &mut txq, port, m, TxKind::Control, &mut io);
+                push_tx(lanes, port, m, TxKind::Control, io);
             }
         }
 
@@ -244,8 +274,8 @@ pub(crate) fn run(
             }
             received += n;
             io.rx += n as u64;
-            if let Some(c) = io.ports.get_mut(pi) {
-                c.rx += n as u64;
+            if let Some(l) = lanes.get_mut(pi) {
+                l.io.rx += n as u64;
             }
             let port = PortId(pi as u8);
             frames.clear();
@@ -257,30 +287,27 @@ pub(crate) fn run(
                 }
             }
             let verdicts = &mut verdicts[..frames.len()];
-            process_burst(
-                &mut frames,
-                verdicts,
-                port,
-                now,
-                &mut worker,
-                cx.shared,
-                pool,
-            );
-            for (i, (f, &v)) in frames.drain(..).zip(verdicts.iter()).enumerate() {
-                route(cx, v, port, f, &mut tx, &mut txq, &mut io);
-                // An ADD_ADDR numbered after this frame (a server segment) follows it at once.
-                while let Some(a) = worker.announcements.pop_after(i) {
-                    send_announcement(cx, a, &mut tx, &mut txq, &mut io);
+            core_burst(&mut frames, verdicts, port, now, worker, cx.shared, pool);
+            if worker.announcements.is_empty() {
+                route_burst(cx, &mut frames, verdicts, port, lanes, io);
+            } else {
+                for (i, (f, &v)) in frames.drain(..).zip(verdicts.iter()).enumerate() {
+                    route(cx, v, port, f, lanes, io);
+                    // An ADD_ADDR numbered after this frame (a server segment) follows it at
+                    // once.
+                    while let Some(a) = worker.announcements.pop_after(i) {
+                        send_announcement(cx, a, lanes, io);
+                    }
                 }
             }
         }
 
         if !worker.announcements.is_empty() {
-            send_announcements(cx, &mut worker, &mut tx, &mut txq, &mut io);
+            send_announcements(cx, worker, lanes, io);
         }
 
-        for (pi, b) in tx.iter_mut().enumerate() {
-            flush(&mut txq[pi], b, pi, &mut io);
+        for l in lanes.iter_mut() {
+            flush(l, io);
         }
 
         // Poll mode, with manners: after many empty polls in a row, give the CPU away (yield,
@@ -317,19 +344,43 @@ pub(crate) fn run(
                     .copy_live_from(&worker.stats, pool.vips.len(), pool.backends.len());
                 p.flows = worker.flows.len();
                 p.flow_capacity = worker.flows.capacity();
-                p.io.clone_from(&io); // reuses the slot's vector: no allocation
+                sync_ports(io, lanes);
+                p.io.clone_from(io); // reuses the slot's vector: no allocation
             }
         }
     }
-    // Shutdown: flush what is staged, then drain the inbox (frees what others handed over).
-    for (pi, b) in tx.iter_mut().enumerate() {
-        flush(&mut txq[pi], b, pi, &mut io);
-    }
-    while cx.inboxes[id as usize].pop().is_some() {}
-    Ok((worker, io))
 }
 
-/// Sends, queues for another worker, or frees a decided frame.
+/// One port's transmit side in one worker: the staged burst, the queue, and the port's
+/// counters (one bounds check per staged frame finds all three).
+struct Lane<'p, 'e> {
+    staged: MbufBurst<'e>,
+    queue: TxQueue<'p>,
+    io: PortIo,
+}
+
+/// Copies the lanes' per-port counters into `io` (for publishing, and at the end).
+fn sync_ports(io: &mut IoStats, lanes: &[Lane<'_, '_>]) {
+    for (c, l) in io.ports.iter_mut().zip(lanes) {
+        *c = l.io;
+    }
+}
+
+/// The core's burst entry point, behind a symbol of its own (one call per burst): what
+/// benches/system/worker-split.sh counts as the core.
+#[inline(never)]
+fn core_burst(
+    frames: &mut [MbufFrame<'_>],
+    verdicts: &mut [Verdict],
+    port: PortId,
+    now: trapeze_core::Ticks,
+    worker: &mut Worker,
+    shared: &Shared,
+    pool: &trapeze_core::pool::PoolSnapshot,
+) {
+    process_burst(frames, verdicts, port, now, worker, shared, pool);
+}
+
 /// Builds and stages the ADD_ADDRs the burst asked for (announce mode): one mbuf each from the
 /// pool, counted as replies. Without an mbuf the announcement is lost; the core sends it again
 /// until the client echoes it.
@@ -337,12 +388,11 @@ pub(crate) fn run(
 fn send_announcements<'e>(
     cx: &Context<'_, 'e>,
     worker: &mut Worker,
-    tx: &mut [MbufBurst<'e>],
-    txq: &mut [TxQueue<'_>],
+    lanes: &mut [Lane<'_, 'e>],
     io: &mut IoStats,
 ) {
     for a in worker.announcements.drain() {
-        send_announcement(cx, a, tx, txq, io);
+        send_announcement(cx, a, lanes, io);
     }
 }
 
@@ -350,8 +400,7 @@ fn send_announcements<'e>(
 fn send_announcement<'e>(
     cx: &Context<'_, 'e>,
     a: Announcement,
-    tx: &mut [MbufBurst<'e>],
-    txq: &mut [TxQueue<'_>],
+    lanes: &mut [Lane<'_, 'e>],
     io: &mut IoStats,
 ) {
     let Some(mut m) = cx.mempool.alloc() else {
@@ -359,23 +408,53 @@ fn send_announcement<'e>(
         return;
     };
     if m.set_len(a.frame_len()) && a.emit(m.data_mut()).is_some() {
-        push_tx(tx, txq, a.port, m, TxKind::Reply, io);
+        push_tx(lanes, a.port, m, TxKind::Reply, io);
     }
 }
 
+/// Routes a decided burst. The common case, every frame forwarded to one port, stages the
+/// whole burst on that port's lane with one counter update.
+#[inline]
+fn route_burst<'e>(
+    cx: &Context<'_, 'e>,
+    frames: &mut Vec<MbufFrame<'e>>,
+    verdicts: &[Verdict],
+    ingress: PortId,
+    lanes: &mut [Lane<'_, 'e>],
+    io: &mut IoStats,
+) {
+    if let Some(&Verdict::Forward { port }) = verdicts.first() {
+        if verdicts.iter().all(|&v| v == Verdict::Forward { port }) {
+            if let Some(l) = lanes.get_mut(usize::from(port.0)) {
+                l.io.forwarded += frames.len() as u64;
+                for f in frames.drain(..) {
+                    if let Err(m) = l.staged.push(f.0) {
+                        flush(l, io);
+                        let _ = l.staged.push(m);
+                    }
+                }
+                return;
+            }
+        }
+    }
+    for (f, &v) in frames.drain(..).zip(verdicts) {
+        route(cx, v, ingress, f, lanes, io);
+    }
+}
+
+/// Sends, queues for another worker, or frees a decided frame.
 #[inline]
 fn route<'e>(
     cx: &Context<'_, 'e>,
     v: Verdict,
     ingress: PortId,
     f: MbufFrame<'e>,
-    tx: &mut [MbufBurst<'e>],
-    txq: &mut [TxQueue<'_>],
+    lanes: &mut [Lane<'_, 'e>],
     io: &mut IoStats,
 ) {
     match v {
-        Verdict::Forward { port } => push_tx(tx, txq, port, f.0, TxKind::Forward, io),
-        Verdict::Reply { port } => push_tx(tx, txq, port, f.0, TxKind::Reply, io),
+        Verdict::Forward { port } => push_tx(lanes, port, f.0, TxKind::Forward, io),
+        Verdict::Reply { port } => push_tx(lanes, port, f.0, TxKind::Reply, io),
         Verdict::Handoff { worker } => {
             if let Some(inbox) = cx.inboxes.get(worker as usize) {
                 if inbox.push((ingress, f.0)).is_err() {
@@ -395,43 +474,37 @@ fn route<'e>(
 /// Stages an mbuf for `port`, sending the staged burst first when it is full.
 #[inline]
 fn push_tx<'e>(
-    tx: &mut [MbufBurst<'e>],
-    txq: &mut [TxQueue<'_>],
+    lanes: &mut [Lane<'_, 'e>],
     port: PortId,
     m: Mbuf<'e>,
     kind: TxKind,
     io: &mut IoStats,
 ) {
-    let p = port.0 as usize;
-    let (Some(b), Some(q)) = (tx.get_mut(p), txq.get_mut(p)) else {
+    let Some(l) = lanes.get_mut(usize::from(port.0)) else {
         return; // unknown port: the mbuf is freed
     };
-    if let Some(c) = io.ports.get_mut(p) {
-        match kind {
-            TxKind::Forward => c.forwarded += 1,
-            TxKind::Reply => c.replies += 1,
-            TxKind::Control => c.control += 1,
-        }
+    match kind {
+        TxKind::Forward => l.io.forwarded += 1,
+        TxKind::Reply => l.io.replies += 1,
+        TxKind::Control => l.io.control += 1,
     }
-    if let Err(m) = b.push(m) {
-        flush(q, b, p, io);
-        let _ = b.push(m);
+    if let Err(m) = l.staged.push(m) {
+        flush(l, io);
+        let _ = l.staged.push(m);
     }
 }
 
 /// Sends a staged burst; what the device does not take is freed and counted.
 #[inline]
-fn flush(q: &mut TxQueue<'_>, b: &mut MbufBurst<'_>, port: usize, io: &mut IoStats) {
-    if b.is_empty() {
+fn flush(l: &mut Lane<'_, '_>, io: &mut IoStats) {
+    if l.staged.is_empty() {
         return;
     }
-    let sent = q.tx_burst(b) as u64;
-    let unsent = b.len() as u64;
+    let sent = l.queue.tx_burst(&mut l.staged) as u64;
+    let unsent = l.staged.len() as u64;
     io.tx += sent;
     io.tx_unsent += unsent;
-    if let Some(c) = io.ports.get_mut(port) {
-        c.tx += sent;
-        c.tx_unsent += unsent;
-    }
-    b.clear();
+    l.io.tx += sent;
+    l.io.tx_unsent += unsent;
+    l.staged.clear();
 }
