@@ -196,12 +196,12 @@ fn migration(spec: PoolSpec, dsr: bool) {
         "a plain connection on the backend"
     );
     // Nothing before the backend migrates.
-    g.workers[0].migrate(&g.pool, g.now, usize::MAX);
+    g.workers[0].migrate(&g.pool, &g.shared, g.now, usize::MAX);
     assert!(trigger(&mut g, b, 41000, dsr).is_empty());
 
     g.pool = migrating(&spec, b);
     g.now = g.now + core::time::Duration::from_millis(10);
-    g.workers[0].migrate(&g.pool, g.now, usize::MAX);
+    g.workers[0].migrate(&g.pool, &g.shared, g.now, usize::MAX);
     let ann = trigger(&mut g, b, 41000, dsr);
     assert_eq!(ann.len(), 1, "{ann:?}");
     let a: AddAddr = *ann[0].add_addr().expect("an ADD_ADDR");
@@ -215,7 +215,7 @@ fn migration(spec: PoolSpec, dsr: bool) {
         Some(add_addr_hmac(sk, ck, MIGRATE_ADDRESS_ID, &direct(b), port))
     );
     // A second walk changes nothing (each connection once).
-    g.workers[0].migrate(&g.pool, g.now, usize::MAX);
+    g.workers[0].migrate(&g.pool, &g.shared, g.now, usize::MAX);
     assert!(g.announcements().is_empty());
     let c = g.workers[0].stats.backends[b as usize];
     assert_eq!((c.migrate_announced, c.migrate_migrated), (1, 0));
@@ -242,9 +242,146 @@ fn migration(spec: PoolSpec, dsr: bool) {
     assert_eq!(prio, [AnnounceOption::Backup]);
     assert_eq!(g.events(Event::PrioBackupSent), 1);
     assert_eq!(g.events(Event::AnnounceEchoed), 1);
+    // Echoed is not migrated yet: both connections still need the gateway (the MPTCP one is
+    // watched, the plain one is left behind and open).
     let c = g.workers[0].stats.backends[b as usize];
-    assert_eq!((c.migrate_announced, c.migrate_migrated), (1, 1));
+    assert_eq!((c.migrate_announced, c.migrate_migrated), (1, 0));
+    g.workers[0].migrate(&g.pool, &g.shared, g.now, usize::MAX);
+    let c = g.workers[0].stats.backends[b as usize];
+    assert_eq!(c.migrate_pending, 2);
+    assert_eq!(g.workers[0].stats.migrate_pass, g.pool.version);
+
+    // The DATA_ACK on the gateway subflow: the first sets the base; moving with the subflow's
+    // own acknowledgment (all data through the gateway) is no lead; running ahead of it by more
+    // than 64 KiB is: the data flows on the direct subflow.
+    let _ = g.client(&dss_ack(41000, 1301, 5001, 1_000_000, dsr));
+    let _ = g.client(&dss_ack(41000, 1301, 205_001, 1_200_000, dsr));
+    let _ = g.client(&dss_ack(41000, 1301, 205_001, 1_200_000 + 64 * 1024, dsr));
+    assert_eq!(g.workers[0].stats.backends[b as usize].migrate_migrated, 0);
+    let (v, _) = g.client(&dss_ack(41000, 1301, 205_001, 1_200_001 + 64 * 1024, dsr));
+    assert!(matches!(v, Verdict::Forward { .. }));
+    let c = g.workers[0].stats.backends[b as usize];
+    assert_eq!((c.migrate_migrated, c.migrate_closed), (1, 0));
+    // Off the slow path: later DATA_ACKs change nothing.
+    let _ = g.client(&dss_ack(41000, 1301, 205_001, 9_000_000, dsr));
+    assert_eq!(g.workers[0].stats.backends[b as usize].migrate_migrated, 1);
+    g.workers[0].migrate(&g.pool, &g.shared, g.now, usize::MAX);
+    assert_eq!(
+        g.workers[0].stats.backends[b as usize].migrate_pending, 1,
+        "the plain connection, left behind and open"
+    );
+    // The plain connection closes (FIN both ways; DSR: the client's FIN and RST): 0 pending.
+    for p in 41100..41200 {
+        let mut f = to_vip(p, 0x11, dsr);
+        f.seq = 1001;
+        f.ack = 5001;
+        let _ = g.client(&f);
+        if dsr {
+            let _ = g.client(&to_vip(p, 0x04, dsr));
+        } else {
+            let mut f = TcpSpec::from_backend(b, client(), p, 0x11);
+            f.seq = 5001;
+            f.ack = 1002;
+            let _ = g.backend(&f);
+        }
+    }
+    g.workers[0].migrate(&g.pool, &g.shared, g.now, usize::MAX);
+    assert_eq!(g.workers[0].stats.backends[b as usize].migrate_pending, 0);
     assert!(g.balanced());
+}
+
+/// A client segment on `port` carrying a DSS with a 4-byte DATA_ACK.
+fn dss_ack(port: u16, seq: u32, ack: u32, data_ack: u32, dsr: bool) -> TcpSpec {
+    let mut d = to_vip(port, ACK, dsr);
+    d.seq = seq;
+    d.ack = ack;
+    let mut o = vec![30, 8, 0x20, 0x01];
+    o.extend_from_slice(&data_ack.to_be_bytes());
+    d.options = o;
+    d
+}
+
+/// A migrating connection announced, echoed and asked for MP_PRIO (NAT); returns its backend.
+fn watched_conn(g: &mut Gateway, spec: &PoolSpec, port: u16) -> u16 {
+    let b = mptcp_conn(g, port, 3, 4, false);
+    g.pool = migrating(spec, b);
+    g.workers[0].migrate(&g.pool, &g.shared, g.now, usize::MAX);
+    let ann = trigger(g, b, port, false);
+    let a: AddAddr = *ann[0].add_addr().expect("an ADD_ADDR");
+    let echo = AddAddr {
+        echo: true,
+        truncated_hmac: None,
+        ..a
+    };
+    let mut opt = vec![0u8; echo.buffer_len()];
+    echo.emit(&mut opt).unwrap();
+    let mut e = data(port, 1201, false);
+    e.options = opt;
+    let _ = g.client(&e);
+    assert_eq!(trigger(g, b, port, false), [AnnounceOption::Backup]);
+    b
+}
+
+#[test]
+fn a_migrating_connection_that_closes_is_done_not_pending() {
+    let spec = demo_spec(3);
+    for closer in ["client fin", "client rst", "data fin", "server fin"] {
+        let mut g = Gateway::new(PoolSnapshot::build(spec.clone()).unwrap(), 1);
+        let b = watched_conn(&mut g, &spec, 43000);
+        match closer {
+            "client fin" | "client rst" => {
+                let mut f = to_vip(
+                    43000,
+                    if closer == "client fin" { 0x11 } else { 0x04 },
+                    false,
+                );
+                f.seq = 1301;
+                f.ack = 5001;
+                let _ = g.client(&f);
+            }
+            "data fin" => {
+                let mut d = dss_ack(43000, 1301, 5001, 77, false);
+                d.options[3] |= 0x10;
+                let _ = g.client(&d);
+            }
+            _ => {
+                let mut f = TcpSpec::from_backend(b, client(), 43000, 0x11);
+                f.seq = 5201;
+                f.ack = 1301;
+                let _ = g.backend(&f);
+            }
+        }
+        g.workers[0].migrate(&g.pool, &g.shared, g.now, usize::MAX);
+        let c = g.workers[0].stats.backends[b as usize];
+        assert_eq!(
+            (c.migrate_migrated, c.migrate_closed, c.migrate_pending),
+            (0, 1, 0),
+            "{closer}"
+        );
+        assert!(g.balanced());
+    }
+}
+
+#[test]
+fn a_connection_with_a_join_through_the_gateway_is_not_announced_until_the_join_leaves() {
+    let spec = demo_spec(3);
+    let mut g = Gateway::new(PoolSnapshot::build(spec.clone()).unwrap(), 1);
+    let (ck, sk) = (5, 6);
+    let b = mptcp_conn(&mut g, 44000, ck, sk, false);
+    let (v, _) = g.client(&to_vip(44001, SYN, false).with_mptcp(join_syn(token_from_key(sk))));
+    assert!(matches!(v, Verdict::Forward { .. }), "{v:?}");
+    g.pool = migrating(&spec, b);
+    g.workers[0].migrate(&g.pool, &g.shared, g.now, usize::MAX);
+    assert!(trigger(&mut g, b, 44000, false).is_empty(), "deferred");
+    let c = g.workers[0].stats.backends[b as usize];
+    assert_eq!((c.migrate_announced, c.migrate_pending), (0, 1));
+    // The join resets: the next walk announces.
+    let _ = g.client(&to_vip(44001, 0x04, false));
+    g.now = g.now + core::time::Duration::from_secs(30);
+    let _ = g.workers[0].housekeeping(g.now, &g.shared, usize::MAX);
+    g.workers[0].migrate(&g.pool, &g.shared, g.now, usize::MAX);
+    assert_eq!(trigger(&mut g, b, 44000, false).len(), 1);
+    assert_eq!(g.workers[0].stats.backends[b as usize].migrate_announced, 1);
 }
 
 #[test]
@@ -263,7 +400,7 @@ fn a_client_that_never_echoes_the_direct_address_is_left_behind() {
     let mut g = Gateway::new(PoolSnapshot::build(spec.clone()).unwrap(), 1);
     let b = mptcp_conn(&mut g, 42000, 1, 2, false);
     g.pool = migrating(&spec, b);
-    g.workers[0].migrate(&g.pool, g.now, usize::MAX);
+    g.workers[0].migrate(&g.pool, &g.shared, g.now, usize::MAX);
     for _ in 0..=MAX_SENDS {
         g.now = g.now + core::time::Duration::from_millis(300);
         let _ = trigger(&mut g, b, 42000, false);

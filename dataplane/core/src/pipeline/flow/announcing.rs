@@ -65,7 +65,7 @@ use crate::pipeline::announce::{
 use crate::pipeline::context::Ctx;
 use crate::pipeline::frame::Frame;
 use crate::pipeline::parse::{Ip, Seg, TcpNumbers};
-use crate::pipeline::verdict::Event;
+use crate::pipeline::verdict::{Event, WorkerStats};
 use crate::pool::{Announce, PortId, ANNOUNCE_ADDRESS_ID, MIGRATE_ADDRESS_ID};
 use crate::tables::flow_table::{flags, FlowEntry};
 
@@ -79,6 +79,85 @@ const PRIO_DUE: u8 = 0x40;
 /// `FlowEntry::announces`: the flow was seen by the migration walk (`migration.rs`) and kept
 /// whatever the phase; with [`flags::ANNOUNCE`] the announcement is the backend's direct address.
 pub(super) const MIGRATE: u8 = 0x20;
+/// `FlowEntry::announces` phases of a migrated connection after the MP_PRIO (`migration.rs`),
+/// with [`MIGRATE`]: watched (with [`flags::ANNOUNCE`]), first without then with the base of the
+/// DATA_ACK lead in `FlowEntry::pending`; then, off the slow path, how it ended.
+const WATCH: u8 = 0xC0;
+const WATCH_BASE: u8 = 0xC1;
+const MIGRATED: u8 = 0xC2;
+const CLOSED: u8 = 0xC3;
+const LEFT_BEHIND: u8 = 0xC4;
+
+/// Where a flow marked [`MIGRATE`] stands, for the migration walk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Phase {
+    /// Announcing, waiting for the MP_PRIO's turn, or watched.
+    Running,
+    /// Left to the drain policy.
+    LeftBehind,
+    /// Migrated or closed.
+    Done,
+}
+
+/// How a watched migration ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Outcome {
+    Migrated,
+    Closed,
+}
+
+pub(super) fn migration_phase(e: &FlowEntry) -> Phase {
+    match phase(e) {
+        MIGRATED | CLOSED => Phase::Done,
+        LEFT_BEHIND => Phase::LeftBehind,
+        _ if e.has(flags::ANNOUNCE) => Phase::Running,
+        _ => Phase::LeftBehind,
+    }
+}
+
+/// Whether a flow is watched (`migration::watch`): after the MP_PRIO, until migrated or closed.
+#[inline]
+fn watched(e: &FlowEntry) -> bool {
+    e.announces & MIGRATE != 0 && phase(e) & WATCH == WATCH
+}
+
+/// The base of a watched flow's DATA_ACK lead, once its first DATA_ACK came.
+pub(super) fn watch_base(e: &FlowEntry) -> Option<u32> {
+    (phase(e) == WATCH_BASE).then_some(e.pending)
+}
+
+pub(super) fn set_watch_base(e: &mut FlowEntry, lead: u32) {
+    set_phase(e, WATCH_BASE);
+    e.pending = lead;
+}
+
+/// Ends a flow's migration (migrated or closed): counted, and off the slow path.
+pub(super) fn finish(e: &mut FlowEntry, how: Outcome, stats: &mut WorkerStats) {
+    e.flags &= !flags::ANNOUNCE;
+    set_phase(
+        e,
+        match how {
+            Outcome::Migrated => MIGRATED,
+            Outcome::Closed => CLOSED,
+        },
+    );
+    if let Some(c) = stats.backends.get_mut(e.backend.0 as usize) {
+        match how {
+            Outcome::Migrated => c.migrate_migrated += 1,
+            Outcome::Closed => c.migrate_closed += 1,
+        }
+    }
+}
+
+/// Leaves a flow of a migrating backend to the drain policy (plain TCP, unknown keys, no echo):
+/// counted once, and off the slow path.
+pub(super) fn leave_behind(e: &mut FlowEntry, stats: &mut WorkerStats) {
+    e.flags &= !flags::ANNOUNCE;
+    e.announces = MIGRATE | LEFT_BEHIND;
+    if let Some(c) = stats.backends.get_mut(e.backend.0 as usize) {
+        c.migrate_left_behind += 1;
+    }
+}
 
 /// The phase of `FlowEntry::announces` (without the [`MIGRATE`] mark).
 #[inline]
@@ -176,15 +255,15 @@ fn send(cx: &mut Ctx<'_>, e: &mut FlowEntry, n: Numbers, v6: bool) {
         .iter()
         .find(|o| o.backend == e.backend && o.conn == e.key)
         .and_then(|o| Some((o.server_key, o.client_key?)));
+    let migrate = e.announces & MIGRATE != 0;
     let (Some((server_key, client_key)), true) = (keys, e.has(flags::TOKEN_REF)) else {
-        e.flags &= !flags::ANNOUNCE;
+        give_up(cx, e, migrate);
         return;
     };
     let Some(vip) = cx.pool.vip(e.vip) else {
-        e.flags &= !flags::ANNOUNCE;
+        give_up(cx, e, migrate);
         return;
     };
-    let migrate = e.announces & MIGRATE != 0;
     let announced = match vip.announce {
         _ if migrate => cx.pool.backend(e.backend).and_then(|b| {
             let port = (b.port != vip.port).then_some(b.port);
@@ -198,7 +277,7 @@ fn send(cx: &mut Ctx<'_>, e: &mut FlowEntry, n: Numbers, v6: bool) {
         }),
     };
     let Some((addr, port)) = announced else {
-        e.flags &= !flags::ANNOUNCE;
+        give_up(cx, e, migrate);
         return;
     };
     let id = if migrate {
@@ -228,6 +307,14 @@ fn send(cx: &mut Ctx<'_>, e: &mut FlowEntry, n: Numbers, v6: bool) {
     cx.w.stats.event(Event::AnnounceSent);
 }
 
+/// An announcement that cannot be sent ends; a migration is left behind.
+fn give_up(cx: &mut Ctx<'_>, e: &mut FlowEntry, migrate: bool) {
+    e.flags &= !flags::ANNOUNCE;
+    if migrate {
+        leave_behind(e, &mut cx.w.stats);
+    }
+}
+
 /// Queues a pure ACK from the VIP to the client of `e` carrying `option`; false when the queue
 /// is full or the client port is gone.
 fn queue(cx: &mut Ctx<'_>, e: &FlowEntry, n: Numbers, option: AnnounceOption) -> bool {
@@ -253,9 +340,14 @@ fn queue(cx: &mut Ctx<'_>, e: &FlowEntry, n: Numbers, option: AnnounceOption) ->
 }
 
 /// Off-path mode, once the client took the ADD_ADDR: MP_PRIO (backup) on the first subflow, so
-/// that the client sends on its direct subflow and the gateway carries (nearly) nothing more.
+/// that the client sends on its direct subflow and the gateway carries (nearly) nothing more. A
+/// migration is then watched (`migration::watch`) until its data flows elsewhere.
 fn send_backup(cx: &mut Ctx<'_>, e: &mut FlowEntry, n: Numbers) {
-    e.flags &= !flags::ANNOUNCE;
+    if e.announces & MIGRATE != 0 {
+        set_phase(e, WATCH);
+    } else {
+        e.flags &= !flags::ANNOUNCE;
+    }
     if queue(cx, e, n, AnnounceOption::Backup) {
         cx.w.stats.event(Event::PrioBackupSent);
     } else {
@@ -270,13 +362,8 @@ fn resend_due(cx: &mut Ctx<'_>, e: &mut FlowEntry) -> bool {
         return false;
     }
     if phase(e) >= MAX_SENDS {
-        e.flags &= !flags::ANNOUNCE;
         cx.w.stats.event(Event::AnnounceUnechoed);
-        if e.announces & MIGRATE != 0 {
-            if let Some(c) = cx.w.stats.backends.get_mut(e.backend.0 as usize) {
-                c.migrate_left_behind += 1;
-            }
-        }
+        give_up(cx, e, e.announces & MIGRATE != 0);
         return false;
     }
     true
@@ -292,6 +379,12 @@ pub(crate) fn on_client_segment<F: Frame>(
     t: &TcpNumbers,
     e: &mut FlowEntry,
 ) {
+    if watched(e) {
+        if !seg.has(TcpFlags::SYN.0) {
+            super::migration::watch(cx, frame, seg, t, e);
+        }
+        return;
+    }
     if seg.has(TcpFlags::SYN.0 | TcpFlags::RST.0) {
         return;
     }
@@ -313,11 +406,6 @@ pub(crate) fn on_client_segment<F: Frame>(
         if absorb_echo(frame, ip, seg) {
             cx.w.stats.event(Event::AnnounceEchoed);
             let migrate = e.announces & MIGRATE != 0;
-            if migrate {
-                if let Some(c) = cx.w.stats.backends.get_mut(e.backend.0 as usize) {
-                    c.migrate_migrated += 1;
-                }
-            }
             let off_path = migrate
                 || cx
                     .pool
@@ -349,6 +437,12 @@ pub(crate) fn on_server_segment(
     t: &TcpNumbers,
     e: &mut FlowEntry,
 ) {
+    if watched(e) {
+        if seg.has(TcpFlags::FIN.0 | TcpFlags::RST.0) {
+            finish(e, Outcome::Closed, &mut cx.w.stats);
+        }
+        return;
+    }
     if seg.has(TcpFlags::SYN.0 | TcpFlags::RST.0) {
         return;
     }
