@@ -251,14 +251,15 @@ fn migration(spec: PoolSpec, dsr: bool) {
     assert_eq!(c.migrate_pending, 2);
     assert_eq!(g.workers[0].stats.migrate_pass, g.pool.version);
 
-    // The DATA_ACK on the gateway subflow: the first sets the base; moving with the subflow's
-    // own acknowledgment (all data through the gateway) is no lead; running ahead of it by more
-    // than 64 KiB is: the data flows on the direct subflow.
+    // The client's DATA_ACK on the gateway subflow: the first sets the base; moving with the
+    // subflow's own acknowledgment (all data through the gateway) is no lead, nor is 64 KiB
+    // ahead (the base is kept in 64 KiB units); 128 KiB ahead is: the server's data flows on
+    // the direct subflow.
     let _ = g.client(&dss_ack(41000, 1301, 5001, 1_000_000, dsr));
     let _ = g.client(&dss_ack(41000, 1301, 205_001, 1_200_000, dsr));
     let _ = g.client(&dss_ack(41000, 1301, 205_001, 1_200_000 + 64 * 1024, dsr));
     assert_eq!(g.workers[0].stats.backends[b as usize].migrate_migrated, 0);
-    let (v, _) = g.client(&dss_ack(41000, 1301, 205_001, 1_200_001 + 64 * 1024, dsr));
+    let (v, _) = g.client(&dss_ack(41000, 1301, 205_001, 1_200_000 + 128 * 1024, dsr));
     assert!(matches!(v, Verdict::Forward { .. }));
     let c = g.workers[0].stats.backends[b as usize];
     assert_eq!((c.migrate_migrated, c.migrate_closed), (1, 0));
@@ -320,6 +321,49 @@ fn watched_conn(g: &mut Gateway, spec: &PoolSpec, port: u16) -> u16 {
     let _ = g.client(&e);
     assert_eq!(trigger(g, b, port, false), [AnnounceOption::Backup]);
     b
+}
+
+#[test]
+fn the_servers_data_ack_running_ahead_shows_the_clients_data_on_the_direct_subflow_nat() {
+    // Seen in the test bed: after the MP_PRIO the client sends on its direct subflow at once,
+    // while the server's echo stays on the gateway subflow; the client's DATA_ACK then moves
+    // with that subflow, the server's runs ahead of the server's subflow acknowledgment.
+    let spec = demo_spec(3);
+    let mut g = Gateway::new(PoolSnapshot::build(spec.clone()).unwrap(), 1);
+    let b = watched_conn(&mut g, &spec, 45000);
+    let server = |seq: u32, data_ack: u32| {
+        let mut d = TcpSpec::from_backend(b, client(), 45000, PSH_ACK);
+        d.seq = seq;
+        d.ack = 1301; // the client sends nothing more on this subflow
+        d.payload = vec![7; 100];
+        let mut o = vec![30, 8, 0x20, 0x01];
+        o.extend_from_slice(&data_ack.to_be_bytes());
+        d.options = o;
+        d
+    };
+    for (i, (client_data_ack, server_data_ack)) in [
+        (50_000u32, 7_000_000u32),
+        (50_100, 7_030_000),
+        (50_200, 7_070_000),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let _ = g.client(&dss_ack(
+            45000,
+            1301,
+            5301 + 100 * i as u32,
+            client_data_ack,
+            false,
+        ));
+        let (v, _) = g.backend(&server(5201 + 100 * i as u32, server_data_ack));
+        assert!(matches!(v, Verdict::Forward { .. }));
+    }
+    assert_eq!(g.workers[0].stats.backends[b as usize].migrate_migrated, 0);
+    let _ = g.backend(&server(5501, 7_000_000 + 200 * 1024));
+    let c = g.workers[0].stats.backends[b as usize];
+    assert_eq!((c.migrate_migrated, c.migrate_closed), (1, 0));
+    assert!(g.balanced());
 }
 
 #[test]

@@ -80,13 +80,15 @@ const PRIO_DUE: u8 = 0x40;
 /// whatever the phase; with [`flags::ANNOUNCE`] the announcement is the backend's direct address.
 pub(super) const MIGRATE: u8 = 0x20;
 /// `FlowEntry::announces` phases of a migrated connection after the MP_PRIO (`migration.rs`),
-/// with [`MIGRATE`]: watched (with [`flags::ANNOUNCE`]), first without then with the base of the
-/// DATA_ACK lead in `FlowEntry::pending`; then, off the slow path, how it ended.
+/// with [`MIGRATE`]: watched (with [`flags::ANNOUNCE`]; the bits [`WATCH_BASE`] say which sides'
+/// DATA_ACK lead bases `FlowEntry::pending` holds); then, off the slow path, how it ended.
 const WATCH: u8 = 0xC0;
-const WATCH_BASE: u8 = 0xC1;
-const MIGRATED: u8 = 0xC2;
-const CLOSED: u8 = 0xC3;
-const LEFT_BEHIND: u8 = 0xC4;
+/// With [`WATCH`]: the base of the client's (bit 0) and of the server's (bit 1) DATA_ACK lead
+/// are set.
+const WATCH_BASE: [u8; 2] = [0x01, 0x02];
+const MIGRATED: u8 = 0x50;
+const CLOSED: u8 = 0x51;
+const LEFT_BEHIND: u8 = 0x52;
 
 /// Where a flow marked [`MIGRATE`] stands, for the migration walk.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -121,14 +123,16 @@ fn watched(e: &FlowEntry) -> bool {
     e.announces & MIGRATE != 0 && phase(e) & WATCH == WATCH
 }
 
-/// The base of a watched flow's DATA_ACK lead, once its first DATA_ACK came.
-pub(super) fn watch_base(e: &FlowEntry) -> Option<u32> {
-    (phase(e) == WATCH_BASE).then_some(e.pending)
+/// The base (64 KiB units) of a watched flow's DATA_ACK lead on one side (0: the client's, 1:
+/// the server's), once that side's first DATA_ACK came; the two share `FlowEntry::pending`.
+pub(super) fn watch_base(e: &FlowEntry, side: usize) -> Option<u16> {
+    (phase(e) & WATCH_BASE[side] != 0).then_some((e.pending >> (16 * side)) as u16)
 }
 
-pub(super) fn set_watch_base(e: &mut FlowEntry, lead: u32) {
-    set_phase(e, WATCH_BASE);
-    e.pending = lead;
+pub(super) fn set_watch_base(e: &mut FlowEntry, side: usize, base: u16) {
+    set_phase(e, phase(e) | WATCH_BASE[side]);
+    let shift = 16 * side;
+    e.pending = (e.pending & !(0xffff << shift)) | (u32::from(base) << shift);
 }
 
 /// Ends a flow's migration (migrated or closed): counted, and off the slow path.
@@ -381,7 +385,7 @@ pub(crate) fn on_client_segment<F: Frame>(
 ) {
     if watched(e) {
         if !seg.has(TcpFlags::SYN.0) {
-            super::migration::watch(cx, frame, seg, t, e);
+            super::migration::watch(cx, frame, seg, t, e, 0);
         }
         return;
     }
@@ -430,16 +434,17 @@ pub(crate) fn on_client_segment<F: Frame>(
 /// A server packet (NAT; its numbers `t`) of a flow that owes an announcement: any segment
 /// after the third ACK proves the server has the connection; the ADD_ADDR follows it, numbered
 /// right after it.
-pub(crate) fn on_server_segment(
+pub(crate) fn on_server_segment<F: Frame>(
     cx: &mut Ctx<'_>,
+    frame: &F,
     ip: &Ip,
     seg: &Seg,
     t: &TcpNumbers,
     e: &mut FlowEntry,
 ) {
     if watched(e) {
-        if seg.has(TcpFlags::FIN.0 | TcpFlags::RST.0) {
-            finish(e, Outcome::Closed, &mut cx.w.stats);
+        if !seg.has(TcpFlags::SYN.0) {
+            super::migration::watch(cx, frame, seg, t, e, 1);
         }
         return;
     }

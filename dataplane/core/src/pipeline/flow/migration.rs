@@ -18,14 +18,18 @@
 //!
 //! ## Migrated: what the gateway sees
 //!
-//! After the MP_PRIO the flow is **watched** (it keeps [`flags::ANNOUNCE`], so only its client
-//! packets take the slow path; every other flow pays the one flag test it always paid). The
-//! client's DSS DATA_ACK counts the connection's data from every subflow, the subflow's TCP
-//! acknowledgment only what came through the gateway. Their difference is fixed while the
-//! gateway carries everything; the first client packet with a DATA_ACK records it, and once it
-//! has grown by more than [`LEAD`] bytes, data flows on another subflow: the connection is
-//! **migrated**. A FIN, RST or DATA_FIN from the client on that subflow, or a flow that the walk
-//! finds closing, ends the watch as **closed**. Either way the flow is off the slow path again.
+//! After the MP_PRIO the flow is **watched** (it keeps [`flags::ANNOUNCE`], so only its packets
+//! take the slow path; every other flow pays the one flag test it always paid). A DSS DATA_ACK
+//! counts the connection's data from every subflow, the TCP acknowledgment of the same segment
+//! only what came through this subflow. Their difference is fixed while the gateway subflow
+//! carries everything; the first DATA_ACK of each side records it (in 64 KiB units), and once it
+//! has grown by more than [`LEAD`] bytes (up to twice that, for the rounding), data flows on
+//! another subflow: the connection is **migrated**. The client's DATA_ACK shows the server's data
+//! moving (NAT and DSR); the server's (NAT: its packets pass) shows the client's data moving,
+//! which is what the MP_PRIO asks for (seen in the test bed: the client's data moves at once, the
+//! server's echo stays on the first subflow). A FIN, RST or DATA_FIN on that subflow, or a flow
+//! that the walk finds closing, ends the watch as **closed**. Either way the flow is off the
+//! slow path again.
 //!
 //! ## Pending, and the end of the drain
 //!
@@ -166,14 +170,16 @@ fn visit(e: &mut FlowEntry, shared: &Shared, stats: &mut WorkerStats, now_ms: u3
     Seen::Pending
 }
 
-/// A client packet (its numbers `t`) of a watched flow: ends the watch when the connection's
-/// data flows on another subflow or it closes (see the module documentation).
+/// A packet (its numbers `t`) of a watched flow from `side` (0: the client, 1: the server):
+/// ends the watch when the connection's data flows on another subflow or it closes (see the
+/// module documentation).
 pub(super) fn watch<F: Frame>(
     cx: &mut Ctx<'_>,
     frame: &F,
     seg: &Seg,
     t: &TcpNumbers,
     e: &mut FlowEntry,
+    side: usize,
 ) {
     if seg.has(TcpFlags::FIN.0 | TcpFlags::RST.0) {
         announcing::finish(e, announcing::Outcome::Closed, &mut cx.w.stats);
@@ -187,13 +193,13 @@ pub(super) fn watch<F: Frame>(
         return;
     }
     let Some(ack) = d.ack else { return };
-    let lead = ack.wrapping_sub(t.ack);
-    match announcing::watch_base(e) {
-        None => announcing::set_watch_base(e, lead),
+    let lead = (ack.wrapping_sub(t.ack) >> 16) as u16;
+    match announcing::watch_base(e, side) {
+        None => announcing::set_watch_base(e, side, lead),
         Some(base) => {
-            let grown = lead.wrapping_sub(base);
-            // A DATA_ACK behind its base (reordered) reads as a huge u32: signed, it is not a lead.
-            if (grown as i32) > LEAD as i32 {
+            // In 64 KiB units, rounded down at both ends: 2 units are more than LEAD bytes. A
+            // DATA_ACK behind its base (reordered) is negative, not a lead.
+            if (lead.wrapping_sub(base) as i16) >= (2 * LEAD >> 16) as i16 {
                 announcing::finish(e, announcing::Outcome::Migrated, &mut cx.w.stats);
             }
         }
