@@ -199,7 +199,7 @@ pub(super) fn watch<F: Frame>(
         Some(base) => {
             // In 64 KiB units, rounded down at both ends: 2 units are more than LEAD bytes. A
             // DATA_ACK behind its base (reordered) is negative, not a lead.
-            if (lead.wrapping_sub(base) as i16) >= (2 * LEAD >> 16) as i16 {
+            if (lead.wrapping_sub(base) as i16) >= ((2 * LEAD) >> 16) as i16 {
                 announcing::finish(e, announcing::Outcome::Migrated, &mut cx.w.stats);
             }
         }
