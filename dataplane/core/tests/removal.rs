@@ -196,12 +196,12 @@ fn migration(spec: PoolSpec, dsr: bool) {
         "a plain connection on the backend"
     );
     // Nothing before the backend migrates.
-    g.workers[0].migrate(&g.pool, &g.shared, g.now, usize::MAX);
+    g.workers[0].migrate(&g.pool, g.now, usize::MAX);
     assert!(trigger(&mut g, b, 41000, dsr).is_empty());
 
     g.pool = migrating(&spec, b);
     g.now = g.now + core::time::Duration::from_millis(10);
-    g.workers[0].migrate(&g.pool, &g.shared, g.now, usize::MAX);
+    g.workers[0].migrate(&g.pool, g.now, usize::MAX);
     let ann = trigger(&mut g, b, 41000, dsr);
     assert_eq!(ann.len(), 1, "{ann:?}");
     let a: AddAddr = *ann[0].add_addr().expect("an ADD_ADDR");
@@ -215,7 +215,7 @@ fn migration(spec: PoolSpec, dsr: bool) {
         Some(add_addr_hmac(sk, ck, MIGRATE_ADDRESS_ID, &direct(b), port))
     );
     // A second walk changes nothing (each connection once).
-    g.workers[0].migrate(&g.pool, &g.shared, g.now, usize::MAX);
+    g.workers[0].migrate(&g.pool, g.now, usize::MAX);
     assert!(g.announcements().is_empty());
     let c = g.workers[0].stats.backends[b as usize];
     assert_eq!((c.migrate_announced, c.migrate_migrated), (1, 0));
@@ -246,7 +246,7 @@ fn migration(spec: PoolSpec, dsr: bool) {
     // watched, the plain one is left behind and open).
     let c = g.workers[0].stats.backends[b as usize];
     assert_eq!((c.migrate_announced, c.migrate_migrated), (1, 0));
-    g.workers[0].migrate(&g.pool, &g.shared, g.now, usize::MAX);
+    g.workers[0].migrate(&g.pool, g.now, usize::MAX);
     let c = g.workers[0].stats.backends[b as usize];
     assert_eq!(c.migrate_pending, 2);
     assert_eq!(g.workers[0].stats.migrate_pass, g.pool.version);
@@ -266,7 +266,7 @@ fn migration(spec: PoolSpec, dsr: bool) {
     // Off the slow path: later DATA_ACKs change nothing.
     let _ = g.client(&dss_ack(41000, 1301, 205_001, 9_000_000, dsr));
     assert_eq!(g.workers[0].stats.backends[b as usize].migrate_migrated, 1);
-    g.workers[0].migrate(&g.pool, &g.shared, g.now, usize::MAX);
+    g.workers[0].migrate(&g.pool, g.now, usize::MAX);
     assert_eq!(
         g.workers[0].stats.backends[b as usize].migrate_pending, 1,
         "the plain connection, left behind and open"
@@ -286,7 +286,7 @@ fn migration(spec: PoolSpec, dsr: bool) {
             let _ = g.backend(&f);
         }
     }
-    g.workers[0].migrate(&g.pool, &g.shared, g.now, usize::MAX);
+    g.workers[0].migrate(&g.pool, g.now, usize::MAX);
     assert_eq!(g.workers[0].stats.backends[b as usize].migrate_pending, 0);
     assert!(g.balanced());
 }
@@ -306,7 +306,7 @@ fn dss_ack(port: u16, seq: u32, ack: u32, data_ack: u32, dsr: bool) -> TcpSpec {
 fn watched_conn(g: &mut Gateway, spec: &PoolSpec, port: u16) -> u16 {
     let b = mptcp_conn(g, port, 3, 4, false);
     g.pool = migrating(spec, b);
-    g.workers[0].migrate(&g.pool, &g.shared, g.now, usize::MAX);
+    g.workers[0].migrate(&g.pool, g.now, usize::MAX);
     let ann = trigger(g, b, port, false);
     let a: AddAddr = *ann[0].add_addr().expect("an ADD_ADDR");
     let echo = AddAddr {
@@ -395,7 +395,7 @@ fn a_migrating_connection_that_closes_is_done_not_pending() {
                 let _ = g.backend(&f);
             }
         }
-        g.workers[0].migrate(&g.pool, &g.shared, g.now, usize::MAX);
+        g.workers[0].migrate(&g.pool, g.now, usize::MAX);
         let c = g.workers[0].stats.backends[b as usize];
         assert_eq!(
             (c.migrate_migrated, c.migrate_closed, c.migrate_pending),
@@ -406,26 +406,63 @@ fn a_migrating_connection_that_closes_is_done_not_pending() {
     }
 }
 
-#[test]
-fn a_connection_with_a_join_through_the_gateway_is_not_announced_until_the_join_leaves() {
-    let spec = demo_spec(3);
+fn join_through_the_gateway_is_made_a_backup_with_its_first_subflow(dsr: bool) {
+    let spec = if dsr {
+        dsr_spec(3, Encap::Ipip, OuterSource::Gateway)
+    } else {
+        demo_spec(3)
+    };
     let mut g = Gateway::new(PoolSnapshot::build(spec.clone()).unwrap(), 1);
     let (ck, sk) = (5, 6);
-    let b = mptcp_conn(&mut g, 44000, ck, sk, false);
-    let (v, _) = g.client(&to_vip(44001, SYN, false).with_mptcp(join_syn(token_from_key(sk))));
+    let b = mptcp_conn(&mut g, 44000, ck, sk, dsr);
+    let (v, _) = g.client(&to_vip(44001, SYN, dsr).with_mptcp(join_syn(token_from_key(sk))));
     assert!(matches!(v, Verdict::Forward { .. }), "{v:?}");
+    if !dsr {
+        let mut sa = TcpSpec::from_backend(b, client(), 44001, SYN_ACK);
+        sa.seq = 8000;
+        let _ = g.backend(&sa);
+    }
+    let mut a = to_vip(44001, ACK, dsr);
+    a.seq = 2001;
+    a.ack = 8001;
+    let _ = g.client(&a);
     g.pool = migrating(&spec, b);
-    g.workers[0].migrate(&g.pool, &g.shared, g.now, usize::MAX);
-    assert!(trigger(&mut g, b, 44000, false).is_empty(), "deferred");
+    g.workers[0].migrate(&g.pool, g.now, usize::MAX);
+    // The join's MP_PRIO goes with its next packet (NAT: the server's, DSR: the client's).
+    let prio: Vec<AnnounceOption> = if dsr {
+        let mut d = data(44001, 2001, dsr);
+        d.ack = 8001;
+        let _ = g.client(&d);
+        g.announcements().into_iter().map(|a| a.option).collect()
+    } else {
+        let mut d = TcpSpec::from_backend(b, client(), 44001, PSH_ACK);
+        d.seq = 8001;
+        d.ack = 2001;
+        d.payload = vec![9; 10];
+        let _ = g.backend(&d);
+        g.announcements().into_iter().map(|a| a.option).collect()
+    };
+    assert_eq!(prio, [AnnounceOption::Backup]);
+    // The first subflow is announced as usual; the join counts as nothing of its own.
+    let ann = trigger(&mut g, b, 44000, dsr);
+    assert_eq!(ann.len(), 1, "{ann:?}");
+    assert!(ann[0].add_addr().is_some());
     let c = g.workers[0].stats.backends[b as usize];
-    assert_eq!((c.migrate_announced, c.migrate_pending), (0, 1));
-    // The join resets: the next walk announces.
-    let _ = g.client(&to_vip(44001, 0x04, false));
-    g.now = g.now + core::time::Duration::from_secs(30);
-    let _ = g.workers[0].housekeeping(g.now, &g.shared, usize::MAX);
-    g.workers[0].migrate(&g.pool, &g.shared, g.now, usize::MAX);
-    assert_eq!(trigger(&mut g, b, 44000, false).len(), 1);
-    assert_eq!(g.workers[0].stats.backends[b as usize].migrate_announced, 1);
+    assert_eq!((c.migrate_announced, c.migrate_pending), (1, 1));
+    // Once sent, the join is off the slow path: nothing more for it.
+    let _ = g.client(&data(44001, 2101, dsr));
+    assert!(g.announcements().is_empty());
+    assert!(g.balanced());
+}
+
+#[test]
+fn a_join_through_the_gateway_of_a_migrating_connection_is_made_a_backup_nat() {
+    join_through_the_gateway_is_made_a_backup_with_its_first_subflow(false);
+}
+
+#[test]
+fn a_join_through_the_gateway_of_a_migrating_connection_is_made_a_backup_dsr() {
+    join_through_the_gateway_is_made_a_backup_with_its_first_subflow(true);
 }
 
 #[test]
@@ -444,7 +481,7 @@ fn a_client_that_never_echoes_the_direct_address_is_left_behind() {
     let mut g = Gateway::new(PoolSnapshot::build(spec.clone()).unwrap(), 1);
     let b = mptcp_conn(&mut g, 42000, 1, 2, false);
     g.pool = migrating(&spec, b);
-    g.workers[0].migrate(&g.pool, &g.shared, g.now, usize::MAX);
+    g.workers[0].migrate(&g.pool, g.now, usize::MAX);
     for _ in 0..=MAX_SENDS {
         g.now = g.now + core::time::Duration::from_millis(300);
         let _ = trigger(&mut g, b, 42000, false);

@@ -306,7 +306,7 @@ pub(crate) fn run(
         if loops % 4 == 0 {
             // Migration of draining backends' connections (pipeline/flow/migration.rs): a
             // slice of the flow table at a time.
-            worker.migrate(pool, cx.shared, now, 64);
+            worker.migrate(pool, now, 64);
         }
         if loops % 64 == 0 {
             worker.housekeeping(now, cx.shared, 64);

@@ -89,6 +89,9 @@ const WATCH_BASE: [u8; 2] = [0x01, 0x02];
 const MIGRATED: u8 = 0x50;
 const CLOSED: u8 = 0x51;
 const LEFT_BEHIND: u8 = 0x52;
+/// `FlowEntry::announces` of a join through the gateway of a migrating connection once its
+/// MP_PRIO went (with [`MIGRATE`], off the slow path).
+const JOIN_BACKUP: u8 = 0x53;
 
 /// Where a flow marked [`MIGRATE`] stands, for the migration walk.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -180,6 +183,14 @@ pub(super) fn start_migration(now_ms: u32, e: &mut FlowEntry) {
     e.flags |= flags::ANNOUNCE;
     e.announces = MIGRATE;
     set_reference(e, (now_ms as u16).wrapping_sub(RESEND_MS as u16));
+}
+
+/// Asks, with the next packet either way (NAT: the server's, DSR: the client's), the client to
+/// make a join through the gateway of a migrating backend's connection a backup (MP_PRIO), as
+/// its first subflow will be: the client then sends on its direct subflow only.
+pub(super) fn start_join_backup(e: &mut FlowEntry) {
+    e.flags |= flags::ANNOUNCE;
+    e.announces = MIGRATE | PRIO_DUE;
 }
 
 /// The 16-bit reference announcing keeps in [`FlowEntry::pending`]: the third ACK's
@@ -347,10 +358,13 @@ fn queue(cx: &mut Ctx<'_>, e: &FlowEntry, n: Numbers, option: AnnounceOption) ->
 /// that the client sends on its direct subflow and the gateway carries (nearly) nothing more. A
 /// migration is then watched (`migration::watch`) until its data flows elsewhere.
 fn send_backup(cx: &mut Ctx<'_>, e: &mut FlowEntry, n: Numbers) {
-    if e.announces & MIGRATE != 0 {
+    if e.announces & MIGRATE != 0 && !e.has(flags::JOIN) {
         set_phase(e, WATCH);
     } else {
         e.flags &= !flags::ANNOUNCE;
+        if e.announces & MIGRATE != 0 {
+            set_phase(e, JOIN_BACKUP);
+        }
     }
     if queue(cx, e, n, AnnounceOption::Backup) {
         cx.w.stats.event(Event::PrioBackupSent);
@@ -405,7 +419,12 @@ pub(crate) fn on_client_segment<F: Frame>(
         set_phase(e, 0);
     } else {
         if phase(e) == PRIO_DUE {
-            return; // NAT: the MP_PRIO follows the server's next segment
+            // NAT: the MP_PRIO follows the server's next segment. DSR: only a migrating
+            // connection's join waits for it here (a first subflow's goes with the echo).
+            if dsr {
+                send_backup(cx, e, Numbers::from_client(t));
+            }
+            return;
         }
         if absorb_echo(frame, ip, seg) {
             cx.w.stats.event(Event::AnnounceEchoed);

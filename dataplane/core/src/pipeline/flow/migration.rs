@@ -6,13 +6,15 @@
 //! connection is marked once ([`announcing::MIGRATE`]):
 //!
 //! * an established MPTCP connection whose keys the gateway knows (NAT: learned and confirmed;
-//!   DSR: from the third ACK) and whose only subflow through the gateway is this one (a join
-//!   through the gateway must leave first: the walk tries again at its next pass) starts an
-//!   announcement of the **direct address** (address id
+//!   DSR: from the third ACK) starts an announcement of the **direct address** (address id
 //!   [`MIGRATE_ADDRESS_ID`](crate::pool::MIGRATE_ADDRESS_ID), the HMAC from the learned keys),
 //!   sent and resent exactly like the announce modes' (`announcing.rs`): NAT after the server's
 //!   next segment, DSR with the client's next packet. Once the client echoes it, the gateway
 //!   asks it (MP_PRIO, B = 1) to make the subflow through the gateway a backup.
+//! * a join of such a connection through the gateway (the client joined the VIP) is asked at
+//!   once (MP_PRIO with its next packet) to be a backup too: every subflow through the gateway
+//!   is then one, so the data the gateway no longer sees flows on the direct subflow, and the
+//!   lead below means what it says.
 //! * anything else (plain TCP, a connection without known keys) is left to the drain policy
 //!   and counted as left behind, as is a connection whose client never echoes the address.
 //!
@@ -45,7 +47,7 @@
 use trapeze_wire::tcp::TcpFlags;
 
 use super::announcing;
-use crate::pipeline::context::{Ctx, Shared, Worker};
+use crate::pipeline::context::{Ctx, Worker};
 use crate::pipeline::frame::Frame;
 use crate::pipeline::parse::{Seg, TcpNumbers};
 use crate::pipeline::verdict::WorkerStats;
@@ -93,7 +95,7 @@ impl Worker {
     /// Walks the next `buckets` buckets of the flow table: marks the flows of migrating backends
     /// and counts their pending connections (see the module documentation). Does nothing, at
     /// the cost of a scan of the backends, when none migrates.
-    pub fn migrate(&mut self, pool: &PoolSnapshot, shared: &Shared, now: Ticks, buckets: usize) {
+    pub fn migrate(&mut self, pool: &PoolSnapshot, now: Ticks, buckets: usize) {
         if !pool.any_migrates() {
             self.migration.left = 0;
             return;
@@ -110,10 +112,19 @@ impl Worker {
         let step = buckets.min(walk.left);
         let pending = &mut walk.pending;
         self.flows.visit(step, |e| {
-            if e.has(flags::JOIN) || !pool.backend(e.backend).is_some_and(|b| b.migrates()) {
+            if !pool.backend(e.backend).is_some_and(|b| b.migrates()) {
                 return;
             }
-            if visit(e, shared, stats, now_ms) == Seen::Pending {
+            if e.has(flags::JOIN) {
+                if e.announces & announcing::MIGRATE == 0
+                    && e.state() == FlowState::Established
+                    && !e.has(flags::ANNOUNCE)
+                {
+                    announcing::start_join_backup(e);
+                }
+                return; // the connection's pending state is its first subflow's
+            }
+            if visit(e, stats, now_ms) == Seen::Pending {
                 if let Some(p) = pending.get_mut(e.backend.0 as usize) {
                     *p = p.saturating_add(1);
                 }
@@ -131,7 +142,7 @@ impl Worker {
 }
 
 /// One first subflow of a migrating backend, seen by the walk.
-fn visit(e: &mut FlowEntry, shared: &Shared, stats: &mut WorkerStats, now_ms: u32) -> Seen {
+fn visit(e: &mut FlowEntry, stats: &mut WorkerStats, now_ms: u32) -> Seen {
     let open = matches!(e.state(), FlowState::Established);
     if e.announces & announcing::MIGRATE != 0 {
         return match announcing::migration_phase(e) {
@@ -157,14 +168,6 @@ fn visit(e: &mut FlowEntry, shared: &Shared, stats: &mut WorkerStats, now_ms: u3
     if !(e.has(flags::TOKEN_REF) && e.has(flags::CONFIRMED)) {
         announcing::leave_behind(e, stats);
         return Seen::Pending;
-    }
-    let only = shared
-        .tokens
-        .owners(e.token)
-        .get(e.backend)
-        .is_some_and(|o| o.subflows <= 1);
-    if !only {
-        return Seen::Pending; // a join through the gateway: a later walk, once it left
     }
     announcing::start_migration(now_ms, e);
     Seen::Pending
