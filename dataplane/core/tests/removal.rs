@@ -255,16 +255,22 @@ fn migration(spec: PoolSpec, dsr: bool) {
     // subflow's own acknowledgment (all data through the gateway) is no lead, nor is 64 KiB
     // ahead (the base is kept in 64 KiB units); 128 KiB ahead is: the server's data flows on
     // the direct subflow.
-    let _ = g.client(&dss_ack(41000, 1301, 5001, 1_000_000, dsr));
-    let _ = g.client(&dss_ack(41000, 1301, 205_001, 1_200_000, dsr));
-    let _ = g.client(&dss_ack(41000, 1301, 205_001, 1_200_000 + 64 * 1024, dsr));
+    // (The client still sends data on it: in DSR, the other sign of a move is its absence.)
+    let with_data = |mut d: TcpSpec| {
+        d.payload = vec![1; 100];
+        d
+    };
+    let _ = g.client(&with_data(dss_ack(41000, 1301, 5001, 1_000_000, dsr)));
+    let _ = g.client(&with_data(dss_ack(41000, 1401, 205_001, 1_200_000, dsr)));
+    let _ = g.client(&with_data(dss_ack(41000, 1501, 205_001, 1_265_536, dsr)));
     assert_eq!(g.workers[0].stats.backends[b as usize].migrate_migrated, 0);
-    let (v, _) = g.client(&dss_ack(41000, 1301, 205_001, 1_200_000 + 128 * 1024, dsr));
+    let d = with_data(dss_ack(41000, 1601, 205_001, 1_200_000 + 128 * 1024, dsr));
+    let (v, _) = g.client(&d);
     assert!(matches!(v, Verdict::Forward { .. }));
     let c = g.workers[0].stats.backends[b as usize];
     assert_eq!((c.migrate_migrated, c.migrate_closed), (1, 0));
     // Off the slow path: later DATA_ACKs change nothing.
-    let _ = g.client(&dss_ack(41000, 1301, 205_001, 9_000_000, dsr));
+    let _ = g.client(&dss_ack(41000, 1701, 205_001, 9_000_000, dsr));
     assert_eq!(g.workers[0].stats.backends[b as usize].migrate_migrated, 1);
     g.workers[0].migrate(&g.pool, g.now, usize::MAX);
     assert_eq!(
@@ -274,7 +280,7 @@ fn migration(spec: PoolSpec, dsr: bool) {
     // The plain connection closes (FIN both ways; DSR: the client's FIN and RST): 0 pending.
     for p in 41100..41200 {
         let mut f = to_vip(p, 0x11, dsr);
-        f.seq = 1001;
+        f.seq = 1001; // (the plain connections sent nothing after their third ACK)
         f.ack = 5001;
         let _ = g.client(&f);
         if dsr {
@@ -302,12 +308,12 @@ fn dss_ack(port: u16, seq: u32, ack: u32, data_ack: u32, dsr: bool) -> TcpSpec {
     d
 }
 
-/// A migrating connection announced, echoed and asked for MP_PRIO (NAT); returns its backend.
-fn watched_conn(g: &mut Gateway, spec: &PoolSpec, port: u16) -> u16 {
-    let b = mptcp_conn(g, port, 3, 4, false);
+/// A migrating connection announced, echoed and asked for MP_PRIO; returns its backend.
+fn watched_conn(g: &mut Gateway, spec: &PoolSpec, port: u16, dsr: bool) -> u16 {
+    let b = mptcp_conn(g, port, 3, 4, dsr);
     g.pool = migrating(spec, b);
     g.workers[0].migrate(&g.pool, g.now, usize::MAX);
-    let ann = trigger(g, b, port, false);
+    let ann = trigger(g, b, port, dsr);
     let a: AddAddr = *ann[0].add_addr().expect("an ADD_ADDR");
     let echo = AddAddr {
         echo: true,
@@ -316,11 +322,47 @@ fn watched_conn(g: &mut Gateway, spec: &PoolSpec, port: u16) -> u16 {
     };
     let mut opt = vec![0u8; echo.buffer_len()];
     echo.emit(&mut opt).unwrap();
-    let mut e = data(port, 1201, false);
+    let mut e = data(port, 1201, dsr);
     e.options = opt;
     let _ = g.client(&e);
-    assert_eq!(trigger(g, b, port, false), [AnnounceOption::Backup]);
+    let prio: Vec<AnnounceOption> = if dsr {
+        g.announcements().into_iter().map(|a| a.option).collect()
+    } else {
+        trigger(g, b, port, false)
+    };
+    assert_eq!(prio, [AnnounceOption::Backup]);
     b
+}
+
+#[test]
+fn dsr_a_client_that_sends_no_data_on_the_gateway_subflow_while_the_connection_moves_is_migrated() {
+    // Seen in the test bed (DSR, an echo server): after the MP_PRIO the client's data moves to
+    // its direct subflow and the echo stays on the first: the client's packets through the
+    // gateway are acknowledgments only, its DATA_ACK moving with the subflow's.
+    let spec = dsr_spec(3, Encap::Ipip, OuterSource::Gateway);
+    let mut g = Gateway::new(PoolSnapshot::build(spec.clone()).unwrap(), 1);
+    let b = watched_conn(&mut g, &spec, 46000, true);
+    let mut ack = 5001u32;
+    let mut da = 3_000_000u32;
+    // Data from the client on the subflow restarts the count each time.
+    for _ in 0..5 {
+        let mut d = dss_ack(46000, 1301, ack, da, true);
+        d.payload = vec![1; 100];
+        let _ = g.client(&d);
+        (ack, da) = (ack + 60_000, da + 60_000);
+    }
+    assert_eq!(g.workers[0].stats.backends[b as usize].migrate_migrated, 0);
+    // Acknowledgments only, the connection moving on since the last payload: 60 000 bytes are
+    // not enough, 140 000 are.
+    let (ack, da) = (ack - 60_000, da - 60_000);
+    let _ = g.client(&dss_ack(46000, 1401, ack + 30_000, da + 30_000, true));
+    let _ = g.client(&dss_ack(46000, 1401, ack + 60_000, da + 60_000, true));
+    assert_eq!(g.workers[0].stats.backends[b as usize].migrate_migrated, 0);
+    let (v, _) = g.client(&dss_ack(46000, 1401, ack + 140_000, da + 140_000, true));
+    assert!(matches!(v, Verdict::Forward { .. }));
+    let c = g.workers[0].stats.backends[b as usize];
+    assert_eq!((c.migrate_migrated, c.migrate_closed), (1, 0));
+    assert!(g.balanced());
 }
 
 #[test]
@@ -330,7 +372,7 @@ fn the_servers_data_ack_running_ahead_shows_the_clients_data_on_the_direct_subfl
     // with that subflow, the server's runs ahead of the server's subflow acknowledgment.
     let spec = demo_spec(3);
     let mut g = Gateway::new(PoolSnapshot::build(spec.clone()).unwrap(), 1);
-    let b = watched_conn(&mut g, &spec, 45000);
+    let b = watched_conn(&mut g, &spec, 45000, false);
     let server = |seq: u32, data_ack: u32| {
         let mut d = TcpSpec::from_backend(b, client(), 45000, PSH_ACK);
         d.seq = seq;
@@ -371,7 +413,7 @@ fn a_migrating_connection_that_closes_is_done_not_pending() {
     let spec = demo_spec(3);
     for closer in ["client fin", "client rst", "data fin", "server fin"] {
         let mut g = Gateway::new(PoolSnapshot::build(spec.clone()).unwrap(), 1);
-        let b = watched_conn(&mut g, &spec, 43000);
+        let b = watched_conn(&mut g, &spec, 43000, false);
         match closer {
             "client fin" | "client rst" => {
                 let mut f = to_vip(

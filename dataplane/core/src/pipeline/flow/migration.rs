@@ -29,7 +29,11 @@
 //! another subflow: the connection is **migrated**. The client's DATA_ACK shows the server's data
 //! moving (NAT and DSR); the server's (NAT: its packets pass) shows the client's data moving,
 //! which is what the MP_PRIO asks for (seen in the test bed: the client's data moves at once, the
-//! server's echo stays on the first subflow). A FIN, RST or DATA_FIN on that subflow, or a flow
+//! server's echo stays on the first subflow). In DSR the server's packets never pass: there the
+//! client's data has moved when the client's DATA_ACK advances by more than [`LEAD`] while it
+//! sends no payload on the subflow (a client with nothing to send counts as moved too: what it
+//! still sends through the gateway, acknowledgments, MPTCP resends on its other subflow once
+//! the backend leaves). A FIN, RST or DATA_FIN on that subflow, or a flow
 //! that the walk finds closing, ends the watch as **closed**. Either way the flow is off the
 //! slow path again.
 //!
@@ -197,15 +201,35 @@ pub(super) fn watch<F: Frame>(
     }
     let Some(ack) = d.ack else { return };
     let lead = (ack.wrapping_sub(t.ack) >> 16) as u16;
-    match announcing::watch_base(e, side) {
-        None => announcing::set_watch_base(e, side, lead),
-        Some(base) => {
-            // In 64 KiB units, rounded down at both ends: 2 units are more than LEAD bytes. A
-            // DATA_ACK behind its base (reordered) is negative, not a lead.
-            if (lead.wrapping_sub(base) as i16) >= ((2 * LEAD) >> 16) as i16 {
-                announcing::finish(e, announcing::Outcome::Migrated, &mut cx.w.stats);
-            }
+    if grown(e, side, lead) {
+        announcing::finish(e, announcing::Outcome::Migrated, &mut cx.w.stats);
+        return;
+    }
+    // DSR: the server's packets never pass, so its DATA_ACK (the client's data) is not seen.
+    // The client's data has moved when the client sends no payload on this subflow while the
+    // connection moves on (its DATA_ACK advances): the other base, unused in DSR, follows the
+    // DATA_ACK itself and starts again with every payload.
+    if side == 0 && cx.pool.vip(e.vip).is_some_and(|v| v.mode.dsr().is_some()) {
+        let at = (ack >> 16) as u16;
+        if seg.has_payload {
+            announcing::set_watch_base(e, 1, at);
+        } else if grown(e, 1, at) {
+            announcing::finish(e, announcing::Outcome::Migrated, &mut cx.w.stats);
         }
+    }
+}
+
+/// Whether `value` (64 KiB units) has grown past the base of `side` by more than [`LEAD`];
+/// sets the base when it has none.
+fn grown(e: &mut FlowEntry, side: usize, value: u16) -> bool {
+    match announcing::watch_base(e, side) {
+        None => {
+            announcing::set_watch_base(e, side, value);
+            false
+        }
+        // Rounded down at both ends: 2 units are more than LEAD bytes. A value behind its base
+        // (reordered) is negative, not a lead.
+        Some(base) => (value.wrapping_sub(base) as i16) >= ((2 * LEAD) >> 16) as i16,
     }
 }
 
