@@ -297,6 +297,21 @@ fn migration(spec: PoolSpec, dsr: bool) {
     assert!(g.balanced());
 }
 
+#[test]
+fn pending_counts_do_not_outlive_the_migration() {
+    let spec = demo_spec(3);
+    let mut g = Gateway::new(PoolSnapshot::build(spec.clone()).unwrap(), 1);
+    let b = watched_conn(&mut g, &spec, 47000, false);
+    g.workers[0].migrate(&g.pool, g.now, usize::MAX);
+    assert_eq!(g.workers[0].stats.backends[b as usize].migrate_pending, 1);
+    // Undrained: no backend migrates any more.
+    let mut back = spec.clone();
+    back.version += 5;
+    g.pool = PoolSnapshot::build(back).unwrap();
+    g.workers[0].migrate(&g.pool, g.now, usize::MAX);
+    assert_eq!(g.workers[0].stats.backends[b as usize].migrate_pending, 0);
+}
+
 /// A client segment on `port` carrying a DSS with a 4-byte DATA_ACK.
 fn dss_ack(port: u16, seq: u32, ack: u32, data_ack: u32, dsr: bool) -> TcpSpec {
     let mut d = to_vip(port, ACK, dsr);

@@ -73,6 +73,8 @@ pub(crate) struct MigrationWalk {
     version: u64,
     /// Per backend id: pending connections counted so far in the current walk.
     pending: Box<[u32]>,
+    /// A walk has published pending counts since the last time no backend migrated.
+    published: bool,
 }
 
 impl MigrationWalk {
@@ -82,6 +84,7 @@ impl MigrationWalk {
             left: 0,
             version: 0,
             pending: vec![0; max_backends].into_boxed_slice(),
+            published: false,
         }
     }
 }
@@ -101,7 +104,14 @@ impl Worker {
     /// the cost of a scan of the backends, when none migrates.
     pub fn migrate(&mut self, pool: &PoolSnapshot, now: Ticks, buckets: usize) {
         if !pool.any_migrates() {
-            self.migration.left = 0;
+            if self.migration.left != 0 || self.migration.published {
+                // The last migration ended: no backend has pending connections any more.
+                self.migration.left = 0;
+                self.migration.published = false;
+                for c in self.stats.backends.iter_mut() {
+                    c.migrate_pending = 0;
+                }
+            }
             return;
         }
         let walk = &mut self.migration;
@@ -141,6 +151,7 @@ impl Worker {
                 c.migrate_pending = u64::from(p);
             }
             stats.migrate_pass = walk.version;
+            walk.published = true;
         }
     }
 }
