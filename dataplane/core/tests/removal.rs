@@ -312,6 +312,14 @@ fn pending_counts_do_not_outlive_the_migration() {
     assert_eq!(g.workers[0].stats.backends[b as usize].migrate_pending, 0);
 }
 
+/// An address in the 16-byte key form (IPv4-mapped).
+fn mapped(a: impl Into<IpAddr>) -> [u8; 16] {
+    match a.into() {
+        IpAddr::V4(v) => v.to_ipv6_mapped().octets(),
+        IpAddr::V6(v) => v.octets(),
+    }
+}
+
 /// A client segment on `port` carrying a DSS with a 4-byte DATA_ACK.
 fn dss_ack(port: u16, seq: u32, ack: u32, data_ack: u32, dsr: bool) -> TcpSpec {
     let mut d = to_vip(port, ACK, dsr);
@@ -418,8 +426,26 @@ fn the_servers_data_ack_running_ahead_shows_the_clients_data_on_the_direct_subfl
     }
     assert_eq!(g.workers[0].stats.backends[b as usize].migrate_migrated, 0);
     let _ = g.backend(&server(5501, 7_000_000 + 200 * 1024));
+    let _ = g.announcements();
+    // Migrated: the server is asked too (MP_PRIO backup) with the client's next segment, a pure
+    // ACK from the client's address and port to the server's, with the client's numbers.
+    assert_eq!(g.workers[0].stats.backends[b as usize].migrate_migrated, 0);
+    let (v, _) = g.client(&dss_ack(45000, 1301, 5601, 50_300, false));
+    assert!(matches!(v, Verdict::Forward { .. }));
+    let a = g.announcements();
+    assert_eq!(a.len(), 1, "{a:?}");
+    assert_eq!(a[0].option, AnnounceOption::Backup);
+    assert_eq!(
+        (a[0].dst_port, a[0].src_port, a[0].seq, a[0].ack),
+        (BACKEND_PORT, 45000, 1301, 5601)
+    );
+    assert_eq!(a[0].dst, mapped(backend_v4(b)), "to the server");
+    assert_eq!(a[0].src, mapped(client()), "as the client");
     let c = g.workers[0].stats.backends[b as usize];
     assert_eq!((c.migrate_migrated, c.migrate_closed), (1, 0));
+    // Then the flow is off the slow path: nothing more.
+    let _ = g.client(&dss_ack(45000, 1301, 5701, 50_400, false));
+    assert!(g.announcements().is_empty());
     assert!(g.balanced());
 }
 

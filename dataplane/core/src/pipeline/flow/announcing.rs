@@ -86,6 +86,8 @@ const WATCH: u8 = 0xC0;
 /// With [`WATCH`]: the base of the client's (bit 0) and of the server's (bit 1) DATA_ACK lead
 /// are set.
 const WATCH_BASE: [u8; 2] = [0x01, 0x02];
+/// With [`WATCH`] (NAT): migrated, the MP_PRIO to the server goes with the client's next packet.
+const SERVER_PRIO_DUE: u8 = 0x04;
 const MIGRATED: u8 = 0x50;
 const CLOSED: u8 = 0x51;
 const LEFT_BEHIND: u8 = 0x52;
@@ -136,6 +138,50 @@ pub(super) fn set_watch_base(e: &mut FlowEntry, side: usize, base: u16) {
     set_phase(e, phase(e) | WATCH_BASE[side]);
     let shift = 16 * side;
     e.pending = (e.pending & !(0xffff << shift)) | (u32::from(base) << shift);
+}
+
+/// NAT: whether a migrated flow still owes the server its MP_PRIO.
+pub(super) fn server_prio_due(e: &FlowEntry) -> bool {
+    phase(e) & SERVER_PRIO_DUE != 0
+}
+
+pub(super) fn set_server_prio_due(e: &mut FlowEntry) {
+    set_phase(e, phase(e) | SERVER_PRIO_DUE);
+}
+
+/// NAT, a migrated connection: asks the server too (MP_PRIO B = 1, as if from the client, on a
+/// pure ACK that repeats the client's segment `t` just forwarded: its next sequence number and
+/// its acknowledgment) to make the subflow through the gateway a backup. The server then sends
+/// on the direct subflow as well, and nothing is in flight through the gateway when the
+/// backend leaves it (seen in the test bed: without it, the server's data stays on the
+/// gateway's subflow until the removal, and the connection waits for a retransmission).
+pub(super) fn send_server_backup(cx: &mut Ctx<'_>, e: &FlowEntry, t: &TcpNumbers, v6: bool) {
+    let Some(b) = cx.pool.fwd(e.backend) else {
+        return;
+    };
+    let (Some(&dst), Some(dst_mac)) = (b.addr(v6), b.mac) else {
+        return;
+    };
+    let a = Announcement {
+        port: b.egress,
+        src_mac: b.egress_mac,
+        dst_mac,
+        vlan: b.egress_vlan,
+        src: e.key.src,
+        dst,
+        src_port: e.key.src_port,
+        dst_port: b.port,
+        seq: t.seq.wrapping_add(t.len),
+        ack: t.ack,
+        window: t.window,
+        after: cx.w.announcements.position,
+        option: AnnounceOption::Backup,
+    };
+    if cx.w.announcements.push(a) {
+        cx.w.stats.event(Event::PrioBackupSent);
+    } else {
+        cx.w.stats.event(Event::AnnounceQueueFull);
+    }
 }
 
 /// Ends a flow's migration (migrated or closed): counted, and off the slow path.
@@ -399,7 +445,7 @@ pub(crate) fn on_client_segment<F: Frame>(
 ) {
     if watched(e) {
         if !seg.has(TcpFlags::SYN.0) {
-            super::migration::watch(cx, frame, seg, t, e, 0);
+            super::migration::watch(cx, frame, seg, t, e, 0, ip.v6);
         }
         return;
     }
@@ -463,7 +509,7 @@ pub(crate) fn on_server_segment<F: Frame>(
 ) {
     if watched(e) {
         if !seg.has(TcpFlags::SYN.0) {
-            super::migration::watch(cx, frame, seg, t, e, 1);
+            super::migration::watch(cx, frame, seg, t, e, 1, ip.v6);
         }
         return;
     }
