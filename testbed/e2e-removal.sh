@@ -6,12 +6,15 @@
 #      paced transfers every server is drained with a 3 s deadline. The gateway announces each
 #      connection's server address (ADD_ADDR with the HMAC of the learned keys), the client joins
 #      the server directly (through tz-rtr), is asked (MP_PRIO) to keep the subflow through the
-#      gateway as a backup, and at the deadline the servers leave the gateway: every transfer
-#      completes over its direct subflow, no RST, each server took as many direct joins as it
-#      had connections (the servers' records and nstat), the gateway counted them as migrated.
+#      gateway as a backup, and the servers leave the gateway as soon as every connection's
+#      traffic has moved to its direct subflow, **before the deadline**: every transfer completes
+#      over its direct subflow, no RST, each server took as many direct joins as it had
+#      connections (the servers' records and nstat), the gateway counted them as migrated and
+#      the three drains as completed early.
 #   2. The same in DSR (IPIP).
 #   3. Left behind: plain TCP connections on a server that migrates are counted as left behind
-#      (they keep the drain policy and end at the deadline, as a drain would end them).
+#      (they keep the drain policy and end at the deadline, as a drain would end them: a server
+#      holding one completes its drain at the deadline, not early).
 #   4. Hard remove and re-add 5 s later (token mode, clients at the kernel's default limits):
 #      every server is removed with --hard 1 s into paced transfers and added back 5 s later;
 #      its flows' packets are dropped while it is out (`backend_gone`) and forwarded again after:
@@ -76,24 +79,35 @@ direct_routes() {
   done
 }
 
-# migration_check TAG: the gateway's migration counters (GET /stats just before the deadline:
-# a removed backend leaves the stats) and the servers' own records of their joins (the harness's
-# per-server figures, cross-checked with their nstat by its nstat_consistent check): each server
-# established at least one join per connection it holds, every connection has a direct join (the
-# harness's joins_direct), and the gateway counted each connection as announced and migrated.
+# migration_check TAG DEADLINE: the gateway's migration counters (GET /stats once the servers are
+# back under their ids: a removed backend leaves the stats, its counters stay) and the servers'
+# own records of their joins (the harness's per-server figures, cross-checked with their nstat by
+# its nstat_consistent check): each server established at least one join per connection it
+# holds, every connection has a direct join (the harness's joins_direct), the gateway counted
+# each connection as announced and migrated, and every drain completed early: the servers left
+# the gateway before the deadline (seen by the drainer's polling, no timing beyond that).
 migration_check() {
-  python3 - "$OUT/$1.json" "$OUT/$1-stats.json" <<'PY'
+  python3 - "$OUT/$1.json" "$OUT/$1-after.json" "$(cat "$OUT/drained")" \
+    "$(cat "$OUT/gone" 2>/dev/null || echo none)" "$2" <<'PY'
 import json, sys
 run, st = json.load(open(sys.argv[1])), json.load(open(sys.argv[2]))
+drained, gone, deadline = float(sys.argv[3]), sys.argv[4], float(sys.argv[5])
 n = len(run["connections"])
 per = {s: v["first_subflows"] for s, v in run["per_server"].items()}
 joins = {s: v["joins_established"] for s, v in run["per_server"].items()}
 mig = {b["name"]: b.get("migration") or {} for b in st["backends"]}
-tot = {k: sum(m.get(k, 0) for m in mig.values()) for k in ("announced", "migrated", "left_behind")}
+keys = ("announced", "migrated", "closed", "left_behind", "completed_early",
+        "completed_at_deadline")
+tot = {k: sum(m.get(k, 0) for m in mig.values()) for k in keys}
 print("    connections per server %s, joins established per server %s, gateway migration %s"
       % (per, joins, tot), file=sys.stderr)
+print("    servers gone from the gateway %s s after the drain (deadline %g s)"
+      % ("never" if gone == "none" else "%.2f" % (float(gone) - drained), deadline),
+      file=sys.stderr)
 ok = tot["announced"] >= n and tot["migrated"] >= n
 ok = ok and all(joins.get(s, 0) >= c for s, c in per.items())
+ok = ok and tot["completed_early"] == 3 and tot["completed_at_deadline"] == 0
+ok = ok and gone != "none" and float(gone) - drained < deadline
 sys.exit(0 if ok else 1)
 PY
 }
@@ -103,12 +117,19 @@ new_conns() {
   ctl --json stats | python3 -c 'import json, sys; print(sum(b["new_conns"] for b in json.load(sys.stdin)["backends"]))'
 }
 
+# servers_in: how many of the servers the gateway still has (GET /stats).
+servers_in() {
+  ctl --json stats | python3 -c 'import json, sys; print(sum(b["name"] in sys.argv[1:] for b in json.load(sys.stdin)["backends"]))' "${SERVERS[@]}"
+}
+
 # drain_all SECONDS DEADLINE STATS N: in the background, once the gateway has seen N new
 # connections (every server drains: a later one would find none), and SECONDS later, drain every
-# server with DEADLINE; GET /stats into STATS half a second before the deadline.
+# server with DEADLINE; until half a second before the deadline, note when every server has left
+# the gateway ($OUT/gone: a migrating drain that completed early); then GET /stats into STATS.
 drain_all() {
-  local base
+  local base end
   base=$(new_conns)
+  rm -f "$OUT/gone"
   (
     for _ in $(seq 200); do
       (($(new_conns) - base >= $4)) && break
@@ -117,9 +138,16 @@ drain_all() {
     sleep "$1"
     for s in "${SERVERS[@]}"; do ctl drain "$s" --deadline "$2" >/dev/null; done
     date +%s.%N >"$OUT/drained"
-    sleep "$(python3 -c "print($2 - 0.5)")"
+    end=$(python3 -c "print($(cat "$OUT/drained") + $2 - 0.5)")
+    while python3 -c "import sys, time; sys.exit(time.time() >= $end)"; do
+      if (($(servers_in) == 0)); then
+        date +%s.%N >"$OUT/gone"
+        break
+      fi
+      sleep 0.2
+    done
     ctl --json stats >"$3"
-    ctl stats | grep '^backend' >&2 || true
+    ctl stats | grep -E '^(backend|control)' >&2 || true
   ) &
   DRAINER=$!
 }
@@ -148,11 +176,13 @@ for vip in nat dsr-ipip; do
   run "$tag" -4 --vip "$vip" -n 6 --expect-joins 1 --join-timeout 0 --direct-joins --announced \
     --size-kb 2048 --chunk-kb 16 --pause-ms 30 --stagger-ms 20 --timeout 30
   wait "$DRAINER"
-  migration_check "$tag"
-  # The servers come back (same ids): the subflows through the gateway that the clients kept as
-  # backups, whose packets were dropped while their servers were out, can close cleanly instead
-  # of ending in a client's RST during the next run.
+  # The servers come back (same ids, their counters with them): the subflows through the gateway
+  # that the clients kept as backups, whose packets were dropped while their servers were out,
+  # can close cleanly instead of ending in a client's RST during the next run.
   if [ "$vip" = nat ]; then readd web4 direct; else readd dsr-ipip4 direct; fi
+  ctl --json stats >"$OUT/$tag-after.json"
+  ctl stats | grep -E '^(backend|control)' >&2 || true
+  migration_check "$tag" 3
   sleep 3
   stop_gateway
 done
@@ -216,9 +246,22 @@ print("[e2e-removal] left-behind: %d plain TCP connections counted as left behin
 sys.exit(0 if left >= 4 and ann == 0 else 1)
 PY
 readd web4 direct # (as above: the cut connections close cleanly)
+ctl --json stats >"$OUT/$tag-after.json"
+# A server holding left-behind connections keeps them to its deadline; one that got none of the
+# 4 connections has nothing to wait for and leaves early.
+python3 - "$OUT/$tag-after.json" <<'PY'
+import json, sys
+mig = {b["name"]: b.get("migration") or {} for b in json.load(open(sys.argv[1]))["backends"]}
+how = {n: (m.get("left_behind", 0), m.get("completed_early", 0), m.get("completed_at_deadline", 0))
+       for n, m in mig.items()}
+print("[e2e-removal] left-behind: per server (left behind, drains completed early, at the "
+      "deadline): %s" % how, file=sys.stderr)
+ok = len(how) == 3 and all((e, d) == ((0, 1) if left else (1, 0)) for left, e, d in how.values())
+sys.exit(0 if ok else 1)
+PY
 sleep 3
 stop_gateway
 direct_routes del
 
 log "artefacts in $OUT"
-echo "e2e-removal: 4 scenarios passed (migration NAT and DSR, left behind counted, hard remove and re-add)"
+echo "e2e-removal: 4 scenarios passed (migration NAT and DSR completed before the deadline, left behind counted and kept to the deadline, hard remove and re-add)"

@@ -69,6 +69,8 @@ fn metrics_input(cp: &PoolManager, env: &Env<'_>) -> MetricsInput {
         reloads_error: cp.counters.reloads_failed,
         pool_changes: cp.counters.pool_changes,
         watchdog_stalls: cp.counters.watchdog_stalls,
+        drains_completed_early: cp.drain_completions.values().map(|d| d.early).sum(),
+        drains_completed_at_deadline: cp.drain_completions.values().map(|d| d.deadline).sum(),
     };
     let mut input =
         MetricsInput::from_pool(&env.published.load(), counters.workers, tokens, control);
@@ -76,6 +78,9 @@ fn metrics_input(cp: &PoolManager, env: &Env<'_>) -> MetricsInput {
     input.cluster = env.cluster.map(|c| c.view(&env.shared.tokens));
     // Active flows per backend: the workers' gauges, summed.
     for b in &mut input.backends {
+        if let Some(d) = cp.drain_completions.get(&b.name) {
+            b.drains = (d.early, d.deadline);
+        }
         let i = b.id.0 as usize;
         b.active_flows = Some(
             input

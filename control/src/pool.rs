@@ -203,8 +203,11 @@ pub struct PoolManager {
     pub counters: ControlCounters,
     /// The outcome of the last reload.
     pub last_reload: Option<ReloadRecord>,
-    /// Backends to remove (hard) when their drain deadline passes.
-    deadlines: Vec<(BackendId, Instant)>,
+    /// Backends to remove (hard) when their drain deadline passes, with the pool version that
+    /// published the drain (a migration may end earlier: [`Self::complete_migrations`]).
+    deadlines: Vec<(BackendId, Instant, u64)>,
+    /// How each backend's drains with a deadline ended, by name (a removed backend's too).
+    pub drain_completions: std::collections::BTreeMap<String, DrainCompletions>,
     /// Backends failing their health checks: published as `Down` whatever their configured
     /// state (which `cfg.pool` keeps, so an operator's drain survives a health flap).
     health_down: Vec<BackendId>,
@@ -224,6 +227,7 @@ impl PoolManager {
             counters: ControlCounters::default(),
             last_reload: None,
             deadlines: Vec::new(),
+            drain_completions: std::collections::BTreeMap::new(),
             health_down: Vec::new(),
             removed: Vec::new(),
             started: Instant::now(),
@@ -550,9 +554,9 @@ impl PoolManager {
             }
             Ok(())
         })?;
-        self.deadlines.retain(|(b, _)| *b != id);
+        self.deadlines.retain(|(b, ..)| *b != id);
         if let Some(t) = due {
-            self.deadlines.push((id, t));
+            self.deadlines.push((id, t, v));
         }
         Ok(v)
     }
@@ -610,7 +614,7 @@ impl PoolManager {
             }
             Ok(())
         })?;
-        self.deadlines.retain(|(b, _)| *b != id);
+        self.deadlines.retain(|(b, ..)| *b != id);
         // Its tokens stay while it is remembered (its joins are refused while it is out).
         self.remember(&before, id, shared);
         Ok(v)
@@ -955,8 +959,8 @@ impl PoolManager {
         let due: Vec<BackendId> = self
             .deadlines
             .iter()
-            .filter(|(_, t)| *t <= now)
-            .map(|(b, _)| *b)
+            .filter(|(_, t, _)| *t <= now)
+            .map(|(b, ..)| *b)
             .collect();
         let mut gone = Vec::new();
         for id in due {
@@ -974,11 +978,87 @@ impl PoolManager {
                 .remove_backend(&name, true, None, published, shared)
                 .is_ok()
             {
+                let c = self.drain_completions.entry(name.clone()).or_default();
+                c.deadline = c.deadline.saturating_add(1);
                 gone.push(name);
             }
         }
         gone
     }
+
+    /// Whether a backend with a drain deadline migrates (drains with a direct address, as
+    /// published): [`Self::complete_migrations`] may then end its drain early.
+    pub fn migrating_deadlines(&self, published: &Published) -> bool {
+        let pool = published.load();
+        self.deadlines
+            .iter()
+            .any(|(b, ..)| pool.backend(*b).is_some_and(Backend::migrates))
+    }
+
+    /// Ends early the migrating drains whose connections all left the gateway: every worker
+    /// reports 0 pending for the backend from a complete walk of its flow table that began under
+    /// the drain's pool version or later (`pipeline/flow/migration.rs`), so a worker that has
+    /// not yet walked its whole table since cannot end it too early. Returns the names removed
+    /// and the time each had left.
+    pub fn complete_migrations(
+        &mut self,
+        workers: &[crate::api::WorkerSample],
+        now: Instant,
+        published: &Published,
+        shared: &Shared,
+    ) -> Vec<(String, Duration)> {
+        if workers.is_empty() {
+            return Vec::new();
+        }
+        let pool = published.load();
+        let done: Vec<(BackendId, Duration)> = self
+            .deadlines
+            .iter()
+            .filter(|(b, _, v)| {
+                pool.backend(*b).is_some_and(Backend::migrates)
+                    && workers.iter().all(|w| {
+                        w.stats.migrate_pass >= *v
+                            && w.stats
+                                .backends
+                                .get(b.0 as usize)
+                                .is_none_or(|c| c.migrate_pending == 0)
+                    })
+            })
+            .map(|(b, t, _)| (*b, t.saturating_duration_since(now)))
+            .collect();
+        drop(pool);
+        let mut gone = Vec::new();
+        for (id, left) in done {
+            let Some(name) = self
+                .cfg
+                .pool
+                .backends
+                .get(id.0 as usize)
+                .and_then(Option::as_ref)
+                .map(|b| b.name.clone())
+            else {
+                continue;
+            };
+            if self
+                .remove_backend(&name, true, None, published, shared)
+                .is_ok()
+            {
+                let c = self.drain_completions.entry(name.clone()).or_default();
+                c.early = c.early.saturating_add(1);
+                gone.push((name, left));
+            }
+        }
+        gone
+    }
+}
+
+/// How a backend's drains with a deadline ended.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct DrainCompletions {
+    /// Before the deadline: every connection of a migrating backend had left the gateway.
+    pub early: u64,
+    /// At the deadline.
+    pub deadline: u64,
 }
 
 #[cfg(test)]
@@ -1076,6 +1156,158 @@ mod tests {
         assert_eq!(r.unwrap_err().status, 404);
         assert_eq!(cp.counters.refused, 3);
         assert_eq!(cp.counters.pool_changes, 0);
+    }
+
+    /// A worker's sample: its last complete walk began under pool version `pass`, with
+    /// `pending[i]` pending connections for backend id i.
+    fn walked(pass: u64, pending: &[u64]) -> crate::api::WorkerSample {
+        let mut stats = trapeze_core::pipeline::WorkerStats::new(4, 8);
+        stats.migrate_pass = pass;
+        for (c, &p) in stats.backends.iter_mut().zip(pending) {
+            c.migrate_pending = p;
+        }
+        crate::api::WorkerSample {
+            rx: 0,
+            tx: 0,
+            flows: 0,
+            flow_capacity: 0,
+            stats,
+        }
+    }
+
+    #[test]
+    fn a_migrating_drain_ends_early_once_every_worker_walked_its_table_and_found_none_pending() {
+        let (mut cp, published, shared) = setup();
+        for (i, b) in cp.cfg.pool.backends.iter_mut().flatten().enumerate() {
+            // srv1 and srv2 migrate (a direct address); srv3 drains without one.
+            if i < 2 {
+                b.direct = Some(IpAddr::V4(Ipv4Addr::new(192, 0, 2, 1 + i as u8)));
+            }
+        }
+        let deadline = Some(GRACEFUL_REMOVE_DEADLINE);
+        let drain = |cp: &mut PoolManager, name| {
+            cp.set_state(name, BackendState::Draining, deadline, None, &published)
+                .unwrap()
+        };
+        let v1 = drain(&mut cp, "srv1");
+        let v2 = drain(&mut cp, "srv2");
+        let v3 = drain(&mut cp, "srv3");
+        assert!(cp.migrating_deadlines(&published));
+        let now = Instant::now();
+        let early = |cp: &mut PoolManager, w: &[crate::api::WorkerSample]| {
+            cp.complete_migrations(w, now, &published, &shared)
+                .into_iter()
+                .map(|(n, left)| {
+                    assert!(left > Duration::from_secs(50), "{left:?}");
+                    n
+                })
+                .collect::<Vec<_>>()
+        };
+        // No worker has reported: nothing ends.
+        assert!(early(&mut cp, &[]).is_empty());
+        // A walk that began before the drains: its zeros prove nothing.
+        assert!(early(&mut cp, &[walked(v1 - 1, &[0; 3]), walked(v3, &[0; 3])]).is_empty());
+        // Every worker walked since srv1's drain, one still has a pending connection of srv1;
+        // srv2's drain came after the first worker's walk began.
+        assert!(early(&mut cp, &[walked(v1, &[0; 3]), walked(v3, &[1, 0, 0])]).is_empty());
+        // srv1: 0 everywhere, from walks since its drain; srv2 still waits for worker 0's next.
+        assert_eq!(
+            early(&mut cp, &[walked(v1, &[0; 3]), walked(v3, &[0; 3])]),
+            ["srv1"]
+        );
+        assert!(published.load().backend(BackendId(0)).is_none(), "removed");
+        assert!(cp.remembered().any(|(n, _)| n == "srv1"));
+        assert_eq!(
+            early(&mut cp, &[walked(v2, &[0; 3]), walked(v3, &[0; 3])]),
+            ["srv2"]
+        );
+        // srv3 does not migrate: it waits for its deadline whatever the workers report.
+        assert!(!cp.migrating_deadlines(&published));
+        assert!(early(&mut cp, &[walked(v3 + 5, &[0; 3])]).is_empty());
+        assert!(published.load().backend(BackendId(2)).is_some());
+        assert_eq!(
+            cp.tick(now + GRACEFUL_REMOVE_DEADLINE, &published, &shared),
+            ["srv3"]
+        );
+        let how = |n: &str| cp.drain_completions.get(n).copied().unwrap_or_default();
+        assert_eq!(
+            how("srv1"),
+            DrainCompletions {
+                early: 1,
+                deadline: 0
+            }
+        );
+        assert_eq!(
+            how("srv2"),
+            DrainCompletions {
+                early: 1,
+                deadline: 0
+            }
+        );
+        assert_eq!(
+            how("srv3"),
+            DrainCompletions {
+                early: 0,
+                deadline: 1
+            }
+        );
+    }
+
+    #[test]
+    fn a_migrating_drain_with_pending_connections_ends_at_its_deadline() {
+        let (mut cp, published, shared) = setup();
+        if let Some(Some(b)) = cp.cfg.pool.backends.get_mut(0) {
+            b.direct = Some(IpAddr::V4(Ipv4Addr::new(192, 0, 2, 1)));
+        }
+        let v = cp
+            .set_state(
+                "srv1",
+                BackendState::Draining,
+                Some(Duration::from_secs(3)),
+                None,
+                &published,
+            )
+            .unwrap();
+        let now = Instant::now();
+        let w = [walked(v, &[2, 0, 0])];
+        assert!(cp
+            .complete_migrations(&w, now, &published, &shared)
+            .is_empty());
+        assert_eq!(
+            cp.tick(now + Duration::from_secs(3), &published, &shared),
+            ["srv1"]
+        );
+        assert_eq!(
+            cp.drain_completions["srv1"],
+            DrainCompletions {
+                early: 0,
+                deadline: 1
+            }
+        );
+        // Undrained before its deadline: no completion either way.
+        let (mut cp, published, shared) = setup();
+        if let Some(Some(b)) = cp.cfg.pool.backends.get_mut(0) {
+            b.direct = Some(IpAddr::V4(Ipv4Addr::new(192, 0, 2, 1)));
+        }
+        let v = cp
+            .set_state(
+                "srv1",
+                BackendState::Draining,
+                Some(Duration::from_secs(3)),
+                None,
+                &published,
+            )
+            .unwrap();
+        cp.set_state("srv1", BackendState::Active, None, None, &published)
+            .unwrap();
+        assert!(!cp.migrating_deadlines(&published));
+        assert!(cp
+            .complete_migrations(&[walked(v + 1, &[0; 3])], now, &published, &shared)
+            .is_empty());
+        assert!(cp
+            .tick(now + Duration::from_secs(3), &published, &shared)
+            .is_empty());
+        assert!(cp.drain_completions.is_empty());
     }
 
     #[test]

@@ -55,6 +55,8 @@ pub const ROUND: Duration = Duration::from_millis(10);
 pub const PUNTED_PER_ROUND: usize = 1024;
 /// API requests answered per round.
 pub const REQUESTS_PER_ROUND: usize = 64;
+/// How often migrating drains are checked for an early end (reads every worker's counters).
+const MIGRATION_CHECK: Duration = Duration::from_millis(100);
 /// How often the workers' counters are logged (debug level).
 const REPORT_EVERY: Duration = Duration::from_secs(10);
 
@@ -90,6 +92,7 @@ pub struct ControlThread<D> {
     replies: Vec<ProbeReply>,
     transitions: Vec<Transition>,
     last_report: Instant,
+    last_migration_check: Instant,
     unsent: u64,
     watchdog: Option<crate::watchdog::Watchdog>,
 }
@@ -134,6 +137,7 @@ impl<D: Dataplane> ControlThread<D> {
             replies: Vec::new(),
             transitions: Vec::new(),
             last_report: Instant::now(),
+            last_migration_check: Instant::now(),
             unsent: 0,
             watchdog,
         }
@@ -272,6 +276,24 @@ impl<D: Dataplane> ControlThread<D> {
             self.log
                 .info(format!("backend {gone} removed (drain deadline passed)"));
             pool_changed = true;
+        }
+        // Migrating drains end as soon as their connections have left (the workers' walks).
+        if now.duration_since(self.last_migration_check) >= MIGRATION_CHECK
+            && self.pool.migrating_deadlines(published)
+        {
+            self.last_migration_check = now;
+            let workers = self.dataplane.counters().workers;
+            for (gone, left) in self
+                .pool
+                .complete_migrations(&workers, now, published, shared)
+            {
+                self.log.info(format!(
+                    "backend {gone} removed (every connection migrated or closed, {} ms before \
+                     its drain deadline)",
+                    left.as_millis()
+                ));
+                pool_changed = true;
+            }
         }
         if self.links.reload.swap(false, Ordering::Relaxed) {
             match self.pool.reload(None, published, shared) {

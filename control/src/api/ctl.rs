@@ -760,8 +760,15 @@ pub fn format_stats(st: &StatsView) -> String {
         if let Some(m) = b.migration {
             let _ = write!(
                 s,
-                " migration announced {} migrated {} left_behind {}",
-                m.announced, m.migrated, m.left_behind
+                " migration announced {} migrated {} closed {} left_behind {} pending {} \
+                 drains_completed early {} deadline {}",
+                m.announced,
+                m.migrated,
+                m.closed,
+                m.left_behind,
+                m.pending,
+                m.completed_early,
+                m.completed_at_deadline
             );
         }
         let _ = writeln!(s);
@@ -796,8 +803,14 @@ pub fn format_stats(st: &StatsView) -> String {
     let c = &st.control;
     let _ = writeln!(
         s,
-        "control: version {} reloads_ok {} reloads_error {} pool_changes {}",
-        c.version, c.reloads_ok, c.reloads_error, c.pool_changes
+        "control: version {} reloads_ok {} reloads_error {} pool_changes {} \
+         drains_completed early {} deadline {}",
+        c.version,
+        c.reloads_ok,
+        c.reloads_error,
+        c.pool_changes,
+        c.drains_completed_early,
+        c.drains_completed_at_deadline
     );
     s
 }

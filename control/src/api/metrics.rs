@@ -24,7 +24,9 @@
 //! | `trapeze_worker_flow_capacity` | gauge | `worker` |
 //! | `trapeze_vip_packets_total`, `_bytes_total`, `_new_connections_total`, `_joins_total`, `_to_client_packets_total`, `_to_client_bytes_total` | counter | `vip` |
 //! | `trapeze_backend_packets_total`, `_bytes_total`, `_new_connections_total`, `_joins_total` | counter | `backend` |
-//! | `trapeze_backend_migrate_announced_total`, `_migrate_migrated_total`, `_migrate_left_behind_total` | counter | `backend` |
+//! | `trapeze_backend_migrate_announced_total`, `_migrate_migrated_total`, `_migrate_left_behind_total`, `_migrate_closed_total` | counter | `backend` |
+//! | `trapeze_backend_migrate_pending` | gauge | `backend` |
+//! | `trapeze_backend_drain_completed_total` | counter | `backend`, `how` (`early`, `deadline`) |
 //! | `trapeze_backend_state` | gauge (1 for the current state, 0 otherwise) | `backend`, `state` |
 //! | `trapeze_backend_weight` | gauge | `backend` |
 //! | `trapeze_backend_active_flows` | gauge (when the daemon counts them) | `backend` |
@@ -45,6 +47,7 @@
 //! | `trapeze_control_reloads_total` | counter | `result` (`ok`, `error`) |
 //! | `trapeze_control_pool_changes_total` | counter | |
 //! | `trapeze_control_watchdog_stalls_total` | counter | |
+//! | `trapeze_control_drains_completed_total` | counter | `how` (`early`, `deadline`) |
 //! | `trapeze_control_version` | gauge | |
 //!
 //! Backend counters are labelled by backend only: a backend's counters are per backend, not
@@ -111,6 +114,8 @@ pub struct BackendMeta {
     pub weight: u32,
     /// Flows pinned to it in the workers' flow tables, when the daemon counts them.
     pub active_flows: Option<u64>,
+    /// Its drains with a deadline that ended early and at the deadline.
+    pub drains: (u64, u64),
 }
 
 /// The token table's size.
@@ -177,6 +182,7 @@ impl MetricsInput {
                 state: b.state.into(),
                 weight: b.weight,
                 active_flows: None,
+                drains: (0, 0),
             })
             .collect();
         Self {
@@ -213,6 +219,8 @@ impl MetricsInput {
                 t.migrate_announced += c.migrate_announced;
                 t.migrate_migrated += c.migrate_migrated;
                 t.migrate_left_behind += c.migrate_left_behind;
+                t.migrate_closed += c.migrate_closed;
+                t.migrate_pending += c.migrate_pending;
             }
         }
         t
@@ -301,7 +309,7 @@ impl MetricsInput {
                     state: Some(b.state),
                     to_client_packets: None,
                     to_client_bytes: None,
-                    migration: MigrationView::of(&t),
+                    migration: MigrationView::of(&t, b.drains),
                 }
             })
             .collect();
@@ -354,7 +362,14 @@ pub fn vip_views(
                         packets: c.packets,
                         bytes: c.bytes,
                         direct: b.direct,
-                        migration: MigrationView::of(&c),
+                        migration: MigrationView::of(
+                            &c,
+                            input
+                                .backends
+                                .iter()
+                                .find(|m| m.id == b.id)
+                                .map_or((0, 0), |m| m.drains),
+                        ),
                     }
                 })
                 .collect();
@@ -586,6 +601,19 @@ fn families(input: &MetricsInput) -> Vec<Family> {
         "trapeze_backend_migrate_left_behind",
         "Migration: connections left to the drain policy (plain TCP, or no echo).",
     );
+    let mut bmc = Family::counter(
+        "trapeze_backend_migrate_closed",
+        "Migration: connections that closed while being migrated.",
+    );
+    let mut bmp = Family::gauge(
+        "trapeze_backend_migrate_pending",
+        "Migration: connections that still need the gateway (from each worker's last walk).",
+    );
+    let mut bdc = Family::counter(
+        "trapeze_backend_drain_completed",
+        "Drains with a deadline that ended, by how: early (every connection migrated or \
+         closed) or at the deadline.",
+    );
     let mut bi = Family::gauge(
         "trapeze_backend_info",
         "Backend membership: 1 for each VIP the backend serves.",
@@ -600,6 +628,14 @@ fn families(input: &MetricsInput) -> Vec<Family> {
         bma.push(l(), t.migrate_announced);
         bmm.push(l(), t.migrate_migrated);
         bml.push(l(), t.migrate_left_behind);
+        bmc.push(l(), t.migrate_closed);
+        bmp.push(l(), t.migrate_pending);
+        for (how, n) in [("early", b.drains.0), ("deadline", b.drains.1)] {
+            bdc.push(
+                vec![("backend", b.name.clone()), ("how", how.to_string())],
+                n,
+            );
+        }
         for s in State::ALL {
             bs.push(
                 vec![
@@ -617,7 +653,7 @@ fn families(input: &MetricsInput) -> Vec<Family> {
             bi.push(vec![("backend", b.name.clone()), ("vip", v.clone())], 1);
         }
     }
-    out.extend([bp, bb, bn, bj, bma, bmm, bml, bs, bw, ba, bi]);
+    out.extend([bp, bb, bn, bj, bma, bmm, bml, bmc, bmp, bdc, bs, bw, ba, bi]);
 
     out.extend(port_families(&input.ports));
 
@@ -671,6 +707,18 @@ fn families(input: &MetricsInput) -> Vec<Family> {
             "Forwarding workers found stalled by the watchdog (the instance turned stopping).",
         )
         .with(vec![], c.watchdog_stalls),
+    );
+    out.push(
+        Family::counter(
+            "trapeze_control_drains_completed",
+            "Drains with a deadline that ended, every backend's, by how: early (a migrating \
+             backend whose connections had all left the gateway) or at the deadline.",
+        )
+        .with(vec![("how", "early".into())], c.drains_completed_early)
+        .with(
+            vec![("how", "deadline".into())],
+            c.drains_completed_at_deadline,
+        ),
     );
     out.push(
         Family::gauge(

@@ -627,19 +627,38 @@ pub struct TrafficView {
 pub struct MigrationView {
     /// MPTCP connections sent the direct address.
     pub announced: u64,
-    /// Connections whose client took it.
+    /// Connections whose traffic moved to the direct subflow (the client's DATA_ACK on the
+    /// subflow through the gateway ran more than 64 KiB ahead of that subflow's own).
     pub migrated: u64,
     /// Connections left to the drain policy (plain TCP, or no echo).
     pub left_behind: u64,
+    /// Connections that closed while being migrated.
+    #[serde(default)]
+    pub closed: u64,
+    /// Connections that still need the gateway (being migrated, or left behind and open), from
+    /// each worker's last complete walk of its flow table.
+    #[serde(default)]
+    pub pending: u64,
+    /// Drains with a deadline that ended early: every connection had left the gateway.
+    #[serde(default)]
+    pub completed_early: u64,
+    /// Drains with a deadline that ended at the deadline.
+    #[serde(default)]
+    pub completed_at_deadline: u64,
 }
 
 impl MigrationView {
-    /// The counters of `c`, if a migration has begun.
-    pub fn of(c: &trapeze_core::pipeline::BackendCounters) -> Option<Self> {
+    /// The counters of `c` and how the backend's drains ended (`drains`: early, at the
+    /// deadline), if a migration has begun or a drain ended.
+    pub fn of(c: &trapeze_core::pipeline::BackendCounters, drains: (u64, u64)) -> Option<Self> {
         let m = Self {
             announced: c.migrate_announced,
             migrated: c.migrate_migrated,
             left_behind: c.migrate_left_behind,
+            closed: c.migrate_closed,
+            pending: c.migrate_pending,
+            completed_early: drains.0,
+            completed_at_deadline: drains.1,
         };
         (m != Self::default()).then_some(m)
     }
@@ -732,6 +751,13 @@ pub struct ControlStatsView {
     /// Workers the watchdog found stalled (each stall once).
     #[serde(default)]
     pub watchdog_stalls: u64,
+    /// Drains with a deadline that ended early (a migrating backend whose connections had all
+    /// left the gateway), every backend's.
+    #[serde(default)]
+    pub drains_completed_early: u64,
+    /// Drains with a deadline that ended at the deadline.
+    #[serde(default)]
+    pub drains_completed_at_deadline: u64,
 }
 
 /// `GET /stats`.

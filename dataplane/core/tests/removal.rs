@@ -242,9 +242,310 @@ fn migration(spec: PoolSpec, dsr: bool) {
     assert_eq!(prio, [AnnounceOption::Backup]);
     assert_eq!(g.events(Event::PrioBackupSent), 1);
     assert_eq!(g.events(Event::AnnounceEchoed), 1);
+    // Echoed is not migrated yet: both connections still need the gateway (the MPTCP one is
+    // watched, the plain one is left behind and open).
     let c = g.workers[0].stats.backends[b as usize];
-    assert_eq!((c.migrate_announced, c.migrate_migrated), (1, 1));
+    assert_eq!((c.migrate_announced, c.migrate_migrated), (1, 0));
+    g.workers[0].migrate(&g.pool, g.now, usize::MAX);
+    let c = g.workers[0].stats.backends[b as usize];
+    assert_eq!(c.migrate_pending, 2);
+    assert_eq!(g.workers[0].stats.migrate_pass, g.pool.version);
+
+    // The client's DATA_ACK on the gateway subflow: the first sets the base; moving with the
+    // subflow's own acknowledgment (all data through the gateway) is no lead, nor is 64 KiB
+    // ahead (the base is kept in 64 KiB units); 128 KiB ahead is: the server's data flows on
+    // the direct subflow.
+    // (The client still sends data on it: in DSR, the other sign of a move is its absence.)
+    let with_data = |mut d: TcpSpec| {
+        d.payload = vec![1; 100];
+        d
+    };
+    let _ = g.client(&with_data(dss_ack(41000, 1301, 5001, 1_000_000, dsr)));
+    let _ = g.client(&with_data(dss_ack(41000, 1401, 205_001, 1_200_000, dsr)));
+    let _ = g.client(&with_data(dss_ack(41000, 1501, 205_001, 1_265_536, dsr)));
+    assert_eq!(g.workers[0].stats.backends[b as usize].migrate_migrated, 0);
+    let d = with_data(dss_ack(41000, 1601, 205_001, 1_200_000 + 128 * 1024, dsr));
+    let (v, _) = g.client(&d);
+    assert!(matches!(v, Verdict::Forward { .. }));
+    let c = g.workers[0].stats.backends[b as usize];
+    assert_eq!((c.migrate_migrated, c.migrate_closed), (1, 0));
+    // Off the slow path: later DATA_ACKs change nothing.
+    let _ = g.client(&dss_ack(41000, 1701, 205_001, 9_000_000, dsr));
+    assert_eq!(g.workers[0].stats.backends[b as usize].migrate_migrated, 1);
+    g.workers[0].migrate(&g.pool, g.now, usize::MAX);
+    assert_eq!(
+        g.workers[0].stats.backends[b as usize].migrate_pending, 1,
+        "the plain connection, left behind and open"
+    );
+    // The plain connection closes (FIN both ways; DSR: the client's FIN and RST): 0 pending.
+    for p in 41100..41200 {
+        let mut f = to_vip(p, 0x11, dsr);
+        f.seq = 1001; // (the plain connections sent nothing after their third ACK)
+        f.ack = 5001;
+        let _ = g.client(&f);
+        if dsr {
+            let _ = g.client(&to_vip(p, 0x04, dsr));
+        } else {
+            let mut f = TcpSpec::from_backend(b, client(), p, 0x11);
+            f.seq = 5001;
+            f.ack = 1002;
+            let _ = g.backend(&f);
+        }
+    }
+    g.workers[0].migrate(&g.pool, g.now, usize::MAX);
+    assert_eq!(g.workers[0].stats.backends[b as usize].migrate_pending, 0);
     assert!(g.balanced());
+}
+
+#[test]
+fn pending_counts_do_not_outlive_the_migration() {
+    let spec = demo_spec(3);
+    let mut g = Gateway::new(PoolSnapshot::build(spec.clone()).unwrap(), 1);
+    let b = watched_conn(&mut g, &spec, 47000, false);
+    g.workers[0].migrate(&g.pool, g.now, usize::MAX);
+    assert_eq!(g.workers[0].stats.backends[b as usize].migrate_pending, 1);
+    // Undrained: no backend migrates any more.
+    let mut back = spec.clone();
+    back.version += 5;
+    g.pool = PoolSnapshot::build(back).unwrap();
+    g.workers[0].migrate(&g.pool, g.now, usize::MAX);
+    assert_eq!(g.workers[0].stats.backends[b as usize].migrate_pending, 0);
+}
+
+/// An address in the 16-byte key form (IPv4-mapped).
+fn mapped(a: impl Into<IpAddr>) -> [u8; 16] {
+    match a.into() {
+        IpAddr::V4(v) => v.to_ipv6_mapped().octets(),
+        IpAddr::V6(v) => v.octets(),
+    }
+}
+
+/// A client segment on `port` carrying a DSS with a 4-byte DATA_ACK.
+fn dss_ack(port: u16, seq: u32, ack: u32, data_ack: u32, dsr: bool) -> TcpSpec {
+    let mut d = to_vip(port, ACK, dsr);
+    d.seq = seq;
+    d.ack = ack;
+    let mut o = vec![30, 8, 0x20, 0x01];
+    o.extend_from_slice(&data_ack.to_be_bytes());
+    d.options = o;
+    d
+}
+
+/// A migrating connection announced, echoed and asked for MP_PRIO; returns its backend.
+fn watched_conn(g: &mut Gateway, spec: &PoolSpec, port: u16, dsr: bool) -> u16 {
+    let b = mptcp_conn(g, port, 3, 4, dsr);
+    g.pool = migrating(spec, b);
+    g.workers[0].migrate(&g.pool, g.now, usize::MAX);
+    let ann = trigger(g, b, port, dsr);
+    let a: AddAddr = *ann[0].add_addr().expect("an ADD_ADDR");
+    let echo = AddAddr {
+        echo: true,
+        truncated_hmac: None,
+        ..a
+    };
+    let mut opt = vec![0u8; echo.buffer_len()];
+    echo.emit(&mut opt).unwrap();
+    let mut e = data(port, 1201, dsr);
+    e.options = opt;
+    let _ = g.client(&e);
+    let prio: Vec<AnnounceOption> = if dsr {
+        g.announcements().into_iter().map(|a| a.option).collect()
+    } else {
+        trigger(g, b, port, false)
+    };
+    assert_eq!(prio, [AnnounceOption::Backup]);
+    b
+}
+
+#[test]
+fn dsr_a_client_that_sends_no_data_on_the_gateway_subflow_while_the_connection_moves_is_migrated() {
+    // Seen in the test bed (DSR, an echo server): after the MP_PRIO the client's data moves to
+    // its direct subflow and the echo stays on the first: the client's packets through the
+    // gateway are acknowledgments only, its DATA_ACK moving with the subflow's.
+    let spec = dsr_spec(3, Encap::Ipip, OuterSource::Gateway);
+    let mut g = Gateway::new(PoolSnapshot::build(spec.clone()).unwrap(), 1);
+    let b = watched_conn(&mut g, &spec, 46000, true);
+    let mut ack = 5001u32;
+    let mut da = 3_000_000u32;
+    // Data from the client on the subflow restarts the count each time.
+    for _ in 0..5 {
+        let mut d = dss_ack(46000, 1301, ack, da, true);
+        d.payload = vec![1; 100];
+        let _ = g.client(&d);
+        (ack, da) = (ack + 60_000, da + 60_000);
+    }
+    assert_eq!(g.workers[0].stats.backends[b as usize].migrate_migrated, 0);
+    // Acknowledgments only, the connection moving on since the last payload: 60 000 bytes are
+    // not enough, 140 000 are.
+    let (ack, da) = (ack - 60_000, da - 60_000);
+    let _ = g.client(&dss_ack(46000, 1401, ack + 30_000, da + 30_000, true));
+    let _ = g.client(&dss_ack(46000, 1401, ack + 60_000, da + 60_000, true));
+    assert_eq!(g.workers[0].stats.backends[b as usize].migrate_migrated, 0);
+    let (v, _) = g.client(&dss_ack(46000, 1401, ack + 140_000, da + 140_000, true));
+    assert!(matches!(v, Verdict::Forward { .. }));
+    let c = g.workers[0].stats.backends[b as usize];
+    assert_eq!((c.migrate_migrated, c.migrate_closed), (1, 0));
+    assert!(g.balanced());
+}
+
+#[test]
+fn the_servers_data_ack_running_ahead_shows_the_clients_data_on_the_direct_subflow_nat() {
+    // Seen in the test bed: after the MP_PRIO the client sends on its direct subflow at once,
+    // while the server's echo stays on the gateway subflow; the client's DATA_ACK then moves
+    // with that subflow, the server's runs ahead of the server's subflow acknowledgment.
+    let spec = demo_spec(3);
+    let mut g = Gateway::new(PoolSnapshot::build(spec.clone()).unwrap(), 1);
+    let b = watched_conn(&mut g, &spec, 45000, false);
+    let server = |seq: u32, data_ack: u32| {
+        let mut d = TcpSpec::from_backend(b, client(), 45000, PSH_ACK);
+        d.seq = seq;
+        d.ack = 1301; // the client sends nothing more on this subflow
+        d.payload = vec![7; 100];
+        let mut o = vec![30, 8, 0x20, 0x01];
+        o.extend_from_slice(&data_ack.to_be_bytes());
+        d.options = o;
+        d
+    };
+    for (i, (client_data_ack, server_data_ack)) in [
+        (50_000u32, 7_000_000u32),
+        (50_100, 7_030_000),
+        (50_200, 7_070_000),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let _ = g.client(&dss_ack(
+            45000,
+            1301,
+            5301 + 100 * i as u32,
+            client_data_ack,
+            false,
+        ));
+        let (v, _) = g.backend(&server(5201 + 100 * i as u32, server_data_ack));
+        assert!(matches!(v, Verdict::Forward { .. }));
+    }
+    assert_eq!(g.workers[0].stats.backends[b as usize].migrate_migrated, 0);
+    let _ = g.backend(&server(5501, 7_000_000 + 200 * 1024));
+    let _ = g.announcements();
+    // Migrated: the server is asked too (MP_PRIO backup) with the client's next segment, a pure
+    // ACK from the client's address and port to the server's, with the client's numbers.
+    assert_eq!(g.workers[0].stats.backends[b as usize].migrate_migrated, 0);
+    let (v, _) = g.client(&dss_ack(45000, 1301, 5601, 50_300, false));
+    assert!(matches!(v, Verdict::Forward { .. }));
+    let a = g.announcements();
+    assert_eq!(a.len(), 1, "{a:?}");
+    assert_eq!(a[0].option, AnnounceOption::Backup);
+    assert_eq!(
+        (a[0].dst_port, a[0].src_port, a[0].seq, a[0].ack),
+        (BACKEND_PORT, 45000, 1301, 5601)
+    );
+    assert_eq!(a[0].dst, mapped(backend_v4(b)), "to the server");
+    assert_eq!(a[0].src, mapped(client()), "as the client");
+    let c = g.workers[0].stats.backends[b as usize];
+    assert_eq!((c.migrate_migrated, c.migrate_closed), (1, 0));
+    // Then the flow is off the slow path: nothing more.
+    let _ = g.client(&dss_ack(45000, 1301, 5701, 50_400, false));
+    assert!(g.announcements().is_empty());
+    assert!(g.balanced());
+}
+
+#[test]
+fn a_migrating_connection_that_closes_is_done_not_pending() {
+    let spec = demo_spec(3);
+    for closer in ["client fin", "client rst", "data fin", "server fin"] {
+        let mut g = Gateway::new(PoolSnapshot::build(spec.clone()).unwrap(), 1);
+        let b = watched_conn(&mut g, &spec, 43000, false);
+        match closer {
+            "client fin" | "client rst" => {
+                let mut f = to_vip(
+                    43000,
+                    if closer == "client fin" { 0x11 } else { 0x04 },
+                    false,
+                );
+                f.seq = 1301;
+                f.ack = 5001;
+                let _ = g.client(&f);
+            }
+            "data fin" => {
+                let mut d = dss_ack(43000, 1301, 5001, 77, false);
+                d.options[3] |= 0x10;
+                let _ = g.client(&d);
+            }
+            _ => {
+                let mut f = TcpSpec::from_backend(b, client(), 43000, 0x11);
+                f.seq = 5201;
+                f.ack = 1301;
+                let _ = g.backend(&f);
+            }
+        }
+        g.workers[0].migrate(&g.pool, g.now, usize::MAX);
+        let c = g.workers[0].stats.backends[b as usize];
+        assert_eq!(
+            (c.migrate_migrated, c.migrate_closed, c.migrate_pending),
+            (0, 1, 0),
+            "{closer}"
+        );
+        assert!(g.balanced());
+    }
+}
+
+fn join_through_the_gateway_is_made_a_backup_with_its_first_subflow(dsr: bool) {
+    let spec = if dsr {
+        dsr_spec(3, Encap::Ipip, OuterSource::Gateway)
+    } else {
+        demo_spec(3)
+    };
+    let mut g = Gateway::new(PoolSnapshot::build(spec.clone()).unwrap(), 1);
+    let (ck, sk) = (5, 6);
+    let b = mptcp_conn(&mut g, 44000, ck, sk, dsr);
+    let (v, _) = g.client(&to_vip(44001, SYN, dsr).with_mptcp(join_syn(token_from_key(sk))));
+    assert!(matches!(v, Verdict::Forward { .. }), "{v:?}");
+    if !dsr {
+        let mut sa = TcpSpec::from_backend(b, client(), 44001, SYN_ACK);
+        sa.seq = 8000;
+        let _ = g.backend(&sa);
+    }
+    let mut a = to_vip(44001, ACK, dsr);
+    a.seq = 2001;
+    a.ack = 8001;
+    let _ = g.client(&a);
+    g.pool = migrating(&spec, b);
+    g.workers[0].migrate(&g.pool, g.now, usize::MAX);
+    // The join's MP_PRIO goes with its next packet (NAT: the server's, DSR: the client's).
+    let prio: Vec<AnnounceOption> = if dsr {
+        let mut d = data(44001, 2001, dsr);
+        d.ack = 8001;
+        let _ = g.client(&d);
+        g.announcements().into_iter().map(|a| a.option).collect()
+    } else {
+        let mut d = TcpSpec::from_backend(b, client(), 44001, PSH_ACK);
+        d.seq = 8001;
+        d.ack = 2001;
+        d.payload = vec![9; 10];
+        let _ = g.backend(&d);
+        g.announcements().into_iter().map(|a| a.option).collect()
+    };
+    assert_eq!(prio, [AnnounceOption::Backup]);
+    // The first subflow is announced as usual; the join counts as nothing of its own.
+    let ann = trigger(&mut g, b, 44000, dsr);
+    assert_eq!(ann.len(), 1, "{ann:?}");
+    assert!(ann[0].add_addr().is_some());
+    let c = g.workers[0].stats.backends[b as usize];
+    assert_eq!((c.migrate_announced, c.migrate_pending), (1, 1));
+    // Once sent, the join is off the slow path: nothing more for it.
+    let _ = g.client(&data(44001, 2101, dsr));
+    assert!(g.announcements().is_empty());
+    assert!(g.balanced());
+}
+
+#[test]
+fn a_join_through_the_gateway_of_a_migrating_connection_is_made_a_backup_nat() {
+    join_through_the_gateway_is_made_a_backup_with_its_first_subflow(false);
+}
+
+#[test]
+fn a_join_through_the_gateway_of_a_migrating_connection_is_made_a_backup_dsr() {
+    join_through_the_gateway_is_made_a_backup_with_its_first_subflow(true);
 }
 
 #[test]

@@ -109,6 +109,8 @@ pub struct Worker {
     /// ADD_ADDRs to send after this burst (announce mode): the runtime drains them.
     pub announcements: AnnounceQueue,
     pub(crate) icmp: Bucket,
+    /// The migration walk's pending counts (`flow/migration.rs`).
+    pub(crate) migration: super::flow::MigrationWalk,
 }
 
 impl Worker {
@@ -134,6 +136,7 @@ impl Worker {
             stats,
             announcements: AnnounceQueue::default(),
             icmp: Bucket::new(cfg.icmp_rate),
+            migration: super::flow::MigrationWalk::new(cfg.max_backends),
         }
     }
 }

@@ -268,6 +268,10 @@ pub struct WorkerStats {
     pub vips: Box<[VipCounters]>,
     /// Per backend id.
     pub backends: Box<[BackendCounters]>,
+    /// Migration: the pool version in use when this worker's last complete walk of its flow
+    /// table began (0: none yet). Its [`BackendCounters::migrate_pending`] come from that walk:
+    /// the control plane trusts a 0 only from a walk that began after the drain was published.
+    pub migrate_pass: u64,
 }
 
 /// Per-VIP counters.
@@ -317,12 +321,18 @@ pub struct BackendCounters {
     /// Migration (a draining backend with a direct address): MPTCP connections sent its direct
     /// address (ADD_ADDR).
     pub migrate_announced: u64,
-    /// Migration: connections whose client took the direct address (echoed it; then asked, with
-    /// MP_PRIO, to keep the subflow through the gateway as a backup).
+    /// Migration: connections whose traffic moved to the direct subflow (after the echo and the
+    /// MP_PRIO, the client's DATA_ACK on the subflow through the gateway ran ahead of that
+    /// subflow's own acknowledgment by more than `migration::LEAD` bytes).
     pub migrate_migrated: u64,
     /// Migration: connections left to the drain policy (plain TCP, or a client that never echoed
     /// the address).
     pub migrate_left_behind: u64,
+    /// Migration: connections that closed (FIN, DATA_FIN or RST) while being migrated.
+    pub migrate_closed: u64,
+    /// Migration (a gauge, from the worker's last complete walk of its flow table): connections
+    /// of the backend that still need the gateway (being migrated, or left behind and open).
+    pub migrate_pending: u64,
 }
 
 impl WorkerStats {
@@ -338,6 +348,7 @@ impl WorkerStats {
             events: [0; Event::COUNT],
             vips: vec![VipCounters::default(); max_vips].into_boxed_slice(),
             backends: vec![BackendCounters::default(); max_backends].into_boxed_slice(),
+            migrate_pass: 0,
         }
     }
 
@@ -403,6 +414,7 @@ impl WorkerStats {
         self.handed_off = o.handed_off;
         self.drops = o.drops;
         self.events = o.events;
+        self.migrate_pass = o.migrate_pass;
         let n = self.vips.len().min(o.vips.len());
         self.vips[..n].copy_from_slice(&o.vips[..n]);
         let n = self.backends.len().min(o.backends.len());
@@ -422,6 +434,7 @@ impl WorkerStats {
         self.handed_off = o.handed_off;
         self.drops = o.drops;
         self.events = o.events;
+        self.migrate_pass = o.migrate_pass;
         let n = vips.min(self.vips.len()).min(o.vips.len());
         self.vips[..n].copy_from_slice(&o.vips[..n]);
         let n = backends.min(self.backends.len()).min(o.backends.len());
@@ -450,6 +463,11 @@ impl WorkerStats {
             a.bytes += b.bytes;
             a.new_conns += b.new_conns;
             a.joins += b.joins;
+            a.migrate_announced += b.migrate_announced;
+            a.migrate_migrated += b.migrate_migrated;
+            a.migrate_left_behind += b.migrate_left_behind;
+            a.migrate_closed += b.migrate_closed;
+            a.migrate_pending += b.migrate_pending;
         }
     }
 }

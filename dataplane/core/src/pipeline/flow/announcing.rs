@@ -65,7 +65,7 @@ use crate::pipeline::announce::{
 use crate::pipeline::context::Ctx;
 use crate::pipeline::frame::Frame;
 use crate::pipeline::parse::{Ip, Seg, TcpNumbers};
-use crate::pipeline::verdict::Event;
+use crate::pipeline::verdict::{Event, WorkerStats};
 use crate::pool::{Announce, PortId, ANNOUNCE_ADDRESS_ID, MIGRATE_ADDRESS_ID};
 use crate::tables::flow_table::{flags, FlowEntry};
 
@@ -79,6 +79,138 @@ const PRIO_DUE: u8 = 0x40;
 /// `FlowEntry::announces`: the flow was seen by the migration walk (`migration.rs`) and kept
 /// whatever the phase; with [`flags::ANNOUNCE`] the announcement is the backend's direct address.
 pub(super) const MIGRATE: u8 = 0x20;
+/// `FlowEntry::announces` phases of a migrated connection after the MP_PRIO (`migration.rs`),
+/// with [`MIGRATE`]: watched (with [`flags::ANNOUNCE`]; the bits [`WATCH_BASE`] say which sides'
+/// DATA_ACK lead bases `FlowEntry::pending` holds); then, off the slow path, how it ended.
+const WATCH: u8 = 0xC0;
+/// With [`WATCH`]: the base of the client's (bit 0) and of the server's (bit 1) DATA_ACK lead
+/// are set.
+const WATCH_BASE: [u8; 2] = [0x01, 0x02];
+/// With [`WATCH`] (NAT): migrated, the MP_PRIO to the server goes with the client's next packet.
+const SERVER_PRIO_DUE: u8 = 0x04;
+const MIGRATED: u8 = 0x50;
+const CLOSED: u8 = 0x51;
+const LEFT_BEHIND: u8 = 0x52;
+/// `FlowEntry::announces` of a join through the gateway of a migrating connection once its
+/// MP_PRIO went (with [`MIGRATE`], off the slow path).
+const JOIN_BACKUP: u8 = 0x53;
+
+/// Where a flow marked [`MIGRATE`] stands, for the migration walk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Phase {
+    /// Announcing, waiting for the MP_PRIO's turn, or watched.
+    Running,
+    /// Left to the drain policy.
+    LeftBehind,
+    /// Migrated or closed.
+    Done,
+}
+
+/// How a watched migration ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Outcome {
+    Migrated,
+    Closed,
+}
+
+pub(super) fn migration_phase(e: &FlowEntry) -> Phase {
+    match phase(e) {
+        MIGRATED | CLOSED => Phase::Done,
+        LEFT_BEHIND => Phase::LeftBehind,
+        _ if e.has(flags::ANNOUNCE) => Phase::Running,
+        _ => Phase::LeftBehind,
+    }
+}
+
+/// Whether a flow is watched (`migration::watch`): after the MP_PRIO, until migrated or closed.
+#[inline]
+fn watched(e: &FlowEntry) -> bool {
+    e.announces & MIGRATE != 0 && phase(e) & WATCH == WATCH
+}
+
+/// The base (64 KiB units) of a watched flow's DATA_ACK lead on one side (0: the client's, 1:
+/// the server's), once that side's first DATA_ACK came; the two share `FlowEntry::pending`.
+pub(super) fn watch_base(e: &FlowEntry, side: usize) -> Option<u16> {
+    (phase(e) & WATCH_BASE[side] != 0).then_some((e.pending >> (16 * side)) as u16)
+}
+
+pub(super) fn set_watch_base(e: &mut FlowEntry, side: usize, base: u16) {
+    set_phase(e, phase(e) | WATCH_BASE[side]);
+    let shift = 16 * side;
+    e.pending = (e.pending & !(0xffff << shift)) | (u32::from(base) << shift);
+}
+
+/// NAT: whether a migrated flow still owes the server its MP_PRIO.
+pub(super) fn server_prio_due(e: &FlowEntry) -> bool {
+    phase(e) & SERVER_PRIO_DUE != 0
+}
+
+pub(super) fn set_server_prio_due(e: &mut FlowEntry) {
+    set_phase(e, phase(e) | SERVER_PRIO_DUE);
+}
+
+/// NAT, a migrated connection: asks the server too (MP_PRIO B = 1, as if from the client, on a
+/// pure ACK that repeats the client's segment `t` just forwarded: its next sequence number and
+/// its acknowledgment) to make the subflow through the gateway a backup. The server then sends
+/// on the direct subflow as well, and nothing is in flight through the gateway when the
+/// backend leaves it (seen in the test bed: without it, the server's data stays on the
+/// gateway's subflow until the removal, and the connection waits for a retransmission).
+pub(super) fn send_server_backup(cx: &mut Ctx<'_>, e: &FlowEntry, t: &TcpNumbers, v6: bool) {
+    let Some(b) = cx.pool.fwd(e.backend) else {
+        return;
+    };
+    let (Some(&dst), Some(dst_mac)) = (b.addr(v6), b.mac) else {
+        return;
+    };
+    let a = Announcement {
+        port: b.egress,
+        src_mac: b.egress_mac,
+        dst_mac,
+        vlan: b.egress_vlan,
+        src: e.key.src,
+        dst,
+        src_port: e.key.src_port,
+        dst_port: b.port,
+        seq: t.seq.wrapping_add(t.len),
+        ack: t.ack,
+        window: t.window,
+        after: cx.w.announcements.position,
+        option: AnnounceOption::Backup,
+    };
+    if cx.w.announcements.push(a) {
+        cx.w.stats.event(Event::PrioBackupSent);
+    } else {
+        cx.w.stats.event(Event::AnnounceQueueFull);
+    }
+}
+
+/// Ends a flow's migration (migrated or closed): counted, and off the slow path.
+pub(super) fn finish(e: &mut FlowEntry, how: Outcome, stats: &mut WorkerStats) {
+    e.flags &= !flags::ANNOUNCE;
+    set_phase(
+        e,
+        match how {
+            Outcome::Migrated => MIGRATED,
+            Outcome::Closed => CLOSED,
+        },
+    );
+    if let Some(c) = stats.backends.get_mut(e.backend.0 as usize) {
+        match how {
+            Outcome::Migrated => c.migrate_migrated += 1,
+            Outcome::Closed => c.migrate_closed += 1,
+        }
+    }
+}
+
+/// Leaves a flow of a migrating backend to the drain policy (plain TCP, unknown keys, no echo):
+/// counted once, and off the slow path.
+pub(super) fn leave_behind(e: &mut FlowEntry, stats: &mut WorkerStats) {
+    e.flags &= !flags::ANNOUNCE;
+    e.announces = MIGRATE | LEFT_BEHIND;
+    if let Some(c) = stats.backends.get_mut(e.backend.0 as usize) {
+        c.migrate_left_behind += 1;
+    }
+}
 
 /// The phase of `FlowEntry::announces` (without the [`MIGRATE`] mark).
 #[inline]
@@ -97,6 +229,14 @@ pub(super) fn start_migration(now_ms: u32, e: &mut FlowEntry) {
     e.flags |= flags::ANNOUNCE;
     e.announces = MIGRATE;
     set_reference(e, (now_ms as u16).wrapping_sub(RESEND_MS as u16));
+}
+
+/// Asks, with the next packet either way (NAT: the server's, DSR: the client's), the client to
+/// make a join through the gateway of a migrating backend's connection a backup (MP_PRIO), as
+/// its first subflow will be: the client then sends on its direct subflow only.
+pub(super) fn start_join_backup(e: &mut FlowEntry) {
+    e.flags |= flags::ANNOUNCE;
+    e.announces = MIGRATE | PRIO_DUE;
 }
 
 /// The 16-bit reference announcing keeps in [`FlowEntry::pending`]: the third ACK's
@@ -176,15 +316,15 @@ fn send(cx: &mut Ctx<'_>, e: &mut FlowEntry, n: Numbers, v6: bool) {
         .iter()
         .find(|o| o.backend == e.backend && o.conn == e.key)
         .and_then(|o| Some((o.server_key, o.client_key?)));
+    let migrate = e.announces & MIGRATE != 0;
     let (Some((server_key, client_key)), true) = (keys, e.has(flags::TOKEN_REF)) else {
-        e.flags &= !flags::ANNOUNCE;
+        give_up(cx, e, migrate);
         return;
     };
     let Some(vip) = cx.pool.vip(e.vip) else {
-        e.flags &= !flags::ANNOUNCE;
+        give_up(cx, e, migrate);
         return;
     };
-    let migrate = e.announces & MIGRATE != 0;
     let announced = match vip.announce {
         _ if migrate => cx.pool.backend(e.backend).and_then(|b| {
             let port = (b.port != vip.port).then_some(b.port);
@@ -198,7 +338,7 @@ fn send(cx: &mut Ctx<'_>, e: &mut FlowEntry, n: Numbers, v6: bool) {
         }),
     };
     let Some((addr, port)) = announced else {
-        e.flags &= !flags::ANNOUNCE;
+        give_up(cx, e, migrate);
         return;
     };
     let id = if migrate {
@@ -228,6 +368,14 @@ fn send(cx: &mut Ctx<'_>, e: &mut FlowEntry, n: Numbers, v6: bool) {
     cx.w.stats.event(Event::AnnounceSent);
 }
 
+/// An announcement that cannot be sent ends; a migration is left behind.
+fn give_up(cx: &mut Ctx<'_>, e: &mut FlowEntry, migrate: bool) {
+    e.flags &= !flags::ANNOUNCE;
+    if migrate {
+        leave_behind(e, &mut cx.w.stats);
+    }
+}
+
 /// Queues a pure ACK from the VIP to the client of `e` carrying `option`; false when the queue
 /// is full or the client port is gone.
 fn queue(cx: &mut Ctx<'_>, e: &FlowEntry, n: Numbers, option: AnnounceOption) -> bool {
@@ -253,9 +401,17 @@ fn queue(cx: &mut Ctx<'_>, e: &FlowEntry, n: Numbers, option: AnnounceOption) ->
 }
 
 /// Off-path mode, once the client took the ADD_ADDR: MP_PRIO (backup) on the first subflow, so
-/// that the client sends on its direct subflow and the gateway carries (nearly) nothing more.
+/// that the client sends on its direct subflow and the gateway carries (nearly) nothing more. A
+/// migration is then watched (`migration::watch`) until its data flows elsewhere.
 fn send_backup(cx: &mut Ctx<'_>, e: &mut FlowEntry, n: Numbers) {
-    e.flags &= !flags::ANNOUNCE;
+    if e.announces & MIGRATE != 0 && !e.has(flags::JOIN) {
+        set_phase(e, WATCH);
+    } else {
+        e.flags &= !flags::ANNOUNCE;
+        if e.announces & MIGRATE != 0 {
+            set_phase(e, JOIN_BACKUP);
+        }
+    }
     if queue(cx, e, n, AnnounceOption::Backup) {
         cx.w.stats.event(Event::PrioBackupSent);
     } else {
@@ -270,13 +426,8 @@ fn resend_due(cx: &mut Ctx<'_>, e: &mut FlowEntry) -> bool {
         return false;
     }
     if phase(e) >= MAX_SENDS {
-        e.flags &= !flags::ANNOUNCE;
         cx.w.stats.event(Event::AnnounceUnechoed);
-        if e.announces & MIGRATE != 0 {
-            if let Some(c) = cx.w.stats.backends.get_mut(e.backend.0 as usize) {
-                c.migrate_left_behind += 1;
-            }
-        }
+        give_up(cx, e, e.announces & MIGRATE != 0);
         return false;
     }
     true
@@ -292,6 +443,12 @@ pub(crate) fn on_client_segment<F: Frame>(
     t: &TcpNumbers,
     e: &mut FlowEntry,
 ) {
+    if watched(e) {
+        if !seg.has(TcpFlags::SYN.0) {
+            super::migration::watch(cx, frame, seg, t, e, 0, ip.v6);
+        }
+        return;
+    }
     if seg.has(TcpFlags::SYN.0 | TcpFlags::RST.0) {
         return;
     }
@@ -308,16 +465,16 @@ pub(crate) fn on_client_segment<F: Frame>(
         set_phase(e, 0);
     } else {
         if phase(e) == PRIO_DUE {
-            return; // NAT: the MP_PRIO follows the server's next segment
+            // NAT: the MP_PRIO follows the server's next segment. DSR: only a migrating
+            // connection's join waits for it here (a first subflow's goes with the echo).
+            if dsr {
+                send_backup(cx, e, Numbers::from_client(t));
+            }
+            return;
         }
         if absorb_echo(frame, ip, seg) {
             cx.w.stats.event(Event::AnnounceEchoed);
             let migrate = e.announces & MIGRATE != 0;
-            if migrate {
-                if let Some(c) = cx.w.stats.backends.get_mut(e.backend.0 as usize) {
-                    c.migrate_migrated += 1;
-                }
-            }
             let off_path = migrate
                 || cx
                     .pool
@@ -342,13 +499,20 @@ pub(crate) fn on_client_segment<F: Frame>(
 /// A server packet (NAT; its numbers `t`) of a flow that owes an announcement: any segment
 /// after the third ACK proves the server has the connection; the ADD_ADDR follows it, numbered
 /// right after it.
-pub(crate) fn on_server_segment(
+pub(crate) fn on_server_segment<F: Frame>(
     cx: &mut Ctx<'_>,
+    frame: &F,
     ip: &Ip,
     seg: &Seg,
     t: &TcpNumbers,
     e: &mut FlowEntry,
 ) {
+    if watched(e) {
+        if !seg.has(TcpFlags::SYN.0) {
+            super::migration::watch(cx, frame, seg, t, e, 1, ip.v6);
+        }
+        return;
+    }
     if seg.has(TcpFlags::SYN.0 | TcpFlags::RST.0) {
         return;
     }

@@ -22,6 +22,8 @@ mod migration;
 mod mptcp;
 mod state;
 
+pub(crate) use self::migration::MigrationWalk;
+
 use trapeze_wire::tcp::TcpFlags;
 
 use self::mptcp::Syn;
@@ -451,7 +453,7 @@ fn server_slow_path<F: Frame>(cx: &mut Ctx<'_>, frame: &mut F, ip: &Ip, seg: &Se
     let mut e = *cx.w.flows.entry(idx);
     if e.has(flags::ANNOUNCE) {
         let t = parse::numbers(frame.data(), ip);
-        announcing::on_server_segment(cx, ip, seg, &t, &mut e);
+        announcing::on_server_segment(cx, frame, ip, seg, &t, &mut e);
     }
     if seg.has(SYN) && seg.has(ACK) {
         // A corrupted SYN/ACK of an MPTCP connection leaves the flow waiting for the
