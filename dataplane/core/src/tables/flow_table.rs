@@ -136,14 +136,16 @@ pub struct FlowEntry {
     pub flags: u8,
     /// ADD_ADDRs sent to the client (announce mode).
     pub announces: u8,
-    /// What the flow's pending step waits for. Two phases that never overlap own it (the
+    /// What the flow's pending step waits for. Phases that never overlap own it (the
     /// pipeline's flow state machine, `pipeline::flow::state`, lists them):
     /// * a half-open DSR MPTCP flow (`SynSent`, no [`flags::TOKEN_REF`]): the sequence number
     ///   that the client's first segment after the SYN must carry, the one segment the
     ///   connection's keys are learned from;
     /// * announce mode ([`flags::ANNOUNCE`]), which starts once the keys are known: the low 16
     ///   bits of the third ACK's acknowledgment number while the gateway waits for the server
-    ///   (DSR), then those of the coarse time of the last ADD_ADDR.
+    ///   (DSR), then those of the coarse time of the last ADD_ADDR;
+    /// * a watched migration (after its MP_PRIO, `pipeline::flow::migration`): the bases of the
+    ///   client's (low 16 bits) and the server's (high 16 bits) DATA_ACK lead, in 64 KiB units.
     pub pending: u32,
 }
 
