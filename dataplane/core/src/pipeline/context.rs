@@ -110,7 +110,7 @@ pub struct Worker {
     pub announcements: AnnounceQueue,
     pub(crate) icmp: Bucket,
     /// The migration walk's pending counts (`flow/migration.rs`).
-    pub(crate) migration: super::flow::MigrationWalk,
+    pub(crate) migration: MigrationWalk,
 }
 
 impl Worker {
@@ -136,7 +136,32 @@ impl Worker {
             stats,
             announcements: AnnounceQueue::default(),
             icmp: Bucket::new(cfg.icmp_rate),
-            migration: super::flow::MigrationWalk::new(cfg.max_backends),
+            migration: MigrationWalk::new(cfg.max_backends),
+        }
+    }
+}
+
+/// The state of the walk that counts pending connections, per worker.
+#[derive(Debug)]
+pub(crate) struct MigrationWalk {
+    /// Buckets left in the current walk (0: none under way).
+    pub(crate) left: usize,
+    /// The pool version in use when the current walk began.
+    pub(crate) version: u64,
+    /// Per backend id: pending connections counted so far in the current walk.
+    pub(crate) pending: Box<[u32]>,
+    /// A walk has published pending counts since the last time no backend migrated.
+    pub(crate) published: bool,
+}
+
+impl MigrationWalk {
+    /// A walk's state for backend ids below `max_backends`, allocated once.
+    pub(crate) fn new(max_backends: usize) -> Self {
+        Self {
+            left: 0,
+            version: 0,
+            pending: vec![0; max_backends].into_boxed_slice(),
+            published: false,
         }
     }
 }

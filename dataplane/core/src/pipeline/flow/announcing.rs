@@ -122,7 +122,7 @@ pub(super) fn migration_phase(e: &FlowEntry) -> Phase {
     }
 }
 
-/// Whether a flow is watched (`migration::watch`): after the MP_PRIO, until migrated or closed.
+/// Whether a flow is watched ([`watch`]): after the MP_PRIO, until migrated or closed.
 #[inline]
 fn watched(e: &FlowEntry) -> bool {
     e.announces & MIGRATE != 0 && phase(e) & WATCH == WATCH
@@ -402,7 +402,7 @@ fn queue(cx: &mut Ctx<'_>, e: &FlowEntry, n: Numbers, option: AnnounceOption) ->
 
 /// Off-path mode, once the client took the ADD_ADDR: MP_PRIO (backup) on the first subflow, so
 /// that the client sends on its direct subflow and the gateway carries (nearly) nothing more. A
-/// migration is then watched (`migration::watch`) until its data flows elsewhere.
+/// migration is then watched ([`watch`]) until its data flows elsewhere.
 fn send_backup(cx: &mut Ctx<'_>, e: &mut FlowEntry, n: Numbers) {
     if e.announces & MIGRATE != 0 && !e.has(flags::JOIN) {
         set_phase(e, WATCH);
@@ -445,7 +445,7 @@ pub(crate) fn on_client_segment<F: Frame>(
 ) {
     if watched(e) {
         if !seg.has(TcpFlags::SYN.0) {
-            super::migration::watch(cx, frame, seg, t, e, 0, ip.v6);
+            watch(cx, frame, seg, t, e, 0, ip.v6);
         }
         return;
     }
@@ -509,7 +509,7 @@ pub(crate) fn on_server_segment<F: Frame>(
 ) {
     if watched(e) {
         if !seg.has(TcpFlags::SYN.0) {
-            super::migration::watch(cx, frame, seg, t, e, 1, ip.v6);
+            watch(cx, frame, seg, t, e, 1, ip.v6);
         }
         return;
     }
@@ -577,4 +577,165 @@ fn absorb_echo<F: Frame>(frame: &mut F, ip: &Ip, seg: &Seg) -> bool {
     let c = checksum::update_bytes(c, &old[..n], &buf[lo..hi]);
     buf[csum_at..csum_at + 2].copy_from_slice(&c.to_be_bytes());
     true
+}
+
+/// How far (bytes) the client's DATA_ACK must run ahead of the gateway subflow's own
+/// acknowledgment, past where it stood when the watch began, for the connection to count as
+/// migrated: more than the gateway subflow's share of a few windows could explain.
+const LEAD: u32 = 64 * 1024;
+
+/// A packet (its numbers `t`) of a watched flow from `side` (0: the client, 1: the server):
+/// ends the watch when the connection's data flows on another subflow or it closes (see the
+/// module documentation).
+fn watch<F: Frame>(
+    cx: &mut Ctx<'_>,
+    frame: &F,
+    seg: &Seg,
+    t: &TcpNumbers,
+    e: &mut FlowEntry,
+    side: usize,
+    v6: bool,
+) {
+    if seg.has(TcpFlags::FIN.0 | TcpFlags::RST.0) {
+        finish(e, Outcome::Closed, &mut cx.w.stats);
+        return;
+    }
+    let dsr = cx.pool.vip(e.vip).is_some_and(|v| v.mode.dsr().is_some());
+    if server_prio_due(e) {
+        if side == 0 {
+            send_server_backup(cx, e, t, v6);
+            finish(e, Outcome::Migrated, &mut cx.w.stats);
+        }
+        return;
+    }
+    let Some(d) = data_ack(&frame.data()[seg.opt_at..seg.opt_at + seg.opt_len]) else {
+        return;
+    };
+    if d.data_fin {
+        finish(e, Outcome::Closed, &mut cx.w.stats);
+        return;
+    }
+    let Some(ack) = d.ack else { return };
+    let lead = (ack.wrapping_sub(t.ack) >> 16) as u16;
+    if grown(e, side, lead) {
+        if dsr {
+            finish(e, Outcome::Migrated, &mut cx.w.stats);
+        } else if side == 0 {
+            send_server_backup(cx, e, t, v6);
+            finish(e, Outcome::Migrated, &mut cx.w.stats);
+        } else {
+            set_server_prio_due(e); // with the client's next packet
+        }
+        return;
+    }
+    // DSR: the server's packets never pass, so its DATA_ACK (the client's data) is not seen.
+    // The client's data has moved when the client sends no payload on this subflow while the
+    // connection moves on (its DATA_ACK advances): the other base, unused in DSR, follows the
+    // DATA_ACK itself and starts again with every payload.
+    if side == 0 && dsr {
+        let at = (ack >> 16) as u16;
+        if seg.has_payload {
+            set_watch_base(e, 1, at);
+        } else if grown(e, 1, at) {
+            finish(e, Outcome::Migrated, &mut cx.w.stats);
+        }
+    }
+}
+
+/// Whether `value` (64 KiB units) has grown past the base of `side` by more than [`LEAD`];
+/// sets the base when it has none.
+fn grown(e: &mut FlowEntry, side: usize, value: u16) -> bool {
+    match watch_base(e, side) {
+        None => {
+            set_watch_base(e, side, value);
+            false
+        }
+        // Rounded down at both ends: 2 units are more than LEAD bytes. A value behind its base
+        // (reordered) is negative, not a lead.
+        Some(base) => (value.wrapping_sub(base) as i16) >= ((2 * LEAD) >> 16) as i16,
+    }
+}
+
+/// The DSS of a segment, as far as the watch needs it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct DataAck {
+    /// The low 32 bits of the DATA_ACK, when present.
+    ack: Option<u32>,
+    /// F: DATA_FIN.
+    data_fin: bool,
+}
+
+/// The first DSS option in a TCP option area (no allocation; a malformed area stops the walk).
+fn data_ack(opts: &[u8]) -> Option<DataAck> {
+    let mut at = 0;
+    while at < opts.len() {
+        match opts[at] {
+            0 => return None,
+            1 => at += 1,
+            kind => {
+                let len = *opts.get(at + 1)? as usize;
+                if len < 2 || at + len > opts.len() {
+                    return None;
+                }
+                let o = &opts[at..at + len];
+                // Kind 30, subtype DSS (2) in the high nibble, the flags in the fourth byte.
+                if kind == 30 && len >= 4 && o[2] >> 4 == 2 {
+                    let f = o[3];
+                    let ack = if f & 0x01 == 0 {
+                        None
+                    } else if f & 0x02 != 0 {
+                        // An 8-byte DATA_ACK: its low 32 bits are the last four.
+                        o.get(8..12)
+                            .map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
+                    } else {
+                        o.get(4..8)
+                            .map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
+                    };
+                    return Some(DataAck {
+                        ack,
+                        data_fin: f & 0x10 != 0,
+                    });
+                }
+                at += len;
+            }
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn data_ack_reads_4_and_8_byte_acks_and_data_fin() {
+        // NOP, NOP, DSS with a 4-byte DATA_ACK.
+        let four = [1, 1, 30, 8, 0x20, 0x01, 0, 1, 0, 2];
+        assert_eq!(
+            data_ack(&four),
+            Some(DataAck {
+                ack: Some(0x0001_0002),
+                data_fin: false
+            })
+        );
+        // DSS with an 8-byte DATA_ACK and DATA_FIN.
+        let eight = [30, 12, 0x20, 0x13, 0, 0, 0, 9, 0xde, 0xad, 0xbe, 0xef];
+        assert_eq!(
+            data_ack(&eight),
+            Some(DataAck {
+                ack: Some(0xdead_beef),
+                data_fin: true
+            })
+        );
+        // No DATA_ACK flag; an ADD_ADDR only; a truncated option.
+        assert_eq!(
+            data_ack(&[30, 4, 0x20, 0x04]),
+            Some(DataAck {
+                ack: None,
+                data_fin: false
+            })
+        );
+        assert_eq!(data_ack(&[30, 8, 0x31, 1, 10, 0, 0, 1]), None);
+        assert_eq!(data_ack(&[30, 40, 0x20]), None);
+    }
 }

@@ -25,7 +25,7 @@
 //! counts the connection's data from every subflow, the TCP acknowledgment of the same segment
 //! only what came through this subflow. Their difference is fixed while the gateway subflow
 //! carries everything; the first DATA_ACK of each side records it (in 64 KiB units), and once it
-//! has grown by more than [`LEAD`] bytes (up to twice that, for the rounding), data flows on
+//! has grown by more than 64 KiB (`LEAD`; up to twice that, for the rounding), data flows on
 //! another subflow: the connection is **migrated**. The client's DATA_ACK shows the server's data
 //! moving (NAT and DSR); the server's (NAT: its packets pass) shows the client's data moving,
 //! which is what the MP_PRIO asks for (seen in the test bed: the client's data moves at once, the
@@ -35,12 +35,13 @@
 //! it the server's data stays there, and the removal costs the connection a retransmission
 //! timeout: a 15 % throughput dip in the test bed's anycast run). In DSR the server's packets
 //! never pass: there the
-//! client's data has moved when the client's DATA_ACK advances by more than [`LEAD`] while it
+//! client's data has moved when the client's DATA_ACK advances by more than `LEAD` while it
 //! sends no payload on the subflow (a client with nothing to send counts as moved too: what it
 //! still sends through the gateway, acknowledgments, MPTCP resends on its other subflow once
 //! the backend leaves). A FIN, RST or DATA_FIN on that subflow, or a flow
 //! that the walk finds closing, ends the watch as **closed**. Either way the flow is off the
-//! slow path again.
+//! slow path again. The watch is `announcing::watch`: announcing owns a flow's phases from the
+//! first ADD_ADDR to the end of the watch.
 //!
 //! ## Pending, and the end of the drain
 //!
@@ -53,46 +54,12 @@
 //! Per backend, the workers count connections announced, migrated, closed, left behind and
 //! pending (`BackendCounters::migrate_*`).
 
-use trapeze_wire::tcp::TcpFlags;
-
 use super::announcing;
-use crate::pipeline::context::{Ctx, Worker};
-use crate::pipeline::frame::Frame;
-use crate::pipeline::parse::{Seg, TcpNumbers};
+use crate::pipeline::context::Worker;
 use crate::pipeline::verdict::WorkerStats;
 use crate::pool::PoolSnapshot;
 use crate::tables::flow_table::{flags, FlowEntry, FlowState};
 use crate::time::Ticks;
-
-/// How far (bytes) the client's DATA_ACK must run ahead of the gateway subflow's own
-/// acknowledgment, past where it stood when the watch began, for the connection to count as
-/// migrated: more than the gateway subflow's share of a few windows could explain.
-pub(super) const LEAD: u32 = 64 * 1024;
-
-/// The state of the walk that counts pending connections, per worker.
-#[derive(Debug)]
-pub(crate) struct MigrationWalk {
-    /// Buckets left in the current walk (0: none under way).
-    left: usize,
-    /// The pool version in use when the current walk began.
-    version: u64,
-    /// Per backend id: pending connections counted so far in the current walk.
-    pending: Box<[u32]>,
-    /// A walk has published pending counts since the last time no backend migrated.
-    published: bool,
-}
-
-impl MigrationWalk {
-    /// A walk's state for backend ids below `max_backends`, allocated once.
-    pub(crate) fn new(max_backends: usize) -> Self {
-        Self {
-            left: 0,
-            version: 0,
-            pending: vec![0; max_backends].into_boxed_slice(),
-            published: false,
-        }
-    }
-}
 
 /// What the walk does with one first subflow of a migrating backend.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -191,160 +158,4 @@ fn visit(e: &mut FlowEntry, stats: &mut WorkerStats, now_ms: u32) -> Seen {
     }
     announcing::start_migration(now_ms, e);
     Seen::Pending
-}
-
-/// A packet (its numbers `t`) of a watched flow from `side` (0: the client, 1: the server):
-/// ends the watch when the connection's data flows on another subflow or it closes (see the
-/// module documentation).
-pub(super) fn watch<F: Frame>(
-    cx: &mut Ctx<'_>,
-    frame: &F,
-    seg: &Seg,
-    t: &TcpNumbers,
-    e: &mut FlowEntry,
-    side: usize,
-    v6: bool,
-) {
-    if seg.has(TcpFlags::FIN.0 | TcpFlags::RST.0) {
-        announcing::finish(e, announcing::Outcome::Closed, &mut cx.w.stats);
-        return;
-    }
-    let dsr = cx.pool.vip(e.vip).is_some_and(|v| v.mode.dsr().is_some());
-    if announcing::server_prio_due(e) {
-        if side == 0 {
-            announcing::send_server_backup(cx, e, t, v6);
-            announcing::finish(e, announcing::Outcome::Migrated, &mut cx.w.stats);
-        }
-        return;
-    }
-    let Some(d) = data_ack(&frame.data()[seg.opt_at..seg.opt_at + seg.opt_len]) else {
-        return;
-    };
-    if d.data_fin {
-        announcing::finish(e, announcing::Outcome::Closed, &mut cx.w.stats);
-        return;
-    }
-    let Some(ack) = d.ack else { return };
-    let lead = (ack.wrapping_sub(t.ack) >> 16) as u16;
-    if grown(e, side, lead) {
-        if dsr {
-            announcing::finish(e, announcing::Outcome::Migrated, &mut cx.w.stats);
-        } else if side == 0 {
-            announcing::send_server_backup(cx, e, t, v6);
-            announcing::finish(e, announcing::Outcome::Migrated, &mut cx.w.stats);
-        } else {
-            announcing::set_server_prio_due(e); // with the client's next packet
-        }
-        return;
-    }
-    // DSR: the server's packets never pass, so its DATA_ACK (the client's data) is not seen.
-    // The client's data has moved when the client sends no payload on this subflow while the
-    // connection moves on (its DATA_ACK advances): the other base, unused in DSR, follows the
-    // DATA_ACK itself and starts again with every payload.
-    if side == 0 && dsr {
-        let at = (ack >> 16) as u16;
-        if seg.has_payload {
-            announcing::set_watch_base(e, 1, at);
-        } else if grown(e, 1, at) {
-            announcing::finish(e, announcing::Outcome::Migrated, &mut cx.w.stats);
-        }
-    }
-}
-
-/// Whether `value` (64 KiB units) has grown past the base of `side` by more than [`LEAD`];
-/// sets the base when it has none.
-fn grown(e: &mut FlowEntry, side: usize, value: u16) -> bool {
-    match announcing::watch_base(e, side) {
-        None => {
-            announcing::set_watch_base(e, side, value);
-            false
-        }
-        // Rounded down at both ends: 2 units are more than LEAD bytes. A value behind its base
-        // (reordered) is negative, not a lead.
-        Some(base) => (value.wrapping_sub(base) as i16) >= ((2 * LEAD) >> 16) as i16,
-    }
-}
-
-/// The DSS of a segment, as far as the watch needs it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct DataAck {
-    /// The low 32 bits of the DATA_ACK, when present.
-    ack: Option<u32>,
-    /// F: DATA_FIN.
-    data_fin: bool,
-}
-
-/// The first DSS option in a TCP option area (no allocation; a malformed area stops the walk).
-fn data_ack(opts: &[u8]) -> Option<DataAck> {
-    let mut at = 0;
-    while at < opts.len() {
-        match opts[at] {
-            0 => return None,
-            1 => at += 1,
-            kind => {
-                let len = *opts.get(at + 1)? as usize;
-                if len < 2 || at + len > opts.len() {
-                    return None;
-                }
-                let o = &opts[at..at + len];
-                // Kind 30, subtype DSS (2) in the high nibble, the flags in the fourth byte.
-                if kind == 30 && len >= 4 && o[2] >> 4 == 2 {
-                    let f = o[3];
-                    let ack = if f & 0x01 == 0 {
-                        None
-                    } else if f & 0x02 != 0 {
-                        // An 8-byte DATA_ACK: its low 32 bits are the last four.
-                        o.get(8..12)
-                            .map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
-                    } else {
-                        o.get(4..8)
-                            .map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
-                    };
-                    return Some(DataAck {
-                        ack,
-                        data_fin: f & 0x10 != 0,
-                    });
-                }
-                at += len;
-            }
-        }
-    }
-    None
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn data_ack_reads_4_and_8_byte_acks_and_data_fin() {
-        // NOP, NOP, DSS with a 4-byte DATA_ACK.
-        let four = [1, 1, 30, 8, 0x20, 0x01, 0, 1, 0, 2];
-        assert_eq!(
-            data_ack(&four),
-            Some(DataAck {
-                ack: Some(0x0001_0002),
-                data_fin: false
-            })
-        );
-        // DSS with an 8-byte DATA_ACK and DATA_FIN.
-        let eight = [30, 12, 0x20, 0x13, 0, 0, 0, 9, 0xde, 0xad, 0xbe, 0xef];
-        assert_eq!(
-            data_ack(&eight),
-            Some(DataAck {
-                ack: Some(0xdead_beef),
-                data_fin: true
-            })
-        );
-        // No DATA_ACK flag; an ADD_ADDR only; a truncated option.
-        assert_eq!(
-            data_ack(&[30, 4, 0x20, 0x04]),
-            Some(DataAck {
-                ack: None,
-                data_fin: false
-            })
-        );
-        assert_eq!(data_ack(&[30, 8, 0x31, 1, 10, 0, 0, 1]), None);
-        assert_eq!(data_ack(&[30, 40, 0x20]), None);
-    }
 }

@@ -22,8 +22,6 @@ mod migration;
 mod mptcp;
 mod state;
 
-pub(crate) use self::migration::MigrationWalk;
-
 use trapeze_wire::tcp::TcpFlags;
 
 use self::mptcp::Syn;
