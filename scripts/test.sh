@@ -138,6 +138,8 @@ if [ "$(id -u)" -eq 0 ]; then
   testbed/e2e-multi.sh --mode token --mode ports --mode tsync
   testbed/anycast-compare.sh --short --build
   step "system benchmark, smoke run (1-s trials; the figures are not for quoting: benches/system/run.sh writes those)"
+  # With the image: the data run also through the containerized gateway (compose profile bench).
+  if [ "$DOCKER" = 1 ]; then export TZB_IMAGE=trapeze:latest; fi
   benches/system/run.sh --quick --out target/tzbench/RESULTS-quick.md
 else
   echo "skipped: the end-to-end tests create network namespaces and need root" >&2
