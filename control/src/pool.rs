@@ -962,28 +962,33 @@ impl PoolManager {
             .filter(|(_, t, _)| *t <= now)
             .map(|(b, ..)| *b)
             .collect();
-        let mut gone = Vec::new();
-        for id in due {
-            let Some(name) = self
-                .cfg
-                .pool
-                .backends
-                .get(id.0 as usize)
-                .and_then(Option::as_ref)
-                .map(|b| b.name.clone())
-            else {
-                continue;
-            };
-            if self
-                .remove_backend(&name, true, None, published, shared)
-                .is_ok()
-            {
-                let c = self.drain_completions.entry(name.clone()).or_default();
-                c.deadline = c.deadline.saturating_add(1);
-                gone.push(name);
-            }
-        }
-        gone
+        due.into_iter()
+            .filter_map(|id| self.end_drain(id, false, published, shared))
+            .collect()
+    }
+
+    /// Ends a drain with a deadline: removes the backend (gracefully) and counts how the drain
+    /// ended, `early` or at its deadline. Returns the backend's name when it was removed.
+    fn end_drain(
+        &mut self,
+        id: BackendId,
+        early: bool,
+        published: &Published,
+        shared: &Shared,
+    ) -> Option<String> {
+        let name = self
+            .cfg
+            .pool
+            .backends
+            .get(id.0 as usize)
+            .and_then(Option::as_ref)
+            .map(|b| b.name.clone())?;
+        self.remove_backend(&name, true, None, published, shared)
+            .ok()?;
+        let c = self.drain_completions.entry(name.clone()).or_default();
+        let n = if early { &mut c.early } else { &mut c.deadline };
+        *n = n.saturating_add(1);
+        Some(name)
     }
 
     /// Whether a backend with a drain deadline migrates (drains with a direct address, as
@@ -1027,28 +1032,12 @@ impl PoolManager {
             .map(|(b, t, _)| (*b, t.saturating_duration_since(now)))
             .collect();
         drop(pool);
-        let mut gone = Vec::new();
-        for (id, left) in done {
-            let Some(name) = self
-                .cfg
-                .pool
-                .backends
-                .get(id.0 as usize)
-                .and_then(Option::as_ref)
-                .map(|b| b.name.clone())
-            else {
-                continue;
-            };
-            if self
-                .remove_backend(&name, true, None, published, shared)
-                .is_ok()
-            {
-                let c = self.drain_completions.entry(name.clone()).or_default();
-                c.early = c.early.saturating_add(1);
-                gone.push((name, left));
-            }
-        }
-        gone
+        done.into_iter()
+            .filter_map(|(id, left)| {
+                self.end_drain(id, true, published, shared)
+                    .map(|name| (name, left))
+            })
+            .collect()
     }
 }
 
