@@ -623,10 +623,13 @@ impl Fast4 {
     }
 }
 
-/// An IPv4 endpoint packed in one word (never `u64::MAX`).
+/// An IPv4 endpoint packed in one word: the address then the port (network order), as they
+/// lie in a packet's destination fields, read little-endian (so a parser gets it from the
+/// frame's words without swapping a byte). Never `u64::MAX`.
 #[inline]
-fn vip4_key(addr: [u8; 4], port: u16) -> u64 {
-    (u64::from(u32::from_be_bytes(addr)) << 16) | u64::from(port)
+pub fn vip4_key(addr: [u8; 4], port: u16) -> u64 {
+    let [p0, p1] = port.to_be_bytes();
+    u64::from_le_bytes([addr[0], addr[1], addr[2], addr[3], p0, p1, 0, 0])
 }
 
 /// The immutable snapshot the workers forward with.
@@ -953,19 +956,26 @@ impl PoolSnapshot {
     /// path; DSR VIPs and IPv6 take [`vip_for`](Self::vip_for)).
     #[inline]
     pub fn nat_vip_for_v4(&self, addr: [u8; 4], port: u16) -> Option<VipId> {
-        let key = vip4_key(addr, port);
+        self.nat_vip_for_v4_word(vip4_key(addr, port))
+    }
+
+    /// [`nat_vip_for_v4`](Self::nat_vip_for_v4) of an endpoint packed by [`vip4_key`].
+    #[inline]
+    pub fn nat_vip_for_v4_word(&self, key: u64) -> Option<VipId> {
         // A handful of VIPs: a scan of packed words (`vip4`); more: the endpoint map.
         match self.vip4.iter().position(|&k| k == key) {
             Some(i) => Some(VipId(i as u16)),
-            None if self.vip4.is_empty() => self.nat_vip_for_v4_in_map(addr, port),
+            None if self.vip4.is_empty() => self.nat_vip_for_v4_in_map(key),
             None => None,
         }
     }
 
-    /// [`nat_vip_for_v4`](Self::nat_vip_for_v4) with many VIPs: out of line.
+    /// [`nat_vip_for_v4_word`](Self::nat_vip_for_v4_word) with many VIPs: out of line.
     #[inline(never)]
-    fn nat_vip_for_v4_in_map(&self, addr: [u8; 4], port: u16) -> Option<VipId> {
-        let v = self.vip_for(&crate::flow::v4_mapped(addr), port, 6)?;
+    fn nat_vip_for_v4_in_map(&self, key: u64) -> Option<VipId> {
+        let [a0, a1, a2, a3, p0, p1, ..] = key.to_le_bytes();
+        let addr = crate::flow::v4_mapped([a0, a1, a2, a3]);
+        let v = self.vip_for(&addr, u16::from_be_bytes([p0, p1]), 6)?;
         self.vip(v).filter(|v| v.mode.dsr().is_none()).map(|v| v.id)
     }
 

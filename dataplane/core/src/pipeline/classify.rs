@@ -104,10 +104,10 @@ impl ToVipV4 {
     #[inline(always)]
     pub(crate) fn key(&self) -> FlowKey {
         FlowKey {
-            src: v4_mapped(self.d.src),
-            dst: v4_mapped(self.d.dst),
-            src_port: self.d.src_port,
-            dst_port: self.d.dst_port,
+            src: v4_mapped(self.d.src()),
+            dst: v4_mapped(self.d.dst()),
+            src_port: self.d.src_port(),
+            dst_port: self.d.dst_port(),
             proto: 6,
         }
     }
@@ -117,14 +117,14 @@ impl ToVipV4 {
 /// VIP, a join port, the return path, nothing of ours: [`tcp`] decides those).
 #[inline(always)]
 pub(crate) fn to_vip_v4(pool: &PoolSnapshot, secret: FlowSecret, d: &DataV4) -> Option<ToVipV4> {
-    let vip = pool.nat_vip_for_v4(d.dst, d.dst_port)?;
-    let mut p = ToVipV4 {
+    // The destination address and port as they lie in the frame: the pool's packed word.
+    let endpoint = (d.addrs >> 32) | (u64::from(d.ports >> 16) << 32);
+    let vip = pool.nat_vip_for_v4_word(endpoint)?;
+    Some(ToVipV4 {
         d: *d,
         vip,
-        hash: 0,
-    };
-    p.hash = p.key().keyed_hash(secret);
-    Some(p)
+        hash: FlowKey::keyed_hash_v4(secret, d.addrs, d.ports_host(), 6),
+    })
 }
 
 /// The classification [`tcp`] makes of the same packet, from the fast parser's headers and

@@ -188,14 +188,46 @@ pub(crate) fn fast(d: &[u8], mac: &[u8; 6]) -> Option<Headers> {
 /// first 54 bytes of the frame at fixed offsets ([`data_v4`]).
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct DataV4 {
-    /// Source address.
-    pub(crate) src: [u8; 4],
-    /// Destination address.
-    pub(crate) dst: [u8; 4],
-    pub(crate) src_port: u16,
-    pub(crate) dst_port: u16,
+    /// The source then the destination address, as they lie in the frame, read as one
+    /// little-endian word (what the keyed hash and the VIP lookup take).
+    pub(crate) addrs: u64,
+    /// The source then the destination port, as they lie in the frame (network order), read
+    /// as one little-endian word.
+    pub(crate) ports: u32,
     /// Length of the IP packet (the frame may be longer: Ethernet padding).
     pub(crate) len: u16,
+}
+
+impl DataV4 {
+    /// Source address.
+    #[inline(always)]
+    pub(crate) fn src(&self) -> [u8; 4] {
+        (self.addrs as u32).to_le_bytes()
+    }
+
+    /// Destination address.
+    #[inline(always)]
+    pub(crate) fn dst(&self) -> [u8; 4] {
+        ((self.addrs >> 32) as u32).to_le_bytes()
+    }
+
+    /// Source port.
+    #[inline(always)]
+    pub(crate) fn src_port(&self) -> u16 {
+        (self.ports as u16).swap_bytes()
+    }
+
+    /// Destination port.
+    #[inline(always)]
+    pub(crate) fn dst_port(&self) -> u16 {
+        ((self.ports >> 16) as u16).swap_bytes()
+    }
+
+    /// Both ports in host order, the source's in the low half (the flow key's order).
+    #[inline(always)]
+    pub(crate) fn ports_host(&self) -> u32 {
+        self.ports.swap_bytes().rotate_left(16)
+    }
 }
 
 /// The established-flow parser: the frame is an untagged IPv4 TCP segment for `mac` with a
@@ -206,54 +238,57 @@ pub(crate) struct DataV4 {
 /// same facts (a test checks it), so a packet's fate does not depend on which parser read it.
 #[inline(always)]
 pub(crate) fn data_v4(d: &[u8], mac: &[u8; 6]) -> Option<DataV4> {
-    const SYN_FIN_RST: u8 = TcpFlags::SYN.0 | TcpFlags::FIN.0 | TcpFlags::RST.0;
     let h: &[u8; 54] = d.first_chunk()?;
-    // Destination MAC; EtherType IPv4, version 4 with a 20-byte header; not a fragment (flags
-    // and offset, DF aside) and protocol TCP.
+    // The fixed fields are read as little-endian words and checked under masks, several at a
+    // time (the byte offsets are the frame's).
+    let w64 = |at: usize| {
+        let b: &[u8; 8] = h[at..].first_chunk().unwrap_or(&[0; 8]);
+        u64::from_le_bytes(*b)
+    };
+    // Bytes 0-5, destination MAC; 12-14, EtherType IPv4 and version 4 with a 20-byte header;
+    // 20-21 and 23, not a fragment (DF aside) and protocol TCP; 47, the TCP flags: ACK without
+    // SYN, FIN or RST (a handshake or a teardown is not for this path).
+    let (e, f) = (w64(12), w64(20));
+    const SYN_FIN_RST_ACK: u8 =
+        TcpFlags::SYN.0 | TcpFlags::FIN.0 | TcpFlags::RST.0 | TcpFlags::ACK.0;
     if h[..6] != mac[..]
-        || [h[12], h[13], h[14]] != [0x08, 0x00, 0x45]
-        || h[20] & 0x3f != 0
-        || h[21] != 0
-        || h[23] != 6
+        || e & 0xff_ffff != 0x45_0008
+        || f & 0xff00_ff3f != 0x0600_0000
+        || h[47] & SYN_FIN_RST_ACK != TcpFlags::ACK.0
     {
-        return None;
-    }
-    // A handshake or a teardown is not for this path: said first, so that a SYN costs little.
-    let flags = h[47];
-    if flags & (SYN_FIN_RST | TcpFlags::ACK.0) != TcpFlags::ACK.0 {
         return None;
     }
     let total = u16::from_be_bytes([h[16], h[17]]);
-    let hl = (h[46] >> 4) as usize * 4;
+    let ttl = h[22];
     let first = h[26];
-    if total < 40
-        || 14 + total as usize > d.len()
-        || h[22] <= 1
+    let hl = u16::from(h[46] >> 4) * 4;
+    if ttl <= 1
         || first.wrapping_sub(1) >= 223 // 0/8 and 224/3 (multicast, reserved, broadcast)
         || first == 127
         || hl < 20
-        || 34 + hl > 14 + total as usize
+        || 20 + hl > total
+        || 14 + total as usize > d.len()
     {
         return None;
     }
-    // The header checksum: the one's-complement sum of the header is all ones. That holds in
-    // either byte order, so the words are summed as they lie in memory, 32 bits at a time.
+    // The header checksum: the one's-complement sum of the header's 16-bit words is all ones.
+    // Summed as 32-bit words as they lie in memory (either byte order gives the same
+    // one's-complement sum), the plain sum S is congruent to it modulo 0xffff, and S is not 0
+    // (the version byte), so the test is S % 0xffff == 0: a multiply and a compare.
     let w32 = |at: usize| u64::from(u32::from_ne_bytes([h[at], h[at + 1], h[at + 2], h[at + 3]]));
-    let mut sum = w32(14) + w32(18) + w32(22) + w32(26) + w32(30);
-    sum = (sum & 0xffff_ffff) + (sum >> 32);
-    sum = (sum & 0xffff) + (sum >> 16);
-    sum = (sum & 0xffff) + (sum >> 16);
-    sum = (sum & 0xffff) + (sum >> 16);
-    let src_port = u16::from_be_bytes([h[34], h[35]]);
-    let dst_port = u16::from_be_bytes([h[36], h[37]]);
-    if sum != 0xffff || src_port == 0 || dst_port == 0 {
+    let sum = w32(14) + w32(18) + w32(22) + w32(26) + w32(30);
+    let ports = {
+        let b: &[u8; 4] = h[34..].first_chunk().unwrap_or(&[0; 4]);
+        u32::from_le_bytes(*b)
+    };
+    // Neither port is 0: no 16-bit half of `ports` is zero (the borrow test of a zero half).
+    let zero_half = ports.wrapping_sub(0x0001_0001) & !ports & 0x8000_8000;
+    if sum % 0xffff != 0 || zero_half != 0 {
         return None;
     }
     Some(DataV4 {
-        src: [h[26], h[27], h[28], h[29]],
-        dst: [h[30], h[31], h[32], h[33]],
-        src_port,
-        dst_port,
+        addrs: w64(26),
+        ports,
         len: total,
     })
 }
@@ -652,9 +687,14 @@ mod tests {
                 let h = fast(g, &crate::testkit::PORT0_MAC)
                     .expect("the established parser accepted what the fast parser refuses");
                 assert!(!h.ip.v6 && h.ip.ttl > 1 && h.ip.l4 == 34, "byte {at}");
-                assert_eq!(h.ip.src, v4_mapped(d.src));
-                assert_eq!(h.ip.dst, v4_mapped(d.dst));
-                assert_eq!((h.seg.src_port, h.seg.dst_port), (d.src_port, d.dst_port));
+                assert_eq!(h.ip.src, v4_mapped(d.src()));
+                assert_eq!(h.ip.dst, v4_mapped(d.dst()));
+                assert_eq!(
+                    (h.seg.src_port, h.seg.dst_port),
+                    (d.src_port(), d.dst_port())
+                );
+                let host = u32::from(d.src_port()) | (u32::from(d.dst_port()) << 16);
+                assert_eq!(d.ports_host(), host);
                 assert_eq!(h.ip.len(), d.len as usize);
                 assert!(h.seg.has(TcpFlags::ACK.0));
                 assert!(!h

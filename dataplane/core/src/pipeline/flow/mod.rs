@@ -105,8 +105,7 @@ pub(crate) fn established_v4<F: Frame>(
     frame: &mut F,
     p: &ToVipV4,
 ) -> Option<Verdict> {
-    let idx = w.flows.lookup(&p.key(), p.hash)?;
-    let e = w.flows.entry_mut(idx);
+    let e = w.flows.lookup_mut(&p.key(), p.hash)?;
     if needs_slow_path(e) {
         return None;
     }
