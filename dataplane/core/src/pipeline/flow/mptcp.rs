@@ -46,7 +46,8 @@
 //! first subflow.
 
 use trapeze_wire::checksum;
-use trapeze_wire::mptcp::{self, MpJoin, MptcpError, MptcpSummary};
+use trapeze_wire::mptcp::{self, MptcpError, MptcpSummary, SynRequest};
+use trapeze_wire::tcp::TcpFlags;
 
 use super::announcing;
 use crate::crypto;
@@ -207,17 +208,33 @@ pub(super) enum Syn {
     Plain,
 }
 
-/// Reads what an opening SYN asks for.
+/// Reads what an opening SYN (no ACK) asks for, counting what [`scan`] counts: one walk over
+/// the options that decodes nothing but an MP_JOIN's token ([`mptcp::scan_syn`]).
+#[inline]
 pub(super) fn syn<F: Frame>(cx: &mut Ctx<'_>, frame: &F, seg: &Seg) -> Syn {
-    let s = scan(cx, frame, seg);
-    if let Some(MpJoin::Syn { receiver_token, .. }) = s.join {
-        Syn::Join {
-            token: receiver_token,
-        }
-    } else if s.capable.is_some() {
-        Syn::Capable
-    } else {
-        Syn::Plain
+    let area = frame
+        .data()
+        .get(seg.opt_at..seg.opt_at + seg.opt_len)
+        .unwrap_or_default();
+    let s = mptcp::scan_syn(area, seg.has(TcpFlags::RST.0));
+    if s.ignored > 0 {
+        let e = if s.last_error == Some(MptcpError::Version0) {
+            Event::MpcVersion0
+        } else {
+            Event::MptcpOptionIgnored
+        };
+        cx.w.stats.event(e);
+    }
+    if s.conflict {
+        cx.w.stats.event(Event::MptcpConflict);
+    }
+    if s.tcp_options_malformed {
+        cx.w.stats.event(Event::TcpOptionMalformed);
+    }
+    match s.request {
+        SynRequest::Join { token } => Syn::Join { token },
+        SynRequest::Capable => Syn::Capable,
+        SynRequest::Plain => Syn::Plain,
     }
 }
 
