@@ -209,7 +209,7 @@ pub(super) enum Syn {
 
 /// Reads what an opening SYN (no ACK) asks for, counting what [`scan`] counts: one walk over
 /// the options that decodes nothing but an MP_JOIN's token ([`mptcp::scan_syn`]).
-#[inline]
+#[inline(always)]
 pub(super) fn syn<F: Frame>(cx: &mut Ctx<'_>, frame: &F, seg: &Seg) -> Syn {
     let area = frame
         .data()
