@@ -1484,7 +1484,7 @@ fn syn_kept(raw: &[u8], rst: bool) -> core::result::Result<SynKept, MptcpError> 
 /// compared (a second MPTCP option, an MPTCP option other than those two, any option that breaks
 /// a rule, a malformed TCP option) hands the area to the general walk ([`scan_syn_full`]) from the
 /// start, which a well-formed SYN never needs.
-#[inline]
+#[inline(always)]
 pub fn scan_syn(option_area: &[u8], rst: bool) -> SynSummary {
     let mut request = SynRequest::Plain;
     let mut rest = option_area;
