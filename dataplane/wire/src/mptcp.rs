@@ -46,6 +46,11 @@
 //! segment contradicts itself (MP_CAPABLE with MP_JOIN, or two different copies of one option).
 //! It does not allocate, and it decodes only the options it reports: the others are
 //! length-checked by the same rules as [`MptcpOption::parse`].
+//!
+//! [`scan_syn`] is the same walk for an opening SYN, reduced to what a SYN acts on (plain,
+//! MP_CAPABLE, or MP_JOIN with its token) and the same counts: it keeps nothing but the request
+//! while the options are well formed, and hands anything it would have to count or compare to
+//! the general walk.
 
 use core::fmt;
 use core::net::{IpAddr, Ipv4Addr, Ipv6Addr};
@@ -1482,7 +1487,7 @@ fn syn_kept(raw: &[u8], rst: bool) -> core::result::Result<SynKept, MptcpError> 
 /// valid MP_JOIN SYN (its token read as one fixed-size field of an option whose length is
 /// checked) or one valid MP_CAPABLE SYN is the request, and anything that would be counted or
 /// compared (a second MPTCP option, an MPTCP option other than those two, any option that breaks
-/// a rule, a malformed TCP option) hands the area to the general walk ([`scan_syn_full`]) from the
+/// a rule, a malformed TCP option) hands the area to the general walk from the
 /// start, which a well-formed SYN never needs.
 #[inline(always)]
 pub fn scan_syn(option_area: &[u8], rst: bool) -> SynSummary {
