@@ -2140,6 +2140,60 @@ mod tests {
         assert!(t.is_empty());
         t.validate();
     }
+    /// Joins counted and given back from several threads at once: every reference a join took
+    /// is one the owner counts, so the first subflow's is the last one left.
+    #[test]
+    fn concurrent_joins_count_every_reference() {
+        let t = small(1000, 2);
+        const PER: usize = 5_000;
+        let tokens = [tok(1), tok(2), tok(3)];
+        for (i, &k) in tokens.iter().enumerate() {
+            assert_eq!(t.learn(k, owner(1, i as u32, 1, 0)), LearnOutcome::Inserted);
+        }
+        std::thread::scope(|s| {
+            for w in 0..3usize {
+                let t = &t;
+                s.spawn(move || {
+                    let mut held = Vec::new();
+                    for i in 0..PER {
+                        let k = tokens[(i + w) % tokens.len()];
+                        match t.join(
+                            k,
+                            Ticks(1),
+                            |b| {
+                                if b == BackendId(1) {
+                                    Ok(())
+                                } else {
+                                    Err(b)
+                                }
+                            },
+                        ) {
+                            JoinOutcome::Routed {
+                                backend,
+                                referenced: true,
+                            } => held.push((k, backend)),
+                            other => panic!("{other:?}"),
+                        }
+                        if i % 3 == 0 {
+                            if let Some((k, b)) = held.pop() {
+                                assert!(t.subflow_closed(k, b, Ticks(2)));
+                            }
+                        }
+                    }
+                    for (k, b) in held {
+                        assert!(t.subflow_closed(k, b, Ticks(3)));
+                    }
+                });
+            }
+        });
+        for &k in &tokens {
+            assert_eq!(t.owners(k).as_slice()[0].subflows, 1, "the first subflow's");
+            assert!(t.subflow_closed(k, BackendId(1), Ticks(4)));
+        }
+        assert!(t.is_empty());
+        t.validate();
+    }
+
     /// `join` is `route_join`, the caller's admission, then `subflow_opened`, in one step.
     #[test]
     fn join_routes_admits_and_counts_in_one_step() {
