@@ -623,6 +623,20 @@ impl Fast4 {
     }
 }
 
+/// What the admission of an MP_JOIN SYN needs of the backend its token names, precomputed when
+/// the snapshot is built, so that a join pays no endpoint-map lookup: the backend takes joins
+/// (active or draining), and per family (index 0 IPv4, 1 IPv6) whether it has an address and the
+/// VIP its NAT return path maps back to (the reverse map's answer for its address and port).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct JoinReach {
+    /// The backend exists and accepts joins ([`Backend::accepts_joins`]).
+    pub accepts: bool,
+    /// The backend has an address in the family (IPv4, IPv6).
+    pub has_addr: [bool; 2],
+    /// [`PoolSnapshot::vip_of_backend`] of the backend's address in the family and its port.
+    pub nat_vip: [Option<VipId>; 2],
+}
+
 /// An IPv4 endpoint packed in one word: the address then the port (network order), as they
 /// lie in a packet's destination fields, read little-endian (so a parser gets it from the
 /// frame's words without swapping a byte). Never `u64::MAX`.
@@ -648,6 +662,7 @@ pub struct PoolSnapshot {
     join_map: EndpointMap<(VipId, BackendId)>,
     fwd: Vec<BackendFwd>,
     fast4: Vec<Option<Fast4>>,
+    join_reach: Vec<JoinReach>,
     vip4: Vec<u64>,
     vip_addrs: Vec<[u8; 16]>,
     vip_keys: Vec<([u8; 16], u16)>,
@@ -667,6 +682,7 @@ impl PoolSnapshot {
             join_map: EndpointMap::default(),
             fwd: Vec::new(),
             fast4: Vec::new(),
+            join_reach: Vec::new(),
             vip4: Vec::new(),
             vip_addrs: Vec::new(),
             vip_keys: Vec::new(),
@@ -875,6 +891,26 @@ impl PoolSnapshot {
             })
             .collect();
         let fast4: Vec<Option<Fast4>> = fwd.iter().map(Fast4::of).collect();
+        let join_reach: Vec<JoinReach> = spec
+            .backends
+            .iter()
+            .map(|b| {
+                let Some(b) = b else {
+                    return JoinReach::default();
+                };
+                let nat_vip = |a: Option<IpAddr>| {
+                    let a = addr_bytes(a?);
+                    reverse_map
+                        .get(&EndpointKey::new(&a, b.port, 6))
+                        .map(|&(v, _)| v)
+                };
+                JoinReach {
+                    accepts: b.accepts_joins(),
+                    has_addr: [b.ipv4.is_some(), b.ipv6.is_some()],
+                    nat_vip: [nat_vip(b.addr(false)), nat_vip(b.addr(true))],
+                }
+            })
+            .collect();
         // The NAT VIPs on IPv4, for the established fast path: address and port packed in one
         // word, at the VIP's index (`u64::MAX`, which no packed key equals, elsewhere); none
         // with more than 8 VIPs, which the endpoint map serves.
@@ -926,6 +962,7 @@ impl PoolSnapshot {
             join_map,
             fwd,
             fast4,
+            join_reach,
             vip4,
             vip_addrs,
             vip_keys,
@@ -984,6 +1021,16 @@ impl PoolSnapshot {
     #[inline]
     pub fn fast4(&self, id: BackendId) -> Option<&Fast4> {
         self.fast4.get(id.0 as usize)?.as_ref()
+    }
+
+    /// What admitting a join to backend `id` needs (see [`JoinReach`]); an id that never existed
+    /// or was removed accepts none.
+    #[inline]
+    pub fn join_reach(&self, id: BackendId) -> JoinReach {
+        self.join_reach
+            .get(id.0 as usize)
+            .copied()
+            .unwrap_or_default()
     }
 
     /// The VIP whose backend answers from `addr:port/proto` (NAT return path).
@@ -1094,6 +1141,43 @@ impl PoolSnapshot {
 mod tests {
     use super::*;
     use crate::testkit::{demo_spec, dsr_spec};
+
+    /// The join admission record of every backend says what the backend and the reverse map
+    /// say: takes joins, address per family, the VIP its address and port map back to.
+    #[test]
+    fn join_reach_agrees_with_the_backends_and_the_reverse_map() {
+        let mut spec = demo_spec(4);
+        let b = spec.backends[1].as_mut().unwrap();
+        b.state = BackendState::Draining;
+        let b = spec.backends[2].as_mut().unwrap();
+        b.state = BackendState::Down;
+        let pools = [
+            PoolSnapshot::build(spec).unwrap(),
+            PoolSnapshot::build(dsr_spec(3, Encap::Ipip, OuterSource::Gateway)).unwrap(),
+        ];
+        for pool in &pools {
+            for id in 0..pool.backends.len() as u16 + 2 {
+                let id = BackendId(id);
+                let r = pool.join_reach(id);
+                let Some(b) = pool.backend(id) else {
+                    assert_eq!(r, JoinReach::default());
+                    continue;
+                };
+                assert_eq!(r.accepts, b.accepts_joins(), "{id:?}");
+                for v6 in [false, true] {
+                    let f = usize::from(v6);
+                    assert_eq!(r.has_addr[f], b.addr(v6).is_some());
+                    let want = b
+                        .addr(v6)
+                        .and_then(|a| pool.vip_of_backend(&addr_bytes(a), b.port, 6));
+                    assert_eq!(r.nat_vip[f], want, "{id:?} v6 {v6}");
+                }
+            }
+        }
+        assert!(pools[0].join_reach(BackendId(0)).nat_vip[0].is_some());
+        assert!(!pools[0].join_reach(BackendId(2)).accepts);
+        assert!(pools[1].join_reach(BackendId(0)).nat_vip == [None, None]);
+    }
 
     /// The established path's VIP lookup finds what `vip_for` finds for NAT VIPs on IPv4, and
     /// nothing for DSR or IPv6 ones, with a handful of VIPs (a scan) and with many (the map).

@@ -5,6 +5,7 @@
 
 use core::net::{IpAddr, Ipv4Addr};
 
+use trapeze_core::crypto::token_from_key;
 use trapeze_core::flow::FlowKey;
 use trapeze_core::pipeline::{
     process, DropReason, Event, Shared, VecFrame, Verdict, Worker, WorkerConfig,
@@ -13,7 +14,7 @@ use trapeze_core::pool::PortId;
 use trapeze_core::tables::flow_table::{FlowState, FlowTableConfig};
 use trapeze_core::tables::token::TokenTableConfig;
 use trapeze_core::testkit::{
-    demo_pool, mpc_ack, mpc_syn, mpc_synack, Gateway, TcpSpec, VIP4, VIP_PORT,
+    demo_pool, join_syn, mpc_ack, mpc_syn, mpc_synack, Gateway, TcpSpec, VIP4, VIP_PORT,
 };
 
 const SYN: u8 = 0x02;
@@ -88,6 +89,63 @@ fn a_full_flow_table_counts_and_leaves_established_flows_alone() {
         assert!(matches!(v, Verdict::Forward { .. }), "{v:?}");
         assert_eq!(dst4(&out), backend, "flow {i} kept its backend");
     }
+    assert!(gw.balanced());
+}
+
+#[test]
+fn joins_into_a_full_flow_table_are_forwarded_and_hold_no_reference() {
+    let mut gw = small_gateway(64, 64);
+    // One MPTCP connection, its token learned and confirmed.
+    let c = client(0);
+    let (v, _) = gw.client(&TcpSpec::to_vip(c, 40_000, SYN).with_mptcp(mpc_syn()));
+    assert!(matches!(v, Verdict::Forward { .. }), "{v:?}");
+    let w = &gw.workers[0];
+    let b = w
+        .flows
+        .entry(w.flows.lookup(&key(0), w.flows.hash(&key(0))).unwrap())
+        .backend;
+    let server_key = 0x5eed;
+    let (v, _) = gw.backend(
+        &TcpSpec::from_backend(b.0, c, 40_000, SYN | ACK).with_mptcp(mpc_synack(server_key)),
+    );
+    assert_eq!(v, Verdict::Forward { port: PortId(0) });
+    let (v, _) = gw.client(&TcpSpec::to_vip(c, 40_000, ACK).with_mptcp(mpc_ack(7, server_key)));
+    assert!(matches!(v, Verdict::Forward { .. }), "{v:?}");
+    let token = token_from_key(server_key);
+    let subflows = |gw: &Gateway| gw.shared.tokens.owners(token).get(b).map(|o| o.subflows);
+    assert_eq!(subflows(&gw), Some(1));
+    // One join while there is room: routed, stored, one more subflow.
+    let (v, _) = gw.client(&TcpSpec::to_vip(c, 41_000, SYN).with_mptcp(join_syn(token)));
+    assert!(matches!(v, Verdict::Forward { .. }), "{v:?}");
+    assert_eq!(subflows(&gw), Some(2));
+    // Fill the table with established flows.
+    let capacity = gw.workers[0].flows.capacity();
+    for i in 1..(capacity * 20) as u32 {
+        let (v, _) = gw.client(&TcpSpec::to_vip(client(i), 40_000, ACK));
+        assert!(matches!(v, Verdict::Forward { .. }), "{v:?}");
+    }
+    assert_eq!(gw.workers[0].flows.len(), capacity, "full");
+    // (The half-open join may have made room for an established flow and given its reference
+    // back; the first subflow is established and stays.)
+    let before = subflows(&gw);
+    assert!(before >= Some(1));
+    // Joins that find no room: routed to the owner and forwarded, counted, and the owner's
+    // subflow count is what it was (no flow entry holds a reference for them).
+    let (routed, full) = (
+        gw.events(Event::JoinRouted),
+        gw.events(Event::FlowTableFull),
+    );
+    for port in 42_000..42_100 {
+        let (v, out) = gw.client(&TcpSpec::to_vip(c, port, SYN).with_mptcp(join_syn(token)));
+        assert!(matches!(v, Verdict::Forward { .. }), "{v:?}");
+        assert_eq!(
+            dst4(&out),
+            dst4(&gw.client(&TcpSpec::to_vip(c, 40_000, ACK)).1)
+        );
+    }
+    assert_eq!(gw.events(Event::JoinRouted), routed + 100);
+    assert_eq!(gw.events(Event::FlowTableFull), full + 100);
+    assert_eq!(subflows(&gw), before);
     assert!(gw.balanced());
 }
 

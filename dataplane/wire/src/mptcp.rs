@@ -46,12 +46,19 @@
 //! segment contradicts itself (MP_CAPABLE with MP_JOIN, or two different copies of one option).
 //! It does not allocate, and it decodes only the options it reports: the others are
 //! length-checked by the same rules as [`MptcpOption::parse`].
+//!
+//! [`scan_syn`] is the same walk for an opening SYN, reduced to what a SYN acts on (plain,
+//! MP_CAPABLE, or MP_JOIN with its token) and the same counts: it keeps nothing but the request
+//! while the options are well formed, and hands anything it would have to count or compare to
+//! the general walk.
 
 use core::fmt;
 use core::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use crate::field::{read_u16, read_u32, read_u64, write_u16, write_u32, write_u64};
-use crate::tcp::{self, option_kind, TcpFlags, TcpOptions};
+#[cfg(doc)]
+use crate::tcp::TcpOptions;
+use crate::tcp::{self, option_kind, TcpFlags};
 use crate::{Error, Result};
 
 /// MPTCP option subtypes (RFC 8684 §8, IANA "MPTCP Option Subtypes"; Linux `MPTCPOPT_*`).
@@ -1283,7 +1290,7 @@ fn parse_kept(raw: &[u8], seg: Segment) -> core::result::Result<Kept, MptcpError
 ///
 /// Rules (RFC 8684, Linux `mptcp_get_options` and `subflow_check_req`):
 ///
-/// * the TCP walk is [`TcpOptions`]: it stops where Linux stops, and a stop at a broken option
+/// * the TCP walk stops where [`TcpOptions`] (and Linux) stops, and a stop at a broken option
 ///   sets `tcp_options_malformed`;
 /// * each kind-30 option is checked by [`MptcpOption::parse`]; one that breaks the rules is
 ///   ignored (counted in `ignored`, reason in `last_error`), exactly as Linux ignores it, so the
@@ -1303,11 +1310,7 @@ pub fn scan(option_area: &[u8], seg: Segment) -> MptcpSummary {
     let mut join = Slot::Empty;
     let mut fastclose = Slot::Empty;
     let mut tcprst = Slot::Empty;
-    let mut walk = TcpOptions::new(option_area);
-    while let Some((kind, raw)) = walk.next_raw() {
-        if kind != option_kind::MPTCP {
-            continue;
-        }
+    summary.tcp_options_malformed = each_mptcp(option_area, |raw| {
         summary.seen_mptcp = true;
         match parse_kept(raw, seg) {
             Ok(Kept::Capable(o)) => capable.put(o),
@@ -1320,8 +1323,7 @@ pub fn scan(option_area: &[u8], seg: Segment) -> MptcpSummary {
                 summary.last_error = Some(e);
             }
         }
-    }
-    summary.tcp_options_malformed = walk.malformed();
+    });
 
     let (capable, c1) = capable.take();
     let (join, c2) = join.take();
@@ -1339,10 +1341,242 @@ pub fn scan(option_area: &[u8], seg: Segment) -> MptcpSummary {
     summary
 }
 
+/// The TCP option walk of [`TcpOptions`], without decoding: calls `f` with each kind-30 option
+/// (kind and length included, so `raw[0] == 30` and `raw[1] == raw.len() >= 2`) and returns
+/// whether the walk stopped at a malformed option. The stops are [`TcpOptions`]'s, which are
+/// Linux's: the end of the area or EOL (not malformed); a kind other than EOL and NOP without a
+/// length byte, a length below 2, or a length running past the area (malformed, T4, T5).
+/// NOP is one byte. Each step consumes at least one byte.
+#[inline(always)]
+fn each_mptcp(area: &[u8], mut f: impl FnMut(&[u8])) -> bool {
+    let mut rest = area;
+    loop {
+        match *rest {
+            [] | [option_kind::END_OF_LIST, ..] => return false,
+            [option_kind::NO_OPERATION, ref tail @ ..] => rest = tail,
+            [_] => return true,
+            [kind, len, ..] => {
+                let len = usize::from(len);
+                if len < 2 || len > rest.len() {
+                    return true;
+                }
+                let (raw, tail) = rest.split_at(len);
+                if kind == option_kind::MPTCP {
+                    f(raw);
+                }
+                rest = tail;
+            }
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The opening SYN
+// ---------------------------------------------------------------------------------------------
+
+/// What an opening SYN (SYN without ACK) asks for by its MPTCP options.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum SynRequest {
+    /// Neither a valid MP_CAPABLE nor a valid MP_JOIN was kept: plain TCP.
+    #[default]
+    Plain,
+    /// A valid MP_CAPABLE (on a SYN: any version >= 1): a new MPTCP connection.
+    Capable,
+    /// A valid MP_JOIN SYN: a new subflow of the connection this receiver's token names.
+    Join {
+        /// The receiver's token.
+        token: u32,
+    },
+}
+
+/// [`scan`] of an opening SYN, reduced to what a SYN acts on and counts: the same walk, the same
+/// rules, the same verdict for every option (so the same `ignored`, `last_error`, `conflict` and
+/// `tcp_options_malformed`), with only MP_JOIN's token decoded. Small enough to be returned in
+/// registers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct SynSummary {
+    /// [`MptcpSummary::join`] as a join request, else [`MptcpSummary::capable`] as a
+    /// connection request, else plain.
+    pub request: SynRequest,
+    /// As [`MptcpSummary::ignored`].
+    pub ignored: u8,
+    /// As [`MptcpSummary::last_error`].
+    pub last_error: Option<MptcpError>,
+    /// As [`MptcpSummary::conflict`].
+    pub conflict: bool,
+    /// As [`MptcpSummary::tcp_options_malformed`].
+    pub tcp_options_malformed: bool,
+}
+
+/// What [`scan_syn`] keeps of one option: the four options whose copies must agree, in a form
+/// that is equal exactly when the decoded options are, or nothing (but still validated).
+enum SynKept {
+    /// Version and flags (the subtype nibble is 0).
+    Capable(u16),
+    /// B and address id; token and nonce.
+    Join(u16, u64),
+    Fastclose(u64),
+    /// Flags and reason.
+    TcpRst(u16),
+    Nothing,
+}
+
+/// [`parse_kept`] for a SYN without ACK (`rst`: RST is set too), on a kind-30 option framed by
+/// [`each_mptcp`]: the same checks in the same order, decoding nothing it does not keep.
+#[inline(always)]
+fn syn_kept(raw: &[u8], rst: bool) -> core::result::Result<SynKept, MptcpError> {
+    let seg = Segment {
+        syn: true,
+        ack: false,
+        rst,
+        has_payload: false,
+    };
+    let &[_, _, b2, b3, ..] = raw else {
+        // Two or three bytes: nothing that short is kept; the general checks say why.
+        return parse_kept(raw, seg).map(|_| SynKept::Nothing);
+    };
+    let len = raw.len();
+    match b2 >> 4 {
+        subtype::MP_CAPABLE => {
+            if b2 & 0x0F == 0 {
+                Err(MptcpError::Version0)
+            } else if len != MP_CAPABLE_SYN_LEN {
+                Err(MptcpError::BadLength)
+            } else if !MpcFlags(b3).is_valid() {
+                Err(MptcpError::BadFlags)
+            } else {
+                Ok(SynKept::Capable(u16::from_be_bytes([b2, b3])))
+            }
+        }
+        subtype::MP_JOIN => match *raw {
+            [_, _, _, _, t0, t1, t2, t3, n0, n1, n2, n3] => Ok(SynKept::Join(
+                u16::from_be_bytes([b2 & 0x01, b3]),
+                u64::from_be_bytes([t0, t1, t2, t3, n0, n1, n2, n3]),
+            )),
+            _ => Err(MptcpError::BadLength),
+        },
+        subtype::MP_FASTCLOSE => match *raw {
+            [_, _, _, _, k0, k1, k2, k3, k4, k5, k6, k7] => {
+                Ok(SynKept::Fastclose(u64::from_be_bytes([
+                    k0, k1, k2, k3, k4, k5, k6, k7,
+                ])))
+            }
+            _ => Err(MptcpError::BadLength),
+        },
+        subtype::MP_TCPRST if len == MP_TCPRST_LEN => {
+            // Linux: "if (!(TCP_SKB_CB(skb)->tcp_flags & TCPHDR_RST)) break;"
+            if rst {
+                Ok(SynKept::TcpRst(u16::from_be_bytes([b2 & 0x0F, b3])))
+            } else {
+                Err(MptcpError::RstWithoutRstFlag)
+            }
+        }
+        subtype::MP_TCPRST => Err(MptcpError::BadLength),
+        // The others keep nothing: the general checks.
+        _ => parse_kept(raw, seg).map(|_| SynKept::Nothing),
+    }
+}
+
+/// [`scan`] for an opening SYN (SYN set, ACK clear; `rst`: whether RST is set as well): the same
+/// single walk and rules, the same counts, and what the SYN asks for (see [`SynSummary`]).
+///
+/// `scan_syn(area, rst)` equals `scan(area, Segment { syn: true, ack: false, rst, .. })`
+/// reduced to a [`SynSummary`] (property tests and the fuzz target check it).
+///
+/// The walk keeps nothing but the request: other TCP options are skipped by their length, one
+/// valid MP_JOIN SYN (its token read as one fixed-size field of an option whose length is
+/// checked) or one valid MP_CAPABLE SYN is the request, and anything that would be counted or
+/// compared (a second MPTCP option, an MPTCP option other than those two, any option that breaks
+/// a rule, a malformed TCP option) hands the area to the general walk from the
+/// start, which a well-formed SYN never needs.
+#[inline(always)]
+pub fn scan_syn(option_area: &[u8], rst: bool) -> SynSummary {
+    let mut request = SynRequest::Plain;
+    let mut rest = option_area;
+    loop {
+        match *rest {
+            [] | [option_kind::END_OF_LIST, ..] => break,
+            [option_kind::NO_OPERATION, ref tail @ ..] => rest = tail,
+            [kind, len, ..] => {
+                let len = usize::from(len);
+                if len < 2 || len > rest.len() {
+                    return scan_syn_full(option_area, rst);
+                }
+                let (raw, tail) = rest.split_at(len);
+                if kind == option_kind::MPTCP {
+                    request = match (request, raw) {
+                        (SynRequest::Plain, &[_, _, b2, _, t0, t1, t2, t3, _, _, _, _])
+                            if b2 >> 4 == subtype::MP_JOIN =>
+                        {
+                            SynRequest::Join {
+                                token: u32::from_be_bytes([t0, t1, t2, t3]),
+                            }
+                        }
+                        (SynRequest::Plain, &[_, _, b2, b3])
+                            if b2 >> 4 == subtype::MP_CAPABLE
+                                && b2 & 0x0F != 0
+                                && MpcFlags(b3).is_valid() =>
+                        {
+                            SynRequest::Capable
+                        }
+                        _ => return scan_syn_full(option_area, rst),
+                    };
+                }
+                rest = tail;
+            }
+            [_] => return scan_syn_full(option_area, rst),
+        }
+    }
+    SynSummary {
+        request,
+        ..SynSummary::default()
+    }
+}
+
+/// [`scan_syn`]'s general walk: every option checked and compared as [`scan`] does, decoding
+/// only what it keeps.
+#[cold]
+#[inline(never)]
+fn scan_syn_full(option_area: &[u8], rst: bool) -> SynSummary {
+    let mut s = SynSummary::default();
+    let mut capable = Slot::Empty;
+    let mut join = Slot::Empty;
+    let mut fastclose = Slot::Empty;
+    let mut tcprst = Slot::Empty;
+    s.tcp_options_malformed = each_mptcp(option_area, |raw| match syn_kept(raw, rst) {
+        Ok(SynKept::Capable(o)) => capable.put(o),
+        Ok(SynKept::Join(id, token_nonce)) => join.put((id, token_nonce)),
+        Ok(SynKept::Fastclose(o)) => fastclose.put(o),
+        Ok(SynKept::TcpRst(o)) => tcprst.put(o),
+        Ok(SynKept::Nothing) => {}
+        Err(e) => {
+            s.ignored = s.ignored.saturating_add(1);
+            s.last_error = Some(e);
+        }
+    });
+    let (capable, c1) = capable.take();
+    let (join, c2) = join.take();
+    let (_, c3) = fastclose.take();
+    let (_, c4) = tcprst.take();
+    s.conflict = c1 | c2 | c3 | c4;
+    s.request = match (capable, join) {
+        (Some(_), Some(_)) => {
+            s.conflict = true;
+            SynRequest::Plain
+        }
+        (_, Some((_, token_nonce))) => SynRequest::Join {
+            token: (token_nonce >> 32) as u32,
+        },
+        (Some(_), None) => SynRequest::Capable,
+        (None, None) => SynRequest::Plain,
+    };
+    s
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::tcp::TcpOption;
+    use crate::tcp::{TcpOption, TcpOptions};
     use proptest::prelude::*;
 
     const SYN: Segment = Segment {
@@ -2077,6 +2311,210 @@ mod tests {
         assert_eq!(s.ignored, 13);
         assert_eq!(s.last_error, Some(MptcpError::BadLength));
         assert!(!s.tcp_options_malformed);
+    }
+
+    // --- scan_syn ---------------------------------------------------------------------------
+
+    /// `scan` of a SYN (with RST as given) reduced as `scan_syn` reduces it.
+    fn syn_reference(area: &[u8], rst: bool) -> SynSummary {
+        let s = scan(
+            area,
+            Segment {
+                syn: true,
+                ack: false,
+                rst,
+                has_payload: false,
+            },
+        );
+        SynSummary {
+            request: match (s.join, s.capable) {
+                (Some(MpJoin::Syn { receiver_token, .. }), _) => SynRequest::Join {
+                    token: receiver_token,
+                },
+                (Some(other), _) => panic!("{other:?} kept on a SYN"),
+                (None, Some(_)) => SynRequest::Capable,
+                (None, None) => SynRequest::Plain,
+            },
+            ignored: s.ignored,
+            last_error: s.last_error,
+            conflict: s.conflict,
+            tcp_options_malformed: s.tcp_options_malformed,
+        }
+    }
+
+    /// `scan_syn` and the reference agree, with and without RST; gives the verdict without RST.
+    fn syn_scan(area: &[u8]) -> SynSummary {
+        for rst in [false, true] {
+            assert_eq!(
+                scan_syn(area, rst),
+                syn_reference(area, rst),
+                "{area:02x?} rst {rst}"
+            );
+            assert_eq!(scan_syn_full(area, rst), syn_reference(area, rst));
+        }
+        scan_syn(area, false)
+    }
+
+    const MSS: &[u8] = &[2, 4, 0x05, 0xb4];
+    const SACK_PERM: &[u8] = &[4, 2];
+    const WSCALE: &[u8] = &[3, 3, 7];
+    const JOIN_TOKEN: u32 = 0x7357_966a;
+
+    #[test]
+    fn scan_syn_requests() {
+        let join = SynSummary {
+            request: SynRequest::Join { token: JOIN_TOKEN },
+            ..SynSummary::default()
+        };
+        let capable = SynSummary {
+            request: SynRequest::Capable,
+            ..SynSummary::default()
+        };
+        // Linux's join SYN: MSS, SACK permitted, timestamps, NOP, window scale, MP_JOIN.
+        let (a, n) = area(&[MSS, SACK_PERM, TS, &[1], WSCALE, &MPJ_SYN]);
+        assert_eq!(syn_scan(&a[..n]), join);
+        let (a, n) = area(&[&MPJ_SYN]);
+        assert_eq!(syn_scan(&a[..n]), join);
+        let (a, n) = area(&[MSS, &MPC_SYN, NOP2, TS]);
+        assert_eq!(syn_scan(&a[..n]), capable);
+        // A future version is a v1 request on a SYN.
+        let (a, n) = area(&[&[0x1e, 0x04, 0x07, 0x01]]);
+        assert_eq!(syn_scan(&a[..n]), capable);
+        assert_eq!(syn_scan(&[]), SynSummary::default());
+        let (a, n) = area(&[MSS, SACK_PERM, TS, &[1], WSCALE]);
+        assert_eq!(syn_scan(&a[..n]), SynSummary::default());
+        // Identical copies are one option; different ones conflict.
+        let (a, n) = area(&[&MPJ_SYN, NOP2, &MPJ_SYN]);
+        assert_eq!(syn_scan(&a[..n]), join);
+        let mut other = MPJ_SYN;
+        other[2] |= 0x0E; // reserved bits: not part of the option's value
+        let (a, n) = area(&[&MPJ_SYN, &other]);
+        assert_eq!(syn_scan(&a[..n]), join);
+        other[8] ^= 1; // another nonce
+        let (a, n) = area(&[&MPJ_SYN, &other]);
+        let s = syn_scan(&a[..n]);
+        assert!(s.conflict && s.request == SynRequest::Plain);
+        // MP_CAPABLE and MP_JOIN together (M8): neither.
+        let (a, n) = area(&[&MPJ_SYN, &MPC_SYN]);
+        let s = syn_scan(&a[..n]);
+        assert!(s.conflict && s.request == SynRequest::Plain && s.ignored == 0);
+    }
+
+    #[test]
+    fn scan_syn_bad_input_is_counted_never_a_panic() {
+        // Truncated: the MP_JOIN runs past the area; a kind without its length byte.
+        let (a, n) = area(&[MSS, &MPJ_SYN]);
+        let s = syn_scan(&a[..n - 1]);
+        assert!(s.tcp_options_malformed && s.request == SynRequest::Plain);
+        let s = syn_scan(&[2]);
+        assert!(s.tcp_options_malformed);
+        let s = syn_scan(&[1, 1, 30]);
+        assert!(s.tcp_options_malformed && s.ignored == 0);
+        // Option length 0 and 1 ("silly options"): the walk stops, what came before stands.
+        for len in [0, 1] {
+            let (a, n) = area(&[&MPJ_SYN, &[30, len, 0x10, 0]]);
+            let s = syn_scan(&a[..n]);
+            assert!(s.tcp_options_malformed, "length {len}");
+            assert_eq!(s.request, SynRequest::Join { token: JOIN_TOKEN });
+            let (a, n) = area(&[&[8, len], &MPJ_SYN]);
+            let s = syn_scan(&a[..n]);
+            assert!(s.tcp_options_malformed && s.request == SynRequest::Plain);
+        }
+        // NOP and EOL: NOPs are skipped; nothing after EOL counts, and it is not malformed.
+        let (a, n) = area(&[&[1, 1, 1], &MPJ_SYN, &[0], &MPC_SYN, &[30, 0]]);
+        let s = syn_scan(&a[..n]);
+        assert_eq!(s.request, SynRequest::Join { token: JOIN_TOKEN });
+        assert!(!s.tcp_options_malformed && !s.conflict);
+        let (a, n) = area(&[&[0], &MPJ_SYN]);
+        assert_eq!(syn_scan(&a[..n]), SynSummary::default());
+        // MPTCP options with a bad length: ignored and counted; the walk goes on.
+        for len in [2u8, 3, 4, 11, 13, 16, 24] {
+            let (mut raw, n) = resized(&MPJ_SYN, usize::from(len));
+            raw[1] = len;
+            let (a, an) = area(&[&raw[..n], &MPC_SYN]);
+            let s = syn_scan(&a[..an]);
+            assert_eq!(s.ignored, 1, "length {len}");
+            let want = if len == 2 {
+                MptcpError::TooShort
+            } else {
+                MptcpError::BadLength
+            };
+            assert_eq!(s.last_error, Some(want), "length {len}");
+            assert_eq!(s.request, SynRequest::Capable, "length {len}");
+        }
+        let (a, n) = area(&[&MPC_SYNACK, NOP2, &[0x1e, 0x04, 0x00, 0x01]]);
+        let s = syn_scan(&a[..n]);
+        assert_eq!((s.ignored, s.last_error), (2, Some(MptcpError::Version0)));
+        let (a, n) = area(&[&[0x1e, 0x04, 0x01, 0x41]]);
+        assert_eq!(syn_scan(&a[..n]).last_error, Some(MptcpError::BadFlags));
+        // MP_TCPRST counts only with RST; the others are length-checked.
+        let (a, n) = area(&[&[0x1e, 0x04, 0x80, 0x01], &MPJ_SYN]);
+        let s = syn_scan(&a[..n]);
+        assert_eq!(s.last_error, Some(MptcpError::RstWithoutRstFlag));
+        assert_eq!(s.request, SynRequest::Join { token: JOIN_TOKEN });
+        assert_eq!(scan_syn(&a[..n], true).ignored, 0);
+    }
+
+    /// One TCP option for [`scan_syn_agrees`]: common ones, MPTCP options valid on a SYN and
+    /// their near misses, arbitrary MPTCP bodies, and broken framing.
+    fn arb_syn_option() -> impl Strategy<Value = Vec<u8>> {
+        let mptcp_body = (0u8..=15, any::<u8>(), 0usize..14)
+            .prop_flat_map(|(sub, low, n)| {
+                (Just((sub, low)), proptest::collection::vec(any::<u8>(), n))
+            })
+            .prop_map(|((sub, low), rest)| {
+                let mut o = vec![30, (rest.len() + 3) as u8, sub << 4 | (low & 0x0F)];
+                o.extend_from_slice(&rest);
+                o
+            });
+        prop_oneof![
+            Just(vec![1]),
+            Just(vec![0]),
+            Just(MSS.to_vec()),
+            Just(TS.to_vec()),
+            Just(WSCALE.to_vec()),
+            Just(MPJ_SYN.to_vec()),
+            Just(MPC_SYN.to_vec()),
+            (any::<u8>(), any::<u32>()).prop_map(|(b2, t)| {
+                let mut o = MPJ_SYN.to_vec();
+                o[2] = 0x10 | (b2 & 0x0F);
+                o[4..8].copy_from_slice(&t.to_be_bytes());
+                o
+            }),
+            (any::<u8>(), any::<u8>()).prop_map(|(b2, b3)| vec![30, 4, b2 & 0x0F, b3]),
+            (0u8..=15, any::<[u8; 10]>()).prop_map(|(sub, rest)| {
+                let mut o = vec![30, 12, sub << 4];
+                o.extend_from_slice(&rest[..9]);
+                o
+            }),
+            mptcp_body,
+            (any::<u8>(), 0u8..=3).prop_map(|(k, l)| vec![k, l]),
+            proptest::collection::vec(any::<u8>(), 1..6),
+        ]
+    }
+
+    proptest! {
+        #[test]
+        fn scan_syn_agrees(
+            options in proptest::collection::vec(arb_syn_option(), 0..6),
+            cut in 0usize..=48,
+        ) {
+            // Cut to the option area's 40 bytes, or shorter: options then run past the end.
+            let area: Vec<u8> = options.concat();
+            let area = &area[..area.len().min(40).min(cut)];
+            for rst in [false, true] {
+                prop_assert_eq!(scan_syn(area, rst), syn_reference(area, rst));
+                prop_assert_eq!(scan_syn_full(area, rst), syn_reference(area, rst));
+            }
+        }
+
+        #[test]
+        fn scan_syn_agrees_on_any_bytes(
+            area in proptest::collection::vec(any::<u8>(), 0..=40),
+            rst in any::<bool>(),
+        ) {
+            prop_assert_eq!(scan_syn(&area, rst), syn_reference(&area, rst));
+        }
     }
 
     // --- property tests ---------------------------------------------------------------------

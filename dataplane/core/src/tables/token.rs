@@ -21,8 +21,11 @@
 //! # Layout (no allocation after [`TokenTable::new`])
 //!
 //! * `shards` (a power of two, default 64) independent shards, each a
-//!   `CachePadded<parking_lot::RwLock<Shard>>`, chosen by the token's low bits. Joins take the
-//!   read lock; learning, confirming and subflow bookkeeping take the write lock briefly.
+//!   `CachePadded<parking_lot::RwLock<Shard>>`, chosen by the token's low bits. A join takes
+//!   the write lock once, briefly: [`TokenTable::join`] routes it, asks the caller to admit the
+//!   owner's backend and counts the new subflow with one probe of the map ([`TokenTable::route_join`]
+//!   alone takes the read lock). Learning, confirming and subflow bookkeeping take the write
+//!   lock briefly too.
 //! * In a shard, a `hashbrown` map `token → Head` (24 bytes a bucket) with a fixed multiply-xor
 //!   hasher (tokens are SHA-256 output and chosen by servers, not by clients, so they are already
 //!   uniform; the hasher only spreads them over hashbrown's bucket index and 7-bit tag). `Head`
@@ -277,6 +280,26 @@ pub enum JoinRoute {
     Unknown,
     /// Two or more backends own the token: refuse the join.
     Ambiguous,
+}
+
+/// Result of [`TokenTable::join`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum JoinOutcome<R> {
+    /// The token's single owner was admitted: send the join to `backend`. `referenced`: the
+    /// owner (a local one) counted the new subflow, which then holds a reference
+    /// ([`TokenTable::subflow_closed`] gives it back); a remote owner counts nothing.
+    Routed {
+        /// The owner's backend.
+        backend: BackendId,
+        /// The owner counted the subflow.
+        referenced: bool,
+    },
+    /// Nobody owns the token: refuse the join.
+    Unknown,
+    /// Two or more backends own the token: refuse the join.
+    Ambiguous,
+    /// The single owner's backend was refused by the caller, for this reason.
+    NotAdmitted(R),
 }
 
 /// Result of [`TokenTable::confirm`].
@@ -1268,6 +1291,65 @@ impl TokenTable {
         }
     }
 
+    /// An MP_JOIN SYN carrying `token`, routed and counted in one step under the shard's lock,
+    /// with one probe of the map: [`Self::route_join`], then `admit` of the single owner's
+    /// backend (the caller's checks: it takes joins, it can be reached), then
+    /// [`Self::subflow_opened`] for that owner. The owner's join stamp is set as `route_join`
+    /// sets it, whether `admit` accepts or not. `admit` runs under the shard's write lock: it
+    /// must be short and must not touch the token table.
+    ///
+    /// A caller that then cannot keep the subflow (a full flow table) gives the reference back
+    /// with [`Self::subflow_closed`].
+    #[inline]
+    pub fn join<R>(
+        &self,
+        token: u32,
+        now: Ticks,
+        admit: impl FnOnce(BackendId) -> Result<(), R>,
+    ) -> JoinOutcome<R> {
+        let mut guard = self.shard(token).write();
+        let shard = &mut *guard;
+        let Some(h) = shard.map.get(&token) else {
+            if shard.remote.is_empty() {
+                return JoinOutcome::Unknown;
+            }
+            // A remote owner routes joins but counts no subflows.
+            return match remote_route(&shard.remote, token, now) {
+                JoinRoute::Owner(backend) => match admit(backend) {
+                    Ok(()) => JoinOutcome::Routed {
+                        backend,
+                        referenced: false,
+                    },
+                    Err(r) => JoinOutcome::NotAdmitted(r),
+                },
+                JoinRoute::Unknown => JoinOutcome::Unknown,
+                JoinRoute::Ambiguous => JoinOutcome::Ambiguous,
+            };
+        };
+        if h.link.count != 1 {
+            return JoinOutcome::Ambiguous;
+        }
+        h.joined.store(now.0, Ordering::Relaxed);
+        let Link { first, backend, .. } = h.link;
+        if let Err(r) = admit(backend) {
+            return JoinOutcome::NotAdmitted(r);
+        }
+        let referenced = match shard
+            .find(first, backend)
+            .and_then(|i| shard.recs.get_mut(i as usize))
+        {
+            Some(rec) => {
+                rec.subflows = rec.subflows.saturating_add(1);
+                true
+            }
+            None => false,
+        };
+        JoinOutcome::Routed {
+            backend,
+            referenced,
+        }
+    }
+
     /// A join subflow of `backend`'s connection was admitted: its subflow count goes up
     /// (saturating). False when (token, backend) is unknown.
     pub fn subflow_opened(&self, token: u32, backend: BackendId) -> bool {
@@ -2058,6 +2140,144 @@ mod tests {
         assert!(t.is_empty());
         t.validate();
     }
+    /// Joins counted and given back from several threads at once: every reference a join took
+    /// is one the owner counts, so the first subflow's is the last one left.
+    #[test]
+    fn concurrent_joins_count_every_reference() {
+        let t = small(1000, 2);
+        const PER: usize = 5_000;
+        let tokens = [tok(1), tok(2), tok(3)];
+        for (i, &k) in tokens.iter().enumerate() {
+            assert_eq!(t.learn(k, owner(1, i as u32, 1, 0)), LearnOutcome::Inserted);
+        }
+        std::thread::scope(|s| {
+            for w in 0..3usize {
+                let t = &t;
+                s.spawn(move || {
+                    let mut held = Vec::new();
+                    for i in 0..PER {
+                        let k = tokens[(i + w) % tokens.len()];
+                        match t.join(
+                            k,
+                            Ticks(1),
+                            |b| {
+                                if b == BackendId(1) {
+                                    Ok(())
+                                } else {
+                                    Err(b)
+                                }
+                            },
+                        ) {
+                            JoinOutcome::Routed {
+                                backend,
+                                referenced: true,
+                            } => held.push((k, backend)),
+                            other => panic!("{other:?}"),
+                        }
+                        if i % 3 == 0 {
+                            if let Some((k, b)) = held.pop() {
+                                assert!(t.subflow_closed(k, b, Ticks(2)));
+                            }
+                        }
+                    }
+                    for (k, b) in held {
+                        assert!(t.subflow_closed(k, b, Ticks(3)));
+                    }
+                });
+            }
+        });
+        for &k in &tokens {
+            assert_eq!(t.owners(k).as_slice()[0].subflows, 1, "the first subflow's");
+            assert!(t.subflow_closed(k, BackendId(1), Ticks(4)));
+        }
+        assert!(t.is_empty());
+        t.validate();
+    }
+
+    /// `join` is `route_join`, the caller's admission, then `subflow_opened`, in one step.
+    #[test]
+    fn join_routes_admits_and_counts_in_one_step() {
+        let t = small(100, 4);
+        let admit_all = |_: BackendId| Ok::<(), ()>(());
+        assert_eq!(t.join(42, Ticks(1), admit_all), JoinOutcome::Unknown);
+        assert_eq!(t.learn(42, owner(3, 1, 0x1, 0)), LearnOutcome::Inserted);
+        // Admitted: routed, counted, stamped.
+        assert_eq!(
+            t.join(42, Ticks(7), |b| if b == BackendId(3) {
+                Ok(())
+            } else {
+                Err(1)
+            }),
+            JoinOutcome::Routed {
+                backend: BackendId(3),
+                referenced: true
+            }
+        );
+        let o = t.owners(42).as_slice()[0];
+        assert_eq!((o.subflows, o.last_seen), (2, Ticks(7)));
+        // Refused by the caller: nothing counted, the join still stamps the owner (as
+        // route_join does before the caller looks at the backend).
+        assert_eq!(
+            t.join(42, Ticks(9), |_| Err("down")),
+            JoinOutcome::NotAdmitted("down")
+        );
+        let o = t.owners(42).as_slice()[0];
+        assert_eq!((o.subflows, o.last_seen), (2, Ticks(9)));
+        // Given back: the count goes down, and with the last subflow the token goes.
+        assert!(t.subflow_closed(42, BackendId(3), Ticks(10)));
+        assert!(t.subflow_closed(42, BackendId(3), Ticks(11)));
+        assert_eq!(t.join(42, Ticks(12), admit_all), JoinOutcome::Unknown);
+        assert!(t.is_empty());
+        // Two owners: ambiguous, admission not asked, nothing counted.
+        t.learn(COLLIDING, owner(1, 1, 0xc66f, 0));
+        t.learn(COLLIDING, owner(2, 2, 0xe658, 0));
+        assert_eq!(
+            t.join(COLLIDING, Ticks(1), |_| -> Result<(), ()> {
+                panic!("admission of an ambiguous token")
+            }),
+            JoinOutcome::Ambiguous
+        );
+        assert!(t
+            .owners(COLLIDING)
+            .as_slice()
+            .iter()
+            .all(|o| o.subflows == 1));
+        t.validate();
+    }
+
+    #[test]
+    fn join_by_a_remote_owner_holds_no_reference() {
+        let t = cluster(100, 100, 64);
+        let ttl = Duration::from_secs(10);
+        t.learn_remote(5, BackendId(2), Ticks(0), ttl);
+        assert_eq!(
+            t.join(5, Ticks(1), |_| Ok::<(), ()>(())),
+            JoinOutcome::Routed {
+                backend: BackendId(2),
+                referenced: false
+            }
+        );
+        assert_eq!(
+            t.join(5, Ticks(1), Err),
+            JoinOutcome::NotAdmitted(BackendId(2))
+        );
+        t.learn_remote(5, BackendId(3), Ticks(0), ttl);
+        assert_eq!(
+            t.join(5, Ticks(1), |_| Ok::<(), ()>(())),
+            JoinOutcome::Ambiguous
+        );
+        // A local owner wins over the remote ones, and is counted.
+        t.learn(5, owner(4, 1, 0x1, 0));
+        assert_eq!(
+            t.join(5, Ticks(2), |_| Ok::<(), ()>(())),
+            JoinOutcome::Routed {
+                backend: BackendId(4),
+                referenced: true
+            }
+        );
+        assert_eq!(t.owners(5).as_slice()[0].subflows, 2);
+    }
+
     fn cluster(capacity: usize, remote: usize, journal: usize) -> TokenTable {
         let mut t = small(capacity, 4);
         t.enable_cluster(remote, journal);

@@ -6,7 +6,8 @@
 //! and `trapeze-wire` (and std).
 //!
 //! * [`wire_frame`]: every wire parser on arbitrary bytes (checked views, accessors, setters,
-//!   `Repr` round trips, the TCP option walk, `mptcp::scan`, ICMP quotes, ARP, the pcap reader).
+//!   `Repr` round trips, the TCP option walk, `mptcp::scan` (and `scan_syn` on SYNs), ICMP
+//!   quotes, ARP, the pcap reader).
 //! * [`mptcp_options`]: a 0–40 byte option area with arbitrary segment flags through
 //!   `mptcp::scan` and `MptcpOption::parse`, and parse -> emit -> parse for what parses.
 //! * [`pipeline`]: frames, or sequences of frames, through `process()` on the demo pool with two
@@ -375,6 +376,29 @@ fn summary_agrees(area: &[u8], seg: Segment) -> mptcp::MptcpSummary {
     }
     if summary.capable.is_some() || summary.join.is_some() || summary.fastclose.is_some() {
         assert!(summary.seen_mptcp);
+    }
+    if seg.syn && !seg.ack {
+        // The SYN path's walk: the same verdict, reduced.
+        let s = mptcp::scan_syn(area, seg.rst);
+        let request = match (summary.join, summary.capable) {
+            (Some(MpJoin::Syn { receiver_token, .. }), _) => mptcp::SynRequest::Join {
+                token: receiver_token,
+            },
+            (Some(_), _) => unreachable!("checked above"),
+            (None, Some(_)) => mptcp::SynRequest::Capable,
+            (None, None) => mptcp::SynRequest::Plain,
+        };
+        assert_eq!(
+            s,
+            mptcp::SynSummary {
+                request,
+                ignored: summary.ignored,
+                last_error: summary.last_error,
+                conflict: summary.conflict,
+                tcp_options_malformed: summary.tcp_options_malformed,
+            },
+            "scan_syn of {area:02x?}"
+        );
     }
     summary
 }

@@ -369,19 +369,21 @@ fn join<F: Frame>(
     mut entry: FlowEntry,
     vip: &Vip,
 ) -> Verdict {
-    let backend_id = match mptcp::route_join(cx, &p.ip, token, vip) {
-        Ok(b) => b,
+    let (backend_id, referenced) = match mptcp::route_join(cx, &p.ip, token, vip) {
+        Ok(routed) => routed,
         Err(r) => return Verdict::Drop(r),
     };
     entry.backend = backend_id;
     entry.set_state(state::first(true));
     entry.token = token;
-    entry.flags |= flags::JOIN | flags::TOKEN_REF;
-    if insert(cx, p.hash, entry) && !cx.shared.tokens.subflow_opened(token, backend_id) {
-        // The owner vanished between route and open (a concurrent close): hold no reference.
-        if let Some(i) = cx.w.flows.lookup(&entry.key, p.hash) {
-            cx.w.flows.entry_mut(i).flags &= !flags::TOKEN_REF;
-        }
+    // The owner counted this subflow when it routed it (a remote owner counts none): the entry
+    // holds that reference, or gives it back if the flow table cannot keep the entry.
+    entry.flags |= flags::JOIN;
+    if referenced {
+        entry.flags |= flags::TOKEN_REF;
+    }
+    if !insert(cx, p.hash, entry) && referenced {
+        cx.shared.tokens.subflow_closed(token, backend_id, cx.now);
     }
     cx.w.stats.event(Event::JoinRouted);
     if let Some(c) = cx.w.stats.vips.get_mut(vip.id.0 as usize) {

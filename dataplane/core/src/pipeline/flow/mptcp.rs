@@ -46,18 +46,18 @@
 //! first subflow.
 
 use trapeze_wire::checksum;
-use trapeze_wire::mptcp::{self, MpJoin, MptcpError, MptcpSummary};
+use trapeze_wire::mptcp::{self, MptcpError, MptcpSummary, SynRequest};
+use trapeze_wire::tcp::TcpFlags;
 
 use super::announcing;
 use crate::crypto;
-use crate::flow::addr_bytes;
 use crate::pipeline::context::Ctx;
 use crate::pipeline::frame::Frame;
 use crate::pipeline::parse::{self, Ip, Seg, TcpNumbers};
 use crate::pipeline::verdict::{DropReason, Event};
 use crate::pool::{BackendId, ForwardingMode, Vip, VipId};
 use crate::tables::flow_table::{flags, FlowEntry};
-use crate::tables::token::{ConfirmOutcome, JoinRoute, LearnOutcome, Owner};
+use crate::tables::token::{ConfirmOutcome, JoinOutcome, LearnOutcome, Owner};
 
 /// NAT: the backend's SYN/ACK on a half-open flow. Returns whether it moves the handshake on
 /// (false: a corrupted SYN/ACK of an MPTCP connection; the flow waits for the retransmission).
@@ -207,47 +207,73 @@ pub(super) enum Syn {
     Plain,
 }
 
-/// Reads what an opening SYN asks for.
+/// Reads what an opening SYN (no ACK) asks for, counting what [`scan`] counts: one walk over
+/// the options that decodes nothing but an MP_JOIN's token ([`mptcp::scan_syn`]).
+#[inline(always)]
 pub(super) fn syn<F: Frame>(cx: &mut Ctx<'_>, frame: &F, seg: &Seg) -> Syn {
-    let s = scan(cx, frame, seg);
-    if let Some(MpJoin::Syn { receiver_token, .. }) = s.join {
-        Syn::Join {
-            token: receiver_token,
-        }
-    } else if s.capable.is_some() {
-        Syn::Capable
-    } else {
-        Syn::Plain
+    let area = frame
+        .data()
+        .get(seg.opt_at..seg.opt_at + seg.opt_len)
+        .unwrap_or_default();
+    let s = mptcp::scan_syn(area, seg.has(TcpFlags::RST.0));
+    if s.ignored > 0 {
+        let e = if s.last_error == Some(MptcpError::Version0) {
+            Event::MpcVersion0
+        } else {
+            Event::MptcpOptionIgnored
+        };
+        cx.w.stats.event(e);
+    }
+    if s.conflict {
+        cx.w.stats.event(Event::MptcpConflict);
+    }
+    if s.tcp_options_malformed {
+        cx.w.stats.event(Event::TcpOptionMalformed);
+    }
+    match s.request {
+        SynRequest::Join { token } => Syn::Join { token },
+        SynRequest::Capable => Syn::Capable,
+        SynRequest::Plain => Syn::Plain,
     }
 }
 
 /// MP_JOIN SYN: the backend that owns the token's connection, or why the join is refused. The
 /// owner must take joins, be reachable in this packet's family and serve this VIP, or (NAT) the
-/// return path could not be mapped back.
+/// return path could not be mapped back. An admitted join is counted as a subflow of its owner's
+/// connection in the same step ([`TokenTable::join`](crate::tables::token::TokenTable::join):
+/// one lock, one probe); the answer says whether it was (`referenced`: a local owner).
+#[inline]
 pub(super) fn route_join(
     cx: &Ctx<'_>,
     ip: &Ip,
     token: u32,
     vip: &Vip,
-) -> Result<BackendId, DropReason> {
-    let backend_id = match cx.shared.tokens.route_join(token, cx.now) {
-        JoinRoute::Owner(b) => b,
-        JoinRoute::Unknown => return Err(DropReason::JoinNoToken),
-        JoinRoute::Ambiguous => return Err(DropReason::JoinTokenAmbiguous),
-    };
-    let Some(backend) = cx.pool.backend(backend_id).filter(|b| b.accepts_joins()) else {
-        return Err(DropReason::JoinOwnerDown);
-    };
-    let reachable = backend.addr(ip.v6).is_some_and(|a| match vip.mode {
-        ForwardingMode::Nat => {
-            cx.pool.vip_of_backend(&addr_bytes(a), backend.port, 6) == Some(vip.id)
+) -> Result<(BackendId, bool), DropReason> {
+    let family = usize::from(ip.v6);
+    let admit = |b: BackendId| {
+        let reach = cx.pool.join_reach(b);
+        if !reach.accepts {
+            return Err(DropReason::JoinOwnerDown);
         }
-        ForwardingMode::Dsr(_) => vip.has_member(backend_id),
-    });
-    if !reachable {
-        return Err(DropReason::JoinNoPath);
+        let reachable = match vip.mode {
+            ForwardingMode::Nat => reach.nat_vip[family] == Some(vip.id),
+            ForwardingMode::Dsr(_) => reach.has_addr[family] && vip.has_member(b),
+        };
+        if reachable {
+            Ok(())
+        } else {
+            Err(DropReason::JoinNoPath)
+        }
+    };
+    match cx.shared.tokens.join(token, cx.now, admit) {
+        JoinOutcome::Routed {
+            backend,
+            referenced,
+        } => Ok((backend, referenced)),
+        JoinOutcome::Unknown => Err(DropReason::JoinNoToken),
+        JoinOutcome::Ambiguous => Err(DropReason::JoinTokenAmbiguous),
+        JoinOutcome::NotAdmitted(r) => Err(r),
     }
-    Ok(backend_id)
 }
 
 /// The backend's SYN/ACK carries its key: learn the token (see the module documentation).
