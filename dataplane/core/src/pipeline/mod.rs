@@ -140,7 +140,18 @@ pub fn process<F: Frame>(
                     }
                     full_of(frame.data(), &p.mac, &e)
                 }
-                None => fast_classify(frame.data(), &p.mac, pool, secret),
+                None => match syn_to_vip_v4(frame.data(), &p.mac, pool, secret) {
+                    Ok((s, e)) => {
+                        if let Some(v) =
+                            flow::syn_v4(worker, shared, pool, now, ingress, frame, &e, &s)
+                        {
+                            return v;
+                        }
+                        Some(classify::to_vip_v4_full(&s.headers(), &e))
+                    }
+                    Err(Some(s)) => classify::tcp(pool, secret, &s.headers()),
+                    Err(None) => fast_classify(frame.data(), &p.mac, pool, secret),
+                },
             }
         }
     };
@@ -166,6 +177,24 @@ fn to_vip_v4(
     secret: FlowSecret,
 ) -> Option<ToVipV4> {
     parse::data_v4(data, mac).and_then(|d| classify::to_vip_v4(pool, secret, &d))
+}
+
+/// The new-connection path's candidate: an opening IPv4 SYN ([`parse::syn_v4`]) towards a NAT
+/// VIP's own port, with its flow key hashed (the packet's one hash). `Err(Some)`: an opening
+/// SYN, but for another place (a DSR VIP, a join port, nothing of ours), which the general
+/// classification decides from the headers already read; `Err(None)`: not an opening SYN.
+#[inline(always)]
+fn syn_to_vip_v4(
+    data: &[u8],
+    mac: &[u8; 6],
+    pool: &PoolSnapshot,
+    secret: FlowSecret,
+) -> Result<(parse::SynV4, ToVipV4), Option<parse::SynV4>> {
+    let s = parse::syn_v4(data, mac).ok_or(None)?;
+    match classify::to_vip_v4(pool, secret, &s.d) {
+        Some(e) => Ok((s, e)),
+        None => Err(Some(s)),
+    }
 }
 
 /// The established path: the packet's flow is known and needs nothing but the rewrite

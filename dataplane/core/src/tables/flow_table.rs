@@ -432,18 +432,44 @@ impl FlowTable {
 
     /// Inserts `entry` (whose key's [`hash`](Self::hash) is `hash`) at `now_ms`. The caller has
     /// checked that the key is not present.
-    pub fn insert(&mut self, hash: u64, mut entry: FlowEntry, now_ms: u32) -> Insert {
+    ///
+    /// Inlined: the common case, a free slot, is found in the tag line alone (the entries' lines
+    /// are read only when the bucket is full: a new flow then costs one cache line, not one per
+    /// occupied way) and stored in place; a full bucket takes [`insert_evicting`]
+    /// (Self::insert_evicting) out of line.
+    #[inline]
+    pub fn insert(&mut self, hash: u64, entry: FlowEntry, now_ms: u32) -> Insert {
+        let b = self.bucket(hash);
+        // The first free way (ways fill from the first free one, so the scan is short).
+        let Some(way) = self.tags[b].iter().position(|&t| t == 0) else {
+            return self.insert_evicting(hash, entry, now_ms);
+        };
+        let i = b * WAYS + way;
+        self.len += 1;
+        let e = &mut self.entries[i];
+        *e = entry;
+        e.last_seen = now_ms;
+        // The entry before its tag: a process killed in between leaves a tag that does not match
+        // the entry's key, which `repair` clears.
+        compiler_fence(Ordering::Release);
+        self.tags[b][way] = tag_of(hash);
+        Insert::Inserted {
+            index: i as u32,
+            evicted: None,
+            evicted_live: false,
+        }
+    }
+
+    /// [`insert`](Self::insert) into a bucket without a free slot: a slot whose entry expired,
+    /// else the oldest half-open one, else none.
+    #[inline(never)]
+    fn insert_evicting(&mut self, hash: u64, mut entry: FlowEntry, now_ms: u32) -> Insert {
         let b = self.bucket(hash);
         let base = b * WAYS;
         let t = self.timeouts;
-        // A free slot, from the tag line alone (the entries' lines are read only when the bucket
-        // is full: a new flow then costs one cache line, not one per occupied way).
-        let mut choice: Option<(usize, bool)> = self.tags[b]
-            .iter()
-            .position(|&t| t == 0)
-            .map(|way| (way, false)); // (way, evicts a live entry)
+        let mut choice: Option<(usize, bool)> = None; // (way, evicts a live entry)
         let mut oldest_half_open: Option<(usize, u32)> = None;
-        for way in 0..if choice.is_some() { 0 } else { WAYS } {
+        for way in 0..WAYS {
             let e = &self.entries[base + way];
             if e.expired(now_ms, &t) {
                 if choice.is_none() {

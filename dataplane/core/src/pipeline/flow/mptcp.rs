@@ -47,6 +47,7 @@
 
 use trapeze_wire::checksum;
 use trapeze_wire::mptcp::{self, MpJoin, MptcpError, MptcpSummary};
+use trapeze_wire::tcp::{option_kind, TcpOptions};
 
 use super::announcing;
 use crate::crypto;
@@ -54,7 +55,7 @@ use crate::flow::addr_bytes;
 use crate::pipeline::context::Ctx;
 use crate::pipeline::frame::Frame;
 use crate::pipeline::parse::{self, Ip, Seg, TcpNumbers};
-use crate::pipeline::verdict::{DropReason, Event};
+use crate::pipeline::verdict::{DropReason, Event, WorkerStats};
 use crate::pool::{BackendId, ForwardingMode, Vip, VipId};
 use crate::tables::flow_table::{flags, FlowEntry};
 use crate::tables::token::{ConfirmOutcome, JoinRoute, LearnOutcome, Owner};
@@ -209,7 +210,66 @@ pub(super) enum Syn {
 
 /// Reads what an opening SYN asks for.
 pub(super) fn syn<F: Frame>(cx: &mut Ctx<'_>, frame: &F, seg: &Seg) -> Syn {
-    let s = scan(cx, frame, seg);
+    let area = &frame.data()[seg.opt_at..seg.opt_at + seg.opt_len];
+    match syn_options(area) {
+        SynOptions::Plain { malformed } => plain_syn(&mut cx.w.stats, malformed),
+        SynOptions::Mptcp | SynOptions::Join => syn_scanned(&mut cx.w.stats, area, seg),
+    }
+}
+
+/// What a first look at an opening SYN's options finds, counting nothing (so that the
+/// new-connection fast path can still step aside): the same walk as [`mptcp::scan`]'s, stopped
+/// at the first MP_JOIN.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum SynOptions {
+    /// No MPTCP option: the scan would find nothing, and count only a malformed option area.
+    Plain {
+        /// The walk stopped at a broken option (T4, T5).
+        malformed: bool,
+    },
+    /// MPTCP options, none of them an MP_JOIN: [`syn_scanned`] reads them.
+    Mptcp,
+    /// An MP_JOIN (well-formed or not): the join's path decides.
+    Join,
+}
+
+/// The first look at an opening SYN's option area (see [`SynOptions`]).
+#[inline]
+pub(super) fn syn_options(area: &[u8]) -> SynOptions {
+    let mut walk = TcpOptions::new(area);
+    let mut seen = false;
+    while let Some((kind, raw)) = walk.next_raw() {
+        if kind == option_kind::MPTCP {
+            if raw
+                .get(2)
+                .is_some_and(|b| b >> 4 == mptcp::subtype::MP_JOIN)
+            {
+                return SynOptions::Join;
+            }
+            seen = true;
+        }
+    }
+    if seen {
+        SynOptions::Mptcp
+    } else {
+        SynOptions::Plain {
+            malformed: walk.malformed(),
+        }
+    }
+}
+
+/// A SYN without MPTCP options: what [`scan`] would count of it (a malformed option area).
+#[inline]
+pub(super) fn plain_syn(stats: &mut WorkerStats, malformed: bool) -> Syn {
+    if malformed {
+        stats.event(Event::TcpOptionMalformed);
+    }
+    Syn::Plain
+}
+
+/// What an opening SYN with MPTCP options asks for: the full scan, counted.
+pub(super) fn syn_scanned(stats: &mut WorkerStats, area: &[u8], seg: &Seg) -> Syn {
+    let s = scan_area(stats, area, seg);
     if let Some(MpJoin::Syn { receiver_token, .. }) = s.join {
         Syn::Join {
             token: receiver_token,
@@ -426,23 +486,29 @@ pub(super) fn unexpected_mpc<F: Frame>(cx: &mut Ctx<'_>, frame: &F, seg: &Seg) {
 
 /// The MPTCP options of this segment, counted into the worker's events.
 fn scan<F: Frame>(cx: &mut Ctx<'_>, frame: &F, seg: &Seg) -> MptcpSummary {
-    let s = mptcp::scan(
+    scan_area(
+        &mut cx.w.stats,
         &frame.data()[seg.opt_at..seg.opt_at + seg.opt_len],
-        seg.segment(),
-    );
+        seg,
+    )
+}
+
+/// The MPTCP options of a segment's option `area`, counted into `stats`.
+fn scan_area(stats: &mut WorkerStats, area: &[u8], seg: &Seg) -> MptcpSummary {
+    let s = mptcp::scan(area, seg.segment());
     if s.ignored > 0 {
         let e = if s.last_error == Some(MptcpError::Version0) {
             Event::MpcVersion0
         } else {
             Event::MptcpOptionIgnored
         };
-        cx.w.stats.event(e);
+        stats.event(e);
     }
     if s.conflict {
-        cx.w.stats.event(Event::MptcpConflict);
+        stats.event(Event::MptcpConflict);
     }
     if s.tcp_options_malformed {
-        cx.w.stats.event(Event::TcpOptionMalformed);
+        stats.event(Event::TcpOptionMalformed);
     }
     s
 }
