@@ -167,6 +167,34 @@ pub fn process<F: Frame>(
     )
 }
 
+/// [`process`] without its specialised paths (the established path and the new-connection
+/// path): every frame takes the general walk. The same decisions, counts and bytes (the property
+/// tests compare them); for those tests only.
+#[doc(hidden)]
+pub fn process_general<F: Frame>(
+    frame: &mut F,
+    ingress: PortId,
+    now: Ticks,
+    worker: &mut Worker,
+    shared: &Shared,
+    pool: &PoolSnapshot,
+) -> Verdict {
+    let port = pool.port(ingress);
+    let pre = port
+        .filter(|p| p.vlan.is_none())
+        .and_then(|p| fast_classify(frame.data(), &p.mac, pool, worker.flows.secret()));
+    decide(
+        frame,
+        pre.as_ref(),
+        ingress,
+        port,
+        now,
+        worker,
+        shared,
+        pool,
+    )
+}
+
 /// The established path's candidate: an IPv4 data segment towards a NAT VIP's own port, with
 /// its flow key hashed (the packet's one hash).
 #[inline(always)]

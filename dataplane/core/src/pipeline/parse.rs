@@ -741,6 +741,49 @@ mod tests {
     }
 
     #[test]
+    fn syn_parser_accepts_only_what_the_fast_parser_accepts_alike() {
+        let c4: core::net::IpAddr = "198.51.100.1".parse().unwrap();
+        let mut frames = Vec::new();
+        for flags in [0x02, 0xc2, 0x0a, 0x22, 0x12, 0x10, 0x03, 0x06, 0x00] {
+            for payload in [0, 10] {
+                let mut s = TcpSpec::to_vip(c4, 4000, flags);
+                s.payload = vec![7; payload];
+                frames.push(s.clone().build());
+                frames.push(s.clone().with_mptcp(mpc_syn()).build());
+                frames.push(s.with_mptcp(join_syn(5)).build());
+            }
+        }
+        let mut seed = 0x2545_f491u32;
+        let (mut accepted, mut refused) = (0, 0);
+        for f in &frames {
+            let mut check = |g: &[u8], at: usize| {
+                let Some(s) = syn_v4(g, &crate::testkit::PORT0_MAC) else {
+                    refused += 1;
+                    return;
+                };
+                accepted += 1;
+                let h = fast(g, &crate::testkit::PORT0_MAC)
+                    .expect("the SYN parser accepted what the fast parser refuses");
+                assert!(same(&s.headers(), &h), "byte {at}");
+                assert!(h.ip.ttl > 1, "byte {at}");
+                assert_eq!(s.options(), h.seg.opt_at..h.seg.opt_at + h.seg.opt_len);
+                assert_eq!(h.seg.flags.0 & 0x17, 0x02, "byte {at}");
+                assert!(full(g).is_some_and(|f| same(&f, &h)), "byte {at}");
+            };
+            check(f, 0);
+            each_corruption(f, 80, &mut seed, &mut check);
+            for cut in [0, 13, 33, 53, 60] {
+                assert!(syn_v4(&f[..cut.min(f.len())], &crate::testkit::PORT0_MAC)
+                    .is_none_or(|_| cut >= f.len()));
+            }
+        }
+        assert!(
+            accepted > 100 && refused > 100,
+            "{accepted} accepted, {refused} refused"
+        );
+    }
+
+    #[test]
     fn established_parser_accepts_only_what_the_fast_parser_accepts_alike() {
         let c4: core::net::IpAddr = "198.51.100.1".parse().unwrap();
         let mut frames = Vec::new();

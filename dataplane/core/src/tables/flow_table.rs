@@ -439,25 +439,40 @@ impl FlowTable {
     /// (Self::insert_evicting) out of line.
     #[inline]
     pub fn insert(&mut self, hash: u64, entry: FlowEntry, now_ms: u32) -> Insert {
+        match self.insert_free(hash, now_ms, || entry) {
+            Some(index) => Insert::Inserted {
+                index,
+                evicted: None,
+                evicted_live: false,
+            },
+            None => self.insert_evicting(hash, entry, now_ms),
+        }
+    }
+
+    /// [`insert`](Self::insert)'s common case alone: stores the entry `make` builds (in place)
+    /// in a free slot of its bucket and returns its index; `None`, storing nothing and not
+    /// calling `make`, when the bucket has no free slot (then [`insert`](Self::insert) decides
+    /// what makes room).
+    #[inline(always)]
+    pub fn insert_free(
+        &mut self,
+        hash: u64,
+        now_ms: u32,
+        make: impl FnOnce() -> FlowEntry,
+    ) -> Option<u32> {
         let b = self.bucket(hash);
         // The first free way (ways fill from the first free one, so the scan is short).
-        let Some(way) = self.tags[b].iter().position(|&t| t == 0) else {
-            return self.insert_evicting(hash, entry, now_ms);
-        };
+        let way = self.tags[b].iter().position(|&t| t == 0)?;
         let i = b * WAYS + way;
         self.len += 1;
         let e = &mut self.entries[i];
-        *e = entry;
+        *e = make();
         e.last_seen = now_ms;
         // The entry before its tag: a process killed in between leaves a tag that does not match
         // the entry's key, which `repair` clears.
         compiler_fence(Ordering::Release);
         self.tags[b][way] = tag_of(hash);
-        Insert::Inserted {
-            index: i as u32,
-            evicted: None,
-            evicted_live: false,
-        }
+        Some(i as u32)
     }
 
     /// [`insert`](Self::insert) into a bucket without a free slot: a slot whose entry expired,

@@ -321,6 +321,25 @@ fn insert_in(w: &mut Worker, shared: &Shared, now: Ticks, hash: u64, entry: Flow
     }
 }
 
+/// What [`insert_in`] counts after the backend's gauge, for an insert that found no free slot.
+#[inline(never)]
+fn evicted(ins: Insert, shared: &Shared, now: Ticks, stats: &mut WorkerStats) {
+    match ins {
+        Insert::Inserted {
+            evicted: Some(old),
+            evicted_live,
+            ..
+        } => {
+            flow_ended(&old, shared, now, stats);
+            if evicted_live {
+                stats.event(Event::HalfOpenEvicted);
+            }
+        }
+        Insert::Inserted { evicted: None, .. } => {}
+        Insert::Full => stats.event(Event::FlowTableFull),
+    }
+}
+
 /// The new-connection fast path: the opening SYN of an IPv4 client towards a NAT VIP's own
 /// port, which no flow of this worker has yet ([`parse::syn_v4`], classified by
 /// [`classify::to_vip_v4`](crate::pipeline::classify::to_vip_v4): its key and the one keyed
@@ -344,7 +363,7 @@ pub(crate) fn syn_v4<F: Frame>(
     s: &parse::SynV4,
 ) -> Option<Verdict> {
     // The options first, counting nothing: an MP_JOIN steps aside before any table is read.
-    let data = frame.data();
+    let data = frame.data_mut();
     let area = data.get(s.options())?;
     let opts = if area.is_empty() {
         mptcp::SynOptions::Plain { malformed: false }
@@ -377,21 +396,29 @@ pub(crate) fn syn_v4<F: Frame>(
     } else {
         0
     };
-    let mut entry = FlowEntry {
+    let client_mac = data.first_chunk::<12>().map_or([0; 6], |h| {
+        let mut m = [0; 6];
+        m.copy_from_slice(&h[6..]);
+        m
+    });
+    let entry = || FlowEntry {
         key,
+        backend,
         vip: p.vip,
         client_port: ingress.0,
+        state: state::first(true) as u8,
+        client_mac,
         flags,
-        backend,
         ..FlowEntry::default()
     };
-    if let Some(mac) = data.get(6..12) {
-        entry.client_mac.copy_from_slice(mac);
-    }
-    entry.set_state(state::first(true));
     // What `insert_in`, the new-flow counts and `count_to_backend` count, one counter line each
     // (the backend's gauge moves before an evicted flow's is released, as in `insert_in`).
-    let ins = w.flows.insert(p.hash, entry, now.coarse_ms());
+    let now_ms = now.coarse_ms();
+    // A full bucket: what makes room, if anything (out of line).
+    let full = match w.flows.insert_free(p.hash, now_ms, entry) {
+        Some(_) => None,
+        None => Some(w.flows.insert(p.hash, entry(), now_ms)),
+    };
     let stats = &mut w.stats;
     let bytes = u64::from(p.d.len);
     if let Some(c) = stats.vips.get_mut(p.vip.0 as usize) {
@@ -400,27 +427,16 @@ pub(crate) fn syn_v4<F: Frame>(
         c.bytes += bytes;
     }
     if let Some(c) = stats.backends.get_mut(backend.0 as usize) {
-        c.active_flows += u64::from(!matches!(ins, Insert::Full));
+        c.active_flows += u64::from(!matches!(full, Some(Insert::Full)));
         c.new_conns += 1;
         c.packets += 1;
         c.bytes += bytes;
     }
-    match ins {
-        Insert::Inserted { evicted: None, .. } => {}
-        Insert::Inserted {
-            evicted: Some(old),
-            evicted_live,
-            ..
-        } => {
-            flow_ended(&old, shared, now, stats);
-            if evicted_live {
-                stats.event(Event::HalfOpenEvicted);
-            }
-        }
-        Insert::Full => stats.event(Event::FlowTableFull),
+    if let Some(ins) = full {
+        evicted(ins, shared, now, stats);
     }
     stats.event(Event::NewFlow);
-    egress::nat::to_backend_v4(frame.data_mut(), b);
+    egress::nat::to_backend_v4(data, b);
     stats.rx += 1;
     stats.forwarded += 1;
     Some(Verdict::Forward { port: b.egress })
