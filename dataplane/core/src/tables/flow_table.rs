@@ -484,19 +484,23 @@ impl FlowTable {
         let t = self.timeouts;
         let mut choice: Option<(usize, bool)> = None; // (way, evicts a live entry)
         let mut oldest_half_open: Option<(usize, u32)> = None;
-        for way in 0..WAYS {
-            let e = &self.entries[base + way];
-            if e.expired(now_ms, &t) {
-                if choice.is_none() {
-                    choice = Some((way, false));
-                }
-                continue;
+        for (way, e) in self.entries[base..base + WAYS].iter().enumerate() {
+            // What `FlowEntry::expired` decides, with the state and the age read once.
+            let state = e.state();
+            let age = coarse_elapsed(now_ms, e.last_seen);
+            let half_open = state <= FlowState::SynAckSeen;
+            let timeout = match state {
+                _ if half_open => t.half_open_ms,
+                FlowState::Established => t.established_ms,
+                _ => t.closing_ms,
+            };
+            if age > timeout {
+                // The first expired slot is taken: nothing after it matters.
+                choice = Some((way, false));
+                break;
             }
-            if e.state() <= FlowState::SynAckSeen {
-                let age = coarse_elapsed(now_ms, e.last_seen);
-                if oldest_half_open.is_none_or(|(_, a)| age > a) {
-                    oldest_half_open = Some((way, age));
-                }
+            if half_open && oldest_half_open.is_none_or(|(_, a)| age > a) {
+                oldest_half_open = Some((way, age));
             }
         }
         let (way, live) = match (choice, oldest_half_open) {

@@ -385,7 +385,10 @@ pub(crate) fn syn_v4<F: Frame>(
         return None;
     }
     // Maglev takes the fixed hash, the same on every instance (the flow table's is keyed).
-    let backend = vip.maglev.lookup(key.hash())?;
+    let d = &p.d;
+    let backend = vip
+        .maglev
+        .lookup(FlowKey::hash_v4(d.src, d.dst, d.src_port, d.dst_port))?;
     let b = pool.fast4(backend)?;
     let syn = match opts {
         mptcp::SynOptions::Plain { malformed } => mptcp::plain_syn(&mut w.stats, malformed),
