@@ -246,13 +246,7 @@ mod tests {
             x = fmix(x.wrapping_add(K1));
             let (src, dst) = ((x as u32).to_be_bytes(), ((x >> 32) as u32).to_be_bytes());
             let (sp, dp) = ((x >> 7) as u16, (x >> 23) as u16);
-            let k = FlowKey::new(
-                IpAddr::V4(src.into()),
-                sp,
-                IpAddr::V4(dst.into()),
-                dp,
-                6,
-            );
+            let k = FlowKey::new(IpAddr::V4(src.into()), sp, IpAddr::V4(dst.into()), dp, 6);
             assert_eq!(FlowKey::hash_v4(src, dst, sp, dp), k.hash());
         }
     }

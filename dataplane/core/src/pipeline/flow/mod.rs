@@ -321,23 +321,11 @@ fn insert_in(w: &mut Worker, shared: &Shared, now: Ticks, hash: u64, entry: Flow
     }
 }
 
-/// What [`insert_in`] counts after the backend's gauge, for an insert that found no free slot.
+/// [`insert_in`] out of line, for the new-connection path's rare full bucket.
+#[cold]
 #[inline(never)]
-fn evicted(ins: Insert, shared: &Shared, now: Ticks, stats: &mut WorkerStats) {
-    match ins {
-        Insert::Inserted {
-            evicted: Some(old),
-            evicted_live,
-            ..
-        } => {
-            flow_ended(&old, shared, now, stats);
-            if evicted_live {
-                stats.event(Event::HalfOpenEvicted);
-            }
-        }
-        Insert::Inserted { evicted: None, .. } => {}
-        Insert::Full => stats.event(Event::FlowTableFull),
-    }
+fn insert_full_bucket(w: &mut Worker, shared: &Shared, now: Ticks, hash: u64, entry: FlowEntry) {
+    insert_in(w, shared, now, hash, entry);
 }
 
 /// The new-connection fast path: the opening SYN of an IPv4 client towards a NAT VIP's own
@@ -414,14 +402,15 @@ pub(crate) fn syn_v4<F: Frame>(
         flags,
         ..FlowEntry::default()
     };
-    // What `insert_in`, the new-flow counts and `count_to_backend` count, one counter line each
-    // (the backend's gauge moves before an evicted flow's is released, as in `insert_in`).
-    let now_ms = now.coarse_ms();
-    // A full bucket: what makes room, if anything (out of line).
-    let full = match w.flows.insert_free(p.hash, now_ms, entry) {
-        Some(_) => None,
-        None => Some(w.flows.insert(p.hash, entry(), now_ms)),
-    };
+    // What `insert_in`, the new-flow counts and `count_to_backend` count, one counter line each.
+    // A full bucket takes `insert_in` itself, out of line.
+    let free = w
+        .flows
+        .insert_free(p.hash, now.coarse_ms(), entry)
+        .is_some();
+    if !free {
+        insert_full_bucket(w, shared, now, p.hash, entry());
+    }
     let stats = &mut w.stats;
     let bytes = u64::from(p.d.len);
     if let Some(c) = stats.vips.get_mut(p.vip.0 as usize) {
@@ -430,13 +419,10 @@ pub(crate) fn syn_v4<F: Frame>(
         c.bytes += bytes;
     }
     if let Some(c) = stats.backends.get_mut(backend.0 as usize) {
-        c.active_flows += u64::from(!matches!(full, Some(Insert::Full)));
+        c.active_flows += u64::from(free);
         c.new_conns += 1;
         c.packets += 1;
         c.bytes += bytes;
-    }
-    if let Some(ins) = full {
-        evicted(ins, shared, now, stats);
     }
     stats.event(Event::NewFlow);
     egress::nat::to_backend_v4(data, b);
