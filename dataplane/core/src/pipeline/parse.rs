@@ -321,11 +321,13 @@ pub(crate) fn syn_v4(d: &[u8], mac: &[u8; 6]) -> Option<SynV4> {
     if flags & SYN_ACK_FIN_RST != TcpFlags::SYN.0 {
         return None;
     }
+    // Destination MAC; EtherType IPv4, version 4 with a 20-byte header (the TOS byte aside);
+    // not a fragment (flags and offset, DF aside), the TTL aside, and protocol TCP: the words
+    // at 12 and 20, masked.
+    let be32 = |at: usize| u32::from_be_bytes([h[at], h[at + 1], h[at + 2], h[at + 3]]);
     if h[..6] != mac[..]
-        || [h[12], h[13], h[14]] != [0x08, 0x00, 0x45]
-        || h[20] & 0x3f != 0
-        || h[21] != 0
-        || h[23] != 6
+        || be32(12) & 0xffff_ff00 != 0x0800_4500
+        || be32(20) & 0x3fff_00ff != 0x0000_0006
     {
         return None;
     }
