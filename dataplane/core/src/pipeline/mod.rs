@@ -274,19 +274,31 @@ pub fn process_burst<F: Frame>(
         // that they cost a small copy), and its bucket warmed.
         let mut est: [Option<ToVipV4>; BURST] = [None; BURST];
         let mut pre: [Option<Classified>; BURST] = [None; BURST];
+        // The new-connection path's candidates.
+        let mut syn: [Option<(parse::SynV4, ToVipV4)>; BURST] = [None; BURST];
         if let Some(mac) = &fast {
             let mut hashes = [0u64; BURST];
             let mut n = 0;
             let secret = worker.flows.secret();
-            for ((e, p), f) in est.iter_mut().zip(pre.iter_mut()).zip(frames.iter()) {
+            for (((e, p), s), f) in est
+                .iter_mut()
+                .zip(pre.iter_mut())
+                .zip(syn.iter_mut())
+                .zip(frames.iter())
+            {
                 *e = to_vip_v4(f.data(), mac, pool, secret);
                 let hash = match e {
                     Some(e) => e.hash,
                     None => {
-                        *p = fast_classify(f.data(), mac, pool, secret);
-                        match p {
-                            Some(p) => p.hash,
-                            None => continue,
+                        match syn_to_vip_v4(f.data(), mac, pool, secret) {
+                            Ok(c) => *s = Some(c),
+                            Err(Some(h)) => *p = classify::tcp(pool, secret, &h.headers()),
+                            Err(None) => *p = fast_classify(f.data(), mac, pool, secret),
+                        }
+                        match (&*s, &*p) {
+                            (Some((_, e)), _) => e.hash,
+                            (None, Some(p)) => p.hash,
+                            (None, None) => continue,
                         }
                     }
                 };
@@ -295,11 +307,12 @@ pub fn process_burst<F: Frame>(
             }
             core::hint::black_box(worker.flows.warm(&hashes[..n]));
         }
-        for (i, (((f, v), e), p)) in frames
+        for (i, ((((f, v), e), p), s)) in frames
             .iter_mut()
             .zip(verdicts.iter_mut())
             .zip(est.iter())
             .zip(pre.iter_mut())
+            .zip(syn.iter())
             .enumerate()
         {
             if let (Some(e), Some(mac)) = (e, &fast) {
@@ -308,12 +321,35 @@ pub fn process_burst<F: Frame>(
                     continue;
                 }
                 *p = full_of(f.data(), mac, e);
+            } else if let Some((s, e)) = s {
+                if let Some(fv) = syn_in_burst(worker, shared, pool, now, ingress, f, e, s) {
+                    *v = fv;
+                    continue;
+                }
+                *p = Some(classify::to_vip_v4_full(&s.headers(), e));
             }
             worker.announcements.position = i as u16;
             *v = decide(f, p.as_ref(), ingress, port, now, worker, shared, pool);
         }
     }
     worker.announcements.position = announce::AFTER_BURST;
+}
+
+/// [`flow::syn_v4`] for [`process_burst`], out of line: inlined there, it would cost the
+/// established packets of every burst registers.
+#[inline(never)]
+#[allow(clippy::too_many_arguments)]
+fn syn_in_burst<F: Frame>(
+    worker: &mut Worker,
+    shared: &Shared,
+    pool: &PoolSnapshot,
+    now: Ticks,
+    ingress: PortId,
+    frame: &mut F,
+    e: &ToVipV4,
+    s: &parse::SynV4,
+) -> Option<Verdict> {
+    flow::syn_v4(worker, shared, pool, now, ingress, frame, e, s)
 }
 
 /// The common case in one go: the fast parser, then the classification of a VIP's segment.

@@ -338,7 +338,7 @@ fn insert_full_bucket(w: &mut Worker, shared: &Shared, now: Ticks, hash: u64, en
 /// is known (a retransmission or a reuse), a spoofed source, no backend, a backend the fast
 /// rewrite does not cover, or an MP_JOIN; the caller then takes the general path with the same
 /// key and hash. Counts the packet (received, forwarded) when it forwards it.
-#[inline]
+#[inline(always)]
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn syn_v4<F: Frame>(
     w: &mut Worker,
