@@ -12,6 +12,9 @@
 //! parse::data_v4 ─> classify::to_vip_v4 ─> flow::established_v4 ─> egress::nat ─> Verdict
 //!    │ not an IPv4 data segment to a NAT VIP, or not a known flow's plain packet
 //!    v
+//! parse::syn_v4 ──> classify::to_vip_v4 ─> flow::syn_v4 (a new flow) ─> egress::nat ─> Verdict
+//!    │ not an opening IPv4 SYN to a NAT VIP, or not one the new-connection path takes
+//!    v
 //! parse::fast ─ common TCP? ─> classify::tcp ─ a VIP's? ─> flow::forward ─> egress ─> Verdict
 //!    │ no (or not classified)                                  │ TTL out, DSR too big
 //!    v                                                         └──────────> reply
