@@ -369,7 +369,7 @@ pub(crate) fn syn_v4<F: Frame>(
         return None;
     }
     let vip = pool.vip(p.vip)?;
-    if pool.is_vip_addr(&key.src) {
+    if pool.is_vip_addr_v4(p.d.src) {
         return None;
     }
     // Maglev takes the fixed hash, the same on every instance (the flow table's is keyed).
