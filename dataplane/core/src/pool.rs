@@ -1032,7 +1032,7 @@ impl PoolSnapshot {
     #[inline]
     pub fn is_vip_addr_v4(&self, addr: [u8; 4]) -> bool {
         let a = u32::from_ne_bytes(addr);
-        self.vip_addrs4.iter().any(|&v| v == a)
+        self.vip_addrs4.contains(&a)
     }
 
     /// The packet-path record of a backend; `None` for an id that never existed.
