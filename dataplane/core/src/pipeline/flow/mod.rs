@@ -28,7 +28,7 @@ use self::mptcp::Syn;
 use self::state::{Input, Next};
 use crate::flow::FlowKey;
 use crate::pipeline::classify::{Classified, Direction, Quoted, ToVipV4};
-use crate::pipeline::context::{Ctx, Shared, Worker};
+use crate::pipeline::context::{steer, Ctx, Shared, Worker};
 use crate::pipeline::egress::{self, ClientSide};
 use crate::pipeline::frame::Frame;
 use crate::pipeline::parse::{self, Ip, Seg, TcpNumbers};
@@ -362,7 +362,7 @@ pub(crate) fn syn_v4<F: Frame>(
         return None;
     }
     let key = p.key();
-    if w.workers > 1 && crate::pipeline::context::steer(&key.src, key.src_port, w.workers) != w.id {
+    if w.workers > 1 && steer(&key.src, key.src_port, w.workers) != w.id {
         return None;
     }
     if w.flows.lookup(&key, p.hash).is_some() {
