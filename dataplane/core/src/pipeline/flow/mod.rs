@@ -380,7 +380,11 @@ pub(crate) fn syn_v4<F: Frame>(
     let b = pool.fast4(backend)?;
     let syn = match opts {
         mptcp::SynOptions::Plain { malformed } => mptcp::plain_syn(&mut w.stats, malformed),
-        _ => mptcp::syn_scanned(&mut w.stats, area, &s.headers().seg),
+        mptcp::SynOptions::Mptcp { at } => {
+            let rest = area.get(at..).unwrap_or_default();
+            mptcp::syn_scanned(&mut w.stats, rest, &s.headers().seg)
+        }
+        mptcp::SynOptions::Join => return None,
     };
     let flags = if syn == Syn::Capable {
         flags::MPC_SYN

@@ -211,24 +211,37 @@ pub(super) enum Syn {
 /// Reads what an opening SYN asks for.
 pub(super) fn syn<F: Frame>(cx: &mut Ctx<'_>, frame: &F, seg: &Seg) -> Syn {
     let area = &frame.data()[seg.opt_at..seg.opt_at + seg.opt_len];
+    syn_of(&mut cx.w.stats, area, seg)
+}
+
+/// [`syn`] of an option area: the first look ([`syn_options`]), then, only when there are
+/// MPTCP options, the scan from the first of them.
+#[inline]
+fn syn_of(stats: &mut WorkerStats, area: &[u8], seg: &Seg) -> Syn {
     match syn_options(area) {
-        SynOptions::Plain { malformed } => plain_syn(&mut cx.w.stats, malformed),
-        SynOptions::Mptcp | SynOptions::Join => syn_scanned(&mut cx.w.stats, area, seg),
+        SynOptions::Plain { malformed } => plain_syn(stats, malformed),
+        SynOptions::Mptcp { at } => syn_scanned(stats, area.get(at..).unwrap_or_default(), seg),
+        SynOptions::Join => syn_scanned(stats, area, seg),
     }
 }
 
 /// What a first look at an opening SYN's options finds, counting nothing (so that the
-/// new-connection fast path can still step aside): the same walk as [`mptcp::scan`]'s, stopped
-/// at the first MP_JOIN.
+/// new-connection fast path can still step aside): the walk of [`mptcp::scan`], stopped at the
+/// first MP_JOIN.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum SynOptions {
-    /// No MPTCP option: the scan would find nothing, and count only a malformed option area.
+    /// No MPTCP option: the scan would find nothing, and count only a broken option area.
     Plain {
         /// The walk stopped at a broken option (T4, T5).
         malformed: bool,
     },
-    /// MPTCP options, none of them an MP_JOIN: [`syn_scanned`] reads them.
-    Mptcp,
+    /// MPTCP options, none of them an MP_JOIN, the first at `at` in the area. Everything
+    /// before it is well-formed options of other kinds, which the scan passes over without a
+    /// trace, so [`syn_scanned`] of the area from `at` says what it says of the whole area.
+    Mptcp {
+        /// Offset of the first MPTCP option.
+        at: usize,
+    },
     /// An MP_JOIN (well-formed or not): the join's path decides.
     Join,
 }
@@ -237,7 +250,7 @@ pub(super) enum SynOptions {
 #[inline]
 pub(super) fn syn_options(area: &[u8]) -> SynOptions {
     let mut walk = TcpOptions::new(area);
-    let mut seen = false;
+    let mut first = None;
     while let Some((kind, raw)) = walk.next_raw() {
         if kind == option_kind::MPTCP {
             if raw
@@ -246,15 +259,15 @@ pub(super) fn syn_options(area: &[u8]) -> SynOptions {
             {
                 return SynOptions::Join;
             }
-            seen = true;
+            // The option's offset in the area (`raw` is a piece of it).
+            first.get_or_insert(raw.as_ptr() as usize - area.as_ptr() as usize);
         }
     }
-    if seen {
-        SynOptions::Mptcp
-    } else {
-        SynOptions::Plain {
+    match first {
+        Some(at) => SynOptions::Mptcp { at },
+        None => SynOptions::Plain {
             malformed: walk.malformed(),
-        }
+        },
     }
 }
 
@@ -511,4 +524,108 @@ fn scan_area(stats: &mut WorkerStats, area: &[u8], seg: &Seg) -> MptcpSummary {
         stats.event(Event::TcpOptionMalformed);
     }
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pipeline::verdict::WorkerStats;
+    use trapeze_wire::tcp::TcpFlags;
+
+    /// What the gateway read of an opening SYN before the first look: the scan of the whole
+    /// option area, counted.
+    fn syn_by_full_scan(stats: &mut WorkerStats, area: &[u8], seg: &Seg) -> Syn {
+        syn_scanned(stats, area, seg)
+    }
+
+    /// Option areas from pieces: the options of Linux SYNs, every MPTCP shape a SYN may carry,
+    /// kind-30 junk, EOL, and broken framing (a missing, short or overlong length).
+    fn areas() -> Vec<Vec<u8>> {
+        let pieces: Vec<Vec<u8>> = vec![
+            vec![2, 4, 5, 0xb4],
+            vec![4, 2],
+            vec![8, 10, 1, 2, 3, 4, 0, 0, 0, 0],
+            vec![1],
+            vec![3, 3, 7],
+            vec![30, 4, 0x01, 0x81],
+            vec![30, 4, 0x00, 0x81],
+            vec![30, 12, 0x01, 0x81, 1, 2, 3, 4, 5, 6, 7, 8],
+            vec![30, 12, 0x10, 0x00, 9, 9, 9, 9, 1, 2, 3, 4],
+            vec![30, 3, 0x10],
+            vec![30, 2],
+            vec![30, 5, 0x70, 1, 2],
+            vec![0],
+            vec![0, 30, 4, 0x01, 0x81],
+            vec![99, 1],
+            vec![99, 0],
+            vec![99, 30],
+            vec![5],
+            vec![30],
+        ];
+        let mut out = vec![Vec::new()];
+        let mut x = 0x9e37_79b9u32;
+        for _ in 0..4000 {
+            let mut a = Vec::new();
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            for k in 0..(x % 6) {
+                let p = &pieces[((x >> (4 * k + 3)) as usize) % pieces.len()];
+                if a.len() + p.len() <= 40 {
+                    a.extend_from_slice(p);
+                }
+            }
+            out.push(a);
+        }
+        out
+    }
+
+    #[test]
+    fn the_first_look_and_the_scan_from_the_first_mptcp_option_say_what_the_full_scan_says() {
+        let (mut joins, mut mptcp, mut malformed) = (0, 0, 0);
+        for area in areas() {
+            for flags in [0x02u8, 0x0a] {
+                let seg = Seg {
+                    src_port: 1,
+                    dst_port: 2,
+                    flags: TcpFlags(flags),
+                    opt_at: 0,
+                    opt_len: area.len(),
+                    has_payload: flags == 0x0a,
+                };
+                let (mut a, mut b) = (WorkerStats::new(1, 1), WorkerStats::new(1, 1));
+                let got = syn_of(&mut a, &area, &seg);
+                let want = syn_by_full_scan(&mut b, &area, &seg);
+                assert_eq!(got, want, "{area:?}");
+                assert_eq!(a.events, b.events, "{area:?}");
+                // The walk agrees with the wire crate's.
+                let mut walk = TcpOptions::new(&area);
+                let mut kinds = Vec::new();
+                while let Some((kind, raw)) = walk.next_raw() {
+                    kinds.push((kind, raw.get(2).copied()));
+                }
+                match syn_options(&area) {
+                    SynOptions::Join => {
+                        joins += 1;
+                        assert!(kinds
+                            .iter()
+                            .any(|&(k, s)| k == 30 && s.is_some_and(|s| s >> 4 == 1)));
+                    }
+                    SynOptions::Mptcp { .. } => {
+                        mptcp += 1;
+                        assert!(kinds.iter().any(|&(k, _)| k == 30));
+                    }
+                    SynOptions::Plain { malformed: m } => {
+                        malformed += usize::from(m);
+                        assert!(!kinds.iter().any(|&(k, _)| k == 30));
+                        assert_eq!(m, walk.malformed(), "{area:?}");
+                    }
+                }
+            }
+        }
+        assert!(
+            joins > 100 && mptcp > 100 && malformed > 100,
+            "{joins} {mptcp} {malformed}"
+        );
+    }
 }
