@@ -249,7 +249,19 @@ pub(super) enum SynOptions {
 /// The first look at an opening SYN's option area (see [`SynOptions`]).
 #[inline]
 pub(super) fn syn_options(area: &[u8]) -> SynOptions {
-    let mut walk = TcpOptions::new(area);
+    // Linux's SYN options, in the order it writes them (MSS, SACK permitted, timestamps, NOP,
+    // window scale: 20 bytes), are well-formed options of other kinds: passed in one look.
+    let skip = match area.first_chunk::<20>() {
+        Some(a)
+            if [a[0], a[1]] == [2, 4]
+                && [a[4], a[5], a[6], a[7]] == [4, 2, 8, 10]
+                && [a[16], a[17], a[18]] == [1, 3, 3] =>
+        {
+            20
+        }
+        _ => 0,
+    };
+    let mut walk = TcpOptions::new(area.get(skip..).unwrap_or_default());
     let mut first = None;
     while let Some((kind, raw)) = walk.next_raw() {
         if kind == option_kind::MPTCP {
@@ -542,6 +554,10 @@ mod tests {
     /// kind-30 junk, EOL, and broken framing (a missing, short or overlong length).
     fn areas() -> Vec<Vec<u8>> {
         let pieces: Vec<Vec<u8>> = vec![
+            vec![
+                2, 4, 5, 0xb4, 4, 2, 8, 10, 1, 2, 3, 4, 0, 0, 0, 0, 1, 3, 3, 7,
+            ],
+            vec![2, 4, 5, 0xb4, 4, 2, 8, 10, 1, 2, 3, 4, 0, 0, 0, 0, 1, 3, 3],
             vec![2, 4, 5, 0xb4],
             vec![4, 2],
             vec![8, 10, 1, 2, 3, 4, 0, 0, 0, 0],
@@ -569,6 +585,9 @@ mod tests {
             x ^= x << 13;
             x ^= x >> 17;
             x ^= x << 5;
+            if x & 0x8000_0000 != 0 {
+                a.extend_from_slice(&pieces[(x >> 30) as usize & 1]);
+            }
             for k in 0..(x % 6) {
                 let p = &pieces[((x >> (4 * k + 3)) as usize) % pieces.len()];
                 if a.len() + p.len() <= 40 {
