@@ -381,7 +381,7 @@ pub(crate) fn syn_v4<F: Frame>(
     let syn = match opts {
         mptcp::SynOptions::Plain { malformed } => mptcp::plain_syn(&mut w.stats, malformed),
         mptcp::SynOptions::Mptcp { at } => {
-            let rest = area.get(at..).unwrap_or_default();
+            let rest = area.get(usize::from(at)..).unwrap_or_default();
             mptcp::syn_scanned(&mut w.stats, rest, &s.headers().seg)
         }
         mptcp::SynOptions::Join => return None,

@@ -220,7 +220,10 @@ pub(super) fn syn<F: Frame>(cx: &mut Ctx<'_>, frame: &F, seg: &Seg) -> Syn {
 fn syn_of(stats: &mut WorkerStats, area: &[u8], seg: &Seg) -> Syn {
     match syn_options(area) {
         SynOptions::Plain { malformed } => plain_syn(stats, malformed),
-        SynOptions::Mptcp { at } => syn_scanned(stats, area.get(at..).unwrap_or_default(), seg),
+        SynOptions::Mptcp { at } => {
+            let rest = area.get(usize::from(at)..).unwrap_or_default();
+            syn_scanned(stats, rest, seg)
+        }
         SynOptions::Join => syn_scanned(stats, area, seg),
     }
 }
@@ -239,8 +242,8 @@ pub(super) enum SynOptions {
     /// before it is well-formed options of other kinds, which the scan passes over without a
     /// trace, so [`syn_scanned`] of the area from `at` says what it says of the whole area.
     Mptcp {
-        /// Offset of the first MPTCP option.
-        at: usize,
+        /// Offset of the first MPTCP option (an option area is at most 40 bytes).
+        at: u8,
     },
     /// An MP_JOIN (well-formed or not): the join's path decides.
     Join,
@@ -272,7 +275,7 @@ pub(super) fn syn_options(area: &[u8]) -> SynOptions {
                 return SynOptions::Join;
             }
             // The option's offset in the area (`raw` is a piece of it).
-            first.get_or_insert(raw.as_ptr() as usize - area.as_ptr() as usize);
+            first.get_or_insert((raw.as_ptr() as usize - area.as_ptr() as usize) as u8);
         }
     }
     match first {
