@@ -433,10 +433,10 @@ impl FlowTable {
     /// Inserts `entry` (whose key's [`hash`](Self::hash) is `hash`) at `now_ms`. The caller has
     /// checked that the key is not present.
     ///
-    /// Inlined: the common case, a free slot, is found in the tag line alone (the entries' lines
-    /// are read only when the bucket is full: a new flow then costs one cache line, not one per
-    /// occupied way) and stored in place; a full bucket takes [`insert_evicting`]
-    /// (Self::insert_evicting) out of line.
+    /// The common case, a free slot, is found in the tag line alone (the entries' lines are read
+    /// only when the bucket is full: a new flow then costs one cache line, not one per occupied
+    /// way) by [`insert_free`](Self::insert_free); a full bucket takes
+    /// `insert_evicting`, out of line.
     #[inline]
     pub fn insert(&mut self, hash: u64, entry: FlowEntry, now_ms: u32) -> Insert {
         match self.insert_free(hash, now_ms, || entry) {
