@@ -12,6 +12,9 @@
 //! parse::data_v4 ─> classify::to_vip_v4 ─> flow::established_v4 ─> egress::nat ─> Verdict
 //!    │ not an IPv4 data segment to a NAT VIP, or not a known flow's plain packet
 //!    v
+//! parse::syn_v4 ──> classify::to_vip_v4 ─> flow::syn_v4 (a new flow) ─> egress::nat ─> Verdict
+//!    │ not an opening IPv4 SYN to a NAT VIP, or not one the new-connection path takes
+//!    v
 //! parse::fast ─ common TCP? ─> classify::tcp ─ a VIP's? ─> flow::forward ─> egress ─> Verdict
 //!    │ no (or not classified)                                  │ TTL out, DSR too big
 //!    v                                                         └──────────> reply
@@ -140,10 +143,49 @@ pub fn process<F: Frame>(
                     }
                     full_of(frame.data(), &p.mac, &e)
                 }
-                None => fast_classify(frame.data(), &p.mac, pool, secret),
+                None => match syn_to_vip_v4(frame.data(), &p.mac, pool, secret) {
+                    Ok((s, e)) => {
+                        if let Some(v) =
+                            flow::syn_v4(worker, shared, pool, now, ingress, frame, &e, &s)
+                        {
+                            return v;
+                        }
+                        Some(classify::to_vip_v4_full(&s.headers(), &e))
+                    }
+                    Err(Some(s)) => classify::tcp(pool, secret, &s.headers()),
+                    Err(None) => fast_classify(frame.data(), &p.mac, pool, secret),
+                },
             }
         }
     };
+    decide(
+        frame,
+        pre.as_ref(),
+        ingress,
+        port,
+        now,
+        worker,
+        shared,
+        pool,
+    )
+}
+
+/// [`process`] without its specialised paths (the established path and the new-connection
+/// path): every frame takes the general walk. The same decisions, counts and bytes (the property
+/// tests compare them); for those tests only.
+#[doc(hidden)]
+pub fn process_general<F: Frame>(
+    frame: &mut F,
+    ingress: PortId,
+    now: Ticks,
+    worker: &mut Worker,
+    shared: &Shared,
+    pool: &PoolSnapshot,
+) -> Verdict {
+    let port = pool.port(ingress);
+    let pre = port
+        .filter(|p| p.vlan.is_none())
+        .and_then(|p| fast_classify(frame.data(), &p.mac, pool, worker.flows.secret()));
     decide(
         frame,
         pre.as_ref(),
@@ -166,6 +208,24 @@ fn to_vip_v4(
     secret: FlowSecret,
 ) -> Option<ToVipV4> {
     parse::data_v4(data, mac).and_then(|d| classify::to_vip_v4(pool, secret, &d))
+}
+
+/// The new-connection path's candidate: an opening IPv4 SYN ([`parse::syn_v4`]) towards a NAT
+/// VIP's own port, with its flow key hashed (the packet's one hash). `Err(Some)`: an opening
+/// SYN, but for another place (a DSR VIP, a join port, nothing of ours), which the general
+/// classification decides from the headers already read; `Err(None)`: not an opening SYN.
+#[inline(always)]
+fn syn_to_vip_v4(
+    data: &[u8],
+    mac: &[u8; 6],
+    pool: &PoolSnapshot,
+    secret: FlowSecret,
+) -> Result<(parse::SynV4, ToVipV4), Option<parse::SynV4>> {
+    let s = parse::syn_v4(data, mac).ok_or(None)?;
+    match classify::to_vip_v4(pool, secret, &s.d) {
+        Some(e) => Ok((s, e)),
+        None => Err(Some(s)),
+    }
 }
 
 /// The established path: the packet's flow is known and needs nothing but the rewrite
@@ -217,19 +277,31 @@ pub fn process_burst<F: Frame>(
         // that they cost a small copy), and its bucket warmed.
         let mut est: [Option<ToVipV4>; BURST] = [None; BURST];
         let mut pre: [Option<Classified>; BURST] = [None; BURST];
+        // The new-connection path's candidates.
+        let mut syn: [Option<(parse::SynV4, ToVipV4)>; BURST] = [None; BURST];
         if let Some(mac) = &fast {
             let mut hashes = [0u64; BURST];
             let mut n = 0;
             let secret = worker.flows.secret();
-            for ((e, p), f) in est.iter_mut().zip(pre.iter_mut()).zip(frames.iter()) {
+            for (((e, p), s), f) in est
+                .iter_mut()
+                .zip(pre.iter_mut())
+                .zip(syn.iter_mut())
+                .zip(frames.iter())
+            {
                 *e = to_vip_v4(f.data(), mac, pool, secret);
                 let hash = match e {
                     Some(e) => e.hash,
                     None => {
-                        *p = fast_classify(f.data(), mac, pool, secret);
-                        match p {
-                            Some(p) => p.hash,
-                            None => continue,
+                        match syn_to_vip_v4(f.data(), mac, pool, secret) {
+                            Ok(c) => *s = Some(c),
+                            Err(Some(h)) => *p = classify::tcp(pool, secret, &h.headers()),
+                            Err(None) => *p = fast_classify(f.data(), mac, pool, secret),
+                        }
+                        match (&*s, &*p) {
+                            (Some((_, e)), _) => e.hash,
+                            (None, Some(p)) => p.hash,
+                            (None, None) => continue,
                         }
                     }
                 };
@@ -238,11 +310,12 @@ pub fn process_burst<F: Frame>(
             }
             core::hint::black_box(worker.flows.warm(&hashes[..n]));
         }
-        for (i, (((f, v), e), p)) in frames
+        for (i, ((((f, v), e), p), s)) in frames
             .iter_mut()
             .zip(verdicts.iter_mut())
             .zip(est.iter())
             .zip(pre.iter_mut())
+            .zip(syn.iter())
             .enumerate()
         {
             if let (Some(e), Some(mac)) = (e, &fast) {
@@ -251,12 +324,35 @@ pub fn process_burst<F: Frame>(
                     continue;
                 }
                 *p = full_of(f.data(), mac, e);
+            } else if let Some((s, e)) = s {
+                if let Some(fv) = syn_in_burst(worker, shared, pool, now, ingress, f, e, s) {
+                    *v = fv;
+                    continue;
+                }
+                *p = Some(classify::to_vip_v4_full(&s.headers(), e));
             }
             worker.announcements.position = i as u16;
             *v = decide(f, p.as_ref(), ingress, port, now, worker, shared, pool);
         }
     }
     worker.announcements.position = announce::AFTER_BURST;
+}
+
+/// [`flow::syn_v4`] for [`process_burst`], out of line: inlined there, it would cost the
+/// established packets of every burst registers.
+#[inline(never)]
+#[allow(clippy::too_many_arguments)]
+fn syn_in_burst<F: Frame>(
+    worker: &mut Worker,
+    shared: &Shared,
+    pool: &PoolSnapshot,
+    now: Ticks,
+    ingress: PortId,
+    frame: &mut F,
+    e: &ToVipV4,
+    s: &parse::SynV4,
+) -> Option<Verdict> {
+    flow::syn_v4(worker, shared, pool, now, ingress, frame, e, s)
 }
 
 /// The common case in one go: the fast parser, then the classification of a VIP's segment.

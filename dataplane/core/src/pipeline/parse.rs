@@ -238,7 +238,20 @@ impl DataV4 {
 /// same facts (a test checks it), so a packet's fate does not depend on which parser read it.
 #[inline(always)]
 pub(crate) fn data_v4(d: &[u8], mac: &[u8; 6]) -> Option<DataV4> {
+    const SYN_FIN_RST_ACK: u8 =
+        TcpFlags::SYN.0 | TcpFlags::FIN.0 | TcpFlags::RST.0 | TcpFlags::ACK.0;
     let h: &[u8; 54] = d.first_chunk()?;
+    // A handshake or a teardown is not for this path: ACK without SYN, FIN or RST.
+    if h[47] & SYN_FIN_RST_ACK != TcpFlags::ACK.0 {
+        return None;
+    }
+    fixed_v4(d, h, mac)
+}
+
+/// What [`data_v4`] and [`syn_v4`] check alike: everything but the TCP flags (`h`: the first 54
+/// bytes of the frame `d`).
+#[inline(always)]
+fn fixed_v4(d: &[u8], h: &[u8; 54], mac: &[u8; 6]) -> Option<DataV4> {
     // The fixed fields are read as little-endian words and checked under masks, several at a
     // time (the byte offsets are the frame's).
     let w64 = |at: usize| {
@@ -246,16 +259,9 @@ pub(crate) fn data_v4(d: &[u8], mac: &[u8; 6]) -> Option<DataV4> {
         u64::from_le_bytes(*b)
     };
     // Bytes 0-5, destination MAC; 12-14, EtherType IPv4 and version 4 with a 20-byte header;
-    // 20-21 and 23, not a fragment (DF aside) and protocol TCP; 47, the TCP flags: ACK without
-    // SYN, FIN or RST (a handshake or a teardown is not for this path).
+    // 20-21 and 23, not a fragment (DF aside) and protocol TCP.
     let (e, f) = (w64(12), w64(20));
-    const SYN_FIN_RST_ACK: u8 =
-        TcpFlags::SYN.0 | TcpFlags::FIN.0 | TcpFlags::RST.0 | TcpFlags::ACK.0;
-    if h[..6] != mac[..]
-        || e & 0xff_ffff != 0x45_0008
-        || f & 0xff00_ff3f != 0x0600_0000
-        || h[47] & SYN_FIN_RST_ACK != TcpFlags::ACK.0
-    {
+    if h[..6] != mac[..] || e & 0xff_ffff != 0x45_0008 || f & 0xff00_ff3f != 0x0600_0000 {
         return None;
     }
     let total = u16::from_be_bytes([h[16], h[17]]);
@@ -290,6 +296,77 @@ pub(crate) fn data_v4(d: &[u8], mac: &[u8; 6]) -> Option<DataV4> {
         addrs: w64(26),
         ports,
         len: total,
+    })
+}
+
+/// The fixed headers of an opening IPv4 SYN ([`syn_v4`]): what [`data_v4`] reads of a data
+/// segment, and what a new flow needs besides (the TCP header's length for its options, the
+/// flags and the TTL, already checked above 1).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct SynV4 {
+    pub(crate) d: DataV4,
+    /// TCP header length, 20..=60.
+    pub(crate) hl: u8,
+    /// TCP flags: SYN, without ACK, FIN or RST.
+    pub(crate) flags: u8,
+    pub(crate) ttl: u8,
+}
+
+impl SynV4 {
+    /// The same facts as [`fast`] reads from the frame (a test checks it), built without
+    /// reading it again.
+    #[inline(always)]
+    pub(crate) fn headers(&self) -> Headers {
+        let (end, hl) = (14 + self.d.len as usize, self.hl as usize);
+        Headers {
+            ip: Ip {
+                v6: false,
+                l3: 14,
+                l4: 34,
+                end,
+                proto: 6,
+                src: v4_mapped(self.d.src()),
+                dst: v4_mapped(self.d.dst()),
+                ttl: self.ttl,
+            },
+            seg: Seg {
+                src_port: self.d.src_port(),
+                dst_port: self.d.dst_port(),
+                flags: TcpFlags(self.flags),
+                opt_at: 54,
+                opt_len: hl - 20,
+                has_payload: end > 34 + hl,
+            },
+        }
+    }
+
+    /// The option area's bounds in the frame.
+    #[inline(always)]
+    pub(crate) fn options(&self) -> core::ops::Range<usize> {
+        54..34 + self.hl as usize
+    }
+}
+
+/// The new-connection parser: the frame is an untagged IPv4 TCP segment for `mac` with a 20-byte
+/// IP header, a valid header checksum, no fragment, TTL above 1, a source that is no martian,
+/// a well-formed TCP header and SYN without ACK, FIN or RST: the opening SYN of a connection.
+/// The same checks as [`data_v4`] but for the flags, which are read first, so that any other
+/// segment costs a few instructions. Whatever this accepts, [`fast`] accepts with the facts
+/// [`SynV4::headers`] gives (a test checks it).
+#[inline(always)]
+pub(crate) fn syn_v4(d: &[u8], mac: &[u8; 6]) -> Option<SynV4> {
+    const SYN_ACK_FIN_RST: u8 =
+        TcpFlags::SYN.0 | TcpFlags::ACK.0 | TcpFlags::FIN.0 | TcpFlags::RST.0;
+    let h: &[u8; 54] = d.first_chunk()?;
+    let flags = h[47];
+    if flags & SYN_ACK_FIN_RST != TcpFlags::SYN.0 {
+        return None;
+    }
+    Some(SynV4 {
+        d: fixed_v4(d, h, mac)?,
+        hl: (h[46] >> 4) * 4,
+        flags,
+        ttl: h[22],
     })
 }
 
@@ -662,6 +739,49 @@ mod tests {
         assert!(
             accepted > 1000,
             "the test exercised the fast parser ({accepted})"
+        );
+    }
+
+    #[test]
+    fn syn_parser_accepts_only_what_the_fast_parser_accepts_alike() {
+        let c4: core::net::IpAddr = "198.51.100.1".parse().unwrap();
+        let mut frames = Vec::new();
+        for flags in [0x02, 0xc2, 0x0a, 0x22, 0x12, 0x10, 0x03, 0x06, 0x00] {
+            for payload in [0, 10] {
+                let mut s = TcpSpec::to_vip(c4, 4000, flags);
+                s.payload = vec![7; payload];
+                frames.push(s.clone().build());
+                frames.push(s.clone().with_mptcp(mpc_syn()).build());
+                frames.push(s.with_mptcp(join_syn(5)).build());
+            }
+        }
+        let mut seed = 0x2545_f491u32;
+        let (mut accepted, mut refused) = (0, 0);
+        for f in &frames {
+            let mut check = |g: &[u8], at: usize| {
+                let Some(s) = syn_v4(g, &crate::testkit::PORT0_MAC) else {
+                    refused += 1;
+                    return;
+                };
+                accepted += 1;
+                let h = fast(g, &crate::testkit::PORT0_MAC)
+                    .expect("the SYN parser accepted what the fast parser refuses");
+                assert!(same(&s.headers(), &h), "byte {at}");
+                assert!(h.ip.ttl > 1, "byte {at}");
+                assert_eq!(s.options(), h.seg.opt_at..h.seg.opt_at + h.seg.opt_len);
+                assert_eq!(h.seg.flags.0 & 0x17, 0x02, "byte {at}");
+                assert!(full(g).is_some_and(|f| same(&f, &h)), "byte {at}");
+            };
+            check(f, 0);
+            each_corruption(f, 80, &mut seed, &mut check);
+            for cut in [0, 13, 33, 53, 60] {
+                assert!(syn_v4(&f[..cut.min(f.len())], &crate::testkit::PORT0_MAC)
+                    .is_none_or(|_| cut >= f.len()));
+            }
+        }
+        assert!(
+            accepted > 100 && refused > 100,
+            "{accepted} accepted, {refused} refused"
         );
     }
 

@@ -445,30 +445,75 @@ impl FlowTable {
 
     /// Inserts `entry` (whose key's [`hash`](Self::hash) is `hash`) at `now_ms`. The caller has
     /// checked that the key is not present.
-    pub fn insert(&mut self, hash: u64, mut entry: FlowEntry, now_ms: u32) -> Insert {
+    ///
+    /// The common case, a free slot, is found in the tag line alone (the entries' lines are read
+    /// only when the bucket is full: a new flow then costs one cache line, not one per occupied
+    /// way) by [`insert_free`](Self::insert_free); a full bucket takes
+    /// `insert_evicting`, out of line.
+    #[inline]
+    pub fn insert(&mut self, hash: u64, entry: FlowEntry, now_ms: u32) -> Insert {
+        match self.insert_free(hash, now_ms, || entry) {
+            Some(index) => Insert::Inserted {
+                index,
+                evicted: None,
+                evicted_live: false,
+            },
+            None => self.insert_evicting(hash, entry, now_ms),
+        }
+    }
+
+    /// [`insert`](Self::insert)'s common case alone: stores the entry `make` builds (in place)
+    /// in a free slot of its bucket and returns its index; `None`, storing nothing and not
+    /// calling `make`, when the bucket has no free slot (then [`insert`](Self::insert) decides
+    /// what makes room).
+    #[inline(always)]
+    pub fn insert_free(
+        &mut self,
+        hash: u64,
+        now_ms: u32,
+        make: impl FnOnce() -> FlowEntry,
+    ) -> Option<u32> {
+        let b = self.bucket(hash);
+        // The first free way (ways fill from the first free one, so the scan is short).
+        let way = self.tags[b].iter().position(|&t| t == 0)?;
+        let i = b * WAYS + way;
+        self.len += 1;
+        let e = &mut self.entries[i];
+        *e = make();
+        e.last_seen = now_ms;
+        // The entry before its tag: a process killed in between leaves a tag that does not match
+        // the entry's key, which `repair` clears.
+        compiler_fence(Ordering::Release);
+        self.tags[b][way] = tag_of(hash);
+        Some(i as u32)
+    }
+
+    /// [`insert`](Self::insert) into a bucket without a free slot: a slot whose entry expired,
+    /// else the oldest half-open one, else none.
+    #[inline(never)]
+    fn insert_evicting(&mut self, hash: u64, mut entry: FlowEntry, now_ms: u32) -> Insert {
         let b = self.bucket(hash);
         let base = b * WAYS;
         let t = self.timeouts;
-        // A free slot, from the tag line alone (the entries' lines are read only when the bucket
-        // is full: a new flow then costs one cache line, not one per occupied way).
-        let mut choice: Option<(usize, bool)> = self.tags[b]
-            .iter()
-            .position(|&t| t == 0)
-            .map(|way| (way, false)); // (way, evicts a live entry)
+        let mut choice: Option<(usize, bool)> = None; // (way, evicts a live entry)
         let mut oldest_half_open: Option<(usize, u32)> = None;
-        for way in 0..if choice.is_some() { 0 } else { WAYS } {
-            let e = &self.entries[base + way];
-            if e.expired(now_ms, &t) {
-                if choice.is_none() {
-                    choice = Some((way, false));
-                }
-                continue;
+        for (way, e) in self.entries[base..base + WAYS].iter().enumerate() {
+            // What `FlowEntry::expired` decides, with the state and the age read once.
+            let state = e.state();
+            let age = coarse_elapsed(now_ms, e.last_seen);
+            let half_open = state <= FlowState::SynAckSeen;
+            let timeout = match state {
+                _ if half_open => t.half_open_ms,
+                FlowState::Established => t.established_ms,
+                _ => t.closing_ms,
+            };
+            if age > timeout {
+                // The first expired slot is taken: nothing after it matters.
+                choice = Some((way, false));
+                break;
             }
-            if e.state() <= FlowState::SynAckSeen {
-                let age = coarse_elapsed(now_ms, e.last_seen);
-                if oldest_half_open.is_none_or(|(_, a)| age > a) {
-                    oldest_half_open = Some((way, age));
-                }
+            if half_open && oldest_half_open.is_none_or(|(_, a)| age > a) {
+                oldest_half_open = Some((way, age));
             }
         }
         let (way, live) = match (choice, oldest_half_open) {

@@ -28,7 +28,7 @@ use self::mptcp::Syn;
 use self::state::{Input, Next};
 use crate::flow::FlowKey;
 use crate::pipeline::classify::{Classified, Direction, Quoted, ToVipV4};
-use crate::pipeline::context::{Ctx, Shared, Worker};
+use crate::pipeline::context::{steer, Ctx, Shared, Worker};
 use crate::pipeline::egress::{self, ClientSide};
 use crate::pipeline::frame::Frame;
 use crate::pipeline::parse::{self, Ip, Seg, TcpNumbers};
@@ -290,28 +290,148 @@ fn is_dsr(cx: &Ctx<'_>, vip: VipId) -> bool {
 
 /// Inserts a flow; a full bucket means stateless forwarding. Returns whether it was stored.
 fn insert(cx: &mut Ctx<'_>, hash: u64, entry: FlowEntry) -> bool {
-    match cx.w.flows.insert(hash, entry, cx.now_ms) {
+    insert_in(cx.w, cx.shared, cx.now, hash, entry)
+}
+
+/// [`insert`] into a worker's table at `now`.
+#[inline]
+fn insert_in(w: &mut Worker, shared: &Shared, now: Ticks, hash: u64, entry: FlowEntry) -> bool {
+    match w.flows.insert(hash, entry, now.coarse_ms()) {
         Insert::Inserted {
             evicted,
             evicted_live,
             ..
         } => {
-            if let Some(c) = cx.w.stats.backends.get_mut(entry.backend.0 as usize) {
+            if let Some(c) = w.stats.backends.get_mut(entry.backend.0 as usize) {
                 c.active_flows += 1;
             }
             if let Some(old) = evicted {
-                flow_ended(&old, cx.shared, cx.now, &mut cx.w.stats);
+                flow_ended(&old, shared, now, &mut w.stats);
                 if evicted_live {
-                    cx.w.stats.event(Event::HalfOpenEvicted);
+                    w.stats.event(Event::HalfOpenEvicted);
                 }
             }
             true
         }
         Insert::Full => {
-            cx.w.stats.event(Event::FlowTableFull);
+            w.stats.event(Event::FlowTableFull);
             false
         }
     }
+}
+
+/// [`insert_in`] out of line, for the new-connection path's rare full bucket.
+#[cold]
+#[inline(never)]
+fn insert_full_bucket(w: &mut Worker, shared: &Shared, now: Ticks, hash: u64, entry: FlowEntry) {
+    insert_in(w, shared, now, hash, entry);
+}
+
+/// The new-connection fast path: the opening SYN of an IPv4 client towards a NAT VIP's own
+/// port, which no flow of this worker has yet ([`parse::syn_v4`], classified by
+/// [`classify::to_vip_v4`](crate::pipeline::classify::to_vip_v4): its key and the one keyed
+/// hash). It does what [`new_flow`] does for such a packet, in the same order and with the same
+/// counts: Maglev, the MPTCP options (MP_CAPABLE marks the flow), the insert, and the rewrite
+/// with the backend's precomputed [`Fast4`](crate::pool::Fast4). `None`, having changed and
+/// counted nothing, when the packet needs anything else: another worker owns it, its 5-tuple
+/// is known (a retransmission or a reuse), a spoofed source, no backend, a backend the fast
+/// rewrite does not cover, or an MP_JOIN; the caller then takes the general path with the same
+/// key and hash. Counts the packet (received, forwarded) when it forwards it.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn syn_v4<F: Frame>(
+    w: &mut Worker,
+    shared: &Shared,
+    pool: &PoolSnapshot,
+    now: Ticks,
+    ingress: PortId,
+    frame: &mut F,
+    p: &ToVipV4,
+    s: &parse::SynV4,
+) -> Option<Verdict> {
+    // The options first, counting nothing: an MP_JOIN steps aside before any table is read.
+    let data = frame.data_mut();
+    let area = data.get(s.options())?;
+    let opts = if area.is_empty() {
+        mptcp::SynOptions::Plain { malformed: false }
+    } else {
+        mptcp::syn_options(area)
+    };
+    if opts == mptcp::SynOptions::Join {
+        return None;
+    }
+    let key = p.key();
+    if w.workers > 1 && steer(&key.src, key.src_port, w.workers) != w.id {
+        return None;
+    }
+    if w.flows.lookup(&key, p.hash).is_some() {
+        return None;
+    }
+    let vip = pool.vip(p.vip)?;
+    if pool.is_vip_addr_v4(p.d.src()) {
+        return None;
+    }
+    // Maglev takes the fixed hash, the same on every instance (the flow table's is keyed).
+    let d = &p.d;
+    let backend = vip
+        .maglev
+        .lookup(FlowKey::hash_v4(d.addrs, d.ports_host()))?;
+    let b = pool.fast4(backend)?;
+    let syn = match opts {
+        mptcp::SynOptions::Plain { malformed } => mptcp::plain_syn(&mut w.stats, malformed),
+        mptcp::SynOptions::Mptcp { at } => {
+            let rest = area.get(usize::from(at)..).unwrap_or_default();
+            mptcp::syn_scanned(&mut w.stats, rest, &s.headers().seg)
+        }
+        mptcp::SynOptions::Join => return None,
+    };
+    let flags = if syn == Syn::Capable {
+        flags::MPC_SYN
+    } else {
+        0
+    };
+    let client_mac = data.first_chunk::<12>().map_or([0; 6], |h| {
+        let mut m = [0; 6];
+        m.copy_from_slice(&h[6..]);
+        m
+    });
+    let entry = || FlowEntry {
+        key,
+        backend,
+        vip: p.vip,
+        client_port: ingress.0,
+        state: state::first(true) as u8,
+        client_mac,
+        flags,
+        ..FlowEntry::default()
+    };
+    // What `insert_in`, the new-flow counts and `count_to_backend` count, one counter line each.
+    // A full bucket takes `insert_in` itself, out of line.
+    let free = w
+        .flows
+        .insert_free(p.hash, now.coarse_ms(), entry)
+        .is_some();
+    if !free {
+        insert_full_bucket(w, shared, now, p.hash, entry());
+    }
+    let stats = &mut w.stats;
+    let bytes = u64::from(p.d.len);
+    if let Some(c) = stats.vips.get_mut(p.vip.0 as usize) {
+        c.new_conns += 1;
+        c.packets += 1;
+        c.bytes += bytes;
+    }
+    if let Some(c) = stats.backends.get_mut(backend.0 as usize) {
+        c.active_flows += u64::from(free);
+        c.new_conns += 1;
+        c.packets += 1;
+        c.bytes += bytes;
+    }
+    stats.event(Event::NewFlow);
+    egress::nat::to_backend_v4(data, b);
+    stats.rx += 1;
+    stats.forwarded += 1;
+    Some(Verdict::Forward { port: b.egress })
 }
 
 /// A new subflow (or one whose state was lost) to a stateless join port: it goes to the port's

@@ -47,14 +47,14 @@
 
 use trapeze_wire::checksum;
 use trapeze_wire::mptcp::{self, MptcpError, MptcpSummary, SynRequest};
-use trapeze_wire::tcp::TcpFlags;
+use trapeze_wire::tcp::{option_kind, TcpFlags, TcpOptions};
 
 use super::announcing;
 use crate::crypto;
 use crate::pipeline::context::Ctx;
 use crate::pipeline::frame::Frame;
 use crate::pipeline::parse::{self, Ip, Seg, TcpNumbers};
-use crate::pipeline::verdict::{DropReason, Event};
+use crate::pipeline::verdict::{DropReason, Event, WorkerStats};
 use crate::pool::{BackendId, ForwardingMode, Vip, VipId};
 use crate::tables::flow_table::{flags, FlowEntry};
 use crate::tables::token::{ConfirmOutcome, JoinOutcome, LearnOutcome, Owner};
@@ -215,6 +215,80 @@ pub(super) fn syn<F: Frame>(cx: &mut Ctx<'_>, frame: &F, seg: &Seg) -> Syn {
         .data()
         .get(seg.opt_at..seg.opt_at + seg.opt_len)
         .unwrap_or_default();
+    syn_scanned(&mut cx.w.stats, area, seg)
+}
+
+/// What a first look at an opening SYN's options finds, counting nothing (so that the
+/// new-connection fast path can still step aside): the walk of [`mptcp::scan`], stopped at the
+/// first MP_JOIN.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum SynOptions {
+    /// No MPTCP option: the scan would find nothing, and count only a broken option area.
+    Plain {
+        /// The walk stopped at a broken option (T4, T5).
+        malformed: bool,
+    },
+    /// MPTCP options, none of them an MP_JOIN, the first at `at` in the area. Everything
+    /// before it is well-formed options of other kinds, which the scan passes over without a
+    /// trace, so [`syn_scanned`] of the area from `at` says what it says of the whole area.
+    Mptcp {
+        /// Offset of the first MPTCP option (an option area is at most 40 bytes).
+        at: u8,
+    },
+    /// An MP_JOIN (well-formed or not): the join's path decides.
+    Join,
+}
+
+/// The first look at an opening SYN's option area (see [`SynOptions`]).
+#[inline]
+pub(super) fn syn_options(area: &[u8]) -> SynOptions {
+    // Linux's SYN options, in the order it writes them (MSS, SACK permitted, timestamps, NOP,
+    // window scale: 20 bytes), are well-formed options of other kinds: passed in one look.
+    let skip = match area.first_chunk::<20>() {
+        Some(a)
+            if [a[0], a[1]] == [2, 4]
+                && [a[4], a[5], a[6], a[7]] == [4, 2, 8, 10]
+                && [a[16], a[17], a[18]] == [1, 3, 3] =>
+        {
+            20
+        }
+        _ => 0,
+    };
+    let mut walk = TcpOptions::new(area.get(skip..).unwrap_or_default());
+    let mut first = None;
+    while let Some((kind, raw)) = walk.next_raw() {
+        if kind == option_kind::MPTCP {
+            if raw
+                .get(2)
+                .is_some_and(|b| b >> 4 == mptcp::subtype::MP_JOIN)
+            {
+                return SynOptions::Join;
+            }
+            // The option's offset in the area (`raw` is a piece of it).
+            first.get_or_insert((raw.as_ptr() as usize - area.as_ptr() as usize) as u8);
+        }
+    }
+    match first {
+        Some(at) => SynOptions::Mptcp { at },
+        None => SynOptions::Plain {
+            malformed: walk.malformed(),
+        },
+    }
+}
+
+/// A SYN without MPTCP options: what [`scan`] would count of it (a malformed option area).
+#[inline]
+pub(super) fn plain_syn(stats: &mut WorkerStats, malformed: bool) -> Syn {
+    if malformed {
+        stats.event(Event::TcpOptionMalformed);
+    }
+    Syn::Plain
+}
+
+/// What an opening SYN with MPTCP options asks for, counting what [`scan`] counts: one walk
+/// over the options that decodes nothing but an MP_JOIN's token ([`mptcp::scan_syn`]).
+#[inline(always)]
+pub(super) fn syn_scanned(stats: &mut WorkerStats, area: &[u8], seg: &Seg) -> Syn {
     let s = mptcp::scan_syn(area, seg.has(TcpFlags::RST.0));
     if s.ignored > 0 {
         let e = if s.last_error == Some(MptcpError::Version0) {
@@ -222,13 +296,13 @@ pub(super) fn syn<F: Frame>(cx: &mut Ctx<'_>, frame: &F, seg: &Seg) -> Syn {
         } else {
             Event::MptcpOptionIgnored
         };
-        cx.w.stats.event(e);
+        stats.event(e);
     }
     if s.conflict {
-        cx.w.stats.event(Event::MptcpConflict);
+        stats.event(Event::MptcpConflict);
     }
     if s.tcp_options_malformed {
-        cx.w.stats.event(Event::TcpOptionMalformed);
+        stats.event(Event::TcpOptionMalformed);
     }
     match s.request {
         SynRequest::Join { token } => Syn::Join { token },
@@ -452,23 +526,163 @@ pub(super) fn unexpected_mpc<F: Frame>(cx: &mut Ctx<'_>, frame: &F, seg: &Seg) {
 
 /// The MPTCP options of this segment, counted into the worker's events.
 fn scan<F: Frame>(cx: &mut Ctx<'_>, frame: &F, seg: &Seg) -> MptcpSummary {
-    let s = mptcp::scan(
+    scan_area(
+        &mut cx.w.stats,
         &frame.data()[seg.opt_at..seg.opt_at + seg.opt_len],
-        seg.segment(),
-    );
+        seg,
+    )
+}
+
+/// The MPTCP options of a segment's option `area`, counted into `stats`.
+fn scan_area(stats: &mut WorkerStats, area: &[u8], seg: &Seg) -> MptcpSummary {
+    let s = mptcp::scan(area, seg.segment());
     if s.ignored > 0 {
         let e = if s.last_error == Some(MptcpError::Version0) {
             Event::MpcVersion0
         } else {
             Event::MptcpOptionIgnored
         };
-        cx.w.stats.event(e);
+        stats.event(e);
     }
     if s.conflict {
-        cx.w.stats.event(Event::MptcpConflict);
+        stats.event(Event::MptcpConflict);
     }
     if s.tcp_options_malformed {
-        cx.w.stats.event(Event::TcpOptionMalformed);
+        stats.event(Event::TcpOptionMalformed);
     }
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pipeline::verdict::WorkerStats;
+    use trapeze_wire::tcp::TcpFlags;
+
+    /// What the new-connection fast path reads of an option area: the first look
+    /// ([`syn_options`]), then, only when there are MPTCP options, the scan from the first of
+    /// them.
+    fn syn_of(stats: &mut WorkerStats, area: &[u8], seg: &Seg) -> Syn {
+        match syn_options(area) {
+            SynOptions::Plain { malformed } => plain_syn(stats, malformed),
+            SynOptions::Mptcp { at } => {
+                let rest = area.get(usize::from(at)..).unwrap_or_default();
+                syn_scanned(stats, rest, seg)
+            }
+            SynOptions::Join => syn_scanned(stats, area, seg),
+        }
+    }
+
+    /// What the gateway read of an opening SYN before the first look: the scan of the whole
+    /// option area, counted.
+    fn syn_by_full_scan(stats: &mut WorkerStats, area: &[u8], seg: &Seg) -> Syn {
+        let s = scan_area(stats, area, seg);
+        if let Some(trapeze_wire::mptcp::MpJoin::Syn { receiver_token, .. }) = s.join {
+            Syn::Join {
+                token: receiver_token,
+            }
+        } else if s.capable.is_some() {
+            Syn::Capable
+        } else {
+            Syn::Plain
+        }
+    }
+
+    /// Option areas from pieces: the options of Linux SYNs, every MPTCP shape a SYN may carry,
+    /// kind-30 junk, EOL, and broken framing (a missing, short or overlong length).
+    fn areas() -> Vec<Vec<u8>> {
+        let pieces: Vec<Vec<u8>> = vec![
+            vec![
+                2, 4, 5, 0xb4, 4, 2, 8, 10, 1, 2, 3, 4, 0, 0, 0, 0, 1, 3, 3, 7,
+            ],
+            vec![2, 4, 5, 0xb4, 4, 2, 8, 10, 1, 2, 3, 4, 0, 0, 0, 0, 1, 3, 3],
+            vec![2, 4, 5, 0xb4],
+            vec![4, 2],
+            vec![8, 10, 1, 2, 3, 4, 0, 0, 0, 0],
+            vec![1],
+            vec![3, 3, 7],
+            vec![30, 4, 0x01, 0x81],
+            vec![30, 4, 0x00, 0x81],
+            vec![30, 12, 0x01, 0x81, 1, 2, 3, 4, 5, 6, 7, 8],
+            vec![30, 12, 0x10, 0x00, 9, 9, 9, 9, 1, 2, 3, 4],
+            vec![30, 3, 0x10],
+            vec![30, 2],
+            vec![30, 5, 0x70, 1, 2],
+            vec![0],
+            vec![0, 30, 4, 0x01, 0x81],
+            vec![99, 1],
+            vec![99, 0],
+            vec![99, 30],
+            vec![5],
+            vec![30],
+        ];
+        let mut out = vec![Vec::new()];
+        let mut x = 0x9e37_79b9u32;
+        for _ in 0..4000 {
+            let mut a = Vec::new();
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            if x & 0x8000_0000 != 0 {
+                a.extend_from_slice(&pieces[(x >> 30) as usize & 1]);
+            }
+            for k in 0..(x % 6) {
+                let p = &pieces[((x >> (4 * k + 3)) as usize) % pieces.len()];
+                if a.len() + p.len() <= 40 {
+                    a.extend_from_slice(p);
+                }
+            }
+            out.push(a);
+        }
+        out
+    }
+
+    #[test]
+    fn the_first_look_and_the_scan_from_the_first_mptcp_option_say_what_the_full_scan_says() {
+        let (mut joins, mut mptcp, mut malformed) = (0, 0, 0);
+        for area in areas() {
+            for flags in [0x02u8, 0x0a] {
+                let seg = Seg {
+                    src_port: 1,
+                    dst_port: 2,
+                    flags: TcpFlags(flags),
+                    opt_at: 0,
+                    opt_len: area.len(),
+                    has_payload: flags == 0x0a,
+                };
+                let (mut a, mut b) = (WorkerStats::new(1, 1), WorkerStats::new(1, 1));
+                let got = syn_of(&mut a, &area, &seg);
+                let want = syn_by_full_scan(&mut b, &area, &seg);
+                assert_eq!(got, want, "{area:?}");
+                assert_eq!(a.events, b.events, "{area:?}");
+                // The walk agrees with the wire crate's.
+                let mut walk = TcpOptions::new(&area);
+                let mut kinds = Vec::new();
+                while let Some((kind, raw)) = walk.next_raw() {
+                    kinds.push((kind, raw.get(2).copied()));
+                }
+                match syn_options(&area) {
+                    SynOptions::Join => {
+                        joins += 1;
+                        assert!(kinds
+                            .iter()
+                            .any(|&(k, s)| k == 30 && s.is_some_and(|s| s >> 4 == 1)));
+                    }
+                    SynOptions::Mptcp { .. } => {
+                        mptcp += 1;
+                        assert!(kinds.iter().any(|&(k, _)| k == 30));
+                    }
+                    SynOptions::Plain { malformed: m } => {
+                        malformed += usize::from(m);
+                        assert!(!kinds.iter().any(|&(k, _)| k == 30));
+                        assert_eq!(m, walk.malformed(), "{area:?}");
+                    }
+                }
+            }
+        }
+        assert!(
+            joins > 100 && mptcp > 100 && malformed > 100,
+            "{joins} {mptcp} {malformed}"
+        );
+    }
 }
