@@ -114,6 +114,12 @@ fn dsr_established(c: &mut Criterion) {
     g.finish();
 }
 
+/// The time of `iters` packets from that of the `n` measured (criterion asks for as many as
+/// it likes; past 2^32, an integer scale by `iters as u32` wrapped and reported picoseconds).
+fn scaled(t: Duration, iters: u64, n: u64) -> Duration {
+    Duration::from_secs_f64(t.as_secs_f64() * iters as f64 / n.max(1) as f64)
+}
+
 fn syn_new_flow(c: &mut Criterion) {
     let mut g = c.benchmark_group("pipeline/syn_new_flow");
     g.throughput(Throughput::Elements(1));
@@ -134,7 +140,7 @@ fn syn_new_flow(c: &mut Criterion) {
             // Remove the fresh flows again between batches so every measured SYN is a miss.
             let t = bench.time_frames(&fresh, &order, iters.min(fresh.len() as u64));
             bench.forget_clients(base, fresh.len());
-            t * (iters as u32) / (iters.min(fresh.len() as u64) as u32)
+            scaled(t, iters, iters.min(fresh.len() as u64))
         })
     });
     g.finish();
@@ -219,7 +225,7 @@ fn mp_join_syn(c: &mut Criterion) {
             let n = iters.min(joins.len() as u64);
             let t = bench.time_frames(&joins, &order, n);
             bench.forget_clients(0, n as usize);
-            t * (iters as u32) / (n as u32)
+            scaled(t, iters, n)
         })
     });
     g.finish();
