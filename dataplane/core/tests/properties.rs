@@ -17,13 +17,14 @@ mod fuzz_bodies;
 use core::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use proptest::prelude::*;
+use trapeze_core::crypto::token_from_key;
 use trapeze_core::flow::FlowKey;
 use trapeze_core::pipeline::{
     process, DropReason, Event, Frame, Shared, VecFrame, Verdict, Worker, WorkerConfig,
 };
 use trapeze_core::pool::{BackendId, PoolSnapshot, PortId, VipId};
 use trapeze_core::tables::flow_table::FlowTableConfig;
-use trapeze_core::tables::token::TokenTableConfig;
+use trapeze_core::tables::token::{Owner, TokenTableConfig};
 use trapeze_core::testkit::{self, TcpSpec};
 use trapeze_core::Ticks;
 use trapeze_wire::mptcp::{self, MpJoin, Segment};
@@ -362,13 +363,17 @@ proptest! {
     /// same bytes, the same counters and the same flow entry as the general walk, whether it
     /// takes the packet or steps aside: on an empty table or one whose buckets are filling (up
     /// to full, so that inserts evict or fail), with one worker or two (handoffs), for a first
-    /// SYN and its retransmission.
+    /// SYN and its retransmission. A third of the cases are MP_JOIN SYNs (the path of
+    /// `flow::join_v4`): for one of the connections both token tables know (owned by each of
+    /// the pool's backends, a removed one among them), or for an unknown token, after the
+    /// generated options or alone; the token tables must end alike too.
     #[test]
     fn the_syn_path_agrees_with_the_general_walk(
         spec in syn_case(),
         fill in 0usize..90,
         two in any::<bool>(),
         again in any::<bool>(),
+        join in 0usize..15,
     ) {
         let pool = fuzz_bodies::pool();
         let n = if two { 2 } else { 1 };
@@ -384,6 +389,33 @@ proptest! {
                 let mut frame = VecFrame::new(&f);
                 let _ = trapeze_core::pipeline::process_general(&mut frame, PortId(0), now, w, sh, pool);
             }
+        }
+        // Connections whose tokens both tables know: one per backend id, and one of a backend
+        // the pool does not have.
+        let tokens: Vec<u32> = (0..5u16)
+            .map(|k| {
+                let server_key = 0x5eed_0000_0000_0000 + u64::from(k);
+                let conn = FlowKey::new(
+                    IpAddr::V4(Ipv4Addr::new(198, 19, 0, k as u8)),
+                    3000 + k,
+                    IpAddr::V4(testkit::VIP4),
+                    testkit::VIP_PORT,
+                    6,
+                );
+                let owner = Owner::new(BackendId(k), conn, server_key, None, now);
+                for sh in [&shared_fast, &shared_general] {
+                    let _ = sh.tokens.learn(token_from_key(server_key), owner);
+                }
+                token_from_key(server_key)
+            })
+            .collect();
+        let mut spec = spec;
+        if join < 5 {
+            let opt = testkit::join_syn(if join < 4 { tokens[join] } else { 0x0bad_70c5 });
+            if join % 2 == 0 {
+                spec.options.clear();
+            }
+            spec = spec.with_mptcp(opt);
         }
         let input = spec.build();
         for _ in 0..if again { 2 } else { 1 } {
@@ -404,6 +436,10 @@ proptest! {
         prop_assert_eq!(ea.is_some(), eb.is_some());
         if let (Some(ea), Some(eb)) = (ea, eb) {
             prop_assert_eq!(bytemuck_bytes(&ea), bytemuck_bytes(&eb), "flow entry");
+        }
+        for t in tokens {
+            let (oa, ob) = (shared_fast.tokens.owners(t), shared_general.tokens.owners(t));
+            prop_assert_eq!(oa.as_slice(), ob.as_slice(), "token table");
         }
     }
 }

@@ -327,6 +327,102 @@ fn insert_full_bucket(w: &mut Worker, shared: &Shared, now: Ticks, hash: u64, en
     insert_in(w, shared, now, hash, entry);
 }
 
+/// The new-connection fast path of an MP_JOIN SYN (see [`syn_v4`]): what [`new_flow`] and
+/// [`join`] do for it, in the same order and with the same counts. `None`, having changed and
+/// counted nothing, when the general path must decide: another worker owns the client, the
+/// 5-tuple is known, a spoofed source, or options that the general path counts (anything but
+/// one clean MP_JOIN among well-formed options: [`mptcp::scan_syn`](trapeze_wire::mptcp::scan_syn)
+/// says so without counting). Past that, it decides: the token table routes, admits and counts
+/// the subflow, and a refused join is dropped with the general path's reason. Out of line: a
+/// join is rarer than a first SYN, and its code stays out of the SYN path's registers.
+#[cold]
+#[inline(never)]
+#[allow(clippy::too_many_arguments)]
+fn join_v4<F: Frame>(
+    w: &mut Worker,
+    shared: &Shared,
+    pool: &PoolSnapshot,
+    now: Ticks,
+    ingress: PortId,
+    frame: &mut F,
+    p: &ToVipV4,
+    s: &parse::SynV4,
+) -> Option<Verdict> {
+    let key = p.key();
+    if w.workers > 1 && steer(&key.src, key.src_port, w.workers) != w.id {
+        return None;
+    }
+    if w.flows.lookup(&key, p.hash).is_some() {
+        return None;
+    }
+    let vip = pool.vip(p.vip)?;
+    let port = pool.port(ingress)?;
+    if pool.is_vip_addr_v4(p.d.src()) {
+        return None;
+    }
+    let scan = trapeze_wire::mptcp::scan_syn(frame.data().get(s.options())?, false);
+    let trapeze_wire::mptcp::SynRequest::Join { token } = scan.request else {
+        return None;
+    };
+    if scan.ignored > 0 || scan.conflict || scan.tcp_options_malformed {
+        return None;
+    }
+    // Decided from here on.
+    let v = match mptcp::route_join_in(pool, shared, now, false, token, vip) {
+        Err(r) => Verdict::Drop(r),
+        Ok((backend, referenced)) => {
+            let mut entry = FlowEntry {
+                key,
+                backend,
+                vip: p.vip,
+                client_port: ingress.0,
+                token,
+                flags: flags::JOIN,
+                ..FlowEntry::default()
+            };
+            entry.set_state(state::first(true));
+            entry.client_mac.copy_from_slice(&frame.data()[6..12]);
+            if referenced {
+                entry.flags |= flags::TOKEN_REF;
+            }
+            if !insert_in(w, shared, now, p.hash, entry) && referenced {
+                shared.tokens.subflow_closed(token, backend, now);
+            }
+            w.stats.event(Event::JoinRouted);
+            if let Some(c) = w.stats.vips.get_mut(p.vip.0 as usize) {
+                c.joins += 1;
+            }
+            if let Some(c) = w.stats.backends.get_mut(backend.0 as usize) {
+                c.joins += 1;
+            }
+            match pool.fast4(backend) {
+                Some(b) => {
+                    w.stats.count_to_backend(p.vip, backend, u64::from(p.d.len));
+                    egress::nat::to_backend_v4(frame.data_mut(), b);
+                    Verdict::Forward { port: b.egress }
+                }
+                // A backend the precomputed rewrite does not cover: the general rewrite.
+                None => {
+                    let mut cx = Ctx {
+                        w: &mut *w,
+                        shared,
+                        pool,
+                        now,
+                        now_ms: now.coarse_ms(),
+                        ingress,
+                        port,
+                        l2_len: 14,
+                    };
+                    egress::to_backend(&mut cx, frame, &s.headers().ip, backend, p.vip, p.hash)
+                }
+            }
+        }
+    };
+    w.stats.rx += 1;
+    w.stats.verdict(&v);
+    Some(v)
+}
+
 /// The new-connection fast path: the opening SYN of an IPv4 client towards a NAT VIP's own
 /// port, which no flow of this worker has yet ([`parse::syn_v4`], classified by
 /// [`classify::to_vip_v4`](crate::pipeline::classify::to_vip_v4): its key and the one keyed
@@ -350,16 +446,19 @@ pub(crate) fn syn_v4<F: Frame>(
     s: &parse::SynV4,
 ) -> Option<Verdict> {
     // The options first, counting nothing: an MP_JOIN steps aside before any table is read.
-    let data = frame.data_mut();
-    let area = data.get(s.options())?;
-    let opts = if area.is_empty() {
-        mptcp::SynOptions::Plain { malformed: false }
-    } else {
-        mptcp::syn_options(area)
+    let opts = {
+        let area = frame.data().get(s.options())?;
+        if area.is_empty() {
+            mptcp::SynOptions::Plain { malformed: false }
+        } else {
+            mptcp::syn_options(area)
+        }
     };
     if opts == mptcp::SynOptions::Join {
-        return None;
+        return join_v4(w, shared, pool, now, ingress, frame, p, s);
     }
+    let data = frame.data_mut();
+    let area = data.get(s.options())?;
     let key = p.key();
     if w.workers > 1 && steer(&key.src, key.src_port, w.workers) != w.id {
         return None;

@@ -51,13 +51,14 @@ use trapeze_wire::tcp::{option_kind, TcpFlags, TcpOptions};
 
 use super::announcing;
 use crate::crypto;
-use crate::pipeline::context::Ctx;
+use crate::pipeline::context::{Ctx, Shared};
 use crate::pipeline::frame::Frame;
 use crate::pipeline::parse::{self, Ip, Seg, TcpNumbers};
 use crate::pipeline::verdict::{DropReason, Event, WorkerStats};
-use crate::pool::{BackendId, ForwardingMode, Vip, VipId};
+use crate::pool::{BackendId, ForwardingMode, PoolSnapshot, Vip, VipId};
 use crate::tables::flow_table::{flags, FlowEntry};
 use crate::tables::token::{ConfirmOutcome, JoinOutcome, LearnOutcome, Owner};
+use crate::time::Ticks;
 
 /// NAT: the backend's SYN/ACK on a half-open flow. Returns whether it moves the handshake on
 /// (false: a corrupted SYN/ACK of an MPTCP connection; the flow waits for the retransmission).
@@ -323,9 +324,23 @@ pub(super) fn route_join(
     token: u32,
     vip: &Vip,
 ) -> Result<(BackendId, bool), DropReason> {
-    let family = usize::from(ip.v6);
+    route_join_in(cx.pool, cx.shared, cx.now, ip.v6, token, vip)
+}
+
+/// [`route_join`] from its parts (`v6`: the join's family), for the fast path that has no
+/// [`Ctx`].
+#[inline]
+pub(super) fn route_join_in(
+    pool: &PoolSnapshot,
+    shared: &Shared,
+    now: Ticks,
+    v6: bool,
+    token: u32,
+    vip: &Vip,
+) -> Result<(BackendId, bool), DropReason> {
+    let family = usize::from(v6);
     let admit = |b: BackendId| {
-        let reach = cx.pool.join_reach(b);
+        let reach = pool.join_reach(b);
         if !reach.accepts {
             return Err(DropReason::JoinOwnerDown);
         }
@@ -339,7 +354,7 @@ pub(super) fn route_join(
             Err(DropReason::JoinNoPath)
         }
     };
-    match cx.shared.tokens.join(token, cx.now, admit) {
+    match shared.tokens.join(token, now, admit) {
         JoinOutcome::Routed {
             backend,
             referenced,
