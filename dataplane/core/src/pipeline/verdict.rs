@@ -386,7 +386,7 @@ impl WorkerStats {
     }
 
     /// Counts a packet of `bytes` (IP length) sent towards a backend of a VIP.
-    #[inline]
+    #[inline(always)]
     pub fn count_to_backend(&mut self, vip: VipId, backend: BackendId, bytes: u64) {
         if let Some(c) = self.vips.get_mut(vip.0 as usize) {
             c.packets += 1;

@@ -360,7 +360,9 @@ fn join_v4<F: Frame>(
     if pool.is_vip_addr_v4(p.d.src()) {
         return None;
     }
-    let scan = trapeze_wire::mptcp::scan_syn(frame.data().get(s.options())?, false);
+    let data = frame.data();
+    let scan = trapeze_wire::mptcp::scan_syn(data.get(s.options())?, false);
+    let client_mac: [u8; 6] = *data.get(6..12)?.first_chunk()?;
     let trapeze_wire::mptcp::SynRequest::Join { token } = scan.request else {
         return None;
     };
@@ -377,15 +379,28 @@ fn join_v4<F: Frame>(
                 vip: p.vip,
                 client_port: ingress.0,
                 token,
+                client_mac,
                 flags: flags::JOIN,
                 ..FlowEntry::default()
             };
             entry.set_state(state::first(true));
-            entry.client_mac.copy_from_slice(&frame.data()[6..12]);
             if referenced {
                 entry.flags |= flags::TOKEN_REF;
             }
-            if !insert_in(w, shared, now, p.hash, entry) && referenced {
+            // What `insert_in` does, its common case (a free slot) inline.
+            let stored = if w
+                .flows
+                .insert_free(p.hash, now.coarse_ms(), || entry)
+                .is_some()
+            {
+                if let Some(c) = w.stats.backends.get_mut(backend.0 as usize) {
+                    c.active_flows += 1;
+                }
+                true
+            } else {
+                insert_in(w, shared, now, p.hash, entry)
+            };
+            if !stored && referenced {
                 shared.tokens.subflow_closed(token, backend, now);
             }
             w.stats.event(Event::JoinRouted);
