@@ -273,35 +273,33 @@ pub fn process_burst<F: Frame>(
     let port = pool.port(ingress);
     let fast = port.filter(|p| p.vlan.is_none()).map(|p| p.mac);
     for (frames, verdicts) in frames.chunks_mut(BURST).zip(verdicts.chunks_mut(BURST)) {
-        // First pass: each frame's first look (the established path's candidates apart, so
-        // that they cost a small copy), and its bucket warmed.
-        let mut est: [Option<ToVipV4>; BURST] = [None; BURST];
+        // First pass: each frame's first look (the established and new-connection paths'
+        // candidates apart, so that they cost a small copy), and its bucket warmed.
+        let mut first: [First; BURST] = [First::Other; BURST];
         let mut pre: [Option<Classified>; BURST] = [None; BURST];
-        // The new-connection path's candidates.
-        let mut syn: [Option<(parse::SynV4, ToVipV4)>; BURST] = [None; BURST];
         if let Some(mac) = &fast {
             let mut hashes = [0u64; BURST];
             let mut n = 0;
             let secret = worker.flows.secret();
-            for (((e, p), s), f) in est
-                .iter_mut()
-                .zip(pre.iter_mut())
-                .zip(syn.iter_mut())
-                .zip(frames.iter())
-            {
-                *e = to_vip_v4(f.data(), mac, pool, secret);
-                let hash = match e {
-                    Some(e) => e.hash,
-                    None => {
-                        match syn_to_vip_v4(f.data(), mac, pool, secret) {
-                            Ok(c) => *s = Some(c),
-                            Err(Some(h)) => *p = classify::tcp(pool, secret, &h.headers()),
-                            Err(None) => *p = fast_classify(f.data(), mac, pool, secret),
+            for ((c, p), f) in first.iter_mut().zip(pre.iter_mut()).zip(frames.iter()) {
+                let hash = if let Some(e) = to_vip_v4(f.data(), mac, pool, secret) {
+                    *c = First::Established(e);
+                    e.hash
+                } else {
+                    match syn_to_vip_v4(f.data(), mac, pool, secret) {
+                        Ok((s, e)) => {
+                            *c = First::Syn(s, e);
+                            e.hash
                         }
-                        match (&*s, &*p) {
-                            (Some((_, e)), _) => e.hash,
-                            (None, Some(p)) => p.hash,
-                            (None, None) => continue,
+                        Err(h) => {
+                            *p = match h {
+                                Some(h) => classify::tcp(pool, secret, &h.headers()),
+                                None => fast_classify(f.data(), mac, pool, secret),
+                            };
+                            match p {
+                                Some(p) => p.hash,
+                                None => continue,
+                            }
                         }
                     }
                 };
@@ -310,26 +308,29 @@ pub fn process_burst<F: Frame>(
             }
             core::hint::black_box(worker.flows.warm(&hashes[..n]));
         }
-        for (i, ((((f, v), e), p), s)) in frames
+        for (i, (((f, v), c), p)) in frames
             .iter_mut()
             .zip(verdicts.iter_mut())
-            .zip(est.iter())
+            .zip(first.iter())
             .zip(pre.iter_mut())
-            .zip(syn.iter())
             .enumerate()
         {
-            if let (Some(e), Some(mac)) = (e, &fast) {
-                if let Some(fv) = established(f, e, now, worker, pool) {
-                    *v = fv;
-                    continue;
+            match (c, &fast) {
+                (First::Established(e), Some(mac)) => {
+                    if let Some(fv) = established(f, e, now, worker, pool) {
+                        *v = fv;
+                        continue;
+                    }
+                    *p = full_of(f.data(), mac, e);
                 }
-                *p = full_of(f.data(), mac, e);
-            } else if let Some((s, e)) = s {
-                if let Some(fv) = syn_in_burst(worker, shared, pool, now, ingress, f, e, s) {
-                    *v = fv;
-                    continue;
+                (First::Syn(s, e), _) => {
+                    if let Some(fv) = syn_in_burst(worker, shared, pool, now, ingress, f, e, s) {
+                        *v = fv;
+                        continue;
+                    }
+                    *p = Some(classify::to_vip_v4_full(&s.headers(), e));
                 }
-                *p = Some(classify::to_vip_v4_full(&s.headers(), e));
+                _ => {}
             }
             worker.announcements.position = i as u16;
             *v = decide(f, p.as_ref(), ingress, port, now, worker, shared, pool);
@@ -353,6 +354,17 @@ fn syn_in_burst<F: Frame>(
     s: &parse::SynV4,
 ) -> Option<Verdict> {
     flow::syn_v4(worker, shared, pool, now, ingress, frame, e, s)
+}
+
+/// What the first pass of [`process_burst`] found a frame to be, for the second.
+#[derive(Clone, Copy)]
+enum First {
+    /// The established path's candidate.
+    Established(ToVipV4),
+    /// The new-connection path's candidate.
+    Syn(parse::SynV4, ToVipV4),
+    /// Anything else (its classification, if any, is kept beside).
+    Other,
 }
 
 /// The common case in one go: the fast parser, then the classification of a VIP's segment.
