@@ -443,11 +443,12 @@ fn join_v4<F: Frame>(
 /// [`classify::to_vip_v4`](crate::pipeline::classify::to_vip_v4): its key and the one keyed
 /// hash). It does what [`new_flow`] does for such a packet, in the same order and with the same
 /// counts: Maglev, the MPTCP options (MP_CAPABLE marks the flow), the insert, and the rewrite
-/// with the backend's precomputed [`Fast4`](crate::pool::Fast4). `None`, having changed and
-/// counted nothing, when the packet needs anything else: another worker owns it, its 5-tuple
-/// is known (a retransmission or a reuse), a spoofed source, no backend, a backend the fast
-/// rewrite does not cover, or an MP_JOIN; the caller then takes the general path with the same
-/// key and hash. Counts the packet (received, forwarded) when it forwards it.
+/// with the backend's precomputed [`Fast4`](crate::pool::Fast4); an MP_JOIN goes to
+/// [`join_v4`]. `None`, having changed and counted nothing, when the packet needs anything
+/// else: another worker owns it, its 5-tuple is known (a retransmission or a reuse), a spoofed
+/// source, no backend, a backend the fast rewrite does not cover; the caller then takes the
+/// general path with the same key and hash. Counts the packet (received, forwarded) when it
+/// forwards it.
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn syn_v4<F: Frame>(
