@@ -217,7 +217,30 @@ pub(crate) struct Ctx<'a> {
     pub(crate) l2_len: usize,
 }
 
-impl Ctx<'_> {
+impl<'a> Ctx<'a> {
+    /// The context of a frame that arrived on `ingress` (`port`: its configuration), untagged
+    /// until the walk reads a VLAN tag.
+    #[inline]
+    pub(crate) fn new(
+        w: &'a mut Worker,
+        shared: &'a Shared,
+        pool: &'a PoolSnapshot,
+        now: Ticks,
+        ingress: PortId,
+        port: &'a PortConfig,
+    ) -> Self {
+        Self {
+            w,
+            shared,
+            pool,
+            now,
+            now_ms: now.coarse_ms(),
+            ingress,
+            port,
+            l2_len: 14,
+        }
+    }
+
     /// The worker to hand a frame to when this one does not own the flows of its client endpoint
     /// (`None`: this one does).
     #[inline]

@@ -398,16 +398,7 @@ fn decide<F: Frame>(
         worker.stats.verdict(&v);
         return v;
     };
-    let mut cx = Ctx {
-        w: worker,
-        shared,
-        pool,
-        now,
-        now_ms: now.coarse_ms(),
-        ingress,
-        port,
-        l2_len: 14,
-    };
+    let mut cx = Ctx::new(worker, shared, pool, now, ingress, port);
     let v = match pre {
         Some(p) => flow::forward(&mut cx, frame, p),
         None => full_walk(&mut cx, frame),

@@ -327,6 +327,16 @@ fn insert_full_bucket(w: &mut Worker, shared: &Shared, now: Ticks, hash: u64, en
     insert_in(w, shared, now, hash, entry);
 }
 
+/// Whether the new-connection paths may open the flow of `p` (whose key is `key`) here: its
+/// client is this worker's, no flow of it exists yet, and its source is not one of our VIPs
+/// (spoofed: the general path drops it). Otherwise the general path decides.
+#[inline(always)]
+fn opens_here(w: &Worker, pool: &PoolSnapshot, p: &ToVipV4, key: &FlowKey) -> bool {
+    (w.workers <= 1 || steer(&key.src, key.src_port, w.workers) == w.id)
+        && w.flows.lookup(key, p.hash).is_none()
+        && !pool.is_vip_addr_v4(p.d.src())
+}
+
 /// The new-connection fast path of an MP_JOIN SYN (see [`syn_v4`]): what [`new_flow`] and
 /// [`join`] do for it, in the same order and with the same counts. `None`, having changed and
 /// counted nothing, when the general path must decide: another worker owns the client, the
@@ -349,17 +359,11 @@ fn join_v4<F: Frame>(
     s: &parse::SynV4,
 ) -> Option<Verdict> {
     let key = p.key();
-    if w.workers > 1 && steer(&key.src, key.src_port, w.workers) != w.id {
-        return None;
-    }
-    if w.flows.lookup(&key, p.hash).is_some() {
+    if !opens_here(w, pool, p, &key) {
         return None;
     }
     let vip = pool.vip(p.vip)?;
     let port = pool.port(ingress)?;
-    if pool.is_vip_addr_v4(p.d.src()) {
-        return None;
-    }
     let data = frame.data();
     let scan = trapeze_wire::mptcp::scan_syn(data.get(s.options())?, false);
     let client_mac: [u8; 6] = *data.get(6..12)?.first_chunk()?;
@@ -418,16 +422,7 @@ fn join_v4<F: Frame>(
                 }
                 // A backend the precomputed rewrite does not cover: the general rewrite.
                 None => {
-                    let mut cx = Ctx {
-                        w: &mut *w,
-                        shared,
-                        pool,
-                        now,
-                        now_ms: now.coarse_ms(),
-                        ingress,
-                        port,
-                        l2_len: 14,
-                    };
+                    let mut cx = Ctx::new(w, shared, pool, now, ingress, port);
                     egress::to_backend(&mut cx, frame, &s.headers().ip, backend, p.vip, p.hash)
                 }
             }
@@ -476,16 +471,10 @@ pub(crate) fn syn_v4<F: Frame>(
     let data = frame.data_mut();
     let area = data.get(s.options())?;
     let key = p.key();
-    if w.workers > 1 && steer(&key.src, key.src_port, w.workers) != w.id {
-        return None;
-    }
-    if w.flows.lookup(&key, p.hash).is_some() {
+    if !opens_here(w, pool, p, &key) {
         return None;
     }
     let vip = pool.vip(p.vip)?;
-    if pool.is_vip_addr_v4(p.d.src()) {
-        return None;
-    }
     // Maglev takes the fixed hash, the same on every instance (the flow table's is keyed).
     let d = &p.d;
     let backend = vip

@@ -291,20 +291,13 @@ pub(super) fn plain_syn(stats: &mut WorkerStats, malformed: bool) -> Syn {
 #[inline(always)]
 pub(super) fn syn_scanned(stats: &mut WorkerStats, area: &[u8], seg: &Seg) -> Syn {
     let s = mptcp::scan_syn(area, seg.has(TcpFlags::RST.0));
-    if s.ignored > 0 {
-        let e = if s.last_error == Some(MptcpError::Version0) {
-            Event::MpcVersion0
-        } else {
-            Event::MptcpOptionIgnored
-        };
-        stats.event(e);
-    }
-    if s.conflict {
-        stats.event(Event::MptcpConflict);
-    }
-    if s.tcp_options_malformed {
-        stats.event(Event::TcpOptionMalformed);
-    }
+    count_scan(
+        stats,
+        s.ignored,
+        s.last_error,
+        s.conflict,
+        s.tcp_options_malformed,
+    );
     match s.request {
         SynRequest::Join { token } => Syn::Join { token },
         SynRequest::Capable => Syn::Capable,
@@ -551,21 +544,40 @@ fn scan<F: Frame>(cx: &mut Ctx<'_>, frame: &F, seg: &Seg) -> MptcpSummary {
 /// The MPTCP options of a segment's option `area`, counted into `stats`.
 fn scan_area(stats: &mut WorkerStats, area: &[u8], seg: &Seg) -> MptcpSummary {
     let s = mptcp::scan(area, seg.segment());
-    if s.ignored > 0 {
-        let e = if s.last_error == Some(MptcpError::Version0) {
+    count_scan(
+        stats,
+        s.ignored,
+        s.last_error,
+        s.conflict,
+        s.tcp_options_malformed,
+    );
+    s
+}
+
+/// What a scan of the options found that is counted: options ignored (the last one's error
+/// names the event), conflicting options, a malformed option area.
+#[inline(always)]
+fn count_scan(
+    stats: &mut WorkerStats,
+    ignored: u8,
+    last_error: Option<MptcpError>,
+    conflict: bool,
+    malformed: bool,
+) {
+    if ignored > 0 {
+        let e = if last_error == Some(MptcpError::Version0) {
             Event::MpcVersion0
         } else {
             Event::MptcpOptionIgnored
         };
         stats.event(e);
     }
-    if s.conflict {
+    if conflict {
         stats.event(Event::MptcpConflict);
     }
-    if s.tcp_options_malformed {
+    if malformed {
         stats.event(Event::TcpOptionMalformed);
     }
-    s
 }
 
 #[cfg(test)]
