@@ -133,14 +133,15 @@ impl FlowKey {
     /// The key hashed with a secret seed: the flow-table bucket index (see [`FlowSecret`]).
     #[inline]
     pub fn keyed_hash(&self, secret: FlowSecret) -> u64 {
-        // The secret is the initial state itself (the fixed hash starts from its seed mixed
-        // with the word count). An IPv4 key is mixed as two words, its twelve bytes of
-        // addresses and ports, not as the five words of its IPv4-mapped form: three rounds
-        // fewer on every packet of the established path (whose key is IPv4-mapped by
-        // construction, so the test below folds away there).
+        // IPv6: the secret is the initial state itself (the fixed hash starts from its seed
+        // mixed with the word count). An IPv4 key is two words, its twelve bytes of addresses
+        // and ports, not the five words of its IPv4-mapped form, taken by one folded multiply
+        // (the established path's key is IPv4-mapped by construction, so the test below folds
+        // away there).
         if self.is_ipv4() && self.dst[..12] == V4_MAPPED_PREFIX {
             let a = |b: &[u8; 16]| u64::from(u32::from_le_bytes([b[12], b[13], b[14], b[15]]));
-            let ports = u32::from(self.src_port) | (u32::from(self.dst_port) << 16);
+            let (s, d) = (self.src_port.to_be_bytes(), self.dst_port.to_be_bytes());
+            let ports = u32::from_le_bytes([s[0], s[1], d[0], d[1]]);
             Self::keyed_hash_v4(
                 secret,
                 a(&self.src) | (a(&self.dst) << 32),
@@ -152,15 +153,20 @@ impl FlowKey {
         }
     }
 
-    /// [`keyed_hash`](Self::keyed_hash) of an IPv4 key given as words: `addrs` holds the source
-    /// then the destination address as they lie in a packet, read little-endian; `ports` the
-    /// source port (host order) in its low half and the destination port in its high half.
+    /// [`keyed_hash`](Self::keyed_hash) of an IPv4 key given as words, both as they lie in a
+    /// packet, read little-endian: `addrs` the source then the destination address, `ports` the
+    /// source then the destination port (so the established path swaps no byte).
+    ///
+    /// One folded multiply: both words keyed with the secret, multiplied to 128 bits, the two
+    /// halves xored (the mixing of foldhash and aHash). Every bit of either word reaches the low
+    /// bits (the bucket) and the high half (the tag) through the product's upper half. Without
+    /// the secret, the factors are unknown, so keys cannot be aimed at a bucket (a word that
+    /// keys to zero would zero the product, but finding one means guessing 32 bits of the
+    /// secret per try). IPv6 keys keep the rounds of [`mix_words`].
     #[inline(always)]
     pub fn keyed_hash_v4(secret: FlowSecret, addrs: u64, ports: u32, proto: u16) -> u64 {
-        mix_words(
-            secret.0,
-            &[addrs, u64::from(ports) | (u64::from(proto) << 32)],
-        )
+        let tail = u64::from(ports) | (u64::from(proto) << 32);
+        folded_multiply(addrs ^ secret.0, tail ^ (secret.0 ^ K2).rotate_left(32))
     }
 
     /// Ports and protocol as one little-endian word.
@@ -204,8 +210,8 @@ impl FlowKey {
 /// random per-table secret (fresh on a cold start, kept in the state file across restarts so
 /// that a re-attached table still finds its flows): without the secret, the bucket of a key
 /// cannot be predicted. It is not a cryptographic MAC, and it does not need to be: nothing is
-/// authenticated by it, and it costs no more than the fixed hash (less for IPv4 keys, mixed as two
-/// words instead of five). Maglev keeps the fixed
+/// authenticated by it, and it costs no more than the fixed hash (much less for IPv4 keys: one
+/// folded multiply of two keyed words, [`FlowKey::keyed_hash_v4`]). Maglev keeps the fixed
 /// hash, so that every instance picks the same backend for a new flow.
 #[derive(Clone, Copy, PartialEq, Eq, Default, bytemuck::Pod, bytemuck::Zeroable)]
 #[repr(transparent)]
@@ -254,6 +260,13 @@ fn mix_words(mut h: u64, words: &[u64]) -> u64 {
         h = (h ^ w).wrapping_mul(K1).rotate_left(31);
     }
     fmix(h)
+}
+
+/// The 128-bit product of two words, its halves xored.
+#[inline(always)]
+const fn folded_multiply(a: u64, b: u64) -> u64 {
+    let p = (a as u128) * (b as u128);
+    (p as u64) ^ ((p >> 64) as u64)
 }
 
 /// SplitMix64 finaliser: full avalanche of a 64-bit value.

@@ -123,7 +123,7 @@ pub(crate) fn to_vip_v4(pool: &PoolSnapshot, secret: FlowSecret, d: &DataV4) -> 
     Some(ToVipV4 {
         d: *d,
         vip,
-        hash: FlowKey::keyed_hash_v4(secret, d.addrs, d.ports_host(), 6),
+        hash: FlowKey::keyed_hash_v4(secret, d.addrs, d.ports, 6),
     })
 }
 

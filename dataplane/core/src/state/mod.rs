@@ -78,11 +78,11 @@ use crate::time::{coarse_elapsed, Ticks};
 
 use ids::{BackendIdent, Persisted, Seeded, VipIdent, NAME_MAX};
 
-/// The layout version this build reads and writes. 2: IPv4 flow keys are bucketed by a
-/// two-word keyed hash ([`FlowKey::keyed_hash`](crate::flow::FlowKey::keyed_hash)); a file of
-/// layout 1 placed them by the five-word one, so it is refused (a cold start) rather than
-/// repaired into an empty table.
-pub const LAYOUT_VERSION: u32 = 2;
+/// The layout version this build reads and writes. 3: IPv4 flow keys are bucketed by one
+/// folded multiply of two keyed words ([`FlowKey::keyed_hash`](crate::flow::FlowKey::keyed_hash));
+/// files of layout 1 (five-word rounds) and 2 (two-word rounds) placed them elsewhere, so they
+/// are refused (a cold start) rather than repaired into an empty table.
+pub const LAYOUT_VERSION: u32 = 3;
 
 /// The first bytes of a state file.
 pub const MAGIC: [u8; 8] = *b"TRAPEZE\x00";

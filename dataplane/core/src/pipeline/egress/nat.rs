@@ -101,9 +101,11 @@ pub(crate) fn nat_tcp(buf: &mut [u8], ip: &Ip, end: End, addr: &[u8; 16], port: 
 /// and stores it the same way).
 #[inline(always)]
 fn apply_ne(hc: u32, delta: u32) -> u32 {
-    let mut s = (!hc & 0xffff) + delta;
-    s = (s & 0xffff) + (s >> 16);
-    (s & 0xffff) + (s >> 16)
+    // The sum is below 2^18. Adding it to itself rotated by 16 bits adds its low half to its
+    // high half, and the low half's carry too: the high half is then the one's-complement fold
+    // (two folds in four instructions).
+    let s = (!hc & 0xffff) + delta;
+    s.wrapping_add(s.rotate_left(16)) >> 16
 }
 
 /// The established fast path's rewrite of an IPv4 segment towards a backend (what
@@ -139,6 +141,23 @@ pub(crate) fn to_backend_v4(buf: &mut [u8], b: &Fast4) {
 mod tests {
     use super::*;
     use trapeze_wire::checksum;
+
+    #[test]
+    fn the_rotated_fold_is_two_folds() {
+        for s in 0..(1u32 << 19) {
+            let mut f = (s & 0xffff) + (s >> 16);
+            f = (f & 0xffff) + (f >> 16);
+            assert_eq!(s.wrapping_add(s.rotate_left(16)) >> 16, f, "{s:#x}");
+        }
+        for hc in [0, 1, 0x1234, 0xfffe, 0xffff] {
+            for delta in [0, 1, 0xffff, 0x1_0000, 0x2_fffe, 0x3_fffd] {
+                let mut f = (!hc & 0xffff) + delta;
+                f = (f & 0xffff) + (f >> 16);
+                f = (f & 0xffff) + (f >> 16);
+                assert_eq!(apply_ne(hc, delta), f);
+            }
+        }
+    }
 
     #[test]
     fn delta_matches_a_full_recompute() {
