@@ -11,7 +11,7 @@ use trapeze_core::pipeline::{
     process, process_burst, Event, Frame, Shared, VecFrame, Verdict, Worker, WorkerConfig, BURST,
 };
 use trapeze_core::pool::{BackendId, PoolSnapshot, PortId};
-use trapeze_core::tables::flow_table::FlowTableConfig;
+use trapeze_core::tables::flow_table::{FlowTable, FlowTableConfig};
 use trapeze_core::tables::token::{Owner, TokenTableConfig};
 use trapeze_core::testkit::{backend_v4, demo_pool, VIP4, VIP_PORT};
 use trapeze_core::Ticks;
@@ -64,14 +64,17 @@ impl Bench {
 
     /// A worker with a flow table of `flow_capacity` over `pool`.
     pub fn with_pool(pool: PoolSnapshot, flow_capacity: usize) -> Self {
+        let flows = FlowTable::new(FlowTableConfig {
+            capacity: flow_capacity,
+            ..Default::default()
+        });
+        Self::with_flows(pool, flows)
+    }
+
+    /// A worker around a flow table built elsewhere (on memory the caller chose) over `pool`.
+    pub fn with_flows(pool: PoolSnapshot, flows: FlowTable) -> Self {
         Self {
-            worker: Worker::new(WorkerConfig {
-                flows: FlowTableConfig {
-                    capacity: flow_capacity,
-                    ..Default::default()
-                },
-                ..Default::default()
-            }),
+            worker: Worker::with_flows(WorkerConfig::default(), flows),
             shared: Shared::new(TokenTableConfig {
                 capacity: 1 << 21,
                 shards: 64,
