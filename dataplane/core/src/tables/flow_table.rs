@@ -388,8 +388,18 @@ impl FlowTable {
     /// path: one bounds check, not one for the lookup and one for the entry).
     #[inline(always)]
     pub fn lookup_mut(&mut self, key: &FlowKey, hash: u64) -> Option<&mut FlowEntry> {
-        let i = self.find(key, hash)?;
-        self.entries.get_mut(i)
+        let b = self.bucket(hash);
+        let tag = tag_of(hash);
+        let tags = &self.tags[b];
+        // As `find`, the key compared as words under one test: a hit compares its whole key.
+        let way = tags.iter().enumerate().position(|(way, &t)| {
+            t == tag
+                && self
+                    .entries
+                    .get(b * WAYS + way)
+                    .is_some_and(|e| e.key.same(key))
+        })?;
+        self.entries.get_mut(b * WAYS + way)
     }
 
     #[inline(always)]
