@@ -301,6 +301,27 @@ mod tests {
     use super::*;
 
     #[test]
+    fn same_is_eq() {
+        let k = FlowKey::new(
+            "192.0.2.1".parse().unwrap(),
+            40000,
+            "198.51.100.10".parse().unwrap(),
+            80,
+            6,
+        );
+        assert!(k.same(&k));
+        // Every single-bit difference, anywhere in the 38 bytes, is seen.
+        for byte in 0..core::mem::size_of::<FlowKey>() {
+            for bit in 0..8 {
+                let mut o = k;
+                bytemuck::bytes_of_mut(&mut o)[byte] ^= 1 << bit;
+                assert_eq!(k.same(&o), k == o, "byte {byte} bit {bit}");
+                assert!(!k.same(&o));
+            }
+        }
+    }
+
+    #[test]
     fn the_ipv4_hash_is_the_hash() {
         let mut x = 0x1234_5678_9abc_def0u64;
         for _ in 0..10_000 {
