@@ -1334,15 +1334,13 @@ impl TokenTable {
         if let Err(r) = admit(backend) {
             return JoinOutcome::NotAdmitted(r);
         }
-        let referenced = match shard
-            .find(first, backend)
-            .and_then(|i| shard.recs.get_mut(i as usize))
-        {
-            Some(rec) => {
+        // The sole owner is the chain's first record (`Head` names its backend): no walk.
+        let referenced = match shard.recs.get_mut(first as usize) {
+            Some(rec) if rec.backend == backend => {
                 rec.subflows = rec.subflows.saturating_add(1);
                 true
             }
-            None => false,
+            _ => false,
         };
         JoinOutcome::Routed {
             backend,
