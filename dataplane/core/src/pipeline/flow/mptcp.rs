@@ -379,12 +379,12 @@ pub(super) fn route_join_in(
     token: u32,
     vip: &Vip,
 ) -> Result<(BackendId, bool), DropReason> {
-    let family = usize::from(v6);
-    let admit = |b: BackendId| {
-        let reach = pool.join_reach(b);
-        if !reach.accepts {
+    let admit = move |b: BackendId| {
+        // An id that never existed accepts none (`join_reach`'s default).
+        let Some(reach) = pool.join_reach_of(b).filter(|r| r.accepts) else {
             return Err(DropReason::JoinOwnerDown);
-        }
+        };
+        let family = usize::from(v6);
         let reachable = match vip.mode {
             ForwardingMode::Nat => reach.nat_vip[family] == Some(vip.id),
             ForwardingMode::Dsr(_) => reach.has_addr[family] && vip.has_member(b),
@@ -400,9 +400,20 @@ pub(super) fn route_join_in(
             backend,
             referenced,
         } => Ok((backend, referenced)),
-        JoinOutcome::Unknown => Err(DropReason::JoinNoToken),
-        JoinOutcome::Ambiguous => Err(DropReason::JoinTokenAmbiguous),
-        JoinOutcome::NotAdmitted(r) => Err(r),
+        refused => Err(join_refused(refused)),
+    }
+}
+
+/// Why [`route_join_in`] refuses a join (out of line: the routed join is the one to keep short).
+#[cold]
+#[inline(never)]
+fn join_refused(o: JoinOutcome<DropReason>) -> DropReason {
+    match o {
+        JoinOutcome::Unknown => DropReason::JoinNoToken,
+        JoinOutcome::Ambiguous => DropReason::JoinTokenAmbiguous,
+        JoinOutcome::NotAdmitted(r) => r,
+        // Not a refusal: not reached.
+        JoinOutcome::Routed { .. } => DropReason::JoinNoToken,
     }
 }
 
