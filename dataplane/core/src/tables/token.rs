@@ -26,9 +26,10 @@
 //!   owner's backend and counts the new subflow with one probe of the map ([`TokenTable::route_join`]
 //!   alone takes the read lock). Learning, confirming and subflow bookkeeping take the write
 //!   lock briefly too.
-//! * In a shard, a `hashbrown` map `token → Head` (24 bytes a bucket) with a fixed multiply-xor
-//!   hasher (tokens are SHA-256 output and chosen by servers, not by clients, so they are already
-//!   uniform; the hasher only spreads them over hashbrown's bucket index and 7-bit tag). `Head`
+//! * In a shard, a `hashbrown` map `token → Head` (24 bytes a bucket) with a hasher keyed per
+//!   table (one multiply and one add by a random key, `TokenHasher`): tokens are SHA-256
+//!   output, but a DSR client chooses the key it claims, hence its token, and could aim
+//!   tokens at one bucket of a public hash. `Head`
 //!   carries the owner count, the first owner's backend and that owner's last-join stamp, so a
 //!   join is answered *and* stamped from the bucket alone: one cache miss, and the read-lock
 //!   release (a locked RMW, which waits for earlier stores) never waits on a second line.
@@ -533,41 +534,90 @@ impl Rec {
     }
 }
 
-/// The fixed hasher of the shard maps: one multiply by an odd constant, then the high half
-/// folded onto the low half (hashbrown takes the bucket index from the low bits and the 7-bit
-/// tag from the top bits; both then depend on all 32 token bits).
-#[derive(Debug, Clone, Copy, Default)]
-struct TokenHasher(u64);
+/// The hasher of the shard maps, keyed per table: one multiply and one add by random 64-bit
+/// words, `key.mul · token + key.add` (mod 2⁶⁴), whose bits 32 and up are the low bits of the
+/// hash (hashbrown's bucket index) and bits 25..32 its top bits (the 7-bit tag).
+///
+/// Why keyed: a token is the start of SHA-256 of a server key, but in DSR the key comes from
+/// the client ([`TokenTable::claim`]), and aiming a token at one bucket of a shard needs only
+/// as many bits of it to match as the shard has buckets (≈ 2¹⁶ SHA-256 evaluations per token
+/// at 1M tokens, once the shard's bits are matched too). Under a public hash, a client could
+/// pile its claimed tokens into one run of buckets and make every probe of that run walk it,
+/// under the shard's lock. Bits 32 and up of `a·x + b` for random 64-bit `a` and `b` and
+/// 32-bit `x` are the multiply-add-shift family (Dietzfelbinger 1996): two distinct tokens
+/// share a bucket with probability ≈ 1/buckets, whatever the client chose, as long as the key
+/// stays unknown. The key is drawn per table from the standard library's per-process random
+/// hasher keys ([`TokenKey::random`]); the shard (the token's low bits) stays public, since
+/// the state file's record pools are laid out by it, and a shard's quota bounds what a flood
+/// of one shard can take.
+#[derive(Clone, Copy)]
+struct TokenHasher {
+    key: TokenKey,
+    hash: u64,
+}
 
 impl Hasher for TokenHasher {
     #[inline]
     fn write(&mut self, bytes: &[u8]) {
         // Not used by `u32` keys; a correct fallback for completeness.
         for &b in bytes {
-            self.write_u32(u32::from(b) ^ (self.0 as u32));
+            self.write_u32(u32::from(b) ^ (self.hash as u32));
         }
     }
 
     #[inline]
     fn write_u32(&mut self, n: u32) {
-        let m = u64::from(n).wrapping_mul(0x9e37_79b9_7f4a_7c15);
-        self.0 = m ^ (m >> 32);
+        let p = self
+            .key
+            .mul
+            .wrapping_mul(u64::from(n))
+            .wrapping_add(self.key.add);
+        self.hash = p.rotate_left(32);
     }
 
     #[inline]
     fn finish(&self) -> u64 {
-        self.0
+        self.hash
     }
 }
 
-#[derive(Debug, Clone, Copy, Default)]
-struct BuildTokenHasher;
+/// The key of a table's [`TokenHasher`].
+#[derive(Clone, Copy, PartialEq, Eq)]
+struct TokenKey {
+    mul: u64,
+    add: u64,
+}
+
+impl TokenKey {
+    /// A fresh key from the standard library's random hasher keys (drawn from the kernel's
+    /// random source once per thread, each `RandomState` a new pair): SipHash of two constants.
+    fn random() -> Self {
+        let r = std::collections::hash_map::RandomState::new();
+        Self {
+            mul: r.hash_one(0x746f_6b65_6e5f_6d75_u64), // "token_mu"
+            add: r.hash_one(0x746f_6b65_6e5f_6164_u64), // "token_ad"
+        }
+    }
+}
+
+impl fmt::Debug for TokenKey {
+    /// Never prints the key.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("TokenKey(..)")
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+struct BuildTokenHasher(TokenKey);
 
 impl BuildHasher for BuildTokenHasher {
     type Hasher = TokenHasher;
     #[inline]
     fn build_hasher(&self) -> TokenHasher {
-        TokenHasher(0)
+        TokenHasher {
+            key: self.0,
+            hash: 0,
+        }
     }
 }
 
@@ -590,16 +640,16 @@ struct Shard {
 impl Shard {
     /// A shard over `recs`, whose records are all free (see [`TokenTable::with_records`] for
     /// records that are not).
-    fn new(quota: usize, mut recs: TableMem<Rec>) -> Self {
+    fn new(quota: usize, mut recs: TableMem<Rec>, key: TokenKey) -> Self {
         for r in recs.iter_mut() {
             r.flags = 0;
         }
         let mut shard = Self {
-            map: Map::with_capacity_and_hasher(quota.saturating_mul(2), BuildTokenHasher),
+            map: Map::with_capacity_and_hasher(quota.saturating_mul(2), BuildTokenHasher(key)),
             quota,
             recs,
             free: NIL,
-            remote: RemoteMap::with_hasher(BuildTokenHasher),
+            remote: RemoteMap::with_hasher(BuildTokenHasher(key)),
             remote_quota: 0,
         };
         shard.link_free();
@@ -793,6 +843,7 @@ impl TokenTable {
             });
         }
         let mut report = Rebuilt::default();
+        let key = TokenKey::random();
         let mut valid: Vec<(u32, u64, u32)> = Vec::new(); // (token, learned_at, index)
         let mut tables = Vec::with_capacity(g.shards);
         let mut total = 0usize;
@@ -816,11 +867,14 @@ impl TokenTable {
             // Oldest first: a token's chain keeps the order of learning.
             valid.sort_unstable_by_key(|&(t, at, i)| (t, at, i));
             let mut shard = Shard {
-                map: Map::with_capacity_and_hasher(g.quota.saturating_mul(2), BuildTokenHasher),
+                map: Map::with_capacity_and_hasher(
+                    g.quota.saturating_mul(2),
+                    BuildTokenHasher(key),
+                ),
                 quota: g.quota,
                 recs: mem,
                 free: NIL,
-                remote: RemoteMap::with_hasher(BuildTokenHasher),
+                remote: RemoteMap::with_hasher(BuildTokenHasher(key)),
                 remote_quota: 0,
             };
             let mut at = 0;
@@ -922,7 +976,11 @@ impl TokenTable {
     }
 
     fn over(cfg: TokenTableConfig, g: TokenGeometry, recs: Vec<TableMem<Rec>>) -> Self {
-        let shards = recs.into_iter().map(|r| Shard::new(g.quota, r)).collect();
+        let key = TokenKey::random();
+        let shards = recs
+            .into_iter()
+            .map(|r| Shard::new(g.quota, r, key))
+            .collect();
         Self::from_shards(cfg, shards)
     }
 
@@ -957,7 +1015,8 @@ impl TokenTable {
         };
         for s in self.shards.iter_mut() {
             let shard = s.get_mut();
-            shard.remote = RemoteMap::with_capacity_and_hasher(quota * 2, BuildTokenHasher);
+            let hasher = *shard.remote.hasher();
+            shard.remote = RemoteMap::with_capacity_and_hasher(quota * 2, hasher);
             shard.remote_quota = quota;
         }
         self.remote_capacity = remote_capacity;
@@ -1613,6 +1672,32 @@ mod tests {
                 .map(|s| s.read().map.allocation_size())
                 .sum()
         }
+    }
+
+    /// Tokens that a client aims at one bucket of a public hash (the fixed multiply-xor hash the
+    /// maps had before: 64 tokens with the same low 16 bits of it, one bucket of a 2^16-bucket
+    /// map) spread over the buckets of the keyed one; each table draws its own key.
+    #[test]
+    fn keyed_hash_spreads_tokens_aimed_at_one_bucket() {
+        let public = |t: u32| {
+            let m = u64::from(t).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+            m ^ (m >> 32)
+        };
+        let aimed: Vec<u32> = (0u32..)
+            .filter(|&t| public(t) & 0xffff == 0x1234)
+            .take(64)
+            .collect();
+        let fixed = TokenKey {
+            mul: 0x0123_4567_89ab_cdef,
+            add: 0xfedc_ba98_7654_3210,
+        };
+        for key in [TokenKey::random(), fixed] {
+            let b = BuildTokenHasher(key);
+            let buckets: HashSet<u64> = aimed.iter().map(|&t| b.hash_one(t) & 0xffff).collect();
+            assert!(buckets.len() >= 56, "{} buckets", buckets.len());
+        }
+        assert!(TokenKey::random() != TokenKey::random());
+        assert_eq!(format!("{fixed:?}"), "TokenKey(..)");
     }
 
     #[test]
