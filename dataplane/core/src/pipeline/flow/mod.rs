@@ -369,7 +369,8 @@ fn join_v4<F: Frame>(
         return None;
     }
     let vip = pool.vip(p.vip)?;
-    let port = pool.port(ingress)?;
+    // The ingress port's record is only read by the general rewrite (below, rare): checked here.
+    pool.port(ingress)?;
     let data = frame.data_mut();
     let token = mptcp::join_options(data.get(s.options())?)?;
     let client_mac: [u8; 6] = *data.get(6..12)?.first_chunk()?;
@@ -417,6 +418,8 @@ fn join_v4<F: Frame>(
             c.active_flows += u64::from(free);
             c.joins += 1;
         }
+        // Checked above: the same snapshot has it.
+        let port = pool.port(ingress)?;
         let mut cx = Ctx::new(w, shared, pool, now, ingress, port);
         let v = egress::to_backend(&mut cx, frame, &s.headers().ip, backend, p.vip, p.hash);
         w.stats.rx += 1;
