@@ -1039,10 +1039,14 @@ impl PoolSnapshot {
     /// or was removed accepts none.
     #[inline]
     pub fn join_reach(&self, id: BackendId) -> JoinReach {
-        self.join_reach
-            .get(id.0 as usize)
-            .copied()
-            .unwrap_or_default()
+        self.join_reach_of(id).copied().unwrap_or_default()
+    }
+
+    /// [`join_reach`](Self::join_reach) by reference (the join's admission, under the token
+    /// table's lock: nothing copied); `None` for an id that never existed.
+    #[inline]
+    pub fn join_reach_of(&self, id: BackendId) -> Option<&JoinReach> {
+        self.join_reach.get(id.0 as usize)
     }
 
     /// The VIP whose backend answers from `addr:port/proto` (NAT return path).

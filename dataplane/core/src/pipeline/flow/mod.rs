@@ -323,8 +323,14 @@ fn insert_in(w: &mut Worker, shared: &Shared, now: Ticks, hash: u64, entry: Flow
 /// [`insert_in`] out of line, for the new-connection path's rare full bucket.
 #[cold]
 #[inline(never)]
-fn insert_full_bucket(w: &mut Worker, shared: &Shared, now: Ticks, hash: u64, entry: FlowEntry) {
-    insert_in(w, shared, now, hash, entry);
+fn insert_full_bucket(
+    w: &mut Worker,
+    shared: &Shared,
+    now: Ticks,
+    hash: u64,
+    entry: FlowEntry,
+) -> bool {
+    insert_in(w, shared, now, hash, entry)
 }
 
 /// Whether the new-connection paths may open the flow of `p` (whose key is `key`) here: its
@@ -341,8 +347,8 @@ fn opens_here(w: &Worker, pool: &PoolSnapshot, p: &ToVipV4, key: &FlowKey) -> bo
 /// [`join`] do for it, in the same order and with the same counts. `None`, having changed and
 /// counted nothing, when the general path must decide: another worker owns the client, the
 /// 5-tuple is known, a spoofed source, or options that the general path counts (anything but
-/// one clean MP_JOIN among well-formed options: [`mptcp::scan_syn`](trapeze_wire::mptcp::scan_syn)
-/// says so without counting). Past that, it decides: the token table routes, admits and counts
+/// one clean MP_JOIN among well-formed options: [`mptcp::join_options`] says so without
+/// counting). Past that, it decides: the token table routes, admits and counts
 /// the subflow, and a refused join is dropped with the general path's reason. Out of line: a
 /// join is rarer than a first SYN, and its code stays out of the SYN path's registers.
 #[cold]
@@ -363,74 +369,80 @@ fn join_v4<F: Frame>(
         return None;
     }
     let vip = pool.vip(p.vip)?;
-    let port = pool.port(ingress)?;
-    let data = frame.data();
-    let scan = trapeze_wire::mptcp::scan_syn(data.get(s.options())?, false);
+    // The ingress port's record is only read by the general rewrite (below, rare): checked here.
+    pool.port(ingress)?;
+    let data = frame.data_mut();
+    let token = mptcp::join_options(data.get(s.options())?)?;
     let client_mac: [u8; 6] = *data.get(6..12)?.first_chunk()?;
-    let trapeze_wire::mptcp::SynRequest::Join { token } = scan.request else {
-        return None;
-    };
-    if scan.ignored > 0 || scan.conflict || scan.tcp_options_malformed {
-        return None;
-    }
     // Decided from here on.
-    let v = match mptcp::route_join_in(pool, shared, now, false, token, vip) {
-        Err(r) => Verdict::Drop(r),
-        Ok((backend, referenced)) => {
-            let mut entry = FlowEntry {
-                key,
-                backend,
-                vip: p.vip,
-                client_port: ingress.0,
-                token,
-                client_mac,
-                flags: flags::JOIN,
-                ..FlowEntry::default()
-            };
-            entry.set_state(state::first(true));
-            if referenced {
-                entry.flags |= flags::TOKEN_REF;
-            }
-            // What `insert_in` does, its common case (a free slot) inline.
-            let stored = if w
-                .flows
-                .insert_free(p.hash, now.coarse_ms(), || entry)
-                .is_some()
-            {
-                if let Some(c) = w.stats.backends.get_mut(backend.0 as usize) {
-                    c.active_flows += 1;
-                }
-                true
-            } else {
-                insert_in(w, shared, now, p.hash, entry)
-            };
-            if !stored && referenced {
-                shared.tokens.subflow_closed(token, backend, now);
-            }
-            w.stats.event(Event::JoinRouted);
-            if let Some(c) = w.stats.vips.get_mut(p.vip.0 as usize) {
-                c.joins += 1;
-            }
-            if let Some(c) = w.stats.backends.get_mut(backend.0 as usize) {
-                c.joins += 1;
-            }
-            match pool.fast4(backend) {
-                Some(b) => {
-                    w.stats.count_to_backend(p.vip, backend, u64::from(p.d.len));
-                    egress::nat::to_backend_v4(frame.data_mut(), b);
-                    Verdict::Forward { port: b.egress }
-                }
-                // A backend the precomputed rewrite does not cover: the general rewrite.
-                None => {
-                    let mut cx = Ctx::new(w, shared, pool, now, ingress, port);
-                    egress::to_backend(&mut cx, frame, &s.headers().ip, backend, p.vip, p.hash)
-                }
-            }
+    let (backend, referenced) = match mptcp::route_join_in(pool, shared, now, false, token, vip) {
+        Ok(routed) => routed,
+        Err(r) => {
+            w.stats.rx += 1;
+            w.stats.drops[r as usize] += 1;
+            return Some(Verdict::Drop(r));
         }
     };
-    w.stats.rx += 1;
-    w.stats.verdict(&v);
-    Some(v)
+    let entry = || FlowEntry {
+        key,
+        backend,
+        vip: p.vip,
+        client_port: ingress.0,
+        state: state::first(true) as u8,
+        token,
+        client_mac,
+        flags: if referenced {
+            flags::JOIN | flags::TOKEN_REF
+        } else {
+            flags::JOIN
+        },
+        ..FlowEntry::default()
+    };
+    // What `insert_in` does, its common case (a free slot) inline; a full bucket takes
+    // `insert_in` itself, out of line.
+    let free = w
+        .flows
+        .insert_free(p.hash, now.coarse_ms(), entry)
+        .is_some();
+    if !free && !insert_full_bucket(w, shared, now, p.hash, entry()) && referenced {
+        shared.tokens.subflow_closed(token, backend, now);
+    }
+    let stats = &mut w.stats;
+    stats.event(Event::JoinRouted);
+    let Some(b) = pool.fast4(backend) else {
+        // A backend the precomputed rewrite does not cover: the general rewrite.
+        if let Some(c) = stats.vips.get_mut(p.vip.0 as usize) {
+            c.joins += 1;
+        }
+        if let Some(c) = stats.backends.get_mut(backend.0 as usize) {
+            c.active_flows += u64::from(free);
+            c.joins += 1;
+        }
+        // Checked above: the same snapshot has it.
+        let port = pool.port(ingress)?;
+        let mut cx = Ctx::new(w, shared, pool, now, ingress, port);
+        let v = egress::to_backend(&mut cx, frame, &s.headers().ip, backend, p.vip, p.hash);
+        w.stats.rx += 1;
+        w.stats.verdict(&v);
+        return Some(v);
+    };
+    // What `insert_in`, the join counts and `count_to_backend` count, one counter line each.
+    let bytes = u64::from(p.d.len);
+    if let Some(c) = stats.vips.get_mut(p.vip.0 as usize) {
+        c.joins += 1;
+        c.packets += 1;
+        c.bytes += bytes;
+    }
+    if let Some(c) = stats.backends.get_mut(backend.0 as usize) {
+        c.active_flows += u64::from(free);
+        c.joins += 1;
+        c.packets += 1;
+        c.bytes += bytes;
+    }
+    egress::nat::to_backend_v4(data, b);
+    stats.rx += 1;
+    stats.forwarded += 1;
+    Some(Verdict::Forward { port: b.egress })
 }
 
 /// The new-connection fast path: the opening SYN of an IPv4 client towards a NAT VIP's own
