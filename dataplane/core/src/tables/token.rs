@@ -26,20 +26,18 @@
 //!   owner's backend and counts the new subflow with one probe of the map ([`TokenTable::route_join`]
 //!   alone takes the read lock). Learning, confirming and subflow bookkeeping take the write
 //!   lock briefly too.
-//! * In a shard, an index `token → Head` (24 bytes a slot; `Map`): open addressing with linear
-//!   probing, under a hash keyed per table (one multiply and one add by a random key,
-//!   `TokenHasher`): tokens are SHA-256 output, but a DSR client chooses the key it claims,
-//!   hence its token, and could aim tokens at one slot of a public hash. A join's lookup is
-//!   then the hash, the home slot and its token compared: about a third of what a general
-//!   map's probe costs (callgrind, `benches/budget.py --class join`). `Head` carries the owner
-//!   count, the first owner's backend and that owner's last-join stamp, so a join is answered
-//!   *and* stamped from the slot alone: one cache miss, and the read-lock release (a locked
-//!   RMW, which waits for earlier stores) never waits on a second line.
+//! * In a shard, a `hashbrown` map `token → Head` (24 bytes a bucket) with a hasher keyed per
+//!   table (one multiply and one add by a random key, `TokenHasher`): tokens are SHA-256
+//!   output, but a DSR client chooses the key it claims, hence its token, and could aim
+//!   tokens at one bucket of a public hash. `Head`
+//!   carries the owner count, the first owner's backend and that owner's last-join stamp, so a
+//!   join is answered *and* stamped from the bucket alone: one cache miss, and the read-lock
+//!   release (a locked RMW, which waits for earlier stores) never waits on a second line.
 //! * Owner records ([`OwnerRecord`], 88 bytes) live in a per-shard pool (a [`TableMem`] slice
 //!   with a free list) and a token's owners are chained through it. An inline
 //!   `[Option<Owner>; 4]` per token (the first idea) costs ≈ 400 bytes a bucket, ≈ 800 MB at 1M
-//!   tokens once the index's slack is counted, for collisions that concern 0.01 % of tokens; the
-//!   chained pool costs ≈ 210 bytes a token of capacity (≈ 100 MB of slots + ≈ 110 MB of
+//!   tokens once hashbrown's slack is counted, for collisions that concern 0.01 % of tokens; the
+//!   chained pool costs ≈ 210 bytes a token of capacity (≈ 105 MB of buckets + ≈ 110 MB of
 //!   records for 1M).
 //! * The records are plain old data and each carries its token, so the pools can live in the
 //!   daemon's state file and outlive the process, and every record validates itself (its token
@@ -48,12 +46,10 @@
 //!   counts are recomputed from the flow entries that reference each owner
 //!   ([`TokenTable::recount`]). Remote owners are not kept: the peers' periodic refresh
 //!   restores them.
-//! * The index is allocated once, with at least **twice** the shard's token quota in slots (a
-//!   power of two), and never grows: the quota keeps it at most half full, so a probe always
-//!   ends at an empty slot. A removal shifts the rest of its run back instead of leaving a
-//!   tombstone, so churn never lengthens the probes. The remote owners' maps (`hashbrown`,
-//!   the same keyed hash) are reserved for twice their quota, which keeps hashbrown from
-//!   reallocating: with tombstones it rehashes *in place* while `items ≤ capacity / 2`.
+//! * The map is created with room for **twice** the shard's token quota. hashbrown never
+//!   allocates while its item count stays at most half its capacity: churn leaves tombstones, and
+//!   when they use up the free buckets it rehashes *in place* as long as `items ≤ capacity / 2`
+//!   (`RawTable::reserve_rehash`). The quota guarantees that, so the map never reallocates.
 //!
 //! # Capacity
 //!
@@ -625,193 +621,7 @@ impl BuildHasher for BuildTokenHasher {
     }
 }
 
-/// A shard's index of its tokens, `token → Head`: open addressing with linear probing in a
-/// power-of-two array of slots allocated once, at least twice the shard's quota (so at most
-/// half full, and a probe always meets an empty slot), under the table's keyed hash (bits 32 and
-/// up of [`TokenHasher`]'s product). A removal shifts the rest of its run back (no tombstones),
-/// so a probe ends at the first empty slot, however long the churn. A lookup is the hash, the
-/// home slot and, in the common case, nothing else: what a join pays for under the shard's lock.
-#[derive(Debug)]
-struct Map {
-    slots: Box<[Slot]>,
-    /// `slots.len() - 1` (a power of two minus one).
-    mask: usize,
-    len: usize,
-    key: TokenKey,
-}
-
-/// A slot of a [`Map`]: empty when `head.link.count` is 0.
-#[derive(Debug)]
-struct Slot {
-    token: u32,
-    head: Head,
-}
-
-impl Slot {
-    const EMPTY: Link = Link {
-        first: NIL,
-        backend: BackendId(0),
-        count: 0,
-    };
-
-    fn empty() -> Self {
-        Self {
-            token: 0,
-            head: Head {
-                link: Self::EMPTY,
-                joined: AtomicU64::new(0),
-            },
-        }
-    }
-
-    #[inline]
-    fn is_empty(&self) -> bool {
-        self.head.link.count == 0
-    }
-}
-
-impl Map {
-    /// An index with room for `capacity` tokens at most half full.
-    fn with_capacity(capacity: usize, key: TokenKey) -> Self {
-        let n = capacity.saturating_mul(2).max(2).next_power_of_two();
-        Self {
-            slots: (0..n).map(|_| Slot::empty()).collect(),
-            mask: n - 1,
-            len: 0,
-            key,
-        }
-    }
-
-    /// The home slot of `token`.
-    #[inline]
-    fn home(&self, token: u32) -> usize {
-        let p = self
-            .key
-            .mul
-            .wrapping_mul(u64::from(token))
-            .wrapping_add(self.key.add);
-        (p >> 32) as usize & self.mask
-    }
-
-    /// The slot holding `token`.
-    #[inline]
-    fn find(&self, token: u32) -> Option<usize> {
-        let mut i = self.home(token);
-        // At most half full: a probe meets an empty slot long before it has seen them all.
-        for _ in 0..self.slots.len() {
-            let s = self.slots.get(i)?;
-            if s.is_empty() {
-                return None;
-            }
-            if s.token == token {
-                return Some(i);
-            }
-            i = (i + 1) & self.mask;
-        }
-        None
-    }
-
-    #[inline]
-    fn get(&self, token: &u32) -> Option<&Head> {
-        self.find(*token)
-            .and_then(|i| self.slots.get(i))
-            .map(|s| &s.head)
-    }
-
-    fn get_mut(&mut self, token: &u32) -> Option<&mut Head> {
-        let i = self.find(*token)?;
-        self.slots.get_mut(i).map(|s| &mut s.head)
-    }
-
-    fn contains_key(&self, token: &u32) -> bool {
-        self.find(*token).is_some()
-    }
-
-    fn len(&self) -> usize {
-        self.len
-    }
-
-    /// Adds `token`, which the index does not hold (callers look it up first), with its first
-    /// record (`head.link.count` ≥ 1). The callers' quota keeps the index at most half full; an
-    /// index without an empty slot, never seen, takes nothing.
-    fn insert(&mut self, token: u32, head: Head) {
-        debug_assert!(head.link.count > 0 && self.find(token).is_none());
-        let mut i = self.home(token);
-        for _ in 0..self.slots.len() {
-            if let Some(s) = self.slots.get_mut(i) {
-                if s.is_empty() {
-                    *s = Slot { token, head };
-                    self.len += 1;
-                    return;
-                }
-            }
-            i = (i + 1) & self.mask;
-        }
-    }
-
-    fn remove(&mut self, token: &u32) {
-        if let Some(i) = self.find(*token) {
-            self.remove_at(i);
-        }
-    }
-
-    /// Empties slot `i` (which holds a token) and shifts the rest of its run back: each later
-    /// token of the run whose home is not after the hole moves into it, so that every token
-    /// stays reachable from its home without crossing an empty slot.
-    fn remove_at(&mut self, mut i: usize) {
-        self.len -= 1;
-        let mut j = i;
-        for _ in 0..self.slots.len() {
-            j = (j + 1) & self.mask;
-            let Some(s) = self.slots.get(j) else { break };
-            if s.is_empty() {
-                break;
-            }
-            let home = self.home(s.token);
-            // Distance from its home to `j` at least that from the hole: it may move back.
-            if j.wrapping_sub(home) & self.mask >= j.wrapping_sub(i) & self.mask {
-                self.slots.swap(i, j);
-                i = j;
-            }
-        }
-        if let Some(s) = self.slots.get_mut(i) {
-            *s = Slot::empty();
-        }
-    }
-
-    fn iter(&self) -> impl Iterator<Item = (&u32, &Head)> {
-        self.slots
-            .iter()
-            .filter(|s| !s.is_empty())
-            .map(|s| (&s.token, &s.head))
-    }
-
-    /// Keeps the tokens for which `keep` holds, visiting each once. The walk starts after an
-    /// empty slot, which no shift crosses, and looks at a slot again after emptying it (a later
-    /// token of its run may have moved in).
-    fn retain(&mut self, mut keep: impl FnMut(&u32, &mut Head) -> bool) {
-        let n = self.slots.len();
-        let Some(start) = self.slots.iter().position(Slot::is_empty) else {
-            return;
-        };
-        let mut k = 1;
-        while k < n {
-            let i = (start + k) & self.mask;
-            if let Some(s) = self.slots.get_mut(i) {
-                if !s.is_empty() && !keep(&s.token, &mut s.head) {
-                    self.remove_at(i);
-                    continue;
-                }
-            }
-            k += 1;
-        }
-    }
-
-    #[cfg(test)]
-    fn allocation_size(&self) -> usize {
-        self.slots.len() * core::mem::size_of::<Slot>()
-    }
-}
+type Map = hashbrown::HashMap<u32, Head, BuildTokenHasher>;
 
 /// One shard: a map of its tokens and the pool of their owner records.
 #[derive(Debug)]
@@ -835,7 +645,7 @@ impl Shard {
             r.flags = 0;
         }
         let mut shard = Self {
-            map: Map::with_capacity(quota, key),
+            map: Map::with_capacity_and_hasher(quota.saturating_mul(2), BuildTokenHasher(key)),
             quota,
             recs,
             free: NIL,
@@ -1016,7 +826,7 @@ impl TokenTable {
     /// [`crypto::token_from_key`] of its server key and belongs to its shard, `keep(token,
     /// owner)` agrees (the backend still exists...), and its token has room (at most
     /// [`MAX_OWNERS`] owners, one per backend, the newest kept; the shard's quota and the
-    /// capacity). Everything else is cleared. Chains and free lists are rebuilt; the indexes
+    /// capacity). Everything else is cleared. Chains and free lists are rebuilt; the hashbrown
     /// maps (heap) are filled from the records. Subflow counts are kept as found: see
     /// [`Self::recount`].
     pub fn with_records(
@@ -1057,7 +867,10 @@ impl TokenTable {
             // Oldest first: a token's chain keeps the order of learning.
             valid.sort_unstable_by_key(|&(t, at, i)| (t, at, i));
             let mut shard = Shard {
-                map: Map::with_capacity(g.quota, key),
+                map: Map::with_capacity_and_hasher(
+                    g.quota.saturating_mul(2),
+                    BuildTokenHasher(key),
+                ),
                 quota: g.quota,
                 recs: mem,
                 free: NIL,
@@ -1892,75 +1705,6 @@ mod tests {
         // The sizes the module documentation's memory figures are based on.
         assert_eq!(core::mem::size_of::<Rec>(), 88);
         assert_eq!(core::mem::size_of::<(u32, Head)>(), 24);
-        assert_eq!(core::mem::size_of::<Slot>(), 24);
-    }
-
-    /// The index against a model, small enough that runs wrap around its end and tokens share
-    /// home slots: inserts, removals and `retain` keep every token reachable, each visited once.
-    #[test]
-    fn index_agrees_with_a_model_through_churn() {
-        use std::collections::HashMap;
-        let head = |t: u32| Head {
-            link: Link {
-                first: t,
-                backend: BackendId(t as u16),
-                count: 1 + (t % 3) as u8,
-            },
-            joined: AtomicU64::new(u64::from(t)),
-        };
-        for key in [
-            TokenKey::random(),
-            TokenKey { mul: 0, add: 0 }, // every token at home 0: one run
-            TokenKey {
-                mul: 1 << 32,
-                add: 15 << 32, // home = token - 1: runs across the end
-            },
-        ] {
-            let mut m = Map::with_capacity(8, key);
-            assert_eq!(m.slots.len(), 16);
-            let mut model: HashMap<u32, u64> = HashMap::new();
-            let mut x = 0x2545_f491u32;
-            for step in 0..20_000u32 {
-                x ^= x << 13;
-                x ^= x >> 17;
-                x ^= x << 5;
-                let t = x % 24;
-                match x >> 29 {
-                    0..=3 if !model.contains_key(&t) && model.len() < 8 => {
-                        m.insert(t, head(t));
-                        model.insert(t, u64::from(t));
-                    }
-                    4..=5 => {
-                        m.remove(&t);
-                        model.remove(&t);
-                    }
-                    6 => {
-                        let mut seen = HashSet::new();
-                        m.retain(|&k, h| {
-                            assert!(seen.insert(k), "visited twice");
-                            h.joined.store(u64::from(k) + 1, Ordering::Relaxed);
-                            (k + step) % 3 != 0
-                        });
-                        assert_eq!(seen.len(), model.len());
-                        model.retain(|&k, v| {
-                            *v = u64::from(k) + 1;
-                            (k + step) % 3 != 0
-                        });
-                    }
-                    _ => {}
-                }
-                assert_eq!(m.len(), model.len());
-                for k in 0..24 {
-                    let got = m.get(&k).map(|h| {
-                        assert_eq!(h.link.first, k);
-                        h.joined.load(Ordering::Relaxed)
-                    });
-                    assert_eq!(got, model.get(&k).copied(), "token {k} at step {step}");
-                    assert_eq!(m.contains_key(&k), model.contains_key(&k));
-                }
-                assert_eq!(m.iter().count(), model.len());
-            }
-        }
     }
 
     /// A connection whose server key is `k`: its real token, an owner on `backend`.
