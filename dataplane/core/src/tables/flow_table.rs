@@ -218,6 +218,25 @@ pub enum Insert {
     Full,
 }
 
+/// Whether the entry at `i` has the key `key` ([`FlowTable::insert_new`]'s rare case).
+#[cold]
+#[inline(never)]
+fn key_at(entries: &[FlowEntry], i: usize, key: FlowKey) -> bool {
+    entries.get(i).is_some_and(|e| e.key == key)
+}
+
+/// Result of [`FlowTable::insert_new`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum New {
+    /// The key has an entry already, at this index: nothing was stored.
+    Exists(u32),
+    /// The new entry is stored at this index.
+    Inserted(u32),
+    /// No entry of the key, and no free way in its bucket: nothing was stored
+    /// ([`FlowTable::insert`] decides what makes room).
+    Full,
+}
+
 /// Flow table configuration.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct FlowTableConfig {
@@ -486,6 +505,48 @@ impl FlowTable {
         compiler_fence(Ordering::Release);
         self.tags[b][way] = tag_of(hash);
         Some(i as u32)
+    }
+
+    /// A new connection's lookup and insert in one go: when the table holds no entry of `key`
+    /// (whose [`hash`](Self::hash) is `hash`) and its bucket has a free way, stores the entry
+    /// `make` builds there (in place, at `now_ms`), as [`insert_free`](Self::insert_free) would
+    /// have. The bucket and its tag line are located and read once, for the lookup and the
+    /// free way alike. Calls `make` only for [`New::Inserted`].
+    #[inline(always)]
+    pub fn insert_new(
+        &mut self,
+        key: FlowKey,
+        hash: u64,
+        now_ms: u32,
+        make: impl FnOnce() -> FlowEntry,
+    ) -> New {
+        let b = self.bucket(hash);
+        let tag = tag_of(hash);
+        let Some(tags) = self.tags.get_mut(b) else {
+            return New::Full; // never: the mask keeps the bucket in the table
+        };
+        // As `find`: the first way whose tag and key agree. A new key's tag seldom matches
+        // any (one chance in 2^31 per way), so the key is compared out of line.
+        for (way, &t) in tags.iter().enumerate() {
+            if t == tag && key_at(&self.entries, b * WAYS + way, key) {
+                return New::Exists((b * WAYS + way) as u32);
+            }
+        }
+        // As `insert_free`: the first free way.
+        let Some(way) = tags.iter().position(|&t| t == 0) else {
+            return New::Full;
+        };
+        let i = b * WAYS + way;
+        let Some(e) = self.entries.get_mut(i) else {
+            return New::Full; // never: WAYS entries per bucket
+        };
+        *e = make();
+        e.last_seen = now_ms;
+        self.len += 1;
+        // The entry before its tag (see `insert_free`).
+        compiler_fence(Ordering::Release);
+        tags[way] = tag;
+        New::Inserted(i as u32)
     }
 
     /// [`insert`](Self::insert) into a bucket without a free slot: a slot whose entry expired,
@@ -759,6 +820,57 @@ mod tests {
                 t.lookup(k, t.hash(k)).is_some(),
                 "an established flow was evicted"
             );
+        }
+    }
+
+    #[test]
+    fn insert_new_is_a_lookup_and_insert_free() {
+        // Against `lookup` then `insert` on a twin table: the same answers, the same ways.
+        let mut t = small();
+        let mut twin = small();
+        let keys = same_bucket_keys(&t, WAYS + 2);
+        let mut made = 0;
+        let mut step = |t: &mut FlowTable, twin: &mut FlowTable, k: &FlowKey, now: u32| {
+            let h = t.hash(k);
+            let got = t.insert_new(*k, h, now, || {
+                made += 1;
+                entry(*k, FlowState::Established)
+            });
+            let want = match twin.lookup(k, h) {
+                Some(i) => New::Exists(i),
+                None => match twin.insert_free(h, now, || entry(*k, FlowState::Established)) {
+                    Some(i) => New::Inserted(i),
+                    None => New::Full,
+                },
+            };
+            assert_eq!(got, want);
+            got
+        };
+        for k in &keys[..WAYS - 1] {
+            assert!(matches!(step(&mut t, &mut twin, k, 5), New::Inserted(_)));
+        }
+        // A hole in the middle of the bucket is the first free way.
+        let hole = t.lookup(&keys[2], t.hash(&keys[2])).unwrap();
+        t.remove(hole);
+        twin.remove(hole);
+        assert_eq!(
+            step(&mut t, &mut twin, &keys[WAYS - 1], 6),
+            New::Inserted(hole)
+        );
+        assert!(matches!(
+            step(&mut t, &mut twin, &keys[0], 7),
+            New::Exists(_)
+        ));
+        assert!(matches!(
+            step(&mut t, &mut twin, &keys[WAYS], 8),
+            New::Inserted(_)
+        ));
+        assert_eq!(step(&mut t, &mut twin, &keys[WAYS + 1], 9), New::Full);
+        assert_eq!(made, WAYS + 1);
+        assert_eq!(t.len(), WAYS);
+        for (i, e) in t.iter() {
+            assert_eq!(e.key, twin.entry(i).key);
+            assert_eq!(e.last_seen, twin.entry(i).last_seen);
         }
     }
 
