@@ -557,30 +557,36 @@ impl FlowTable {
         let base = b * WAYS;
         let t = self.timeouts;
         let mut choice: Option<(usize, bool)> = None; // (way, evicts a live entry)
-        let mut oldest_half_open: Option<(usize, u32)> = None;
+                                                      // The oldest half-open entry so far, ranked by its age + 1 (0: none yet), and its way:
+                                                      // the first of equal ages, as only a strictly older one replaces it.
+        let (mut oldest, mut oldest_way) = (0u64, 0usize);
         for (way, e) in self.entries[base..base + WAYS].iter().enumerate() {
-            // What `FlowEntry::expired` decides, with the state and the age read once.
-            let state = e.state();
+            // What `FlowEntry::expired` decides, with the state and the age read once (a state
+            // byte that names no state reads as `Closed`, as `FlowEntry::state` has it).
+            let state = e.state;
             let age = coarse_elapsed(now_ms, e.last_seen);
-            let half_open = state <= FlowState::SynAckSeen;
-            let timeout = match state {
-                _ if half_open => t.half_open_ms,
-                FlowState::Established => t.established_ms,
-                _ => t.closing_ms,
+            let half_open = state <= FlowState::SynAckSeen as u8;
+            let timeout = if half_open {
+                t.half_open_ms
+            } else if state == FlowState::Established as u8 {
+                t.established_ms
+            } else {
+                t.closing_ms
             };
             if age > timeout {
                 // The first expired slot is taken: nothing after it matters.
                 choice = Some((way, false));
                 break;
             }
-            if half_open && oldest_half_open.is_none_or(|(_, a)| age > a) {
-                oldest_half_open = Some((way, age));
+            let rank = if half_open { u64::from(age) + 1 } else { 0 };
+            if rank > oldest {
+                (oldest, oldest_way) = (rank, way);
             }
         }
-        let (way, live) = match (choice, oldest_half_open) {
-            (Some(c), _) => c,
-            (None, Some((w, _))) => (w, true),
-            (None, None) => return Insert::Full,
+        let (way, live) = match choice {
+            Some(c) => c,
+            None if oldest > 0 => (oldest_way, true),
+            None => return Insert::Full,
         };
         let i = base + way;
         let evicted = if self.tags[b][way] != 0 {
@@ -907,6 +913,71 @@ mod tests {
             keys[0],
             "the oldest half-open entry goes first"
         );
+    }
+
+    #[test]
+    fn eviction_takes_the_first_expired_else_the_first_oldest_half_open() {
+        // Against the rule written plainly, over buckets of random states (bytes that name no
+        // state too), ages and ties.
+        let mut x = 0x5eed_u64;
+        let mut next = |n: u64| {
+            x = crate::flow::fmix(x.wrapping_add(0x9e37_79b9_7f4a_7c15));
+            x % n
+        };
+        for round in 0..2000 {
+            let mut t = small();
+            let keys = same_bucket_keys(&t, WAYS + 1);
+            let now = 1_000_000u32;
+            let mut idx = Vec::new();
+            for k in &keys[..WAYS] {
+                let Insert::Inserted { index, .. } =
+                    t.insert(t.hash(k), entry(*k, FlowState::SynSent), 0)
+                else {
+                    panic!("an empty bucket has room")
+                };
+                let e = t.entry_mut(index);
+                e.state = [0, 1, 2, 3, 4, 9][next(6) as usize];
+                // Few distinct ages, so that ties are common; some past the timeouts.
+                e.last_seen = now.wrapping_sub([5, 5_000, 20_000, 700_000][next(4) as usize]);
+                idx.push(index);
+            }
+            let timeouts = *t.timeouts();
+            let entries: Vec<FlowEntry> = idx.iter().map(|&i| *t.entry(i)).collect();
+            let expired = entries.iter().position(|e| e.expired(now, &timeouts));
+            let mut oldest: Option<(usize, u32)> = None;
+            for (w, e) in entries.iter().enumerate() {
+                let age = now.wrapping_sub(e.last_seen);
+                if e.state() <= FlowState::SynAckSeen && oldest.is_none_or(|(_, a)| age > a) {
+                    oldest = Some((w, age));
+                }
+            }
+            let want = match (expired, oldest) {
+                (Some(w), _) => Some((w, false)),
+                (None, Some((w, _))) => Some((w, true)),
+                (None, None) => None,
+            };
+            let got = t.insert(
+                t.hash(&keys[WAYS]),
+                entry(keys[WAYS], FlowState::SynSent),
+                now,
+            );
+            match (got, want) {
+                (Insert::Full, None) => {}
+                (
+                    Insert::Inserted {
+                        index,
+                        evicted,
+                        evicted_live,
+                    },
+                    Some((w, live)),
+                ) => {
+                    assert_eq!(index, idx[w], "round {round}");
+                    assert_eq!(evicted_live, live, "round {round}");
+                    assert_eq!(evicted.map(|e| e.key), Some(keys[w]), "round {round}");
+                }
+                (got, want) => panic!("round {round}: {got:?}, expected {want:?}"),
+            }
+        }
     }
 
     #[test]
