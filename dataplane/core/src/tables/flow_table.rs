@@ -549,6 +549,15 @@ impl FlowTable {
         New::Inserted(i as u32)
     }
 
+    /// [`insert`](Self::insert) when the caller has just seen that the bucket of `hash` has
+    /// no free way ([`New::Full`] from [`insert_new`](Self::insert_new), the table unchanged
+    /// since): what makes room, without looking for a free way again (with one, an expired or
+    /// half-open entry might be taken before it: only for a bucket seen full).
+    #[inline]
+    pub fn insert_full(&mut self, hash: u64, entry: FlowEntry, now_ms: u32) -> Insert {
+        self.insert_evicting(hash, entry, now_ms)
+    }
+
     /// [`insert`](Self::insert) into a bucket without a free slot: a slot whose entry expired,
     /// else the oldest half-open one, else none.
     #[inline(never)]

@@ -296,7 +296,14 @@ fn insert(cx: &mut Ctx<'_>, hash: u64, entry: FlowEntry) -> bool {
 /// [`insert`] into a worker's table at `now`.
 #[inline]
 fn insert_in(w: &mut Worker, shared: &Shared, now: Ticks, hash: u64, entry: FlowEntry) -> bool {
-    match w.flows.insert(hash, entry, now.coarse_ms()) {
+    let done = w.flows.insert(hash, entry, now.coarse_ms());
+    inserted(w, shared, now, &entry, done)
+}
+
+/// What [`insert_in`] counts and releases once the table has answered `done` for `entry`.
+#[inline]
+fn inserted(w: &mut Worker, shared: &Shared, now: Ticks, entry: &FlowEntry, done: Insert) -> bool {
+    match done {
         Insert::Inserted {
             evicted,
             evicted_live,
@@ -320,11 +327,15 @@ fn insert_in(w: &mut Worker, shared: &Shared, now: Ticks, hash: u64, entry: Flow
     }
 }
 
-/// [`insert_in`] out of line, for the new-connection path's rare full bucket.
+/// [`insert_in`] out of line, for the new-connection path's rare full bucket (the bucket of
+/// `hash` has no free way: [`FlowTable::insert_full`] goes straight to what makes room).
+///
+/// [`FlowTable::insert_full`]: crate::tables::flow_table::FlowTable::insert_full
 #[cold]
 #[inline(never)]
 fn insert_full_bucket(w: &mut Worker, shared: &Shared, now: Ticks, hash: u64, entry: FlowEntry) {
-    insert_in(w, shared, now, hash, entry);
+    let done = w.flows.insert_full(hash, entry, now.coarse_ms());
+    inserted(w, shared, now, &entry, done);
 }
 
 /// Whether the new-connection paths may open the flow of `p` (whose key is `key`) here: its
