@@ -218,6 +218,25 @@ pub enum Insert {
     Full,
 }
 
+/// Whether the entry at `i` has the key `key` ([`FlowTable::insert_new`]'s rare case).
+#[cold]
+#[inline(never)]
+fn key_at(entries: &[FlowEntry], i: usize, key: FlowKey) -> bool {
+    entries.get(i).is_some_and(|e| e.key == key)
+}
+
+/// Result of [`FlowTable::insert_new`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum New {
+    /// The key has an entry already, at this index: nothing was stored.
+    Exists(u32),
+    /// The new entry is stored at this index.
+    Inserted(u32),
+    /// No entry of the key, and no free way in its bucket: nothing was stored
+    /// ([`FlowTable::insert`] decides what makes room).
+    Full,
+}
+
 /// Flow table configuration.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct FlowTableConfig {
@@ -498,6 +517,57 @@ impl FlowTable {
         Some(i as u32)
     }
 
+    /// A new connection's lookup and insert in one go: when the table holds no entry of `key`
+    /// (whose [`hash`](Self::hash) is `hash`) and its bucket has a free way, stores the entry
+    /// `make` builds there (in place, at `now_ms`), as [`insert_free`](Self::insert_free) would
+    /// have. The bucket and its tag line are located and read once, for the lookup and the
+    /// free way alike. Calls `make` only for [`New::Inserted`].
+    #[inline(always)]
+    pub fn insert_new(
+        &mut self,
+        key: FlowKey,
+        hash: u64,
+        now_ms: u32,
+        make: impl FnOnce() -> FlowEntry,
+    ) -> New {
+        let b = self.bucket(hash);
+        let tag = tag_of(hash);
+        let Some(tags) = self.tags.get_mut(b) else {
+            return New::Full; // never: the mask keeps the bucket in the table
+        };
+        // As `find`: the first way whose tag and key agree. A new key's tag seldom matches
+        // any (one chance in 2^31 per way), so the key is compared out of line.
+        for (way, &t) in tags.iter().enumerate() {
+            if t == tag && key_at(&self.entries, b * WAYS + way, key) {
+                return New::Exists((b * WAYS + way) as u32);
+            }
+        }
+        // As `insert_free`: the first free way.
+        let Some(way) = tags.iter().position(|&t| t == 0) else {
+            return New::Full;
+        };
+        let i = b * WAYS + way;
+        let Some(e) = self.entries.get_mut(i) else {
+            return New::Full; // never: WAYS entries per bucket
+        };
+        *e = make();
+        e.last_seen = now_ms;
+        self.len += 1;
+        // The entry before its tag (see `insert_free`).
+        compiler_fence(Ordering::Release);
+        tags[way] = tag;
+        New::Inserted(i as u32)
+    }
+
+    /// [`insert`](Self::insert) when the caller has just seen that the bucket of `hash` has
+    /// no free way ([`New::Full`] from [`insert_new`](Self::insert_new), the table unchanged
+    /// since): what makes room, without looking for a free way again (with one, an expired or
+    /// half-open entry might be taken before it: only for a bucket seen full).
+    #[inline]
+    pub fn insert_full(&mut self, hash: u64, entry: FlowEntry, now_ms: u32) -> Insert {
+        self.insert_evicting(hash, entry, now_ms)
+    }
+
     /// [`insert`](Self::insert) into a bucket without a free slot: a slot whose entry expired,
     /// else the oldest half-open one, else none.
     #[inline(never)]
@@ -506,30 +576,36 @@ impl FlowTable {
         let base = b * WAYS;
         let t = self.timeouts;
         let mut choice: Option<(usize, bool)> = None; // (way, evicts a live entry)
-        let mut oldest_half_open: Option<(usize, u32)> = None;
+                                                      // The oldest half-open entry so far, ranked by its age + 1 (0: none yet), and its way:
+                                                      // the first of equal ages, as only a strictly older one replaces it.
+        let (mut oldest, mut oldest_way) = (0u64, 0usize);
         for (way, e) in self.entries[base..base + WAYS].iter().enumerate() {
-            // What `FlowEntry::expired` decides, with the state and the age read once.
-            let state = e.state();
+            // What `FlowEntry::expired` decides, with the state and the age read once (a state
+            // byte that names no state reads as `Closed`, as `FlowEntry::state` has it).
+            let state = e.state;
             let age = coarse_elapsed(now_ms, e.last_seen);
-            let half_open = state <= FlowState::SynAckSeen;
-            let timeout = match state {
-                _ if half_open => t.half_open_ms,
-                FlowState::Established => t.established_ms,
-                _ => t.closing_ms,
+            let half_open = state <= FlowState::SynAckSeen as u8;
+            let timeout = if half_open {
+                t.half_open_ms
+            } else if state == FlowState::Established as u8 {
+                t.established_ms
+            } else {
+                t.closing_ms
             };
             if age > timeout {
                 // The first expired slot is taken: nothing after it matters.
                 choice = Some((way, false));
                 break;
             }
-            if half_open && oldest_half_open.is_none_or(|(_, a)| age > a) {
-                oldest_half_open = Some((way, age));
+            let rank = if half_open { u64::from(age) + 1 } else { 0 };
+            if rank > oldest {
+                (oldest, oldest_way) = (rank, way);
             }
         }
-        let (way, live) = match (choice, oldest_half_open) {
-            (Some(c), _) => c,
-            (None, Some((w, _))) => (w, true),
-            (None, None) => return Insert::Full,
+        let (way, live) = match choice {
+            Some(c) => c,
+            None if oldest > 0 => (oldest_way, true),
+            None => return Insert::Full,
         };
         let i = base + way;
         let evicted = if self.tags[b][way] != 0 {
@@ -773,6 +849,57 @@ mod tests {
     }
 
     #[test]
+    fn insert_new_is_a_lookup_and_insert_free() {
+        // Against `lookup` then `insert` on a twin table: the same answers, the same ways.
+        let mut t = small();
+        let mut twin = small();
+        let keys = same_bucket_keys(&t, WAYS + 2);
+        let mut made = 0;
+        let mut step = |t: &mut FlowTable, twin: &mut FlowTable, k: &FlowKey, now: u32| {
+            let h = t.hash(k);
+            let got = t.insert_new(*k, h, now, || {
+                made += 1;
+                entry(*k, FlowState::Established)
+            });
+            let want = match twin.lookup(k, h) {
+                Some(i) => New::Exists(i),
+                None => match twin.insert_free(h, now, || entry(*k, FlowState::Established)) {
+                    Some(i) => New::Inserted(i),
+                    None => New::Full,
+                },
+            };
+            assert_eq!(got, want);
+            got
+        };
+        for k in &keys[..WAYS - 1] {
+            assert!(matches!(step(&mut t, &mut twin, k, 5), New::Inserted(_)));
+        }
+        // A hole in the middle of the bucket is the first free way.
+        let hole = t.lookup(&keys[2], t.hash(&keys[2])).unwrap();
+        t.remove(hole);
+        twin.remove(hole);
+        assert_eq!(
+            step(&mut t, &mut twin, &keys[WAYS - 1], 6),
+            New::Inserted(hole)
+        );
+        assert!(matches!(
+            step(&mut t, &mut twin, &keys[0], 7),
+            New::Exists(_)
+        ));
+        assert!(matches!(
+            step(&mut t, &mut twin, &keys[WAYS], 8),
+            New::Inserted(_)
+        ));
+        assert_eq!(step(&mut t, &mut twin, &keys[WAYS + 1], 9), New::Full);
+        assert_eq!(made, WAYS + 1);
+        assert_eq!(t.len(), WAYS);
+        for (i, e) in t.iter() {
+            assert_eq!(e.key, twin.entry(i).key);
+            assert_eq!(e.last_seen, twin.entry(i).last_seen);
+        }
+    }
+
+    #[test]
     fn half_open_is_evicted_before_refusing_and_oldest_first() {
         let mut t = small();
         let keys = same_bucket_keys(&t, WAYS + 1);
@@ -805,6 +932,71 @@ mod tests {
             keys[0],
             "the oldest half-open entry goes first"
         );
+    }
+
+    #[test]
+    fn eviction_takes_the_first_expired_else_the_first_oldest_half_open() {
+        // Against the rule written plainly, over buckets of random states (bytes that name no
+        // state too), ages and ties.
+        let mut x = 0x5eed_u64;
+        let mut next = |n: u64| {
+            x = crate::flow::fmix(x.wrapping_add(0x9e37_79b9_7f4a_7c15));
+            x % n
+        };
+        for round in 0..2000 {
+            let mut t = small();
+            let keys = same_bucket_keys(&t, WAYS + 1);
+            let now = 1_000_000u32;
+            let mut idx = Vec::new();
+            for k in &keys[..WAYS] {
+                let Insert::Inserted { index, .. } =
+                    t.insert(t.hash(k), entry(*k, FlowState::SynSent), 0)
+                else {
+                    panic!("an empty bucket has room")
+                };
+                let e = t.entry_mut(index);
+                e.state = [0, 1, 2, 3, 4, 9][next(6) as usize];
+                // Few distinct ages, so that ties are common; some past the timeouts.
+                e.last_seen = now.wrapping_sub([5, 5_000, 20_000, 700_000][next(4) as usize]);
+                idx.push(index);
+            }
+            let timeouts = *t.timeouts();
+            let entries: Vec<FlowEntry> = idx.iter().map(|&i| *t.entry(i)).collect();
+            let expired = entries.iter().position(|e| e.expired(now, &timeouts));
+            let mut oldest: Option<(usize, u32)> = None;
+            for (w, e) in entries.iter().enumerate() {
+                let age = now.wrapping_sub(e.last_seen);
+                if e.state() <= FlowState::SynAckSeen && oldest.is_none_or(|(_, a)| age > a) {
+                    oldest = Some((w, age));
+                }
+            }
+            let want = match (expired, oldest) {
+                (Some(w), _) => Some((w, false)),
+                (None, Some((w, _))) => Some((w, true)),
+                (None, None) => None,
+            };
+            let got = t.insert(
+                t.hash(&keys[WAYS]),
+                entry(keys[WAYS], FlowState::SynSent),
+                now,
+            );
+            match (got, want) {
+                (Insert::Full, None) => {}
+                (
+                    Insert::Inserted {
+                        index,
+                        evicted,
+                        evicted_live,
+                    },
+                    Some((w, live)),
+                ) => {
+                    assert_eq!(index, idx[w], "round {round}");
+                    assert_eq!(evicted_live, live, "round {round}");
+                    assert_eq!(evicted.map(|e| e.key), Some(keys[w]), "round {round}");
+                }
+                (got, want) => panic!("round {round}: {got:?}, expected {want:?}"),
+            }
+        }
     }
 
     #[test]

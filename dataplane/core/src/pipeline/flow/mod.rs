@@ -35,7 +35,7 @@ use crate::pipeline::parse::{self, Ip, Seg, TcpNumbers};
 use crate::pipeline::reply;
 use crate::pipeline::verdict::{DropReason, Event, Verdict, WorkerStats};
 use crate::pool::{BackendId, PoolSnapshot, PortId, Vip, VipId};
-use crate::tables::flow_table::{flags, FlowEntry, FlowState, Insert};
+use crate::tables::flow_table::{flags, FlowEntry, FlowState, Insert, New};
 use crate::time::Ticks;
 
 const SYN: u8 = TcpFlags::SYN.0;
@@ -296,7 +296,14 @@ fn insert(cx: &mut Ctx<'_>, hash: u64, entry: FlowEntry) -> bool {
 /// [`insert`] into a worker's table at `now`.
 #[inline]
 fn insert_in(w: &mut Worker, shared: &Shared, now: Ticks, hash: u64, entry: FlowEntry) -> bool {
-    match w.flows.insert(hash, entry, now.coarse_ms()) {
+    let done = w.flows.insert(hash, entry, now.coarse_ms());
+    inserted(w, shared, now, &entry, done)
+}
+
+/// What [`insert_in`] counts and releases once the table has answered `done` for `entry`.
+#[inline]
+fn inserted(w: &mut Worker, shared: &Shared, now: Ticks, entry: &FlowEntry, done: Insert) -> bool {
+    match done {
         Insert::Inserted {
             evicted,
             evicted_live,
@@ -320,7 +327,11 @@ fn insert_in(w: &mut Worker, shared: &Shared, now: Ticks, hash: u64, entry: Flow
     }
 }
 
-/// [`insert_in`] out of line, for the new-connection path's rare full bucket.
+/// [`insert_in`] out of line, for the new-connection paths' rare full bucket (the bucket of
+/// `hash` has no free way: [`FlowTable::insert_full`] goes straight to what makes room); whether
+/// the entry went in.
+///
+/// [`FlowTable::insert_full`]: crate::tables::flow_table::FlowTable::insert_full
 #[cold]
 #[inline(never)]
 fn insert_full_bucket(
@@ -330,7 +341,8 @@ fn insert_full_bucket(
     hash: u64,
     entry: FlowEntry,
 ) -> bool {
-    insert_in(w, shared, now, hash, entry)
+    let done = w.flows.insert_full(hash, entry, now.coarse_ms());
+    inserted(w, shared, now, &entry, done)
 }
 
 /// Whether the new-connection paths may open the flow of `p` (whose key is `key`) here: its
@@ -338,9 +350,19 @@ fn insert_full_bucket(
 /// (spoofed: the general path drops it). Otherwise the general path decides.
 #[inline(always)]
 fn opens_here(w: &Worker, pool: &PoolSnapshot, p: &ToVipV4, key: &FlowKey) -> bool {
-    (w.workers <= 1 || steer(&key.src, key.src_port, w.workers) == w.id)
-        && w.flows.lookup(key, p.hash).is_none()
-        && !pool.is_vip_addr_v4(p.d.src())
+    client_is_ours(w, key) && w.flows.lookup(key, p.hash).is_none() && !spoofed(pool, p)
+}
+
+/// Whether this worker owns the client of `key` ([`opens_here`]'s first check).
+#[inline(always)]
+fn client_is_ours(w: &Worker, key: &FlowKey) -> bool {
+    w.workers <= 1 || steer(&key.src, key.src_port, w.workers) == w.id
+}
+
+/// Whether the source of `p` is one of our VIPs ([`opens_here`]'s last check).
+#[inline(always)]
+fn spoofed(pool: &PoolSnapshot, p: &ToVipV4) -> bool {
+    pool.is_vip_addr_v4(p.d.src())
 }
 
 /// The new-connection fast path of an MP_JOIN SYN (see [`syn_v4`]): what [`new_flow`] and
@@ -483,28 +505,37 @@ pub(crate) fn syn_v4<F: Frame>(
     let data = frame.data_mut();
     let area = data.get(s.options())?;
     let key = p.key();
-    if !opens_here(w, pool, p, &key) {
-        return None;
+    // What `opens_here` checks, its lookup made by the insert below (which stores nothing for a
+    // known key), and what else this path needs: all of it reads, none of it changes anything.
+    if !client_is_ours(w, &key) || spoofed(pool, p) {
+        return general();
     }
-    let vip = pool.vip(p.vip)?;
+    let Some(vip) = pool.vip(p.vip) else {
+        return general();
+    };
     // Maglev takes the fixed hash, the same on every instance (the flow table's is keyed).
     let d = &p.d;
-    let backend = vip
-        .maglev
-        .lookup(FlowKey::hash_v4(d.addrs, d.ports_host()))?;
-    let b = pool.fast4(backend)?;
-    let syn = match opts {
-        mptcp::SynOptions::Plain { malformed } => mptcp::plain_syn(&mut w.stats, malformed),
+    let Some(backend) = vip.maglev.lookup(FlowKey::hash_v4(d.addrs, d.ports_host())) else {
+        return general();
+    };
+    let Some(b) = pool.fast4(backend) else {
+        return general();
+    };
+    // MPTCP options are counted as they are read, so the key is looked up before; a SYN without
+    // them is counted once its flow is in (the counts do not depend on the order).
+    let (plain, flags) = match opts {
+        mptcp::SynOptions::Plain { malformed } => (Some(malformed), 0),
         mptcp::SynOptions::Mptcp { at } => {
+            if w.flows.lookup(&key, p.hash).is_some() {
+                return general();
+            }
             let rest = area.get(usize::from(at)..).unwrap_or_default();
-            mptcp::syn_scanned(&mut w.stats, rest, &s.headers().seg)
+            match mptcp::syn_scanned(&mut w.stats, rest, &s.headers().seg) {
+                Syn::Capable => (None, flags::MPC_SYN),
+                _ => (None, 0),
+            }
         }
         mptcp::SynOptions::Join => return None,
-    };
-    let flags = if syn == Syn::Capable {
-        flags::MPC_SYN
-    } else {
-        0
     };
     let client_mac = data.first_chunk::<12>().map_or([0; 6], |h| {
         let mut m = [0; 6];
@@ -523,12 +554,16 @@ pub(crate) fn syn_v4<F: Frame>(
     };
     // What `insert_in`, the new-flow counts and `count_to_backend` count, one counter line each.
     // A full bucket takes `insert_in` itself, out of line.
-    let free = w
-        .flows
-        .insert_free(p.hash, now.coarse_ms(), entry)
-        .is_some();
-    if !free {
-        insert_full_bucket(w, shared, now, p.hash, entry());
+    let free = match w.flows.insert_new(key, p.hash, now.coarse_ms(), entry) {
+        New::Exists(_) => return general(),
+        New::Inserted(_) => true,
+        New::Full => {
+            insert_full_bucket(w, shared, now, p.hash, entry());
+            false
+        }
+    };
+    if let Some(malformed) = plain {
+        mptcp::plain_syn(&mut w.stats, malformed);
     }
     let stats = &mut w.stats;
     let bytes = u64::from(p.d.len);
@@ -548,6 +583,14 @@ pub(crate) fn syn_v4<F: Frame>(
     stats.rx += 1;
     stats.forwarded += 1;
     Some(Verdict::Forward { port: b.egress })
+}
+
+/// The new-connection path's answer when the general path decides (`None`): out of line and
+/// cold, so that the compiler lays the path out for the packets it takes.
+#[cold]
+#[inline(never)]
+fn general() -> Option<Verdict> {
+    None
 }
 
 /// A new subflow (or one whose state was lost) to a stateless join port: it goes to the port's
