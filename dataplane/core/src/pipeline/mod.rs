@@ -150,7 +150,10 @@ pub fn process<F: Frame>(
                         {
                             return v;
                         }
-                        Some(classify::to_vip_v4_full(&s.headers(), &e))
+                        // Rare (a retransmission, another worker's client, a spoofed source):
+                        // parsed and hashed again, rather than the first reading kept in
+                        // registers and on the stack for it (SYN 469 -> 465, join 672 -> 663).
+                        fast_classify(frame.data(), &p.mac, pool, secret)
                     }
                     Err(Some(s)) => classify::tcp(pool, secret, &s.headers()),
                     Err(None) => fast_classify(frame.data(), &p.mac, pool, secret),
