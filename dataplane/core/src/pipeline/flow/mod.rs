@@ -383,9 +383,12 @@ fn join_v4<F: Frame>(
     now: Ticks,
     ingress: PortId,
     frame: &mut F,
-    p: &ToVipV4,
-    s: &parse::SynV4,
+    p: ToVipV4,
+    s: parse::SynV4,
 ) -> Option<Verdict> {
+    // `p` and `s` come by value: taken by reference, they would have to be on the stack
+    // before `syn_v4` branches here, on every SYN (SYN 465 -> 447).
+    let p = &p;
     let key = p.key();
     if !opens_here(w, pool, p, &key) {
         return None;
@@ -500,7 +503,7 @@ pub(crate) fn syn_v4<F: Frame>(
         }
     };
     if opts == mptcp::SynOptions::Join {
-        return join_v4(w, shared, pool, now, ingress, frame, p, s);
+        return join_v4(w, shared, pool, now, ingress, frame, *p, *s);
     }
     let data = frame.data_mut();
     let area = data.get(s.options())?;
