@@ -185,7 +185,9 @@ echo "this is [ not toml" >>"$OUT/live.toml"
 kill -HUP "$GW_PID"
 wait_log "reload refused" 5
 [ "$(ctl status | awk '/^version:/{print $2}')" = "$v" ] || { log "a refused reload changed the version"; exit 1; }
-transfers 12 "srv3>0"
+# 24 connections, as the other "srv3>0" checks: with 12, Maglev leaves one of three equal
+# backends without a connection by chance in (2/3)^12 = 0.8 % of runs (seen once in CI).
+transfers 24 "srv3>0"
 # The same file with weight 0 for srv3: applied, and srv3 takes no new connections.
 python3 - "$OUT/live.toml" <<'PY'
 import re, sys
