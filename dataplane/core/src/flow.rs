@@ -162,7 +162,7 @@ impl FlowKey {
     /// bits (the bucket) and the high half (the tag) through the product's upper half. Without
     /// the secret, the factors are unknown, so keys cannot be aimed at a bucket (a word that
     /// keys to zero would zero the product, but finding one means guessing 32 bits of the
-    /// secret per try). IPv6 keys keep the rounds of [`mix_words`].
+    /// secret per try). IPv6 keys keep the rounds of `mix_words`.
     #[inline(always)]
     pub fn keyed_hash_v4(secret: FlowSecret, addrs: u64, ports: u32, proto: u16) -> u64 {
         let tail = u64::from(ports) | (u64::from(proto) << 32);
