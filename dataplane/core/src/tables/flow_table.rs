@@ -40,7 +40,7 @@
 
 use core::sync::atomic::{compiler_fence, Ordering};
 
-use crate::flow::{FlowKey, FlowSecret};
+use crate::flow::{FlowKey, FlowKeyV4, FlowSecret};
 use crate::pool::{BackendId, VipId};
 use crate::tables::mem::TableMem;
 use crate::time::coarse_elapsed;
@@ -403,22 +403,25 @@ impl FlowTable {
         self.find(key, hash).map(|i| i as u32)
     }
 
-    /// The entry of `key`, whose [`hash`](Self::hash) is `hash`, mutably (the established
-    /// path: one bounds check, not one for the lookup and one for the entry).
+    /// The entry of an IPv4 TCP key given as its frame words ([`FlowKeyV4`]), whose
+    /// [`hash`](Self::hash) is `hash`, mutably: the established path's lookup (the 38-byte key
+    /// is never built; a hit compares it whole, as words under one test).
     #[inline(always)]
-    pub fn lookup_mut(&mut self, key: &FlowKey, hash: u64) -> Option<&mut FlowEntry> {
+    pub fn lookup_v4_mut(&mut self, key: &FlowKeyV4, hash: u64) -> Option<&mut FlowEntry> {
         let b = self.bucket(hash);
         let tag = tag_of(hash);
-        let tags = &self.tags[b];
-        // As `find`, the key compared as words under one test: a hit compares its whole key.
-        let way = tags.iter().enumerate().position(|(way, &t)| {
-            t == tag
-                && self
-                    .entries
-                    .get(b * WAYS + way)
-                    .is_some_and(|e| e.key.same(key))
-        })?;
-        self.entries.get_mut(b * WAYS + way)
+        let tags = self.tags.get(b)?;
+        // The bucket's entries as an array: one bounds check, none per way.
+        let base = b * WAYS;
+        let ents = self
+            .entries
+            .get_mut(base..base + WAYS)?
+            .first_chunk_mut::<WAYS>()?;
+        let way = tags
+            .iter()
+            .zip(ents.iter())
+            .position(|(&t, e)| t == tag && e.key.same_v4(key))?;
+        ents.get_mut(way)
     }
 
     #[inline(always)]

@@ -26,7 +26,7 @@ use trapeze_wire::tcp::TcpFlags;
 
 use self::mptcp::Syn;
 use self::state::{Input, Next};
-use crate::flow::FlowKey;
+use crate::flow::{FlowKey, FlowKeyV4};
 use crate::pipeline::classify::{Classified, Direction, Quoted, ToVipV4};
 use crate::pipeline::context::{steer, Ctx, Shared, Worker};
 use crate::pipeline::egress::{self, ClientSide};
@@ -105,7 +105,9 @@ pub(crate) fn established_v4<F: Frame>(
     frame: &mut F,
     p: &ToVipV4,
 ) -> Option<Verdict> {
-    let e = w.flows.lookup_mut(&p.key(), p.hash)?;
+    let e = w
+        .flows
+        .lookup_v4_mut(&FlowKeyV4::of_frame(p.d.addrs, p.d.ports), p.hash)?;
     if needs_slow_path(e) {
         return None;
     }
