@@ -8,6 +8,9 @@
 # (http_proxy, https_proxy, no_proxy, upper case too) are passed to the build, and the host's
 # extra CA certificates (/usr/local/share/ca-certificates/*.crt, e.g. a TLS-intercepting proxy's)
 # are copied into the build context (docker/extra-ca/, git-ignored) so apt and cargo trust them.
+# The crates of Cargo.lock are vendored on the host first (docker/vendor/, git-ignored; from the
+# host's cargo cache where it has them, with retries), so that the image's cargo build is offline:
+# a slow crates.io inside `docker build`, which has no retry of its own, once failed the build.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -25,6 +28,24 @@ mkdir -p docker/extra-ca
 for crt in /usr/local/share/ca-certificates/*.crt; do
   [ -f "$crt" ] && cp "$crt" docker/extra-ca/
 done
+
+# The crates, vendored: the build stage copies docker/vendor.toml to .cargo/config.toml and builds
+# --offline. Re-vendored each time (a few seconds from the cache) so it always matches Cargo.lock.
+t_v=$SECONDS
+mkdir -p target
+rm -rf docker/vendor docker/vendor.toml docker/vendor.toml.tmp
+# (Not -q: that also drops the source replacement cargo vendor prints on stdout.)
+if CARGO_NET_RETRY=${CARGO_NET_RETRY:-10} cargo vendor --locked --versioned-dirs docker/vendor \
+  >docker/vendor.toml.tmp 2>target/cargo-vendor.log &&
+  grep -q '^replace-with' docker/vendor.toml.tmp; then
+  mv docker/vendor.toml.tmp docker/vendor.toml
+  echo "crates: vendored $(find docker/vendor -mindepth 1 -maxdepth 1 | wc -l)" \
+    "($(du -sh docker/vendor | cut -f1)) in $((SECONDS - t_v)) s"
+else
+  rm -rf docker/vendor docker/vendor.toml.tmp
+  tail -n 5 target/cargo-vendor.log >&2
+  echo "crates: cargo vendor failed; the build stage fetches them from crates.io itself" >&2
+fi
 
 args=(--build-arg "BASE=$base" --build-arg "NIC_PMDS=$nic")
 for v in http_proxy https_proxy no_proxy HTTP_PROXY HTTPS_PROXY NO_PROXY; do
