@@ -16,7 +16,7 @@ use trapeze_wire::ip::{parse_quoted_v4, parse_quoted_v6, IpProtocol};
 
 use super::parse::{self, DataV4, Headers, Ip, Seg, ICMP_HEADER_LEN};
 use super::verdict::{DropReason, Verdict};
-use crate::flow::{addr_bytes, v4_mapped, FlowKey, FlowSecret};
+use crate::flow::{addr_bytes, v4_mapped, FlowKey, FlowSecret, TcpV4Keys};
 use crate::pool::{BackendId, PoolSnapshot, PortId, VipId};
 
 /// Which way a VIP's packet goes.
@@ -116,14 +116,14 @@ impl ToVipV4 {
 /// Classifies what [`parse::data_v4`] accepted: towards a NAT VIP's own port, or `None` (a DSR
 /// VIP, a join port, the return path, nothing of ours: [`tcp`] decides those).
 #[inline(always)]
-pub(crate) fn to_vip_v4(pool: &PoolSnapshot, secret: FlowSecret, d: &DataV4) -> Option<ToVipV4> {
+pub(crate) fn to_vip_v4(pool: &PoolSnapshot, keys: TcpV4Keys, d: &DataV4) -> Option<ToVipV4> {
     // The destination address and port as they lie in the frame: the pool's packed word.
     let endpoint = (d.addrs >> 32) | (u64::from(d.ports >> 16) << 32);
     let vip = pool.nat_vip_for_v4_word(endpoint)?;
     Some(ToVipV4 {
         d: *d,
         vip,
-        hash: FlowKey::keyed_hash_v4(secret, d.addrs, d.ports, 6),
+        hash: keys.hash(d.addrs, d.ports),
     })
 }
 

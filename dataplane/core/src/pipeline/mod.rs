@@ -118,7 +118,7 @@ use trapeze_wire::ethernet::EtherType;
 use self::classify::{Classified, Icmp, ToVipV4, Upper};
 use self::context::Ctx;
 use self::parse::{Headers, Ip};
-use crate::flow::FlowSecret;
+use crate::flow::{FlowSecret, TcpV4Keys};
 use crate::pool::{PoolSnapshot, PortConfig, PortId};
 use crate::time::Ticks;
 
@@ -136,14 +136,15 @@ pub fn process<F: Frame>(
         None => None,
         Some(p) => {
             let secret = worker.flows.secret();
-            match to_vip_v4(frame.data(), &p.mac, pool, secret) {
+            let keys = worker.flows.tcp_v4();
+            match to_vip_v4(frame.data(), &p.mac, pool, keys) {
                 Some(e) => {
                     if let Some(v) = established(frame, &e, now, worker, pool) {
                         return v;
                     }
                     full_of(frame.data(), &p.mac, &e)
                 }
-                None => match syn_to_vip_v4(frame.data(), &p.mac, pool, secret) {
+                None => match syn_to_vip_v4(frame.data(), &p.mac, pool, keys) {
                     Ok((s, e)) => {
                         if let Some(v) =
                             flow::syn_v4(worker, shared, pool, now, ingress, frame, &e, &s)
@@ -208,9 +209,9 @@ fn to_vip_v4(
     data: &[u8],
     mac: &[u8; 6],
     pool: &PoolSnapshot,
-    secret: FlowSecret,
+    keys: TcpV4Keys,
 ) -> Option<ToVipV4> {
-    parse::data_v4(data, mac).and_then(|d| classify::to_vip_v4(pool, secret, &d))
+    parse::data_v4(data, mac).and_then(|d| classify::to_vip_v4(pool, keys, &d))
 }
 
 /// The new-connection path's candidate: an opening IPv4 SYN ([`parse::syn_v4`]) towards a NAT
@@ -222,10 +223,10 @@ fn syn_to_vip_v4(
     data: &[u8],
     mac: &[u8; 6],
     pool: &PoolSnapshot,
-    secret: FlowSecret,
+    keys: TcpV4Keys,
 ) -> Result<(parse::SynV4, ToVipV4), Option<parse::SynV4>> {
     let s = parse::syn_v4(data, mac).ok_or(None)?;
-    match classify::to_vip_v4(pool, secret, &s.d) {
+    match classify::to_vip_v4(pool, keys, &s.d) {
         Some(e) => Ok((s, e)),
         None => Err(Some(s)),
     }
@@ -284,12 +285,13 @@ pub fn process_burst<F: Frame>(
             let mut hashes = [0u64; BURST];
             let mut n = 0;
             let secret = worker.flows.secret();
+            let keys = worker.flows.tcp_v4();
             for ((c, p), f) in first.iter_mut().zip(pre.iter_mut()).zip(frames.iter()) {
-                let hash = if let Some(e) = to_vip_v4(f.data(), mac, pool, secret) {
+                let hash = if let Some(e) = to_vip_v4(f.data(), mac, pool, keys) {
                     *c = First::Established(e);
                     e.hash
                 } else {
-                    match syn_to_vip_v4(f.data(), mac, pool, secret) {
+                    match syn_to_vip_v4(f.data(), mac, pool, keys) {
                         Ok((s, e)) => {
                             *c = First::Syn(s, e);
                             e.hash

@@ -40,7 +40,7 @@
 
 use core::sync::atomic::{compiler_fence, Ordering};
 
-use crate::flow::{FlowKey, FlowKeyV4, FlowSecret};
+use crate::flow::{FlowKey, FlowKeyV4, FlowSecret, TcpV4Keys};
 use crate::pool::{BackendId, VipId};
 use crate::tables::mem::TableMem;
 use crate::time::coarse_elapsed;
@@ -261,6 +261,8 @@ pub struct FlowTable {
     tags: TableMem<[u32; WAYS]>,
     entries: TableMem<FlowEntry>,
     secret: FlowSecret,
+    /// The secret's words for IPv4 TCP keys, precomputed.
+    tcp_v4: TcpV4Keys,
     mask: usize,
     len: usize,
     timeouts: Timeouts,
@@ -347,6 +349,7 @@ impl FlowTable {
             tags,
             entries,
             secret,
+            tcp_v4: secret.tcp_v4(),
             mask: buckets - 1,
             len,
             timeouts: cfg.timeouts,
@@ -370,6 +373,12 @@ impl FlowTable {
     /// The table's secret (for a table that must find the same buckets: the state file).
     pub fn secret(&self) -> FlowSecret {
         self.secret
+    }
+
+    /// The table's secret as [`TcpV4Keys`]: the hash of IPv4 TCP keys read from a frame.
+    #[inline(always)]
+    pub fn tcp_v4(&self) -> TcpV4Keys {
+        self.tcp_v4
     }
 
     /// Number of slots.
