@@ -944,11 +944,15 @@ fn ipv4_4j_martian_source() {
         Ipv4Addr::BROADCAST,
         VIP4,
     ];
+    // A SYN, and a data segment (the established path's candidate, which misses: no flow has
+    // a martian source).
     for src in martians {
-        let f = TcpSpec::to_vip(IpAddr::V4(src), 1000, SYN).build();
-        sim.expect(&f, 0, drop(DropReason::MartianSource));
+        for flags in [SYN, ACK] {
+            let f = TcpSpec::to_vip(IpAddr::V4(src), 1000, flags).build();
+            sim.expect(&f, 0, drop(DropReason::MartianSource));
+        }
     }
-    sim.only_drops(DropReason::MartianSource, martians.len() as u64);
+    sim.only_drops(DropReason::MartianSource, 2 * martians.len() as u64);
     assert!(sim.w.flows.is_empty());
 }
 
@@ -1311,7 +1315,16 @@ fn t7_port_zero() {
         0,
         drop(DropReason::PortZero),
     );
-    sim.only_drops(DropReason::PortZero, 4);
+    // Data segments (the established path's candidates, which miss: no flow has a zero port).
+    sim.expect(
+        &TcpSpec::to_vip(c4(1), 0, ACK).build(),
+        0,
+        drop(DropReason::PortZero),
+    );
+    let mut spec = TcpSpec::to_vip(c4(1), 1000, ACK);
+    spec.dst_port = 0;
+    sim.expect(&spec.build(), 0, drop(DropReason::PortZero));
+    sim.only_drops(DropReason::PortZero, 6);
     assert!(sim.w.flows.is_empty());
 }
 

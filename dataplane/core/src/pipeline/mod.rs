@@ -205,12 +205,7 @@ pub fn process_general<F: Frame>(
 /// The established path's candidate: an IPv4 data segment towards a NAT VIP's own port, with
 /// its flow key hashed (the packet's one hash).
 #[inline(always)]
-fn to_vip_v4(
-    data: &[u8],
-    mac: &[u8; 6],
-    pool: &PoolSnapshot,
-    keys: TcpV4Keys,
-) -> Option<ToVipV4> {
+fn to_vip_v4(data: &[u8], mac: &[u8; 6], pool: &PoolSnapshot, keys: TcpV4Keys) -> Option<ToVipV4> {
     parse::data_v4(data, mac).and_then(|d| classify::to_vip_v4(pool, keys, &d))
 }
 
