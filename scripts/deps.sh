@@ -7,7 +7,7 @@
 #
 # Groups:
 #   rust    a Rust toolchain (cargo, rustc, rustfmt, clippy) from Debian's rust-web packages
-#           (1.85 or newer), installed only when no `cargo` is on the PATH (a rustup toolchain
+#           (1.88 or newer: the workspace's rust-version), installed only when no `cargo` is on the PATH (a rustup toolchain
 #           counts); with ca-certificates so cargo reaches crates.io
 #   core    the forwarding core alone (no DPDK): a C toolchain and pkg-config
 #   build   compile the workspace: C toolchain, pkg-config, DPDK 22.11 (headers, PMDs, testpmd),

@@ -234,7 +234,7 @@ impl TcpSpec {
     /// Builds the frame.
     pub fn build(&self) -> Vec<u8> {
         let mut opts = self.options.clone();
-        while opts.len() % 4 != 0 {
+        while !opts.len().is_multiple_of(4) {
             opts.push(1);
         }
         let tcp_len = tcp::HEADER_LEN + opts.len() + self.payload.len();

@@ -772,7 +772,7 @@ fn syn4_with_ip_options(port: u16, opts: &[u8]) -> Vec<u8> {
 /// An untagged IPv4 frame with IPv4 options inserted (padded to a multiple of 4 with EOL).
 fn with_ip_options(base: Vec<u8>, opts: &[u8]) -> Vec<u8> {
     let mut o = opts.to_vec();
-    while o.len() % 4 != 0 {
+    while !o.len().is_multiple_of(4) {
         o.push(0);
     }
     let mut f = base[..34].to_vec();

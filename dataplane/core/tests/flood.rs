@@ -40,7 +40,7 @@ fn run(secret: FlowSecret) -> (u64, bool) {
     let buckets = FlowTable::buckets_for(CAPACITY);
     let in_bucket_0 = |i: u64| {
         let k = FlowKey::new(source(i), 40_000, VIP6.into(), VIP_PORT, 6);
-        (k.hash() as usize) % buckets == 0
+        (k.hash() as usize).is_multiple_of(buckets)
     };
     let mut chosen = (0..u64::MAX).filter(|&i| in_bucket_0(i)).take(FLOOD + 1);
     let victim = chosen.next().expect("a victim");

@@ -330,12 +330,12 @@ fn poll<'e>(
         cx.heartbeats.beat(id as usize, loops);
         #[cfg(feature = "fault-injection")]
         stall(id, cx);
-        if loops % 4 == 0 {
+        if loops.is_multiple_of(4) {
             // Migration of draining backends' connections (pipeline/flow/migration.rs): a
             // slice of the flow table at a time.
             worker.migrate(pool, now, 64);
         }
-        if loops % 64 == 0 {
+        if loops.is_multiple_of(64) {
             worker.housekeeping(now, cx.shared, 64);
             if let Some(slot) = cx.board.slots.get(id as usize) {
                 let mut p = slot.lock();

@@ -154,7 +154,7 @@ pub fn update32(checksum: u16, old: u32, new: u32) -> u16 {
 /// odd tail is zero-padded and unequal lengths give a wrong (but never panicking) result.
 #[inline]
 pub fn update_bytes(checksum: u16, old: &[u8], new: &[u8]) -> u16 {
-    debug_assert!(old.len() == new.len() && old.len() % 2 == 0);
+    debug_assert!(old.len() == new.len() && old.len().is_multiple_of(2));
     if old == new {
         return checksum;
     }

@@ -1009,7 +1009,7 @@ pub fn attach(
         Ok(i) => i,
         Err(r) => return Err((r, bytes)),
     };
-    if bytes.as_ptr() as usize % ALIGN != 0 {
+    if !(bytes.as_ptr() as usize).is_multiple_of(ALIGN) {
         return Err((Refusal::Misaligned, bytes));
     }
     if info.geometry != want.geometry {

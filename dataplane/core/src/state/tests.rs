@@ -339,7 +339,7 @@ fn corrupt_records_are_cleared_and_the_rest_is_kept() {
         x ^= x << 13;
         x ^= x >> 7;
         x ^= x << 17;
-        if x % 64 == 0 {
+        if x.is_multiple_of(64) {
             *b = (x >> 8) as u8;
         }
     }
