@@ -421,11 +421,7 @@ impl FlowTable {
         let tag = tag_of(hash);
         let tags = self.tags.get(b)?;
         // The bucket's entries as an array: one bounds check, none per way.
-        let base = b * WAYS;
-        let ents = self
-            .entries
-            .get_mut(base..base + WAYS)?
-            .first_chunk_mut::<WAYS>()?;
+        let ents = self.entries.as_chunks_mut::<WAYS>().0.get_mut(b)?;
         let way = tags
             .iter()
             .zip(ents.iter())
@@ -462,11 +458,14 @@ impl FlowTable {
         for &h in hashes {
             acc ^= self.tags[self.bucket(h)][0];
         }
+        let buckets = self.entries.as_chunks::<WAYS>().0;
         for &h in hashes {
             let b = self.bucket(h);
             let tag = tag_of(h);
-            if let Some(way) = self.tags[b].iter().position(|&t| t == tag) {
-                acc ^= self.entries[b * WAYS + way].last_seen;
+            if let (Some(tags), Some(ents)) = (self.tags.get(b), buckets.get(b)) {
+                if let Some((_, e)) = tags.iter().zip(ents).find(|(&t, _)| t == tag) {
+                    acc ^= e.last_seen;
+                }
             }
         }
         acc
