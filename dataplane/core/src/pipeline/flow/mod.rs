@@ -384,10 +384,12 @@ fn join_v4<F: Frame>(
     ingress: PortId,
     frame: &mut F,
     p: ToVipV4,
-    s: parse::SynV4,
+    hl: u8,
 ) -> Option<Verdict> {
-    // `p` and `s` come by value: taken by reference, they would have to be on the stack
-    // before `syn_v4` branches here, on every SYN (SYN 465 -> 447).
+    // `p` comes by value: taken by reference, it would have to be on the stack before `syn_v4`
+    // branches here, on every SYN (SYN 465 -> 447). Of the rest of `parse::SynV4`, only its
+    // header length comes: the rare general rewrite reads the other fields again from the
+    // unchanged frame (copying all of it here costs join 657 -> 668).
     let p = &p;
     let key = p.key();
     if !opens_here(w, pool, p, &key) {
@@ -397,7 +399,7 @@ fn join_v4<F: Frame>(
     // The ingress port's record is only read by the general rewrite (below, rare): checked here.
     pool.port(ingress)?;
     let data = frame.data_mut();
-    let token = mptcp::join_options(data.get(s.options())?)?;
+    let token = mptcp::join_options(data.get(54..34 + usize::from(hl))?)?;
     let client_mac: [u8; 6] = *data.get(6..12)?.first_chunk()?;
     // Decided from here on.
     let (backend, referenced) = match mptcp::route_join_in(pool, shared, now, false, token, vip) {
@@ -445,6 +447,14 @@ fn join_v4<F: Frame>(
         }
         // Checked above: the same snapshot has it.
         let port = pool.port(ingress)?;
+        // The frame is as `parse::syn_v4` read it (54 bytes at least).
+        let at = |i: usize| frame.data().get(i).copied().unwrap_or_default();
+        let s = parse::SynV4 {
+            d: p.d,
+            hl,
+            flags: at(47),
+            ttl: at(22),
+        };
         let mut cx = Ctx::new(w, shared, pool, now, ingress, port);
         let v = egress::to_backend(&mut cx, frame, &s.headers().ip, backend, p.vip, p.hash);
         w.stats.rx += 1;
@@ -503,7 +513,7 @@ pub(crate) fn syn_v4<F: Frame>(
         }
     };
     if opts == mptcp::SynOptions::Join {
-        return join_v4(w, shared, pool, now, ingress, frame, *p, *s);
+        return join_v4(w, shared, pool, now, ingress, frame, *p, s.hl);
     }
     let data = frame.data_mut();
     let area = data.get(s.options())?;
