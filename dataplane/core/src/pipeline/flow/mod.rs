@@ -396,8 +396,6 @@ fn join_v4<F: Frame>(
         return None;
     }
     let vip = pool.vip(p.vip)?;
-    // The ingress port's record is only read by the general rewrite (below, rare): checked here.
-    pool.port(ingress)?;
     let data = frame.data_mut();
     let token = mptcp::join_options(data.get(54..34 + usize::from(hl))?)?;
     let client_mac: [u8; 6] = *data.get(6..12)?.first_chunk()?;
@@ -445,7 +443,7 @@ fn join_v4<F: Frame>(
             c.active_flows += u64::from(free);
             c.joins += 1;
         }
-        // Checked above: the same snapshot has it.
+        // `process` came here with the ingress port's record, from the same snapshot.
         let port = pool.port(ingress)?;
         // The frame is as `parse::syn_v4` read it (54 bytes at least).
         let at = |i: usize| frame.data().get(i).copied().unwrap_or_default();
