@@ -345,6 +345,44 @@ fn insert_full_bucket(
     inserted(w, shared, now, &entry, done)
 }
 
+/// What [`join_v4`] stores of a new subflow: its [`FlowEntry`] but for the fields at their
+/// defaults. Not the entry itself: a 64-byte-aligned value in `join_v4`'s frame would cost it
+/// a realigned stack and a register (join 651 -> 649).
+#[derive(Clone, Copy)]
+struct JoinEntry {
+    key: FlowKey,
+    backend: BackendId,
+    vip: VipId,
+    client_port: u8,
+    token: u32,
+    client_mac: [u8; 6],
+    flags: u8,
+}
+
+impl JoinEntry {
+    #[inline(always)]
+    fn entry(&self) -> FlowEntry {
+        FlowEntry {
+            key: self.key,
+            backend: self.backend,
+            vip: self.vip,
+            client_port: self.client_port,
+            state: state::first(true) as u8,
+            token: self.token,
+            client_mac: self.client_mac,
+            flags: self.flags,
+            ..FlowEntry::default()
+        }
+    }
+}
+
+/// [`insert_full_bucket`] for [`join_v4`] (see [`JoinEntry`]).
+#[cold]
+#[inline(never)]
+fn join_full_bucket(w: &mut Worker, shared: &Shared, now: Ticks, hash: u64, e: JoinEntry) -> bool {
+    insert_full_bucket(w, shared, now, hash, e.entry())
+}
+
 /// Whether the new-connection paths may open the flow of `p` (whose key is `key`) here: its
 /// client is this worker's, no flow of it exists yet, and its source is not one of our VIPs
 /// (spoofed: the general path drops it). Otherwise the general path decides.
@@ -408,28 +446,27 @@ fn join_v4<F: Frame>(
             return Some(Verdict::Drop(r));
         }
     };
-    let entry = || FlowEntry {
+    let flags = if referenced {
+        flags::JOIN | flags::TOKEN_REF
+    } else {
+        flags::JOIN
+    };
+    let entry = JoinEntry {
         key,
         backend,
         vip: p.vip,
         client_port: ingress.0,
-        state: state::first(true) as u8,
         token,
         client_mac,
-        flags: if referenced {
-            flags::JOIN | flags::TOKEN_REF
-        } else {
-            flags::JOIN
-        },
-        ..FlowEntry::default()
+        flags,
     };
     // What `insert_in` does, its common case (a free slot) inline; a full bucket takes
     // `insert_in` itself, out of line.
     let free = w
         .flows
-        .insert_free(p.hash, now.coarse_ms(), entry)
+        .insert_free(p.hash, now.coarse_ms(), || entry.entry())
         .is_some();
-    if !free && !insert_full_bucket(w, shared, now, p.hash, entry()) && referenced {
+    if !free && !join_full_bucket(w, shared, now, p.hash, entry) && referenced {
         shared.tokens.subflow_closed(token, backend, now);
     }
     let stats = &mut w.stats;
