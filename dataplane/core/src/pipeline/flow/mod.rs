@@ -433,12 +433,11 @@ fn join_v4<F: Frame>(
     if !opens_here(w, pool, p, &key) {
         return None;
     }
-    let vip = pool.vip(p.vip)?;
     let data = frame.data_mut();
     let token = mptcp::join_options(data.get(54..34 + usize::from(hl))?)?;
     let client_mac: [u8; 6] = *data.get(6..12)?.first_chunk()?;
     // Decided from here on.
-    let (backend, referenced) = match mptcp::route_join_in(pool, shared, now, false, token, vip) {
+    let (backend, referenced) = match mptcp::route_join_nat_v4(pool, shared, now, token, p.vip) {
         Ok(routed) => routed,
         Err(r) => {
             w.stats.rx += 1;

@@ -404,6 +404,37 @@ pub(super) fn route_join_in(
     }
 }
 
+/// [`route_join_in`] of an IPv4 join towards `vip`, a NAT VIP of the same snapshot (what
+/// [`classify::to_vip_v4`](crate::pipeline::classify::to_vip_v4) found): the same answer, with
+/// the VIP's record left unread (its mode is known, its id is `vip`).
+#[inline]
+pub(super) fn route_join_nat_v4(
+    pool: &PoolSnapshot,
+    shared: &Shared,
+    now: Ticks,
+    token: u32,
+    vip: VipId,
+) -> Result<(BackendId, bool), DropReason> {
+    let admit = move |b: BackendId| {
+        // An id that never existed accepts none (`join_reach`'s default).
+        let Some(reach) = pool.join_reach_of(b).filter(|r| r.accepts) else {
+            return Err(DropReason::JoinOwnerDown);
+        };
+        if reach.nat_vip[0] == Some(vip) {
+            Ok(())
+        } else {
+            Err(DropReason::JoinNoPath)
+        }
+    };
+    match shared.tokens.join(token, now, admit) {
+        JoinOutcome::Routed {
+            backend,
+            referenced,
+        } => Ok((backend, referenced)),
+        refused => Err(join_refused(refused)),
+    }
+}
+
 /// Why [`route_join_in`] refuses a join (out of line: the routed join is the one to keep short).
 #[cold]
 #[inline(never)]
