@@ -245,6 +245,12 @@ pub(super) enum SynOptions {
 pub(super) fn syn_options(area: &[u8]) -> SynOptions {
     // Linux's SYN options, in the order it writes them (MSS, SACK permitted, timestamps, NOP,
     // window scale: 20 bytes), are well-formed options of other kinds: passed in one look.
+    // An MP_JOIN alone (its SYN form, 12 bytes): what the walk's first step would return.
+    if let [option_kind::MPTCP, 12, b2, _, _, _, _, _, _, _, _, _] = *area {
+        if b2 >> 4 == mptcp::subtype::MP_JOIN {
+            return SynOptions::Join;
+        }
+    }
     let skip = match area.first_chunk::<20>() {
         Some(a)
             if [a[0], a[1]] == [2, 4]
