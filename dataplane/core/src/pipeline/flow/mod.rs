@@ -435,7 +435,6 @@ fn join_v4<F: Frame>(
     }
     let data = frame.data_mut();
     let token = mptcp::join_options(data.get(54..34 + usize::from(hl))?)?;
-    let client_mac: [u8; 6] = *data.get(6..12)?.first_chunk()?;
     // Decided from here on.
     let (backend, referenced) = match mptcp::route_join_nat_v4(pool, shared, now, token, p.vip) {
         Ok(routed) => routed,
@@ -450,6 +449,12 @@ fn join_v4<F: Frame>(
     } else {
         flags::JOIN
     };
+    // Read here, not before the token table: one value fewer kept across it.
+    let client_mac = data.first_chunk::<12>().map_or([0; 6], |h| {
+        let mut m = [0; 6];
+        m.copy_from_slice(&h[6..]);
+        m
+    });
     let entry = JoinEntry {
         key,
         backend,
