@@ -411,7 +411,6 @@ fn spoofed(pool: &PoolSnapshot, p: &ToVipV4) -> bool {
 /// counting). Past that, it decides: the token table routes, admits and counts
 /// the subflow, and a refused join is dropped with the general path's reason. Out of line: a
 /// join is rarer than a first SYN, and its code stays out of the SYN path's registers.
-#[cold]
 #[inline(never)]
 #[allow(clippy::too_many_arguments)]
 fn join_v4<F: Frame>(
