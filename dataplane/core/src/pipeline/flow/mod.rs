@@ -347,6 +347,44 @@ fn insert_full_bucket(
     inserted(w, shared, now, &entry, done)
 }
 
+/// What [`join_v4`] stores of a new subflow: its [`FlowEntry`] but for the fields at their
+/// defaults. Not the entry itself: a 64-byte-aligned value in `join_v4`'s frame would cost it
+/// a realigned stack and a register (join 651 -> 649).
+#[derive(Clone, Copy)]
+struct JoinEntry {
+    key: FlowKey,
+    backend: BackendId,
+    vip: VipId,
+    client_port: u8,
+    token: u32,
+    client_mac: [u8; 6],
+    flags: u8,
+}
+
+impl JoinEntry {
+    #[inline(always)]
+    fn entry(&self) -> FlowEntry {
+        FlowEntry {
+            key: self.key,
+            backend: self.backend,
+            vip: self.vip,
+            client_port: self.client_port,
+            state: state::first(true) as u8,
+            token: self.token,
+            client_mac: self.client_mac,
+            flags: self.flags,
+            ..FlowEntry::default()
+        }
+    }
+}
+
+/// [`insert_full_bucket`] for [`join_v4`] (see [`JoinEntry`]).
+#[cold]
+#[inline(never)]
+fn join_full_bucket(w: &mut Worker, shared: &Shared, now: Ticks, hash: u64, e: JoinEntry) -> bool {
+    insert_full_bucket(w, shared, now, hash, e.entry())
+}
+
 /// Whether the new-connection paths may open the flow of `p` (whose key is `key`) here: its
 /// client is this worker's, no flow of it exists yet, and its source is not one of our VIPs
 /// (spoofed: the general path drops it). Otherwise the general path decides.
@@ -375,7 +413,6 @@ fn spoofed(pool: &PoolSnapshot, p: &ToVipV4) -> bool {
 /// counting). Past that, it decides: the token table routes, admits and counts
 /// the subflow, and a refused join is dropped with the general path's reason. Out of line: a
 /// join is rarer than a first SYN, and its code stays out of the SYN path's registers.
-#[cold]
 #[inline(never)]
 #[allow(clippy::too_many_arguments)]
 fn join_v4<F: Frame>(
@@ -386,23 +423,21 @@ fn join_v4<F: Frame>(
     ingress: PortId,
     frame: &mut F,
     p: ToVipV4,
-    s: parse::SynV4,
+    hl: u8,
 ) -> Option<Verdict> {
-    // `p` and `s` come by value: taken by reference, they would have to be on the stack
-    // before `syn_v4` branches here, on every SYN (SYN 465 -> 447).
+    // `p` comes by value: taken by reference, it would have to be on the stack before `syn_v4`
+    // branches here, on every SYN (SYN 465 -> 447). Of the rest of `parse::SynV4`, only its
+    // header length comes: the rare general rewrite reads the other fields again from the
+    // unchanged frame (copying all of it here costs join 657 -> 668).
     let p = &p;
     let key = p.key();
     if !opens_here(w, pool, p, &key) {
         return None;
     }
-    let vip = pool.vip(p.vip)?;
-    // The ingress port's record is only read by the general rewrite (below, rare): checked here.
-    pool.port(ingress)?;
     let data = frame.data_mut();
-    let token = mptcp::join_options(data.get(s.options())?)?;
-    let client_mac: [u8; 6] = *data.get(6..12)?.first_chunk()?;
+    let token = mptcp::join_options(data.get(54..34 + usize::from(hl))?)?;
     // Decided from here on.
-    let (backend, referenced) = match mptcp::route_join_in(pool, shared, now, false, token, vip) {
+    let (backend, referenced) = match mptcp::route_join_nat_v4(pool, shared, now, token, p.vip) {
         Ok(routed) => routed,
         Err(r) => {
             w.stats.rx += 1;
@@ -410,28 +445,33 @@ fn join_v4<F: Frame>(
             return Some(Verdict::Drop(r));
         }
     };
-    let entry = || FlowEntry {
+    let flags = if referenced {
+        flags::JOIN | flags::TOKEN_REF
+    } else {
+        flags::JOIN
+    };
+    // Read here, not before the token table: one value fewer kept across it.
+    let client_mac = data.first_chunk::<12>().map_or([0; 6], |h| {
+        let mut m = [0; 6];
+        m.copy_from_slice(&h[6..]);
+        m
+    });
+    let entry = JoinEntry {
         key,
         backend,
         vip: p.vip,
         client_port: ingress.0,
-        state: state::first(true) as u8,
         token,
         client_mac,
-        flags: if referenced {
-            flags::JOIN | flags::TOKEN_REF
-        } else {
-            flags::JOIN
-        },
-        ..FlowEntry::default()
+        flags,
     };
     // What `insert_in` does, its common case (a free slot) inline; a full bucket takes
     // `insert_in` itself, out of line.
     let free = w
         .flows
-        .insert_free(p.hash, now.coarse_ms(), entry)
+        .insert_free(p.hash, now.coarse_ms(), || entry.entry())
         .is_some();
-    if !free && !insert_full_bucket(w, shared, now, p.hash, entry()) && referenced {
+    if !free && !join_full_bucket(w, shared, now, p.hash, entry) && referenced {
         shared.tokens.subflow_closed(token, backend, now);
     }
     let stats = &mut w.stats;
@@ -445,8 +485,16 @@ fn join_v4<F: Frame>(
             c.active_flows += u64::from(free);
             c.joins += 1;
         }
-        // Checked above: the same snapshot has it.
+        // `process` came here with the ingress port's record, from the same snapshot.
         let port = pool.port(ingress)?;
+        // The frame is as `parse::syn_v4` read it (54 bytes at least).
+        let at = |i: usize| frame.data().get(i).copied().unwrap_or_default();
+        let s = parse::SynV4 {
+            d: p.d,
+            hl,
+            flags: at(47),
+            ttl: at(22),
+        };
         let mut cx = Ctx::new(w, shared, pool, now, ingress, port);
         let v = egress::to_backend(&mut cx, frame, &s.headers().ip, backend, p.vip, p.hash);
         w.stats.rx += 1;
@@ -505,7 +553,7 @@ pub(crate) fn syn_v4<F: Frame>(
         }
     };
     if opts == mptcp::SynOptions::Join {
-        return join_v4(w, shared, pool, now, ingress, frame, *p, *s);
+        return join_v4(w, shared, pool, now, ingress, frame, *p, s.hl);
     }
     let data = frame.data_mut();
     let area = data.get(s.options())?;

@@ -245,6 +245,12 @@ pub(super) enum SynOptions {
 pub(super) fn syn_options(area: &[u8]) -> SynOptions {
     // Linux's SYN options, in the order it writes them (MSS, SACK permitted, timestamps, NOP,
     // window scale: 20 bytes), are well-formed options of other kinds: passed in one look.
+    // An MP_JOIN alone (its SYN form, 12 bytes): what the walk's first step would return.
+    if let [option_kind::MPTCP, 12, b2, _, _, _, _, _, _, _, _, _] = *area {
+        if b2 >> 4 == mptcp::subtype::MP_JOIN {
+            return SynOptions::Join;
+        }
+    }
     let skip = match area.first_chunk::<20>() {
         Some(a)
             if [a[0], a[1]] == [2, 4]
@@ -390,6 +396,37 @@ pub(super) fn route_join_in(
             ForwardingMode::Dsr(_) => reach.has_addr[family] && vip.has_member(b),
         };
         if reachable {
+            Ok(())
+        } else {
+            Err(DropReason::JoinNoPath)
+        }
+    };
+    match shared.tokens.join(token, now, admit) {
+        JoinOutcome::Routed {
+            backend,
+            referenced,
+        } => Ok((backend, referenced)),
+        refused => Err(join_refused(refused)),
+    }
+}
+
+/// [`route_join_in`] of an IPv4 join towards `vip`, a NAT VIP of the same snapshot (what
+/// [`classify::to_vip_v4`](crate::pipeline::classify::to_vip_v4) found): the same answer, with
+/// the VIP's record left unread (its mode is known, its id is `vip`).
+#[inline]
+pub(super) fn route_join_nat_v4(
+    pool: &PoolSnapshot,
+    shared: &Shared,
+    now: Ticks,
+    token: u32,
+    vip: VipId,
+) -> Result<(BackendId, bool), DropReason> {
+    let admit = move |b: BackendId| {
+        // An id that never existed accepts none (`join_reach`'s default).
+        let Some(reach) = pool.join_reach_of(b).filter(|r| r.accepts) else {
+            return Err(DropReason::JoinOwnerDown);
+        };
+        if reach.nat_vip[0] == Some(vip) {
             Ok(())
         } else {
             Err(DropReason::JoinNoPath)
