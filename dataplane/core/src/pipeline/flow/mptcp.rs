@@ -401,13 +401,7 @@ pub(super) fn route_join_in(
             Err(DropReason::JoinNoPath)
         }
     };
-    match shared.tokens.join(token, now, admit) {
-        JoinOutcome::Routed {
-            backend,
-            referenced,
-        } => Ok((backend, referenced)),
-        refused => Err(join_refused(refused)),
-    }
+    routed(shared.tokens.join(token, now, admit))
 }
 
 /// [`route_join_in`] of an IPv4 join towards `vip`, a NAT VIP of the same snapshot (what
@@ -432,7 +426,14 @@ pub(super) fn route_join_nat_v4(
             Err(DropReason::JoinNoPath)
         }
     };
-    match shared.tokens.join(token, now, admit) {
+    routed(shared.tokens.join(token, now, admit))
+}
+
+/// The token table's answer to a join as the pipeline takes it: the backend and whether the
+/// subflow holds a reference, or the drop reason.
+#[inline(always)]
+fn routed(o: JoinOutcome<DropReason>) -> Result<(BackendId, bool), DropReason> {
+    match o {
         JoinOutcome::Routed {
             backend,
             referenced,
