@@ -66,7 +66,10 @@ stop_gateway() {
 # the failure was the endpoints' own: the only failed checks are the payload digests, and a
 # server's MPTCP stack reset a subflow (MP_TCPRST) after every segment before the reset had
 # crossed the gateway unchanged (seen with Linux 6.18: MPTcpExtDSSNotMatching on the server).
-# The repetition is logged and the first report kept as REPORT.first.
+# The repetition is logged and the first report kept as REPORT.first. (transfers.py itself
+# passes such a run when it can prove more: every segment of every subflow of the connection
+# crossed unchanged, none lost or added; this repetition is for when the captures cannot show
+# that, e.g. a segment tcpdump missed.)
 transfers() {
   local json=$1 report=$2
   shift 2
