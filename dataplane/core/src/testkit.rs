@@ -540,3 +540,23 @@ impl Gateway {
         self.workers.iter().map(|w| w.stats.drops_of(r)).sum()
     }
 }
+
+/// Connection `k` of the join tests, owned by backend `k`: a client 198.19.0.k:3000+k of the
+/// IPv4 VIP, with server key 0x5eed_0000_0000_0000 + k, learned into the token table of each of
+/// `shared` at `now`. Returns its token.
+pub fn learn_connection(shared: &[&Shared], k: u16, now: Ticks) -> u32 {
+    let server_key = 0x5eed_0000_0000_0000 + u64::from(k);
+    let conn = crate::flow::FlowKey::new(
+        IpAddr::V4(Ipv4Addr::new(198, 19, 0, k as u8)),
+        3000 + k,
+        IpAddr::V4(VIP4),
+        VIP_PORT,
+        6,
+    );
+    let owner = crate::tables::token::Owner::new(BackendId(k), conn, server_key, None, now);
+    let token = crate::crypto::token_from_key(server_key);
+    for sh in shared {
+        let _ = sh.tokens.learn(token, owner);
+    }
+    token
+}

@@ -4,14 +4,12 @@
 //! (verdict, bytes, counters, flow count), for a join alone and after Linux's options.
 
 use core::net::{IpAddr, Ipv4Addr};
-use trapeze_core::crypto::token_from_key;
-use trapeze_core::flow::FlowKey;
 use trapeze_core::pipeline::{
     process, process_general, Frame, Shared, VecFrame, Worker, WorkerConfig,
 };
-use trapeze_core::pool::{BackendId, PoolSnapshot, PortId};
+use trapeze_core::pool::{PoolSnapshot, PortId};
 use trapeze_core::tables::flow_table::FlowTableConfig;
-use trapeze_core::tables::token::{Owner, TokenTableConfig};
+use trapeze_core::tables::token::TokenTableConfig;
 use trapeze_core::testkit::{self, TcpSpec};
 use trapeze_core::Ticks;
 
@@ -51,24 +49,13 @@ fn a_join_to_a_backend_without_the_fast_rewrite_agrees_with_the_general_walk() {
                     shards: 2,
                 });
                 let now = Ticks::from_secs(1);
-                let server_key = 0x5eed_0000_0000_0000 + u64::from(k);
-                let conn = FlowKey::new(
-                    IpAddr::V4(Ipv4Addr::new(198, 19, 0, k as u8)),
-                    3000 + k,
-                    IpAddr::V4(testkit::VIP4),
-                    testkit::VIP_PORT,
-                    6,
-                );
-                let owner = Owner::new(BackendId(k), conn, server_key, None, now);
-                for sh in [&sf, &sg] {
-                    let _ = sh.tokens.learn(token_from_key(server_key), owner);
-                }
+                let token = testkit::learn_connection(&[&sf, &sg], k, now);
                 let mut s =
                     TcpSpec::to_vip(IpAddr::V4(Ipv4Addr::new(198, 18, 1, 2)), 4000 + k, 0x02);
                 if !linux {
                     s.options.clear();
                 }
-                let s = s.with_mptcp(testkit::join_syn(token_from_key(server_key)));
+                let s = s.with_mptcp(testkit::join_syn(token));
                 let input = s.build();
                 let mut a = VecFrame::new(&input);
                 let mut b = VecFrame::new(&input);

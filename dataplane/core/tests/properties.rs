@@ -17,14 +17,13 @@ mod fuzz_bodies;
 use core::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use proptest::prelude::*;
-use trapeze_core::crypto::token_from_key;
 use trapeze_core::flow::FlowKey;
 use trapeze_core::pipeline::{
     process, DropReason, Event, Frame, Shared, VecFrame, Verdict, Worker, WorkerConfig,
 };
 use trapeze_core::pool::{BackendId, PoolSnapshot, PortId, VipId};
 use trapeze_core::tables::flow_table::FlowTableConfig;
-use trapeze_core::tables::token::{Owner, TokenTableConfig};
+use trapeze_core::tables::token::TokenTableConfig;
 use trapeze_core::testkit::{self, TcpSpec};
 use trapeze_core::Ticks;
 use trapeze_wire::mptcp::{self, MpJoin, Segment};
@@ -393,21 +392,7 @@ proptest! {
         // Connections whose tokens both tables know: one per backend id, and one of a backend
         // the pool does not have.
         let tokens: Vec<u32> = (0..5u16)
-            .map(|k| {
-                let server_key = 0x5eed_0000_0000_0000 + u64::from(k);
-                let conn = FlowKey::new(
-                    IpAddr::V4(Ipv4Addr::new(198, 19, 0, k as u8)),
-                    3000 + k,
-                    IpAddr::V4(testkit::VIP4),
-                    testkit::VIP_PORT,
-                    6,
-                );
-                let owner = Owner::new(BackendId(k), conn, server_key, None, now);
-                for sh in [&shared_fast, &shared_general] {
-                    let _ = sh.tokens.learn(token_from_key(server_key), owner);
-                }
-                token_from_key(server_key)
-            })
+            .map(|k| testkit::learn_connection(&[&shared_fast, &shared_general], k, now))
             .collect();
         let mut spec = spec;
         if join < 5 {
